@@ -8,6 +8,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+
+	"github.com/HRDAG/ntt/internal/pgcluster"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +29,97 @@ type Options struct {
 	Migrate bool
 	// MaxConns caps the pool (0: pgx's default).
 	MaxConns int32
+	// Private, when set and no database is configured (no URL, no
+	// $NTT_DB_URL, no PG* connection variables), starts or reuses the
+	// private cluster in Private.Dir instead of trying libpq's defaults.
+	Private *Private
+}
+
+// Private is NTT's own PostgreSQL cluster for a machine without a
+// configured database. It keeps running after the program exits, so that
+// the next program of the runbook finds the same catalog; StopPrivate ends it.
+type Private struct {
+	// Dir holds the cluster (Dir/data) and its socket; DefaultStateDir()
+	// when empty.
+	Dir string
+	// Say receives one line telling the operator which database is used.
+	Say func(line string)
+}
+
+// PrivateDatabase is the database name inside the private cluster.
+const PrivateDatabase = "ntt"
+
+// DefaultStateDir is where the private cluster lives: $NTT_STATE_DIR, else
+// /var/lib/ntt for root (root's home is closed to the postgres user that
+// runs the server), else $XDG_DATA_HOME/ntt or ~/.local/share/ntt.
+func DefaultStateDir() string {
+	if d := os.Getenv("NTT_STATE_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/ntt"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "ntt")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "ntt")
+}
+
+// Configured reports whether the caller named a database: by URL, by
+// $NTT_DB_URL, or through libpq's connection variables.
+func Configured(flagURL string) bool {
+	if ResolveURL(flagURL) != "" {
+		return true
+	}
+	for _, v := range []string{"PGHOST", "PGHOSTADDR", "PGDATABASE", "PGSERVICE", "PGPORT"} {
+		if os.Getenv(v) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// StartPrivate starts (or finds running) the private cluster in dir,
+// creates its database, and returns the database's URL.
+func StartPrivate(ctx context.Context, dir string) (string, error) {
+	if dir == "" {
+		dir = DefaultStateDir()
+	}
+	c, err := pgcluster.Init(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Durable: true})
+	if err != nil {
+		return "", fmt.Errorf("private database in %s: %w", dir, err)
+	}
+	if err := c.Start(ctx); err != nil {
+		return "", fmt.Errorf("private database in %s: %w", dir, err)
+	}
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return "", fmt.Errorf("private database in %s: %w", dir, err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, PrivateDatabase).Scan(&exists); err != nil {
+		return "", fmt.Errorf("private database in %s: %w", dir, err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, `CREATE DATABASE `+PrivateDatabase); err != nil {
+			return "", fmt.Errorf("private database in %s: %w", dir, err)
+		}
+	}
+	return c.URL(PrivateDatabase), nil
+}
+
+// StopPrivate stops the private cluster in dir, if it runs.
+func StopPrivate(ctx context.Context, dir string) error {
+	if dir == "" {
+		dir = DefaultStateDir()
+	}
+	c, err := pgcluster.Init(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Durable: true})
+	if err != nil {
+		return err
+	}
+	return c.Stop(ctx, true)
 }
 
 // ResolveURL applies the precedence --db, $NTT_DB_URL, libpq defaults ("").
@@ -38,6 +133,21 @@ func ResolveURL(flagURL string) string {
 // Open connects to the catalog and checks (or migrates) its schema.
 func Open(ctx context.Context, o Options) (*pgxpool.Pool, error) {
 	u := ResolveURL(o.URL)
+	if o.Private != nil && !Configured(o.URL) {
+		dir := o.Private.Dir
+		if dir == "" {
+			dir = DefaultStateDir()
+		}
+		pu, err := StartPrivate(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		if o.Private.Say != nil {
+			o.Private.Say(fmt.Sprintf("no database configured (--db, %s, PG*): using NTT's private PostgreSQL in %s", EnvURL, filepath.Join(dir, "pg")))
+		}
+		u = pu
+		o.Migrate = true // the private catalog is ours to create
+	}
 	cfg, err := pgxpool.ParseConfig(u)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)

@@ -166,10 +166,24 @@ func (c *Cluster) run(cmd *exec.Cmd) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
 	}
 	cmd.Dir = "/" // the server's user may not be able to enter our cwd
+	cmd.Env = serverEnv()
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))
 	}
 	return nil
+}
+
+// serverEnv is the environment without libpq's PG* variables: they are
+// meant for clients, and some (PGPORT, PGDATA) would change what initdb and
+// pg_ctl do to this cluster.
+func serverEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // Start starts the server and waits until it accepts connections. Starting
