@@ -86,7 +86,7 @@ func Check(root string, spec Spec) error {
 				return unix.Fstat(rootFd, &st)
 			}
 			if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return err
+				return fmt.Errorf("lstat: %w", err)
 			}
 			switch def.Kind {
 			case Symlink:

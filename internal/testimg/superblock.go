@@ -14,6 +14,8 @@ import (
 // through a debugfs command line).
 type superblock struct {
 	inodesCount    uint32
+	blocksCount    int64
+	hasJournal     bool
 	firstDataBlock uint32
 	blockSize      int64
 	inodesPerGroup uint32
@@ -44,9 +46,12 @@ func readSuperblock(r io.ReaderAt) (superblock, error) {
 	if le.Uint32(b[76:]) >= 1 { // dynamic revision
 		sb.inodeSize = int64(le.Uint16(b[88:]))
 	}
+	sb.blocksCount = int64(le.Uint32(b[4:]))
 	if le.Uint32(b[96:])&0x80 != 0 { // INCOMPAT_64BIT
 		sb.descSize = int64(le.Uint16(b[254:]))
+		sb.blocksCount |= int64(le.Uint32(b[0x150:])) << 32
 	}
+	sb.hasJournal = le.Uint32(b[92:])&0x4 != 0 // COMPAT_HAS_JOURNAL
 	sb.groupCsum = le.Uint32(b[100:])&(0x10|0x400) != 0
 	if sb.inodesPerGroup == 0 || sb.inodeSize < 128 || sb.descSize < 32 {
 		return superblock{}, errors.New("implausible superblock")
