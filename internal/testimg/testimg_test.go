@@ -324,3 +324,5 @@ func crcOK(h []byte) bool {
 	le.PutUint32(c[16:], 0)
 	return crc32.ChecksumIEEE(c) == le.Uint32(h[16:])
 }
+
+func crc32IEEE(b []byte) uint32 { return crc32.ChecksumIEEE(b) }
