@@ -1,0 +1,161 @@
+// Command ntt-mount-helper mounts a medium's disk image read-only under
+// <root>/<hash>, reports its status, unmounts it, and reaps stale loop
+// devices. It is a thin wrapper around package loopdev.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/HRDAG/ntt/loopdev"
+)
+
+const usage = `Usage: ntt-mount-helper [--root DIR] [--timeout D] COMMAND
+
+Commands:
+  mount HASH IMAGE   attach IMAGE read-only and mount it at ROOT/HASH (one
+                     filesystem) or ROOT/HASH/pN (several); print the layout
+                     as JSON. Stale loop devices are reaped first. If the
+                     medium is already mounted, print its layout.
+  unmount HASH       unmount ROOT/HASH and its partitions, detach every loop
+                     device of its image, remove the directories; print JSON.
+  status HASH        print the layout as JSON; exit 0 if mounted, 1 if not.
+  reap               detach loop devices whose backing file was deleted
+                     (unmounting them first); print what was done as JSON.
+
+JSON goes to stdout, the log to stderr (text on a terminal, JSON lines
+otherwise). Exit status: 0 ok, 1 error (or "not mounted" for status).
+
+Options:
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ntt-mount-helper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	root := fs.String("root", loopdev.DefaultRoot, "mount root `DIR`")
+	timeout := fs.Duration("timeout", loopdev.DefaultMountTimeout, "give up on a mount(2) after `D`")
+	verbose := fs.Bool("v", false, "log debug events")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fmt.Fprint(stdout, usage)
+			fs.PrintDefaults()
+			return 0
+		}
+		return 1
+	}
+	log := newLogger(stderr, *verbose)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "ntt-mount-helper: no command given (mount, unmount, status, reap); see --help.")
+		return 1
+	}
+	want := map[string]int{"mount": 3, "unmount": 2, "status": 2, "reap": 1}
+	n, ok := want[rest[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "ntt-mount-helper: unknown command %q; see --help.\n", rest[0])
+		return 1
+	}
+	if len(rest) != n {
+		fmt.Fprintf(stderr, "ntt-mount-helper: %s takes %d argument(s), got %d; see --help.\n", rest[0], n-1, len(rest)-1)
+		return 1
+	}
+
+	switch rest[0] {
+	case "mount":
+		lay, err := loopdev.Mount(ctx, loopdev.MountSpec{
+			Medium: rest[1], Image: rest[2], Root: *root, Timeout: *timeout, ReapAll: true, Logger: log,
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
+			if lay != nil {
+				printJSON(stdout, lay)
+			}
+			return 1
+		}
+		printJSON(stdout, lay)
+		return 0
+	case "unmount":
+		rep, err := loopdev.Unmount(ctx, rest[1], *root, &loopdev.UnmountOptions{Timeout: *timeout, Logger: log})
+		if rep != nil {
+			printJSON(stdout, rep)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
+			return 1
+		}
+		return 0
+	case "status":
+		lay, err := loopdev.Status(rest[1], *root)
+		if errors.Is(err, loopdev.ErrNotMounted) {
+			printJSON(stdout, map[string]any{"medium": rest[1], "mounted": false})
+			return 1
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
+			return 1
+		}
+		printJSON(stdout, lay)
+		return 0
+	default: // reap
+		rep, err := loopdev.Reap(ctx, loopdev.ReapOptions{Timeout: *timeout, Logger: log})
+		if err != nil {
+			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
+			return 1
+		}
+		printJSON(stdout, rep)
+		if len(rep.Errors) > 0 {
+			fmt.Fprintf(stderr, "ntt-mount-helper: %d stale loop device(s) could not be cleaned up\n", len(rep.Errors))
+			return 1
+		}
+		return 0
+	}
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// newLogger writes human-readable lines on a terminal, JSON lines otherwise.
+func newLogger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if f, ok := w.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.String(slog.TimeKey, a.Value.Time().Format(time.TimeOnly))
+	}
+	return a
+}

@@ -1,0 +1,298 @@
+package loopdev
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/loopdev/probe"
+)
+
+// Layout says where a medium is mounted. It marshals to the JSON that
+// ntt-mount-helper prints. Every later phase (enumerate, load, copy) takes
+// the medium root from Mount, never from its own guess: a multi-partition
+// medium is walked from the base path, which holds p1, p2 ….
+type Layout struct {
+	Medium string `json:"medium"`
+	Image  string `json:"image,omitempty"`
+	// Layout is "single" (one filesystem at Mount) or "multi" (several
+	// partitions at Mount/pN; Mount itself is a plain directory).
+	Layout string `json:"layout"`
+	// Device, FSType and Offset describe the single filesystem; empty for
+	// multi (see Partitions).
+	Device string `json:"device"`
+	// Mount is the medium root, <root>/<hash>, for either layout.
+	Mount  string `json:"mount"`
+	FSType string `json:"fstype"`
+	Offset int64  `json:"offset"`
+	// Table is the partition table found: mbr, gpt, apm, or "".
+	Table string `json:"table,omitempty"`
+	// Partitions lists every partition of the table with what was done
+	// with it (empty for a whole-disk filesystem).
+	Partitions []PartitionStatus `json:"partitions"`
+	// AlreadyMounted is set when Mount found the medium mounted and
+	// returned the existing layout.
+	AlreadyMounted bool `json:"already_mounted,omitempty"`
+}
+
+// PartitionStatus is one partition's outcome.
+type PartitionStatus struct {
+	Num    int    `json:"num"`
+	Device string `json:"device"`
+	Mount  string `json:"mount"`
+	FSType string `json:"fstype"`
+	// Status is mounted, skipped or failed.
+	Status string `json:"status"`
+	// Reason is a keyword for skipped and failed partitions (Reason*).
+	Reason string `json:"reason,omitempty"`
+	// Detail says more, in words, e.g. the mount error or the byte counts
+	// of a truncated partition.
+	Detail string `json:"detail,omitempty"`
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"`
+	// Type is the table's partition type (0x83, a GUID, Apple_HFS).
+	Type string `json:"type,omitempty"`
+	// LVM is the recorded metadata of an LVM member.
+	LVM *probe.LVM `json:"lvm,omitempty"`
+}
+
+// Partition statuses.
+const (
+	StatusMounted = "mounted"
+	StatusSkipped = "skipped"
+	StatusFailed  = "failed"
+)
+
+// Reasons for skipped and failed partitions.
+const (
+	ReasonTruncated    = "truncated"     // extent runs past the end of the image
+	ReasonExtended     = "extended"      // MBR extended container (its logicals are listed)
+	ReasonSwap         = "swap"          // swap or hibernation area
+	ReasonRAID         = "raid_member"   // Linux md member
+	ReasonLVM          = "lvm_member"    // LVM physical volume (metadata recorded)
+	ReasonNoFilesystem = "no_filesystem" // nothing known at its start
+	ReasonPartitionMap = "partition_map" // APM map, driver or free-space entry
+	ReasonWholeDisk    = "whole_disk"    // hybrid disc: the whole disk is mounted instead
+	ReasonMountFailed  = "mount_failed"  // every filesystem type tried failed
+	ReasonNotMounted   = "not_mounted"   // (Status) mountable but not mounted now
+)
+
+// Layout kinds.
+const (
+	LayoutSingle = "single"
+	LayoutMulti  = "multi"
+)
+
+// Sentinel errors of Mount, testable with errors.Is.
+var (
+	// ErrNotADisk: the image is an archive or compressed file.
+	ErrNotADisk = errors.New("archive, not a disk")
+	// ErrErased: the image is empty or every sampled byte is the same.
+	ErrErased = errors.New("erased or empty image")
+	// ErrNothingMounted: no filesystem of the image could be mounted.
+	ErrNothingMounted = errors.New("no filesystem could be mounted")
+	// ErrMountTimeout: mount(2) did not return within the timeout.
+	ErrMountTimeout = errors.New("mount timed out")
+	// ErrNotMounted: Status found no mount of the medium.
+	ErrNotMounted = errors.New("not mounted")
+	// ErrMountPointBusy: the medium's mount directory exists and is not
+	// an empty directory, so mounting would hide or mix content.
+	ErrMountPointBusy = errors.New("mount point is not an empty directory")
+)
+
+// MountPoints lists the directories that hold the medium's filesystems.
+func (l *Layout) MountPoints() []string {
+	if l.Layout == LayoutSingle {
+		return []string{l.Mount}
+	}
+	var out []string
+	for _, p := range l.Partitions {
+		if p.Status == StatusMounted {
+			out = append(out, p.Mount)
+		}
+	}
+	return out
+}
+
+// target is one filesystem Mount will try to mount.
+type target struct {
+	num      int   // partition number; 0 for the whole disk
+	offset   int64 // in the image
+	size     int64 // 0 = to the end
+	fstypes  []string
+	part     int // index in Layout.Partitions, -1 for the whole disk
+	recovery bool
+}
+
+// planMount turns a probe result into the layout skeleton (every partition
+// with its status, mountable ones pending) and the filesystems to mount,
+// with their mount points. This is the one function that decides the
+// layout; Status uses it too, so both always agree.
+func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target, error) {
+	lay := &Layout{Medium: string(h), Mount: h.MountPath(root), Table: res.Table, Partitions: []PartitionStatus{}}
+	switch res.Kind {
+	case probe.KindArchive:
+		return lay, nil, fmt.Errorf("medium %s: %w (%s data at byte 0)", h, ErrNotADisk, res.Archive)
+	case probe.KindErased:
+		return lay, nil, fmt.Errorf("medium %s: %w (every sampled byte is 0x%02x)", h, ErrErased, res.ErasedByte)
+	case probe.KindEmpty:
+		return lay, nil, fmt.Errorf("medium %s: %w (zero bytes)", h, ErrErased)
+	}
+	// Hybrid discs (APM or MBR in the ISO system area) and partitionless
+	// media: the whole disk is the filesystem.
+	whole := res.Whole != nil && res.Whole.Usage == probe.UsageFilesystem &&
+		(res.Table == "" || isOptical(res.Whole.Type) || !hasFilesystem(res.Partitions))
+	var targets []target
+	for _, p := range res.Partitions {
+		ps := PartitionStatus{Num: p.Num, Offset: p.Start, Size: p.Size, Type: p.Type}
+		if p.Content != nil {
+			ps.FSType = p.Content.Type
+		}
+		switch {
+		case p.Extended:
+			ps.Status, ps.Reason = StatusSkipped, ReasonExtended
+			ps.FSType = ""
+		case p.Truncated:
+			ps.Status, ps.Reason = StatusSkipped, ReasonTruncated
+			ps.Detail = fmt.Sprintf("partition %d spans bytes %d–%d but the image has %d bytes", p.Num, p.Start, p.End(), res.Size)
+		case whole:
+			ps.Status, ps.Reason = StatusSkipped, ReasonWholeDisk
+		case p.Content == nil:
+			ps.Status = StatusSkipped
+			ps.Reason = ReasonNoFilesystem
+			if isAPMMeta(p.Type) {
+				ps.Reason = ReasonPartitionMap
+			}
+		case p.Content.Usage == probe.UsageSwap:
+			ps.Status, ps.Reason = StatusSkipped, ReasonSwap
+		case p.Content.Usage == probe.UsageRAID:
+			ps.Status, ps.Reason = StatusSkipped, ReasonRAID
+			ps.Detail = "md superblock version " + p.Content.Version
+		case p.Content.Usage == probe.UsageLVM:
+			ps.Status, ps.Reason = StatusSkipped, ReasonLVM
+			ps.LVM = p.Content.LVM
+		case len(mountTypes(p.Content.Type)) == 0:
+			ps.Status, ps.Reason = StatusSkipped, ReasonNoFilesystem
+			ps.Detail = p.Content.Type + " is not a mountable filesystem"
+		default:
+			// Pending until Mount tries it; Status keeps this for a
+			// mountable partition that is not mounted now.
+			ps.Status, ps.Reason = StatusFailed, ReasonNotMounted
+			targets = append(targets, target{num: p.Num, offset: p.Start, size: p.Size,
+				fstypes: mountTypes(p.Content.Type, p.Content.Alternates...), part: len(lay.Partitions),
+				recovery: p.Content.NeedsRecovery})
+		}
+		lay.Partitions = append(lay.Partitions, ps)
+	}
+	if whole {
+		targets = []target{{fstypes: mountTypes(res.Whole.Type, res.Whole.Alternates...), part: -1,
+			recovery: res.Whole.NeedsRecovery}}
+	}
+	lay.Layout = LayoutSingle
+	if len(targets) > 1 {
+		lay.Layout = LayoutMulti
+	}
+	if len(targets) == 0 && res.Whole != nil {
+		// A whole-disk member (swap, RAID, LVM) with no table.
+		return lay, nil, fmt.Errorf("medium %s: %w: the whole disk is a %s", h, ErrNothingMounted, res.Whole.Type)
+	}
+	return lay, targets, nil
+}
+
+func hasFilesystem(ps []probe.Partition) bool {
+	for _, p := range ps {
+		if p.Content != nil && p.Content.Usage == probe.UsageFilesystem {
+			return true
+		}
+	}
+	return false
+}
+
+func isOptical(t string) bool { return t == "iso9660" || t == "udf" }
+
+func isAPMMeta(t string) bool {
+	return t == "Apple_partition_map" || t == "Apple_Free" || t == "Apple_Void" ||
+		strings.HasPrefix(t, "Apple_Driver") || t == "Apple_Patches"
+}
+
+// mountTypes maps a probed type to the kernel filesystem types to try, in
+// order. ISO9660 and UDF are each tried after the other fails.
+func mountTypes(t string, alternates ...string) []string {
+	var out []string
+	add := func(s ...string) {
+		for _, x := range s {
+			dup := false
+			for _, y := range out {
+				dup = dup || x == y
+			}
+			if !dup {
+				out = append(out, x)
+			}
+		}
+	}
+	switch t {
+	case "ext2", "ext3", "ext4", "vfat", "exfat", "hfs", "hfsplus", "xfs", "btrfs", "squashfs":
+		add(t)
+	case "ntfs":
+		add("ntfs3", "ntfs")
+	case "iso9660":
+		add("iso9660")
+	case "udf":
+		add("udf")
+	default:
+		return nil
+	}
+	for _, a := range alternates {
+		add(mountTypes(a)...)
+	}
+	if isOptical(t) {
+		add("iso9660", "udf")
+	}
+	return out
+}
+
+// Mount flags for every medium: read-only evidence, nothing executable,
+// no device nodes or set-uid honoured, no atime writes.
+const mountFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_NOATIME
+
+// mountData is the per-type option string. Journal replay writes to the
+// device, which is read-only: ext4 noload, ext3 norecovery (the same
+// switch under its ext3 name), xfs norecovery, btrfs skips log replay.
+func mountData(fstype string) string {
+	switch fstype {
+	case "ext4":
+		return "noload"
+	case "ext3":
+		return "norecovery"
+	case "xfs":
+		return "norecovery"
+	case "btrfs":
+		return "rescue=nologreplay"
+	}
+	return ""
+}
+
+// partitionMount is where target t goes in layout kind kind.
+func partitionMount(h medium.Hash, root, kind string, num int) string {
+	if kind == LayoutMulti {
+		return h.PartitionMountPath(root, num)
+	}
+	return h.MountPath(root)
+}
+
+func cleanRoot(root string) string {
+	if root == "" {
+		root = DefaultRoot
+	}
+	if abs, err := filepath.Abs(root); err == nil {
+		root = abs
+	}
+	if r, err := filepath.EvalSymlinks(root); err == nil {
+		root = r
+	}
+	return root
+}
