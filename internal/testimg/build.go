@@ -53,7 +53,7 @@ func BuildImage(path string, spec Spec) error {
 	if err != nil {
 		return err
 	}
-	stage, err := os.MkdirTemp(filepath.Dir(path), ".testimg-stage-")
+	stage, err := os.MkdirTemp(stageParent(spec, path), ".testimg-stage-")
 	if err != nil {
 		return fmt.Errorf("testimg: %w", err)
 	}
@@ -63,17 +63,51 @@ func BuildImage(path string, spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("testimg: staging %s: %w", path, err)
 	}
-	if err := mkfs(path, stage, spec, len(slots)); err != nil {
-		return err
+	err = mkfs(path, stage, spec, len(slots))
+	if err == nil {
+		err = findInodes(path, slots)
 	}
-	if err := findInodes(path, slots); err != nil {
-		return err
+	if err == nil {
+		err = fixInodes(path, spec, slots)
 	}
-	return fixInodes(path, spec, slots)
+	if err != nil {
+		os.Remove(path) // never leave a half-built image to be mistaken for a good one
+	}
+	return err
+}
+
+// stageMemLimit is the most file data staged in /dev/shm; staging in memory
+// is several times faster than on a busy disk, bigger trees go beside the
+// image.
+const stageMemLimit = 256 << 20
+
+// stageParent picks where to stage the tree: /dev/shm when it is a writable
+// tmpfs and the tree is small, else the image's directory. The choice
+// depends only on the spec and the machine, so a spec still builds the same
+// bytes every time on one machine.
+func stageParent(spec Spec, image string) string {
+	var data int64
+	for _, e := range spec.Entries {
+		if e.Kind == File {
+			if e.Data == nil && e.Sparse {
+				data += min(e.Size, 2*SparseBlock)
+			} else {
+				data += e.FileSize()
+			}
+		}
+	}
+	var fs unix.Statfs_t
+	if data <= stageMemLimit && unix.Statfs("/dev/shm", &fs) == nil && fs.Type == unix.TMPFS_MAGIC &&
+		unix.Access("/dev/shm", unix.W_OK) == nil && int64(fs.Bavail)*fs.Bsize > 4*data {
+		return "/dev/shm"
+	}
+	return filepath.Dir(image)
 }
 
 // stageTree creates the tree under dir and returns the inode slots in
-// creation order; slot 0 is the root (inode 2).
+// creation order; slot 0 is the root (inode 2). Every staged inode is
+// tagged with its slot number in atime as soon as it exists (creating
+// children or links does not change an inode's atime).
 func stageTree(dir string, spec Spec, byPath map[string]int) ([]*inodeSlot, error) {
 	root := &inodeSlot{e: Entry{Kind: Dir}, ino: 2}
 	if i, ok := byPath[""]; ok {
@@ -83,11 +117,11 @@ func stageTree(dir string, spec Spec, byPath map[string]int) ([]*inodeSlot, erro
 	slotOf := map[string]*inodeSlot{"": root}
 	explicit := map[string]bool{"": true}
 
-	rootFd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	st, err := newStager(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(rootFd)
+	defer st.close()
 
 	// mkdirs creates (as implied directories) the missing parents of p.
 	var mkdirs func(p string) error
@@ -100,7 +134,7 @@ func stageTree(dir string, spec Spec, byPath map[string]int) ([]*inodeSlot, erro
 			return err
 		}
 		s := &inodeSlot{e: Entry{Path: parent, Kind: Dir}}
-		if err := create(rootFd, s.e, nil); err != nil {
+		if err := st.create(s.e, nil, len(slots)); err != nil {
 			return err
 		}
 		slots = append(slots, s)
@@ -124,31 +158,20 @@ func stageTree(dir string, spec Spec, byPath map[string]int) ([]*inodeSlot, erro
 			explicit[e.Path] = true
 			continue
 		}
-		var target *Entry
-		if e.Kind == Hardlink {
-			target = &slotOf[e.Target].e
-		}
-		if err := create(rootFd, e, target); err != nil {
-			return nil, err
-		}
 		explicit[e.Path] = true
 		if e.Kind == Hardlink {
+			if err := st.create(e, &slotOf[e.Target].e, 0); err != nil {
+				return nil, err
+			}
 			slotOf[e.Path] = slotOf[e.Target]
 			continue
+		}
+		if err := st.create(e, nil, len(slots)); err != nil {
+			return nil, err
 		}
 		s := &inodeSlot{e: e}
 		slots = append(slots, s)
 		slotOf[e.Path] = s
-	}
-	// Tag every staged inode (not the root: mke2fs makes its own) with its
-	// slot number in atime.
-	for i, s := range slots[1:] {
-		if err := atDir(rootFd, s.e.Path, func(dfd int, name string) error {
-			ts := []unix.Timespec{{Sec: int64(markerBase + i + 1)}, {Nsec: unix.UTIME_OMIT}}
-			return unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
-		}); err != nil {
-			return nil, fmt.Errorf("entry %q: tagging: %w", s.e.Path, err)
-		}
 	}
 	return slots, nil
 }
@@ -166,50 +189,122 @@ func split(p string) (parent, name string) {
 // one name (so trees deeper than PATH_MAX work), and calls fn with it.
 func atDir(rootFd int, p string, fn func(dfd int, name string) error) error {
 	parent, name := split(p)
-	dfd, err := unix.Dup(rootFd)
+	dfd, err := openDir(rootFd, parent)
 	if err != nil {
 		return err
-	}
-	if parent != "" {
-		for _, c := range strings.Split(parent, "/") {
-			nfd, err := unix.Openat(dfd, c, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			unix.Close(dfd)
-			if err != nil {
-				return fmt.Errorf("opening directory %q: %w", c, err)
-			}
-			dfd = nfd
-		}
 	}
 	defer unix.Close(dfd)
 	return fn(dfd, name)
 }
 
-// create makes entry e on the staging tree. target is the entry a Hardlink
-// points at.
-func create(rootFd int, e Entry, target *Entry) error {
-	err := atDir(rootFd, e.Path, func(dfd int, name string) error {
+// openDir opens directory p relative to rootFd, one component at a time.
+func openDir(rootFd int, p string) (int, error) {
+	dfd, err := unix.Dup(rootFd)
+	if err != nil || p == "" {
+		return dfd, err
+	}
+	for _, c := range strings.Split(p, "/") {
+		nfd, err := unix.Openat(dfd, c, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(dfd)
+		if err != nil {
+			return -1, fmt.Errorf("opening directory %q: %w", c, err)
+		}
+		dfd = nfd
+	}
+	return dfd, nil
+}
+
+// stager creates entries under a root directory, keeping the last parent
+// directory open because entries usually come grouped by directory.
+type stager struct {
+	root       string
+	rootFd     int
+	lastParent string
+	lastFd     int
+}
+
+func newStager(dir string) (*stager, error) {
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &stager{root: dir, rootFd: fd, lastFd: -1}, nil
+}
+
+func (s *stager) close() {
+	if s.lastFd >= 0 {
+		unix.Close(s.lastFd)
+	}
+	unix.Close(s.rootFd)
+}
+
+// parent returns an open descriptor of p's parent directory (owned by the
+// stager) and p's last name.
+func (s *stager) parent(p string) (int, string, error) {
+	parent, name := split(p)
+	if s.lastFd >= 0 && parent == s.lastParent {
+		return s.lastFd, name, nil
+	}
+	fd, err := openDir(s.rootFd, parent)
+	if err != nil {
+		return -1, "", err
+	}
+	if s.lastFd >= 0 {
+		unix.Close(s.lastFd)
+	}
+	s.lastParent, s.lastFd = parent, fd
+	return fd, name, nil
+}
+
+// create makes entry e on the staging tree and tags it with slot (in
+// atime). target is the entry a Hardlink points at.
+func (s *stager) create(e Entry, target *Entry, slot int) error {
+	err := func() error {
+		var tfd int
+		var tname string
+		if e.Kind == Hardlink {
+			var err error
+			if tfd, tname, err = s.parent(target.Path); err != nil {
+				return err
+			}
+			// The next parent() call may close tfd: keep our own copy.
+			if tfd, err = unix.Dup(tfd); err != nil {
+				return err
+			}
+			defer unix.Close(tfd)
+		}
+		dfd, name, err := s.parent(e.Path)
+		if err != nil {
+			return err
+		}
 		switch e.Kind {
 		case Dir:
-			return unix.Mkdirat(dfd, name, 0o700)
+			err = unix.Mkdirat(dfd, name, 0o700)
 		case File:
-			return writeFile(dfd, name, e)
+			err = writeFile(dfd, name, e)
 		case Symlink:
-			return unix.Symlinkat(e.Target, dfd, name)
+			err = unix.Symlinkat(e.Target, dfd, name)
 		case FIFO:
-			return unix.Mknodat(dfd, name, unix.S_IFIFO|0o600, 0)
+			err = unix.Mknodat(dfd, name, unix.S_IFIFO|0o600, 0)
 		case CharDev:
-			return unix.Mknodat(dfd, name, unix.S_IFCHR|0o600, int(unix.Mkdev(e.Major, e.Minor)))
+			err = unix.Mknodat(dfd, name, unix.S_IFCHR|0o600, int(unix.Mkdev(e.Major, e.Minor)))
 		case BlockDev:
-			return unix.Mknodat(dfd, name, unix.S_IFBLK|0o600, int(unix.Mkdev(e.Major, e.Minor)))
+			err = unix.Mknodat(dfd, name, unix.S_IFBLK|0o600, int(unix.Mkdev(e.Major, e.Minor)))
 		case Socket:
-			return makeSocket(dfd, name)
+			err = makeSocket(s.root, dfd, name)
 		case Hardlink:
-			return atDir(rootFd, target.Path, func(tfd int, tname string) error {
-				return unix.Linkat(tfd, tname, dfd, name, 0)
-			})
+			return unix.Linkat(tfd, tname, dfd, name, 0)
+		default:
+			err = fmt.Errorf("unknown kind %v", e.Kind)
 		}
-		return fmt.Errorf("unknown kind %v", e.Kind)
-	})
+		if err != nil {
+			return err
+		}
+		// mke2fs -d copies the staged atime: the tag tells which inode
+		// number this entry gets.
+		ts := []unix.Timespec{{Sec: int64(markerBase + slot)}, {Nsec: unix.UTIME_OMIT}}
+		return unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+	}()
 	if err != nil {
 		return fmt.Errorf("entry %q (%v): %w", e.Path, e.Kind, err)
 	}
@@ -252,24 +347,23 @@ func writeFile(dfd int, name string, e Entry) error {
 	return f.Close()
 }
 
-// makeSocket binds a unix socket at a short temporary path (sun_path holds
-// only 108 bytes) and renames the node into place.
-func makeSocket(dfd int, name string) error {
-	tmp, err := os.MkdirTemp("", "ts")
-	if err != nil {
-		return err
+// makeSocket binds a unix socket at a short temporary name in the staging
+// root (sun_path holds only 108 bytes; a deep name cannot be bound in
+// place) and renames the node into place.
+func makeSocket(root string, dfd int, name string) error {
+	tmp := filepath.Join(root, ".testimg-socket")
+	if len(tmp) >= 108 {
+		return fmt.Errorf("staging path %s too long to bind a socket", root)
 	}
-	defer os.RemoveAll(tmp)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	sock := filepath.Join(tmp, "s")
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: sock}); err != nil {
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: tmp}); err != nil {
 		return err
 	}
-	return unix.Renameat(unix.AT_FDCWD, sock, dfd, name)
+	return unix.Renameat(unix.AT_FDCWD, tmp, dfd, name)
 }
 
 // fakeTime is what mke2fs and debugfs take as "now" (E2FSPROGS_FAKE_TIME):
