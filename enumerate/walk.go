@@ -433,7 +433,16 @@ func (w *walker) pop() *dirTask {
 	for len(w.stack) == 0 && w.pending > 0 && !w.stopping.Load() {
 		w.cond.Wait()
 	}
-	if w.stopping.Load() || len(w.stack) == 0 {
+	if w.stopping.Load() {
+		// Queued directories hold their parent open: let go of them, or a
+		// cancelled walk would keep the medium busy (unmount: EBUSY).
+		for _, t := range w.stack {
+			w.release(t.parent)
+		}
+		w.stack = nil
+		return nil
+	}
+	if len(w.stack) == 0 {
 		return nil
 	}
 	t := w.stack[len(w.stack)-1]
