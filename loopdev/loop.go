@@ -347,6 +347,9 @@ func sameInode(path string, dev, ino uint64) bool {
 	if err := unix.Stat(path, &st); err != nil {
 		return false
 	}
+	if ino == 0 { // status unreadable: existence is all we know
+		return true
+	}
 	return st.Ino == ino && (dev == 0 || st.Dev == dev)
 }
 
