@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Check compares the tree mounted (or copied) at root with spec, entry by
+// Check compares the tree of an image mounted at root with spec, entry by
 // entry and byte for byte, with lstat/readlink semantics (symlinks are never
 // followed): type, permission bits, owner, size, content, symlink target,
 // device numbers, mtime (seconds, and nanoseconds where the image keeps

@@ -19,7 +19,8 @@
 //
 // # Damage and disks
 //
-// Truncate cuts an image short; MarkJournalDirty leaves a committed but
+// Truncate cuts an image short; Zero and WriteAt overwrite bytes in place
+// (unrescued areas, garbage); MarkJournalDirty leaves a committed but
 // unreplayed transaction in an ext3/ext4 journal; WriteMBR and WriteGPT write
 // partition tables whose entries point wherever the test says (also past the
 // end of the file); Place copies a filesystem image into a bigger disk at a

@@ -114,11 +114,15 @@ func (l *Loop) detach() error {
 // to write (ext3 is served by the ext4 driver, which takes the same option).
 const roFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_NOATIME
 
-// MountOptions returns the data string Mount uses for fstype: "noload" for
-// ext3/ext4, "" otherwise.
+// MountOptions returns the data string Mount uses for fstype so that a
+// read-only mount never replays a journal: "noload" for ext3/ext4,
+// "norecovery" for xfs, "" otherwise.
 func MountOptions(fstype string) string {
-	if fstype == "ext3" || fstype == "ext4" {
+	switch fstype {
+	case "ext3", "ext4":
 		return "noload"
+	case "xfs":
+		return "norecovery"
 	}
 	return ""
 }

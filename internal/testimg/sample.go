@@ -40,10 +40,10 @@ func HostileNames() []string {
 }
 
 // Times returns mtimes at the edges of what ext4 with 256-byte inodes
-// stores: before 1970, before 1901's 32-bit limit is not representable, so
-// the earliest is -2^31; the epoch; a negative time with nanoseconds
-// (floor semantics: -1.5 s is second -2); past 2038 (2100-01-01) and the
-// last second ext4 can store (2446-05-10).
+// stores: 1940 (negative), the earliest second (-2^31, 1901-12-13), the
+// epoch, a negative time with nanoseconds (-1.5 s, which is second -2 when
+// floored, as find's %Ts does), 2100-01-01 with nanoseconds (past 2038) and
+// the last instant ext4 can store (2446-05-10).
 func Times() []time.Time {
 	return []time.Time{
 		time.Unix(-86400*365*30, 0),
