@@ -1,0 +1,639 @@
+package loader
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Load reads a raw enumeration of the medium named by hash and writes it
+// into the medium's partitions inode_p_<h> and path_p_<h>, with the medium
+// row, in one transaction. The hash is validated before anything else
+// (ErrInvalidHash). See the package documentation for what is written and
+// what happens on failure; on error the returned Stats say how far the load
+// got, and the database is as it was.
+func Load(ctx context.Context, db *pgxpool.Pool, hash string, raw io.Reader, opts Options) (Stats, error) {
+	h, err := medium.Parse(hash)
+	if err != nil {
+		return Stats{}, fmt.Errorf("loader: %w", err)
+	}
+	if db == nil {
+		return Stats{}, fmt.Errorf("loader: medium %s: no database pool", h)
+	}
+	if opts.Mode < Refuse || opts.Mode > Append {
+		return Stats{}, fmt.Errorf("loader: medium %s: unknown mode %v", h, opts.Mode)
+	}
+	l := &load{h: h, db: db, opts: opts, log: opts.Logger}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	l.stmtTimeout = durationOr(opts.StatementTimeout, DefaultStatementTimeout)
+	l.lockTimeout = durationOr(opts.LockTimeout, DefaultLockTimeout)
+	key := h.TableKey()
+	l.loadInode, l.loadPath = "ntt_load_inode_"+key, "ntt_load_path_"+key
+	l.st = Stats{Medium: string(h), Mode: opts.Mode, ExpectedRecords: opts.ExpectedRecords}
+	start := time.Now()
+	err = l.run(ctx, raw)
+	l.st.Total = time.Since(start)
+	if err != nil {
+		l.log.Error("load failed, nothing was changed", "medium", string(h), "phase", l.phase, "err", err.Error())
+		return l.st, err
+	}
+	l.log.Info("load completed", "medium", string(h), "mode", opts.Mode.String(), "records", l.st.Records,
+		"inodes", l.st.Inodes, "paths", l.st.Paths, "excluded_paths", l.st.ExcludedPaths,
+		"excluded_inodes", l.st.ExcludedInodes, "non_files", l.st.NonFiles,
+		"duplicate_paths", l.st.DuplicatePaths, "existing_paths", l.st.ExistingPaths,
+		"seconds", seconds(l.st.Total))
+	return l.st, nil
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+func seconds(d time.Duration) float64 {
+	return float64(d.Round(time.Millisecond)) / float64(time.Second)
+}
+
+// load is the state of one Load call.
+type load struct {
+	h                        medium.Hash
+	db                       *pgxpool.Pool
+	opts                     Options
+	log                      *slog.Logger
+	stmtTimeout, lockTimeout time.Duration
+	conn                     *pgxpool.Conn
+	tx                       pgx.Tx
+	pid                      uint32
+	st                       Stats
+	phase                    string
+	phaseStart               time.Time
+	loadInode, loadPath      string // the tables being filled, renamed at attach
+	existing                 bool   // the medium's partitions exist (attached)
+}
+
+func (l *load) begin(name string) {
+	l.phase, l.phaseStart = name, time.Now()
+	if l.opts.Progress != nil {
+		l.opts.Progress.Phase(name)
+	}
+}
+
+func (l *load) end() {
+	d := time.Since(l.phaseStart)
+	l.st.Phases = append(l.st.Phases, PhaseTime{Name: l.phase, Duration: d})
+	if l.phase == PhaseDedupe {
+		// The seed's runbook greps for this line.
+		l.log.Info(fmt.Sprintf("Deduplication completed in %.2fs", d.Seconds()),
+			"medium", string(l.h), "phase", l.phase, "seconds", seconds(d))
+		return
+	}
+	l.log.Info("phase completed", "medium", string(l.h), "phase", l.phase, "seconds", seconds(d))
+}
+
+func (l *load) run(ctx context.Context, raw io.Reader) error {
+	l.begin(PhasePrepare)
+	conn, err := l.db.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("medium %s: connecting to the catalog: %w", l.h, err)
+	}
+	defer conn.Release()
+	l.conn = conn
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("medium %s: starting the load transaction: %w", l.h, err)
+	}
+	l.tx = tx
+	defer func() {
+		// A canceled ctx must not keep the rollback from being sent; if the
+		// connection is gone the server rolls back by itself.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		tx.Rollback(rctx) //nolint:errcheck // after Commit this is a no-op
+	}()
+	settings := fmt.Sprintf(`SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d`,
+		l.stmtTimeout.Milliseconds(), l.lockTimeout.Milliseconds())
+	if _, err := tx.Exec(ctx, settings); err != nil {
+		return l.sqlErr(ctx, "setting the timeouts", err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&l.pid); err != nil {
+		return l.sqlErr(ctx, "reading the backend pid", err)
+	}
+	if err := l.lockMedium(ctx); err != nil {
+		return err
+	}
+	var inodeExists, pathExists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
+		l.h.InodeTable(), l.h.PathTable()).Scan(&inodeExists, &pathExists); err != nil {
+		return l.sqlErr(ctx, "looking up the medium's partitions", err)
+	}
+	var existing HasRowsError
+	if inodeExists || pathExists {
+		// The seed's safety check: rows in a detached partition would be
+		// invisible to every query, so never load next to one.
+		if err := schema.CheckAttached(ctx, tx, l.h); err != nil {
+			return fmt.Errorf("loader: %w", err)
+		}
+		l.existing = true
+		if existing, err = l.countRows(ctx); err != nil {
+			return err
+		}
+	}
+	hasRows := existing.Inodes > 0 || existing.Paths > 0
+	if hasRows {
+		switch l.opts.Mode {
+		case Refuse:
+			return &existing
+		case Replace:
+			l.st.ReplacedInodes, l.st.ReplacedPaths = existing.Inodes, existing.Paths
+			l.log.Info("replacing the medium's rows", "medium", string(l.h), "inodes", existing.Inodes,
+				"copied", existing.Copied, "paths", existing.Paths)
+		case Append:
+			l.log.Info("appending to the medium's rows", "medium", string(l.h), "inodes", existing.Inodes,
+				"copied", existing.Copied, "paths", existing.Paths)
+			return l.appendRows(ctx, raw)
+		}
+	}
+	return l.loadFresh(ctx, raw)
+}
+
+// lockMedium serializes loads (and schema.CreatePartitions) of one medium.
+func (l *load) lockMedium(ctx context.Context) error {
+	key := "ntt-partitions:" + l.h.TableKey()
+	if _, err := l.tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+		if isLockTimeout(err) {
+			return l.lockTimeoutError(ctx, "the load lock of medium "+string(l.h), "EXCLUSIVE",
+				"another load or partition creation of this medium is running", err,
+				func(ctx context.Context, q *pgxpool.Conn) ([]Blocker, error) {
+					return advisoryHolders(ctx, q, key, l.pid)
+				})
+		}
+		return l.sqlErr(ctx, "taking the medium's load lock", err)
+	}
+	return nil
+}
+
+func (l *load) countRows(ctx context.Context) (HasRowsError, error) {
+	e := HasRowsError{Medium: string(l.h)}
+	for _, t := range []string{l.h.InodeTable(), l.h.PathTable()} {
+		if err := l.lockTable(ctx, t, false, "ACCESS SHARE", "to count the medium's existing rows"); err != nil {
+			return e, err
+		}
+	}
+	q := fmt.Sprintf(`SELECT (SELECT count(*) FROM %[1]s),
+		(SELECT count(*) FROM %[1]s WHERE copied AND coalesce(claimed_by, '') NOT IN ('%[3]s', '%[4]s')),
+		(SELECT count(*) FROM %[2]s)`, l.h.InodeTable(), l.h.PathTable(), ClaimedNonFile, ClaimedExcluded)
+	if err := l.tx.QueryRow(ctx, q).Scan(&e.Inodes, &e.Copied, &e.Paths); err != nil {
+		return e, l.sqlErr(ctx, "counting the medium's existing rows", err)
+	}
+	return e, nil
+}
+
+// createTables makes the tables the rows are copied into, with the
+// parents' columns, defaults and checks, medium_hash defaulting to this
+// medium, and a check that lets ATTACH skip its validation scan.
+func (l *load) createTables(ctx context.Context, inodeTable, pathTable string, temp bool) error {
+	for _, t := range []struct{ parent, table string }{{"inode", inodeTable}, {"path", pathTable}} {
+		if err := l.lockTable(ctx, t.parent, true, "ACCESS SHARE", "to copy its column definitions"); err != nil {
+			return err
+		}
+		// Identifiers and the literal come from the validated medium.Hash.
+		var sql string
+		if temp {
+			sql = fmt.Sprintf(`CREATE TEMP TABLE %[1]s (LIKE %[2]s INCLUDING DEFAULTS) ON COMMIT DROP;
+				ALTER TABLE %[1]s ALTER COLUMN medium_hash SET DEFAULT '%[3]s'`, t.table, t.parent, l.h)
+		} else {
+			sql = fmt.Sprintf(`CREATE TABLE %[1]s (LIKE %[2]s INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+				ALTER TABLE %[1]s ALTER COLUMN medium_hash SET DEFAULT '%[3]s',
+				ADD CONSTRAINT %[1]s_medium CHECK (medium_hash IS NOT NULL AND medium_hash = '%[3]s')`, t.table, t.parent, l.h)
+		}
+		if _, err := l.tx.Exec(ctx, sql); err != nil {
+			return l.sqlErr(ctx, "creating table "+t.table, err)
+		}
+	}
+	return nil
+}
+
+// copyRows streams the raw records into the path table and, from the
+// spool, the deduplicated inode rows into the inode table.
+func (l *load) copyRows(ctx context.Context, raw io.Reader, inodeTable, pathTable string) error {
+	spool, err := openSpool(l.opts.SpoolDir)
+	if err != nil {
+		return fmt.Errorf("medium %s: %w", l.h, err)
+	}
+	defer spool.Close()
+	src := newRecordSource(raw, l.opts.Root, l.opts.Root != "", l.opts.Ignore, spool, &l.st)
+	if p := l.opts.Progress; p != nil {
+		src.progress = p.Records
+	}
+	pg := l.conn.Conn().PgConn()
+	// FREEZE: the tables are new in this transaction, so the rows can be
+	// written frozen and all-visible, sparing a later rewrite of every page.
+	_, err = pg.CopyFrom(ctx, src, copySQL(pathTable, pathColumns))
+	if src.err != nil {
+		var re *RecordError
+		if errors.As(src.err, &re) {
+			return fmt.Errorf("medium %s: raw file %w; nothing was loaded", l.h, src.err)
+		}
+		return fmt.Errorf("medium %s: %w; nothing was loaded", l.h, src.err)
+	}
+	if err != nil {
+		return l.sqlErr(ctx, "copying path rows into "+pathTable, err)
+	}
+	if l.st.RecordCountDiffers() {
+		l.log.Warn("record count differs from the enumeration's", "medium", string(l.h),
+			"records", l.st.Records, "expected", l.st.ExpectedRecords)
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("medium %s: rewinding the inode spool: %w", l.h, err)
+	}
+	if _, err := pg.CopyFrom(ctx, bufio.NewReaderSize(spool, 256<<10), copySQL(inodeTable, inodeColumns)); err != nil {
+		return l.sqlErr(ctx, "copying inode rows into "+inodeTable, err)
+	}
+	return nil
+}
+
+func copySQL(table string, cols []string) string {
+	return fmt.Sprintf(`COPY %s (%s) FROM STDIN WITH (FORMAT binary, FREEZE)`, table, strings.Join(cols, ", "))
+}
+
+// loadFresh is the fast path: fresh index-free tables filled by COPY, keys
+// and the foreign key built once over the whole data, then attached as the
+// medium's partitions in place of the old ones (if any).
+func (l *load) loadFresh(ctx context.Context, raw io.Reader) error {
+	if err := l.createTables(ctx, l.loadInode, l.loadPath, false); err != nil {
+		return err
+	}
+	l.end()
+
+	l.begin(PhaseCopy)
+	if err := l.copyRows(ctx, raw, l.loadInode, l.loadPath); err != nil {
+		return err
+	}
+	l.end()
+
+	l.begin(PhaseDedupe)
+	if err := l.buildKeys(ctx); err != nil {
+		return err
+	}
+	l.end()
+
+	l.begin(PhaseAnalyze)
+	if err := l.exec(ctx, "analyzing the new partitions", fmt.Sprintf(`ANALYZE %s, %s`, l.loadInode, l.loadPath)); err != nil {
+		return err
+	}
+	l.end()
+
+	l.begin(PhaseIndex)
+	if err := l.exec(ctx, "building index "+l.h.PathFKIndex(),
+		fmt.Sprintf(`CREATE INDEX %[1]s_fk_idx ON %[1]s (medium_hash, dev, ino)`, l.loadPath)); err != nil {
+		return err
+	}
+	if err := l.exec(ctx, "adding and checking the path→inode foreign key",
+		fmt.Sprintf(`ALTER TABLE %[1]s ADD CONSTRAINT %[1]s_fk FOREIGN KEY (medium_hash, dev, ino)
+			REFERENCES %[2]s (medium_hash, dev, ino) ON DELETE CASCADE`, l.loadPath, l.loadInode)); err != nil {
+		return err
+	}
+	l.end()
+
+	l.begin(PhaseAttach)
+	if err := l.attach(ctx); err != nil {
+		return err
+	}
+	if err := l.upsertMedium(ctx); err != nil {
+		return err
+	}
+	l.end()
+
+	return l.commit(ctx)
+}
+
+// buildKeys adds the primary keys. Duplicates are rare (a path twice in the
+// input, an inode seen twice without being a hardlink), so the keys are
+// built optimistically; only when one fails on a duplicate are the later
+// copies removed — keeping each first occurrence — and the key rebuilt.
+func (l *load) buildKeys(ctx context.Context) error {
+	pathsDeduped, err := l.addKey(ctx, l.loadPath, "medium_hash, path", l.dedupePaths)
+	if err != nil {
+		return err
+	}
+	if pathsDeduped {
+		// A removed path may have been the only one of its inode.
+		if err := l.exec(ctx, "removing inodes left without a path", fmt.Sprintf(
+			`DELETE FROM %s i WHERE NOT EXISTS (SELECT 1 FROM %s p WHERE p.dev = i.dev AND p.ino = i.ino)`,
+			l.loadInode, l.loadPath)); err != nil {
+			return err
+		}
+	}
+	inodesDeduped, err := l.addKey(ctx, l.loadInode, "medium_hash, dev, ino", l.dedupeInodes)
+	if err != nil {
+		return err
+	}
+	if pathsDeduped || inodesDeduped {
+		return l.recount(ctx)
+	}
+	return nil
+}
+
+func (l *load) addKey(ctx context.Context, table, cols string, dedupe func(context.Context) error) (deduped bool, err error) {
+	add := fmt.Sprintf(`ALTER TABLE %[1]s ADD CONSTRAINT %[1]s_pkey PRIMARY KEY (%[2]s)`, table, cols)
+	what := "building the primary key of " + table
+	if err := l.exec(ctx, "setting a savepoint", `SAVEPOINT ntt_key`); err != nil {
+		return false, err
+	}
+	_, err = l.tx.Exec(ctx, add)
+	if err == nil {
+		return false, l.exec(ctx, "releasing a savepoint", `RELEASE SAVEPOINT ntt_key`)
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" {
+		return false, l.sqlErr(ctx, what, err)
+	}
+	if err := l.exec(ctx, "rolling back to a savepoint", `ROLLBACK TO SAVEPOINT ntt_key`); err != nil {
+		return false, err
+	}
+	if err := dedupe(ctx); err != nil {
+		return false, err
+	}
+	return true, l.exec(ctx, what, add)
+}
+
+// dedupeStatement deletes every row but the first (in input order: the
+// tables are filled by one COPY, so ctid order is input order) of each key.
+func dedupeStatement(table, key string) string {
+	return fmt.Sprintf(`DELETE FROM %[1]s t USING (
+		SELECT ctid FROM (SELECT ctid, row_number() OVER (PARTITION BY %[2]s ORDER BY ctid) AS n FROM %[1]s) r
+		WHERE n > 1) d WHERE t.ctid = d.ctid`, table, key)
+}
+
+func (l *load) dedupePaths(ctx context.Context) error {
+	rows, err := l.tx.Query(ctx, fmt.Sprintf(
+		`SELECT path, count(*) FROM %s GROUP BY path HAVING count(*) > 1 ORDER BY path LIMIT 10`, l.loadPath))
+	if err != nil {
+		return l.sqlErr(ctx, "listing duplicate paths", err)
+	}
+	for rows.Next() {
+		var p []byte
+		var n int64
+		if err := rows.Scan(&p, &n); err != nil {
+			rows.Close()
+			return l.sqlErr(ctx, "listing duplicate paths", err)
+		}
+		l.log.Warn("duplicate path in the raw file, keeping its first record", "medium", string(l.h),
+			"path", fmt.Sprintf("%q", p), "occurrences", n)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return l.sqlErr(ctx, "listing duplicate paths", err)
+	}
+	tag, err := l.tx.Exec(ctx, dedupeStatement(l.loadPath, "path"))
+	if err != nil {
+		return l.sqlErr(ctx, "removing duplicate paths", err)
+	}
+	l.st.DuplicatePaths = tag.RowsAffected()
+	l.log.Warn("duplicate paths stored once", "medium", string(l.h), "duplicates", l.st.DuplicatePaths)
+	return nil
+}
+
+func (l *load) dedupeInodes(ctx context.Context) error {
+	tag, err := l.tx.Exec(ctx, dedupeStatement(l.loadInode, "dev, ino"))
+	if err != nil {
+		return l.sqlErr(ctx, "removing repeated inode rows", err)
+	}
+	l.log.Warn("inode seen more often than its link count, keeping its first record", "medium", string(l.h),
+		"rows_removed", tag.RowsAffected())
+	return nil
+}
+
+// recount takes the row counts from the tables after duplicates were
+// removed (the counts kept while streaming include them).
+func (l *load) recount(ctx context.Context) error {
+	q := fmt.Sprintf(`SELECT (SELECT count(*) FROM %[1]s),
+		(SELECT count(*) FROM %[1]s WHERE claimed_by = '%[3]s'),
+		(SELECT count(*) FROM %[1]s WHERE claimed_by = '%[4]s'),
+		(SELECT count(*) FROM %[2]s),
+		(SELECT count(*) FROM %[2]s WHERE exclude_reason IS NOT NULL)`,
+		l.loadInode, l.loadPath, ClaimedExcluded, ClaimedNonFile)
+	err := l.tx.QueryRow(ctx, q).Scan(&l.st.Inodes, &l.st.ExcludedInodes, &l.st.NonFiles, &l.st.Paths, &l.st.ExcludedPaths)
+	if err != nil {
+		return l.sqlErr(ctx, "counting the rows", err)
+	}
+	return nil
+}
+
+// attach swaps the old partitions out (if any) and attaches the new ones
+// under the names schema.CreatePartitions gives, so that the result is
+// indistinguishable from partitions it made and filled.
+func (l *load) attach(ctx context.Context) error {
+	inodeP, pathP := l.h.InodeTable(), l.h.PathTable()
+	if l.existing {
+		// Dropping a partition takes an exclusive lock on its parent: this is
+		// the one moment a load blocks readers of other media, and it lasts
+		// until the commit right after.
+		purpose := "to drop the medium's old partitions"
+		for _, t := range []struct {
+			name string
+			only bool
+		}{{"inode", true}, {"path", true}, {inodeP, false}, {pathP, false}} {
+			if err := l.lockTable(ctx, t.name, t.only, "ACCESS EXCLUSIVE", purpose); err != nil {
+				return err
+			}
+		}
+		if l.opts.Mode != Replace {
+			// They were empty when the load began; make sure under the lock.
+			e, err := l.countRows(ctx)
+			if err != nil {
+				return err
+			}
+			if e.Inodes > 0 || e.Paths > 0 {
+				return &e
+			}
+		}
+		if err := l.exec(ctx, "dropping the old partitions", fmt.Sprintf(`DROP TABLE %s, %s`, pathP, inodeP)); err != nil {
+			return err
+		}
+	} else {
+		for _, parent := range []string{"inode", "path"} {
+			if err := l.lockTable(ctx, parent, true, "SHARE UPDATE EXCLUSIVE",
+				fmt.Sprintf("to attach %s_p_%s to it", parent, l.h.TableKey())); err != nil {
+				return err
+			}
+		}
+	}
+	stmts := []string{
+		fmt.Sprintf(`ALTER TABLE %s RENAME TO %s`, l.loadInode, inodeP),
+		fmt.Sprintf(`ALTER TABLE %s RENAME CONSTRAINT %s_pkey TO %s_pkey`, inodeP, l.loadInode, inodeP),
+		fmt.Sprintf(`ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT`, inodeP),
+		fmt.Sprintf(`ALTER TABLE %s RENAME TO %s`, l.loadPath, pathP),
+		fmt.Sprintf(`ALTER TABLE %s RENAME CONSTRAINT %s_pkey TO %s_pkey`, pathP, l.loadPath, pathP),
+		fmt.Sprintf(`ALTER TABLE %s RENAME CONSTRAINT %s_fk TO %s`, pathP, l.loadPath, schema.PartitionFK(l.h)),
+		fmt.Sprintf(`ALTER INDEX %s_fk_idx RENAME TO %s`, l.loadPath, l.h.PathFKIndex()),
+		fmt.Sprintf(`ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT`, pathP),
+		// The check constraints make the partition constraint provable, so
+		// ATTACH skips its scan; they are dropped once it is in place.
+		fmt.Sprintf(`ALTER TABLE inode ATTACH PARTITION %s FOR VALUES IN ('%s')`, inodeP, l.h),
+		fmt.Sprintf(`ALTER TABLE path ATTACH PARTITION %s FOR VALUES IN ('%s')`, pathP, l.h),
+		fmt.Sprintf(`ALTER TABLE %s DROP CONSTRAINT %s_medium`, inodeP, l.loadInode),
+		fmt.Sprintf(`ALTER TABLE %s DROP CONSTRAINT %s_medium`, pathP, l.loadPath),
+	}
+	if err := l.exec(ctx, "attaching the new partitions", strings.Join(stmts, ";\n")); err != nil {
+		return err
+	}
+	if err := schema.CheckAttached(ctx, l.tx, l.h); err != nil {
+		return fmt.Errorf("loader: after attaching: %w", err)
+	}
+	return nil
+}
+
+func (l *load) upsertMedium(ctx context.Context) error {
+	var image *string
+	if l.opts.ImagePath != "" {
+		image = &l.opts.ImagePath
+	}
+	_, err := l.tx.Exec(ctx, `
+		INSERT INTO medium (medium_hash, image_path, enum_root, enum_done)
+		VALUES ($1, $2, $3, clock_timestamp())
+		ON CONFLICT (medium_hash) DO UPDATE
+		SET image_path = coalesce(excluded.image_path, medium.image_path),
+		    enum_root = excluded.enum_root, enum_done = excluded.enum_done`,
+		string(l.h), image, []byte(l.st.Root))
+	if err != nil {
+		return l.sqlErr(ctx, "recording the medium row", err)
+	}
+	return nil
+}
+
+func (l *load) commit(ctx context.Context) error {
+	l.begin(PhaseCommit)
+	if err := l.tx.Commit(ctx); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return l.sqlErr(ctx, "committing", err)
+		}
+		// The connection broke while COMMIT was in flight: only the
+		// catalog can say whether it happened.
+		return fmt.Errorf("medium %s: commit interrupted, the load may or may not have been committed "+
+			"(check medium.enum_done, then rerun with --replace if needed): %w", l.h, err)
+	}
+	l.end()
+	return nil
+}
+
+// appendRows adds the raw file's new paths, and their inodes, to existing
+// partitions. Matching is by path: dev changes with every mount, so an old
+// row and a new record of the same file cannot be matched by inode.
+func (l *load) appendRows(ctx context.Context, raw io.Reader) error {
+	const tInode, tPath, tNew = "ntt_append_inode", "ntt_append_path", "ntt_append_new"
+	inodeP, pathP := l.h.InodeTable(), l.h.PathTable()
+	if err := l.createTables(ctx, tInode, tPath, true); err != nil {
+		return err
+	}
+	l.end()
+
+	l.begin(PhaseCopy)
+	if err := l.copyRows(ctx, raw, tInode, tPath); err != nil {
+		return err
+	}
+	l.end()
+
+	l.begin(PhaseDedupe)
+	var total, distinct, fresh int64
+	if err := l.tx.QueryRow(ctx, `SELECT count(*), count(DISTINCT path) FROM `+tPath).Scan(&total, &distinct); err != nil {
+		return l.sqlErr(ctx, "counting the raw file's paths", err)
+	}
+	l.st.DuplicatePaths = total - distinct
+	tag, err := l.tx.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE %[1]s ON COMMIT DROP AS
+		SELECT DISTINCT ON (s.path) s.medium_hash, s.dev, s.ino, s.path, s.exclude_reason FROM %[2]s s
+		WHERE NOT EXISTS (SELECT 1 FROM %[3]s p WHERE p.medium_hash = '%[4]s' AND p.path = s.path)
+		ORDER BY s.path, s.ctid`, tNew, tPath, pathP, l.h))
+	if err != nil {
+		return l.sqlErr(ctx, "selecting the paths not catalogued yet", err)
+	}
+	fresh = tag.RowsAffected()
+	l.st.ExistingPaths = distinct - fresh
+	for _, t := range []string{inodeP, pathP} {
+		if err := l.lockTable(ctx, t, false, "ROW EXCLUSIVE", "to add rows to it"); err != nil {
+			return err
+		}
+	}
+	cols := "medium_hash, " + strings.Join(inodeColumns, ", ")
+	err = l.tx.QueryRow(ctx, fmt.Sprintf(`WITH ins AS (
+		INSERT INTO %[1]s (%[2]s)
+		SELECT DISTINCT ON (i.dev, i.ino) %[2]s FROM %[3]s i
+		WHERE EXISTS (SELECT 1 FROM %[4]s n WHERE n.dev = i.dev AND n.ino = i.ino)
+		ORDER BY i.dev, i.ino, i.ctid
+		ON CONFLICT (medium_hash, dev, ino) DO NOTHING
+		RETURNING claimed_by)
+		SELECT count(*), count(*) FILTER (WHERE claimed_by = '%[5]s'), count(*) FILTER (WHERE claimed_by = '%[6]s') FROM ins`,
+		inodeP, cols, tInode, tNew, ClaimedExcluded, ClaimedNonFile)).Scan(&l.st.Inodes, &l.st.ExcludedInodes, &l.st.NonFiles)
+	if err != nil {
+		return l.sqlErr(ctx, "adding the new inodes to "+inodeP, err)
+	}
+	err = l.tx.QueryRow(ctx, fmt.Sprintf(`WITH ins AS (
+		INSERT INTO %[1]s (medium_hash, dev, ino, path, exclude_reason)
+		SELECT medium_hash, dev, ino, path, exclude_reason FROM %[2]s
+		RETURNING exclude_reason)
+		SELECT count(*), count(*) FILTER (WHERE exclude_reason IS NOT NULL) FROM ins`, pathP, tNew)).Scan(&l.st.Paths, &l.st.ExcludedPaths)
+	if err != nil {
+		return l.sqlErr(ctx, "adding the new paths to "+pathP, err)
+	}
+	l.end()
+
+	l.begin(PhaseAnalyze)
+	if err := l.exec(ctx, "analyzing the partitions", fmt.Sprintf(`ANALYZE %s, %s`, inodeP, pathP)); err != nil {
+		return err
+	}
+	if err := l.upsertMedium(ctx); err != nil {
+		return err
+	}
+	l.end()
+	return l.commit(ctx)
+}
+
+// exec runs sql in the load's transaction, turning its errors into the
+// load's (naming the phase and step, timeouts typed).
+func (l *load) exec(ctx context.Context, step, sql string) error {
+	if _, err := l.tx.Exec(ctx, sql); err != nil {
+		return l.sqlErr(ctx, step, err)
+	}
+	return nil
+}
+
+func isLockTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
+}
+
+func (l *load) sqlErr(ctx context.Context, step string, err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "57014" && ctx.Err() == nil && strings.Contains(pe.Message, "statement timeout"):
+			return &TimeoutError{Medium: string(l.h), Phase: l.phase, Step: step, Timeout: l.stmtTimeout, Err: err}
+		case pe.Code == "55P03":
+			return &LockTimeoutError{Medium: string(l.h), Object: "a table", Mode: "required",
+				Purpose: step, Timeout: l.lockTimeout, Err: err}
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("medium %s: %s phase: %s: %w; nothing was changed", l.h, l.phase, step, ctx.Err())
+	}
+	return fmt.Errorf("medium %s: %s phase: %s: %w; nothing was changed", l.h, l.phase, step, err)
+}
