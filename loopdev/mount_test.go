@@ -167,16 +167,21 @@ func (e *env) mount(hash, image string) (*Layout, error) {
 	return Mount(context.Background(), MountSpec{Medium: hash, Image: image, Root: e.root, Logger: e.logger()})
 }
 
-// imageLoops lists the loop devices backed by image (waiting briefly for
-// the kernel to finish an autoclear that is under way).
+// imageLoops lists the loop devices backed by image.
 func imageLoops(t *testing.T, image string) []Loop {
 	t.Helper()
+	ls, err := FindByImage(image)
+	require.NoError(t, err)
+	return ls
+}
+
+// loopsAfterDetach is imageLoops once an autoclear under way has had a
+// moment to finish (the kernel may complete it just after umount returns).
+func loopsAfterDetach(t *testing.T, image string) []Loop {
+	t.Helper()
 	var ls []Loop
-	for i := 0; i < 50; i++ {
-		var err error
-		ls, err = FindByImage(image)
-		require.NoError(t, err)
-		if len(ls) == 0 {
+	for i := 0; i < 100; i++ {
+		if ls = imageLoops(t, image); len(ls) == 0 {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -197,7 +202,7 @@ func mountEntry(t *testing.T, dir string) *MountInfo {
 func (e *env) requireGone(hash, image string) {
 	t := e.t
 	t.Helper()
-	require.Empty(t, imageLoops(t, image), "no loop device of the image may remain")
+	require.Empty(t, loopsAfterDetach(t, image), "no loop device of the image may remain")
 	_, err := os.Stat(filepath.Join(e.root, hash))
 	require.True(t, errors.Is(err, os.ErrNotExist), "mount directory must be gone: %v", err)
 }
@@ -618,6 +623,9 @@ func TestMountTimeoutIsAnError(t *testing.T) {
 
 func TestMountRefusesArchiveAndReportsFailures(t *testing.T) {
 	e := newEnv(t)
+	if _, err := exec.LookPath("bzip2"); err != nil {
+		testenv.SkipOrFail(t, "bzip2 not installed (tar -j)")
+	}
 	// A tar.bz2 named .img.
 	src := filepath.Join(e.dir, "f.txt")
 	require.NoError(t, os.WriteFile(src, []byte("data"), 0o644))
@@ -646,8 +654,9 @@ func TestMountRefusesArchiveAndReportsFailures(t *testing.T) {
 		t.Log("kernel has vfat: the floppy mounts, not testing the failure path with it")
 		return
 	}
-	_, err = e.mount(h2, floppy)
+	lay, err := e.mount(h2, floppy)
 	require.ErrorIs(t, err, ErrNothingMounted)
+	require.Equal(t, LayoutSingle, lay.Layout)
 	var me *MountError
 	require.True(t, strings.Contains(err.Error(), "vfat"), err.Error())
 	require.False(t, errors.As(err, &me), "a per-partition failure is reported in words, not as the cause")
@@ -693,7 +702,7 @@ func TestAttachBothPathsAndList(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, uint64(2<<20), size)
 		require.NoError(t, a.Detach())
-		require.Empty(t, imageLoops(t, img), "configure=%v", configure)
+		require.Empty(t, loopsAfterDetach(t, img), "configure=%v", configure)
 	}
 }
 
@@ -754,7 +763,7 @@ func TestReapDeletedAndOrphans(t *testing.T) {
 		}
 	}
 	require.True(t, found)
-	require.Empty(t, imageLoops(t, live))
+	require.Empty(t, loopsAfterDetach(t, live))
 }
 
 // Unmount detaches orphans of the image that earlier failed attempts left.
@@ -771,5 +780,42 @@ func TestUnmountDetachesOrphans(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{lay.Mount}, rep.Unmounted)
 	require.Contains(t, rep.Detached, orphan.Device)
+	e.requireGone(h1, img)
+}
+
+// An Apple-partition-map hybrid CD whose whole disk is ISO9660: the whole
+// disk is what Mount tries, with iso9660 and then udf. This kernel has
+// neither, so both real attempts fail and are reported; nothing is left.
+func TestMountAPMHybridTriesWholeDisk(t *testing.T) {
+	e := newEnv(t)
+	if fsSupported("iso9660") || fsSupported("udf") {
+		t.Log("kernel mounts optical filesystems; the failure path is not reachable here")
+		return
+	}
+	m := make([]byte, 1<<20)
+	copy(m, "ER")
+	binary.BigEndian.PutUint16(m[2:], 2048)
+	for i, typ := range []string{"Apple_partition_map", "Apple_HFS"} {
+		o := (i + 1) * 2048
+		copy(m[o:], "PM")
+		binary.BigEndian.PutUint32(m[o+4:], 2)
+		binary.BigEndian.PutUint32(m[o+8:], uint32(1+15*i))
+		binary.BigEndian.PutUint32(m[o+12:], 100)
+		copy(m[o+48:], typ)
+	}
+	m[32768] = 1
+	copy(m[32769:], "CD001")
+	m[32768+2048] = 255
+	copy(m[32769+2048:], "CD001")
+	img := filepath.Join(e.dir, "hybrid.img")
+	require.NoError(t, os.WriteFile(img, m, 0o644))
+	lay, err := e.mount(h1, img)
+	require.ErrorIs(t, err, ErrNothingMounted)
+	require.Contains(t, err.Error(), "iso9660")
+	require.Contains(t, err.Error(), "udf")
+	require.Equal(t, "apm", lay.Table)
+	for _, p := range lay.Partitions {
+		require.Equal(t, ReasonWholeDisk, p.Reason)
+	}
 	e.requireGone(h1, img)
 }
