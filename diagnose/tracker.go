@@ -380,7 +380,9 @@ func (t *Tracker) checkpoint(ctx context.Context, d *Decision, env Env) {
 	beyond := extentsBeyond || (!extentsKnown && kernelBeyond)
 	raw := d.Class
 	switch {
-	case raw == ClassBeyondEOF || beyond && (raw == ClassIO || raw == ClassUnknown):
+	// Transient is included for ENOMEM: ext4 returns it (not EIO) when the
+	// metadata block it needs lies past the end of the device.
+	case raw == ClassBeyondEOF || beyond && (raw == ClassIO || raw == ClassUnknown || raw == ClassTransient):
 		d.Class = ClassBeyondEOF
 		d.Action, d.Status, d.ClaimedBy, d.Problem = Skip, StatusFailedPermanent, ClassBeyondEOF.SkipReason(), ProblemBeyondEOF
 	case raw == ClassIO && kernelIO:
