@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,6 +62,16 @@ type EntryError struct {
 
 func (e *EntryError) Error() string { return fmt.Sprintf("%s %q: %v", e.Op, e.Path, e.Err) }
 func (e *EntryError) Unwrap() error { return e.Err }
+
+// pathAttr logs a path as "path" when it is valid UTF-8, else Go-quoted as
+// "path_quoted" (a JSON log would replace invalid bytes, and the operator
+// needs the exact name).
+func pathAttr(p string) slog.Attr {
+	if utf8.ValidString(p) {
+		return slog.String("path", p)
+	}
+	return slog.String("path_quoted", strconv.Quote(p))
+}
 
 // Progress is a snapshot of a running walk.
 type Progress struct {
@@ -298,7 +310,7 @@ loop:
 				w.stop(err)
 				result = err
 				if w.opts.Logger != nil {
-					w.opts.Logger.Warn("enumeration stalled", "idle", err.Idle, "dirs", err.Dirs)
+					w.opts.Logger.Warn("enumeration stalled", "idle_s", err.Idle.Seconds(), "dirs", err.Dirs)
 				}
 				break loop
 			}
@@ -412,7 +424,7 @@ func (w *walker) report(path []byte, op string, err error) {
 	w.errCount.Add(1)
 	e := &EntryError{Path: string(path), Op: op, Err: err}
 	if w.opts.Logger != nil {
-		w.opts.Logger.Warn("enumeration error", "path", e.Path, "op", op, "err", err)
+		w.opts.Logger.Warn("unreadable entry", pathAttr(e.Path), "op", op, "err", err.Error())
 	}
 	if w.opts.OnError == nil {
 		return

@@ -1,0 +1,291 @@
+// Command ntt-enum walks a mounted medium and writes its raw enumeration
+// file (one record per directory entry, find-compatible; see package
+// enumerate). It is Phase 1 of the runbook:
+//
+//	sudo bin/ntt-enum /mnt/ntt/$HASH $HASH /tmp/${HASH_SHORT}.raw
+//
+// The file is written under a temporary name beside OUT.raw and renamed
+// into place only when the walk succeeded, so OUT.raw is never partial.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/HRDAG/ntt/enumerate"
+	"github.com/HRDAG/ntt/internal/medium"
+)
+
+const usage = `Usage: ntt-enum [options] MOUNT_POINT MEDIUM_HASH OUT.raw
+
+Walk the medium mounted at MOUNT_POINT (its partitions pN too, when the
+medium has several) and write one record per directory entry to OUT.raw:
+type, dev, ino, nlink, size, mtime and path separated by 0x1C, each record
+ending in 0x00 -- the same records as
+  find MOUNT_POINT -xdev -printf '%y\034%D\034%i\034%n\034%s\034%Ts\034%p\0'
+OUT.raw appears only when the walk succeeded (written to a temporary file,
+then renamed). Progress goes to stderr: a status line on a terminal, JSON
+log lines otherwise; the last JSON line ("enumeration complete") carries the
+record count. Symlinks are recorded, never followed; other filesystems
+mounted inside the medium are recorded as mount points, never entered.
+
+Exit status: 0 success; 1 error (nothing written); 2 OUT.raw already exists
+(use --force to replace it).
+
+Options:
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+type config struct {
+	ignore      string
+	workers     int
+	stall       time.Duration
+	force       bool
+	allowErrors bool
+	plainDir    bool
+	verbose     bool
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var c config
+	fs := flag.NewFlagSet("ntt-enum", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.ignore, "ignore", "", "leave out paths matching any regular expression in `FILE` (one per line, # comments)")
+	fs.IntVar(&c.workers, "workers", enumerate.DefaultWorkers, "directories read at once (`N`)")
+	fs.DurationVar(&c.stall, "stall-timeout", enumerate.DefaultStallTimeout, "fail when the walk makes no progress for `D` (a dying disk)")
+	fs.BoolVar(&c.force, "force", false, "replace an existing OUT.raw")
+	fs.BoolVar(&c.allowErrors, "allow-errors", false, "write OUT.raw even if some directories or entries could not be read (they are logged)")
+	fs.BoolVar(&c.plainDir, "allow-unmounted", false, "walk MOUNT_POINT even if nothing is mounted there")
+	fs.BoolVar(&c.verbose, "v", false, "log debug events")
+	fs.Usage = func() {
+		io.WriteString(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 1
+	}
+	if fs.NArg() != 3 {
+		fmt.Fprintf(stderr, "ntt-enum: expected MOUNT_POINT MEDIUM_HASH OUT.raw, got %d argument(s); see --help.\n", fs.NArg())
+		return 1
+	}
+	mount, hashArg, out := fs.Arg(0), fs.Arg(1), fs.Arg(2)
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "ntt-enum: "+format+"\n", a...)
+		return 1
+	}
+	h, err := medium.Parse(hashArg)
+	if err != nil {
+		return fail("%v.", err)
+	}
+	if c.workers < 1 {
+		return fail("--workers must be at least 1, got %d.", c.workers)
+	}
+	term := isTerminal(stderr)
+	log := newLogger(stderr, term, c.verbose).With("medium", h.String())
+
+	enter, err := checkMount(mount, h, c.plainDir)
+	if err != nil {
+		return fail("%v.", err)
+	}
+	var ignore *enumerate.Matcher
+	if c.ignore != "" {
+		if ignore, err = enumerate.LoadIgnoreFile(c.ignore); err != nil {
+			return fail("%v.", err)
+		}
+	}
+	if _, err := os.Lstat(out); err == nil && !c.force {
+		fmt.Fprintf(stderr, "ntt-enum: %s already exists; remove it or pass --force to replace it.\n", out)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return fail("cannot create the output beside %s: %v.", out, err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	shown := 0
+	opts := enumerate.Options{
+		Workers:      c.workers,
+		Ignore:       ignore,
+		EnterMounts:  enter,
+		StallTimeout: c.stall,
+		OnError: func(e *enumerate.EntryError) error {
+			// The library already logged it as JSON; on a terminal show a
+			// readable line, but not thousands of them.
+			if term {
+				if shown < 20 {
+					fmt.Fprintf(stderr, "\r\033[K⚠ cannot %v\n", e)
+				} else if shown == 20 {
+					fmt.Fprintf(stderr, "\r\033[K⚠ more errors follow; they are counted at the end\n")
+				}
+				shown++
+			}
+			return nil
+		},
+	}
+	if !term {
+		opts.Logger = log // one JSON line per unreadable entry
+	}
+	if term {
+		opts.ProgressInterval = 500 * time.Millisecond
+		opts.Progress = func(p enumerate.Progress) {
+			if p.Done {
+				fmt.Fprint(stderr, "\r\033[K")
+				return
+			}
+			fmt.Fprintf(stderr, "\r\033[K%s entries  %s/s  %s dirs  %d errors  %s",
+				group(p.Entries), group(int64(p.Rate)), group(p.Dirs), p.Errors, p.Elapsed.Round(time.Second))
+		}
+	} else {
+		opts.ProgressInterval = 10 * time.Second
+		opts.Progress = func(p enumerate.Progress) {
+			if !p.Done {
+				log.Info("enumeration progress", "entries", p.Entries, "dirs", p.Dirs,
+					"errors", p.Errors, "rate", int64(p.Rate), "elapsed_s", p.Elapsed.Seconds())
+			}
+		}
+	}
+	log.Debug("enumeration started", "mount_point", mount, "out", out, "workers", c.workers, "enter_mounts", enter)
+
+	res, err := enumerate.Walk(ctx, []string{mount}, opts, tmp)
+	if err != nil {
+		log.Error("enumeration failed", "mount_point", mount, "err", err.Error(), "records", res.Records, "errors", res.Errors)
+		return fail("enumerating %s for medium %s failed: %v; %s not written.", mount, h, err, out)
+	}
+	if res.Errors > 0 && !c.allowErrors {
+		log.Error("enumeration incomplete", "mount_point", mount, "records", res.Records, "errors", res.Errors)
+		return fail("%d director(ies) or entries under %s could not be read (logged above); %s not written. "+
+			"Pass --allow-errors to write the readable part.", res.Errors, mount, out)
+	}
+	if res.Records == 0 {
+		return fail("no records from %s; %s not written.", mount, out)
+	}
+	if err := commit(tmp, out); err != nil {
+		return fail("%v.", err)
+	}
+	keep = true
+	log.Info("enumeration complete", "mount_point", mount, "out", out, "records", res.Records,
+		"ignored", res.Ignored, "dirs", res.Dirs, "errors", res.Errors, "elapsed_s", res.Elapsed.Seconds(),
+		"rate", int64(float64(res.Records)/max(res.Elapsed.Seconds(), 1e-9)))
+	fmt.Fprintf(stdout, "✓ Enumeration complete: %d records written to %s\n", res.Records, out)
+	if res.Errors > 0 {
+		fmt.Fprintf(stderr, "⚠ %d director(ies) or entries could not be read and are missing from %s\n", res.Errors, out)
+	}
+	return 0
+}
+
+// checkMount refuses a missing or non-directory mount point, a mount point
+// named for another medium, and (unless plainDir) a directory where nothing
+// is mounted. It returns the partition mounts the walk must enter.
+func checkMount(mount string, h medium.Hash, plainDir bool) ([]string, error) {
+	st, err := os.Stat(mount)
+	if err != nil {
+		return nil, fmt.Errorf("mount point %s: %w", mount, errors.Unwrap(err))
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("mount point %s is not a directory", mount)
+	}
+	if other, err := medium.Parse(filepath.Base(filepath.Clean(mount))); err == nil && other != h {
+		return nil, fmt.Errorf("mount point %s belongs to medium %s, not %s", mount, other, h)
+	}
+	enter, err := enumerate.PartitionMounts(mount)
+	if err != nil {
+		return nil, err
+	}
+	if len(enter) == 0 && !plainDir {
+		var stx unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, mount, 0, unix.STATX_TYPE, &stx); err == nil &&
+			stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+			return nil, fmt.Errorf("nothing is mounted at %s (check: ntt-mount-helper status %s); "+
+				"pass --allow-unmounted to walk it as a plain directory", mount, h)
+		}
+	}
+	return enter, nil
+}
+
+// commit makes the temporary file durable and renames it into place.
+func commit(tmp *os.File, out string) error {
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return fmt.Errorf("renaming into place: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(out)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// newLogger writes readable lines on a terminal, JSON lines otherwise.
+func newLogger(w io.Writer, term, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	if term {
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level,
+			ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey && len(groups) == 0 {
+					return slog.Attr{}
+				}
+				return a
+			}}))
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// group formats n with thousands separators.
+func group(n int64) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return s
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
