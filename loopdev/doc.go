@@ -66,8 +66,8 @@
 // Attach does GET_FREE then SET_FD with no retry when another process
 // takes the device first (EBUSY), and its GetFree ignores the ioctl's
 // error (it tests an unsigned value for < 0); it has no LOOP_CONFIGURE, no
-// size limit, no autoclear and no read-only flag in the status it sets;
-// and its errors are flattened with %v, so EBUSY, ENXIO or EPERM cannot
+// size limit and no autoclear (its status struct has the fields, but Attach
+// sets only the offset); and its errors are flattened with %v, so EBUSY, ENXIO or EPERM cannot
 // be told apart with errors.Is. The parts it does correctly (the
 // LOOP_GET_STATUS64 struct layout, LOOP_CLR_FD) are one x/sys call each
 // (IoctlLoopGetStatus64, IoctlSetInt), which return errno values we can
