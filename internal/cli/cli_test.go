@@ -1,0 +1,40 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestNotATerminal(t *testing.T) {
+	var b bytes.Buffer
+	require.False(t, IsTerminal(&b))
+	f, err := os.CreateTemp(t.TempDir(), "x")
+	require.NoError(t, err)
+	defer f.Close()
+	require.False(t, IsTerminal(f), "a regular file is not a terminal")
+	s := NewStatus(&b)
+	s.Set("%d files", 3)
+	s.Clear()
+	require.Zero(t, b.Len(), "no status line off a terminal")
+}
+
+func TestLoggerWritesJSONOffATerminal(t *testing.T) {
+	var b bytes.Buffer
+	NewLogger(&b, false).Info("Batch completed", "files", 50)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b.Bytes(), &m))
+	require.Equal(t, "Batch completed", m["msg"])
+	require.Equal(t, float64(50), m["files"])
+}
+
+func TestFormats(t *testing.T) {
+	require.Equal(t, "1.5k/s", Rate(3000, 2*time.Second))
+	require.Equal(t, "2.0M", SI(2e6))
+	require.Equal(t, "10s", ETA(50, 100, 10*time.Second))
+	require.Equal(t, "-", ETA(0, 100, time.Second))
+}
