@@ -3,6 +3,7 @@ package diagnose
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"strings"
@@ -102,6 +103,16 @@ func (c Class) SkipReason() string { return SkipPrefix + c.Upper() }
 
 // MarshalText makes a Class read as its name in JSON.
 func (c Class) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText is the inverse of MarshalText.
+func (c *Class) UnmarshalText(b []byte) error {
+	v, ok := ParseClass(string(b))
+	if !ok {
+		return fmt.Errorf("unknown error class %q", b)
+	}
+	*c = v
+	return nil
+}
 
 // ParseClass is the inverse of String.
 func ParseClass(s string) (Class, bool) {

@@ -159,12 +159,23 @@ func (k EventKind) String() string {
 // MarshalText makes an EventKind read as its name in JSON.
 func (k EventKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText is the inverse of MarshalText.
+func (k *EventKind) UnmarshalText(b []byte) error {
+	for c := EventNone; c <= EventFSError; c++ {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown kernel event kind %q", b)
+}
+
 // KernelEvent is a kernel message attributed to one block device.
 type KernelEvent struct {
 	Device string        `json:"device"` // base device: "loop3" (also for loop3p1)
 	Kind   EventKind     `json:"kind"`
 	Seq    uint64        `json:"seq"`
-	Time   time.Duration `json:"time_us"`
+	Time   time.Duration `json:"since_boot_ns"`
 	// Sector is the first 512-byte sector named by the message, -1 if none;
 	// Sectors is how many (0 if not said).
 	Sector  int64  `json:"sector"`

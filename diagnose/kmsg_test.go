@@ -139,3 +139,13 @@ func TestReadKernelRecordsNamesBadLine(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "line 3")
 }
+
+// Real ext4 error lines of Linux 6.18 (a corrupt directory block, mounts
+// that failed), with notices and a rate-limit line around them.
+func TestKernelLogRealExt4Errors(t *testing.T) {
+	k := readFixture(t, "kmsg-linux-6.18-ext4-errors.txt")
+	d := k.Events([]string{"loop0"})["loop0"]
+	assert.Equal(t, 4, d.FSErrors)
+	assert.Zero(t, d.BeyondEOF+d.IOErrors)
+	assert.Contains(t, d.Recent[3].Message, "Directory block failed checksum")
+}
