@@ -330,7 +330,7 @@ func (l *load) loadFresh(ctx context.Context, raw io.Reader) error {
 // built optimistically; only when one fails on a duplicate are the later
 // copies removed — keeping each first occurrence — and the key rebuilt.
 func (l *load) buildKeys(ctx context.Context) error {
-	pathsDeduped, err := l.addKey(ctx, l.loadPath, "medium_hash, path", l.dedupePaths)
+	pathsDeduped, err := l.addKey(ctx, l.loadPath, "path", "medium_hash, path", l.dedupePaths)
 	if err != nil {
 		return err
 	}
@@ -342,7 +342,7 @@ func (l *load) buildKeys(ctx context.Context) error {
 			return err
 		}
 	}
-	inodesDeduped, err := l.addKey(ctx, l.loadInode, "medium_hash, dev, ino", l.dedupeInodes)
+	inodesDeduped, err := l.addKey(ctx, l.loadInode, "inode", "medium_hash, dev, ino", l.dedupeInodes)
 	if err != nil {
 		return err
 	}
@@ -352,8 +352,19 @@ func (l *load) buildKeys(ctx context.Context) error {
 	return nil
 }
 
-func (l *load) addKey(ctx context.Context, table, cols string, dedupe func(context.Context) error) (deduped bool, err error) {
-	add := fmt.Sprintf(`ALTER TABLE %[1]s ADD CONSTRAINT %[1]s_pkey PRIMARY KEY (%[2]s)`, table, cols)
+func (l *load) addKey(ctx context.Context, table, parent, cols string, dedupe func(context.Context) error) (deduped bool, err error) {
+	// The key is added through a partitioned stand-in for the real parent,
+	// with the table attached to it: PostgreSQL then makes the index and
+	// constraint exactly as for a partition of a real parent (a key added
+	// to a plain table differs in pg_constraint.connoinherit), and at
+	// attach time the table moves from the stand-in to the real parent.
+	keys := table + "_keys"
+	if err := l.exec(ctx, "preparing the primary key of "+table, fmt.Sprintf(
+		`CREATE TABLE %[1]s (LIKE %[2]s) PARTITION BY LIST (medium_hash);
+		ALTER TABLE %[1]s ATTACH PARTITION %[3]s FOR VALUES IN ('%[4]s')`, keys, parent, table, l.h)); err != nil {
+		return false, err
+	}
+	add := fmt.Sprintf(`ALTER TABLE %[1]s ADD CONSTRAINT %[1]s_pkey PRIMARY KEY (%[2]s)`, keys, cols)
 	what := "building the primary key of " + table
 	if err := l.exec(ctx, "setting a savepoint", `SAVEPOINT ntt_key`); err != nil {
 		return false, err
@@ -478,6 +489,10 @@ func (l *load) attach(ctx context.Context) error {
 		}
 	}
 	stmts := []string{
+		fmt.Sprintf(`ALTER TABLE %[1]s_keys DETACH PARTITION %[1]s`, l.loadInode),
+		fmt.Sprintf(`DROP TABLE %s_keys`, l.loadInode),
+		fmt.Sprintf(`ALTER TABLE %[1]s_keys DETACH PARTITION %[1]s`, l.loadPath),
+		fmt.Sprintf(`DROP TABLE %s_keys`, l.loadPath),
 		fmt.Sprintf(`ALTER TABLE %s RENAME TO %s`, l.loadInode, inodeP),
 		fmt.Sprintf(`ALTER TABLE %s RENAME CONSTRAINT %s_pkey TO %s_pkey`, inodeP, l.loadInode, inodeP),
 		fmt.Sprintf(`ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT`, inodeP),
