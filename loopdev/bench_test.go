@@ -68,6 +68,7 @@ func BenchmarkMountUnmount(b *testing.B) {
 // BenchmarkReap64: Reap with 64 loop devices attached to deleted images,
 // all of which it detaches (target ≤ 1 s).
 func BenchmarkReap64(b *testing.B) {
+	testenv.Exclusive(b, testenv.StaleLoops) // it reaps or makes stale loops
 	testenv.RequireRoot(b)
 	dir := b.TempDir()
 	ctx := context.Background()

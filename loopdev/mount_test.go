@@ -454,6 +454,7 @@ func TestMountZipOffset(t *testing.T) {
 }
 
 func TestStaleLoopIsReaped(t *testing.T) {
+	testenv.Exclusive(t, testenv.StaleLoops) // it reaps or makes stale loops
 	e := newEnv(t)
 	img := mkfsImage(t, filepath.Join(e.dir, h1+".img"), "ext4", 16<<20, "old", map[string]string{"v": "old"})
 	// A loop left behind on the old copy of the image (no autoclear).
@@ -707,6 +708,7 @@ func TestAttachBothPathsAndList(t *testing.T) {
 }
 
 func TestReapDeletedAndOrphans(t *testing.T) {
+	testenv.Exclusive(t, testenv.StaleLoops) // it reaps or makes stale loops
 	e := newEnv(t)
 	// Two loops on images that are then deleted; one of them mounted.
 	var olds []Loop

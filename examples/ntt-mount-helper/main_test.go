@@ -50,6 +50,7 @@ func TestHelpAndUsageErrors(t *testing.T) {
 // The seed's Phase 1: `status || mount`, then enumerate, then unmount; a
 // stale loop of a deleted copy of the image is cleaned up with the log line.
 func TestSeedMountFlow(t *testing.T) {
+	testenv.Exclusive(t, testenv.StaleLoops) // it reaps or makes stale loops
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "mnt")

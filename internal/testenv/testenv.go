@@ -6,7 +6,10 @@ package testenv
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // InCI reports whether the tests run under CI (CI=true or CI=1).
@@ -31,3 +34,25 @@ func RequireRoot(t testing.TB) {
 		SkipOrFail(t, "needs root (loop devices, mounts)")
 	}
 }
+
+// Exclusive holds a machine-wide lock named name until the test ends, so
+// that tests in different test binaries (go test runs packages in
+// parallel) that share a global resource take turns. Loop devices are such
+// a resource: a test that leaves a loop stale on purpose must not have it
+// reaped by another package's test that reaps every stale loop.
+func Exclusive(t testing.TB, name string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "ntt-test-"+name+".lock"), os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		t.Fatalf("testenv: lock %s: %v", name, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("testenv: lock %s: %v", name, err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
+}
+
+// StaleLoops is the Exclusive name for tests that make stale loop devices
+// or reap every stale loop on the machine.
+const StaleLoops = "stale-loops"
