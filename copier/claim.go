@@ -1,0 +1,284 @@
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Claims.
+//
+// A claim is an inode row with copied = false and claimed_by = the worker
+// id, claimed_at = when it was claimed (or last renewed). Claims are taken
+// in batches by one statement,
+//
+//	UPDATE inode_p_<h> SET claimed_by = $w, claimed_at = now()
+//	WHERE (medium_hash, dev, ino) IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n)
+//
+// on the medium's own partition only, in (dev, ino) order from a cursor, so
+// concurrent workers and processes never take the same row and a claim
+// costs the same at the end of a 10M-inode medium as at its start.
+//
+// A claim comes back to pending by itself when its worker is gone:
+//   - at once when the worker's process died or lost its connection: each
+//     process holds a session advisory lock named after (medium, worker id)
+//     for as long as it runs, and a claim whose lock nobody holds is an
+//     orphan. Any worker releases orphans when it starts and whenever it
+//     runs out of work; the seed's monitoring query then shows them pending.
+//   - after the lease otherwise (a host that vanished while its database
+//     session lingers): a live worker renews its claims every lease/3, and
+//     a claim older than the lease may be taken by anyone.
+//
+// One worker id belongs to one process at a time: a second process with
+// the same id is refused while the first holds the lock.
+
+// The copier's own indexes on a medium's inode partition. The pending index
+// holds only the rows left to copy, so claims stay cheap however much of
+// the medium is done; the claimed index holds only rows in flight, for the
+// orphan and lease checks.
+func pendingIndex(h medium.Hash) string { return h.InodeTable() + "_pending_idx" }
+func claimedIndex(h medium.Hash) string { return h.InodeTable() + "_claimed_idx" }
+
+// ensureIndexes creates the copier's indexes on the medium's partition if
+// they are missing (once per medium; a few seconds on 10M rows).
+func ensureIndexes(ctx context.Context, db *pgxpool.Pool, h medium.Hash) error {
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_class WHERE relname IN ($1, $2) AND relkind = 'i'`,
+		pendingIndex(h), claimedIndex(h)).Scan(&n); err != nil {
+		return fmt.Errorf("medium %s: looking up indexes: %w", h, err)
+	}
+	if n == 2 {
+		return nil
+	}
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "ntt-copier-index:"+h.TableKey()); err != nil {
+			return fmt.Errorf("medium %s: locking index creation: %w", h, err)
+		}
+		stmts := []string{
+			fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s (dev, ino) WHERE NOT copied AND fs_type = 'f'`, pendingIndex(h), h.InodeTable()),
+			fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s (claimed_by) WHERE NOT copied AND claimed_by IS NOT NULL`, claimedIndex(h), h.InodeTable()),
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("medium %s: creating the copier's index: %w", h, err)
+			}
+		}
+		return nil
+	})
+}
+
+// lockKey is the text whose hash names a worker's advisory lock.
+func lockKey(h medium.Hash, worker string) string { return "ntt-copier:" + string(h) + ":" + worker }
+
+// ErrWorkerBusy says that another live process already copies the medium
+// under the same worker id.
+var ErrWorkerBusy = errors.New("worker id is in use by another process")
+
+// holdWorkerLock takes the worker's session advisory lock on a dedicated
+// connection, waiting up to wait for a previous holder (a process killed a
+// moment ago whose session is still closing).
+func holdWorkerLock(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, wait time.Duration) (*pgxpool.Conn, error) {
+	conn, err := db.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("medium %s: connecting for the worker lock: %w", h, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lockKey(h, worker)).Scan(&ok); err != nil {
+			conn.Release()
+			return nil, fmt.Errorf("medium %s: taking the worker lock: %w", h, err)
+		}
+		if ok {
+			return conn, nil
+		}
+		if time.Now().After(deadline) {
+			conn.Release()
+			return nil, fmt.Errorf("medium %s: worker id %q: %w", h, worker, ErrWorkerBusy)
+		}
+		select {
+		case <-ctx.Done():
+			conn.Release()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// releaseWorkerLock gives the lock back; the connection returns to the pool.
+func releaseWorkerLock(conn *pgxpool.Conn, h medium.Hash, worker string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lockKey(h, worker)); err != nil {
+		// The session's locks must not outlive us in a pooled connection.
+		conn.Conn().Close(ctx)
+	}
+	conn.Release()
+}
+
+// releaseOrphans returns to pending every claim of the medium whose
+// worker's lock nobody holds, or whose lease ran out, and the claims left
+// under our own worker id by a previous incarnation (we hold its lock now,
+// so it is dead). It returns how many it released.
+func releaseOrphans(ctx context.Context, q querier, h medium.Hash, worker string, lease time.Duration, own bool) (int64, error) {
+	sql := fmt.Sprintf(`
+		WITH live AS (
+			SELECT (l.classid::bigint << 32) | l.objid::bigint AS k
+			FROM pg_locks l
+			WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+			  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+		UPDATE %[1]s SET claimed_by = NULL, claimed_at = NULL
+		WHERE medium_hash = $1 AND NOT copied AND claimed_by IS NOT NULL
+		  AND (claimed_at IS NULL OR claimed_at < now() - $2::float8 * interval '1 second'
+		       OR ($4 AND claimed_by = $3)
+		       OR (claimed_by <> $3 AND hashtextextended('ntt-copier:' || medium_hash || ':' || claimed_by, 0) NOT IN (SELECT k FROM live)))`,
+		h.InodeTable())
+	tag, err := q.Exec(ctx, sql, string(h), lease.Seconds(), worker, own)
+	if err != nil {
+		return 0, fmt.Errorf("medium %s: releasing orphaned claims: %w", h, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// inode is a claimed inode with its non-excluded paths.
+type inode struct {
+	Dev, Ino, Size int64
+	Errors         int
+	Paths          [][]byte
+}
+
+type key struct{ dev, ino int64 }
+
+func (n *inode) key() key { return key{n.Dev, n.Ino} }
+
+// cursorStart is before every (dev, ino).
+var cursorStart = key{math.MinInt64, math.MinInt64}
+
+// claimSQL claims up to $6 pending file inodes after ($4, $5) for worker
+// $1; a claim older than the lease ($3) counts as pending. It returns each
+// claimed inode once per non-excluded path (once with a NULL path if it has
+// none).
+func claimSQL(h medium.Hash) string {
+	return fmt.Sprintf(`
+		WITH c AS (
+			UPDATE %[1]s AS i SET claimed_by = $1, claimed_at = now()
+			WHERE i.medium_hash = $2 AND (i.dev, i.ino) IN (
+				SELECT dev, ino FROM %[1]s
+				WHERE medium_hash = $2 AND NOT copied AND fs_type = 'f'
+				  AND (claimed_by IS NULL OR claimed_at IS NULL OR claimed_at < now() - $3::float8 * interval '1 second')
+				  AND (dev, ino) > ($4, $5)
+				ORDER BY dev, ino
+				LIMIT $6
+				FOR UPDATE SKIP LOCKED)
+			RETURNING i.dev, i.ino, i.size, i.error_count)
+		SELECT c.dev, c.ino, c.size, c.error_count, p.path
+		FROM c LEFT JOIN %[2]s p
+		  ON p.medium_hash = $2 AND p.dev = c.dev AND p.ino = c.ino AND p.exclude_reason IS NULL
+		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable())
+}
+
+// peekSQL is claimSQL without claiming, for dry runs.
+func peekSQL(h medium.Hash) string {
+	return fmt.Sprintf(`
+		WITH c AS (
+			SELECT dev, ino, size, error_count FROM %[1]s
+			WHERE medium_hash = $2 AND NOT copied AND fs_type = 'f'
+			  AND (claimed_by IS NULL OR claimed_at IS NULL OR claimed_at < now() - $3::float8 * interval '1 second')
+			  AND (dev, ino) > ($4, $5) AND $1::text IS NOT NULL
+			ORDER BY dev, ino
+			LIMIT $6)
+		SELECT c.dev, c.ino, c.size, c.error_count, p.path
+		FROM c LEFT JOIN %[2]s p
+		  ON p.medium_hash = $2 AND p.dev = c.dev AND p.ino = c.ino AND p.exclude_reason IS NULL
+		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable())
+}
+
+// claimBatch claims up to n inodes after cursor. With peek set it only
+// reads them (dry run).
+func claimBatch(ctx context.Context, q querier, h medium.Hash, worker string, lease time.Duration, after key, n int, peek bool) ([]*inode, error) {
+	sql := claimSQL(h)
+	if peek {
+		sql = peekSQL(h)
+	}
+	rows, err := q.Query(ctx, sql, worker, string(h), lease.Seconds(), after.dev, after.ino, n)
+	if err != nil {
+		return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
+	}
+	defer rows.Close()
+	var out []*inode
+	for rows.Next() {
+		var dev, ino, size int64
+		var errs int
+		var path []byte
+		if err := rows.Scan(&dev, &ino, &size, &errs, &path); err != nil {
+			return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
+		}
+		if len(out) == 0 || out[len(out)-1].Dev != dev || out[len(out)-1].Ino != ino {
+			out = append(out, &inode{Dev: dev, Ino: ino, Size: size, Errors: errs})
+		}
+		if path != nil {
+			last := out[len(out)-1]
+			last.Paths = append(last.Paths, path)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
+	}
+	return out, nil
+}
+
+// renewClaims moves claimed_at of the given claims of worker to now (the
+// lease heartbeat).
+func renewClaims(ctx context.Context, q querier, h medium.Hash, worker string, keys []key) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	devs, inos := splitKeys(keys)
+	_, err := q.Exec(ctx, fmt.Sprintf(`
+		UPDATE %s AS i SET claimed_at = now()
+		FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
+		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`,
+		h.InodeTable()), string(h), worker, devs, inos)
+	if err != nil {
+		return fmt.Errorf("medium %s: renewing claims: %w", h, err)
+	}
+	return nil
+}
+
+func splitKeys(keys []key) (devs, inos []int64) {
+	devs = make([]int64, len(keys))
+	inos = make([]int64, len(keys))
+	for i, k := range keys {
+		devs[i], inos[i] = k.dev, k.ino
+	}
+	return devs, inos
+}
+
+// Remaining counts a medium's file inodes still to copy (pending or
+// claimed) and their bytes.
+func Remaining(ctx context.Context, q querier, h medium.Hash) (files, bytes, claimed int64, err error) {
+	if _, err := medium.Parse(string(h)); err != nil {
+		return 0, 0, 0, err
+	}
+	err = q.QueryRow(ctx, fmt.Sprintf(`
+		SELECT count(*), coalesce(sum(size), 0)::bigint, count(*) FILTER (WHERE claimed_by IS NOT NULL)
+		FROM %s WHERE medium_hash = $1 AND NOT copied AND fs_type = 'f'`, h.InodeTable()),
+		string(h)).Scan(&files, &bytes, &claimed)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("medium %s: counting inodes left to copy: %w", h, err)
+	}
+	return files, bytes, claimed, nil
+}

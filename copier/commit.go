@@ -1,0 +1,261 @@
+package copier
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// maxInodeErrors is how many messages inode.errors keeps (the newest);
+// error_count counts them all (one inode once logged 188,000).
+const maxInodeErrors = 10
+
+type outcomeKind uint8
+
+const (
+	released outcomeKind = iota // not processed: the claim goes back
+	copied
+	failed
+	excluded // no non-excluded path: marked EXCLUDED like the loader does
+)
+
+// outcome is what became of one claimed inode in a batch.
+type outcome struct {
+	n    *inode
+	kind outcomeKind
+	// copied
+	blob    string
+	mime    string
+	created bool
+	damage  json.RawMessage
+	read, written int64 // bytes read from the medium, written to the store
+	// failed
+	dec Decision
+	err error
+	at  time.Time
+}
+
+type problem struct {
+	flag    string
+	details map[string]any
+}
+
+// commitBatch records a batch in one transaction: blobs first (in id
+// order, so concurrent batches never deadlock on them), then the inodes,
+// the diagnostic events and the medium's problem flags. Only rows still
+// claimed by this worker are touched; it returns how many copied inodes
+// had lost their claim meanwhile (a lease that ran out: another worker
+// copies them again, to the same blob).
+func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem) (lost int64, err error) {
+	b := &pgx.Batch{}
+	table := h.InodeTable()
+
+	var blobIDs []string
+	sizes := map[string]int64{}
+	var cDev, cIno []int64
+	var cBlob, cMime []string
+	var cCreated []bool
+	var cDamage []*string
+	var fDev, fIno []int64
+	var fMsg, fType, fStatus []string
+	var fFinal []bool
+	var fClaimedBy, fDamage []*string
+	var xDev, xIno, rDev, rIno []int64
+	var eDev, eIno []int64
+	var eAt []time.Time
+	var eRetry []int32
+	var eChecks, eAction, eExc []string
+	for i := range outs {
+		o := &outs[i]
+		switch o.kind {
+		case copied:
+			if _, ok := sizes[o.blob]; !ok {
+				blobIDs = append(blobIDs, o.blob)
+				sizes[o.blob] = o.n.Size
+			}
+			cDev, cIno = append(cDev, o.n.Dev), append(cIno, o.n.Ino)
+			cBlob, cMime, cCreated = append(cBlob, o.blob), append(cMime, o.mime), append(cCreated, o.created)
+			cDamage = append(cDamage, jsonOrNil(o.damage))
+		case failed:
+			d := o.dec
+			if d.Action == Settled {
+				rDev, rIno = append(rDev, o.n.Dev), append(rIno, o.n.Ino)
+				continue
+			}
+			final := d.Action == Skip || d.Action == GiveUp
+			status := "pending"
+			var claimedBy *string
+			switch d.Action {
+			case Skip:
+				status = "failed_permanent"
+				if d.ClaimedBy != "" {
+					cb := d.ClaimedBy
+					claimedBy = &cb
+				}
+			case GiveUp:
+				status = d.Status
+				if status == "" {
+					status = "failed_retryable"
+				}
+			}
+			class := d.Class
+			if class == "" {
+				class = "error"
+			}
+			msg := fmt.Sprintf("%s %s: %v", o.at.UTC().Format(time.RFC3339), class, o.err)
+			etype := d.ErrorType
+			if etype == "" {
+				etype = "unknown"
+			}
+			fDev, fIno = append(fDev, o.n.Dev), append(fIno, o.n.Ino)
+			fMsg, fType, fStatus = append(fMsg, msg), append(fType, etype), append(fStatus, status)
+			fFinal, fClaimedBy = append(fFinal, final), append(fClaimedBy, claimedBy)
+			fDamage = append(fDamage, jsonOrNil(d.Damage))
+			if d.Event || d.Checkpoint || final {
+				checks := string(d.Checks)
+				if len(d.Checks) == 0 {
+					checks = "[]"
+				}
+				eDev, eIno, eAt = append(eDev, o.n.Dev), append(eIno, o.n.Ino), append(eAt, o.at)
+				eRetry, eChecks = append(eRetry, int32(d.RetryCount)), append(eChecks, checks)
+				eAction, eExc = append(eAction, d.Action.String()), append(eExc, fmt.Sprint(o.err))
+			}
+		case excluded:
+			xDev, xIno = append(xDev, o.n.Dev), append(xIno, o.n.Ino)
+		case released:
+			rDev, rIno = append(rDev, o.n.Dev), append(rIno, o.n.Ino)
+		}
+	}
+	slices.Sort(blobIDs)
+	blobSizes := make([]int64, len(blobIDs))
+	for i, id := range blobIDs {
+		blobSizes[i] = sizes[id]
+	}
+
+	if len(blobIDs) > 0 {
+		b.Queue(`INSERT INTO blobs (blobid, size)
+			SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
+			ON CONFLICT (blobid) DO NOTHING`, blobIDs, blobSizes)
+	}
+	var successQ *pgx.QueuedQuery
+	if len(cDev) > 0 {
+		successQ = b.Queue(fmt.Sprintf(`
+			UPDATE %s AS i SET copied = true, status = 'success', blobid = u.blobid, mime_type = u.mime,
+				processed_at = now(), by_hash_created = u.created, claimed_by = NULL, claimed_at = NULL,
+				error_type = NULL, damage = u.damage::jsonb
+			FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[], $8::text[])
+				AS u(dev, ino, blobid, mime, created, damage)
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
+			string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
+	}
+	if len(fDev) > 0 {
+		b.Queue(fmt.Sprintf(`
+			UPDATE %s AS i SET
+				errors = (coalesce(i.errors, '{}') || u.msg)[greatest(1, cardinality(coalesce(i.errors, '{}')) + 2 - $11::int):],
+				error_count = i.error_count + 1,
+				error_type = u.etype,
+				copied = u.final,
+				status = u.status,
+				claimed_by = CASE WHEN u.final THEN u.claimed_by END,
+				claimed_at = NULL,
+				processed_at = CASE WHEN u.final THEN now() ELSE i.processed_at END,
+				damage = coalesce(u.damage::jsonb, i.damage)
+			FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::text[])
+				AS u(dev, ino, msg, etype, status, final, claimed_by, damage)
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
+			string(h), worker, fDev, fIno, fMsg, fType, fStatus, fFinal, fClaimedBy, fDamage, maxInodeErrors)
+	}
+	if len(xDev) > 0 {
+		b.Queue(fmt.Sprintf(`
+			UPDATE %s AS i SET copied = true, status = 'success', claimed_by = 'EXCLUDED', claimed_at = NULL, processed_at = now()
+			FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
+			string(h), worker, xDev, xIno)
+	}
+	if len(rDev) > 0 {
+		b.Queue(fmt.Sprintf(`
+			UPDATE %s AS i SET claimed_by = NULL, claimed_at = NULL
+			FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
+			string(h), worker, rDev, rIno)
+	}
+	if len(eDev) > 0 {
+		b.Queue(`INSERT INTO diagnostic_event (medium_hash, dev, ino, at, worker_id, retry_count, checks, action, exception)
+			SELECT $1, u.dev, u.ino, u.at, $2, u.retry, u.checks::jsonb, u.action, u.exc
+			FROM unnest($3::bigint[], $4::bigint[], $5::timestamptz[], $6::int[], $7::text[], $8::text[], $9::text[])
+				AS u(dev, ino, at, retry, checks, action, exc)`,
+			string(h), worker, eDev, eIno, eAt, eRetry, eChecks, eAction, eExc)
+	}
+
+	for attempt := 0; ; attempt++ {
+		lost, err = runCommit(ctx, db, h, b, successQ, int64(len(cDev)), problems)
+		if err == nil || attempt >= 4 || !transient(err) || ctx.Err() != nil {
+			return lost, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, err
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+}
+
+func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batch, successQ *pgx.QueuedQuery, nSuccess int64, problems []problem) (lost int64, err error) {
+	var updated int64
+	if successQ != nil {
+		successQ.Exec(func(tag pgconn.CommandTag) error { updated = tag.RowsAffected(); return nil })
+	}
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if b.Len() > 0 {
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
+		}
+		for _, p := range problems {
+			if err := schema.MergeProblem(ctx, tx, h, p.flag, p.details); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("medium %s: recording batch: %w", h, err)
+	}
+	return nSuccess - updated, nil
+}
+
+// transient reports whether a failed commit is worth another try:
+// deadlocks, serialization failures, lost connections.
+func transient(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "40001", "40P01", "55P03", "57P01", "08000", "08003", "08006":
+			return true
+		}
+		return false
+	}
+	return pgconn.SafeToRetry(err) || isConnErr(err)
+}
+
+func isConnErr(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
+
+func jsonOrNil(j json.RawMessage) *string {
+	if len(j) == 0 || string(j) == "null" {
+		return nil
+	}
+	s := string(j)
+	return &s
+}

@@ -1,0 +1,148 @@
+package copier_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/HRDAG/ntt/copier"
+	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// richSpec is testimg.EveryKind (hostile names, hardlinks, symlinks of
+// every sort, empty, sparse and seeded files, devices, fifos) plus
+// duplicates, small and large (streamed) ones.
+func richSpec() testimg.Spec {
+	s := testimg.EveryKind()
+	s.Entries = append(s.Entries,
+		testimg.Entry{Path: "dup/a", Kind: testimg.File, Data: []byte("the same words\n")},
+		testimg.Entry{Path: "dup/b", Kind: testimg.File, Data: []byte("the same words\n")},
+		testimg.Entry{Path: "dup/c", Kind: testimg.File, Size: 100000, Seed: 7}, // = seeded.bin
+		testimg.Entry{Path: "empty2", Kind: testimg.File},
+		// Above 16 MiB: streamed through the hash into the store.
+		testimg.Entry{Path: "big/one", Kind: testimg.File, Size: 17 << 20, Seed: 42},
+		testimg.Entry{Path: "big/same", Kind: testimg.File, Size: 17 << 20, Seed: 42},
+		testimg.Entry{Path: "big/other", Kind: testimg.File, Size: 17<<20 + 3, Seed: 43},
+	)
+	return s
+}
+
+// uniqueContents returns the number of distinct file contents of the spec
+// and their total size.
+func uniqueContents(s testimg.Spec) (n int, bytes int64) {
+	seen := map[string]bool{}
+	for _, e := range s.Entries {
+		if e.Kind != testimg.File {
+			continue
+		}
+		id := blake3Hex(e.Content())
+		if !seen[id] {
+			seen[id] = true
+			n++
+			bytes += e.FileSize()
+		}
+	}
+	return n, bytes
+}
+
+func countFiles(t *testing.T, f *fixture) int64 {
+	var n int64
+	require.NoError(t, f.db.QueryRow(context.Background(),
+		`SELECT count(*) FROM inode WHERE medium_hash = $1 AND fs_type = 'f'`, string(f.h)).Scan(&n))
+	return n
+}
+
+// The runbook's Phase 3 on a medium with every kind of entry: every file
+// lands in by-hash once per content, every path in the tree, and the
+// catalog says so.
+func TestCopyEndToEnd(t *testing.T) {
+	f := newMedium(t, richSpec())
+	files := countFiles(t, f)
+	o := f.options()
+	o.Workers, o.BatchSize = 2, 7
+	st := f.mustRun(o)
+	f.checkComplete()
+
+	unique, uniqueBytes := uniqueContents(f.spec)
+	assert.Equal(t, files, st.Copied)
+	assert.Equal(t, files, st.Start.Files)
+	assert.Equal(t, int64(unique), st.New, "one blob per distinct content")
+	assert.Equal(t, st.Copied-st.New, st.Deduped)
+	assert.LessOrEqual(t, st.BytesWritten, uniqueBytes, "bytes written ≤ unique bytes")
+	assert.Equal(t, uniqueBytes, st.BytesWritten, "a fresh store gets every unique content once")
+	assert.LessOrEqual(t, st.BytesDiscarded, int64(17<<20), "only the large duplicate was staged and dropped")
+	assert.True(t, st.Complete)
+	assert.Zero(t, st.Errors)
+	assert.Positive(t, st.TreeDirs)
+	assert.Positive(t, st.TreeSymlinks)
+
+	ctx := context.Background()
+	var blobs, created, distinct, noMime int64
+	require.NoError(t, f.db.QueryRow(ctx, `SELECT count(*) FROM blobs`).Scan(&blobs))
+	require.NoError(t, f.db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE by_hash_created), count(DISTINCT blobid),
+		count(*) FILTER (WHERE mime_type IS NULL)
+		FROM inode WHERE medium_hash = $1 AND fs_type = 'f'`, string(f.h)).Scan(&created, &distinct, &noMime))
+	assert.Equal(t, int64(unique), blobs)
+	assert.Equal(t, int64(unique), distinct)
+	assert.Equal(t, int64(unique), created, "exactly one inode per blob created it")
+	assert.Zero(t, noMime)
+	var mime string
+	require.NoError(t, f.db.QueryRow(ctx, `SELECT i.mime_type FROM inode i JOIN path p USING (medium_hash, dev, ino)
+		WHERE p.medium_hash = $1 AND p.path = '/hello.txt'`, string(f.h)).Scan(&mime))
+	assert.Contains(t, mime, "text/plain")
+
+	// Nothing left: a rerun has nothing to do.
+	st2 := f.mustRun(o)
+	assert.Zero(t, st2.Start.Files)
+	assert.Zero(t, st2.Processed)
+	assert.True(t, st2.Complete)
+	f.checkComplete()
+}
+
+// By-hash files were once created 0750 under root's umask: blobs are 0644
+// and store directories 0755 whatever the umask.
+func TestUmask027(t *testing.T) {
+	f := newMedium(t, testimg.Spec{Entries: []testimg.Entry{
+		{Path: "a", Kind: testimg.File, Data: []byte("a")},
+		{Path: "d/b", Kind: testimg.File, Size: 17 << 20, Seed: 3},
+	}})
+	old := syscall.Umask(0o027)
+	st := f.mustRun(f.options())
+	syscall.Umask(old)
+	require.Equal(t, int64(2), st.Copied)
+	f.checkComplete() // every blob 0644
+	err := filepath.Walk(f.store, func(p string, fi os.FileInfo, err error) error {
+		require.NoError(t, err)
+		if fi.IsDir() {
+			assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm(), p)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+}
+
+// A dry run reads and hashes but writes nothing anywhere.
+func TestDryRun(t *testing.T) {
+	f := newMedium(t, testimg.Spec{Entries: []testimg.Entry{
+		{Path: "a", Kind: testimg.File, Data: []byte("a")},
+		{Path: "b", Kind: testimg.File, Data: []byte("a")},
+		{Path: "c", Kind: testimg.File, Size: 17 << 20, Seed: 3},
+	}})
+	o := f.options()
+	o.DryRun = true
+	st := f.mustRun(o)
+	assert.Equal(t, int64(3), st.Copied)
+	assert.Equal(t, int64(17<<20+2), st.BytesRead)
+	assert.Zero(t, st.BytesWritten)
+	_, err := os.Stat(f.store)
+	assert.ErrorIs(t, err, os.ErrNotExist, "no store created")
+	done, pending, claimed := f.monitor()
+	assert.Equal(t, int64(3), pending)
+	assert.Zero(t, claimed)
+	assert.Positive(t, done) // the root directory and lost+found
+	_ = copier.DefaultStore
+}

@@ -1,0 +1,267 @@
+// Package diagpolicy connects package diagnose to the copier: it turns a
+// diagnose.Tracker (retry counts, the checkpoint and its checks, skip and
+// give-up decisions) into a copier.Policy, and a ddrescue mapfile into a
+// copier.DamageMapper that records the damaged ranges of every copied file.
+//
+// The copier and diagnose do not import each other (design.md: "copier
+// takes a diagnose policy"); this small package is the one place that knows
+// both, used by ntt-copier and by the copier's tests.
+//
+// Failure counts live in the tracker, in memory, per process: a restarted
+// copier counts an inode's failures from zero again (its catalog
+// error_count keeps the total). Checks that cannot be performed (no kernel
+// log access, no image path) are left out of the checkpoint, never faked.
+package diagpolicy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/HRDAG/ntt/copier"
+	"github.com/HRDAG/ntt/diagnose"
+	"github.com/HRDAG/ntt/internal/medium"
+	"golang.org/x/sys/unix"
+)
+
+// Options of New.
+type Options struct {
+	Medium medium.Hash
+	// Image is the medium's image file ("" if unknown: the extents check
+	// then uses the loop device's backing file, and there is no mapfile).
+	Image string
+	// Mapfile is the ddrescue mapfile; "" means <image dir>/<hash>.map. A
+	// missing mapfile is not an error: health is unknown (degraded
+	// thresholds), and no damage is recorded.
+	Mapfile string
+	// Policy of the tracker (zero: diagnose.DefaultPolicy()).
+	Policy diagnose.Policy
+	// KernelLog to attribute kernel messages; nil opens /dev/kmsg (if that
+	// fails, the kernel-log check is left out; see KernelLogErr).
+	KernelLog *diagnose.KernelLog
+}
+
+// Policy implements copier.Policy and copier.DamageMapper.
+type Policy struct {
+	h         medium.Hash
+	tracker   *diagnose.Tracker
+	klog      *diagnose.KernelLog
+	ownsKlog  bool
+	klogErr   error
+	image     string
+	imageSize int64
+	health    diagnose.HealthReport
+	bad       []diagnose.Range
+
+	mu      sync.Mutex
+	devices []string
+	loops   map[uint64]diagnose.LoopDevice
+}
+
+// New prepares the policy for one medium: reads the mapfile (health and
+// bad ranges), finds the image's loop devices, opens the kernel log.
+func New(opts Options) (*Policy, error) {
+	h, err := medium.Parse(string(opts.Medium))
+	if err != nil {
+		return nil, err
+	}
+	p := &Policy{h: h, image: opts.Image, klog: opts.KernelLog, loops: map[uint64]diagnose.LoopDevice{}}
+	pol := opts.Policy
+	if pol == (diagnose.Policy{}) {
+		pol = diagnose.DefaultPolicy()
+	}
+	p.tracker = diagnose.NewTracker(pol)
+	p.health = diagnose.HealthReport{Health: diagnose.HealthUnknown}
+	mapfile := opts.Mapfile
+	if mapfile == "" && opts.Image != "" {
+		mapfile = filepath.Join(filepath.Dir(opts.Image), h.MapFileName())
+	}
+	if mapfile != "" {
+		rep, m, err := diagnose.HealthOf(mapfile)
+		if err != nil {
+			return nil, fmt.Errorf("medium %s: %w", h, err)
+		}
+		p.health = rep
+		if m != nil {
+			p.bad = m.BadRanges()
+		}
+	}
+	if opts.Image != "" {
+		st, err := os.Stat(opts.Image)
+		if err != nil {
+			return nil, fmt.Errorf("medium %s: image: %w", h, err)
+		}
+		p.imageSize = st.Size()
+		if devs, err := diagnose.MediumDevices(opts.Image); err == nil {
+			p.devices = devs
+		}
+	}
+	if p.klog == nil {
+		kl, err := diagnose.OpenKernelLog(diagnose.KernelLogOptions{})
+		if err != nil {
+			p.klogErr = err
+		} else {
+			p.klog, p.ownsKlog = kl, true
+		}
+	}
+	return p, nil
+}
+
+// Close closes the kernel log if New opened it.
+func (p *Policy) Close() error {
+	if p.ownsKlog && p.klog != nil {
+		return p.klog.Close()
+	}
+	return nil
+}
+
+// Health is the mapfile's report (health unknown without a mapfile).
+func (p *Policy) Health() diagnose.HealthReport { return p.health }
+
+// KernelLogErr says why the kernel log could not be opened (nil if it was).
+func (p *Policy) KernelLogErr() error { return p.klogErr }
+
+// Tracker is the underlying tracker.
+func (p *Policy) Tracker() *diagnose.Tracker { return p.tracker }
+
+// loopOf finds the loop device behind a filesystem's st_dev (cached).
+func (p *Policy) loopOf(dev uint64) (diagnose.LoopDevice, error) {
+	p.mu.Lock()
+	l, ok := p.loops[dev]
+	p.mu.Unlock()
+	if ok {
+		return l, nil
+	}
+	l, err := diagnose.LoopOfDev(dev)
+	if err != nil {
+		return l, err
+	}
+	p.mu.Lock()
+	p.loops[dev] = l
+	if !containsDevice(p.devices, l.Name) {
+		// The image may be unknown: the file's own loop device is this
+		// medium's, whatever backs it.
+		p.devices = append(p.devices, l.Name)
+	}
+	p.mu.Unlock()
+	return l, nil
+}
+
+func containsDevice(devs []string, name string) bool {
+	for _, d := range devs {
+		if diagnose.DeviceName(d) == diagnose.DeviceName(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// Failed implements copier.Policy.
+func (p *Policy) Failed(ctx context.Context, f copier.Failure) copier.Decision {
+	env := diagnose.Env{
+		Health:    p.health.Health,
+		KernelLog: p.klog,
+		Path:      f.File,
+		Image:     p.image,
+		Bad:       p.bad,
+		WorkerID:  f.WorkerID,
+	}
+	dev := f.FileDev
+	if dev == 0 && f.Mount != "" {
+		var st unix.Stat_t
+		if unix.Stat(f.Mount, &st) == nil {
+			dev = st.Dev
+		}
+	}
+	if dev != 0 {
+		if l, err := p.loopOf(dev); err == nil {
+			env.MountPoint, env.MountDevice = f.Mount, "/dev/"+l.Name
+		}
+	}
+	p.mu.Lock()
+	env.Devices = append([]string(nil), p.devices...)
+	p.mu.Unlock()
+	if p.klog == nil {
+		env.KernelLog = nil
+	}
+	d := p.tracker.Failure(ctx, diagnose.Key{Medium: p.h, Dev: f.Dev, Ino: f.Ino}, f.Err, env)
+	return convert(d)
+}
+
+func convert(d diagnose.Decision) copier.Decision {
+	out := copier.Decision{
+		ErrorType:  d.ErrorType(),
+		Class:      d.Class.String(),
+		Status:     d.Status,
+		ClaimedBy:  d.ClaimedBy,
+		RetryCount: d.RetryCount,
+		Checkpoint: d.Checkpoint,
+		Checks:     json.RawMessage(d.ChecksJSON()),
+		Event:      d.NeedsEvent(),
+		Problem:    d.Problem,
+		Lines:      d.LogLines(),
+	}
+	switch d.Action {
+	case diagnose.Retry:
+		out.Action = copier.Retry
+	case diagnose.Skip:
+		out.Action = copier.Skip
+	case diagnose.GiveUp:
+		out.Action = copier.GiveUp
+	default:
+		out.Action = copier.Settled
+	}
+	if len(d.Damage) > 0 {
+		if b, err := json.Marshal(d.Damage); err == nil {
+			out.Damage = b
+		}
+	}
+	if d.Problem != "" {
+		for _, c := range d.Checks {
+			if c.Name == diagnose.KernelLogCheck && len(c.Lines) > 0 {
+				out.ProblemDetails = map[string]any{"kernel_log": c.Lines[len(c.Lines)-1]}
+			}
+		}
+	}
+	return out
+}
+
+// Succeeded implements copier.Policy.
+func (p *Policy) Succeeded(h medium.Hash, dev, ino int64) {
+	p.tracker.Success(diagnose.Key{Medium: h, Dev: dev, Ino: ino})
+}
+
+// Damage implements copier.DamageMapper: the file's extents (FIEMAP, else
+// FIBMAP), shifted by its loop device's offset, against the mapfile's
+// unrescued ranges and the image's end. Without a mapfile with bad ranges
+// nothing is mapped (no cost per file).
+func (p *Policy) Damage(_ context.Context, f *os.File, _ string) (json.RawMessage, error) {
+	if len(p.bad) == 0 {
+		return nil, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, err
+	}
+	l, err := p.loopOf(st.Dev)
+	if err != nil {
+		return nil, err
+	}
+	exts, _, err := diagnose.FileExtents(f)
+	if err != nil {
+		return nil, err
+	}
+	d := diagnose.DamagedRanges(exts, l.Offset, p.imageSize, p.bad)
+	if len(d) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(d)
+}
+
+var (
+	_ copier.Policy       = (*Policy)(nil)
+	_ copier.DamageMapper = (*Policy)(nil)
+)

@@ -1,0 +1,64 @@
+// Package copier copies the files of a mounted medium into NTT's
+// content-addressed store, deduplicated, and records each one in the
+// catalog: the seed's Phase 3 ("Copying").
+//
+// For every pending file inode of one medium, Run claims it in a batch
+// (FOR UPDATE SKIP LOCKED, on the medium's partition only), opens one of its
+// catalogued paths beneath the mount, checks that the opened file is the
+// catalogued inode (number, type, size), reads it exactly once while
+// hashing it with BLAKE3, stores it as <store>/by-hash/AA/BB/<blake3>
+// unless that blob exists (deduplication), links every non-excluded path of
+// the inode into <store>/archived/<hash>/…, and records the batch in one
+// transaction. Any number of workers, processes and hosts may copy one
+// medium into one shared store at once.
+//
+// # Invariants
+//
+//   - A blob is named by the BLAKE3 of its content, written once, never
+//     modified, mode 0644 whatever the umask, and durable (one syncfs per
+//     batch) before the catalog transaction that names it commits. A crash
+//     between store and catalog leaves a blob that the retry reuses, never a
+//     catalog row naming a missing blob; no temporary file is left (O_TMPFILE).
+//   - A source path is opened with openat2 RESOLVE_BENEATH |
+//     RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV and O_NOFOLLOW: nothing outside
+//     the medium's mount is ever read, whatever the catalog says. A
+//     multi-partition medium's paths (/p2/…) resolve beneath the partition's
+//     own mount <root>/<hash>/p2. Catalog paths with an empty, "." or ".."
+//     component are refused before use, on the source and in the tree; the
+//     tree is written beneath its root without following symlinks.
+//   - Inode states stay those of the design (pending, claimed, copied,
+//     auto-skipped, gave up), so the seed's monitoring query (done /
+//     pending / claimed) is true during a run. Only file inodes (fs_type 'f')
+//     with copied = false are ever claimed: NON_FILE and EXCLUDED rows never.
+//   - An inode is copied at most once per claim: claims are exclusive, and a
+//     batch's catalog updates apply only to rows the worker still holds.
+//
+// # Claims and dead workers
+//
+// Each process holds a PostgreSQL session advisory lock named after
+// (medium, worker id) while it runs. A claim whose worker's lock is not held
+// (process killed, connection lost) is released by the next worker that
+// starts or runs out of work; a claim not renewed within the lease (default
+// 5 minutes, renewed every lease/3) may be taken by anyone, for a host that
+// vanished while its session lingers. Two processes cannot share a worker id.
+//
+// # Failure model
+//
+// A file that cannot be read is not an error of the run: the Policy
+// (package diagnose, through copier/diagpolicy) decides to retry it later,
+// skip it (DIAGNOSTIC_SKIP:BEYOND_EOF, logged as "SKIPPED ino=X reason=…"
+// after a "DIAGNOSTIC CHECKPOINT") or give up (failed_retryable or
+// failed_permanent), and the batch records the error (the last 10 and a
+// count), diagnostic_event rows and medium.problems flags
+// (beyond_eof_detected, high_error_rate). Path problems (unclean path,
+// symlink or mount in the way, not the catalogued file) are given up at once
+// as failed_retryable; ResetFailed puts such rows back once the cause is
+// fixed. Errors of the run itself (catalog, store, a medium that is not
+// mounted) end Run with an error naming the medium; claims are then
+// released. A worker stuck in one file longer than the stall timeout ends
+// the run with ErrStalled, recorded as the problem copy_stalled. Cancelling
+// ctx finishes the files being read, commits, and releases the rest.
+//
+// The package never prints; it logs through Options.Logger and reports
+// progress through Options.Progress.
+package copier

@@ -1,0 +1,740 @@
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Defaults of Options (the seed's paths).
+const (
+	DefaultStore        = "/data/cold"
+	DefaultMountRoot    = "/mnt/ntt"
+	DefaultBatchSize    = 100
+	DefaultLease        = 5 * time.Minute
+	DefaultStallTimeout = 10 * time.Minute
+)
+
+// Options of Run.
+type Options struct {
+	// Medium to copy (required).
+	Medium medium.Hash
+	// WorkerID is recorded in claimed_by; one id is one process at a time
+	// (default <hostname>-<pid>).
+	WorkerID string
+	// Workers is the number of concurrent workers in this process (default 1).
+	Workers int
+	// BatchSize is the number of inodes per claim and per catalog
+	// transaction (default 100).
+	BatchSize int
+	// Limit stops after this many inodes were processed (0: no limit).
+	Limit int64
+	// StoreRoot is the content store (default /data/cold); MountRoot holds
+	// the medium's mount at <MountRoot>/<hash> (default /mnt/ntt).
+	StoreRoot string
+	MountRoot string
+	// DryRun reads and hashes the pending files and reports what would be
+	// stored, without claiming, writing the store or touching the catalog.
+	DryRun bool
+	// Policy decides about failures (nil: SimplePolicy).
+	Policy Policy
+	// Damage, when set, records each copied file's damaged ranges.
+	Damage DamageMapper
+	// Lease: a claim not renewed for this long may be taken by another
+	// worker (default 5 minutes; renewed every Lease/3).
+	Lease time.Duration
+	// StallTimeout: a worker stuck this long in one file (a read that never
+	// returns on a failing image) ends the run with ErrStalled, recorded as
+	// the medium problem copy_stalled (default 10 minutes; <0 disables).
+	StallTimeout time.Duration
+	// Logger receives the log lines ("Batch completed", "DIAGNOSTIC
+	// CHECKPOINT", "SKIPPED …"); nil is silent.
+	Logger *slog.Logger
+	// Progress, when set, is told about every file and batch.
+	Progress Progress
+}
+
+// Totals is what was left to copy when a run started.
+type Totals struct {
+	Files, Bytes int64
+	Claimed      int64 // of Files, claimed by other workers at the start
+}
+
+// FileResult is one processed inode.
+type FileResult struct {
+	Dev, Ino, Size int64
+	Path           []byte // the first catalogued path
+	Blob           string
+	New, Deduped   bool
+	BytesRead      int64
+	BytesWritten   int64
+	Err            error  // non-nil: the attempt failed
+	Action         Action // what the failure led to
+}
+
+// BatchResult is one committed batch.
+type BatchResult struct {
+	Worker                                  int
+	Files, Copied, Failed, New, Deduped     int
+	Skipped, GaveUp, Released, Excluded     int
+	BytesRead, BytesWritten                 int64
+	Duration                                time.Duration
+	Lost                                    int64
+}
+
+// Progress receives a run's events. FileDone and BatchDone are called from
+// the workers concurrently.
+type Progress interface {
+	Started(Totals)
+	FileDone(FileResult)
+	BatchDone(BatchResult)
+}
+
+// Stats summarise a run.
+type Stats struct {
+	Start        Totals // left to copy at the start
+	Processed    int64  // inodes attempted (copied or failed)
+	Copied       int64  // inodes copied (status success)
+	New          int64  // of Copied, whose blob this run created
+	Deduped      int64  // of Copied, whose blob was stored already
+	BytesRead    int64  // bytes read from the medium
+	BytesWritten int64  // bytes of the blobs this run stored (new blobs)
+	// BytesDiscarded were streamed into an unnamed file for a large file
+	// whose blob turned out to exist already, and dropped (files above
+	// 16 MiB are hashed while written, to read the medium only once).
+	BytesDiscarded int64
+	Errors       int64  // failed attempts
+	Retried      int64  // of Errors, released for another try
+	Skipped      int64  // of Errors, auto-skipped (DIAGNOSTIC_SKIP)
+	GaveUp       int64  // of Errors, given up (failed_retryable / failed_permanent)
+	Excluded     int64  // inodes without a non-excluded path, marked EXCLUDED
+	Released     int64  // claims given back unprocessed (interrupted)
+	Lost         int64  // copied inodes whose claim had expired meanwhile
+	Links        int64  // tree hardlinks made or kept
+	LinkCopies   int64  // tree paths that got a copy (EMLINK)
+	TreeDirs     int64  // directories recreated in the tree
+	TreeSymlinks int64  // symlinks recreated in the tree
+	TreeErrors   int64  // directories or symlinks that could not be recreated
+	Batches      int64
+	Elapsed      time.Duration
+	// Complete: no file inode of the medium is left pending or claimed.
+	Complete bool
+}
+
+// Errors a run may end with.
+var (
+	// ErrStalled: a worker made no progress for Options.StallTimeout.
+	ErrStalled = errors.New("copying stalled")
+	// ErrInvalidOptions wraps every problem with the options.
+	ErrInvalidOptions = errors.New("invalid copier options")
+)
+
+type counters struct {
+	processed, copied, newBlobs, deduped, read, written       atomic.Int64
+	errors, retried, skipped, gaveUp, excluded, released, lost atomic.Int64
+	links, linkCopies, dirs, symlinks, treeErrors, batches     atomic.Int64
+	discarded                                                  atomic.Int64
+}
+
+type run struct {
+	db     *pgxpool.Pool
+	o      Options
+	h      medium.Hash
+	src    *source
+	store  *Store
+	tree   *tree
+	log    *slog.Logger
+	policy Policy
+	st     counters
+	quota  atomic.Int64
+	mime   mimeCache
+
+	mu       sync.Mutex
+	cursor   key
+	inflight map[key]struct{}
+	failedIn map[key]bool // inodes that failed in this run (true: later copied)
+	failing  int64        // of failedIn, not copied since
+	rateFlag bool
+
+	lastMove []atomic.Int64 // per worker: unix nanos of the last progress
+}
+
+func (o *Options) defaults() error {
+	h, err := medium.Parse(string(o.Medium))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	o.Medium = h
+	if o.WorkerID == "" {
+		host, _ := os.Hostname()
+		o.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if len(o.WorkerID) > 200 || !utf8.ValidString(o.WorkerID) || strings.ContainsAny(o.WorkerID, "\x00\n\r") {
+		return fmt.Errorf("%w: worker id %q: at most 200 bytes of UTF-8 on one line", ErrInvalidOptions, o.WorkerID)
+	}
+	if strings.HasPrefix(o.WorkerID, "DIAGNOSTIC_SKIP") || o.WorkerID == "NON_FILE" || o.WorkerID == "EXCLUDED" {
+		return fmt.Errorf("%w: worker id %q is a reserved claimed_by value", ErrInvalidOptions, o.WorkerID)
+	}
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.BatchSize > 100000 {
+		return fmt.Errorf("%w: batch size %d: at most 100000", ErrInvalidOptions, o.BatchSize)
+	}
+	if o.Limit < 0 {
+		return fmt.Errorf("%w: negative limit %d", ErrInvalidOptions, o.Limit)
+	}
+	if o.StoreRoot == "" {
+		o.StoreRoot = DefaultStore
+	}
+	if o.MountRoot == "" {
+		o.MountRoot = DefaultMountRoot
+	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
+	}
+	if o.Lease < time.Second {
+		return fmt.Errorf("%w: lease %v: at least 1s", ErrInvalidOptions, o.Lease)
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = DefaultStallTimeout
+	}
+	return nil
+}
+
+// Run copies the pending file inodes of one medium into the store (see the
+// package documentation). It returns when nothing is left that this
+// process may claim, the limit is reached, or ctx is cancelled; in the last
+// case the current files are finished, the batch is committed, the
+// unprocessed claims are released, and the error wraps context.Canceled.
+func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
+	start := time.Now()
+	if err := opts.defaults(); err != nil {
+		return Stats{}, err
+	}
+	h := opts.Medium
+	r := &run{db: db, o: opts, h: h, log: opts.Logger, policy: opts.Policy,
+		inflight: map[key]struct{}{}, failedIn: map[key]bool{}, cursor: cursorStart}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.policy == nil {
+		r.policy = SimplePolicy{}
+	}
+	if opts.Limit > 0 {
+		r.quota.Store(opts.Limit)
+	} else {
+		r.quota.Store(math.MaxInt64)
+	}
+	stats := func() Stats { s := r.stats(); s.Elapsed = time.Since(start); return s }
+
+	if err := schema.CheckAttached(ctx, db, h); err != nil {
+		return Stats{}, err
+	}
+	var err error
+	if r.src, err = openSource(opts.MountRoot, h); err != nil {
+		return Stats{}, err
+	}
+	defer r.src.close()
+	if !opts.DryRun {
+		if r.store, err = OpenStore(opts.StoreRoot); err != nil {
+			return Stats{}, err
+		}
+		defer r.store.Close()
+		if r.tree, err = r.store.openTree(h); err != nil {
+			return Stats{}, err
+		}
+		defer r.tree.close()
+	} else if r.store, err = openStoreReadOnly(opts.StoreRoot); err != nil {
+		return Stats{}, err
+	} else {
+		defer r.store.Close()
+	}
+
+	if !opts.DryRun {
+		if err := ensureIndexes(ctx, db, h); err != nil {
+			r.log.Warn("could not create the copier's indexes; claims will be slower", "medium", h, "err", err)
+		}
+		conn, err := holdWorkerLock(ctx, db, h, opts.WorkerID, 5*time.Second)
+		if err != nil {
+			return Stats{}, err
+		}
+		defer func() {
+			// Whatever happened, no claim of ours outlives the run.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if n, err := releaseOwn(cctx, db, h, opts.WorkerID); err != nil {
+				r.log.Warn("could not release claims", "medium", h, "worker", opts.WorkerID, "err", err)
+			} else if n > 0 {
+				r.log.Info("released unprocessed claims", "medium", h, "worker", opts.WorkerID, "claims", n)
+			}
+			cancel()
+			releaseWorkerLock(conn, h, opts.WorkerID)
+		}()
+		if n, err := releaseOrphans(ctx, db, h, opts.WorkerID, opts.Lease, true); err != nil {
+			return Stats{}, err
+		} else if n > 0 {
+			r.log.Info("released orphaned claims", "medium", h, "claims", n)
+		}
+	}
+
+	files, bytes, claimed, err := Remaining(ctx, db, h)
+	if err != nil {
+		return Stats{}, err
+	}
+	startTotals := Totals{Files: files, Bytes: bytes, Claimed: claimed}
+	if opts.Progress != nil {
+		opts.Progress.Started(startTotals)
+	}
+	r.log.Info("copy started", "medium", h, "worker", opts.WorkerID, "workers", opts.Workers,
+		"batch_size", opts.BatchSize, "pending_files", files, "pending_bytes", bytes, "dry_run", opts.DryRun)
+
+	var runErr error
+	if files-claimed > 0 {
+		runErr = r.copyAll(ctx)
+	}
+	s := stats()
+	s.Start = startTotals
+	if !opts.DryRun && runErr == nil {
+		left, _, _, err := Remaining(context.WithoutCancel(ctx), db, h)
+		if err == nil && left == 0 {
+			s.Complete = true
+			if ctx.Err() == nil {
+				r.buildTree(ctx)
+			}
+		}
+	}
+	s = mergeTree(s, r.stats())
+	s.Elapsed = time.Since(start)
+	if runErr == nil && ctx.Err() != nil {
+		runErr = fmt.Errorf("medium %s: copy interrupted: %w", h, context.Cause(ctx))
+	}
+	return s, runErr
+}
+
+func mergeTree(s, t Stats) Stats {
+	s.TreeDirs, s.TreeSymlinks, s.TreeErrors = t.TreeDirs, t.TreeSymlinks, t.TreeErrors
+	return s
+}
+
+func (r *run) stats() Stats {
+	c := &r.st
+	return Stats{
+		Processed: c.processed.Load(), Copied: c.copied.Load(), New: c.newBlobs.Load(), Deduped: c.deduped.Load(),
+		BytesRead: c.read.Load(), BytesWritten: c.written.Load(), Errors: c.errors.Load(), Retried: c.retried.Load(),
+		Skipped: c.skipped.Load(), GaveUp: c.gaveUp.Load(), Excluded: c.excluded.Load(), Released: c.released.Load(),
+		Lost: c.lost.Load(), Links: c.links.Load(), LinkCopies: c.linkCopies.Load(), TreeDirs: c.dirs.Load(),
+		TreeSymlinks: c.symlinks.Load(), TreeErrors: c.treeErrors.Load(), Batches: c.batches.Load(),
+		BytesDiscarded: c.discarded.Load(),
+	}
+}
+
+// releaseOwn gives back every claim of worker on the medium.
+func releaseOwn(ctx context.Context, q querier, h medium.Hash, worker string) (int64, error) {
+	tag, err := q.Exec(ctx, fmt.Sprintf(`UPDATE %s SET claimed_by = NULL, claimed_at = NULL
+		WHERE medium_hash = $1 AND NOT copied AND claimed_by = $2`, h.InodeTable()), string(h), worker)
+	if err != nil {
+		return 0, fmt.Errorf("medium %s: releasing claims of %s: %w", h, worker, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// copyAll runs the workers, the lease heartbeat and the stall watchdog.
+func (r *run) copyAll(ctx context.Context) error {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	r.lastMove = make([]atomic.Int64, r.o.Workers)
+	errs := make(chan error, r.o.Workers)
+	var wg sync.WaitGroup
+	for i := range r.o.Workers {
+		r.touch(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.work(wctx, i); err != nil {
+				errs <- err
+				cancel(err)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+
+	beat := time.NewTicker(max(r.o.Lease/3, 100*time.Millisecond))
+	defer beat.Stop()
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
+	for {
+		select {
+		case <-done:
+			close(errs)
+			return errors.Join(collect(errs)...)
+		case <-beat.C:
+			if !r.o.DryRun {
+				r.heartbeat(ctx)
+			}
+		case <-watch.C:
+			if err := r.checkStall(); err != nil {
+				cancel(err)
+				cctx, c2 := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				schema.MergeProblem(cctx, r.db, r.h, "copy_stalled", map[string]any{
+					"worker_id": r.o.WorkerID, "timeout_s": r.o.StallTimeout.Seconds(), "error": err.Error()})
+				c2()
+				r.log.Error("copy stalled: giving up on this run", "medium", r.h, "err", err)
+				// A worker blocked in a read cannot be waited for.
+				select {
+				case <-done:
+				case <-time.After(5 * time.Second):
+				}
+				return err
+			}
+		}
+	}
+}
+
+func collect(errs chan error) []error {
+	var out []error
+	for e := range errs {
+		out = append(out, e)
+	}
+	return out
+}
+
+func (r *run) touch(wid int) {
+	if wid < len(r.lastMove) {
+		r.lastMove[wid].Store(time.Now().UnixNano())
+	}
+}
+
+func (r *run) checkStall() error {
+	if r.o.StallTimeout < 0 {
+		return nil
+	}
+	now := time.Now()
+	for i := range r.lastMove {
+		last := time.Unix(0, r.lastMove[i].Load())
+		if idle := now.Sub(last); idle > r.o.StallTimeout {
+			return fmt.Errorf("medium %s: worker %d made no progress for %v: %w", r.h, i, idle.Round(time.Second), ErrStalled)
+		}
+	}
+	return nil
+}
+
+// heartbeat renews this process's claims and releases those of dead workers.
+func (r *run) heartbeat(ctx context.Context) {
+	r.mu.Lock()
+	keys := make([]key, 0, len(r.inflight))
+	for k := range r.inflight {
+		keys = append(keys, k)
+	}
+	r.mu.Unlock()
+	if err := renewClaims(ctx, r.db, r.h, r.o.WorkerID, keys); err != nil && ctx.Err() == nil {
+		r.log.Warn("could not renew claims", "medium", r.h, "err", err)
+	}
+	if n, err := releaseOrphans(ctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false); err != nil && ctx.Err() == nil {
+		r.log.Warn("could not release orphaned claims", "medium", r.h, "err", err)
+	} else if n > 0 {
+		r.log.Info("released orphaned claims", "medium", r.h, "claims", n)
+	}
+}
+
+// reserve takes up to n inodes from the limit.
+func (r *run) reserve(n int) int {
+	for {
+		q := r.quota.Load()
+		take := min(int64(n), q)
+		if take <= 0 {
+			return 0
+		}
+		if r.quota.CompareAndSwap(q, q-take) {
+			return int(take)
+		}
+	}
+}
+
+func (r *run) unreserve(n int) {
+	if n > 0 {
+		r.quota.Add(int64(n))
+	}
+}
+
+// work is one worker: claim a batch, copy it, commit it, until nothing is
+// left, the limit is reached or ctx is done.
+func (r *run) work(ctx context.Context, wid int) error {
+	w := newWorker(r, wid)
+	defer w.close()
+	for ctx.Err() == nil {
+		n := r.reserve(r.o.BatchSize)
+		if n == 0 {
+			return nil
+		}
+		t0 := time.Now()
+		batch, err := r.nextBatch(ctx, n)
+		if err != nil {
+			r.unreserve(n)
+			return err
+		}
+		if len(batch) == 0 {
+			r.unreserve(n)
+			return nil
+		}
+		outs := w.process(ctx, batch)
+		unused := 0
+		for _, o := range outs {
+			if o.kind == released {
+				unused++
+			}
+		}
+		r.unreserve(n - len(batch) + unused)
+		res, err := r.finishBatch(ctx, wid, outs, t0)
+		if err != nil {
+			return err
+		}
+		if res.Copied == 0 && res.Failed > 0 && res.Failed == res.Files {
+			// Only failures: give the medium a moment before the retries.
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// nextBatch claims up to n inodes from the cursor, wrapping around once to
+// pick up inodes released for a retry, and releasing orphaned claims before
+// it gives up.
+func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
+	// Claims are not cancelled half-way: a claim that commits while its
+	// caller has gone would strand its rows until the end of the run.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	for {
+		if r.o.DryRun {
+			// Peeking claims nothing: the cursor must move under the lock.
+			r.mu.Lock()
+			batch, err := claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, r.cursor, n, true)
+			if len(batch) > 0 {
+				r.cursor = batch[len(batch)-1].key()
+			}
+			r.mu.Unlock()
+			return batch, err
+		}
+		r.mu.Lock()
+		after := r.cursor
+		r.mu.Unlock()
+		batch, err := claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, after, n, false)
+		if err != nil {
+			return nil, err
+		}
+		if len(batch) > 0 {
+			last := batch[len(batch)-1].key()
+			r.mu.Lock()
+			if less(r.cursor, last) {
+				r.cursor = last
+			}
+			for _, b := range batch {
+				r.inflight[b.key()] = struct{}{}
+			}
+			r.mu.Unlock()
+			return batch, nil
+		}
+		if after != cursorStart {
+			r.mu.Lock()
+			if r.cursor == after {
+				r.cursor = cursorStart
+			}
+			r.mu.Unlock()
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		released, err := releaseOrphans(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false)
+		if err != nil {
+			return nil, err
+		}
+		if released == 0 {
+			return nil, nil
+		}
+		r.log.Info("released orphaned claims", "medium", r.h, "claims", released)
+	}
+}
+
+func less(a, b key) bool { return a.dev < b.dev || a.dev == b.dev && a.ino < b.ino }
+
+// finishBatch makes the batch's blobs durable, commits it, and accounts for it.
+func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.Time) (BatchResult, error) {
+	res := BatchResult{Worker: wid, Files: len(outs)}
+	var problems []problem
+	for _, o := range outs {
+		switch o.kind {
+		case copied:
+			res.Copied++
+			if o.created {
+				res.New++
+			} else {
+				res.Deduped++
+			}
+		case failed:
+			res.Failed++
+			switch o.dec.Action {
+			case Skip:
+				res.Skipped++
+			case GiveUp:
+				res.GaveUp++
+			}
+			if o.dec.Problem != "" {
+				d := map[string]any{"dev": o.n.Dev, "ino": o.n.Ino, "class": o.dec.Class,
+					"action": o.dec.Action.String(), "retry_count": o.dec.RetryCount, "worker_id": r.o.WorkerID}
+				for k, v := range o.dec.ProblemDetails {
+					d[k] = v
+				}
+				problems = append(problems, problem{flag: o.dec.Problem, details: d})
+			}
+		case excluded:
+			res.Excluded++
+		case released:
+			res.Released++
+		}
+	}
+	if p, ok := r.errorRate(outs); ok {
+		problems = append(problems, p)
+	}
+	if !r.o.DryRun {
+		if err := r.store.Sync(); err != nil {
+			// Nothing is recorded: the claims come back when the run ends.
+			return res, err
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		lost, err := commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems)
+		cancel()
+		if err != nil {
+			return res, err
+		}
+		res.Lost = lost
+	}
+	r.mu.Lock()
+	for _, o := range outs {
+		delete(r.inflight, o.n.key())
+	}
+	r.mu.Unlock()
+
+	for _, o := range outs {
+		if o.kind == copied {
+			r.policy.Succeeded(r.h, o.n.Dev, o.n.Ino)
+		}
+	}
+	c := &r.st
+	c.batches.Add(1)
+	c.processed.Add(int64(res.Copied + res.Failed))
+	c.copied.Add(int64(res.Copied))
+	c.newBlobs.Add(int64(res.New))
+	c.deduped.Add(int64(res.Deduped))
+	c.errors.Add(int64(res.Failed))
+	c.skipped.Add(int64(res.Skipped))
+	c.gaveUp.Add(int64(res.GaveUp))
+	c.retried.Add(int64(res.Failed - res.Skipped - res.GaveUp))
+	c.excluded.Add(int64(res.Excluded))
+	c.released.Add(int64(res.Released))
+	c.lost.Add(res.Lost)
+	res.Duration = time.Since(t0)
+	for _, o := range outs {
+		res.BytesRead += o.read
+		res.BytesWritten += o.written
+	}
+	c.read.Add(res.BytesRead)
+	c.written.Add(res.BytesWritten)
+	if r.o.Progress != nil {
+		r.o.Progress.BatchDone(res)
+	}
+	r.log.Info("Batch completed", "medium", r.h, "worker", r.o.WorkerID, "worker_n", wid,
+		"files", res.Files, "copied", res.Copied, "new", res.New, "deduped", res.Deduped,
+		"failed", res.Failed, "skipped", res.Skipped, "gave_up", res.GaveUp, "released", res.Released,
+		"bytes", res.BytesRead, "seconds", res.Duration.Seconds(), "dry_run", r.o.DryRun)
+	if res.Lost > 0 {
+		r.log.Warn("claims expired before the batch was recorded; another worker copies those inodes again",
+			"medium", r.h, "worker", r.o.WorkerID, "lost", res.Lost)
+	}
+	return res, nil
+}
+
+// Error rate: more than 10 % of the inodes attempted in this run failing,
+// once at least 100 were attempted, raises the medium problem
+// high_error_rate (once per run).
+const (
+	errorRateMin   = 100
+	errorRateLimit = 0.10
+)
+
+func (r *run) errorRate(outs []outcome) (problem, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var copiedNow int64
+	for _, o := range outs {
+		k := o.n.key()
+		switch o.kind {
+		case copied:
+			copiedNow++
+			if recovered, ok := r.failedIn[k]; ok && !recovered {
+				r.failedIn[k] = true
+				r.failing--
+			}
+		case failed:
+			if _, ok := r.failedIn[k]; !ok {
+				r.failedIn[k] = false
+				r.failing++
+			}
+		}
+	}
+	if r.rateFlag {
+		return problem{}, false
+	}
+	attempted := r.st.copied.Load() + copiedNow + r.failing
+	if attempted < errorRateMin || float64(r.failing) <= errorRateLimit*float64(attempted) {
+		return problem{}, false
+	}
+	r.rateFlag = true
+	rate := float64(r.failing) / float64(attempted)
+	r.log.Warn("high error rate on this medium", "medium", r.h, "failed_inodes", r.failing, "attempted", attempted, "rate", rate)
+	return problem{flag: "high_error_rate", details: map[string]any{
+		"failed_inodes": r.failing, "attempted": attempted, "rate": rate, "worker_id": r.o.WorkerID}}, true
+}
+
+// logDecision writes the policy's lines for a failure, or the copier's own.
+func (r *run) logDecision(ctx context.Context, n *inode, fe *fileErr, d Decision) {
+	attrs := []any{"medium", r.h, "dev", n.Dev, "ino", n.Ino, "path", string(fe.path), "retry", d.RetryCount,
+		"class", d.Class, "action", d.Action.String(), "err", fe.err.Error()}
+	if len(d.Lines) > 0 {
+		for _, l := range d.Lines {
+			r.log.Warn(l, attrs...)
+		}
+		return
+	}
+	if d.Checkpoint {
+		r.log.Warn(fmt.Sprintf("🔍 DIAGNOSTIC CHECKPOINT ino=%d dev=%d medium=%s retry=%d class=%s checks=%s action=%s",
+			n.Ino, n.Dev, r.h, d.RetryCount, d.Class, string(d.Checks), d.Action), attrs...)
+	}
+	switch d.Action {
+	case Skip:
+		r.log.Warn(fmt.Sprintf("⏭️ SKIPPED ino=%d reason=%s dev=%d medium=%s retry=%d", n.Ino, d.ClaimedBy, n.Dev, r.h, d.RetryCount), attrs...)
+	case GiveUp:
+		r.log.Warn(fmt.Sprintf("GAVE UP ino=%d dev=%d medium=%s retry=%d class=%s status=%s", n.Ino, n.Dev, r.h, d.RetryCount, d.Class, d.Status), attrs...)
+	case Retry:
+		r.log.Debug("copy failed, will retry", attrs...)
+	}
+}

@@ -1,0 +1,365 @@
+package copier
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gabriel-vasile/mimetype"
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+)
+
+// Reading. Files up to smallMax bytes are read whole into the worker's
+// buffer and hashed there; the store is written only when the blob is new,
+// so a duplicate costs no write. Larger files stream once through the hash
+// into an unnamed file in the store, chunk by chunk, while the next chunk
+// is being read.
+const (
+	smallMax  = 16 << 20
+	chunkSize = 1 << 20
+	mimeHead  = 3072 // what mimetype looks at
+)
+
+// worker copies the inodes of its batches one at a time.
+type worker struct {
+	r      *run
+	id     int
+	buf    []byte // smallMax+1: one byte more, to see a file that grew
+	chunks [2][]byte
+	hasher *blake3.Hasher
+	tc     *treeCursor
+}
+
+func newWorker(r *run, id int) *worker {
+	w := &worker{r: r, id: id, buf: make([]byte, smallMax+1), hasher: blake3.New()}
+	w.chunks[0] = make([]byte, chunkSize)
+	w.chunks[1] = make([]byte, chunkSize)
+	if r.tree != nil {
+		w.tc = r.tree.cursor()
+	}
+	return w
+}
+
+func (w *worker) close() {
+	if w.tc != nil {
+		w.tc.close()
+	}
+}
+
+// fileErr is a failure with what the policy needs to know about it.
+type fileErr struct {
+	err     error
+	path    []byte
+	file    string
+	mount   string
+	fileDev uint64
+}
+
+// copyInode copies one claimed inode: open beneath the mount, check it
+// against the catalog, read it once while hashing, store the blob, link
+// every path into the tree.
+func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, FileResult) {
+	res := FileResult{Dev: n.Dev, Ino: n.Ino, Size: n.Size}
+	if len(n.Paths) == 0 {
+		return outcome{n: n, kind: excluded}, nil, res
+	}
+	res.Path = n.Paths[0]
+	rels := make([]string, len(n.Paths))
+	for i, p := range n.Paths {
+		rel, err := relPath(p)
+		if err != nil {
+			return outcome{n: n}, &fileErr{err: err, path: p}, res
+		}
+		rels[i] = rel
+	}
+	fd, mount, idx, ferr := w.open(n, rels)
+	if ferr != nil {
+		return outcome{n: n}, ferr, res
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(mount, rels[idx]))
+	defer f.Close()
+	p := n.Paths[idx]
+	liveDev, err := checkFile(fd, p, n.Ino, n.Size)
+	if err != nil {
+		return outcome{n: n}, &fileErr{err: err, path: p, mount: mount, fileDev: liveDev}, res
+	}
+	failRead := func(err error) (outcome, *fileErr, FileResult) {
+		return outcome{n: n}, &fileErr{err: err, path: p, file: f.Name(), mount: mount, fileDev: liveDev}, res
+	}
+
+	id, mime, created, read, written, err := w.store(f, p, n.Size)
+	res.BytesRead, res.BytesWritten = read, written
+	if err != nil {
+		return failRead(err)
+	}
+	o := outcome{n: n, kind: copied, blob: id, mime: mime, created: created}
+	if w.r.o.Damage != nil {
+		dmg, err := w.r.o.Damage.Damage(ctx, f, mount)
+		if err != nil {
+			w.r.log.Warn("could not map the file's damaged ranges", "medium", w.r.h, "ino", n.Ino, "path", string(p), "err", err)
+		} else {
+			o.damage = dmg
+		}
+	}
+	if w.tc != nil {
+		for i, rel := range rels {
+			copiedLink, err := w.tc.link(n.Paths[i], rel, id)
+			if err != nil {
+				return outcome{n: n}, &fileErr{err: err, path: n.Paths[i], mount: mount, fileDev: liveDev}, res
+			}
+			if copiedLink {
+				w.r.st.linkCopies.Add(1)
+			} else {
+				w.r.st.links.Add(1)
+			}
+		}
+	}
+	res.New, res.Deduped, res.Blob = created, !created, id
+	return o, nil, res
+}
+
+// open tries the inode's paths in order (hardlinks) and returns the first
+// that opens beneath the mount.
+func (w *worker) open(n *inode, rels []string) (fd int, mount string, idx int, ferr *fileErr) {
+	for i, rel := range rels {
+		fd, mount, err := w.r.src.openFile(n.Paths[i], rel)
+		if err == nil {
+			return fd, mount, i, nil
+		}
+		if ferr == nil || isPathErr(ferr.err) && !isPathErr(err) {
+			// Report a read-side error (EIO …) over a path problem of
+			// another name of the same inode.
+			ferr = &fileErr{err: err, path: n.Paths[i], mount: mount}
+		}
+	}
+	return -1, "", -1, ferr
+}
+
+func isPathErr(err error) bool {
+	var pe *PathError
+	return errors.As(err, &pe)
+}
+
+// store reads f (size bytes as catalogued) once, hashing it, and stores it
+// as a blob unless it is stored already (or, in a dry run, only checks).
+func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, created bool, read, written int64, err error) {
+	dry := w.r.o.DryRun
+	if size <= smallMax {
+		n, err := readFull(f, w.buf[:size+1])
+		read = int64(n)
+		if err != nil {
+			return "", "", false, read, 0, fmt.Errorf("read %q at offset %d: %w", p, n, err)
+		}
+		if int64(n) != size {
+			return "", "", false, read, 0, &PathError{Op: "read", Path: p, Err: fmt.Errorf("%w: read %d bytes, catalog says %d", ErrMismatch, n, size)}
+		}
+		data := w.buf[:n]
+		sum := blake3.Sum256(data)
+		id = hex.EncodeToString(sum[:])
+		mime = w.r.mimeOf(id, data)
+		if dry {
+			have, err := w.r.store.HasBlob(id, size)
+			return id, mime, !have, read, 0, err
+		}
+		created, err = w.r.store.PutBytes(id, data)
+		if created {
+			written = size
+		}
+		return id, mime, created, read, written, err
+	}
+
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+	var bw *blobWriter
+	if !dry {
+		if bw, err = w.r.store.create(); err != nil {
+			return "", "", false, 0, 0, err
+		}
+	}
+	w.hasher.Reset()
+	read, written, head, err := w.stream(f, bw)
+	if err != nil {
+		if bw != nil {
+			bw.abort()
+		}
+		if errors.Is(err, errWrite) {
+			return "", "", false, read, written, err
+		}
+		return "", "", false, read, written, fmt.Errorf("read %q at offset %d: %w", p, read, err)
+	}
+	if read != size {
+		if bw != nil {
+			bw.abort()
+		}
+		return "", "", false, read, written, &PathError{Op: "read", Path: p, Err: fmt.Errorf("%w: read %d bytes, catalog says %d", ErrMismatch, read, size)}
+	}
+	id = hex.EncodeToString(w.hasher.Sum(nil))
+	mime = w.r.mimeOf(id, head)
+	if dry {
+		have, err := w.r.store.HasBlob(id, size)
+		return id, mime, !have, read, 0, err
+	}
+	created, err = bw.commit(id, size)
+	if !created {
+		// Stored already (or by another writer meanwhile): the unnamed
+		// file is dropped, normally before its pages reach the disk.
+		w.r.st.discarded.Add(written)
+		return id, mime, false, read, 0, err
+	}
+	return id, mime, true, read, written, err
+}
+
+var errWrite = errors.New("writing to the store")
+
+// stream reads f to its end, hashing every chunk and writing it to bw (nil
+// in a dry run). The next chunk is read while the current one is hashed
+// and written. It returns the first bytes for MIME detection.
+func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head []byte, err error) {
+	type chunk struct {
+		b   []byte
+		err error
+	}
+	next := make(chan chunk, 1)
+	free := make(chan []byte, 2)
+	free <- w.chunks[0]
+	free <- w.chunks[1]
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(next)
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			n, err := readFull(f, b)
+			if n > 0 {
+				next <- chunk{b: b[:n]}
+			}
+			if err != nil || n < len(b) {
+				if err != nil {
+					next <- chunk{err: err}
+				}
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		for range next {
+		}
+		wg.Wait()
+	}()
+	for c := range next {
+		if c.err != nil {
+			return read, written, head, c.err
+		}
+		if head == nil {
+			head = append([]byte(nil), c.b[:min(len(c.b), mimeHead)]...)
+		}
+		read += int64(len(c.b))
+		w.hasher.Write(c.b)
+		if bw != nil {
+			if _, err := bw.Write(c.b); err != nil {
+				return read, written, head, fmt.Errorf("%w %s: %w", errWrite, w.r.store.Root, err)
+			}
+			written += int64(len(c.b))
+		}
+		free <- c.b[:cap(c.b)]
+	}
+	if head == nil {
+		head = []byte{}
+	}
+	return read, written, head, nil
+}
+
+// readFull reads until b is full or the file ends (io.EOF is not an error).
+func readFull(f *os.File, b []byte) (int, error) {
+	n, err := io.ReadFull(f, b)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = nil
+	}
+	return n, err
+}
+
+// mimeCache remembers the MIME type of blobs seen in this run: a repeated
+// content is not sniffed again.
+type mimeCache struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const mimeCacheMax = 1 << 16
+
+func (r *run) mimeOf(id string, data []byte) string {
+	c := &r.mime
+	c.mu.Lock()
+	if m, ok := c.m[id]; ok {
+		c.mu.Unlock()
+		return m
+	}
+	c.mu.Unlock()
+	m := mimetype.Detect(data[:min(len(data), mimeHead)]).String()
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= mimeCacheMax {
+		c.m = make(map[string]string)
+	}
+	c.m[id] = m
+	c.mu.Unlock()
+	return m
+}
+
+// process copies a batch, stopping (and releasing the rest) when ctx is done.
+func (w *worker) process(ctx context.Context, batch []*inode) []outcome {
+	outs := make([]outcome, 0, len(batch))
+	for _, n := range batch {
+		if ctx.Err() != nil {
+			outs = append(outs, outcome{n: n, kind: released})
+			continue
+		}
+		w.r.touch(w.id)
+		o, ferr, res := w.copyInode(ctx, n)
+		if ferr != nil {
+			o = w.r.decide(ctx, n, ferr)
+			res.Err, res.Action = ferr.err, o.dec.Action
+		}
+		w.r.touch(w.id)
+		o.read, o.written = res.BytesRead, res.BytesWritten
+		outs = append(outs, o)
+		if w.r.o.Progress != nil {
+			w.r.o.Progress.FileDone(res)
+		}
+	}
+	return outs
+}
+
+// decide asks the policy what a failure leads to. Path problems (a path
+// that is not clean, leaves the mount, or names another file) are not
+// retried: retrying cannot help until the catalog or the mount is fixed, so
+// the inode is given up at once as failed_retryable, to be reset after the
+// fix.
+func (r *run) decide(ctx context.Context, n *inode, fe *fileErr) outcome {
+	o := outcome{n: n, kind: failed, err: fe.err, at: time.Now()}
+	if isPathErr(fe.err) {
+		o.dec = Decision{Action: GiveUp, ErrorType: "path_error", Class: "path", Status: "failed_retryable",
+			RetryCount: n.Errors + 1, Event: true}
+	} else {
+		o.dec = r.policy.Failed(ctx, Failure{
+			Medium: r.h, Dev: n.Dev, Ino: n.Ino, Size: n.Size, Path: fe.path,
+			File: fe.file, Mount: fe.mount, FileDev: fe.fileDev,
+			Errors: n.Errors, Err: fe.err, WorkerID: r.o.WorkerID,
+		})
+	}
+	r.logDecision(ctx, n, fe, o.dec)
+	return o
+}
