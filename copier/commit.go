@@ -33,10 +33,10 @@ type outcome struct {
 	n    *inode
 	kind outcomeKind
 	// copied
-	blob    string
-	mime    string
-	created bool
-	damage  json.RawMessage
+	blob          string
+	mime          string
+	created       bool
+	damage        json.RawMessage
 	read, written int64 // bytes read from the medium, written to the store
 	// failed
 	dec Decision

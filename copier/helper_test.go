@@ -100,7 +100,7 @@ type copiedList struct {
 	out [][2]int64
 }
 
-func (c *copiedList) Started(copier.Totals)      {}
+func (c *copiedList) Started(copier.Totals)        {}
 func (c *copiedList) BatchDone(copier.BatchResult) {}
 func (c *copiedList) FileDone(r copier.FileResult) {
 	if r.Err == nil {

@@ -86,12 +86,12 @@ type FileResult struct {
 
 // BatchResult is one committed batch.
 type BatchResult struct {
-	Worker                                  int
-	Files, Copied, Failed, New, Deduped     int
-	Skipped, GaveUp, Released, Excluded     int
-	BytesRead, BytesWritten                 int64
-	Duration                                time.Duration
-	Lost                                    int64
+	Worker                              int
+	Files, Copied, Failed, New, Deduped int
+	Skipped, GaveUp, Released, Excluded int
+	BytesRead, BytesWritten             int64
+	Duration                            time.Duration
+	Lost                                int64
 }
 
 // Progress receives a run's events. FileDone and BatchDone are called from
@@ -115,20 +115,20 @@ type Stats struct {
 	// whose blob turned out to exist already, and dropped (files above
 	// 16 MiB are hashed while written, to read the medium only once).
 	BytesDiscarded int64
-	Errors       int64  // failed attempts
-	Retried      int64  // of Errors, released for another try
-	Skipped      int64  // of Errors, auto-skipped (DIAGNOSTIC_SKIP)
-	GaveUp       int64  // of Errors, given up (failed_retryable / failed_permanent)
-	Excluded     int64  // inodes without a non-excluded path, marked EXCLUDED
-	Released     int64  // claims given back unprocessed (interrupted)
-	Lost         int64  // copied inodes whose claim had expired meanwhile
-	Links        int64  // tree hardlinks made or kept
-	LinkCopies   int64  // tree paths that got a copy (EMLINK)
-	TreeDirs     int64  // directories recreated in the tree
-	TreeSymlinks int64  // symlinks recreated in the tree
-	TreeErrors   int64  // directories or symlinks that could not be recreated
-	Batches      int64
-	Elapsed      time.Duration
+	Errors         int64 // failed attempts
+	Retried        int64 // of Errors, released for another try
+	Skipped        int64 // of Errors, auto-skipped (DIAGNOSTIC_SKIP)
+	GaveUp         int64 // of Errors, given up (failed_retryable / failed_permanent)
+	Excluded       int64 // inodes without a non-excluded path, marked EXCLUDED
+	Released       int64 // claims given back unprocessed (interrupted)
+	Lost           int64 // copied inodes whose claim had expired meanwhile
+	Links          int64 // tree hardlinks made or kept
+	LinkCopies     int64 // tree paths that got a copy (EMLINK)
+	TreeDirs       int64 // directories recreated in the tree
+	TreeSymlinks   int64 // symlinks recreated in the tree
+	TreeErrors     int64 // directories or symlinks that could not be recreated
+	Batches        int64
+	Elapsed        time.Duration
 	// Complete: no file inode of the medium is left pending or claimed.
 	Complete bool
 }
@@ -142,7 +142,7 @@ var (
 )
 
 type counters struct {
-	processed, copied, newBlobs, deduped, read, written       atomic.Int64
+	processed, copied, newBlobs, deduped, read, written        atomic.Int64
 	errors, retried, skipped, gaveUp, excluded, released, lost atomic.Int64
 	links, linkCopies, dirs, symlinks, treeErrors, batches     atomic.Int64
 	discarded                                                  atomic.Int64

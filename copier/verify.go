@@ -52,12 +52,12 @@ type BlobProblem struct {
 
 // VerifyReport summarises a verification.
 type VerifyReport struct {
-	Checked, OK                                  int64
-	Missing, Mismatched, WrongSize, Unreadable   int64
-	BadMode                                      int64
-	Bytes                                        int64 // bytes re-hashed
-	Problems                                     []BlobProblem // the first 1000
-	Elapsed                                      time.Duration
+	Checked, OK                                int64
+	Missing, Mismatched, WrongSize, Unreadable int64
+	BadMode                                    int64
+	Bytes                                      int64         // bytes re-hashed
+	Problems                                   []BlobProblem // the first 1000
+	Elapsed                                    time.Duration
 }
 
 // Failed reports whether any blob failed.
