@@ -84,7 +84,7 @@ func (b Blocker) String() string {
 type LockTimeoutError struct {
 	Medium   string
 	Object   string // what was to be locked: "table inode", "the load lock of medium …"
-	Mode     string // the mode asked for, e.g. "SHARE UPDATE EXCLUSIVE"
+	Mode     string // the table lock mode asked for, e.g. "SHARE UPDATE EXCLUSIVE"; "" for the load lock
 	Purpose  string // why, e.g. "to attach inode_p_… to inode"
 	Timeout  time.Duration
 	Blockers []Blocker
@@ -93,7 +93,11 @@ type LockTimeoutError struct {
 
 func (e *LockTimeoutError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "medium %s: gave up after %v waiting for a %s lock on %s", e.Medium, e.Timeout, e.Mode, e.Object)
+	if e.Mode != "" {
+		fmt.Fprintf(&b, "medium %s: gave up after %v waiting to lock %s in %s mode", e.Medium, e.Timeout, e.Object, e.Mode)
+	} else {
+		fmt.Fprintf(&b, "medium %s: gave up after %v waiting for %s", e.Medium, e.Timeout, e.Object)
+	}
 	if e.Purpose != "" {
 		fmt.Fprintf(&b, " (%s)", e.Purpose)
 	}

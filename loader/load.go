@@ -179,7 +179,7 @@ func (l *load) lockMedium(ctx context.Context) error {
 	key := "ntt-partitions:" + l.h.TableKey()
 	if _, err := l.tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
 		if isLockTimeout(err) {
-			return l.lockTimeoutError(ctx, "the load lock of medium "+string(l.h), "EXCLUSIVE",
+			return l.lockTimeoutError(ctx, "the load lock of medium "+string(l.h), "",
 				"another load or partition creation of this medium is running", err,
 				func(ctx context.Context, q *pgxpool.Conn) ([]Blocker, error) {
 					return advisoryHolders(ctx, q, key, l.pid)
@@ -643,8 +643,7 @@ func (l *load) sqlErr(ctx context.Context, step string, err error) error {
 		case pe.Code == "57014" && ctx.Err() == nil && strings.Contains(pe.Message, "statement timeout"):
 			return &TimeoutError{Medium: string(l.h), Phase: l.phase, Step: step, Timeout: l.stmtTimeout, Err: err}
 		case pe.Code == "55P03":
-			return &LockTimeoutError{Medium: string(l.h), Object: "a table", Mode: "required",
-				Purpose: step, Timeout: l.lockTimeout, Err: err}
+			return &LockTimeoutError{Medium: string(l.h), Object: "a lock", Purpose: step, Timeout: l.lockTimeout, Err: err}
 		}
 	}
 	if ctx.Err() != nil {
