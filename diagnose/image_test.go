@@ -136,6 +136,7 @@ func TestTruncatedImageBeyondEOF(t *testing.T) {
 	assert.Contains(t, checks[KernelLogCheck].Lines[0], devA+": rw=")
 	assert.Equal(t, ResultHealthy, checks[MountCheck].Result, checks[MountCheck].Detail)
 	assert.Equal(t, ResultBeyondEOF, checks[ExtentsCheck].Result, checks[ExtentsCheck].Detail)
+	assert.Equal(t, ResultBeyondEOF, checks[SizeCheck].Result, checks[SizeCheck].Detail)
 
 	// The damage: big from 1 MiB on, all past the end of the image.
 	require.Len(t, d.Damage, 1)
@@ -201,6 +202,23 @@ func TestTruncatedBackingFileIOError(t *testing.T) {
 	require.Len(t, d.Checks, 1)
 	assert.Equal(t, ResultIOError, d.Checks[0].Result)
 	assert.Contains(t, d.Checks[0].Lines[0], "I/O error, dev "+DeviceName(l.Path)+",")
+
+	// A remembered position: a log resumed after the last record read
+	// sees none of these messages again; one read from the start does.
+	require.NoError(t, kl.Poll())
+	seq := kl.LastSeq()
+	require.NotZero(t, seq)
+	resumed, err := OpenKernelLog(KernelLogOptions{AfterSeq: seq})
+	require.NoError(t, err)
+	defer resumed.Close()
+	require.NoError(t, resumed.Poll())
+	assert.Empty(t, resumed.Events([]string{l.Path}))
+	assert.GreaterOrEqual(t, resumed.LastSeq(), seq)
+	whole, err := OpenKernelLog(KernelLogOptions{FromStart: true})
+	require.NoError(t, err)
+	defer whole.Close()
+	require.NoError(t, whole.Poll())
+	assert.Positive(t, whole.Events([]string{l.Path})[DeviceName(l.Path)].IOErrors)
 
 	withExtents := logOnly
 	withExtents.Path, withExtents.MountPoint, withExtents.MountDevice = big, m, l.Path
@@ -340,4 +358,53 @@ func TestMediumDevicesAndLoop(t *testing.T) {
 	assert.Equal(t, int64(1<<20), ld.SizeLimit)
 	assert.Equal(t, int64(1<<20), ld.Size)
 	assert.Equal(t, img, ld.BackingFile)
+}
+
+// Metadata past the end: on a shrunk device, ext4 fails a lookup in a
+// directory whose blocks are gone with ENOMEM (the buffer for a block past
+// the device's end cannot be made), not EIO. The checkpoint still finds the
+// cause: the file cannot even be opened for its extents, and the kernel
+// logged beyond-end-of-device for this medium's device.
+func TestDirectoryPastEndOfDevice(t *testing.T) {
+	testenv.RequireRoot(t)
+	ctx := context.Background()
+	kl := openKernelLog(t)
+	spec := testimg.Spec{FSType: "ext4", BlockSize: 1024, Size: 8 << 20, Entries: []testimg.Entry{
+		{Path: "aa/big", Kind: testimg.File, Size: 3_000_000, Seed: 4},
+	}}
+	for i := range 300 {
+		spec.Entries = append(spec.Entries, testimg.Entry{Path: fmt.Sprintf("zz/file-with-a-long-name-%03d", i), Kind: testimg.File, Size: 10, Seed: uint64(i)})
+	}
+	img := testimg.Build(t, spec)
+	l := testimg.AttachLoop(t, img, 0, 0)
+	m := testimg.Mount(t, l.Path, "ext4", "")
+	exts := extentsOf(t, filepath.Join(m, "aa", "big"))
+	require.NoError(t, testimg.Truncate(img, exts[0].Physical))
+	setCapacity(t, l.Path)
+
+	target := filepath.Join(m, "zz", "file-with-a-long-name-150")
+	_, err := os.Open(target)
+	require.Error(t, err)
+	class := Classify(err)
+	t.Logf("open of a name in a directory past the end: %v (class %s)", err, class)
+	assert.Contains(t, []Class{ClassTransient, ClassIO}, class)
+
+	tr := NewTracker(DefaultPolicy())
+	env := Env{Health: HealthUnknown, KernelLog: kl, Devices: []string{l.Path}, MountPoint: m, MountDevice: l.Path, Path: target, Image: img}
+	var d Decision
+	for range 5 {
+		_, err := os.Open(target)
+		require.Error(t, err)
+		d = tr.Failure(ctx, Key{Medium: testHash, Ino: 99}, err, env)
+	}
+	assert.Equal(t, Skip, d.Action, "%+v", d.Checks)
+	assert.Equal(t, "DIAGNOSTIC_SKIP:BEYOND_EOF", d.ClaimedBy)
+	results := map[string]string{}
+	for _, c := range d.Checks {
+		results[c.Name] = c.Result
+	}
+	assert.Equal(t, ResultHealthy, results[MountCheck])
+	assert.Equal(t, ResultBeyondEOF, results[SizeCheck], "the filesystem is larger than its device")
+	assert.Equal(t, ResultFailed, results[ExtentsCheck], "the file cannot be opened to map it")
+	assert.Contains(t, results, KernelLogCheck)
 }

@@ -193,6 +193,11 @@ type Attributor struct {
 
 // Attribute returns the event that rec reports, if it names a device.
 func (a *Attributor) Attribute(rec KernelRecord) (KernelEvent, bool) {
+	if rec.Facility != 0 {
+		// Written by a process (to /dev/kmsg), not by the kernel: anyone
+		// could write "I/O error, dev loop3".
+		return KernelEvent{}, false
+	}
 	msg := rec.Message
 	pending := a.pendingBeyond
 	a.pendingBeyond = nil
@@ -394,6 +399,7 @@ type KernelLog struct {
 	attr   Attributor
 	devs   map[string]*DeviceEvents
 	last   uint64 // last sequence number read
+	after  uint64 // records up to this sequence number are ignored
 	lost   uint64 // records overwritten before we read them
 	closed bool
 	onEv   func(KernelEvent)
@@ -404,6 +410,10 @@ type KernelLogOptions struct {
 	// FromStart reads the whole kernel ring buffer; by default only records
 	// written after the open are read (the copier's view: its own errors).
 	FromStart bool
+	// AfterSeq resumes from a remembered position: records with a sequence
+	// number up to AfterSeq (a LastSeq saved earlier) are skipped. It
+	// implies reading from the start of the buffer.
+	AfterSeq uint64
 	// Path of the device; default /dev/kmsg.
 	Path string
 	// OnEvent, if set, is called (under the log's lock) for every
@@ -423,7 +433,7 @@ func OpenKernelLog(opts KernelLogOptions) (*KernelLog, error) {
 		return nil, fmt.Errorf("opening kernel log %s: %w", path, err)
 	}
 	whence := unix.SEEK_END
-	if opts.FromStart {
+	if opts.FromStart || opts.AfterSeq > 0 {
 		whence = unix.SEEK_SET // the oldest record still in the buffer
 	}
 	if _, err := unix.Seek(fd, 0, whence); err != nil {
@@ -432,7 +442,8 @@ func OpenKernelLog(opts KernelLogOptions) (*KernelLog, error) {
 	}
 	// A record is at most ~8 KiB (message plus dictionary); a shorter buffer
 	// makes read(2) fail with EINVAL.
-	return &KernelLog{fd: fd, buf: make([]byte, 16<<10), devs: map[string]*DeviceEvents{}, onEv: opts.OnEvent}, nil
+	return &KernelLog{fd: fd, buf: make([]byte, 16<<10), devs: map[string]*DeviceEvents{}, onEv: opts.OnEvent,
+		after: opts.AfterSeq}, nil
 }
 
 // NewKernelLog follows kernel-log text from r (`cat /dev/kmsg` format, or a
@@ -487,6 +498,9 @@ func (k *KernelLog) addLocked(rec KernelRecord) {
 		k.lost += rec.Seq - k.last - 1
 	}
 	k.last = rec.Seq
+	if rec.Seq <= k.after {
+		return
+	}
 	ev, ok := k.attr.Attribute(rec)
 	if !ok {
 		return
@@ -517,6 +531,14 @@ func (k *KernelLog) Events(devices []string) map[string]DeviceEvents {
 		}
 	}
 	return out
+}
+
+// LastSeq is the sequence number of the last record read: the position to
+// remember and pass back as KernelLogOptions.AfterSeq.
+func (k *KernelLog) LastSeq() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.last
 }
 
 // Lost is how many records were overwritten in the ring buffer before they

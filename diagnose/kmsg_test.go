@@ -112,6 +112,9 @@ func TestAttributeDoesNotConfuseDevices(t *testing.T) {
 	_, ok = a.Attribute(KernelRecord{Level: 6, Message: "loop4: rw=0, want=10, limit=8"})
 	assert.False(t, ok, "a device line without its header is not an event")
 
+	_, ok = a.Attribute(KernelRecord{Level: 3, Facility: 1, Message: "I/O error, dev loop3, sector 0"})
+	assert.False(t, ok, "user-space records written to /dev/kmsg are not the kernel's")
+
 	assert.Equal(t, "loop3", DeviceName("/dev/loop3"))
 	assert.Equal(t, "loop3", DeviceName("loop3p12"))
 	assert.Equal(t, "loopy", DeviceName("loopy"))

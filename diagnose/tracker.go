@@ -112,6 +112,7 @@ func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 const (
 	KernelLogCheck = "kernel_log"
 	MountCheck     = "mount"
+	SizeCheck      = "size"
 	ExtentsCheck   = "extents"
 
 	ResultBeyondEOF = "beyond_eof"
@@ -333,7 +334,7 @@ func (t *Tracker) checkpoint(ctx context.Context, d *Decision, env Env) {
 		d.Checks = append(d.Checks, c)
 	}
 
-	mountBad := false
+	mountBad, truncated := false, false
 	if env.MountPoint != "" && env.MountDevice != "" {
 		c := Check{Name: MountCheck, Result: ResultHealthy}
 		cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -348,6 +349,18 @@ func (t *Tracker) checkpoint(ctx context.Context, d *Decision, env Env) {
 			c.Detail = fmt.Sprintf("%s mounted from %s (%s)", st.MountPoint, st.Source, st.FSType)
 		}
 		d.Checks = append(d.Checks, c)
+		if err == nil && st.Healthy() {
+			// The size check: a filesystem larger than its device (or a
+			// loop device reaching past its image) is a truncated medium,
+			// whose lost part the kernel does not always log (ext4 fails
+			// metadata lookups there with ENOMEM, silently).
+			sc := Check{Name: SizeCheck, Result: ResultClean,
+				Detail: fmt.Sprintf("filesystem %d bytes, device %d, image %d", st.FSBytes, st.DeviceBytes, st.ImageBytes)}
+			if st.Truncated {
+				sc.Result, sc.Detail, truncated = ResultBeyondEOF, st.SizeNote, true
+			}
+			d.Checks = append(d.Checks, sc)
+		}
 	}
 
 	extentsKnown, extentsBeyond := false, false
@@ -375,9 +388,10 @@ func (t *Tracker) checkpoint(ctx context.Context, d *Decision, env Env) {
 		d.Checks = append(d.Checks, c)
 	}
 
-	// A file whose own extents were mapped is judged by them; the kernel's
-	// medium-wide "beyond end of device" stands in only when they were not.
-	beyond := extentsBeyond || (!extentsKnown && kernelBeyond)
+	// A file whose own extents were mapped is judged by them; the medium-wide
+	// evidence (the kernel's "beyond end of device", a filesystem larger
+	// than its device) stands in only when they were not.
+	beyond := extentsBeyond || (!extentsKnown && (kernelBeyond || truncated))
 	raw := d.Class
 	switch {
 	// Transient is included for ENOMEM: ext4 returns it (not EIO) when the
