@@ -171,6 +171,31 @@ func (s *source) openFile(p []byte, rel string) (int, string, error) {
 	return fd, mount, nil
 }
 
+// checkName verifies that the catalogued path p (rel, checked) names the
+// regular file with inode number ino, beneath the mount, without reading it.
+func (s *source) checkName(p []byte, rel string, ino int64) error {
+	dfd, rest, _ := s.base(rel)
+	if rest == "" {
+		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: a mount root is not a file", ErrMismatch)}
+	}
+	fd, err := openat2(dfd, rest, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Resolve: beneath,
+	})
+	if err != nil {
+		return unsafe("open", p, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat %q: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || int64(st.Ino) != ino {
+		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: want file inode %d, found mode %o inode %d", ErrMismatch, ino, st.Mode, st.Ino)}
+	}
+	return nil
+}
+
 // openParent opens the directory holding the catalogued path p (rel,
 // checked) as an O_PATH fd beneath the mount, and returns the last
 // component's name in it.

@@ -90,6 +90,15 @@ func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, Fi
 	if err != nil {
 		return outcome{n: n}, &fileErr{err: err, path: p, mount: mount, fileDev: liveDev}, res
 	}
+	// Every other name must lead to the same inode, beneath the mount, or
+	// the tree would get a path the medium does not have.
+	for i, rel := range rels {
+		if i != idx {
+			if err := w.r.src.checkName(n.Paths[i], rel, n.Ino); err != nil {
+				return outcome{n: n}, &fileErr{err: err, path: n.Paths[i], mount: mount, fileDev: liveDev}, res
+			}
+		}
+	}
 	failRead := func(err error) (outcome, *fileErr, FileResult) {
 		return outcome{n: n}, &fileErr{err: err, path: p, file: f.Name(), mount: mount, fileDev: liveDev}, res
 	}
