@@ -1,0 +1,339 @@
+package archive
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/jackc/pgx/v5"
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+)
+
+// This file is the catalog side of archiving: the copy-complete check, the
+// archived mark, and source removal. Seal and Verify do not need it.
+
+// DB is what completion needs of the catalog: *pgxpool.Pool and *pgx.Conn
+// qualify.
+type DB interface {
+	schema.Querier
+	schema.Beginner
+}
+
+// CompleteOptions tune Complete.
+type CompleteOptions struct {
+	// AllowIncomplete archives even while inodes are pending or claimed.
+	AllowIncomplete bool
+	// KeepSources leaves the source files in place.
+	KeepSources bool
+}
+
+// CopyCounts are a medium's inodes by copy state.
+type CopyCounts struct {
+	Total, Pending, Claimed int64
+}
+
+// mediumState is the medium row's archive columns.
+type mediumState struct {
+	copyDone    *time.Time
+	archivePath *string
+}
+
+func (s mediumState) markedAs(path string) bool {
+	return s.copyDone != nil && s.archivePath != nil && *s.archivePath == path
+}
+
+func readMedium(ctx context.Context, q schema.Querier, h medium.Hash, lock bool) (mediumState, error) {
+	sql := `SELECT copy_done, archive_path FROM medium WHERE medium_hash = $1`
+	if lock {
+		sql += ` FOR UPDATE`
+	}
+	var s mediumState
+	err := q.QueryRow(ctx, sql, string(h)).Scan(&s.copyDone, &s.archivePath)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, fmt.Errorf("medium %s: %w", h, ErrUnknownMedium)
+	}
+	if err != nil {
+		return s, fmt.Errorf("medium %s: read catalog: %w", h, err)
+	}
+	return s, nil
+}
+
+// CopyStatus counts the medium's inodes that are not copied yet: pending
+// (no claim) and claimed (a worker holds them). Rows that are copied,
+// excluded, non-files, skipped or failed all have copied = true.
+func CopyStatus(ctx context.Context, q schema.Querier, hash string) (CopyCounts, error) {
+	h, err := medium.Parse(hash)
+	if err != nil {
+		return CopyCounts{}, err
+	}
+	var c CopyCounts
+	err = q.QueryRow(ctx, `SELECT count(*),
+		count(*) FILTER (WHERE NOT copied AND claimed_by IS NULL),
+		count(*) FILTER (WHERE NOT copied AND claimed_by IS NOT NULL)
+		FROM inode WHERE medium_hash = $1`, string(h)).Scan(&c.Total, &c.Pending, &c.Claimed)
+	if err != nil {
+		return c, fmt.Errorf("medium %s: count inodes: %w", h, err)
+	}
+	return c, nil
+}
+
+// CheckCopied returns an *IncompleteError (matching ErrCopyIncomplete) if
+// any inode of the medium is pending or claimed, or if it has none at all.
+func CheckCopied(ctx context.Context, q schema.Querier, hash string) error {
+	c, err := CopyStatus(ctx, q, hash)
+	if err != nil {
+		return err
+	}
+	if c.Total == 0 || c.Pending+c.Claimed > 0 {
+		return &IncompleteError{Medium: hash, Total: c.Total, Pending: c.Pending, Claimed: c.Claimed}
+	}
+	return nil
+}
+
+// MarkArchived sets medium.copy_done and archive_path in one transaction,
+// checking again, under the medium row's lock, that the copy is complete
+// (unless allowIncomplete).
+func MarkArchived(ctx context.Context, db DB, hash, archivePath string, allowIncomplete bool) error {
+	h, err := medium.Parse(hash)
+	if err != nil {
+		return err
+	}
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("medium %s: begin: %w", h, err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := readMedium(ctx, tx, h, true); err != nil {
+		return err
+	}
+	if !allowIncomplete {
+		if err := CheckCopied(ctx, tx, string(h)); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE medium SET copy_done = now(), archive_path = $2 WHERE medium_hash = $1`,
+		string(h), archivePath); err != nil {
+		return fmt.Errorf("medium %s: mark archived: %w", h, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("medium %s: mark archived: %w", h, err)
+	}
+	return nil
+}
+
+// Complete is Phase 4 with the catalog: check the copy is complete, seal
+// and verify the archive, mark the medium archived, then remove the sources
+// (unless KeepSources), each reported through spec.Progress.Removed.
+//
+// When the archive already exists (and spec.Force is not set), Complete
+// finishes what a crashed run left: it verifies the archive, re-hashes the
+// sources still present against its manifest, marks the catalog if needed
+// and removes them. If there is nothing left to do it returns
+// ErrAlreadyArchived.
+func Complete(ctx context.Context, db DB, spec Spec, opts CompleteOptions) (*Result, error) {
+	h, err := medium.Parse(spec.Medium)
+	if err != nil {
+		return nil, err
+	}
+	if err := schema.Require(ctx, db, schema.Version); err != nil {
+		return nil, fmt.Errorf("medium %s: catalog: %w", h, err)
+	}
+	spec = spec.withDefaults()
+	state, err := readMedium(ctx, db, h, false)
+	if err != nil {
+		return nil, err
+	}
+	final := filepath.Join(spec.Dest, h.ArchiveFileName())
+	if _, err := os.Lstat(final); err == nil && !spec.Force {
+		return resume(ctx, db, h, spec, opts, final, state)
+	}
+	if !opts.AllowIncomplete {
+		if err := CheckCopied(ctx, db, string(h)); err != nil {
+			return nil, err
+		}
+	}
+	res, err := Seal(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := MarkArchived(ctx, db, string(h), res.Path, opts.AllowIncomplete); err != nil {
+		return res, fmt.Errorf("archive %s is sealed but the catalog was not marked, sources kept: %w", res.Path, err)
+	}
+	if !opts.KeepSources {
+		err = RemoveSources(ctx, res, spec.Progress)
+	}
+	return res, err
+}
+
+// resume handles an existing final archive.
+func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteOptions, final string, state mediumState) (*Result, error) {
+	marked := state.markedAs(final)
+	names := spec.Members
+	if names == nil {
+		names = h.ImageMembers()
+	}
+	present := 0
+	for _, name := range names {
+		if _, err := openSourcePath(name, spec.ImagesDirs); err == nil {
+			present++
+		}
+	}
+	if marked && (present == 0 || opts.KeepSources) {
+		return nil, fmt.Errorf("medium %s: %w: %s", h, ErrAlreadyArchived, final)
+	}
+	// Work is left: trust nothing about the archive before checking it.
+	man, err := VerifyWith(ctx, final, VerifyOptions{Concurrency: spec.Concurrency, Progress: spec.Progress})
+	if err != nil {
+		return nil, fmt.Errorf("medium %s: existing archive fails verification, nothing changed (force to seal again): %w", h, err)
+	}
+	if man.Medium != string(h) {
+		return nil, fmt.Errorf("medium %s: existing archive %s holds medium %s", h, final, man.Medium)
+	}
+	st, err := os.Stat(final)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Path: final, Size: st.Size(), Manifest: *man}
+	srcs, err := recheckSources(ctx, man, spec)
+	if err != nil {
+		return nil, err
+	}
+	res.Members = srcs
+	if !marked {
+		if err := MarkArchived(ctx, db, string(h), final, opts.AllowIncomplete); err != nil {
+			return res, err
+		}
+	}
+	if !opts.KeepSources {
+		err = RemoveSources(ctx, res, spec.Progress)
+	}
+	return res, err
+}
+
+func openSourcePath(name string, dirs []string) (string, error) {
+	s, err := openSource(name, dirs)
+	if err != nil {
+		return "", err
+	}
+	s.f.Close()
+	return s.path, nil
+}
+
+// recheckSources re-hashes the sources still present against the
+// manifest of an existing archive; any difference is an ErrSourceChanged
+// and nothing is removed.
+func recheckSources(ctx context.Context, man *Manifest, spec Spec) ([]SealedMember, error) {
+	var out []SealedMember
+	var srcs []*source
+	defer func() { closeSources(srcs) }()
+	var total int64
+	for _, mm := range man.Members {
+		s, err := openSource(mm.Name, spec.ImagesDirs)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, s)
+		total += s.st.Size
+	}
+	p := spec.Progress
+	p.Start(PhaseRecheck, total)
+	buf := make([]byte, readChunk)
+	hs := &hashSink{b3: blake3.New(), progress: p}
+	for _, s := range srcs {
+		mm := man.member(s.name)
+		p.Member(PhaseRecheck, s.name, s.st.Size)
+		if s.st.Size != mm.Size {
+			return nil, fmt.Errorf("%w: %s is %d bytes, the archive's copy %d; nothing removed", ErrSourceChanged, s.path, s.st.Size, mm.Size)
+		}
+		hs.b3.Reset()
+		if err := stream(ctx, s.f, s.st.Size, buf, hs); err != nil {
+			return nil, fmt.Errorf("recheck %s: %w", s.path, err)
+		}
+		if got := hex.EncodeToString(hs.b3.Sum(nil)); got != mm.BLAKE3 {
+			return nil, fmt.Errorf("%w: %s has BLAKE3 %s, the archive's copy %s; nothing removed", ErrSourceChanged, s.path, got, mm.BLAKE3)
+		}
+		if err := s.checkUnchanged(); err != nil {
+			return nil, err
+		}
+		out = append(out, SealedMember{ManifestMember: *mm, Source: s.path, dev: s.st.Dev, ino: s.st.Ino, mtimeNs: s.mtimeNs()})
+	}
+	return out, nil
+}
+
+// hashSink hashes a stream (holes included, as zeros).
+type hashSink struct {
+	b3       *blake3.Hasher
+	progress Progress
+	done     int64
+}
+
+func (h *hashSink) data(p []byte) error {
+	h.b3.Write(p)
+	h.done += int64(len(p))
+	h.progress.Bytes(PhaseRecheck, h.done)
+	return nil
+}
+
+func (h *hashSink) zeros(n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		h.b3.Write(zeros[:k])
+		n -= k
+		h.done += k
+	}
+	h.progress.Bytes(PhaseRecheck, h.done)
+	return nil
+}
+
+// RemoveSources removes the source file of every member in res, each only
+// if it is still the file that was sealed (same device, inode, size and
+// mtime), reporting each through p.Removed and in res.Removed, and fsyncs
+// the directories. The first failure stops it; the sources not yet removed
+// stay.
+func RemoveSources(ctx context.Context, res *Result, p Progress) error {
+	p = progressOrNop(p)
+	dirs := map[string]bool{}
+	for _, m := range res.Members {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := removeIfSame(m)
+		p.Removed(m.Source, err)
+		if err != nil {
+			return fmt.Errorf("remove source %s: %w", m.Source, err)
+		}
+		res.Removed = append(res.Removed, m.Source)
+		dirs[filepath.Dir(m.Source)] = true
+	}
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func removeIfSame(m SealedMember) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(m.Source, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil // already gone (an earlier run removed it)
+		}
+		return err
+	}
+	if st.Dev != m.dev || st.Ino != m.ino || st.Size != m.Size || st.Mtim.Nano() != m.mtimeNs {
+		return fmt.Errorf("%w: it is no longer the file that was sealed; kept", ErrSourceChanged)
+	}
+	return os.Remove(m.Source)
+}

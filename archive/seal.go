@@ -1,0 +1,420 @@
+package archive
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
+)
+
+// PartialName is the temporary name a seal writes under, in the
+// destination directory: .<hash>.tar.zst.partial. A crashed seal leaves it
+// behind; the next seal of the medium reuses it.
+func PartialName(h string) string { return "." + h + ".tar.zst.partial" }
+
+func (s Spec) withDefaults() Spec {
+	if len(s.ImagesDirs) == 0 {
+		s.ImagesDirs = []string{DefaultImagesDir}
+	}
+	if s.Dest == "" {
+		s.Dest = DefaultDestDir
+	}
+	if s.Level == 0 {
+		s.Level = DefaultLevel
+	}
+	if s.Concurrency <= 0 {
+		s.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	s.Progress = progressOrNop(s.Progress)
+	return s
+}
+
+// Seal writes the medium's members into <dest>/<hash>.tar.zst, verified by
+// reading it back, as the package doc describes. It does not touch the
+// catalog or the sources; see Complete for that.
+func Seal(ctx context.Context, spec Spec) (*Result, error) {
+	h, err := medium.Parse(spec.Medium)
+	if err != nil {
+		return nil, err
+	}
+	spec = spec.withDefaults()
+	if spec.Level < 1 || spec.Level > 22 {
+		return nil, fmt.Errorf("medium %s: zstd level %d out of range 1–22", h, spec.Level)
+	}
+	names := spec.Members
+	if names == nil {
+		names = h.ImageMembers()
+	}
+	if st, err := os.Stat(spec.Dest); err != nil {
+		return nil, fmt.Errorf("medium %s: destination: %w", h, err)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("medium %s: destination %s is not a directory", h, spec.Dest)
+	}
+	final := filepath.Join(spec.Dest, h.ArchiveFileName())
+	if !spec.Force {
+		if err := refuseExisting(h, final); err != nil {
+			return nil, err
+		}
+	}
+	srcs, skipped, err := openSources(string(h), names, spec.ImagesDirs)
+	if err != nil {
+		return nil, err
+	}
+	defer closeSources(srcs)
+
+	part, err := lockPartial(filepath.Join(spec.Dest, PartialName(string(h))))
+	if err != nil {
+		return nil, fmt.Errorf("medium %s: %w", h, err)
+	}
+	done := false
+	defer func() {
+		if !done { // leave no half-written file behind on an error we saw
+			os.Remove(part.Name())
+		}
+		part.Close()
+	}()
+	if !spec.Force { // someone may have finished while we waited for the lock
+		if err := refuseExisting(h, final); err != nil {
+			return nil, err
+		}
+	}
+
+	start := time.Now()
+	res := &Result{Path: final, Skipped: skipped}
+	man, err := writeArchive(ctx, part, h, srcs, spec, res)
+	if err != nil {
+		return nil, fmt.Errorf("medium %s: seal %s: %w", h, part.Name(), err)
+	}
+	if err := part.Sync(); err != nil {
+		return nil, fmt.Errorf("medium %s: fsync %s: %w", h, part.Name(), err)
+	}
+	st, err := part.Stat()
+	if err != nil {
+		return nil, err
+	}
+	res.Size = st.Size()
+	res.SealTime = time.Since(start)
+
+	vstart := time.Now()
+	if _, err := verifyFile(ctx, part, res.Size, part.Name(), man, verifyOptions{
+		concurrency: spec.Concurrency, progress: spec.Progress, sha256: spec.SHA256,
+	}); err != nil {
+		return nil, fmt.Errorf("medium %s: read-back verification failed, archive not kept: %w", h, err)
+	}
+	res.VerifyTime = time.Since(vstart)
+
+	if err := os.Rename(part.Name(), final); err != nil {
+		return nil, fmt.Errorf("medium %s: %w", h, err)
+	}
+	done = true
+	if err := syncDir(spec.Dest); err != nil {
+		return nil, fmt.Errorf("medium %s: archive renamed into place but: %w", h, err)
+	}
+	res.Manifest = *man
+	res.Total = time.Since(start)
+	if spec.Logger != nil {
+		spec.Logger.InfoContext(ctx, "archive sealed", "medium", string(h), "path", final,
+			"size", res.Size, "members", len(res.Members), "seal_s", res.SealTime.Seconds(),
+			"verify_s", res.VerifyTime.Seconds())
+	}
+	return res, nil
+}
+
+func refuseExisting(h medium.Hash, final string) error {
+	_, err := os.Lstat(final)
+	if err == nil {
+		return fmt.Errorf("medium %s: %w: %s exists", h, ErrAlreadyArchived, final)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("medium %s: %w", h, err)
+	}
+	return nil
+}
+
+// lockPartial opens the temporary file and takes an exclusive flock on it,
+// making sure the name still refers to the locked file (a concurrent seal
+// may have renamed or removed it between our open and our lock), then
+// empties it.
+func lockPartial(path string) (*os.File, error) {
+	for range 10 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("create %s: %w", path, err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, fmt.Errorf("%w (%s is locked)", ErrBusy, path)
+			}
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		var a, b unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino {
+			if err := f.Truncate(0); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("truncate %s: %w", path, err)
+			}
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, fmt.Errorf("%w (%s keeps changing)", ErrBusy, path)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// countingWriter counts what reaches the archive file.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// frameWriter is the tar writer's output. It feeds the zstd encoder, one
+// frame per member, and turns runs of zeros announced by the member
+// streamer (inZeros) into zero frames when they are long enough.
+type frameWriter struct {
+	enc     *zstd.Encoder
+	out     *countingWriter
+	open    bool  // an encoder frame is open
+	pending int64 // zero bytes announced and not yet written
+	inZeros bool  // Write calls carry announced zeros
+	scratch []byte
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	if w.inZeros {
+		w.pending += int64(len(p))
+		return len(p), nil
+	}
+	if err := w.flushZeros(); err != nil {
+		return 0, err
+	}
+	w.openFrame()
+	return w.enc.Write(p)
+}
+
+func (w *frameWriter) openFrame() {
+	if !w.open {
+		w.enc.Reset(w.out)
+		w.open = true
+	}
+}
+
+func (w *frameWriter) flushZeros() error {
+	n := w.pending
+	if n == 0 {
+		return nil
+	}
+	w.pending = 0
+	if n >= zeroFrameMin {
+		if err := w.closeFrame(); err != nil {
+			return err
+		}
+		_, err := writeZeroFrame(w.out, n, w.scratch)
+		return err
+	}
+	w.openFrame()
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := w.enc.Write(zeros[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+func (w *frameWriter) closeFrame() error {
+	if !w.open {
+		return nil
+	}
+	w.open = false
+	return w.enc.Close()
+}
+
+// endMember writes what is pending and ends the current frame, so the next
+// member starts a frame of its own.
+func (w *frameWriter) endMember() error {
+	if err := w.flushZeros(); err != nil {
+		return err
+	}
+	return w.closeFrame()
+}
+
+// memberWriter hashes a member's content and writes it into the tar stream.
+type memberWriter struct {
+	tw       *tar.Writer
+	fw       *frameWriter
+	b3       *blake3.Hasher
+	sha      hash.Hash // nil unless asked
+	progress Progress
+	done     int64
+}
+
+func (m *memberWriter) data(p []byte) error {
+	m.b3.Write(p)
+	if m.sha != nil {
+		m.sha.Write(p)
+	}
+	if _, err := m.tw.Write(p); err != nil {
+		return err
+	}
+	m.done += int64(len(p))
+	m.progress.Bytes(PhaseSeal, m.done)
+	return nil
+}
+
+func (m *memberWriter) zeros(n int64) error {
+	m.fw.inZeros = true
+	defer func() { m.fw.inZeros = false }()
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		p := zeros[:k]
+		m.b3.Write(p)
+		if m.sha != nil {
+			m.sha.Write(p)
+		}
+		if _, err := m.tw.Write(p); err != nil {
+			return err
+		}
+		n -= k
+		m.done += k
+		m.progress.Bytes(PhaseSeal, m.done)
+	}
+	return nil
+}
+
+func newEncoder(level, concurrency int) (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+		zstd.WithEncoderConcurrency(concurrency),
+		zstd.WithConcurrentBlocks(concurrency > 1),
+		zstd.WithEncoderCRC(true))
+}
+
+// writeArchive writes the tar.zst stream to out and returns the manifest.
+func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*source, spec Spec, res *Result) (*Manifest, error) {
+	enc, err := newEncoder(spec.Level, spec.Concurrency)
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Close()
+	fw := &frameWriter{enc: enc, out: &countingWriter{w: out}, scratch: make([]byte, 0, 64<<10)}
+	tw := tar.NewWriter(fw)
+	man := &Manifest{Format: ManifestFormat, Medium: string(h), Created: time.Now().UTC().Truncate(time.Second), ZstdLevel: spec.Level}
+
+	var total int64
+	for _, s := range srcs {
+		total += s.st.Size
+	}
+	spec.Progress.Start(PhaseSeal, total)
+	mw := &memberWriter{tw: tw, fw: fw, b3: blake3.New(), progress: spec.Progress}
+	if spec.SHA256 {
+		mw.sha = sha256.New()
+	}
+	buf := make([]byte, readChunk)
+	for _, s := range srcs {
+		spec.Progress.Member(PhaseSeal, s.name, s.st.Size)
+		mm := ManifestMember{
+			Name:  s.name,
+			Size:  s.st.Size,
+			Mode:  s.st.Mode & 0o7777,
+			MTime: s.st.Mtim.Sec,
+		}
+		hdr := &tar.Header{
+			Typeflag: tar.TypeReg,
+			Name:     s.name,
+			Size:     mm.Size,
+			Mode:     int64(mm.Mode),
+			ModTime:  time.Unix(mm.MTime, 0),
+			Uid:      int(s.st.Uid),
+			Gid:      int(s.st.Gid),
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("member %s: %w", s.name, err)
+		}
+		mw.b3.Reset()
+		if mw.sha != nil {
+			mw.sha.Reset()
+		}
+		if err := stream(ctx, s.f, s.st.Size, buf, mw); err != nil {
+			return nil, fmt.Errorf("member %s (%s): %w", s.name, s.path, err)
+		}
+		if err := tw.Flush(); err != nil { // block padding, still in this member's frame
+			return nil, fmt.Errorf("member %s: %w", s.name, err)
+		}
+		if err := fw.endMember(); err != nil {
+			return nil, fmt.Errorf("member %s: %w", s.name, err)
+		}
+		if err := s.checkUnchanged(); err != nil {
+			return nil, err
+		}
+		mm.BLAKE3 = hex.EncodeToString(mw.b3.Sum(nil))
+		if mw.sha != nil {
+			mm.SHA256 = hex.EncodeToString(mw.sha.Sum(nil))
+		}
+		man.Members = append(man.Members, mm)
+		res.Members = append(res.Members, SealedMember{
+			ManifestMember: mm, Source: s.path,
+			dev: s.st.Dev, ino: s.st.Ino, mtimeNs: s.mtimeNs(),
+		})
+		if spec.Logger != nil {
+			spec.Logger.DebugContext(ctx, "member sealed", "medium", string(h), "member", s.name,
+				"size", mm.Size, "blake3", mm.BLAKE3)
+		}
+	}
+
+	body, err := man.encode()
+	if err != nil {
+		return nil, err
+	}
+	if err := tw.WriteHeader(&tar.Header{
+		Typeflag: tar.TypeReg,
+		Name:     ManifestName(string(h)),
+		Size:     int64(len(body)),
+		Mode:     0o444,
+		ModTime:  man.Created,
+	}); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if _, err := tw.Write(body); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if err := tw.Close(); err != nil { // padding and the two end blocks
+		return nil, fmt.Errorf("tar end: %w", err)
+	}
+	if err := fw.endMember(); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return man, nil
+}

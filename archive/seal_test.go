@@ -1,0 +1,235 @@
+package archive
+
+import (
+	"context"
+	"fmt"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestSealRoundTrip: .img (sparse, with holes, zeroed space, text, random),
+// .map and the ddrescue log go in; GNU tar with zstd, as the seed runs it,
+// lists them in order and extracts them bit for bit; an independent re-hash
+// of the extracted files matches the manifest.
+func TestSealRoundTrip(t *testing.T) {
+	requireTool(t, "tar")
+	requireTool(t, "zstd")
+	src := mediumDir(t, 24<<20+12345)
+	dest := t.TempDir()
+	res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest, SHA256: true})
+
+	require.Equal(t, filepath.Join(dest, testHash+".tar.zst"), res.Path)
+	require.Equal(t, []string{testHash + ".map.bak", testHash + ".map.stall"}, res.Skipped)
+	var names []string
+	for _, m := range res.Members {
+		names = append(names, m.Name)
+	}
+	require.Equal(t, []string{testHash + ".img", testHash + ".map", testHash + "-ddrescue.log"}, names)
+	st, err := os.Stat(res.Path)
+	require.NoError(t, err)
+	require.Equal(t, st.Size(), res.Size)
+	// nothing else left in the destination: no partial file
+	entries, err := os.ReadDir(dest)
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+
+	// tar -I 'zstd -d' -tvf lists the members in order, then the manifest.
+	out, err := exec.Command("tar", "-I", "zstd -d", "-tvf", res.Path).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	require.Len(t, lines, 4, "%s", out)
+	for i, n := range append(names, ManifestName(testHash)) {
+		require.True(t, strings.HasSuffix(lines[i], " "+n), "line %d: %s", i, lines[i])
+	}
+	require.Contains(t, lines[0], fmt.Sprintf(" %d ", 24<<20+12345)) // the image's size as tar shows it
+
+	x := t.TempDir()
+	out, err = exec.Command("tar", "-I", "zstd -d", "-xf", res.Path, "-C", x).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, m := range res.Members {
+		sameFile(t, m.Source, filepath.Join(x, m.Name))
+		b3, sha := fileHashes(t, filepath.Join(x, m.Name))
+		require.Equal(t, m.BLAKE3, b3, m.Name)
+		require.Equal(t, m.SHA256, sha, m.Name)
+	}
+	// the extracted manifest is the one Verify reads
+	body, err := os.ReadFile(filepath.Join(x, ManifestName(testHash)))
+	require.NoError(t, err)
+	man, err := decodeManifest(body)
+	require.NoError(t, err)
+	require.Equal(t, res.Manifest, *man)
+	got, err := Verify(context.Background(), res.Path)
+	require.NoError(t, err)
+	require.Equal(t, res.Manifest, *got)
+}
+
+// TestSealFullyAllocatedImage: a non-sparse image (as ddrescue writes it)
+// whose zeroed regions take the zero-frame path round-trips too, and with
+// zstd -d alone (no tar) the stream decodes.
+func TestSealFullyAllocatedImage(t *testing.T) {
+	requireTool(t, "tar")
+	requireTool(t, "zstd")
+	src := t.TempDir()
+	writeImage(t, filepath.Join(src, testHash+".img"), 9<<20, 7, false)
+	dest := t.TempDir()
+	res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest, Level: 1, Concurrency: 1})
+	x := t.TempDir()
+	out, err := exec.Command("tar", "-I", "zstd -d", "-xf", res.Path, "-C", x).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	sameFile(t, filepath.Join(src, testHash+".img"), filepath.Join(x, testHash+".img"))
+	out, err = exec.Command("zstd", "-t", res.Path).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	// the zeroed MiB regions became zero frames: far fewer bytes than data
+	spans := framesOf(t, res.Path)
+	zeroFrames := 0
+	for _, s := range spans {
+		if s.Zeros > 0 {
+			zeroFrames++
+		}
+	}
+	require.Positive(t, zeroFrames)
+}
+
+func TestSealSkipsMissingOptionalMembers(t *testing.T) {
+	src := t.TempDir()
+	writeImage(t, filepath.Join(src, testHash+".img"), 3<<20, 2, true)
+	res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir()})
+	require.Len(t, res.Members, 1)
+	require.Len(t, res.Skipped, 4)
+}
+
+func TestSealSearchesImagesDirsInOrder(t *testing.T) {
+	a, b := t.TempDir(), mediumDir(t, 1<<20)
+	require.NoError(t, os.WriteFile(filepath.Join(a, testHash+".map"), []byte("from a\n"), 0o644))
+	res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{a, b}, Dest: t.TempDir()})
+	require.Equal(t, filepath.Join(b, testHash+".img"), res.Members[0].Source)
+	require.Equal(t, filepath.Join(a, testHash+".map"), res.Members[1].Source)
+}
+
+func TestSealMissingImageIsAnError(t *testing.T) {
+	src := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(src, testHash+".map"), []byte("map\n"), 0o644))
+	dest := t.TempDir()
+	_, err := Seal(context.Background(), Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest})
+	require.ErrorIs(t, err, ErrImageMissing)
+	require.Contains(t, err.Error(), testHash+".img")
+	entries, _ := os.ReadDir(dest)
+	require.Empty(t, entries, "nothing written on error")
+}
+
+func TestSealRejectsBadInput(t *testing.T) {
+	src := mediumDir(t, 1<<20)
+	for name, spec := range map[string]Spec{
+		"bad hash":          {Medium: "C9894F16", ImagesDirs: []string{src}, Dest: t.TempDir()},
+		"wildcard member":   {Medium: testHash, Members: []string{testHash + ".img", "*.map"}, ImagesDirs: []string{src}, Dest: t.TempDir()},
+		"path member":       {Medium: testHash, Members: []string{testHash + ".img", "../etc/passwd"}, ImagesDirs: []string{src}, Dest: t.TempDir()},
+		"no image":          {Medium: testHash, Members: []string{testHash + ".map"}, ImagesDirs: []string{src}, Dest: t.TempDir()},
+		"missing dest":      {Medium: testHash, ImagesDirs: []string{src}, Dest: filepath.Join(t.TempDir(), "not-mounted")},
+		"manifest as input": {Medium: testHash, Members: []string{testHash + ".img", ManifestName(testHash)}, ImagesDirs: []string{src}, Dest: t.TempDir()},
+		"level":             {Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir(), Level: 40},
+	} {
+		_, err := Seal(context.Background(), spec)
+		require.Error(t, err, name)
+	}
+	// "*.map" is not expanded: it is refused as a name
+	if _, err := os.Stat(filepath.Join(src, "*.map")); err == nil {
+		t.Fatal("unexpected file")
+	}
+}
+
+func TestSealRefusesSymlinkedSource(t *testing.T) {
+	src := mediumDir(t, 1<<20)
+	other := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(other, "real.map"), []byte("x\n"), 0o644))
+	require.NoError(t, os.Remove(filepath.Join(src, testHash+".map")))
+	require.NoError(t, os.Symlink(filepath.Join(other, "real.map"), filepath.Join(src, testHash+".map")))
+	_, err := Seal(context.Background(), Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir()})
+	require.ErrorContains(t, err, "symbolic link")
+}
+
+func TestSealAlreadyArchived(t *testing.T) {
+	src := mediumDir(t, 2<<20)
+	dest := t.TempDir()
+	first := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest})
+	before, err := os.ReadFile(first.Path)
+	require.NoError(t, err)
+
+	_, err = Seal(context.Background(), Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest})
+	require.ErrorIs(t, err, ErrAlreadyArchived)
+	after, err := os.ReadFile(first.Path)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "refusal leaves the archive alone")
+
+	// force seals again (new manifest time, same members)
+	again := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest, Force: true})
+	require.Equal(t, first.Members, again.Members)
+}
+
+// TestSealReusesStalePartial: a crashed seal's .partial is overwritten.
+func TestSealReusesStalePartial(t *testing.T) {
+	src := mediumDir(t, 2<<20)
+	dest := t.TempDir()
+	stale := filepath.Join(dest, PartialName(testHash))
+	require.NoError(t, os.WriteFile(stale, []byte("half an archive from a crashed run"), 0o644))
+	res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest})
+	_, err := os.Stat(stale)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	_, err = Verify(context.Background(), res.Path)
+	require.NoError(t, err)
+}
+
+// changer appends to the image after the first MiB was sealed.
+type changer struct {
+	NopProgress
+	path string
+	done atomic.Bool
+}
+
+func (c *changer) Bytes(p Phase, n int64) {
+	if p == PhaseSeal && c.done.CompareAndSwap(false, true) {
+		f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			f.Write([]byte("late write"))
+			f.Close()
+		}
+	}
+}
+
+func TestSealSourceChangedWhileSealing(t *testing.T) {
+	src := mediumDir(t, 4<<20)
+	dest := t.TempDir()
+	_, err := Seal(context.Background(), Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest,
+		Progress: &changer{path: filepath.Join(src, testHash+".img")}})
+	require.ErrorIs(t, err, ErrSourceChanged)
+	entries, _ := os.ReadDir(dest)
+	require.Empty(t, entries, "no archive, no partial")
+}
+
+// holdLock simulates a concurrent seal of the same medium.
+func TestSealBusy(t *testing.T) {
+	src := mediumDir(t, 1<<20)
+	dest := t.TempDir()
+	f, err := lockPartial(filepath.Join(dest, PartialName(testHash)))
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = Seal(context.Background(), Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest})
+	require.ErrorIs(t, err, ErrBusy)
+}
+
+func TestSealCanceled(t *testing.T) {
+	src := mediumDir(t, 8<<20)
+	dest := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Seal(ctx, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest})
+	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+	entries, _ := os.ReadDir(dest)
+	require.Empty(t, entries)
+}

@@ -1,0 +1,368 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
+)
+
+// VerifyOptions tune Verify.
+type VerifyOptions struct {
+	// Concurrency of the zstd decoder; 0 means GOMAXPROCS.
+	Concurrency int
+	// Progress receives PhaseVerify byte counts; nil means none.
+	Progress Progress
+}
+
+// Verify reads the archive at path, decoding every frame (checking zstd's
+// frame checksums) and re-hashing every member against the manifest it
+// carries: same members in the same order, same sizes, same BLAKE3 (and
+// SHA-256 when listed). It returns the manifest. Any mismatch or broken
+// byte is an error matching ErrCorrupt that names the member
+// (*MemberError) or, when the compressed stream itself is broken, the frame
+// and the member it carries (*FrameError).
+func Verify(ctx context.Context, path string) (*Manifest, error) {
+	return VerifyWith(ctx, path, VerifyOptions{})
+}
+
+// VerifyWith is Verify with options.
+func VerifyWith(ctx context.Context, path string, opts VerifyOptions) (*Manifest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("verify %s: not a regular file", path)
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	return verifyFile(ctx, f, st.Size(), path, nil, verifyOptions{
+		concurrency: opts.Concurrency, progress: progressOrNop(opts.Progress),
+	})
+}
+
+type verifyOptions struct {
+	concurrency int
+	progress    Progress
+	sha256      bool // compute SHA-256 even before the manifest is known
+}
+
+// countingReader tells the tar reader's position in the decoded stream.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// seenMember is a member as found in the stream.
+type seenMember struct {
+	name   string
+	start  int64 // decoded offset of its header
+	end    int64 // decoded offset after its data and padding
+	size   int64
+	blake3 string
+	sha256 string
+}
+
+// verifyFile checks the archive in f (size bytes, called name in errors).
+// want, when not nil, is the manifest the seal computed: the archive's own
+// manifest must equal it.
+func verifyFile(ctx context.Context, f io.ReaderAt, size int64, name string, want *Manifest, opts verifyOptions) (*Manifest, error) {
+	// The frame walk reads only headers. The manifest is in the last frame:
+	// read it first, so members are checked as they stream by and SHA-256
+	// is computed only when listed.
+	spans, walkErr := walkFrames(f, size)
+	if fe := (*FrameError)(nil); errors.As(walkErr, &fe) && fe.Offset < size {
+		spans = append(spans, frameSpan{Offset: fe.Offset, Size: size - fe.Offset, broken: true})
+	}
+	var head *Manifest
+	if walkErr == nil {
+		if m, err := readManifestFrame(f, spans); err == nil {
+			head = m
+		}
+	}
+	if head != nil && want != nil {
+		if err := sameManifest(want, head); err != nil {
+			return nil, &MemberError{Archive: name, Member: ManifestName(want.Medium), Err: err}
+		}
+	}
+	withSHA := opts.sha256 || head == nil || hasSHA(head)
+
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(opts.concurrency))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	fs := &frameStream{r: f, spans: spans, walkErr: walkErr, dec: dec}
+	cr := &countingReader{r: fs}
+	tr := tar.NewReader(cr)
+
+	var total int64
+	if head != nil {
+		for _, m := range head.Members {
+			total += m.Size
+		}
+	}
+	opts.progress.Start(PhaseVerify, total)
+
+	var (
+		seen []seenMember
+		man  *Manifest
+		done int64
+		b3   = blake3.New()
+		sha  hash.Hash
+		buf  = make([]byte, readChunk)
+	)
+	if withSHA {
+		sha = sha256.New()
+	}
+	// streamErr names what a failure of the decoded stream concerns: the
+	// broken frame and the member it carries, or the member being read.
+	streamErr := func(err error, current string) error {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		var se *streamError
+		if errors.As(err, &se) {
+			fe := *se.FrameError
+			fe.Archive = name
+			fe.Member = memberAt(seen, head, se.decodedStart)
+			return &fe
+		}
+		if current == "" {
+			current = "(tar structure)"
+		}
+		return &MemberError{Archive: name, Member: current, Err: fmt.Errorf("%w: %w", ErrCorrupt, err)}
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		start := (cr.n + 511) &^ 511
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, streamErr(err, "")
+		}
+		if man != nil {
+			return nil, &MemberError{Archive: name, Member: hdr.Name, Err: errors.New("member after the manifest")}
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			return nil, &MemberError{Archive: name, Member: hdr.Name, Err: fmt.Errorf("not a regular file (type %q)", hdr.Typeflag)}
+		}
+		seen = append(seen, seenMember{name: hdr.Name, start: start, end: cr.n + (hdr.Size+511)&^511, size: hdr.Size})
+		if strings.HasSuffix(hdr.Name, ".manifest.json") {
+			if hdr.Size > maxManifestSize {
+				return nil, &MemberError{Archive: name, Member: hdr.Name, Err: fmt.Errorf("manifest of %d bytes is too large", hdr.Size)}
+			}
+			body, err := io.ReadAll(tr)
+			if err != nil {
+				return nil, streamErr(err, hdr.Name)
+			}
+			m, err := decodeManifest(body)
+			if err != nil {
+				return nil, &MemberError{Archive: name, Member: hdr.Name, Err: err}
+			}
+			if hdr.Name != ManifestName(m.Medium) {
+				return nil, &MemberError{Archive: name, Member: hdr.Name, Err: fmt.Errorf("manifest of medium %q has the wrong name", m.Medium)}
+			}
+			man = m
+			continue
+		}
+		opts.progress.Member(PhaseVerify, hdr.Name, hdr.Size)
+		b3.Reset()
+		if sha != nil {
+			sha.Reset()
+		}
+		for {
+			k, err := tr.Read(buf)
+			if k > 0 {
+				b3.Write(buf[:k])
+				if sha != nil {
+					sha.Write(buf[:k])
+				}
+				done += int64(k)
+				opts.progress.Bytes(PhaseVerify, done)
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, streamErr(err, hdr.Name)
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		cur := &seen[len(seen)-1]
+		cur.blake3 = hex.EncodeToString(b3.Sum(nil))
+		if sha != nil {
+			cur.sha256 = hex.EncodeToString(sha.Sum(nil))
+		}
+		if head != nil { // say which member is wrong as soon as we know
+			if err := checkMember(head, len(seen)-1, cur); err != nil {
+				return nil, &MemberError{Archive: name, Member: hdr.Name, Err: err}
+			}
+		}
+	}
+	// Read to the end: the last frame's checksum is checked only there, and
+	// nothing but zero padding may follow the tar end blocks.
+	for {
+		k, err := cr.Read(buf)
+		if k > 0 && !bytes.Equal(buf[:k], zeros[:k]) {
+			return nil, &MemberError{Archive: name, Member: "(after the end of the tar stream)", Err: errors.New("unexpected data")}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, streamErr(err, "")
+		}
+	}
+	if man == nil {
+		return nil, &MemberError{Archive: name, Member: "(manifest)", Err: errors.New("the archive has no manifest member")}
+	}
+	for i, mm := range man.Members {
+		if i >= len(seen)-1 {
+			return nil, &MemberError{Archive: name, Member: mm.Name, Err: errors.New("listed in the manifest but not in the archive")}
+		}
+		if err := checkMember(man, i, &seen[i]); err != nil {
+			return nil, &MemberError{Archive: name, Member: seen[i].name, Err: err}
+		}
+	}
+	if len(seen)-1 > len(man.Members) {
+		return nil, &MemberError{Archive: name, Member: seen[len(man.Members)].name, Err: errors.New("in the archive but not in the manifest")}
+	}
+	if want != nil {
+		if err := sameManifest(want, man); err != nil {
+			return nil, &MemberError{Archive: name, Member: ManifestName(want.Medium), Err: err}
+		}
+	}
+	return man, nil
+}
+
+// checkMember compares the i-th member seen in the stream with the i-th
+// manifest entry.
+func checkMember(m *Manifest, i int, sm *seenMember) error {
+	if i >= len(m.Members) {
+		return errors.New("in the archive but not in the manifest")
+	}
+	mm := &m.Members[i]
+	switch {
+	case sm.name != mm.Name:
+		return fmt.Errorf("found in place of %s, which the manifest lists here", mm.Name)
+	case sm.size != mm.Size:
+		return fmt.Errorf("size %d, manifest says %d", sm.size, mm.Size)
+	case sm.blake3 != mm.BLAKE3:
+		return fmt.Errorf("BLAKE3 %s, manifest says %s", sm.blake3, mm.BLAKE3)
+	case mm.SHA256 != "" && sm.sha256 != mm.SHA256:
+		return fmt.Errorf("SHA-256 %s, manifest says %s", sm.sha256, mm.SHA256)
+	}
+	return nil
+}
+
+func sameManifest(want, got *Manifest) error {
+	if got.Medium != want.Medium {
+		return fmt.Errorf("manifest names medium %s, expected %s", got.Medium, want.Medium)
+	}
+	if len(got.Members) != len(want.Members) {
+		return fmt.Errorf("manifest lists %d members, expected %d", len(got.Members), len(want.Members))
+	}
+	for i := range want.Members {
+		if got.Members[i] != want.Members[i] {
+			return fmt.Errorf("manifest entry %s differs from what was sealed", want.Members[i].Name)
+		}
+	}
+	return nil
+}
+
+func hasSHA(m *Manifest) bool {
+	if m == nil {
+		return false
+	}
+	for _, mm := range m.Members {
+		if mm.SHA256 != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// memberAt names the member whose bytes are at decoded offset off. A frame
+// that could not be decoded far enough to show its tar header starts right
+// after the last member seen; the manifest, when it could be read, says
+// which member comes there.
+func memberAt(seen []seenMember, head *Manifest, off int64) string {
+	for _, s := range seen {
+		if s.start <= off && off < s.end {
+			return s.name
+		}
+	}
+	if head != nil && len(seen) < len(head.Members) {
+		return head.Members[len(seen)].Name
+	}
+	if head != nil && len(seen) == len(head.Members) {
+		return ManifestName(head.Medium)
+	}
+	if len(seen) == 0 {
+		return "the first member"
+	}
+	return "the member after " + seen[len(seen)-1].name
+}
+
+// readManifestFrame decodes the archive's last frame, which holds the
+// manifest member and the tar end blocks.
+func readManifestFrame(f io.ReaderAt, spans []frameSpan) (*Manifest, error) {
+	var last *frameSpan
+	for i := range spans {
+		if !spans[i].Skippable {
+			last = &spans[i]
+		}
+	}
+	if last == nil || last.Zeros > 0 {
+		return nil, errors.New("no manifest frame")
+	}
+	dec, err := zstd.NewReader(io.NewSectionReader(f, last.Offset, last.Size), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	tr := tar.NewReader(dec)
+	hdr, err := tr.Next()
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasSuffix(hdr.Name, ".manifest.json") || hdr.Size > maxManifestSize {
+		return nil, fmt.Errorf("last frame holds %q, not a manifest", hdr.Name)
+	}
+	body, err := io.ReadAll(tr)
+	if err != nil {
+		return nil, err
+	}
+	return decodeManifest(body)
+}

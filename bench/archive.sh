@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# bench/archive.sh — ntt-archiver seal (with read-back verification) against
+# the seed's `tar -I 'zstd -T0' -cf` (write only, no verification), same zstd
+# level (3, the zstd CLI default; ntt maps it to klauspost SpeedDefault).
+#
+# Images (cached under /var/tmp/ntt-bench, built once with mkfs.ext4 -d):
+#   real1g  1 GiB ext4 image, fully allocated like a ddrescue image: Go source
+#           (text), system libraries (binaries), compressed docs, random bytes
+#           (photos/archives) and zeroed free space.
+#   sparse3g 3 GiB ext4 image, sparse, ~1.5 GiB of the same kinds of data.
+# Each run: median of 3 for tar, ntt (BLAKE3), ntt --sha256.
+# The seal runs with --no-catalog (no database): the catalog step is a few
+# queries and is not what this measures.
+# Targets: time ratio ntt/tar <= 1.5, archive size within 3 % of tar's.
+#
+# Usage: bench/archive.sh [image-name...]   (default: real1g sparse3g)
+set -euo pipefail
+
+BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-3}
+HASH_REAL=00000000000000000000000000a1c0de
+HASH_SPARSE=00000000000000000000000000b2c0de
+
+mkdir -p "$BENCH"
+log() { printf '%s\n' "$*" >&2; }
+
+# fill DIR MiB: realistic medium content of about MiB mebibytes.
+fill() {
+	local dir=$1 mib=$2 seed=$3
+	mkdir -p "$dir"/src "$dir"/lib "$dir"/doc "$dir"/photos
+	local part=$((mib / 4))
+	# text: Go sources (compress ~4x)
+	(cd "$(go env GOROOT)/src" && while :; do tar -cf - . 2>/dev/null || break; done) | head -c $((part << 20)) >"$dir/src/sources.tar" || true
+	# binaries: system libraries (compress ~2-3x)
+	find /usr/lib /usr/bin -type f -size +64k 2>/dev/null | sort | head -n 4000 |
+		xargs cat 2>/dev/null | head -c $((part << 20)) >"$dir/lib/libs.bin" || true
+	# documents: mostly gzip-compressed docs and text, cut to size
+	(cd /usr/share && while :; do tar -cf - doc man 2>/dev/null || break; done) | head -c $((part << 20)) >"$dir/doc/docs.tar" || true
+	# photos/archives: incompressible, split into 4 MiB "pictures"
+	local i
+	for ((i = 0; i < part / 4; i++)); do
+		openssl enc -aes-128-ctr -pass pass:"$seed$i" -nosalt -pbkdf2 </dev/zero 2>/dev/null |
+			head -c $((4 << 20)) >"$dir/photos/img_$i.jpg"
+	done
+}
+
+prepare() {
+	local name=$1
+	case $name in
+	real1g)
+		[[ -s $BENCH/$HASH_REAL.img ]] && return
+		log "building $BENCH/$HASH_REAL.img (1 GiB, fully allocated)"
+		local d; d=$(mktemp -d "$BENCH/fill.XXXX")
+		fill "$d" 720 real
+		rm -f "$BENCH/tmp.img"
+		truncate -s 1G "$BENCH/tmp.img"
+		mkfs.ext4 -q -F -d "$d" "$BENCH/tmp.img"
+		cp --sparse=never "$BENCH/tmp.img" "$BENCH/$HASH_REAL.img.part"
+		rm -rf "$d" "$BENCH/tmp.img"
+		printf '# Mapfile. Created by GNU ddrescue version 1.27\n0x00000000  +  1\n0x00000000  0x40000000  +\n' >"$BENCH/$HASH_REAL.map"
+		mv "$BENCH/$HASH_REAL.img.part" "$BENCH/$HASH_REAL.img"
+		;;
+	sparse3g)
+		[[ -s $BENCH/$HASH_SPARSE.img ]] && return
+		log "building $BENCH/$HASH_SPARSE.img (3 GiB, sparse, ~1.5 GiB data)"
+		local d; d=$(mktemp -d "$BENCH/fill.XXXX")
+		fill "$d" 1480 sparse
+		rm -f "$BENCH/$HASH_SPARSE.img.part"
+		truncate -s 3G "$BENCH/$HASH_SPARSE.img.part"
+		mkfs.ext4 -q -F -d "$d" "$BENCH/$HASH_SPARSE.img.part"
+		rm -rf "$d"
+		printf '# Mapfile. Created by GNU ddrescue version 1.27\n0x00000000  +  1\n0x00000000  0xC0000000  +\n' >"$BENCH/$HASH_SPARSE.map"
+		mv "$BENCH/$HASH_SPARSE.img.part" "$BENCH/$HASH_SPARSE.img"
+		;;
+	*) log "unknown image $name"; exit 1 ;;
+	esac
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+now() { date +%s.%N; }
+
+bench_one() {
+	local name=$1 hash
+	case $name in real1g) hash=$HASH_REAL ;; sparse3g) hash=$HASH_SPARSE ;; esac
+	prepare "$name"
+	local img=$BENCH/$hash.img
+	local out=$BENCH/out
+	rm -rf "$out"; mkdir -p "$out"
+	log "== $name: $(du -h --apparent-size "$img" | cut -f1) apparent, $(du -h "$img" | cut -f1) allocated"
+	# warm the page cache the same way for every contender
+	cat "$img" >/dev/null
+
+	local t0 t1 i tar_t=() ntt_t=() sha_t=()
+	for ((i = 0; i < RUNS; i++)); do
+		rm -f "$out/tar.tar.zst"
+		t0=$(now)
+		(cd "$BENCH" && tar -I 'zstd -T0' -cf "$out/tar.tar.zst" "$hash.img" "$hash.map")
+		t1=$(now); tar_t+=("$(echo "$t1 - $t0" | bc)")
+
+		rm -f "$out/$hash.tar.zst"
+		t0=$(now)
+		"$BIN" --no-catalog --keep-sources --images "$BENCH" --dest "$out" "$hash" >/dev/null
+		t1=$(now); ntt_t+=("$(echo "$t1 - $t0" | bc)")
+
+		rm -f "$out/$hash.tar.zst"
+		t0=$(now)
+		"$BIN" --no-catalog --keep-sources --sha256 --images "$BENCH" --dest "$out" "$hash" >/dev/null
+		t1=$(now); sha_t+=("$(echo "$t1 - $t0" | bc)")
+	done
+	local tm nm sm ts ns
+	tm=$(printf '%s\n' "${tar_t[@]}" | median)
+	nm=$(printf '%s\n' "${ntt_t[@]}" | median)
+	sm=$(printf '%s\n' "${sha_t[@]}" | median)
+	ts=$(stat -c %s "$out/tar.tar.zst")
+	ns=$(stat -c %s "$out/$hash.tar.zst")
+	printf '%-9s tar: %6.2fs  ntt: %6.2fs (ratio %.2f, target <= 1.5)  ntt --sha256: %6.2fs (ratio %.2f)\n' \
+		"$name" "$tm" "$nm" "$(echo "$nm / $tm" | bc -l)" "$sm" "$(echo "$sm / $tm" | bc -l)"
+	printf '%-9s size tar: %d  ntt: %d  (ntt/tar %.4f, target within 3 %%)\n' \
+		"$name" "$ts" "$ns" "$(echo "$ns / $ts" | bc -l)"
+	log "  runs tar: ${tar_t[*]}  ntt: ${ntt_t[*]}  sha256: ${sha_t[*]}"
+	rm -rf "$out"
+}
+
+BIN=$BENCH/ntt-archiver
+(cd "$ROOT" && go build -o "$BIN" ./examples/ntt-archiver)
+log "machine: $(nproc) cores; $(zstd --version | head -1); $(tar --version | head -1)"
+for name in "${@:-real1g sparse3g}"; do
+	for n in $name; do bench_one "$n"; done
+done
