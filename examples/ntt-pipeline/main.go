@@ -1,0 +1,140 @@
+// Command ntt-pipeline takes one rescued disk image through every phase of
+// the runbook (../shared/seed/img-processing-workflow-2025-10-08.md):
+//
+//  0. pre-flight: no ddrescue still writing the image, the mapfile's
+//     rescued percentage and health, the image present, mount status, the
+//     medium's catalog state;
+//  1. mount read-only and enumerate;
+//  2. load the enumeration into the catalog;
+//  3. copy every file into the deduplicated store;
+//  4. seal the image files into a verified archive, mark the medium done,
+//     remove the sources, unmount.
+//
+// A rerun resumes: a phase is skipped when the catalog says it is done
+// (enum_done, no pending or claimed inode, copy_done), never by guessing
+// from files; an interrupted phase is redone safely (each is all-or-nothing
+// or idempotent). A failed phase records its flag in medium.problems and
+// follows the runbook's rollback plan. The seed's metrics are printed at the
+// end and written as JSON.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/cli"
+	"github.com/HRDAG/ntt/internal/dbconn"
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+const usage = `Usage: ntt-pipeline [options] IMAGE [HASH]
+
+Process one disk image through the runbook's phases: pre-flight, mount and
+enumerate, load, copy, archive (and unmount). HASH is the medium hash; when
+omitted, IMAGE must be named <hash>.img. A rerun skips what the catalog says
+is done and redoes an interrupted phase. Metrics are printed at the end and
+written to --metrics as JSON.
+
+Database: --db, else $NTT_DB_URL, else libpq's PG* variables; with none of
+them, NTT's private PostgreSQL under --state (started if needed).
+
+Exit status: 0 done; 1 a phase failed (recorded in medium.problems);
+2 nothing to do (the medium is already archived).
+
+Options:
+`
+
+type config struct {
+	db, root, store, images, dest, work, state, metrics, ignore string
+	workers                                                     int
+	keepSources, verbose                                        bool
+	mountTimeout, stall                                         time.Duration
+	image                                                       string
+	hash                                                        medium.Hash
+}
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var c config
+	fs := flag.NewFlagSet("ntt-pipeline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.db, "db", "", "catalog database `URL`")
+	fs.StringVar(&c.root, "root", "/mnt/ntt", "mount root `DIR`")
+	fs.StringVar(&c.store, "store", "/data/cold", "content store `DIR` (by-hash/, archived/)")
+	fs.StringVar(&c.images, "images", "", "`DIR` holding the image and its .map/.log files (default: IMAGE's directory)")
+	fs.StringVar(&c.dest, "dest", "/data/cold/img-read", "archive destination `DIR`")
+	fs.StringVar(&c.work, "work", "/tmp", "`DIR` for the raw enumeration file <hash8>.raw")
+	fs.StringVar(&c.state, "state", "", "`DIR` of the private database (default "+dbconn.DefaultStateDir()+")")
+	fs.StringVar(&c.metrics, "metrics", "", "metrics JSON `FILE` (default <work>/<hash8>.metrics.json)")
+	fs.StringVar(&c.ignore, "ignore", "", "ignore-pattern `FILE` for enumeration and load")
+	fs.IntVar(&c.workers, "workers", runtime.NumCPU(), "copy workers (`N`)")
+	fs.BoolVar(&c.keepSources, "keep-sources", false, "keep the image files after a verified archive")
+	fs.DurationVar(&c.mountTimeout, "mount-timeout", 10*time.Second, "give up on a mount after `D`")
+	fs.DurationVar(&c.stall, "stall-timeout", 60*time.Second, "fail enumeration when it makes no progress for `D`")
+	fs.BoolVar(&c.verbose, "v", false, "log debug events")
+	fs.Usage = func() { io.WriteString(fs.Output(), usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 1
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		fs.Usage()
+		return 1
+	}
+	c.image = fs.Arg(0)
+	hs := strings.TrimSuffix(filepath.Base(c.image), ".img")
+	if fs.NArg() == 2 {
+		hs = fs.Arg(1)
+	}
+	h, err := medium.Parse(hs)
+	if err != nil {
+		fmt.Fprintf(stderr, "ntt-pipeline: %v (give the medium hash as the second argument)\n", err)
+		return 1
+	}
+	c.hash = h
+	if c.images == "" {
+		c.images = filepath.Dir(c.image)
+	}
+	if c.metrics == "" {
+		c.metrics = filepath.Join(c.work, h.Short()+".metrics.json")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := cli.NewLogger(stderr, c.verbose)
+	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Private: &dbconn.Private{
+		Dir: c.state, Say: func(l string) { fmt.Fprintln(stderr, "ntt-pipeline:", l) }}})
+	if err != nil {
+		fmt.Fprintf(stderr, "ntt-pipeline: medium %s: %v\n", h, err)
+		return 1
+	}
+	defer db.Close()
+	p := &pipeline{c: c, db: db, log: log, out: stdout, errw: stderr, status: cli.NewStatus(stderr)}
+	return p.run(ctx)
+}
+
+type pipeline struct {
+	c      config
+	db     *pgxpool.Pool
+	log    *slog.Logger
+	out    io.Writer
+	errw   io.Writer
+	status *cli.Status
+	m      Metrics
+}

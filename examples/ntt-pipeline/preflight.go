@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ddrescueProc is a running ddrescue whose command line names the image.
+type ddrescueProc struct {
+	PID     int
+	Cmdline string
+}
+
+// findDdrescue scans procRoot (/proc) for a ddrescue process whose
+// command line mentions the image's file name or the medium hash: the
+// seed's `ps aux | grep ddrescue | grep $HASH`, without parsing ps.
+func findDdrescue(procRoot, image string, h medium.Hash) ([]ddrescueProc, error) {
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	base := filepath.Base(image)
+	var found []ddrescueProc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue // gone, or a kernel thread
+		}
+		args := bytes.Split(bytes.TrimRight(b, "\x00"), []byte{0})
+		if !strings.Contains(filepath.Base(string(args[0])), "ddrescue") {
+			continue
+		}
+		for _, a := range args[1:] {
+			if bytes.Contains(a, []byte(base)) || bytes.Contains(a, []byte(h)) {
+				found = append(found, ddrescueProc{PID: pid, Cmdline: string(bytes.Join(args, []byte(" ")))})
+				break
+			}
+		}
+	}
+	return found, nil
+}
+
+// catalogState is what the catalog says of a medium: the resume decisions
+// of every phase are taken from it, never guessed from files.
+type catalogState struct {
+	Exists      bool
+	EnumDone    *time.Time
+	CopyDone    *time.Time
+	ArchivePath *string
+	Problems    map[string]any
+	Health      *string
+	Inodes      int64
+	Done        int64
+	Pending     int64
+	Claimed     int64
+}
+
+func readCatalogState(ctx context.Context, db *pgxpool.Pool, h medium.Hash) (catalogState, error) {
+	var s catalogState
+	err := db.QueryRow(ctx, `SELECT enum_done, copy_done, archive_path, problems, health FROM medium WHERE medium_hash = $1`, string(h)).
+		Scan(&s.EnumDone, &s.CopyDone, &s.ArchivePath, &s.Problems, &s.Health)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("medium %s: reading its catalog state: %w", h, err)
+	}
+	s.Exists = true
+	// The seed's monitoring query.
+	err = db.QueryRow(ctx, `
+		SELECT count(*),
+		       count(*) FILTER (WHERE copied = true),
+		       count(*) FILTER (WHERE copied = false AND claimed_by IS NULL),
+		       count(*) FILTER (WHERE copied = false AND claimed_by IS NOT NULL)
+		FROM inode WHERE medium_hash = $1`, string(h)).Scan(&s.Inodes, &s.Done, &s.Pending, &s.Claimed)
+	if err != nil {
+		return s, fmt.Errorf("medium %s: counting its inodes: %w", h, err)
+	}
+	return s, nil
+}
