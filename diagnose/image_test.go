@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/internal/testimg"
@@ -48,6 +49,26 @@ func extentsOf(t *testing.T, path string) []Extent {
 	require.NoError(t, err)
 	assert.Equal(t, "fiemap", method)
 	return exts
+}
+
+// provoke repeats read until the kernel log holds an event of kind for
+// dev. The kernel rate-limits these messages machine-wide (10 per 5 s for
+// each kind), so while other tests flood the log ours can be suppressed;
+// every failed read asks again (failed reads are not cached). Bounded: about
+// 40 s, i.e. 8 rate-limit windows.
+func provoke(t *testing.T, kl *KernelLog, dev string, kind EventKind, read func() error) {
+	t.Helper()
+	name := DeviceName(dev)
+	for range 40 {
+		require.Error(t, read(), "the damaged read must fail")
+		require.NoError(t, kl.Poll())
+		d := kl.Events([]string{name})[name]
+		if kind == EventBeyondEOF && d.BeyondEOF > 0 || kind == EventIOError && d.IOErrors > 0 {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("the kernel logged no %s for %s in 40 s (rate-limited by other tests' messages?)", kind, name)
 }
 
 func setCapacity(t *testing.T, dev string) {
@@ -99,6 +120,7 @@ func TestTruncatedImageBeyondEOF(t *testing.T) {
 
 	_, readErr := os.ReadFile(bigA)
 	require.Error(t, readErr)
+	provoke(t, kl, la.Path, EventBeyondEOF, func() error { _, err := os.ReadFile(bigA); return err })
 	assert.True(t, errors.Is(readErr, unix.EIO), "%v", readErr)
 	assert.Equal(t, ClassIO, Classify(readErr), "the errno alone says io")
 
@@ -189,6 +211,7 @@ func TestTruncatedBackingFileIOError(t *testing.T) {
 	_, err := os.ReadFile(big)
 	require.Error(t, err)
 	require.Equal(t, ClassIO, Classify(err))
+	provoke(t, kl, l.Path, EventIOError, func() error { _, err := os.ReadFile(big); return err })
 
 	tr := NewTracker(DefaultPolicy())
 	logOnly := Env{Health: HealthOK, KernelLog: kl, Devices: []string{l.Path}}
@@ -239,6 +262,7 @@ func TestInspectFileOneBadBlock(t *testing.T) {
 	const partOff = 1 << 20
 	spec := testimg.Spec{FSType: "ext4", BlockSize: 4096, Size: 8 << 20, Entries: []testimg.Entry{
 		{Path: "dir/data", Kind: testimg.File, Size: 10*4096 + 100, Seed: 7},
+		{Path: "escape", Kind: testimg.Symlink, Target: "/etc"},
 	}}
 	fsImg := testimg.Build(t, spec)
 	disk := filepath.Join(t.TempDir(), "disk.img")
@@ -292,6 +316,13 @@ func TestInspectFileOneBadBlock(t *testing.T) {
 	// Another image is refused: the file is not on it.
 	_, err = InspectFile(context.Background(), path, FileDamageOptions{Image: fsImg})
 	assert.True(t, errors.Is(err, ErrWrongImage), "%v", err)
+
+	// Beneath the mount, a symlink in the image cannot lead the check out.
+	fd, err = InspectFile(context.Background(), filepath.Join(m, "dir", "data"), FileDamageOptions{Root: m})
+	require.NoError(t, err)
+	assert.Empty(t, fd.Damaged)
+	_, err = InspectFile(context.Background(), filepath.Join(m, "escape", "hostname"), FileDamageOptions{Root: m})
+	assert.True(t, errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV), "%v", err)
 
 	// The last, partial block is clipped to the file's size.
 	last := exts[len(exts)-1]

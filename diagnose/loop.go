@@ -151,6 +151,10 @@ type FileDamageOptions struct {
 	// Bad are the image's unrescued ranges (Mapfile.BadRanges); nil: only
 	// data past the end of the image counts as damaged.
 	Bad []Range
+	// Root, when set, is the mount point the path must stay beneath: the
+	// file is opened with openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+	// RESOLVE_NO_XDEV, so a hostile image cannot point the check elsewhere.
+	Root string
 }
 
 // ErrWrongImage says that a file is not on a loop device of the given image.
@@ -167,7 +171,13 @@ func InspectFile(ctx context.Context, path string, opts FileDamageOptions) (File
 
 func inspectFile(path string, opts FileDamageOptions) (FileDamage, error) {
 	fd := FileDamage{Path: path}
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	var f *os.File
+	var err error
+	if opts.Root != "" {
+		f, err = openBeneath(opts.Root, path)
+	} else {
+		f, err = os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	}
 	if err != nil {
 		return fd, err
 	}
@@ -237,4 +247,26 @@ func runBounded[T any](ctx context.Context, fn func() (T, error)) (T, error) {
 		var zero T
 		return zero, ctx.Err()
 	}
+}
+
+// openBeneath opens path, which must lie under root, without following
+// symlinks or leaving root's filesystem.
+func openBeneath(root, path string) (*os.File, error) {
+	rel, err := filepath.Rel(root, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("%s is not under %s", path, root)
+	}
+	dfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat2(dfd, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "openat2", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }

@@ -367,7 +367,7 @@ func (t *Tracker) checkpoint(ctx context.Context, d *Decision, env Env) {
 	if env.Path != "" && !mountBad {
 		c := Check{Name: ExtentsCheck, Result: ResultClean}
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		fd, err := InspectFile(cctx, env.Path, FileDamageOptions{Image: env.Image, Bad: env.Bad})
+		fd, err := InspectFile(cctx, env.Path, FileDamageOptions{Image: env.Image, Bad: env.Bad, Root: env.MountPoint})
 		cancel()
 		if err != nil {
 			c.Result, c.Detail = ResultFailed, err.Error()
