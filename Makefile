@@ -26,5 +26,9 @@ lint:
 bench: build
 	@set -e; for s in bench/*.sh; do [ -e "$$s" ] || continue; echo "== $$s"; bash "$$s"; done
 
+# The main job on a sample medium it generates (as root; see README).
+demo:
+	./scripts/demo.sh
+
 clean:
 	rm -rf $(BIN)

@@ -150,8 +150,10 @@ func (p *pipeline) phases(ctx context.Context) error {
 	if st, err := readCatalogState(ctx, p.db, h); err != nil {
 		return err
 	} else if st.Pending+st.Claimed > 0 {
-		if err := p.phase("mount", func() (string, error) { return "", mount() }); err != nil {
-			return err
+		if layout == nil {
+			if err := p.phase("mount", func() (string, error) { return "", mount() }); err != nil {
+				return err
+			}
 		}
 		if err := p.phase("copy", func() (string, error) { return p.copy(ctx) }); err != nil {
 			return err

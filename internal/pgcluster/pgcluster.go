@@ -116,7 +116,12 @@ func Init(ctx context.Context, opts Options) (*Cluster, error) {
 		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	}
 	for _, d := range []string{dir, c.SocketDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+		// Parents the server's user must pass through: 0755 when we make
+		// them; the cluster's own directory: 0700, owned by that user.
+		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			return nil, fmt.Errorf("pgcluster: %w", err)
+		}
+		if err := os.Mkdir(d, 0o700); err != nil && !os.IsExist(err) {
 			return nil, fmt.Errorf("pgcluster: %w", err)
 		}
 		if err := os.Chown(d, uid, gid); err != nil {
