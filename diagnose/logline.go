@@ -82,9 +82,14 @@ func (d Decision) Log(ctx context.Context, logger *slog.Logger) {
 // ChecksJSON is diagnostic_event.checks: the checks performed, as a JSON
 // array (never null).
 func (d Decision) ChecksJSON() []byte {
-	checks := d.Checks
-	if checks == nil {
-		checks = []Check{}
+	checks := make([]Check, len(d.Checks))
+	for i, c := range d.Checks {
+		c.Detail = DBText(c.Detail)
+		c.Lines = append([]string(nil), c.Lines...)
+		for j := range c.Lines {
+			c.Lines[j] = DBText(c.Lines[j])
+		}
+		checks[i] = c
 	}
 	b, err := json.Marshal(checks)
 	if err != nil { // strings only: cannot happen

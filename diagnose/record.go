@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/schema"
@@ -19,7 +21,9 @@ const MaxInodeErrors = 10
 var ErrNoInode = errors.New("inode not in catalog")
 
 // AppendInodeError adds message to the inode's errors, keeping the newest
-// MaxInodeErrors, counts it in error_count and sets error_type.
+// MaxInodeErrors, counts it in error_count and sets error_type. Bytes that
+// PostgreSQL text cannot hold (invalid UTF-8 from hostile file names, NUL)
+// are written as \xNN.
 func AppendInodeError(ctx context.Context, q schema.Querier, k Key, errorType, message string) error {
 	if _, err := medium.Parse(string(k.Medium)); err != nil {
 		return err
@@ -31,7 +35,7 @@ func AppendInodeError(ctx context.Context, q schema.Querier, k Key, errorType, m
 			error_count = error_count + 1,
 			error_type = $5
 		WHERE medium_hash = $1 AND dev = $2 AND ino = $3`,
-		string(k.Medium), k.Dev, k.Ino, message, errorType, MaxInodeErrors)
+		string(k.Medium), k.Dev, k.Ino, DBText(message), errorType, MaxInodeErrors)
 	if err != nil {
 		return fmt.Errorf("%s: recording error: %w", k, err)
 	}
@@ -47,6 +51,9 @@ func RecordEvent(ctx context.Context, q schema.Querier, d Decision) error {
 	if _, err := medium.Parse(string(d.Key.Medium)); err != nil {
 		return err
 	}
+	if d.WorkerID != DBText(d.WorkerID) {
+		return fmt.Errorf("%s: worker id %q is not valid text", d.Key, d.WorkerID)
+	}
 	at := d.At
 	if at.IsZero() {
 		at = time.Now()
@@ -55,7 +62,7 @@ func RecordEvent(ctx context.Context, q schema.Querier, d Decision) error {
 		INSERT INTO diagnostic_event (medium_hash, dev, ino, at, worker_id, retry_count, checks, action, exception)
 		VALUES ($1, $2, $3, $4, nullif($5, ''), $6, $7::jsonb, $8, nullif($9, ''))`,
 		string(d.Key.Medium), d.Key.Dev, d.Key.Ino, at, d.WorkerID, d.RetryCount,
-		string(d.ChecksJSON()), d.Action.String(), d.Exception)
+		string(d.ChecksJSON()), d.Action.String(), DBText(d.Exception))
 	if err != nil {
 		return fmt.Errorf("%s: recording diagnostic event: %w", d.Key, err)
 	}
@@ -117,7 +124,7 @@ func RecordDecision(ctx context.Context, q schema.Querier, d Decision) error {
 		}
 		for _, c := range d.Checks {
 			if c.Name == KernelLogCheck && len(c.Lines) > 0 {
-				details["kernel_log"] = c.Lines[len(c.Lines)-1]
+				details["kernel_log"] = DBText(c.Lines[len(c.Lines)-1])
 			}
 		}
 		if err := schema.MergeProblem(ctx, q, d.Key.Medium, d.Problem, details); err != nil {
@@ -172,4 +179,29 @@ func RecordHealth(ctx context.Context, q schema.Querier, h medium.Hash, r Health
 		})
 	}
 	return nil
+}
+
+// DBText makes s storable in a PostgreSQL text or jsonb value: valid UTF-8
+// passes unchanged; each invalid byte and NUL becomes the four characters
+// \xNN (a backslash is written as \\ only when escaping was needed, so
+// that the escapes stay unambiguous).
+func DBText(s string) string {
+	clean := utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1, r == 0:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }

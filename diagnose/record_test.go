@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -183,4 +185,27 @@ func mustMap(t *testing.T, text string) *Mapfile {
 	m, err := ParseMapfile(strings.NewReader(text))
 	require.NoError(t, err)
 	return m
+}
+
+// File names with invalid UTF-8, 0x1C, newlines and backslashes reach the
+// error text: recording must not fail on them (PostgreSQL text takes
+// neither invalid UTF-8 nor NUL).
+func TestRecordHostileNames(t *testing.T) {
+	ctx := context.Background()
+	db := catalog(t, testHash)
+	name := "/mnt/ntt/x/bad\xff\x1c\nname\\ \xc3\x28"
+	err := pathErr("open", unix.ENOENT)
+	err.(*fs.PathError).Path = name
+	d := Decision{Action: GiveUp, Key: Key{Medium: testHash, Dev: 2049, Ino: 12}, Class: ClassMissing, Checkpoint: true,
+		Status: StatusFailedRetryable, Exception: err.Error(),
+		Checks: []Check{{Name: MountCheck, Result: ResultUnhealthy, Detail: "path " + name + " \x00nul"}}}
+	require.NoError(t, RecordDecision(ctx, db, d))
+	var exception string
+	var errs []string
+	require.NoError(t, db.QueryRow(ctx, `SELECT exception FROM diagnostic_event`).Scan(&exception))
+	require.NoError(t, db.QueryRow(ctx, `SELECT errors FROM inode WHERE ino = 12`).Scan(&errs))
+	assert.Contains(t, exception, `bad\xff`+"\x1c\nname\\\\ "+`\xc3(`)
+	assert.Contains(t, errs[0], `bad\xff`)
+	assert.Equal(t, "plain", DBText("plain"))
+	assert.Equal(t, `a\x00b`, DBText("a\x00b"))
 }
