@@ -81,6 +81,10 @@ func (r *Reader) Read() (Record, error) {
 				return Record{}, &RecordError{Index: idx, Offset: off,
 					Err: fmt.Errorf("%w (%d bytes)", ErrTooLong, r.max)}
 			}
+			var rec Record
+			if parseFast(line, &rec) {
+				return rec, nil
+			}
 			rec, field, err := parseRecord(line)
 			if err != nil {
 				return Record{}, &RecordError{Index: idx, Offset: off, Field: field, Err: err}
@@ -140,6 +144,48 @@ func (r *Reader) fill() error {
 		}
 	}
 	return io.ErrNoProgress
+}
+
+// parseFast parses a well-formed record with numbers of at most 18 digits
+// in one pass, and reports false for anything else, which parseRecord then
+// handles (and explains) field by field.
+func parseFast(b []byte, rec *Record) bool {
+	if len(b) < 13 || b[1] != FieldSep || !ValidType(b[0]) {
+		return false
+	}
+	var v [5]uint64
+	i := 2
+	for k := range 5 {
+		neg := k >= 3 && b[i] == '-'
+		if neg {
+			i++
+		}
+		start := i
+		var n uint64
+		for i < len(b) && b[i] != FieldSep {
+			d := b[i] - '0'
+			if d > 9 {
+				return false
+			}
+			n = n*10 + uint64(d)
+			i++
+		}
+		digits := i - start
+		if i >= len(b)-1 || digits == 0 || digits > 18 || (b[start] == '0' && digits > 1) || (neg && n == 0) {
+			return false // also: no path after the last separator
+		}
+		if neg {
+			v[k] = -n
+		} else {
+			v[k] = n
+		}
+		i++
+	}
+	rec.Type = b[0]
+	rec.Dev, rec.Ino, rec.Nlink = v[0], v[1], v[2]
+	rec.Size, rec.Mtime = int64(v[3]), int64(v[4])
+	rec.Path = b[i:]
+	return true
 }
 
 // parseRecord splits a record (without its terminator) on its first six
