@@ -186,7 +186,7 @@ type walker struct {
 	writeMu  sync.Mutex
 	closed   atomic.Bool // no new sink writes once set
 	written  atomic.Int64
-	roots    int64
+	roots    atomic.Int64
 	ignored  atomic.Int64
 	errCount atomic.Int64
 	errMu    sync.Mutex
@@ -231,47 +231,33 @@ func (w *walker) run(ctx context.Context, roots []string) (Result, error) {
 	if len(roots) == 0 {
 		return Result{}, errors.New("enumerate: no root to walk")
 	}
-	// Roots first, written directly: the loader takes the first record's
-	// path as the medium root.
-	var first []byte
-	var st unix.Stat_t
 	for _, root := range roots {
 		if root == "" || strings.IndexByte(root, 0) >= 0 {
 			return Result{}, fmt.Errorf("enumerate: invalid root %q", root)
 		}
-		name := append([]byte(root), 0)
-		if err := w.fs.lstatAt(unix.AT_FDCWD, name, &st); err != nil {
-			return Result{}, fmt.Errorf("enumerate: root %q: %w", root, &EntryError{Path: root, Op: "stat", Err: err})
-		}
-		rec := recordOf(&st, name[:len(root)])
-		first = AppendRecord(first, &rec)
-		w.roots++
-		if rec.Type == TypeDir {
-			w.stack = append(w.stack, &dirTask{path: name, dev: st.Dev, ino: st.Ino})
-			w.pending++
-		}
 	}
-	if _, err := w.sink.Write(first); err != nil {
-		return Result{}, fmt.Errorf("enumerate: writing raw records: %w", err)
-	}
-	w.written.Add(int64(len(first)))
-
+	// Everything that touches the medium, the roots' lstat included, runs
+	// under the watchdog below: a dying disk can hang any system call.
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(w.workers)
-	for i := 0; i < w.workers; i++ {
-		go func(ws *workerState) {
-			defer wg.Done()
-			w.work(ws)
-		}(&w.state[i])
-	}
-	writerDone := make(chan struct{})
-	go w.writeLoop(writerDone)
 	go func() {
-		wg.Wait()
+		defer close(done)
+		writerDone := make(chan struct{})
+		go w.writeLoop(writerDone)
+		if err := w.startRoots(roots); err != nil {
+			w.stop(err)
+		} else {
+			var wg sync.WaitGroup
+			wg.Add(w.workers)
+			for i := 0; i < w.workers; i++ {
+				go func(ws *workerState) {
+					defer wg.Done()
+					w.work(ws)
+				}(&w.state[i])
+			}
+			wg.Wait()
+		}
 		close(w.out)
 		<-writerDone
-		close(done)
 	}()
 
 	var tick <-chan time.Time
@@ -339,6 +325,36 @@ loop:
 		w.opts.Progress(w.progress(true))
 	}
 	return res, result
+}
+
+// startRoots records the roots and queues those that are directories. Root
+// records go to the writer before any worker starts, so they come first:
+// the loader takes the first record's path as the medium root.
+func (w *walker) startRoots(roots []string) error {
+	var first []byte
+	var st unix.Stat_t
+	for _, root := range roots {
+		name := append([]byte(root), 0)
+		err := w.fs.lstatAt(unix.AT_FDCWD, name, &st)
+		w.state[0].ops.Add(1)
+		if err != nil {
+			return fmt.Errorf("enumerate: root %q: %w", root, &EntryError{Path: root, Op: "stat", Err: err})
+		}
+		rec := recordOf(&st, name[:len(root)])
+		first = AppendRecord(first, &rec)
+		w.roots.Add(1)
+		if rec.Type == TypeDir {
+			w.mu.Lock()
+			w.stack = append(w.stack, &dirTask{path: name, dev: st.Dev, ino: st.Ino})
+			w.pending++
+			w.mu.Unlock()
+		}
+	}
+	select {
+	case w.out <- first:
+	case <-w.quit:
+	}
+	return nil
 }
 
 // closeSink makes sure no new Write to the sink starts after Walk returns.
@@ -411,7 +427,7 @@ func (w *walker) progress(done bool) Progress {
 func (w *walker) result() Result {
 	p := w.progress(true)
 	return Result{
-		Records: w.roots + p.Entries - w.ignored.Load(),
+		Records: w.roots.Load() + p.Entries - w.ignored.Load(),
 		Ignored: w.ignored.Load(),
 		Dirs:    p.Dirs,
 		Errors:  w.errCount.Load(),

@@ -554,3 +554,28 @@ func TestParseDirents(t *testing.T) {
 	// A truncated buffer stops cleanly.
 	require.Len(t, parseDirents(buf[:len(buf)-3], nil), 2)
 }
+
+// A root whose lstat never returns is caught by the watchdog too.
+func TestWalkStallOnRoot(t *testing.T) {
+	dir := t.TempDir()
+	fs := &stuckStatFS{stuckFS: newStuckFS(t, "")}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Walk(context.Background(), []string{dir}, Options{StallTimeout: 200 * time.Millisecond, fs: fs}, io.Discard)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrStalled)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Walk did not return while the root's lstat was blocked")
+	}
+}
+
+type stuckStatFS struct{ *stuckFS }
+
+func (s *stuckStatFS) lstatAt(dirfd int, name []byte, st *unix.Stat_t) error {
+	var b [1]byte
+	unix.Read(s.r, b[:])
+	return unix.EIO
+}
