@@ -178,7 +178,7 @@ type walker struct {
 
 	stopping atomic.Bool
 	stopOnce sync.Once
-	stopErr  error // first fatal error; guarded by stopOnce/mu
+	stopErr  atomic.Pointer[error] // first fatal error
 
 	quit     chan struct{} // closed by stop
 	out      chan []byte
@@ -215,14 +215,18 @@ func newWalker(opts Options, sink io.Writer) *walker {
 }
 
 // stop ends the walk with err (the first one wins) and wakes idle workers.
+// It never waits for the queue's lock (a worker might hold it while the
+// kernel hangs in close), so the watchdog can always return.
 func (w *walker) stop(err error) {
 	w.stopOnce.Do(func() {
-		w.mu.Lock()
-		w.stopErr = err
+		w.stopErr.Store(&err)
 		w.stopping.Store(true)
 		close(w.quit)
-		w.cond.Broadcast()
-		w.mu.Unlock()
+		go func() {
+			w.mu.Lock()
+			w.cond.Broadcast()
+			w.mu.Unlock()
+		}()
 	})
 }
 
@@ -315,10 +319,8 @@ loop:
 		}
 	}
 	w.closeSink()
-	if result == nil {
-		w.mu.Lock()
-		result = w.stopErr
-		w.mu.Unlock()
+	if p := w.stopErr.Load(); result == nil && p != nil {
+		result = *p
 	}
 	res := w.result()
 	if w.opts.Progress != nil {
@@ -457,25 +459,28 @@ func (w *walker) report(path []byte, op string, err error) {
 // parent directories open) or returns nil when the walk is over.
 func (w *walker) pop() *dirTask {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for len(w.stack) == 0 && w.pending > 0 && !w.stopping.Load() {
 		w.cond.Wait()
 	}
 	if w.stopping.Load() {
 		// Queued directories hold their parent open: let go of them, or a
 		// cancelled walk would keep the medium busy (unmount: EBUSY).
-		for _, t := range w.stack {
+		left := w.stack
+		w.stack = nil
+		w.mu.Unlock()
+		for _, t := range left {
 			w.release(t.parent)
 		}
-		w.stack = nil
 		return nil
 	}
 	if len(w.stack) == 0 {
+		w.mu.Unlock()
 		return nil
 	}
 	t := w.stack[len(w.stack)-1]
 	w.stack[len(w.stack)-1] = nil
 	w.stack = w.stack[:len(w.stack)-1]
+	w.mu.Unlock()
 	return t
 }
 
