@@ -70,7 +70,7 @@ func newMedium(t *testing.T, spec testimg.Spec) *fixture {
 	f.loop = testimg.AttachLoop(t, f.image, 0, 0)
 	require.NoError(t, testimg.TryMount(f.loop.Path, f.mount, "ext4", testimg.MountOptions("ext4")))
 	t.Cleanup(func() { unmount(t, f.mount) })
-	f.store = filepath.Join(dir, "store")
+	f.setStore(filepath.Join(dir, "store"))
 	f.newCatalog()
 	return f
 }
@@ -78,12 +78,19 @@ func newMedium(t *testing.T, spec testimg.Spec) *fixture {
 // newCatalog gives the fixture a fresh database with the medium loaded.
 func (f *fixture) newCatalog() {
 	f.t.Helper()
-	f.url = pgtest.URL(f.t)
-	db, err := pgxpool.New(context.Background(), f.url)
-	require.NoError(f.t, err)
-	f.t.Cleanup(db.Close)
-	f.db = db
+	f.url = mustURL(f.t)
+	f.db = mustPool(f.t, f.url)
 	f.load()
+}
+
+func mustURL(t testing.TB) string { return pgtest.URL(t) }
+
+func mustPool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	db, err := pgxpool.New(context.Background(), url)
+	require.NoError(t, err)
+	t.Cleanup(db.Close)
+	return db
 }
 
 func (f *fixture) load() {
@@ -111,6 +118,13 @@ func unmount(t testing.TB, dir string) {
 	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
 		t.Errorf("unmounting %s: %v", dir, err)
 	}
+}
+
+// setStore points the fixture at a new, empty store directory.
+func (f *fixture) setStore(dir string) {
+	f.t.Helper()
+	require.NoError(f.t, os.MkdirAll(dir, 0o755))
+	f.store = dir
 }
 
 func (f *fixture) options() copier.Options {

@@ -61,7 +61,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func captureLog(t testing.TB) (*slog.Logger, *logBuffer) {
 	buf := &logBuffer{}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("NTT_TEST_SHOWLOG") != "" {
 			out := buf.String()
 			if len(out) > 20000 {
 				out = "…" + out[len(out)-20000:]

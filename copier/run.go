@@ -133,6 +133,10 @@ type Stats struct {
 	Complete bool
 }
 
+// lockWait is how long Run waits for the lock of its worker id: a process
+// killed a moment ago may still hold it while its session closes.
+var lockWait = 5 * time.Second
+
 // Errors a run may end with.
 var (
 	// ErrStalled: a worker made no progress for Options.StallTimeout.
@@ -270,7 +274,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		if err := ensureIndexes(ctx, db, h); err != nil {
 			r.log.Warn("could not create the copier's indexes; claims will be slower", "medium", h, "err", err)
 		}
-		conn, err := holdWorkerLock(ctx, db, h, opts.WorkerID, 5*time.Second)
+		conn, err := holdWorkerLock(ctx, db, h, opts.WorkerID, lockWait)
 		if err != nil {
 			return Stats{}, err
 		}

@@ -48,7 +48,8 @@ const (
 	tmpPrefix   = ".tmp-"
 )
 
-// OpenStore opens (creating if needed) the store at root.
+// OpenStore opens the store at root, an existing directory, creating
+// by-hash and archived in it if needed.
 func OpenStore(root string) (*Store, error) {
 	if root == "" {
 		return nil, errors.New("store: no root directory given")
@@ -57,7 +58,14 @@ func OpenStore(root string) (*Store, error) {
 	s := &Store{Root: root, byHash: -1, archived: -1, syncFd: -1}
 	s.host, _ = os.Hostname()
 	s.host = strings.NewReplacer("/", "_", "-", "_").Replace(s.host)
-	for _, d := range []string{root, filepath.Join(root, ByHashDir), filepath.Join(root, ArchivedDir)} {
+	// The root must exist: creating it could put the store on the wrong
+	// disk when the pool that should hold it is not mounted.
+	if st, err := os.Stat(root); err != nil {
+		return nil, fmt.Errorf("store %s: %w (the store's directory must exist)", root, err)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("store %s: not a directory", root)
+	}
+	for _, d := range []string{filepath.Join(root, ByHashDir), filepath.Join(root, ArchivedDir)} {
 		if err := mkdir0755(unix.AT_FDCWD, d); err != nil {
 			return nil, fmt.Errorf("store %s: %w", root, err)
 		}

@@ -1,0 +1,260 @@
+package copier_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/HRDAG/ntt/copier"
+	"github.com/HRDAG/ntt/enumerate"
+	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/HRDAG/ntt/loader"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func smallFiles(n int) testimg.Spec {
+	var es []testimg.Entry
+	for i := range n {
+		es = append(es, testimg.Entry{Path: fmt.Sprintf("f%02d", i), Kind: testimg.File, Size: int64(100 + i), Seed: uint64(i)})
+	}
+	return testimg.Spec{Entries: es}
+}
+
+// holdLock takes the advisory lock a live copier process named worker holds.
+func (f *fixture) holdLock(worker string) *pgx.Conn {
+	f.t.Helper()
+	conn, err := pgx.Connect(context.Background(), f.url)
+	require.NoError(f.t, err)
+	_, err = conn.Exec(context.Background(), `SELECT pg_advisory_lock(hashtextextended($1, 0))`, "ntt-copier:"+string(f.h)+":"+worker)
+	require.NoError(f.t, err)
+	f.t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Claims of dead workers come back; claims of live workers are left alone
+// until their lease runs out.
+func TestOrphanedAndExpiredClaims(t *testing.T) {
+	f := newMedium(t, smallFiles(15))
+	ctx := context.Background()
+	claim := func(worker string, age time.Duration, offset int) {
+		_, err := f.db.Exec(ctx, `UPDATE inode SET claimed_by = $2, claimed_at = now() - $3::float8 * interval '1 second'
+			WHERE medium_hash = $1 AND (dev, ino) IN (
+				SELECT dev, ino FROM inode WHERE medium_hash = $1 AND fs_type = 'f' ORDER BY ino OFFSET $4 LIMIT 5)`,
+			string(f.h), worker, age.Seconds(), offset)
+		require.NoError(t, err)
+	}
+	claim("ghost", 0, 0)               // its process is gone: no lock
+	claim("alive", 0, 5)               // its process runs: lock held, claims fresh
+	claim("vanished", 2*time.Hour, 10) // lock held, but no renewal for 2 hours
+	live := f.holdLock("alive")
+	f.holdLock("vanished")
+	_, _, claimed := f.monitor()
+	require.Equal(t, int64(15), claimed)
+
+	o := f.options()
+	o.Lease = time.Hour
+	st := f.mustRun(o)
+	assert.Equal(t, int64(10), st.Copied, "the ghost's and the vanished host's inodes")
+	assert.False(t, st.Complete)
+	_, pending, claimed := f.monitor()
+	assert.Zero(t, pending)
+	assert.Equal(t, int64(5), claimed, "the live worker keeps its claims")
+	var who string
+	require.NoError(t, f.db.QueryRow(ctx, `SELECT string_agg(DISTINCT claimed_by, ',') FROM inode
+		WHERE medium_hash = $1 AND NOT copied AND claimed_by IS NOT NULL`, string(f.h)).Scan(&who))
+	assert.Equal(t, "alive", who)
+
+	live.Close(ctx) // the live worker dies: its claims are orphans at once
+	st = f.mustRun(o)
+	assert.Equal(t, int64(5), st.Copied)
+	assert.True(t, st.Complete)
+	f.checkComplete()
+}
+
+// One worker id is one process: a second process with the same id is
+// refused while the first runs.
+func TestWorkerIDInUse(t *testing.T) {
+	f := newMedium(t, smallFiles(2))
+	defer copier.SetLockWait(300 * time.Millisecond)()
+	f.holdLock("test-worker")
+	_, err := f.run(f.options())
+	require.ErrorIs(t, err, copier.ErrWorkerBusy)
+	_, pending, _ := f.monitor()
+	assert.Equal(t, int64(2), pending)
+}
+
+type onFile struct {
+	n  atomic.Int64
+	fn func(n int64)
+}
+
+func (p *onFile) Started(copier.Totals)        {}
+func (p *onFile) BatchDone(copier.BatchResult) {}
+func (p *onFile) FileDone(copier.FileResult)   { p.fn(p.n.Add(1)) }
+
+// SIGINT/SIGTERM (ctx cancelled): the current files finish, the batch is
+// committed, unprocessed claims are released; the seed's monitoring query
+// is true during the run and after it; a rerun finishes the medium.
+func TestInterruptReleasesClaims(t *testing.T) {
+	f := newMedium(t, smallFiles(40))
+	files := countFiles(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var during [3]int64
+	prog := &onFile{}
+	prog.fn = func(n int64) {
+		if n == 5 {
+			during[0], during[1], during[2] = f.monitor()
+			cancel()
+		}
+	}
+	o := f.options()
+	o.BatchSize, o.Progress = 10, prog
+	st, err := copier.Run(ctx, f.db, o)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, int64(10), during[2], "the batch in flight is claimed")
+	assert.Equal(t, files+2, during[0]+during[1]+during[2], "every inode is done, pending or claimed")
+	assert.Equal(t, int64(5), st.Copied, "the files started before the signal are finished and committed")
+	assert.Equal(t, int64(5), st.Released)
+	done, pending, claimed := f.monitor()
+	assert.Zero(t, claimed)
+	assert.Equal(t, files-5, pending)
+	assert.Equal(t, int64(5+2), done) // and the two directories
+
+	st = f.mustRun(f.options())
+	assert.Equal(t, files-5, st.Copied)
+	f.checkComplete()
+}
+
+// The copier refuses a medium that is not mounted instead of reporting
+// every file missing.
+func TestNotMounted(t *testing.T) {
+	f := newMedium(t, smallFiles(2))
+	o := f.options()
+	o.MountRoot = t.TempDir()
+	_, err := f.run(o)
+	require.ErrorIs(t, err, copier.ErrNotMounted)
+	require.NoError(t, os.MkdirAll(f.h.MountPath(o.MountRoot), 0o755)) // an empty mount point
+	_, err = f.run(o)
+	require.ErrorIs(t, err, copier.ErrNotMounted)
+	assert.Contains(t, err.Error(), string(f.h))
+	_, pending, claimed := f.monitor()
+	assert.Equal(t, int64(2), pending)
+	assert.Zero(t, claimed)
+}
+
+// A multi-partition disk: partitions mounted at <root>/<hash>/p1 and p2,
+// catalog paths /p1/… and /p2/…; the same inode numbers on both partitions
+// are told apart by dev. Every file is copied from its own partition.
+func TestMultiPartitionMedium(t *testing.T) {
+	testimg.RequireRoot(t)
+	specs := []testimg.Spec{
+		{Entries: []testimg.Entry{{Path: "etc/x", Kind: testimg.File, Data: []byte("partition one\n")},
+			{Path: "same", Kind: testimg.File, Data: []byte("shared\n")}}},
+		{Entries: []testimg.Entry{{Path: "etc/x", Kind: testimg.File, Data: []byte("partition two\n")},
+			{Path: "same", Kind: testimg.File, Data: []byte("shared\n")},
+			{Path: "only2", Kind: testimg.File, Size: 20 << 20, Seed: 4}}},
+	}
+	f := &fixture{t: t, h: randomHash(t)}
+	dir := t.TempDir()
+	f.mountRoot = filepath.Join(dir, "mnt")
+	f.mount = f.h.MountPath(f.mountRoot)
+	for i, s := range specs {
+		img := testimg.Build(t, s)
+		l := testimg.AttachLoop(t, img, 0, 0)
+		mp := f.h.PartitionMountPath(f.mountRoot, i+1)
+		require.NoError(t, os.MkdirAll(mp, 0o755))
+		require.NoError(t, testimg.TryMount(l.Path, mp, "ext4", "noload"))
+		t.Cleanup(func() { unmount(t, mp) })
+		for _, e := range s.Entries {
+			e.Path = fmt.Sprintf("p%d/%s", i+1, e.Path)
+			f.spec.Entries = append(f.spec.Entries, e)
+		}
+	}
+	f.setStore(filepath.Join(dir, "store"))
+	f.url = mustURL(t)
+	f.db = mustPool(t, f.url)
+	ctx := context.Background()
+	parts, err := enumerate.PartitionMounts(f.mount)
+	require.NoError(t, err)
+	require.Len(t, parts, 2)
+	var raw bytes.Buffer
+	_, err = enumerate.Walk(ctx, []string{f.mount}, enumerate.Options{EnterMounts: parts}, &raw)
+	require.NoError(t, err)
+	_, err = loader.Load(ctx, f.db, string(f.h), &raw, loader.Options{})
+	require.NoError(t, err)
+	var sameIno int
+	require.NoError(t, f.db.QueryRow(ctx, `SELECT count(DISTINCT dev) FROM path WHERE medium_hash = $1 AND path IN ('/p1/same', '/p2/same')`,
+		string(f.h)).Scan(&sameIno))
+	require.Equal(t, 2, sameIno)
+
+	st := f.mustRun(f.options())
+	assert.Equal(t, int64(5), st.Copied)
+	assert.Equal(t, int64(4), st.New)
+	f.checkComplete()
+	got, err := os.ReadFile(filepath.Join(f.store, "archived", string(f.h), "p2", "etc", "x"))
+	require.NoError(t, err)
+	assert.Equal(t, "partition two\n", string(got))
+}
+
+// Store verification re-hashes content: a flipped byte, a missing blob and
+// a blob with the wrong mode are found; good blobs get last_checked.
+func TestVerifyStoreFindsDamage(t *testing.T) {
+	f := newMedium(t, smallFiles(10))
+	f.mustRun(f.options())
+	ctx := context.Background()
+	var ids []string
+	rows, err := f.db.Query(ctx, `SELECT blobid FROM blobs ORDER BY blobid LIMIT 3`)
+	require.NoError(t, err)
+	ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	path := func(id string) string { return filepath.Join(f.store, "by-hash", id[0:2], id[2:4], id) }
+	b, err := os.ReadFile(path(ids[0]))
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0x01
+	require.NoError(t, os.WriteFile(path(ids[0]), b, 0o644)) // same size, other content
+	require.NoError(t, os.Remove(path(ids[1])))
+	require.NoError(t, os.Chmod(path(ids[2]), 0o600))
+
+	var problems []copier.BlobProblem
+	rep, err := copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: f.store,
+		OnProblem: func(p copier.BlobProblem) { problems = append(problems, p) }})
+	require.NoError(t, err)
+	assert.True(t, rep.Failed())
+	assert.Equal(t, int64(10), rep.Checked)
+	assert.Equal(t, int64(7), rep.OK)
+	assert.Equal(t, int64(1), rep.Mismatched)
+	assert.Equal(t, int64(1), rep.Missing)
+	assert.Equal(t, int64(1), rep.BadMode)
+	assert.Len(t, problems, 3)
+	for _, p := range problems {
+		if p.Problem == copier.BlobMismatch {
+			assert.Equal(t, ids[0], p.ID)
+			assert.Equal(t, blake3Hex(b), p.Actual)
+		}
+	}
+	var unchecked int
+	require.NoError(t, f.db.QueryRow(ctx, `SELECT count(*) FROM blobs WHERE last_checked IS NULL`).Scan(&unchecked))
+	assert.Equal(t, 3, unchecked, "only good blobs are marked checked")
+
+	// The least recently checked first: the three bad ones.
+	rep, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: f.store, Oldest: 3})
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), rep.Checked)
+	assert.Zero(t, rep.OK)
+	rep, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: f.store, Sample: 4})
+	require.NoError(t, err)
+	assert.Equal(t, int64(4), rep.Checked)
+	_, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: f.store, Sample: 1, Oldest: 1})
+	assert.ErrorIs(t, err, copier.ErrInvalidOptions)
+	_, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: t.TempDir()})
+	assert.True(t, errors.Is(err, os.ErrNotExist), "%v", err)
+}
