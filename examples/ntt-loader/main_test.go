@@ -305,4 +305,3 @@ func waitForStatement(t *testing.T, pool *pgxpool.Pool, cmd *exec.Cmd, when stri
 	t.Fatalf("never saw ntt-loader's backend %s", when)
 	return 0, ""
 }
-
