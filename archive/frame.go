@@ -264,22 +264,50 @@ func parseFrame(c *cachedReaderAt, off int64) (frameSpan, error) {
 	return span, nil
 }
 
-// frameStream decodes the archive frame by frame, as found by walkFrames:
-// zero frames are produced from the zero buffer (their decoding by the
-// spec, without the decoder's byte-by-byte RLE loop), other frames go
-// through the concurrent zstd decoder. An error says which frame failed
-// and where in the decoded stream that frame began.
+// spanSource hands out the archive's frames in order: a finished file's,
+// found by walkFrames, or those of an archive being written (spanLog).
+type spanSource interface {
+	// span returns frame i; ok is false after the last frame; err is a
+	// structural failure at frame i (or an aborted write).
+	span(i int) (s frameSpan, ok bool, err error)
+}
+
+// walkedSpans are the frames of a finished file. After a structural
+// failure the rest of the file is one broken span, still decoded as far as
+// it goes, to learn which member it carries.
+type walkedSpans struct {
+	spans   []frameSpan
+	walkErr error
+}
+
+func (w *walkedSpans) span(i int) (frameSpan, bool, error) {
+	if i < len(w.spans) {
+		return w.spans[i], true, nil
+	}
+	if w.walkErr != nil {
+		return frameSpan{}, false, w.walkErr
+	}
+	return frameSpan{}, false, nil
+}
+
+// frameStream decodes the archive frame by frame: zero frames are
+// produced from the zero buffer (their decoding by the spec, without the
+// decoder's byte-by-byte RLE loop), other frames go through the concurrent
+// zstd decoder. An error says which frame failed and where in the decoded
+// stream that frame began.
 type frameStream struct {
 	r       io.ReaderAt
-	spans   []frameSpan
-	walkErr error // structural failure after the last span, or nil
+	spans   spanSource
 	dec     *zstd.Decoder
 	br      *bufio.Reader // the decoder reads block headers 3 bytes at a time
-	i       int           // current span
-	cur     io.Reader     // reader of the current span, nil between spans
+	i       int           // current frame
+	span    frameSpan     // current frame
+	cur     io.Reader     // reader of the current frame, nil between frames
 	left    int64         // zeros left in a zero frame
+	end     int64         // file offset after the last frame begun
 	decoded int64         // decoded bytes so far
 	start   int64         // decoded offset where the current frame began
+	over    bool          // past the last frame
 }
 
 // streamError is a frame failure seen while streaming, with the decoded
@@ -293,15 +321,22 @@ func (e *streamError) Unwrap() error { return e.FrameError }
 
 func (s *frameStream) Read(p []byte) (int, error) {
 	for {
-		if s.i >= len(s.spans) && s.cur == nil && s.left == 0 {
-			if s.walkErr != nil {
-				return 0, s.walkFailure()
-			}
-			return 0, io.EOF
-		}
 		if s.cur == nil && s.left == 0 {
-			span := s.spans[s.i]
-			s.start = s.decoded
+			if s.over {
+				return 0, io.EOF
+			}
+			span, ok, err := s.spans.span(s.i)
+			if err != nil {
+				return 0, s.structural(err, s.decoded)
+			}
+			if !ok {
+				s.over = true
+				return 0, io.EOF
+			}
+			if span.Offset != s.end {
+				return 0, s.fail(fmt.Errorf("frame starts at byte %d, previous ended at %d", span.Offset, s.end))
+			}
+			s.span, s.start, s.end = span, s.decoded, span.Offset+span.Size
 			switch {
 			case span.Skippable:
 				s.i++
@@ -330,8 +365,9 @@ func (s *frameStream) Read(p []byte) (int, error) {
 		}
 		n, err := s.cur.Read(p)
 		s.decoded += int64(n)
-		if err == io.EOF && s.spans[s.i].broken {
-			err = s.walkFailure()
+		if err == io.EOF && s.span.broken {
+			_, _, werr := s.spans.span(s.i + 1)
+			err = s.structural(werr, s.start)
 		}
 		if err == io.EOF {
 			s.cur = nil
@@ -348,18 +384,18 @@ func (s *frameStream) Read(p []byte) (int, error) {
 	}
 }
 
-// walkFailure is the structural error of the walk as a streamError.
-func (s *frameStream) walkFailure() error {
+// structural turns a walk failure into a streamError.
+func (s *frameStream) structural(err error, decodedStart int64) error {
 	var fe *FrameError
-	if !errors.As(s.walkErr, &fe) {
-		fe = &FrameError{Index: s.i, Err: s.walkErr}
+	if !errors.As(err, &fe) {
+		fe = &FrameError{Index: s.i, Offset: s.end, Err: err}
 	}
-	return &streamError{FrameError: fe, decodedStart: s.start}
+	return &streamError{FrameError: fe, decodedStart: decodedStart}
 }
 
 func (s *frameStream) fail(err error) error {
 	return &streamError{
-		FrameError:   &FrameError{Index: s.i, Offset: s.spans[s.i].Offset, Err: err},
+		FrameError:   &FrameError{Index: s.i, Offset: s.span.Offset, Err: err},
 		decodedStart: s.start,
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/HRDAG/ntt/internal/medium"
@@ -95,27 +96,67 @@ func Seal(ctx context.Context, spec Spec) (*Result, error) {
 
 	start := time.Now()
 	res := &Result{Path: final, Skipped: skipped}
-	man, err := writeArchive(ctx, part, h, srcs, spec, res)
-	if err != nil {
-		return nil, fmt.Errorf("medium %s: seal %s: %w", h, part.Name(), err)
+	var total int64
+	for _, s := range srcs {
+		total += s.st.Size
 	}
-	if err := part.Sync(); err != nil {
-		return nil, fmt.Errorf("medium %s: fsync %s: %w", h, part.Name(), err)
+	// The read-back runs beside the writer, one frame behind it: it decodes
+	// each frame from the file once the frame is written and checks each
+	// member against its manifest entry. It finishes after the fsync, and
+	// nothing is renamed before it has covered the whole file.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	prog := &lockedProgress{p: spec.Progress}
+	spans := newSpanLog()
+	type verified struct {
+		man *Manifest
+		err error
+	}
+	vdone := make(chan verified, 1)
+	go func() {
+		m, err := verifyStream(sctx, part, spans, part.Name(), nil, verifyOptions{
+			concurrency: spec.Concurrency, progress: prog, sha256: spec.SHA256,
+			total: total, expect: spans.member,
+		})
+		if err != nil {
+			cancel() // stop the writer: this archive will not be kept
+		}
+		vdone <- verified{m, err}
+	}()
+	man, err := writeArchive(sctx, part, h, srcs, spec, prog, res, spans)
+	if err == nil && spec.Logger != nil {
+		spec.Logger.InfoContext(ctx, "archive written, finishing fsync and read-back", "medium", string(h),
+			"path", part.Name(), "written_s", time.Since(start).Seconds())
+	}
+	if err == nil {
+		if err = part.Sync(); err != nil {
+			err = fmt.Errorf("fsync %s: %w", part.Name(), err)
+		}
+	}
+	spans.finish(err)
+	res.SealTime = time.Since(start)
+	v := <-vdone
+	res.VerifyTime = time.Since(start) - res.SealTime
+	switch {
+	case err != nil && v.err != nil && !errors.Is(v.err, context.Canceled) && errors.Is(err, context.Canceled) && ctx.Err() == nil:
+		return nil, fmt.Errorf("medium %s: read-back verification failed, archive not kept: %w", h, v.err)
+	case err != nil:
+		return nil, fmt.Errorf("medium %s: seal %s: %w", h, part.Name(), err)
+	case v.err != nil:
+		return nil, fmt.Errorf("medium %s: read-back verification failed, archive not kept: %w", h, v.err)
+	}
+	if err := sameManifest(man, v.man); err != nil {
+		return nil, fmt.Errorf("medium %s: read-back verification failed, archive not kept: %w", h,
+			&MemberError{Archive: part.Name(), Member: ManifestName(string(h)), Err: err})
 	}
 	st, err := part.Stat()
 	if err != nil {
 		return nil, err
 	}
 	res.Size = st.Size()
-	res.SealTime = time.Since(start)
-
-	vstart := time.Now()
-	if _, err := verifyFile(ctx, part, res.Size, part.Name(), man, verifyOptions{
-		concurrency: spec.Concurrency, progress: spec.Progress, sha256: spec.SHA256,
-	}); err != nil {
-		return nil, fmt.Errorf("medium %s: read-back verification failed, archive not kept: %w", h, err)
+	if covered := spans.end(); covered != res.Size {
+		return nil, fmt.Errorf("medium %s: read-back covered %d of %d bytes of %s, archive not kept", h, covered, res.Size, part.Name())
 	}
-	res.VerifyTime = time.Since(vstart)
 
 	if err := os.Rename(part.Name(), final); err != nil {
 		return nil, fmt.Errorf("medium %s: %w", h, err)
@@ -205,11 +246,20 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 type frameWriter struct {
 	enc     *zstd.Encoder
 	out     *countingWriter
+	spans   *spanLog
 	open    bool  // an encoder frame is open
+	start   int64 // file offset of the open frame
+	in      int64 // bytes fed to the open frame
 	pending int64 // zero bytes announced and not yet written
 	inZeros bool  // Write calls carry announced zeros
 	scratch []byte
 }
+
+// frameCap bounds the data in one encoder frame, so the read-back never
+// lags the writer by more than this, and a broken frame is located within
+// it. Cutting a frame costs a little ratio (the window restarts) and a
+// drain of the compression jobs, negligible at this size.
+const frameCap = 256 << 20
 
 func (w *frameWriter) Write(p []byte) (int, error) {
 	if w.inZeros {
@@ -219,15 +269,20 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	if err := w.flushZeros(); err != nil {
 		return 0, err
 	}
-	w.openFrame()
-	return w.enc.Write(p)
+	return w.encode(p)
 }
 
-func (w *frameWriter) openFrame() {
+func (w *frameWriter) encode(p []byte) (int, error) {
 	if !w.open {
 		w.enc.Reset(w.out)
-		w.open = true
+		w.open, w.start, w.in = true, w.out.n, 0
 	}
+	n, err := w.enc.Write(p)
+	w.in += int64(n)
+	if err == nil && w.in >= frameCap {
+		err = w.closeFrame()
+	}
+	return n, err
 }
 
 func (w *frameWriter) flushZeros() error {
@@ -240,13 +295,16 @@ func (w *frameWriter) flushZeros() error {
 		if err := w.closeFrame(); err != nil {
 			return err
 		}
-		_, err := writeZeroFrame(w.out, n, w.scratch)
-		return err
+		start := w.out.n
+		if _, err := writeZeroFrame(w.out, n, w.scratch); err != nil {
+			return err
+		}
+		w.spans.addSpan(frameSpan{Offset: start, Size: w.out.n - start, Zeros: n})
+		return nil
 	}
-	w.openFrame()
 	for n > 0 {
 		k := min(n, int64(len(zeros)))
-		if _, err := w.enc.Write(zeros[:k]); err != nil {
+		if _, err := w.encode(zeros[:k]); err != nil {
 			return err
 		}
 		n -= k
@@ -259,7 +317,120 @@ func (w *frameWriter) closeFrame() error {
 		return nil
 	}
 	w.open = false
-	return w.enc.Close()
+	if err := w.enc.Close(); err != nil {
+		return err
+	}
+	if size := w.out.n - w.start; size > 0 {
+		w.spans.addSpan(frameSpan{Offset: w.start, Size: size})
+	}
+	return nil
+}
+
+// spanLog is what the writer tells the concurrent read-back: the frames
+// written so far and the manifest entries of the members sealed so far.
+type spanLog struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	spans   []frameSpan
+	members []ManifestMember
+	done    bool
+	err     error
+}
+
+func newSpanLog() *spanLog {
+	l := &spanLog{}
+	l.cond.L = &l.mu
+	return l
+}
+
+func (l *spanLog) addSpan(s frameSpan) {
+	l.mu.Lock()
+	l.spans = append(l.spans, s)
+	l.mu.Unlock()
+	l.cond.Broadcast()
+}
+
+func (l *spanLog) addMember(m ManifestMember) {
+	l.mu.Lock()
+	l.members = append(l.members, m)
+	l.mu.Unlock()
+}
+
+// finish says the writer is done; err is why it stopped early, or nil.
+func (l *spanLog) finish(err error) {
+	l.mu.Lock()
+	l.done, l.err = true, err
+	l.mu.Unlock()
+	l.cond.Broadcast()
+}
+
+var errSealAborted = errors.New("the seal stopped before the end of the archive")
+
+// span waits for frame i to be written.
+func (l *spanLog) span(i int) (frameSpan, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i >= len(l.spans) && !l.done {
+		l.cond.Wait()
+	}
+	switch {
+	case i < len(l.spans):
+		return l.spans[i], true, nil
+	case l.err != nil:
+		return frameSpan{}, false, errSealAborted
+	}
+	return frameSpan{}, false, nil
+}
+
+func (l *spanLog) member(i int) *ManifestMember {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i < len(l.members) {
+		m := l.members[i]
+		return &m
+	}
+	return nil
+}
+
+// end is the file offset after the last frame.
+func (l *spanLog) end() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.spans) == 0 {
+		return 0
+	}
+	s := l.spans[len(l.spans)-1]
+	return s.Offset + s.Size
+}
+
+// lockedProgress serializes the writer's and the read-back's reports.
+type lockedProgress struct {
+	mu sync.Mutex
+	p  Progress
+}
+
+func (l *lockedProgress) Start(p Phase, total int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.p.Start(p, total)
+}
+
+func (l *lockedProgress) Member(p Phase, name string, size int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.p.Member(p, name, size)
+}
+
+func (l *lockedProgress) Bytes(p Phase, done int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.p.Bytes(p, done)
+}
+
+func (l *lockedProgress) Removed(path string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.p.Removed(path, err)
 }
 
 // endMember writes what is pending and ends the current frame, so the next
@@ -314,22 +485,37 @@ func (m *memberWriter) zeros(n int64) error {
 	return nil
 }
 
+// encoderWindow is the zstd window for levels up to 5. The zstd command
+// line uses 2 MiB at level 3; klauspost's default for SpeedDefault is
+// 8 MiB, and the parallel jobs are four windows each, so 8 MiB meant
+// ~800 MiB resident. 4 MiB keeps the ratio at or better than zstd -3's
+// with half that memory.
+const encoderWindow = 4 << 20
+
 func newEncoder(level, concurrency int) (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+	speed := zstd.EncoderLevelFromZstd(level)
+	opts := []zstd.EOption{
+		zstd.WithEncoderLevel(speed),
 		zstd.WithEncoderConcurrency(concurrency),
 		zstd.WithConcurrentBlocks(concurrency > 1),
-		zstd.WithEncoderCRC(true))
+		zstd.WithEncoderCRC(true),
+	}
+	if speed <= zstd.SpeedDefault { // higher levels keep their larger windows
+		opts = append(opts, zstd.WithWindowSize(encoderWindow))
+	}
+	return zstd.NewWriter(nil, opts...)
 }
 
-// writeArchive writes the tar.zst stream to out and returns the manifest.
-func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*source, spec Spec, res *Result) (*Manifest, error) {
+// writeArchive writes the tar.zst stream to out, publishing each frame
+// and manifest entry to spans as soon as it is complete, and returns the
+// manifest.
+func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*source, spec Spec, prog Progress, res *Result, spans *spanLog) (*Manifest, error) {
 	enc, err := newEncoder(spec.Level, spec.Concurrency)
 	if err != nil {
 		return nil, err
 	}
 	defer enc.Close()
-	fw := &frameWriter{enc: enc, out: &countingWriter{w: out}, scratch: make([]byte, 0, 64<<10)}
+	fw := &frameWriter{enc: enc, out: &countingWriter{w: out}, scratch: make([]byte, 0, 64<<10), spans: spans}
 	tw := tar.NewWriter(fw)
 	man := &Manifest{Format: ManifestFormat, Medium: string(h), Created: time.Now().UTC().Truncate(time.Second), ZstdLevel: spec.Level}
 
@@ -337,14 +523,14 @@ func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*sour
 	for _, s := range srcs {
 		total += s.st.Size
 	}
-	spec.Progress.Start(PhaseSeal, total)
-	mw := &memberWriter{tw: tw, fw: fw, b3: blake3.New(), progress: spec.Progress}
+	prog.Start(PhaseSeal, total)
+	mw := &memberWriter{tw: tw, fw: fw, b3: blake3.New(), progress: prog}
 	if spec.SHA256 {
 		mw.sha = sha256.New()
 	}
 	buf := make([]byte, readChunk)
 	for _, s := range srcs {
-		spec.Progress.Member(PhaseSeal, s.name, s.st.Size)
+		prog.Member(PhaseSeal, s.name, s.st.Size)
 		mm := ManifestMember{
 			Name:  s.name,
 			Size:  s.st.Size,
@@ -370,18 +556,21 @@ func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*sour
 		if err := stream(ctx, s.f, s.st.Size, buf, mw); err != nil {
 			return nil, fmt.Errorf("member %s (%s): %w", s.name, s.path, err)
 		}
-		if err := tw.Flush(); err != nil { // block padding, still in this member's frame
-			return nil, fmt.Errorf("member %s: %w", s.name, err)
-		}
-		if err := fw.endMember(); err != nil {
-			return nil, fmt.Errorf("member %s: %w", s.name, err)
-		}
 		if err := s.checkUnchanged(); err != nil {
 			return nil, err
 		}
 		mm.BLAKE3 = hex.EncodeToString(mw.b3.Sum(nil))
 		if mw.sha != nil {
 			mm.SHA256 = hex.EncodeToString(mw.sha.Sum(nil))
+		}
+		// the entry is published before the member's last frame, so the
+		// read-back can check the member as soon as it has decoded it
+		spans.addMember(mm)
+		if err := tw.Flush(); err != nil { // block padding, still in this member's frame
+			return nil, fmt.Errorf("member %s: %w", s.name, err)
+		}
+		if err := fw.endMember(); err != nil {
+			return nil, fmt.Errorf("member %s: %w", s.name, err)
 		}
 		man.Members = append(man.Members, mm)
 		res.Members = append(res.Members, SealedMember{

@@ -54,7 +54,7 @@ func VerifyWith(ctx context.Context, path string, opts VerifyOptions) (*Manifest
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = runtime.GOMAXPROCS(0)
 	}
-	return verifyFile(ctx, f, st.Size(), path, nil, verifyOptions{
+	return verifyFile(ctx, f, st.Size(), path, verifyOptions{
 		concurrency: opts.Concurrency, progress: progressOrNop(opts.Progress),
 	})
 }
@@ -62,7 +62,11 @@ func VerifyWith(ctx context.Context, path string, opts VerifyOptions) (*Manifest
 type verifyOptions struct {
 	concurrency int
 	progress    Progress
-	sha256      bool // compute SHA-256 even before the manifest is known
+	sha256      bool  // compute SHA-256 of every member
+	total       int64 // member bytes, for progress
+	// expect returns the manifest entry the i-th member must match, nil if
+	// not known yet (then the archive's own manifest is checked at the end).
+	expect func(i int) *ManifestMember
 }
 
 // countingReader tells the tar reader's position in the decoded stream.
@@ -87,46 +91,49 @@ type seenMember struct {
 	sha256 string
 }
 
-// verifyFile checks the archive in f (size bytes, called name in errors).
-// want, when not nil, is the manifest the seal computed: the archive's own
-// manifest must equal it.
-func verifyFile(ctx context.Context, f io.ReaderAt, size int64, name string, want *Manifest, opts verifyOptions) (*Manifest, error) {
-	// The frame walk reads only headers. The manifest is in the last frame:
-	// read it first, so members are checked as they stream by and SHA-256
-	// is computed only when listed.
+// verifyFile checks the finished archive in f (size bytes, called name in
+// errors). The frame walk reads only headers. The manifest is in the last
+// frame: it is read first, so members are checked as they stream by and
+// SHA-256 is computed only when listed.
+func verifyFile(ctx context.Context, f io.ReaderAt, size int64, name string, opts verifyOptions) (*Manifest, error) {
 	spans, walkErr := walkFrames(f, size)
-	if fe := (*FrameError)(nil); errors.As(walkErr, &fe) && fe.Offset < size {
-		spans = append(spans, frameSpan{Offset: fe.Offset, Size: size - fe.Offset, broken: true})
-	}
 	var head *Manifest
 	if walkErr == nil {
 		if m, err := readManifestFrame(f, spans); err == nil {
 			head = m
 		}
 	}
-	if head != nil && want != nil {
-		if err := sameManifest(want, head); err != nil {
-			return nil, &MemberError{Archive: name, Member: ManifestName(want.Medium), Err: err}
+	if fe := (*FrameError)(nil); errors.As(walkErr, &fe) && fe.Offset < size {
+		spans = append(spans, frameSpan{Offset: fe.Offset, Size: size - fe.Offset, broken: true})
+	}
+	opts.sha256 = head == nil || hasSHA(head)
+	if head != nil {
+		for _, m := range head.Members {
+			opts.total += m.Size
+		}
+		opts.expect = func(i int) *ManifestMember {
+			if i < len(head.Members) {
+				return &head.Members[i]
+			}
+			return nil
 		}
 	}
-	withSHA := opts.sha256 || head == nil || hasSHA(head)
+	return verifyStream(ctx, f, &walkedSpans{spans: spans, walkErr: walkErr}, name, head, opts)
+}
 
+// verifyStream decodes the frames from spans, re-hashes every member and
+// checks it against opts.expect as it goes, and at the end against the
+// archive's own manifest member, which it returns. head is the manifest as
+// read ahead, if any, to name a member whose frame is unreadable.
+func verifyStream(ctx context.Context, f io.ReaderAt, spans spanSource, name string, head *Manifest, opts verifyOptions) (*Manifest, error) {
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(opts.concurrency))
 	if err != nil {
 		return nil, err
 	}
 	defer dec.Close()
-	fs := &frameStream{r: f, spans: spans, walkErr: walkErr, dec: dec}
-	cr := &countingReader{r: fs}
+	cr := &countingReader{r: &frameStream{r: f, spans: spans, dec: dec}}
 	tr := tar.NewReader(cr)
-
-	var total int64
-	if head != nil {
-		for _, m := range head.Members {
-			total += m.Size
-		}
-	}
-	opts.progress.Start(PhaseVerify, total)
+	opts.progress.Start(PhaseVerify, opts.total)
 
 	var (
 		seen []seenMember
@@ -136,7 +143,7 @@ func verifyFile(ctx context.Context, f io.ReaderAt, size int64, name string, wan
 		sha  hash.Hash
 		buf  = make([]byte, readChunk)
 	)
-	if withSHA {
+	if opts.sha256 {
 		sha = sha256.New()
 	}
 	// streamErr names what a failure of the decoded stream concerns: the
@@ -224,9 +231,13 @@ func verifyFile(ctx context.Context, f io.ReaderAt, size int64, name string, wan
 		if sha != nil {
 			cur.sha256 = hex.EncodeToString(sha.Sum(nil))
 		}
-		if head != nil { // say which member is wrong as soon as we know
-			if err := checkMember(head, len(seen)-1, cur); err != nil {
-				return nil, &MemberError{Archive: name, Member: hdr.Name, Err: err}
+		if opts.expect != nil { // say which member is wrong as soon as we know
+			if mm := opts.expect(len(seen) - 1); mm != nil {
+				if err := checkMember(mm, cur); err != nil {
+					return nil, &MemberError{Archive: name, Member: hdr.Name, Err: err}
+				}
+			} else if head != nil {
+				return nil, &MemberError{Archive: name, Member: hdr.Name, Err: errors.New("in the archive but not in the manifest")}
 			}
 		}
 	}
@@ -251,28 +262,18 @@ func verifyFile(ctx context.Context, f io.ReaderAt, size int64, name string, wan
 		if i >= len(seen)-1 {
 			return nil, &MemberError{Archive: name, Member: mm.Name, Err: errors.New("listed in the manifest but not in the archive")}
 		}
-		if err := checkMember(man, i, &seen[i]); err != nil {
+		if err := checkMember(&man.Members[i], &seen[i]); err != nil {
 			return nil, &MemberError{Archive: name, Member: seen[i].name, Err: err}
 		}
 	}
 	if len(seen)-1 > len(man.Members) {
 		return nil, &MemberError{Archive: name, Member: seen[len(man.Members)].name, Err: errors.New("in the archive but not in the manifest")}
 	}
-	if want != nil {
-		if err := sameManifest(want, man); err != nil {
-			return nil, &MemberError{Archive: name, Member: ManifestName(want.Medium), Err: err}
-		}
-	}
 	return man, nil
 }
 
-// checkMember compares the i-th member seen in the stream with the i-th
-// manifest entry.
-func checkMember(m *Manifest, i int, sm *seenMember) error {
-	if i >= len(m.Members) {
-		return errors.New("in the archive but not in the manifest")
-	}
-	mm := &m.Members[i]
+// checkMember compares a member seen in the stream with its manifest entry.
+func checkMember(mm *ManifestMember, sm *seenMember) error {
 	switch {
 	case sm.name != mm.Name:
 		return fmt.Errorf("found in place of %s, which the manifest lists here", mm.Name)

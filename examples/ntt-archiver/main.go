@@ -164,7 +164,7 @@ func report(w io.Writer, res *archive.Result, term bool, logger *slog.Logger) {
 		fmt.Fprintf(w, "  removed %s\n", p)
 	}
 	if res.SealTime > 0 {
-		fmt.Fprintf(w, "  seal %.2fs, verify %.2fs, total %.2fs\n",
+		fmt.Fprintf(w, "  sealed in %.2fs, read-back finished %.2fs later, total %.2fs\n",
 			res.SealTime.Seconds(), res.VerifyTime.Seconds(), res.Total.Seconds())
 	}
 }
@@ -205,32 +205,46 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// progress draws one status line on a terminal, or logs a JSON line per
-// phase, per member and every few seconds otherwise.
+// progress draws one status line on a terminal (the seal and its
+// read-back run side by side, so the line shows every running phase), or
+// logs a JSON line per phase, per member and every few seconds otherwise.
 type progress struct {
 	mu     sync.Mutex
 	w      io.Writer
 	term   bool
 	log    *slog.Logger
-	phase  archive.Phase
-	total  int64
-	done   int64
-	start  time.Time
+	phases []*phaseState
 	last   time.Time
 	drawn  bool
 	member string
+}
+
+type phaseState struct {
+	name        archive.Phase
+	total, done int64
+	start, last time.Time
 }
 
 func newProgress(w io.Writer, term bool, log *slog.Logger) *progress {
 	return &progress{w: w, term: term, log: log}
 }
 
+func (p *progress) phase(ph archive.Phase) *phaseState {
+	for _, s := range p.phases {
+		if s.name == ph {
+			return s
+		}
+	}
+	s := &phaseState{name: ph, start: time.Now()}
+	p.phases = append(p.phases, s)
+	return s
+}
+
 func (p *progress) Start(ph archive.Phase, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.endLine()
-	p.phase, p.total, p.done, p.start = ph, total, 0, time.Now()
-	p.last = time.Time{}
+	s := p.phase(ph)
+	s.total, s.done, s.start = total, 0, time.Now()
 	if !p.term {
 		p.log.Info("phase started", "phase", string(ph), "bytes", total)
 	}
@@ -245,30 +259,40 @@ func (p *progress) Member(ph archive.Phase, name string, size int64) {
 	}
 }
 
+func (s *phaseState) rate(now time.Time) float64 {
+	return float64(s.done) / max(now.Sub(s.start).Seconds(), 1e-3) / 1e6
+}
+
 func (p *progress) Bytes(ph archive.Phase, done int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.done = done
+	s := p.phase(ph)
+	s.done = done
 	now := time.Now()
-	every := 200 * time.Millisecond
 	if !p.term {
-		every = 5 * time.Second
+		if now.Sub(s.last) >= 5*time.Second {
+			s.last = now
+			p.log.Info("progress", "phase", string(ph), "bytes", done, "total", s.total, "mb_per_s", s.rate(now))
+		}
+		return
 	}
-	if now.Sub(p.last) < every {
+	if now.Sub(p.last) < 200*time.Millisecond {
 		return
 	}
 	p.last = now
-	rate := float64(done) / max(now.Sub(p.start).Seconds(), 1e-3) / 1e6
-	if p.term {
-		pct := ""
-		if p.total > 0 {
-			pct = fmt.Sprintf(" %3d%%", done*100/p.total)
+	line := "\r"
+	for i, s := range p.phases {
+		if i > 0 {
+			line += " | "
 		}
-		fmt.Fprintf(p.w, "\r%-7s %s / %s%s  %.1f MB/s  %s\x1b[K", ph, size(done), size(p.total), pct, rate, p.member)
-		p.drawn = true
-		return
+		line += fmt.Sprintf("%s %s", s.name, size(s.done))
+		if s.total > 0 {
+			line += fmt.Sprintf("/%s %3d%%", size(s.total), s.done*100/s.total)
+		}
+		line += fmt.Sprintf(" %.0f MB/s", s.rate(now))
 	}
-	p.log.Info("progress", "phase", string(ph), "bytes", done, "total", p.total, "mb_per_s", rate)
+	fmt.Fprintf(p.w, "%s  %s\x1b[K", line, p.member)
+	p.drawn = true
 }
 
 func (p *progress) Removed(path string, err error) {

@@ -341,7 +341,7 @@ func TestKillNineAnyMoment(t *testing.T) {
 	require.False(t, exists(m.archive()))
 	killAt(t, m, "seal, 20 MiB written", partialAtLeast(20<<20))
 	require.False(t, exists(m.archive()))
-	killAt(t, m, "read-back", func(l string) bool { return strings.Contains(l, `"phase":"verify"`) })
+	killAt(t, m, "written, read-back finishing", func(l string) bool { return strings.Contains(l, "archive written") })
 	// after the rename, before the catalog mark: the next run resumes
 	killAt(t, m, "archive renamed into place", func(l string) bool { return strings.Contains(l, `"archive sealed"`) })
 	killAt(t, m, "first source removed", func(l string) bool { return strings.Contains(l, "source removed") })
