@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,10 +20,13 @@ import (
 )
 
 // DefaultWorkers is the number of directories read at once when
-// Options.Workers is zero. Walking is mostly waiting for the disk; several
-// reads in flight are what makes a cold walk fast on an SSD or a file-backed
-// image, while a spinning disk still gets nearby requests it can reorder.
-const DefaultWorkers = 8
+// Options.Workers is zero: the number of CPUs, at least 4 and at most 16.
+// A warm walk is bound by the kernel's stat path, so more workers than
+// cores only add switching (measured: 2 and 4 beat 8 on two cores); a cold
+// walk needs a few reads in flight, which 4 already gives a file-backed
+// image or an SSD, while a spinning disk still gets nearby requests it can
+// reorder rather than a flood of seeks.
+var DefaultWorkers = max(4, min(runtime.NumCPU(), 16))
 
 // DefaultStallTimeout applies when Options.StallTimeout is zero.
 const DefaultStallTimeout = 2 * time.Minute
