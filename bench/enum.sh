@@ -186,6 +186,7 @@ report() {
 		r = o / t
 		printf "%-5s ntt-enum %6.2f s   find %6.2f s   ratio %.2f  %s\n", n, o, t, r, (r <= 0.66 ? "(target <= 0.66: met)" : "(target <= 0.66: MISSED)")
 	}'
+	echo "      runs: ntt-enum $(col "$WORK/$name.ntt" 1 | xargs)  find $(col "$WORK/$name.find" 1 | xargs)"
 }
 echo "enum benchmark: $records records, image $IMG, median of $RUNS, $(nproc) cores, workers ${WORKERS:-default}, find with TZ=$FIND_TZ"
 report warm
