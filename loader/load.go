@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/HRDAG/ntt/enumerate"
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/jackc/pgx/v5"
@@ -87,6 +87,9 @@ type load struct {
 	phaseStart               time.Time
 	loadInode, loadPath      string // the tables being filled, renamed at attach
 	existing                 bool   // the medium's partitions exist (attached)
+	orphans                  bool   // a dropped duplicate path may have left an inode without a path
+	paths                    *pathSorter
+	inodes                   *inodeSorter
 }
 
 func (l *load) begin(name string) {
@@ -109,69 +112,143 @@ func (l *load) end() {
 }
 
 func (l *load) run(ctx context.Context, raw io.Reader) error {
+	// A quick look first, so that a medium that is already loaded is
+	// refused before its raw file is read.
+	l.begin(PhaseCheck)
+	if err := l.precheck(ctx); err != nil {
+		return err
+	}
+	l.end()
+
+	// The whole input is read, checked and sorted before the transaction
+	// starts: a bad record costs no database work, and the transaction
+	// (with its locks) lasts only as long as the database needs.
+	l.begin(PhaseRead)
+	l.paths = newPathSorter(l.opts.SpoolDir, &l.st)
+	defer l.paths.close()
+	l.inodes = newInodeSorter(l.opts.SpoolDir, &l.st)
+	defer l.inodes.close()
+	if err := l.readRaw(raw); err != nil {
+		return err
+	}
+	l.end()
+
 	l.begin(PhasePrepare)
+	done, err := l.beginTx(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := l.lockMedium(ctx); err != nil {
+		return err
+	}
+	existing, rows, err := l.inspect(ctx)
+	if err != nil {
+		return err
+	}
+	l.existing = existing
+	if rows != nil {
+		switch l.opts.Mode {
+		case Refuse:
+			return rows
+		case Replace:
+			l.st.ReplacedInodes, l.st.ReplacedPaths = rows.Inodes, rows.Paths
+			l.log.Info("replacing the medium's rows", "medium", string(l.h), "inodes", rows.Inodes,
+				"copied", rows.Copied, "paths", rows.Paths)
+		case Append:
+			l.log.Info("appending to the medium's rows", "medium", string(l.h), "inodes", rows.Inodes,
+				"copied", rows.Copied, "paths", rows.Paths)
+			return l.appendRows(ctx)
+		}
+	}
+	return l.loadFresh(ctx)
+}
+
+// beginTx starts a transaction on a connection of its own, with the
+// statement and lock timeouts; the returned func rolls back (a no-op after
+// a commit) and releases the connection.
+func (l *load) beginTx(ctx context.Context) (func(), error) {
 	conn, err := l.db.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("medium %s: connecting to the catalog: %w", l.h, err)
+		return nil, fmt.Errorf("medium %s: connecting to the catalog: %w", l.h, err)
 	}
-	defer conn.Release()
-	l.conn = conn
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("medium %s: starting the load transaction: %w", l.h, err)
+		conn.Release()
+		return nil, fmt.Errorf("medium %s: starting a transaction: %w", l.h, err)
 	}
-	l.tx = tx
-	defer func() {
+	l.conn, l.tx = conn, tx
+	done := func() {
 		// A canceled ctx must not keep the rollback from being sent; if the
 		// connection is gone the server rolls back by itself.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		tx.Rollback(rctx) //nolint:errcheck // after Commit this is a no-op
-	}()
+		conn.Release()
+	}
 	settings := fmt.Sprintf(`SET LOCAL statement_timeout = %d; SET LOCAL lock_timeout = %d`,
 		l.stmtTimeout.Milliseconds(), l.lockTimeout.Milliseconds())
 	if _, err := tx.Exec(ctx, settings); err != nil {
-		return l.sqlErr(ctx, "setting the timeouts", err)
+		done()
+		return nil, l.sqlErr(ctx, "setting the timeouts", err)
 	}
 	if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&l.pid); err != nil {
-		return l.sqlErr(ctx, "reading the backend pid", err)
+		done()
+		return nil, l.sqlErr(ctx, "reading the backend pid", err)
 	}
-	if err := l.lockMedium(ctx); err != nil {
+	return done, nil
+}
+
+// precheck refuses early: partitions not attached, or rows in Refuse mode.
+func (l *load) precheck(ctx context.Context) error {
+	done, err := l.beginTx(ctx)
+	if err != nil {
 		return err
 	}
+	defer done()
+	_, rows, err := l.inspect(ctx)
+	if err != nil {
+		return err
+	}
+	if rows != nil && l.opts.Mode == Refuse {
+		return rows
+	}
+	return nil
+}
+
+// inspect says whether the medium's partitions exist (checking that they
+// are attached: rows in a detached partition would be invisible to every
+// query, the seed's safety check) and, if they hold rows, how many.
+func (l *load) inspect(ctx context.Context) (existing bool, rows *HasRowsError, err error) {
 	var inodeExists, pathExists bool
-	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
+	if err := l.tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
 		l.h.InodeTable(), l.h.PathTable()).Scan(&inodeExists, &pathExists); err != nil {
-		return l.sqlErr(ctx, "looking up the medium's partitions", err)
+		return false, nil, l.sqlErr(ctx, "looking up the medium's partitions", err)
 	}
-	var existing HasRowsError
-	if inodeExists || pathExists {
-		// The seed's safety check: rows in a detached partition would be
-		// invisible to every query, so never load next to one.
-		if err := schema.CheckAttached(ctx, tx, l.h); err != nil {
-			return fmt.Errorf("loader: %w", err)
-		}
-		l.existing = true
-		if existing, err = l.countRows(ctx); err != nil {
-			return err
-		}
+	if !inodeExists && !pathExists {
+		return false, nil, nil
 	}
-	hasRows := existing.Inodes > 0 || existing.Paths > 0
-	if hasRows {
-		switch l.opts.Mode {
-		case Refuse:
-			return &existing
-		case Replace:
-			l.st.ReplacedInodes, l.st.ReplacedPaths = existing.Inodes, existing.Paths
-			l.log.Info("replacing the medium's rows", "medium", string(l.h), "inodes", existing.Inodes,
-				"copied", existing.Copied, "paths", existing.Paths)
-		case Append:
-			l.log.Info("appending to the medium's rows", "medium", string(l.h), "inodes", existing.Inodes,
-				"copied", existing.Copied, "paths", existing.Paths)
-			return l.appendRows(ctx, raw)
+	if err := schema.CheckAttached(ctx, l.tx, l.h); err != nil {
+		return true, nil, fmt.Errorf("loader: %w", err)
+	}
+	for _, t := range []string{l.h.InodeTable(), l.h.PathTable()} {
+		if err := l.lockTable(ctx, t, false, "ACCESS SHARE", "to look at the medium's existing rows"); err != nil {
+			return true, nil, err
 		}
 	}
-	return l.loadFresh(ctx, raw)
+	var any bool
+	if err := l.tx.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s) OR EXISTS (SELECT 1 FROM %s)`,
+		l.h.InodeTable(), l.h.PathTable())).Scan(&any); err != nil {
+		return true, nil, l.sqlErr(ctx, "looking at the medium's existing rows", err)
+	}
+	if !any {
+		return true, nil, nil
+	}
+	e, err := l.countRows(ctx)
+	if err != nil {
+		return true, nil, err
+	}
+	return true, &e, nil
 }
 
 // lockMedium serializes loads (and schema.CreatePartitions) of one medium.
@@ -192,11 +269,6 @@ func (l *load) lockMedium(ctx context.Context) error {
 
 func (l *load) countRows(ctx context.Context) (HasRowsError, error) {
 	e := HasRowsError{Medium: string(l.h)}
-	for _, t := range []string{l.h.InodeTable(), l.h.PathTable()} {
-		if err := l.lockTable(ctx, t, false, "ACCESS SHARE", "to count the medium's existing rows"); err != nil {
-			return e, err
-		}
-	}
 	q := fmt.Sprintf(`SELECT (SELECT count(*) FROM %[1]s),
 		(SELECT count(*) FROM %[1]s WHERE copied AND coalesce(claimed_by, '') NOT IN ('%[3]s', '%[4]s')),
 		(SELECT count(*) FROM %[2]s)`, l.h.InodeTable(), l.h.PathTable(), ClaimedNonFile, ClaimedExcluded)
@@ -231,41 +303,60 @@ func (l *load) createTables(ctx context.Context, inodeTable, pathTable string, t
 	return nil
 }
 
-// copyRows streams the raw records into the path table and, from the
-// spool, the deduplicated inode rows into the inode table.
-func (l *load) copyRows(ctx context.Context, raw io.Reader, inodeTable, pathTable string) error {
-	spool, err := openSpool(l.opts.SpoolDir)
-	if err != nil {
-		return fmt.Errorf("medium %s: %w", l.h, err)
+// readRaw reads the raw records into the sorters, checking each one.
+func (l *load) readRaw(raw io.Reader) error {
+	r := &recordReader{rd: enumerate.NewReader(raw), ignore: l.opts.Ignore, links: map[inodeKey]*pendingLinks{},
+		paths: l.paths, inodes: l.inodes, st: &l.st}
+	if l.opts.Root != "" {
+		r.setRoot([]byte(l.opts.Root))
 	}
-	defer spool.Close()
-	src := newRecordSource(raw, l.opts.Root, l.opts.Root != "", l.opts.Ignore, spool, &l.st)
 	if p := l.opts.Progress; p != nil {
-		src.progress = p.Records
+		r.progress = p.Records
 	}
-	pg := l.conn.Conn().PgConn()
-	// FREEZE: the tables are new in this transaction, so the rows can be
-	// written frozen and all-visible, sparing a later rewrite of every page.
-	_, err = pg.CopyFrom(ctx, src, copySQL(pathTable, pathColumns))
-	if src.err != nil {
+	if err := r.readAll(); err != nil {
 		var re *RecordError
-		if errors.As(src.err, &re) {
-			return fmt.Errorf("medium %s: raw file %w; nothing was loaded", l.h, src.err)
+		if errors.As(err, &re) {
+			return fmt.Errorf("medium %s: raw file %w; nothing was loaded", l.h, err)
 		}
-		return fmt.Errorf("medium %s: %w; nothing was loaded", l.h, src.err)
-	}
-	if err != nil {
-		return l.sqlErr(ctx, "copying path rows into "+pathTable, err)
+		return fmt.Errorf("medium %s: %w; nothing was loaded", l.h, err)
 	}
 	if l.st.RecordCountDiffers() {
 		l.log.Warn("record count differs from the enumeration's", "medium", string(l.h),
 			"records", l.st.Records, "expected", l.st.ExpectedRecords)
 	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("medium %s: rewinding the inode spool: %w", l.h, err)
+	return nil
+}
+
+// copyRows streams the sorted rows into the two tables.
+func (l *load) copyRows(ctx context.Context, inodeTable, pathTable string) error {
+	paths, inodes := l.paths, l.inodes
+	pg := l.conn.Conn().PgConn()
+	for _, c := range []struct {
+		table  string
+		cols   []string
+		stream func() (io.Reader, error)
+	}{{pathTable, pathColumns, paths.stream}, {inodeTable, inodeColumns, inodes.stream}} {
+		src, err := c.stream()
+		if err != nil {
+			return fmt.Errorf("medium %s: %w; nothing was loaded", l.h, err)
+		}
+		// FREEZE: the tables are new in this transaction, so the rows can
+		// be written frozen and all-visible, sparing a later rewrite.
+		if _, err := pg.CopyFrom(ctx, src, copySQL(c.table, c.cols)); err != nil {
+			var se *spoolError
+			if errors.As(err, &se) {
+				return fmt.Errorf("medium %s: %w; nothing was loaded", l.h, err)
+			}
+			return l.sqlErr(ctx, "copying rows into "+c.table, err)
+		}
 	}
-	if _, err := pg.CopyFrom(ctx, bufio.NewReaderSize(spool, 256<<10), copySQL(inodeTable, inodeColumns)); err != nil {
-		return l.sqlErr(ctx, "copying inode rows into "+inodeTable, err)
+	l.orphans = paths.orphans
+	for _, d := range paths.examples {
+		l.log.Warn("duplicate path in the raw file, keeping its first record", "medium", string(l.h),
+			"path", fmt.Sprintf("%q", d))
+	}
+	if l.st.DuplicatePaths > 0 {
+		l.log.Warn("duplicate paths stored once", "medium", string(l.h), "duplicates", l.st.DuplicatePaths)
 	}
 	return nil
 }
@@ -277,14 +368,14 @@ func copySQL(table string, cols []string) string {
 // loadFresh is the fast path: fresh index-free tables filled by COPY, keys
 // and the foreign key built once over the whole data, then attached as the
 // medium's partitions in place of the old ones (if any).
-func (l *load) loadFresh(ctx context.Context, raw io.Reader) error {
+func (l *load) loadFresh(ctx context.Context) error {
 	if err := l.createTables(ctx, l.loadInode, l.loadPath, false); err != nil {
 		return err
 	}
 	l.end()
 
 	l.begin(PhaseCopy)
-	if err := l.copyRows(ctx, raw, l.loadInode, l.loadPath); err != nil {
+	if err := l.copyRows(ctx, l.loadInode, l.loadPath); err != nil {
 		return err
 	}
 	l.end()
@@ -334,7 +425,7 @@ func (l *load) buildKeys(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if pathsDeduped {
+	if pathsDeduped || l.orphans {
 		// A removed path may have been the only one of its inode.
 		if err := l.exec(ctx, "removing inodes left without a path", fmt.Sprintf(
 			`DELETE FROM %s i WHERE NOT EXISTS (SELECT 1 FROM %s p WHERE p.dev = i.dev AND p.ino = i.ino)`,
@@ -346,7 +437,7 @@ func (l *load) buildKeys(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if pathsDeduped || inodesDeduped {
+	if pathsDeduped || inodesDeduped || l.orphans {
 		return l.recount(ctx)
 	}
 	return nil
@@ -418,7 +509,7 @@ func (l *load) dedupePaths(ctx context.Context) error {
 	if err != nil {
 		return l.sqlErr(ctx, "removing duplicate paths", err)
 	}
-	l.st.DuplicatePaths = tag.RowsAffected()
+	l.st.DuplicatePaths += tag.RowsAffected()
 	l.log.Warn("duplicate paths stored once", "medium", string(l.h), "duplicates", l.st.DuplicatePaths)
 	return nil
 }
@@ -554,7 +645,7 @@ func (l *load) commit(ctx context.Context) error {
 // appendRows adds the raw file's new paths, and their inodes, to existing
 // partitions. Matching is by path: dev changes with every mount, so an old
 // row and a new record of the same file cannot be matched by inode.
-func (l *load) appendRows(ctx context.Context, raw io.Reader) error {
+func (l *load) appendRows(ctx context.Context) error {
 	const tInode, tPath, tNew = "ntt_append_inode", "ntt_append_path", "ntt_append_new"
 	inodeP, pathP := l.h.InodeTable(), l.h.PathTable()
 	if err := l.createTables(ctx, tInode, tPath, true); err != nil {
@@ -563,17 +654,13 @@ func (l *load) appendRows(ctx context.Context, raw io.Reader) error {
 	l.end()
 
 	l.begin(PhaseCopy)
-	if err := l.copyRows(ctx, raw, tInode, tPath); err != nil {
+	if err := l.copyRows(ctx, tInode, tPath); err != nil {
 		return err
 	}
 	l.end()
 
 	l.begin(PhaseDedupe)
-	var total, distinct, fresh int64
-	if err := l.tx.QueryRow(ctx, `SELECT count(*), count(DISTINCT path) FROM `+tPath).Scan(&total, &distinct); err != nil {
-		return l.sqlErr(ctx, "counting the raw file's paths", err)
-	}
-	l.st.DuplicatePaths = total - distinct
+	distinct := l.st.Paths // the COPY held each path once
 	tag, err := l.tx.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE %[1]s ON COMMIT DROP AS
 		SELECT DISTINCT ON (s.path) s.medium_hash, s.dev, s.ino, s.path, s.exclude_reason FROM %[2]s s
 		WHERE NOT EXISTS (SELECT 1 FROM %[3]s p WHERE p.medium_hash = '%[4]s' AND p.path = s.path)
@@ -581,8 +668,7 @@ func (l *load) appendRows(ctx context.Context, raw io.Reader) error {
 	if err != nil {
 		return l.sqlErr(ctx, "selecting the paths not catalogued yet", err)
 	}
-	fresh = tag.RowsAffected()
-	l.st.ExistingPaths = distinct - fresh
+	l.st.ExistingPaths = distinct - tag.RowsAffected()
 	for _, t := range []string{inodeP, pathP} {
 		if err := l.lockTable(ctx, t, false, "ROW EXCLUSIVE", "to add rows to it"); err != nil {
 			return err

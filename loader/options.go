@@ -80,9 +80,13 @@ type Progress interface {
 }
 
 // Phase names, in order. Append mode has no "index" or "attach" phase.
+// Duplicates are dropped while the rows stream (copy), and the keys prove
+// there are none left (dedupe).
 const (
-	PhasePrepare = "prepare" // locks, partition checks, load tables
-	PhaseCopy    = "copy"    // records → path rows, inode rows deduplicated in memory
+	PhaseCheck   = "check"   // partitions attached? rows already there? (refuse before reading)
+	PhaseRead    = "read"    // records parsed, checked and sorted in bounded memory; no transaction yet
+	PhasePrepare = "prepare" // transaction, locks, the check again, new tables
+	PhaseCopy    = "copy"    // rows streamed into the new tables by binary COPY
 	PhaseDedupe  = "dedupe"  // primary keys: one inode per (dev, ino), one row per path
 	PhaseAnalyze = "analyze" // planner statistics of both partitions
 	PhaseIndex   = "index"   // path→inode foreign key and its index
@@ -105,7 +109,7 @@ type Stats struct {
 	// ExpectedRecords is Options.ExpectedRecords; when it is non-zero and
 	// differs from Records the enumeration and the raw file disagree.
 	ExpectedRecords int64
-	Inodes          int64 // inode rows written
+	Inodes          int64 // inode rows written (one per dev, ino)
 	Paths           int64 // path rows written
 	ExcludedPaths   int64 // of Paths, those matching an ignore pattern
 	ExcludedInodes  int64 // of Inodes, those with every path excluded (EXCLUDED)
