@@ -291,11 +291,11 @@ func (p *progress) draw() {
 		return
 	}
 	el := time.Since(p.phaseStart)
-	if p.phase != loader.PhaseCopy {
+	if p.phase != loader.PhaseRead {
 		p.status.Set("%s … %s", p.phase, el.Round(100*time.Millisecond))
 		return
 	}
-	line := fmt.Sprintf("copy: %s records  %s", group(p.records), cli.Rate(float64(p.records), el))
+	line := fmt.Sprintf("read: %s records  %s", group(p.records), cli.Rate(float64(p.records), el))
 	if p.size > 0 {
 		line += fmt.Sprintf("  %3.0f%%  ETA %s", 100*float64(p.offset)/float64(p.size),
 			cli.ETA(float64(p.offset), float64(p.size), el))
