@@ -397,9 +397,15 @@ func (l *load) loadFresh(ctx context.Context) error {
 		fmt.Sprintf(`CREATE INDEX %[1]s_fk_idx ON %[1]s (medium_hash, dev, ino)`, l.loadPath)); err != nil {
 		return err
 	}
+	// The check behind ADD FOREIGN KEY is one anti-join of path against
+	// inode. Both sides are in index order now, so a plain merge join over
+	// the two indexes beats the hash join the planner would pick (a third
+	// of the time here, and no hash table of every inode in memory).
 	if err := l.exec(ctx, "adding and checking the path→inode foreign key",
-		fmt.Sprintf(`ALTER TABLE %[1]s ADD CONSTRAINT %[1]s_fk FOREIGN KEY (medium_hash, dev, ino)
-			REFERENCES %[2]s (medium_hash, dev, ino) ON DELETE CASCADE`, l.loadPath, l.loadInode)); err != nil {
+		fmt.Sprintf(`SET LOCAL enable_hashjoin = off; SET LOCAL max_parallel_workers_per_gather = 0;
+			ALTER TABLE %[1]s ADD CONSTRAINT %[1]s_fk FOREIGN KEY (medium_hash, dev, ino)
+			REFERENCES %[2]s (medium_hash, dev, ino) ON DELETE CASCADE;
+			RESET enable_hashjoin; RESET max_parallel_workers_per_gather`, l.loadPath, l.loadInode)); err != nil {
 		return err
 	}
 	l.end()
