@@ -17,9 +17,12 @@
 //
 // Invariants. A file under the final name <dest>/<hash>.tar.zst is complete:
 // Seal writes .<hash>.tar.zst.partial in the destination directory (locked
-// with flock so two sealers of one medium cannot interleave), fsyncs it,
-// reads it back decoding every frame and re-hashing every member against the
-// manifest, and only then renames it into place and fsyncs the directory.
+// with flock so two sealers of one medium cannot interleave) and fsyncs it.
+// The read-back runs beside the writer, one frame behind: it reads each
+// frame from the file once written, decodes it (zstd frame checksums
+// included) and re-hashes every member against its manifest entry; it ends
+// after the fsync and must have covered every byte of the file. Only then
+// is the file renamed into place and the directory fsynced.
 // Completion (Complete) refuses while any inode of the medium is pending or
 // claimed unless forced, marks medium.copy_done and archive_path in one
 // transaction after the archive is in place, and removes only the listed
@@ -136,7 +139,9 @@ type Result struct {
 	// Removed are the source paths Complete removed.
 	Removed []string
 	// SealTime covers reading, hashing, compressing and fsync; VerifyTime
-	// the read-back; Total everything including the rename.
+	// is how long the read-back (which runs alongside) went on after that,
+	// or the whole verification when Complete adopted an existing archive;
+	// Total is everything including the rename.
 	SealTime, VerifyTime, Total time.Duration
 }
 

@@ -190,6 +190,7 @@ func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteO
 		return nil, fmt.Errorf("medium %s: %w: %s", h, ErrAlreadyArchived, final)
 	}
 	// Work is left: trust nothing about the archive before checking it.
+	start := time.Now()
 	man, err := VerifyWith(ctx, final, VerifyOptions{Concurrency: spec.Concurrency, Progress: spec.Progress})
 	if err != nil {
 		return nil, fmt.Errorf("medium %s: existing archive fails verification, nothing changed (force to seal again): %w", h, err)
@@ -201,7 +202,7 @@ func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteO
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Path: final, Size: st.Size(), Manifest: *man}
+	res := &Result{Path: final, Size: st.Size(), Manifest: *man, VerifyTime: time.Since(start)}
 	srcs, err := recheckSources(ctx, man, spec)
 	if err != nil {
 		return nil, err
@@ -215,6 +216,7 @@ func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteO
 	if !opts.KeepSources {
 		err = RemoveSources(ctx, res, spec.Progress)
 	}
+	res.Total = time.Since(start)
 	return res, err
 }
 

@@ -123,7 +123,9 @@ func Seal(ctx context.Context, spec Spec) (*Result, error) {
 		}
 		vdone <- verified{m, err}
 	}()
-	man, err := writeArchive(sctx, part, h, srcs, spec, prog, res, spans)
+	wb := startWriteback(part)
+	man, err := writeArchive(sctx, part, h, srcs, spec, prog, res, spans, wb)
+	wb.stop()
 	if err == nil && spec.Logger != nil {
 		spec.Logger.InfoContext(ctx, "archive written, finishing fsync and read-back", "medium", string(h),
 			"path", part.Name(), "written_s", time.Since(start).Seconds())
@@ -228,15 +230,23 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// countingWriter counts what reaches the archive file.
+// countingWriter counts what reaches the archive file and hands each
+// written stretch to the writeback. (Its writers — the encoder's flusher,
+// the zero frames — take turns, never write at once.)
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w      io.Writer
+	n      int64
+	wb     *writeback
+	wbFrom int64
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	if c.wb != nil && c.n-c.wbFrom >= writebackChunk {
+		c.wb.add(c.wbFrom, c.n)
+		c.wbFrom = c.n
+	}
 	return n, err
 }
 
@@ -259,7 +269,8 @@ type frameWriter struct {
 // lags the writer by more than this, and a broken frame is located within
 // it. Cutting a frame costs a little ratio (the window restarts) and a
 // drain of the compression jobs, negligible at this size.
-const frameCap = 256 << 20
+// (A variable so tests can cut frames small.)
+var frameCap int64 = 256 << 20
 
 func (w *frameWriter) Write(p []byte) (int, error) {
 	if w.inZeros {
@@ -509,13 +520,13 @@ func newEncoder(level, concurrency int) (*zstd.Encoder, error) {
 // writeArchive writes the tar.zst stream to out, publishing each frame
 // and manifest entry to spans as soon as it is complete, and returns the
 // manifest.
-func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*source, spec Spec, prog Progress, res *Result, spans *spanLog) (*Manifest, error) {
+func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*source, spec Spec, prog Progress, res *Result, spans *spanLog, wb *writeback) (*Manifest, error) {
 	enc, err := newEncoder(spec.Level, spec.Concurrency)
 	if err != nil {
 		return nil, err
 	}
 	defer enc.Close()
-	fw := &frameWriter{enc: enc, out: &countingWriter{w: out}, scratch: make([]byte, 0, 64<<10), spans: spans}
+	fw := &frameWriter{enc: enc, out: &countingWriter{w: out, wb: wb}, scratch: make([]byte, 0, 64<<10), spans: spans}
 	tw := tar.NewWriter(fw)
 	man := &Manifest{Format: ManifestFormat, Medium: string(h), Created: time.Now().UTC().Truncate(time.Second), ZstdLevel: spec.Level}
 
@@ -606,4 +617,44 @@ func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*sour
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return man, nil
+}
+
+// writeback starts the kernel writing the archive to disk while it is
+// still being sealed (sync_file_range, SYNC_FILE_RANGE_WRITE, from its own
+// goroutine since it may wait on the device queue), so that the final
+// fsync has little left to do. It only starts writes; durability is still
+// the fsync's job.
+type writeback struct {
+	f    *os.File
+	ch   chan [2]int64
+	done chan struct{}
+}
+
+// writebackChunk is how much written data is handed to the kernel at once.
+const writebackChunk = 8 << 20
+
+func startWriteback(f *os.File) *writeback {
+	w := &writeback{f: f, ch: make(chan [2]int64, 1024), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for r := range w.ch {
+			// errors are ignored: the fsync reports what matters
+			_ = unix.SyncFileRange(int(w.f.Fd()), r[0], r[1]-r[0], unix.SYNC_FILE_RANGE_WRITE)
+		}
+	}()
+	return w
+}
+
+// add never blocks the writer: if the queue is full the range is left to
+// the fsync.
+func (w *writeback) add(from, to int64) {
+	select {
+	case w.ch <- [2]int64{from, to}:
+	default:
+	}
+}
+
+func (w *writeback) stop() {
+	close(w.ch)
+	<-w.done
 }

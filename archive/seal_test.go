@@ -233,3 +233,79 @@ func TestSealCanceled(t *testing.T) {
 	entries, _ := os.ReadDir(dest)
 	require.Empty(t, entries)
 }
+
+// TestSealCapsFrames: a member longer than the frame cap spans several
+// encoder frames; the archive still round-trips through GNU tar, and a
+// broken frame in the middle is named with the member it carries.
+func TestSealCapsFrames(t *testing.T) {
+	requireTool(t, "tar")
+	requireTool(t, "zstd")
+	defer func(old int64) { frameCap = old }(frameCap)
+	frameCap = 1 << 20
+	src := t.TempDir()
+	img := filepath.Join(src, testHash+".img")
+	writeImage(t, img, 6<<20+100, 3, false)
+	res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir()})
+	spans := framesOf(t, res.Path)
+	data := 0
+	for _, s := range spans {
+		if s.Zeros == 0 {
+			data++
+		}
+	}
+	require.GreaterOrEqual(t, data, 5, "frames: %+v", spans)
+	x := t.TempDir()
+	out, err := exec.Command("tar", "-I", "zstd -d", "-xf", res.Path, "-C", x).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	sameFile(t, img, filepath.Join(x, testHash+".img"))
+
+	flipByte(t, res.Path, spans[3].Offset+spans[3].Size/2, 0x08)
+	_, err = Verify(context.Background(), res.Path)
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorContains(t, err, testHash+".img")
+}
+
+// zeroCounter records how a member reaches the sink.
+type zeroCounter struct{ data, zeros int64 }
+
+type countingSink struct{ c *zeroCounter }
+
+func (s countingSink) data(p []byte) error { s.c.data += int64(len(p)); return nil }
+func (s countingSink) zeros(n int64) error { s.c.zeros += n; return nil }
+
+// TestStreamSkipsHoles: holes and zeroed regions reach the sink as zero
+// runs, data as data, and together they cover the file exactly.
+func TestStreamSkipsHoles(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sparse.img")
+	f, err := os.Create(p)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("data at the start"), 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("data in the middle"), 64<<20)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(128<<20))
+	c := &zeroCounter{}
+	before := bytesRead(t)
+	require.NoError(t, stream(context.Background(), f, 128<<20, make([]byte, readChunk), countingSink{c}))
+	read := bytesRead(t) - before
+	f.Close()
+	require.Equal(t, int64(128<<20), c.data+c.zeros)
+	require.LessOrEqual(t, c.data, int64(2*zeroScan), "only the pieces holding data are passed as data")
+	require.Less(t, read, int64(4<<20), "holes are not read")
+}
+
+// bytesRead is this process's rchar: bytes read through read syscalls.
+func bytesRead(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+			var n int64
+			_, err := fmt.Sscan(v, &n)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Fatal("no rchar in /proc/self/io")
+	return 0
+}

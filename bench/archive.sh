@@ -8,7 +8,7 @@
 #           (text), system libraries (binaries), compressed docs, random bytes
 #           (photos/archives) and zeroed free space.
 #   sparse3g 3 GiB ext4 image, sparse, ~1.5 GiB of the same kinds of data.
-# Each run: median of 3 for tar, ntt (BLAKE3), ntt --sha256.
+# Each run: median of 3 (wall and user+sys CPU) for tar, ntt (BLAKE3), ntt --sha256.
 # The seal runs with --no-catalog (no database): the catalog step is a few
 # queries and is not what this measures.
 # Targets: time ratio ntt/tar <= 1.5, archive size within 3 % of tar's.
@@ -78,53 +78,54 @@ prepare() {
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-now() { date +%s.%N; }
+
+# timed OUTFILE CMD...: run CMD, append "wall cpu" (seconds) to OUTFILE.
+timed() {
+	local out=$1; shift
+	/usr/bin/time -f '%e %U %S' -o "$out.t" "$@" >/dev/null 2>"$out.err" || { cat "$out.err" >&2; exit 1; }
+	awk '{printf "%s %.2f\n", $1, $2 + $3}' "$out.t" >>"$out"
+}
 
 bench_one() {
-	local name=$1 hash
+	local name=$1 out=$2 hash
 	case $name in real1g) hash=$HASH_REAL ;; sparse3g) hash=$HASH_SPARSE ;; esac
 	prepare "$name"
 	local img=$BENCH/$hash.img
-	local out=$BENCH/out
 	rm -rf "$out"; mkdir -p "$out"
-	log "== $name: $(du -h --apparent-size "$img" | cut -f1) apparent, $(du -h "$img" | cut -f1) allocated"
-	# warm the page cache the same way for every contender
-	cat "$img" >/dev/null
-
-	local t0 t1 i tar_t=() ntt_t=() sha_t=()
+	local r=$out/.runs; rm -f "$r".*
+	local i
 	for ((i = 0; i < RUNS; i++)); do
-		rm -f "$out/tar.tar.zst"
-		t0=$(now)
-		(cd "$BENCH" && tar -I 'zstd -T0' -cf "$out/tar.tar.zst" "$hash.img" "$hash.map")
-		t1=$(now); tar_t+=("$(echo "$t1 - $t0" | bc)")
-
+		# same start for every contender: image in the page cache, no
+		# write-back of an earlier run's output still going on
+		rm -f "$out/tar.tar.zst" "$out/$hash.tar.zst"; sync; cat "$img" >/dev/null
+		timed "$r.tar" bash -c "cd '$BENCH' && tar -I 'zstd -T0' -cf '$out/tar.tar.zst' '$hash.img' '$hash.map'"
+		tar_size=$(stat -c %s "$out/tar.tar.zst")
+		rm -f "$out/tar.tar.zst"; sync; cat "$img" >/dev/null
+		timed "$r.ntt" "$BIN" --no-catalog --keep-sources --images "$BENCH" --dest "$out" "$hash"
+		ntt_size=$(stat -c %s "$out/$hash.tar.zst")
+		rm -f "$out/$hash.tar.zst"; sync; cat "$img" >/dev/null
+		timed "$r.sha" "$BIN" --no-catalog --keep-sources --sha256 --images "$BENCH" --dest "$out" "$hash"
 		rm -f "$out/$hash.tar.zst"
-		t0=$(now)
-		"$BIN" --no-catalog --keep-sources --images "$BENCH" --dest "$out" "$hash" >/dev/null
-		t1=$(now); ntt_t+=("$(echo "$t1 - $t0" | bc)")
-
-		rm -f "$out/$hash.tar.zst"
-		t0=$(now)
-		"$BIN" --no-catalog --keep-sources --sha256 --images "$BENCH" --dest "$out" "$hash" >/dev/null
-		t1=$(now); sha_t+=("$(echo "$t1 - $t0" | bc)")
 	done
-	local tm nm sm ts ns
-	tm=$(printf '%s\n' "${tar_t[@]}" | median)
-	nm=$(printf '%s\n' "${ntt_t[@]}" | median)
-	sm=$(printf '%s\n' "${sha_t[@]}" | median)
-	ts=$(stat -c %s "$out/tar.tar.zst")
-	ns=$(stat -c %s "$out/$hash.tar.zst")
-	printf '%-9s tar: %6.2fs  ntt: %6.2fs (ratio %.2f, target <= 1.5)  ntt --sha256: %6.2fs (ratio %.2f)\n' \
-		"$name" "$tm" "$nm" "$(echo "$nm / $tm" | bc -l)" "$sm" "$(echo "$sm / $tm" | bc -l)"
-	printf '%-9s size tar: %d  ntt: %d  (ntt/tar %.4f, target within 3 %%)\n' \
-		"$name" "$ts" "$ns" "$(echo "$ns / $ts" | bc -l)"
-	log "  runs tar: ${tar_t[*]}  ntt: ${ntt_t[*]}  sha256: ${sha_t[*]}"
+	local tw nw sw tc nc sc
+	tw=$(cut -d' ' -f1 "$r.tar" | median); tc=$(cut -d' ' -f2 "$r.tar" | median)
+	nw=$(cut -d' ' -f1 "$r.ntt" | median); nc=$(cut -d' ' -f2 "$r.ntt" | median)
+	sw=$(cut -d' ' -f1 "$r.sha" | median); sc=$(cut -d' ' -f2 "$r.sha" | median)
+	printf '%-9s %-22s tar %6.2fs  ntt %6.2fs  ratio %.2f (target <= 1.5) | ntt --sha256 %6.2fs ratio %.2f | cpu s: tar %.1f ntt %.1f sha %.1f\n' \
+		"$name" "dest=$(df --output=fstype "$out" | tail -1)" "$tw" "$nw" "$(echo "$nw / $tw" | bc -l)" "$sw" "$(echo "$sw / $tw" | bc -l)" "$tc" "$nc" "$sc"
+	printf '%-9s size tar %d  ntt %d  ntt/tar %.4f (target within 3 %%)\n' \
+		"$name" "$tar_size" "$ntt_size" "$(echo "$ntt_size / $tar_size" | bc -l)"
+	log "  runs (wall cpu): tar: $(tr '\n' ' ' <"$r.tar") ntt: $(tr '\n' ' ' <"$r.ntt") sha256: $(tr '\n' ' ' <"$r.sha")"
 	rm -rf "$out"
 }
 
 BIN=$BENCH/ntt-archiver
 (cd "$ROOT" && go build -o "$BIN" ./examples/ntt-archiver)
-log "machine: $(nproc) cores; $(zstd --version | head -1); $(tar --version | head -1)"
-for name in "${@:-real1g sparse3g}"; do
-	for n in $name; do bench_one "$n"; done
+log "machine: $(nproc) cores; $(zstd --version | head -1); $(tar --version | head -1); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# OUT: where the archives go (both contenders). Default: a directory beside
+# the images (the disk). Set OUT=/dev/shm/ntt-bench-out to take the disk
+# out of the comparison (ntt fsyncs its archive, tar does not).
+OUT=${OUT:-$BENCH/out}
+for name in ${@:-real1g sparse3g}; do
+	bench_one "$name" "$OUT"
 done
