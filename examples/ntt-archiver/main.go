@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -219,6 +221,8 @@ type progress struct {
 	member string
 }
 
+var phaseOrder = map[archive.Phase]int{archive.PhaseSeal: 0, archive.PhaseVerify: 1, archive.PhaseRecheck: 2}
+
 type phaseState struct {
 	name        archive.Phase
 	total, done int64
@@ -237,6 +241,10 @@ func (p *progress) phase(ph archive.Phase) *phaseState {
 	}
 	s := &phaseState{name: ph, start: time.Now()}
 	p.phases = append(p.phases, s)
+	// the seal before its read-back, whichever reported first
+	slices.SortStableFunc(p.phases, func(a, b *phaseState) int {
+		return cmp.Compare(phaseOrder[a.name], phaseOrder[b.name])
+	})
 	return s
 }
 
