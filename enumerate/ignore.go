@@ -19,6 +19,11 @@ import (
 // (unanchored: use ^ and $ to anchor). Paths are matched as raw bytes; an
 // invalid UTF-8 byte matches only patterns that accept any character there.
 //
+// Walk matches the path exactly as it appears in the record (the walked
+// path, e.g. "/mnt/ntt/<hash>/p1/etc/x"); to leave out the same records, a
+// reader of the raw file matches the record's Path, not a path made
+// relative to the medium root.
+//
 // A nil *Matcher matches nothing. A Matcher is safe for concurrent use.
 type Matcher struct {
 	re       *regexp.Regexp
