@@ -118,7 +118,8 @@ type Options struct {
 
 // Result counts what a walk did.
 type Result struct {
-	Records int64 // records written to the sink
+	Records int64 // records produced (all in the sink when Walk returns nil)
+	Bytes   int64 // bytes the sink accepted
 	Ignored int64 // entries left out by the ignore patterns
 	Dirs    int64 // directories read
 	Errors  int64 // directories or entries that could not be read
@@ -434,6 +435,7 @@ func (w *walker) result() Result {
 	p := w.progress(true)
 	return Result{
 		Records: w.roots.Load() + p.Entries - w.ignored.Load(),
+		Bytes:   w.written.Load(),
 		Ignored: w.ignored.Load(),
 		Dirs:    p.Dirs,
 		Errors:  w.errCount.Load(),

@@ -112,6 +112,7 @@ func TestWalkMatchesFind(t *testing.T) {
 		requireSameRecords(t, want, got)
 		require.Zero(t, res.Errors)
 		require.EqualValues(t, len(want), res.Records)
+		require.EqualValues(t, len(raw), res.Bytes)
 
 		// The walk root comes first, and the output reads back record by
 		// record with the package's own Reader.

@@ -191,7 +191,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail("%v.", err)
 	}
 	keep = true
-	log.Info("enumeration complete", "mount_point", mount, "out", out, "records", res.Records,
+	log.Info("enumeration complete", "mount_point", mount, "out", out, "records", res.Records, "bytes", res.Bytes,
 		"ignored", res.Ignored, "dirs", res.Dirs, "errors", res.Errors, "elapsed_s", res.Elapsed.Seconds(),
 		"rate", int64(float64(res.Records)/max(res.Elapsed.Seconds(), 1e-9)))
 	fmt.Fprintf(stdout, "✓ Enumeration complete: %d records written to %s\n", res.Records, out)
