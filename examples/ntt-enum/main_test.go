@@ -100,6 +100,7 @@ func TestEnumeratesMountedMedium(t *testing.T) {
 	st, err := os.Stat(out)
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+	require.EqualValues(t, st.Size(), ev["bytes"])
 
 	// The seed's duplicate check finds nothing.
 	seen := map[string]bool{}
