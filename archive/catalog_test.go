@@ -226,3 +226,22 @@ func TestRemoveSourcesChecksIdentity(t *testing.T) {
 	require.True(t, exists(img))
 	require.Empty(t, res.Removed)
 }
+
+// TestCompleteFailedReadBackKeepsEverything is the field failure "sources
+// deleted after checking only that the archive was non-empty": a read-back
+// that fails leaves the sources, no archive and no catalog mark.
+func TestCompleteFailedReadBackKeepsEverything(t *testing.T) {
+	db := catalog(t, copiedRow)
+	src := mediumDir(t, 3<<20)
+	dest := t.TempDir()
+	damageFrame(t, 1)
+	_, err := Complete(context.Background(), db, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest}, CompleteOptions{})
+	require.ErrorIs(t, err, ErrCorrupt)
+	for _, n := range []string{".img", ".map", "-ddrescue.log"} {
+		require.True(t, exists(filepath.Join(src, testHash+n)), n)
+	}
+	entries, _ := os.ReadDir(dest)
+	require.Empty(t, entries)
+	copyDone, _ := archivedMark(t, db)
+	require.Nil(t, copyDone)
+}

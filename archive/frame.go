@@ -342,6 +342,16 @@ func (s *frameStream) Read(p []byte) (int, error) {
 				s.i++
 				continue
 			case span.Zeros > 0:
+				// the frame's bytes, not what the writer said of them: parse
+				// them again (a few reads) before producing the zeros
+				c := &cachedReaderAt{r: s.r, size: span.Offset + span.Size, buf: make([]byte, 0, 4<<10)}
+				got, err := parseFrame(c, span.Offset)
+				if err == nil && (got.Size != span.Size || got.Zeros != span.Zeros) {
+					err = fmt.Errorf("zero frame holds %d zeros in %d bytes, expected %d in %d", got.Zeros, got.Size, span.Zeros, span.Size)
+				}
+				if err != nil {
+					return 0, s.fail(err)
+				}
 				s.left = span.Zeros
 			default:
 				if s.br == nil {

@@ -310,7 +310,7 @@ func (w *frameWriter) flushZeros() error {
 		if _, err := writeZeroFrame(w.out, n, w.scratch); err != nil {
 			return err
 		}
-		w.spans.addSpan(frameSpan{Offset: start, Size: w.out.n - start, Zeros: n})
+		w.publish(frameSpan{Offset: start, Size: w.out.n - start, Zeros: n})
 		return nil
 	}
 	for n > 0 {
@@ -332,9 +332,20 @@ func (w *frameWriter) closeFrame() error {
 		return err
 	}
 	if size := w.out.n - w.start; size > 0 {
-		w.spans.addSpan(frameSpan{Offset: w.start, Size: size})
+		w.publish(frameSpan{Offset: w.start, Size: size})
 	}
 	return nil
+}
+
+// frameWritten, when set (by tests only), sees each frame after it is
+// written and before the read-back may read it.
+var frameWritten func(f io.Writer, s frameSpan)
+
+func (w *frameWriter) publish(s frameSpan) {
+	if frameWritten != nil {
+		frameWritten(w.out.w, s)
+	}
+	w.spans.addSpan(s)
 }
 
 // spanLog is what the writer tells the concurrent read-back: the frames

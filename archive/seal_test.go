@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -308,4 +309,46 @@ func bytesRead(t *testing.T) int64 {
 	}
 	t.Fatal("no rchar in /proc/self/io")
 	return 0
+}
+
+// damageFrame makes the seal's writer flip a byte of the n-th frame it
+// writes, after writing it and before the read-back reads it: as if the
+// disk or the encoder had failed.
+func damageFrame(t *testing.T, n int) {
+	t.Helper()
+	i := 0
+	frameWritten = func(w io.Writer, s frameSpan) {
+		if i++; i == n {
+			f := w.(*os.File)
+			b := make([]byte, 1)
+			off := s.Offset + s.Size/2
+			if _, err := f.ReadAt(b, off); err == nil {
+				b[0] ^= 0x40
+				f.WriteAt(b, off)
+			}
+		}
+	}
+	t.Cleanup(func() { frameWritten = nil })
+}
+
+// TestSealReadBackCatchesDamage: a byte changed in the file after it was
+// written fails the read-back; nothing is renamed into place, the partial
+// file is removed, and the error names the member.
+func TestSealReadBackCatchesDamage(t *testing.T) {
+	src := mediumDir(t, 6<<20)
+	clean := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir()})
+	frames := framesOf(t, clean.Path)
+	for n := 1; n <= len(frames); n++ { // every frame: data, zero, small members, manifest
+		dest := t.TempDir()
+		damageFrame(t, n)
+		_, err := Seal(context.Background(), Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest})
+		require.ErrorIs(t, err, ErrCorrupt, "frame %d", n)
+		require.ErrorContains(t, err, "archive not kept")
+		require.ErrorContains(t, err, testHash, "names a member")
+		if n == 1 {
+			require.ErrorContains(t, err, testHash+".img")
+		}
+		entries, _ := os.ReadDir(dest)
+		require.Empty(t, entries, "frame %d", n)
+	}
 }
