@@ -20,10 +20,14 @@ import (
 // This file is the catalog side of archiving: the copy-complete check, the
 // archived mark, and source removal. Seal and Verify do not need it.
 
+// Querier runs catalog queries: *pgxpool.Pool, *pgx.Conn and pgx.Tx
+// qualify.
+type Querier = schema.Querier
+
 // DB is what completion needs of the catalog: *pgxpool.Pool and *pgx.Conn
 // qualify.
 type DB interface {
-	schema.Querier
+	Querier
 	schema.Beginner
 }
 
@@ -69,7 +73,7 @@ func readMedium(ctx context.Context, q schema.Querier, h medium.Hash, lock bool)
 // CopyStatus counts the medium's inodes that are not copied yet: pending
 // (no claim) and claimed (a worker holds them). Rows that are copied,
 // excluded, non-files, skipped or failed all have copied = true.
-func CopyStatus(ctx context.Context, q schema.Querier, hash string) (CopyCounts, error) {
+func CopyStatus(ctx context.Context, q Querier, hash string) (CopyCounts, error) {
 	h, err := medium.Parse(hash)
 	if err != nil {
 		return CopyCounts{}, err
@@ -87,7 +91,7 @@ func CopyStatus(ctx context.Context, q schema.Querier, hash string) (CopyCounts,
 
 // CheckCopied returns an *IncompleteError (matching ErrCopyIncomplete) if
 // any inode of the medium is pending or claimed, or if it has none at all.
-func CheckCopied(ctx context.Context, q schema.Querier, hash string) error {
+func CheckCopied(ctx context.Context, q Querier, hash string) error {
 	c, err := CopyStatus(ctx, q, hash)
 	if err != nil {
 		return err
