@@ -75,6 +75,7 @@ func newEnv(t *testing.T) *env {
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, images: filepath.Join(dir, "img"), root: filepath.Join(dir, "mnt"),
 		store: filepath.Join(dir, "cold"), dest: filepath.Join(dir, "cold", "img-read"), work: filepath.Join(dir, "work")}
+	require.NoError(t, os.MkdirAll(e.dest, 0o755)) // the store's and archives' disks exist
 	e.db = pgtest.New(t)
 	e.url = e.db.Config().ConnString()
 	return e
@@ -400,6 +401,21 @@ func TestPipelineTruncatedImage(t *testing.T) {
 
 func hexLine(pos, size int64, status byte) string {
 	return fmt.Sprintf("0x%08X  0x%08X  %c\n", pos, size, status)
+}
+
+func TestMissingStoreIsRefusedBeforeAnything(t *testing.T) {
+	e := newEnv(t)
+	s := e.sample()
+	require.NoError(t, os.RemoveAll(e.store))
+	code, _, errs := e.pipeline(s.Image)
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, e.store+" is not a directory")
+	var n int
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT count(*) FROM inode WHERE medium_hash = $1`, s.Hash).Scan(&n))
+	require.Zero(t, n, "nothing loaded")
+	_, err := os.Stat(e.store)
+	require.True(t, os.IsNotExist(err), "the store is not created")
+	e.checkNothingLeft(s.Hash, s.Image)
 }
 
 func TestFindDdrescue(t *testing.T) {

@@ -186,6 +186,13 @@ func (p *pipeline) preflight(ctx context.Context) (catalogState, error) {
 	if err != nil {
 		return st, failed("preflight", "image_missing", err)
 	}
+	// The store and the archive destination must exist: an absent
+	// cold-storage mount must not turn into directories on the wrong disk.
+	for _, d := range []string{p.c.store, p.c.dest} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			return st, fmt.Errorf("%s is not a directory (create it, or mount the storage it belongs on): %v", d, err)
+		}
+	}
 	p.m.ImageBytes = fi.Size()
 	mapPath := filepath.Join(p.c.images, h.MapFileName())
 	rep, _, err := diagnose.HealthOf(mapPath)
@@ -337,9 +344,6 @@ func (p *pipeline) copy(ctx context.Context) (string, error) {
 }
 
 func (p *pipeline) archive(ctx context.Context) (string, error) {
-	if err := os.MkdirAll(p.c.dest, 0o755); err != nil {
-		return "", failed("archive", "archive_failed", err)
-	}
 	res, err := archive.Complete(ctx, p.db, archive.Spec{Medium: string(p.c.hash), ImagesDirs: []string{p.c.images}, Dest: p.c.dest,
 		Logger: p.log, Progress: archiveProgress{status: p.status, start: time.Now()}},
 		archive.CompleteOptions{KeepSources: p.c.keepSources})
