@@ -58,6 +58,10 @@ func Load(ctx context.Context, db *pgxpool.Pool, hash string, raw io.Reader, opt
 	return l.st, nil
 }
 
+// maintenanceWorkMem is the sort memory the key builds get at least: a
+// million paths sort in memory.
+const maintenanceWorkMem = 512 << 20
+
 func durationOr(d, def time.Duration) time.Duration {
 	switch {
 	case d == 0:
@@ -196,6 +200,13 @@ func (l *load) beginTx(ctx context.Context) (func(), error) {
 		done()
 		return nil, l.sqlErr(ctx, "reading the backend pid", err)
 	}
+	// Key builds sort in memory up to maintenance_work_mem and spill to
+	// disk beyond; raise a small server default for this transaction only.
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SELECT set_config('maintenance_work_mem', '%dkB', true)
+		WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < %d`, maintenanceWorkMem>>10, maintenanceWorkMem)); err != nil {
+		done()
+		return nil, l.sqlErr(ctx, "setting maintenance_work_mem", err)
+	}
 	return done, nil
 }
 
@@ -305,7 +316,7 @@ func (l *load) createTables(ctx context.Context, inodeTable, pathTable string, t
 
 // readRaw reads the raw records into the sorters, checking each one.
 func (l *load) readRaw(raw io.Reader) error {
-	r := &recordReader{rd: enumerate.NewReader(raw), ignore: l.opts.Ignore, links: map[inodeKey]*pendingLinks{},
+	r := &recordReader{rd: enumerate.NewReader(raw), ignore: newIgnoreFilter(l.opts.Ignore), links: map[inodeKey]*pendingLinks{},
 		paths: l.paths, inodes: l.inodes, st: &l.st}
 	if l.opts.Root != "" {
 		r.setRoot([]byte(l.opts.Root))

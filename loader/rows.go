@@ -104,7 +104,7 @@ type recordReader struct {
 	root     []byte // trimmed of trailing slashes; "" when the walk root is "/"
 	rootRaw  []byte // the root as given, which the first record may spell
 	haveRoot bool
-	ignore   *enumerate.Matcher
+	ignore   *ignoreFilter
 	links    map[inodeKey]*pendingLinks
 	paths    *pathSorter
 	inodes   *inodeSorter

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 
@@ -351,7 +352,7 @@ func (s *inodeSorter) spill() error {
 		}
 		s.spool = sp
 	}
-	slices.SortFunc(s.run, func(a, b inodeEntry) int { return compareInodes(&a, &b) })
+	s.sortRun()
 	start := s.spool.size
 	for i := range s.run {
 		s.buf = s.run[i].append(s.buf[:0])
@@ -367,7 +368,7 @@ func (s *inodeSorter) spill() error {
 func (s *inodeSorter) stream() (io.Reader, error) {
 	var next func() (inodeEntry, error)
 	if s.spool == nil {
-		slices.SortFunc(s.run, func(a, b inodeEntry) int { return compareInodes(&a, &b) })
+		s.sortRun()
 		i := 0
 		next = func() (inodeEntry, error) {
 			if i == len(s.run) {
@@ -437,6 +438,81 @@ func (s *inodeSorter) stream() (io.Reader, error) {
 }
 
 func (s *inodeSorter) close() { s.spool.close() }
+
+// sortRun sorts the run by (dev, ino), ties in input order. A run holds
+// few devices and inode numbers well below 2^56, so a stable radix sort
+// on rank(dev)<<56|ino does it in a few linear passes; anything else gets
+// a comparison sort.
+func (s *inodeSorter) sortRun() {
+	if !s.radixSort() {
+		slices.SortFunc(s.run, func(a, b inodeEntry) int { return compareInodes(&a, &b) })
+	}
+}
+
+type radixItem struct {
+	key uint64
+	idx uint32
+}
+
+func (s *inodeSorter) radixSort() bool {
+	run := s.run
+	if len(run) < 64 || len(run) > math.MaxUint32 {
+		return false
+	}
+	rank := map[uint64]uint64{}
+	for i := range run {
+		if run[i].ino >= 1<<56 {
+			return false
+		}
+		if _, ok := rank[run[i].dev]; !ok {
+			if len(rank) == 256 {
+				return false
+			}
+			rank[run[i].dev] = 0
+		}
+	}
+	devs := make([]uint64, 0, len(rank))
+	for d := range rank {
+		devs = append(devs, d)
+	}
+	slices.Sort(devs)
+	for i, d := range devs {
+		rank[d] = uint64(i)
+	}
+	items := make([]radixItem, len(run))
+	tmp := make([]radixItem, len(run))
+	var or, and uint64 = 0, ^uint64(0)
+	for i := range run {
+		k := rank[run[i].dev]<<56 | run[i].ino
+		items[i] = radixItem{k, uint32(i)}
+		or |= k
+		and &= k
+	}
+	for shift := uint(0); shift < 64; shift += 8 {
+		if (or^and)>>shift&0xff == 0 {
+			continue // the same byte in every key
+		}
+		var count [257]int
+		for i := range items {
+			count[items[i].key>>shift&0xff+1]++
+		}
+		for b := 1; b < 257; b++ {
+			count[b] += count[b-1]
+		}
+		for i := range items {
+			b := items[i].key >> shift & 0xff
+			tmp[count[b]] = items[i]
+			count[b]++
+		}
+		items, tmp = tmp, items
+	}
+	sorted := make([]inodeEntry, len(run), cap(run))
+	for i, it := range items {
+		sorted[i] = run[it.idx]
+	}
+	s.run = sorted
+	return true
+}
 
 // appendInodeRow encodes one inode row, deciding its state: excluded
 // (every path left out) before non-file, both done at load; files pending.
