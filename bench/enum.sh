@@ -163,6 +163,7 @@ if ! cmp -s <(tr '\0' '\n' <"$WORK/ntt.raw" | LC_ALL=C sort) <(tr '\0' '\n' <"$W
 	exit 1
 fi
 
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$WORK/warm.ntt"
 : >"$WORK/warm.find"
 : >"$WORK/cold.ntt"
@@ -188,6 +189,7 @@ report() {
 	}'
 	echo "      runs: ntt-enum $(col "$WORK/$name.ntt" 1 | xargs)  find $(col "$WORK/$name.find" 1 | xargs)"
 }
+echo "load average before/after: $LOAD0 / $(cut -d' ' -f1-3 /proc/loadavg) (others' work and drop_caches skew timings)"
 echo "enum benchmark: $records records, image $IMG, median of $RUNS, $(nproc) cores, workers ${WORKERS:-default}, find with TZ=$FIND_TZ"
 report warm
 report cold
