@@ -438,6 +438,12 @@ func (l *load) loadFresh(ctx context.Context) error {
 // built optimistically; only when one fails on a duplicate are the later
 // copies removed — keeping each first occurrence — and the key rebuilt.
 func (l *load) buildKeys(ctx context.Context) error {
+	// The rows come in key order, so the sorts are a single pass; parallel
+	// workers would only add their start-up and a merge.
+	if err := l.exec(ctx, "setting up the key builds", `SET LOCAL max_parallel_maintenance_workers = 0`); err != nil {
+		return err
+	}
+	defer l.tx.Exec(ctx, `RESET max_parallel_maintenance_workers`) //nolint:errcheck // a failed tx rolls back anyway
 	pathsDeduped, err := l.addKey(ctx, l.loadPath, "path", "medium_hash, path", l.dedupePaths)
 	if err != nil {
 		return err
