@@ -143,6 +143,9 @@ type Result struct {
 	// or the whole verification when Complete adopted an existing archive;
 	// Total is everything including the rename.
 	SealTime, VerifyTime, Total time.Duration
+	// SyncTime is the part of SealTime spent in the final fsync (the
+	// destination's write speed shows here).
+	SyncTime time.Duration
 }
 
 // MemberError is an integrity failure of one member: missing, unexpected,

@@ -131,9 +131,11 @@ func Seal(ctx context.Context, spec Spec) (*Result, error) {
 			"path", part.Name(), "written_s", time.Since(start).Seconds())
 	}
 	if err == nil {
+		t := time.Now()
 		if err = part.Sync(); err != nil {
 			err = fmt.Errorf("fsync %s: %w", part.Name(), err)
 		}
+		res.SyncTime = time.Since(t)
 	}
 	spans.finish(err)
 	res.SealTime = time.Since(start)

@@ -166,8 +166,8 @@ func report(w io.Writer, res *archive.Result, term bool, logger *slog.Logger) {
 		fmt.Fprintf(w, "  removed %s\n", p)
 	}
 	if res.SealTime > 0 {
-		fmt.Fprintf(w, "  sealed in %.2fs, read-back finished %.2fs later, total %.2fs\n",
-			res.SealTime.Seconds(), res.VerifyTime.Seconds(), res.Total.Seconds())
+		fmt.Fprintf(w, "  sealed in %.2fs (fsync %.2fs), read-back finished %.2fs later, total %.2fs\n",
+			res.SealTime.Seconds(), res.SyncTime.Seconds(), res.VerifyTime.Seconds(), res.Total.Seconds())
 	}
 }
 
