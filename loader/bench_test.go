@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -48,7 +49,7 @@ func BenchmarkReadSortStream(b *testing.B) {
 		ps, is := newPathSorter("", &st), newInodeSorter("", &st)
 		r := &recordReader{rd: enumerate.NewReader(bytes.NewReader(raw)), ignore: newIgnoreFilter(ign), links: map[inodeKey]*pendingLinks{},
 			paths: ps, inodes: is, st: &st}
-		if err := r.readAll(); err != nil {
+		if err := r.readAll(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 		for _, f := range []func() (io.Reader, error){ps.stream, is.stream} {

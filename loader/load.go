@@ -132,7 +132,7 @@ func (l *load) run(ctx context.Context, raw io.Reader) error {
 	defer l.paths.close()
 	l.inodes = newInodeSorter(l.opts.SpoolDir, &l.st)
 	defer l.inodes.close()
-	if err := l.readRaw(raw); err != nil {
+	if err := l.readRaw(ctx, raw); err != nil {
 		return err
 	}
 	l.end()
@@ -315,7 +315,7 @@ func (l *load) createTables(ctx context.Context, inodeTable, pathTable string, t
 }
 
 // readRaw reads the raw records into the sorters, checking each one.
-func (l *load) readRaw(raw io.Reader) error {
+func (l *load) readRaw(ctx context.Context, raw io.Reader) error {
 	r := &recordReader{rd: enumerate.NewReader(raw), ignore: newIgnoreFilter(l.opts.Ignore), links: map[inodeKey]*pendingLinks{},
 		paths: l.paths, inodes: l.inodes, st: &l.st}
 	if l.opts.Root != "" {
@@ -324,7 +324,7 @@ func (l *load) readRaw(raw io.Reader) error {
 	if p := l.opts.Progress; p != nil {
 		r.progress = p.Records
 	}
-	if err := r.readAll(); err != nil {
+	if err := r.readAll(ctx); err != nil {
 		var re *RecordError
 		if errors.As(err, &re) {
 			return fmt.Errorf("medium %s: raw file %w; nothing was loaded", l.h, err)
@@ -354,9 +354,10 @@ func (l *load) copyRows(ctx context.Context, inodeTable, pathTable string) error
 		// FREEZE: the tables are new in this transaction, so the rows can
 		// be written frozen and all-visible, sparing a later rewrite.
 		if _, err := pg.CopyFrom(ctx, src, copySQL(c.table, c.cols)); err != nil {
-			var se *spoolError
-			if errors.As(err, &se) {
-				return fmt.Errorf("medium %s: %w; nothing was loaded", l.h, err)
+			// A failing stream makes the server abort the COPY with an
+			// error of its own; report the stream's.
+			if cs, ok := src.(*copyStream); ok && cs.err != nil {
+				return fmt.Errorf("medium %s: %w; nothing was loaded", l.h, cs.err)
 			}
 			return l.sqlErr(ctx, "copying rows into "+c.table, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,5 +217,42 @@ func TestHostileHashRejectedBeforeSQL(t *testing.T) {
 	}
 	if n := tr.n.Load(); n != 0 {
 		t.Errorf("%d statements were sent for hostile hashes", n)
+	}
+}
+
+// cancelReader cancels the load's context once the load has started
+// reading.
+type cancelReader struct {
+	r      io.Reader
+	cancel context.CancelFunc
+	n      int
+}
+
+func (c *cancelReader) Read(p []byte) (int, error) {
+	c.n++
+	if c.n == 2 {
+		c.cancel()
+	}
+	return c.r.Read(p[:min(len(p), 4096)])
+}
+
+// Cancelling the context (the CLI does on SIGINT) while the raw file is
+// read stops the load; nothing is changed.
+func TestCancelWhileReading(t *testing.T) {
+	pool := pgtest.New(t)
+	recs := []enumerate.Record{rec('d', 5, 2, 2, rootA)}
+	for i := 0; i < 100000; i++ {
+		recs = append(recs, rec('f', 5, uint64(10+i), 1, fmt.Sprintf("%s/f%07d", rootA, i)))
+	}
+	raw := rawOf(t, recs...)
+	before := dbState(t, pool)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := Load(ctx, pool, hashA, &cancelReader{r: bytes.NewReader(raw), cancel: cancel}, Options{})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if dbState(t, pool) != before {
+		t.Errorf("database changed")
 	}
 }

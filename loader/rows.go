@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -142,7 +143,7 @@ func (r *recordReader) relative(p []byte) ([]byte, bool) {
 
 // readAll consumes the raw stream. Nothing reaches the database before the
 // whole input has been read and checked, so a bad record costs no COPY.
-func (r *recordReader) readAll() error {
+func (r *recordReader) readAll(ctx context.Context) error {
 	for {
 		rec, err := r.rd.Read()
 		if err == io.EOF {
@@ -163,8 +164,13 @@ func (r *recordReader) readAll() error {
 			return &RecordError{Index: r.rd.Index(), Offset: r.rd.Offset(), Path: append([]byte(nil), rec.Path...), Err: err}
 		}
 		r.st.Records++
-		if r.progress != nil && r.st.Records%progressEvery == 0 {
-			r.progress(r.st.Records, r.rd.Offset())
+		if r.st.Records%progressEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("reading the raw file: %w", err)
+			}
+			if r.progress != nil {
+				r.progress(r.st.Records, r.rd.Offset())
+			}
 		}
 	}
 	// Hardlinked inodes some of whose links were not in the input (outside

@@ -319,6 +319,9 @@ func (e *inodeEntry) decode(b []byte) {
 // (dev, ino), sorted.
 type inodeSorter struct {
 	run   []inodeEntry
+	spare []inodeEntry // radix sort target, swapped with run
+	items []radixItem  // radix sort keys and their double buffer
+	tmp   []radixItem
 	limit int
 	spool *spool
 	dir   string
@@ -383,7 +386,7 @@ func (s *inodeSorter) stream() (io.Reader, error) {
 				return nil, err
 			}
 		}
-		s.run = nil
+		s.run, s.spare, s.items, s.tmp = nil, nil, nil, nil // the merge needs only the spool
 		if err := s.spool.flush(); err != nil {
 			return nil, err
 		}
@@ -479,8 +482,11 @@ func (s *inodeSorter) radixSort() bool {
 	for i, d := range devs {
 		rank[d] = uint64(i)
 	}
-	items := make([]radixItem, len(run))
-	tmp := make([]radixItem, len(run))
+	n := len(run)
+	if cap(s.items) < n {
+		s.items, s.tmp = make([]radixItem, n), make([]radixItem, n)
+	}
+	items, tmp := s.items[:n], s.tmp[:n]
 	var or, and uint64 = 0, ^uint64(0)
 	for i := range run {
 		k := rank[run[i].dev]<<56 | run[i].ino
@@ -506,11 +512,16 @@ func (s *inodeSorter) radixSort() bool {
 		}
 		items, tmp = tmp, items
 	}
-	sorted := make([]inodeEntry, len(run), cap(run))
+	// Gather into the spare run and swap: the buffers are reused run
+	// after run, so memory stays flat however many runs there are.
+	if cap(s.spare) < n {
+		s.spare = make([]inodeEntry, 0, cap(run))
+	}
+	sorted := s.spare[:n]
 	for i, it := range items {
 		sorted[i] = run[it.idx]
 	}
-	s.run = sorted
+	s.spare, s.run = run[:0], sorted
 	return true
 }
 

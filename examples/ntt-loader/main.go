@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,7 +55,15 @@ Exit status: 0 loaded; 1 error (nothing changed); 2 --append found nothing new.
 Options:
 `
 
-func main() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) }
+func main() {
+	// The loader's buffers are bounded (about 150 MiB at most); a soft
+	// limit keeps the garbage collector from letting the heap double on
+	// top of them. GOMEMLIMIT overrides it.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(200 << 20)
+	}
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
 
 type config struct {
 	db, ignore, root, image string
