@@ -180,8 +180,15 @@ func Complete(ctx context.Context, db DB, spec Spec, opts CompleteOptions) (*Res
 // resume handles an existing final archive.
 func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteOptions, final string, state mediumState) (*Result, error) {
 	marked := state.markedAs(final)
-	names := spec.Members
-	if names == nil {
+	// Which sources are left: the members the archive lists (read from its
+	// last frame, cheap; the full check comes below before anything is
+	// done), or the requested names if that fails.
+	var names []string
+	if m, err := peekManifest(final); err == nil {
+		for _, mm := range m.Members {
+			names = append(names, mm.Name)
+		}
+	} else if names = spec.Members; names == nil {
 		names = h.ImageMembers()
 	}
 	present := 0
@@ -192,6 +199,11 @@ func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteO
 	}
 	if marked && (present == 0 || opts.KeepSources) {
 		return nil, fmt.Errorf("medium %s: %w: %s", h, ErrAlreadyArchived, final)
+	}
+	if !marked && !opts.AllowIncomplete {
+		if err := CheckCopied(ctx, db, string(h)); err != nil {
+			return nil, err
+		}
 	}
 	// Work is left: trust nothing about the archive before checking it.
 	start := time.Now()

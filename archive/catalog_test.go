@@ -245,3 +245,19 @@ func TestCompleteFailedReadBackKeepsEverything(t *testing.T) {
 	copyDone, _ := archivedMark(t, db)
 	require.Nil(t, copyDone)
 }
+
+// TestCompleteAlreadyArchivedIgnoresUnlistedFiles: a file the archive does
+// not hold (a .map.bak that appeared later) is not a reason to redo work.
+func TestCompleteAlreadyArchivedIgnoresUnlistedFiles(t *testing.T) {
+	db := catalog(t, copiedRow)
+	src := mediumDir(t, 2<<20)
+	dest := t.TempDir()
+	spec := Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: dest}
+	_, err := Complete(context.Background(), db, spec, CompleteOptions{})
+	require.NoError(t, err)
+	late := filepath.Join(src, testHash+".map.bak")
+	require.NoError(t, os.WriteFile(late, []byte("later\n"), 0o644))
+	_, err = Complete(context.Background(), db, spec, CompleteOptions{})
+	require.ErrorIs(t, err, ErrAlreadyArchived)
+	require.True(t, exists(late))
+}

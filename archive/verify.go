@@ -336,6 +336,25 @@ func memberAt(seen []seenMember, head *Manifest, off int64) string {
 	return "the member after " + seen[len(seen)-1].name
 }
 
+// peekManifest reads the manifest of the archive at path from its last
+// frame, without checking anything else.
+func peekManifest(path string) (*Manifest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	spans, err := walkFrames(f, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	return readManifestFrame(f, spans)
+}
+
 // readManifestFrame decodes the archive's last frame, which holds the
 // manifest member and the tar end blocks.
 func readManifestFrame(f io.ReaderAt, spans []frameSpan) (*Manifest, error) {
