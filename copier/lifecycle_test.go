@@ -13,6 +13,7 @@ import (
 
 	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/enumerate"
+	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/HRDAG/ntt/loader"
 	"github.com/jackc/pgx/v5"
@@ -257,4 +258,35 @@ func TestVerifyStoreFindsDamage(t *testing.T) {
 	assert.ErrorIs(t, err, copier.ErrInvalidOptions)
 	_, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: t.TempDir()})
 	assert.True(t, errors.Is(err, os.ErrNotExist), "%v", err)
+}
+
+// blockingPolicy never answers until released: a check that hangs, as a
+// read on a failing image can.
+type blockingPolicy struct{ release chan struct{} }
+
+func (p blockingPolicy) Failed(ctx context.Context, f copier.Failure) copier.Decision {
+	<-p.release
+	return copier.Decision{Action: copier.Retry}
+}
+func (blockingPolicy) Succeeded(medium.Hash, int64, int64) {}
+
+// A worker that makes no progress for the stall timeout ends the run with
+// ErrStalled and the medium problem copy_stalled, instead of an endless
+// wait; its claims come back.
+func TestStallIsAnErrorNotAWait(t *testing.T) {
+	f := newMedium(t, smallFiles(3))
+	ctx := context.Background()
+	_, err := f.db.Exec(ctx, `UPDATE path SET path = '/gone' WHERE medium_hash = $1 AND path = '/f01'`, string(f.h))
+	require.NoError(t, err)
+	p := blockingPolicy{release: make(chan struct{})}
+	t.Cleanup(func() { close(p.release) })
+	o := f.options()
+	o.Policy, o.StallTimeout = p, time.Second
+	_, err = f.run(o)
+	require.ErrorIs(t, err, copier.ErrStalled)
+	var stalled bool
+	require.NoError(t, f.db.QueryRow(ctx, `SELECT problems ? 'copy_stalled' FROM medium WHERE medium_hash = $1`, string(f.h)).Scan(&stalled))
+	assert.True(t, stalled)
+	_, _, claimed := f.monitor()
+	assert.Zero(t, claimed, "the stuck worker's claims are released")
 }

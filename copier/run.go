@@ -173,6 +173,7 @@ type run struct {
 	rateFlag bool
 
 	lastMove []atomic.Int64 // per worker: unix nanos of the last progress
+	stuck    chan struct{}  // after a stall: closed when every worker has returned
 }
 
 func (o *Options) defaults() error {
@@ -251,23 +252,22 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		return Stats{}, err
 	}
 	var err error
+	// The medium's and the store's descriptors are closed when Run returns,
+	// or, after a stall, once the stuck workers return (if ever): a
+	// descriptor number must not be reused under a worker that wakes up.
+	defer r.closeResources()
 	if r.src, err = openSource(opts.MountRoot, h); err != nil {
 		return Stats{}, err
 	}
-	defer r.src.close()
 	if !opts.DryRun {
 		if r.store, err = OpenStore(opts.StoreRoot); err != nil {
 			return Stats{}, err
 		}
-		defer r.store.Close()
 		if r.tree, err = r.store.openTree(h); err != nil {
 			return Stats{}, err
 		}
-		defer r.tree.close()
 	} else if r.store, err = openStoreReadOnly(opts.StoreRoot); err != nil {
 		return Stats{}, err
-	} else {
-		defer r.store.Close()
 	}
 
 	if !opts.DryRun {
@@ -330,6 +330,25 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	return s, runErr
 }
 
+func (r *run) closeResources() {
+	closeAll := func() {
+		if r.tree != nil {
+			r.tree.close()
+		}
+		if r.store != nil {
+			r.store.Close()
+		}
+		if r.src != nil {
+			r.src.close()
+		}
+	}
+	if r.stuck != nil {
+		go func() { <-r.stuck; closeAll() }()
+		return
+	}
+	closeAll()
+}
+
 func mergeTree(s, t Stats) Stats {
 	s.TreeDirs, s.TreeSymlinks, s.TreeErrors = t.TreeDirs, t.TreeSymlinks, t.TreeErrors
 	return s
@@ -369,6 +388,8 @@ func (r *run) copyAll(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A worker that is done is never stalled.
+			defer r.lastMove[i].Store(math.MaxInt64)
 			if err := r.work(wctx, i); err != nil {
 				errs <- err
 				cancel(err)
@@ -402,7 +423,8 @@ func (r *run) copyAll(ctx context.Context) error {
 				// A worker blocked in a read cannot be waited for.
 				select {
 				case <-done:
-				case <-time.After(5 * time.Second):
+				case <-time.After(min(5*time.Second, r.o.StallTimeout)):
+					r.stuck = done
 				}
 				return err
 			}
@@ -430,7 +452,11 @@ func (r *run) checkStall() error {
 	}
 	now := time.Now()
 	for i := range r.lastMove {
-		last := time.Unix(0, r.lastMove[i].Load())
+		t := r.lastMove[i].Load()
+		if t == math.MaxInt64 {
+			continue
+		}
+		last := time.Unix(0, t)
 		if idle := now.Sub(last); idle > r.o.StallTimeout {
 			return fmt.Errorf("medium %s: worker %d made no progress for %v: %w", r.h, i, idle.Round(time.Second), ErrStalled)
 		}

@@ -25,22 +25,25 @@ const (
 	smallMax  = 16 << 20
 	chunkSize = 1 << 20
 	mimeHead  = 3072 // what mimetype looks at
+	// writebackEvery bytes of a streamed blob, its writeback is started.
+	writebackEvery = 8 << 20
 )
 
 // worker copies the inodes of its batches one at a time.
 type worker struct {
 	r      *run
 	id     int
-	buf    []byte // smallMax+1: one byte more, to see a file that grew
-	chunks [2][]byte
+	buf    []byte    // smallMax+1: one byte more, to see a file that grew
+	chunks [4][]byte // read ahead of the hash and the write
 	hasher *blake3.Hasher
 	tc     *treeCursor
 }
 
 func newWorker(r *run, id int) *worker {
 	w := &worker{r: r, id: id, buf: make([]byte, smallMax+1), hasher: blake3.New()}
-	w.chunks[0] = make([]byte, chunkSize)
-	w.chunks[1] = make([]byte, chunkSize)
+	for i := range w.chunks {
+		w.chunks[i] = make([]byte, chunkSize)
+	}
 	if r.tree != nil {
 		w.tc = r.tree.cursor()
 	}
@@ -184,7 +187,6 @@ func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, creat
 		return id, mime, created, read, written, err
 	}
 
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
 	var bw *blobWriter
 	if !dry {
 		if bw, err = w.r.store.create(); err != nil {
@@ -227,17 +229,18 @@ func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, creat
 var errWrite = errors.New("writing to the store")
 
 // stream reads f to its end, hashing every chunk and writing it to bw (nil
-// in a dry run). The next chunk is read while the current one is hashed
-// and written. It returns the first bytes for MIME detection.
+// in a dry run). A reader goroutine stays up to four chunks ahead of the
+// hash and the write. It returns the first bytes for MIME detection.
 func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head []byte, err error) {
 	type chunk struct {
 		b   []byte
 		err error
 	}
-	next := make(chan chunk, 1)
-	free := make(chan []byte, 2)
-	free <- w.chunks[0]
-	free <- w.chunks[1]
+	next := make(chan chunk, len(w.chunks))
+	free := make(chan []byte, len(w.chunks))
+	for _, c := range w.chunks {
+		free <- c
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -277,12 +280,19 @@ func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head [
 			head = append([]byte(nil), c.b[:min(len(c.b), mimeHead)]...)
 		}
 		read += int64(len(c.b))
+		w.r.touch(w.id) // a big file is progress too, chunk by chunk
 		w.hasher.Write(c.b)
 		if bw != nil {
 			if _, err := bw.Write(c.b); err != nil {
 				return read, written, head, fmt.Errorf("%w %s: %w", errWrite, w.r.store.Root, err)
 			}
 			written += int64(len(c.b))
+			if written%writebackEvery == 0 {
+				// Start writing back what is written so far, so that the
+				// batch's syncfs finds little left to do and the page
+				// cache does not fill with one big file's dirty pages.
+				unix.SyncFileRange(int(bw.f.Fd()), written-writebackEvery, writebackEvery, unix.SYNC_FILE_RANGE_WRITE)
+			}
 		}
 		free <- c.b[:cap(c.b)]
 	}

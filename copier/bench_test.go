@@ -1,0 +1,129 @@
+package copier
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/internal/pgtest"
+	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// benchMedium loads a medium of n file inodes (one path each) straight into
+// its partitions, as the loader leaves them, and analyzes them.
+func benchMedium(b *testing.B, n int) (*pgxpool.Pool, medium.Hash) {
+	b.Helper()
+	db := pgtest.New(b)
+	h := medium.MustParse("00000000000000000000000000c1a1e5")
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if err := schema.CreatePartitions(ctx, tx, h); err != nil {
+			return err
+		}
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{h.InodeTable()},
+			[]string{"medium_hash", "dev", "ino", "fs_type", "nlink", "size", "mtime"},
+			pgx.CopyFromSlice(n, func(i int) ([]any, error) {
+				return []any{string(h), int64(2049), int64(i + 12), "f", int64(1), int64(i % 5000), int64(1700000000)}, nil
+			}))
+		if err != nil {
+			return err
+		}
+		_, err = tx.CopyFrom(ctx, pgx.Identifier{h.PathTable()},
+			[]string{"medium_hash", "dev", "ino", "path"},
+			pgx.CopyFromSlice(n, func(i int) ([]any, error) {
+				return []any{string(h), int64(2049), int64(i + 12), []byte(fmt.Sprintf("/d%04d/f%07d", i/1000, i))}, nil
+			}))
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, "ANALYZE "+h.InodeTable()+", "+h.PathTable()); err != nil {
+		b.Fatal(err)
+	}
+	if err := ensureIndexes(ctx, db, h); err != nil {
+		b.Fatal(err)
+	}
+	return db, h
+}
+
+// BenchmarkClaim measures one batch claim (100 inodes with their paths) on
+// a 1M-inode medium while the copy progresses: each claimed batch is then
+// marked copied (not timed), so later claims run against a medium that is
+// partly done, as in a real copy. Reports the median claim latency.
+func BenchmarkClaim(b *testing.B) {
+	const n, batch = 1_000_000, 100
+	db, h := benchMedium(b, n)
+	ctx := context.Background()
+	done := fmt.Sprintf(`UPDATE %s AS i SET copied = true, status = 'success', claimed_by = NULL, claimed_at = NULL
+		FROM unnest($2::bigint[], $3::bigint[]) AS u(dev, ino)
+		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino`, h.InodeTable())
+	cursor := cursorStart
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		got, err := claimBatch(ctx, db, h, "bench", time.Minute, cursor, batch, false)
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(got) == 0 {
+			cursor = cursorStart
+			continue
+		}
+		cursor = got[len(got)-1].key()
+		b.StopTimer()
+		keys := make([]key, len(got))
+		for j, g := range got {
+			keys[j] = g.key()
+		}
+		devs, inos := splitKeys(keys)
+		if _, err := db.Exec(ctx, done, string(h), devs, inos); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median/claim")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-p99/claim")
+}
+
+// BenchmarkClaimDeepIntoMedium is BenchmarkClaim when 90 % of the 1M
+// inodes are copied already: the claim must not scan what is done.
+func BenchmarkClaimDeepIntoMedium(b *testing.B) {
+	const n, batch = 1_000_000, 100
+	db, h := benchMedium(b, n)
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, fmt.Sprintf(`UPDATE %s SET copied = true, status = 'success' WHERE ino < $1`, h.InodeTable()), int64(n*9/10)); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, "VACUUM ANALYZE "+h.InodeTable()); err != nil {
+		b.Fatal(err)
+	}
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		// A fresh process: its cursor starts at the beginning.
+		got, err := claimBatch(ctx, db, h, "bench", time.Minute, cursorStart, batch, false)
+		lat = append(lat, time.Since(t0))
+		if err != nil || len(got) == 0 {
+			b.Fatal(err, len(got))
+		}
+		b.StopTimer()
+		if _, err := releaseOwn(ctx, db, h, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median/claim")
+}
