@@ -352,3 +352,27 @@ func TestSealReadBackCatchesDamage(t *testing.T) {
 		require.Empty(t, entries, "frame %d", n)
 	}
 }
+
+// TestSealOver8GiB: a member larger than the 8 GiB ustar limit (a hard
+// disk image) gets a header GNU tar reads with the right size.
+func TestSealOver8GiB(t *testing.T) {
+	t.Parallel() // mostly hashing zeros: let it overlap the catalog tests
+	requireTool(t, "tar")
+	requireTool(t, "zstd")
+	src := t.TempDir()
+	img := filepath.Join(src, testHash+".img")
+	f, err := os.Create(img)
+	require.NoError(t, err)
+	const size = 8<<30 + 4096 + 17
+	_, err = f.WriteAt([]byte("boot sector"), 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte("the last bytes of the disk"), size-26)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir()})
+	require.Equal(t, int64(size), res.Members[0].Size)
+	require.Less(t, res.Size, int64(1<<20), "holes cost 4 bytes per 128 KiB")
+	out, err := exec.Command("tar", "-I", "zstd -d", "-tvf", res.Path).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), fmt.Sprintf(" %d ", int64(size)))
+}
