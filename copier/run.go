@@ -248,7 +248,14 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	}
 	stats := func() Stats { s := r.stats(); s.Elapsed = time.Since(start); return s }
 
+	if db.Config().MaxConns < 2 {
+		return Stats{}, fmt.Errorf("%w: the pool needs at least 2 connections (one holds the worker lock), has %d",
+			ErrInvalidOptions, db.Config().MaxConns)
+	}
 	if err := schema.CheckAttached(ctx, db, h); err != nil {
+		if errors.Is(err, schema.ErrNotAttached) {
+			err = fmt.Errorf("%w; load the medium first (ntt-loader RAW %s)", err, h)
+		}
 		return Stats{}, err
 	}
 	var err error
