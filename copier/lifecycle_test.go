@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func smallFiles(n int) testimg.Spec {
@@ -289,4 +290,28 @@ func TestStallIsAnErrorNotAWait(t *testing.T) {
 	assert.True(t, stalled)
 	_, _, claimed := f.monitor()
 	assert.Zero(t, claimed, "the stuck worker's claims are released")
+}
+
+// A full store is the store's failure, not the medium's: the run stops with
+// a *StoreError, no inode is marked failed, no claim is left.
+func TestFullStoreStopsTheRun(t *testing.T) {
+	f := newMedium(t, testimg.Spec{Entries: []testimg.Entry{
+		{Path: "a", Kind: testimg.File, Size: 300 << 10, Seed: 1},
+		{Path: "b", Kind: testimg.File, Size: 300 << 10, Seed: 2},
+	}})
+	require.NoError(t, unix.Mount("tmpfs", f.store, "tmpfs", 0, "size=128k"))
+	t.Cleanup(func() { unmount(t, f.store) })
+	_, err := f.run(f.options())
+	require.Error(t, err)
+	var se *copier.StoreError
+	require.ErrorAs(t, err, &se)
+	assert.ErrorIs(t, err, unix.ENOSPC)
+	var failed, errs int64
+	require.NoError(t, f.db.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE status <> 'pending'), sum(error_count)
+		FROM inode WHERE medium_hash = $1 AND fs_type = 'f'`, string(f.h)).Scan(&failed, &errs))
+	assert.Zero(t, failed)
+	assert.Zero(t, errs)
+	_, pending, claimed := f.monitor()
+	assert.Equal(t, int64(2), pending)
+	assert.Zero(t, claimed)
 }

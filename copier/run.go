@@ -529,7 +529,7 @@ func (r *run) work(ctx context.Context, wid int) error {
 			r.unreserve(n)
 			return nil
 		}
-		outs := w.process(ctx, batch)
+		outs, abort := w.process(ctx, batch)
 		unused := 0
 		for _, o := range outs {
 			if o.kind == released {
@@ -539,7 +539,10 @@ func (r *run) work(ctx context.Context, wid int) error {
 		r.unreserve(n - len(batch) + unused)
 		res, err := r.finishBatch(ctx, wid, outs, t0)
 		if err != nil {
-			return err
+			return errors.Join(abort, err)
+		}
+		if abort != nil {
+			return abort
 		}
 		if res.Copied == 0 && res.Failed > 0 && res.Failed == res.Files {
 			// Only failures: give the medium a moment before the retries.

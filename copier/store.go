@@ -41,6 +41,25 @@ type Store struct {
 	host     string
 }
 
+// StoreError is a failure of the content store itself (its filesystem
+// full, read-only or failing), not of the medium: Run stops, records what
+// it had copied, releases its other claims, and marks no inode failed.
+type StoreError struct{ Err error }
+
+func (e *StoreError) Error() string { return e.Err.Error() }
+func (e *StoreError) Unwrap() error { return e.Err }
+
+func storeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *StoreError
+	if errors.As(err, &se) {
+		return err
+	}
+	return &StoreError{Err: err}
+}
+
 // Blob store layout names.
 const (
 	ByHashDir   = "by-hash"

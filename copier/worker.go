@@ -123,6 +123,9 @@ func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, Fi
 	if w.tc != nil {
 		for i, rel := range rels {
 			copiedLink, err := w.tc.link(n.Paths[i], rel, id)
+			if err != nil && !isPathErr(err) {
+				err = storeErr(err)
+			}
 			if err != nil {
 				return outcome{n: n}, &fileErr{err: err, path: n.Paths[i], mount: mount, fileDev: liveDev}, res
 			}
@@ -178,19 +181,19 @@ func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, creat
 		mime = w.r.mimeOf(id, data)
 		if dry {
 			have, err := w.r.store.HasBlob(id, size)
-			return id, mime, !have, read, 0, err
+			return id, mime, !have, read, 0, storeErr(err)
 		}
 		created, err = w.r.store.PutBytes(id, data)
 		if created {
 			written = size
 		}
-		return id, mime, created, read, written, err
+		return id, mime, created, read, written, storeErr(err)
 	}
 
 	var bw *blobWriter
 	if !dry {
 		if bw, err = w.r.store.create(); err != nil {
-			return "", "", false, 0, 0, err
+			return "", "", false, 0, 0, storeErr(err)
 		}
 	}
 	w.hasher.Reset()
@@ -200,7 +203,7 @@ func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, creat
 			bw.abort()
 		}
 		if errors.Is(err, errWrite) {
-			return "", "", false, read, written, err
+			return "", "", false, read, written, storeErr(err)
 		}
 		return "", "", false, read, written, fmt.Errorf("read %q at offset %d: %w", p, read, err)
 	}
@@ -214,9 +217,10 @@ func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, creat
 	mime = w.r.mimeOf(id, head)
 	if dry {
 		have, err := w.r.store.HasBlob(id, size)
-		return id, mime, !have, read, 0, err
+		return id, mime, !have, read, 0, storeErr(err)
 	}
 	created, err = bw.commit(id, size)
+	err = storeErr(err)
 	if !created {
 		// Stored already (or by another writer meanwhile): the unnamed
 		// file is dropped, normally before its pages reach the disk.
@@ -338,17 +342,26 @@ func (r *run) mimeOf(id string, data []byte) string {
 	return m
 }
 
-// process copies a batch, stopping (and releasing the rest) when ctx is done.
-func (w *worker) process(ctx context.Context, batch []*inode) []outcome {
+// process copies a batch, stopping (and releasing the rest) when ctx is
+// done. A failure of the store ends the batch: that inode and the rest are
+// released, and the error is returned.
+func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error) {
 	outs := make([]outcome, 0, len(batch))
+	var abort error
 	for _, n := range batch {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || abort != nil {
 			outs = append(outs, outcome{n: n, kind: released})
 			continue
 		}
 		w.r.touch(w.id)
 		o, ferr, res := w.copyInode(ctx, n)
 		if ferr != nil {
+			var se *StoreError
+			if errors.As(ferr.err, &se) {
+				abort = fmt.Errorf("medium %s: %w", w.r.h, ferr.err)
+				outs = append(outs, outcome{n: n, kind: released})
+				continue
+			}
 			o = w.r.decide(ctx, n, ferr)
 			res.Err, res.Action = ferr.err, o.dec.Action
 		}
@@ -359,7 +372,7 @@ func (w *worker) process(ctx context.Context, batch []*inode) []outcome {
 			w.r.o.Progress.FileDone(res)
 		}
 	}
-	return outs
+	return outs, abort
 }
 
 // decide asks the policy what a failure leads to. Path problems (a path
