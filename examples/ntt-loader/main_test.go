@@ -232,7 +232,7 @@ func TestKill9MidLoad(t *testing.T) {
 	if _, err := pool.Exec(context.Background(), `UPDATE inode SET copied = true, status = 'success' WHERE medium_hash = $1 AND ino < 40`, hash); err != nil {
 		t.Fatal(err)
 	}
-	const n = 600000
+	const n = 400000
 	big := writeRaw(t, dir, n)
 	before := state(t, pool)
 
