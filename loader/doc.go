@@ -14,7 +14,7 @@
 //     NON_FILE, status success. Paths matching an ignore pattern get
 //     exclude_reason 'pattern_match'; an inode whose every path is excluded
 //     is copied, claimed_by EXCLUDED, status success, so no worker can claim
-//     it forever. Files are pending.
+//     it forever (EXCLUDED wins over NON_FILE). Files are pending.
 //   - A path found twice in the input is stored once (its first record) and
 //     counted in Stats.DuplicatePaths; it never fails the load.
 //   - The medium row is upserted (enum_root, enum_done, image_path when
@@ -22,32 +22,39 @@
 //
 // # How (the fast path)
 //
-// Records stream through a binary COPY into a new, index-free table while
-// the inode rows, deduplicated in memory (only hardlinked inodes whose links
-// are still to come are kept), go to an anonymous spool file and a second
-// COPY. Then the primary keys, the path→inode foreign key and its index are
-// built once over the whole data, and the tables are attached as the
-// medium's partitions under the names, constraints and indexes that
-// schema.CreatePartitions gives (a check constraint lets ATTACH skip its
-// scan). Memory stays bounded whatever the record count.
+// The whole raw file is read, checked and sorted before the transaction
+// starts: path rows by path, inode rows by (dev, ino), in runs of bounded
+// size spilled to an anonymous spool file and merged (about 150 MiB of
+// memory whatever the record count). Inodes are deduplicated as records
+// stream by — only hardlinked inodes whose other links are still to come
+// are held — and repeated paths meet in the merge, where all but the first
+// are dropped and counted. Then, in one transaction, two binary COPYs fill
+// new, index-free tables; because the rows arrive in key order, building
+// the primary keys is a single pass; the path→inode foreign key is checked
+// with a merge join over the two indexes; both tables are ANALYZEd and
+// attached as the medium's partitions under the names, constraints and
+// indexes schema.CreatePartitions gives (a check constraint lets ATTACH
+// skip its scan).
 //
 // # Modes
 //
 // A medium that already has rows is refused (HasRowsError, with the row
-// counts) unless the mode says otherwise: Replace swaps the old partitions
-// for the new ones in the same commit (readers see the old rows until
-// then); Append adds only the paths not yet catalogued, matched by path
-// (dev changes with every mount), with their inodes, and leaves every
-// existing row and its copy state untouched.
+// counts) unless the mode says otherwise. Replace swaps the old partitions
+// for the new ones in the same commit: readers see the old rows until
+// then (dropping a partition locks its parent exclusively for the last
+// moments before the commit). Append adds only the paths not yet
+// catalogued, matched by path (dev changes with every mount), with their
+// inodes, and leaves every existing row and its copy state untouched.
 //
 // # Failure model
 //
-// All or nothing: everything happens in one transaction, so a malformed
-// record (RecordError, naming its index and byte offset), a timeout, a lock
-// timeout, a lost connection or a killed process leaves the database as it
-// was. Every statement runs under a statement timeout (default 5 min) and
-// every lock wait under a lock timeout (default 30 s); LockTimeoutError says
-// which table was to be locked, why, and which sessions held it. Existing
+// All or nothing: everything is written in one transaction, so a malformed
+// record (RecordError, naming its index and byte offset, found before the
+// transaction even starts), a timeout, a lock timeout, a lost connection or
+// a killed process leaves the database as it was. Every statement runs
+// under a statement timeout (default 5 min) and every lock wait under a lock
+// timeout (default 30 s); LockTimeoutError says which table was to be
+// locked, why, and which sessions held it. Existing
 // partitions that are not attached to their parents, or that belong to
 // another medium with the same 32-character prefix, stop the load before
 // anything is written. Loads of one medium are serialized; loads of
