@@ -186,6 +186,11 @@ func TestErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "raw file") || !strings.Contains(errs, "no such file") {
 		t.Errorf("missing raw file: exit %d\n%s", code, errs)
 	}
+	// RAW "-" is standard input.
+	var o, e bytes.Buffer
+	if code := run([]string{"--db", url, "-", hash}, bytes.NewReader(good), &o, &e); code != 0 || !strings.Contains(o.String(), `"records":3`) {
+		t.Errorf("load from stdin: exit %d\n%s%s", code, o.String(), e.String())
+	}
 	if code, _, _ = runCLI(t, bad); code != 1 {
 		t.Errorf("one operand: exit %d", code)
 	}
