@@ -13,7 +13,13 @@
 # queries and is not what this measures.
 # Targets: time ratio ntt/tar <= 1.5, archive size within 3 % of tar's.
 #
-# Usage: bench/archive.sh [image-name...]   (default: real1g sparse3g)
+# Also printed, for reference: tar followed by an fsync of its output (ntt
+# fsyncs its archive before calling it sealed; tar leaves it in the cache).
+# Between runs: output removed, `sync`, image read into the page cache.
+#
+# Usage: [OUT=dir] [RUNS=n] bench/archive.sh [image-name...]
+#   (default: real1g sparse3g; OUT defaults to $BENCH/out, on the same disk;
+#    OUT=/dev/shm/ntt-bench-out takes the disk out of the comparison)
 set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
