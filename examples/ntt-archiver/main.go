@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/archive"
+	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sys/unix"
 )
@@ -124,14 +125,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.noCatalog {
 		res, err = archive.Seal(ctx, spec)
 	} else {
-		url := cfg.db
-		if url == "" {
-			url = os.Getenv("NTT_DB_URL")
-		}
 		var pool *pgxpool.Pool
-		pool, err = pgxpool.New(ctx, url)
+		pool, err = dbconn.Open(ctx, dbconn.Options{URL: cfg.db, MaxConns: 4, Private: dbconn.Announce("ntt-archiver", stderr)})
 		if err != nil {
-			fmt.Fprintf(stderr, "ntt-archiver: database: %v\n", err)
+			fmt.Fprintf(stderr, "ntt-archiver: medium %q: %v\n", fl.Arg(0), err)
 			return 1
 		}
 		defer pool.Close()

@@ -7,6 +7,7 @@ package dbconn
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -44,6 +45,12 @@ type Private struct {
 	Dir string
 	// Say receives one line telling the operator which database is used.
 	Say func(line string)
+}
+
+// Announce is the Private every program uses: the default state directory,
+// and the one line said on w, prefixed with the program's name.
+func Announce(program string, w io.Writer) *Private {
+	return &Private{Say: func(line string) { fmt.Fprintf(w, "%s: %s\n", program, line) }}
 }
 
 // PrivateDatabase is the database name inside the private cluster.
