@@ -146,7 +146,7 @@ func (l *load) run(ctx context.Context, raw io.Reader) error {
 	if err := l.lockMedium(ctx); err != nil {
 		return err
 	}
-	existing, rows, err := l.inspect(ctx)
+	existing, rows, err := l.inspect(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -217,7 +217,7 @@ func (l *load) precheck(ctx context.Context) error {
 		return err
 	}
 	defer done()
-	_, rows, err := l.inspect(ctx)
+	_, rows, err := l.inspect(ctx, l.opts.Mode == Refuse)
 	if err != nil {
 		return err
 	}
@@ -229,8 +229,9 @@ func (l *load) precheck(ctx context.Context) error {
 
 // inspect says whether the medium's partitions exist (checking that they
 // are attached: rows in a detached partition would be invisible to every
-// query, the seed's safety check) and, if they hold rows, how many.
-func (l *load) inspect(ctx context.Context) (existing bool, rows *HasRowsError, err error) {
+// query, the seed's safety check) and, if they hold rows, how many (when
+// count is set; counting a large medium takes a while).
+func (l *load) inspect(ctx context.Context, count bool) (existing bool, rows *HasRowsError, err error) {
 	var inodeExists, pathExists bool
 	if err := l.tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
 		l.h.InodeTable(), l.h.PathTable()).Scan(&inodeExists, &pathExists); err != nil {
@@ -254,6 +255,9 @@ func (l *load) inspect(ctx context.Context) (existing bool, rows *HasRowsError, 
 	}
 	if !any {
 		return true, nil, nil
+	}
+	if !count {
+		return true, &HasRowsError{Medium: string(l.h)}, nil
 	}
 	e, err := l.countRows(ctx)
 	if err != nil {
