@@ -13,8 +13,11 @@
 # symlinks, junk matching the ignore patterns, hostile names), 300k and 1M
 # records, cached under /var/tmp/ntt-bench with their text COPY form for
 # (b) and (c) (the conversion is not timed). Each size: median of RUNS runs,
-# database reset and CHECKPOINT before each run. Then the peak RSS of
-# ntt-loader on a 10M-record file.
+# database reset and CHECKPOINT before each run, wall time and CPU time
+# (server: the cluster's processes including reaped backends and parallel
+# workers; plus the client: ntt-loader or psql). CPU time is the fairer
+# figure on a shared machine. Then the peak RSS of ntt-loader on a
+# 10M-record file.
 #
 # The server is a private throwaway cluster (initdb as postgres, unix socket
 # only, default settings: fsync on) removed at exit.
@@ -115,15 +118,32 @@ run_b() {
 run_c() { psql_ -c "\\copy floor FROM '$(tsv "$1")'"; }
 prep_c() { psql_ -c "CREATE UNLOGGED TABLE floor (type char(1), dev bigint, ino bigint, nlink bigint, size bigint, mtime bigint, path bytea)"; }
 
-timed() { # timed FUNC N [PREP] -> seconds
+# srvcpu: CPU seconds used by the cluster so far: the postmaster, its live
+# children, and (cutime/cstime) the backends and workers it has reaped.
+srvcpu() {
+	local pm t=0 c
+	pm=$(head -n 1 "$PGDIR/data/postmaster.pid")
+	t=$(awk '{print $14+$15+$16+$17}' "/proc/$pm/stat")
+	for c in $(pgrep -P "$pm"); do
+		[[ -r /proc/$c/stat ]] && t=$((t + $(awk '{print $14+$15}' "/proc/$c/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t / $(getconf CLK_TCK)" | bc -l
+}
+
+timed() { # timed FUNC N [PREP] -> "wall-seconds cpu-seconds" (cpu: server + client)
 	local f=$1 n=$2 prep=${3:-}
 	reset
 	[[ -n $prep ]] && $prep
-	local t0 t1
+	sleep 0.2 # let the reset's backend be reaped
+	local t0 t1 s0 s1
+	s0=$(srvcpu)
 	t0=$(now)
-	$f "$n"
+	/usr/bin/time -f '%U %S' -o "$PGDIR/client.cpu" bash -c "$(declare -f "$f" psql_ run_a run_b run_c raw tsv); $(declare -p LOADER URL IGNORE HASH MROOT BENCH PGDIR); $f $n"
 	t1=$(now)
-	echo "$t1 - $t0" | bc -l
+	sleep 0.2 # the client's backend exits and is reaped
+	s1=$(srvcpu)
+	read -r cu cs <"$PGDIR/client.cpu"
+	echo "$(echo "$t1 - $t0" | bc -l) $(echo "$s1 - $s0 + $cu + $cs" | bc -l)"
 }
 
 check() { # the three loads must agree with what the catalog says
@@ -138,7 +158,7 @@ check() { # the three loads must agree with what the catalog says
 	echo "$got"
 }
 
-printf '\n%-8s %9s %9s %9s %8s %8s\n' records "(a) ntt" "(b) staged" "(c) floor" "b/a" "a/c"
+printf '\n%-8s %26s %26s %26s %15s %15s\n' records "(a) ntt wall/cpu" "(b) staged wall/cpu" "(c) floor wall/cpu" "b/a wall/cpu" "a/c wall/cpu"
 for n in $SIZES; do
 	prepare "$n"
 	# Warm the page cache for the inputs; check that (a) and (b) agree.
@@ -151,22 +171,24 @@ for n in $SIZES; do
 		log "MISMATCH between (a) and (b) at $n records: $ca vs $cb"
 		exit 1
 	fi
-	ta=() tb=() tc=()
+	wa=() wb=() wc=() ua=() ub=() uc=()
 	for ((i = 0; i < RUNS; i++)); do
-		ta+=("$(timed run_a "$n")")
-		tb+=("$(timed run_b "$n")")
-		tc+=("$(timed run_c "$n" prep_c)")
+		read -r w u < <(timed run_a "$n") && wa+=("$w") ua+=("$u")
+		read -r w u < <(timed run_b "$n") && wb+=("$w") ub+=("$u")
+		read -r w u < <(timed run_c "$n" prep_c) && wc+=("$w") uc+=("$u")
 	done
-	a=$(printf '%s\n' "${ta[@]}" | median)
-	b=$(printf '%s\n' "${tb[@]}" | median)
-	c=$(printf '%s\n' "${tc[@]}" | median)
-	log "  runs (a): ${ta[*]}"
-	log "  runs (b): ${tb[*]}"
-	log "  runs (c): ${tc[*]}"
-	log "  (a) phases of the last run: $(tr -d '\n' <"$PGDIR/a.out")"
-	printf '%-8s %8.2fs %8.2fs %8.2fs %7.2fx %7.2fx\n' "$n" "$a" "$b" "$c" "$(echo "$b / $a" | bc -l)" "$(echo "$a / $c" | bc -l)"
+	med() { printf '%s\n' "$@" | median; }
+	a=$(med "${wa[@]}") b=$(med "${wb[@]}") c=$(med "${wc[@]}")
+	ca=$(med "${ua[@]}") cb=$(med "${ub[@]}") cc=$(med "${uc[@]}")
+	log "  wall (a): ${wa[*]}   cpu (a): ${ua[*]}"
+	log "  wall (b): ${wb[*]}   cpu (b): ${ub[*]}"
+	log "  wall (c): ${wc[*]}   cpu (c): ${uc[*]}"
+	log "  (a) last run: $(tr -d '\n' <"$PGDIR/a.out")"
+	printf '%-8s %12.2fs / %7.2fs %12.2fs / %7.2fs %12.2fs / %7.2fs %6.2fx / %5.2fx %6.2fx / %5.2fx\n' "$n" \
+		"$a" "$ca" "$b" "$cb" "$c" "$cc" \
+		"$(echo "$b / $a" | bc -l)" "$(echo "$cb / $ca" | bc -l)" "$(echo "$a / $c" | bc -l)" "$(echo "$ca / $cc" | bc -l)"
 done
-echo "targets: b/a >= 3, a/c <= 6"
+echo "targets: b/a >= 3, a/c <= 6 (cpu: server + client CPU seconds, robust against other load on the machine)"
 
 if [[ $RSS_N -gt 0 ]]; then
 	prepare "$RSS_N" no
