@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/HRDAG/ntt/internal/testenv"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -28,31 +29,6 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const hash = "ece03c6779caa14be2b00d380add8475"
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds the real ntt-archiver once per test binary.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ntt-archiver-test")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "ntt-archiver")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	require.NoError(t, buildErr)
-	return binPath
-}
-
 type result struct {
 	code           int
 	stdout, stderr string
@@ -60,7 +36,7 @@ type result struct {
 
 func ntt(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	cmd := exec.Command(testenv.Binary(t), args...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -280,7 +256,7 @@ func checkInvariants(t *testing.T, m medium_, moment string) {
 // (polled every millisecond, and on each stderr line).
 func killAt(t *testing.T, m medium_, moment string, trigger func(line string) bool) {
 	t.Helper()
-	cmd := exec.Command(binary(t), m.args()...)
+	cmd := exec.Command(testenv.Binary(t), m.args()...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	cmd.Stdout = io.Discard

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,31 +32,6 @@ import (
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds ntt-pipeline once per test binary.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ntt-pipeline-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "ntt-pipeline")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	require.NoError(t, buildErr)
-	return binPath
-}
 
 // env is one archivist's machine in miniature: image dir, mount root,
 // store, archive destination, work dir, and a catalog database.
@@ -90,7 +64,7 @@ func (e *env) args(image string, extra ...string) []string {
 // and stderr.
 func (e *env) pipeline(image string, extra ...string) (int, string, string) {
 	e.t.Helper()
-	cmd := exec.Command(binary(e.t), e.args(image, extra...)...)
+	cmd := exec.Command(testenv.Binary(e.t), e.args(image, extra...)...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -108,7 +82,7 @@ func (e *env) pipeline(image string, extra ...string) (int, string, string) {
 // reached.
 func (e *env) pipelineKilledAt(image, phase string) bool {
 	e.t.Helper()
-	cmd := exec.Command(binary(e.t), e.args(image)...)
+	cmd := exec.Command(testenv.Binary(e.t), e.args(image)...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(e.t, err)
 	cmd.Stdout = io.Discard

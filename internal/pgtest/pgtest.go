@@ -61,12 +61,13 @@ var (
 )
 
 // Main runs the package's tests and then removes the throwaway cluster
-// before the test binary exits. Call it from TestMain:
+// (and the programs testenv.Binary built) before the test binary exits. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 func Main(m *testing.M) {
 	code := m.Run()
 	shutdown()
+	testenv.RemoveBinaries()
 	os.Exit(code)
 }
 

@@ -6,7 +6,9 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -56,3 +58,47 @@ func Exclusive(t testing.TB, name string) {
 // StaleLoops is the Exclusive name for tests that make stale loop devices
 // or reap every stale loop on the machine.
 const StaleLoops = "stale-loops"
+
+var (
+	binMu    sync.Mutex
+	binPaths = map[string]string{}
+	binDirs  []string
+)
+
+// Binary builds the program in the test's package directory (go build .)
+// once per test binary and returns its path, so that tests can run, signal
+// and kill the real program. RemoveBinaries deletes what it built.
+func Binary(t testing.TB) string {
+	t.Helper()
+	binMu.Lock()
+	defer binMu.Unlock()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := binPaths[wd]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "ntt-test-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	binDirs = append(binDirs, dir)
+	p := filepath.Join(dir, filepath.Base(wd))
+	if out, err := exec.Command("go", "build", "-o", p, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", wd, err, out)
+	}
+	binPaths[wd] = p
+	return p
+}
+
+// RemoveBinaries removes the programs Binary built; TestMain calls it
+// (pgtest.Main does) after the tests ran.
+func RemoveBinaries() {
+	binMu.Lock()
+	defer binMu.Unlock()
+	for _, d := range binDirs {
+		os.RemoveAll(d)
+	}
+	binDirs, binPaths = nil, map[string]string{}
+}
