@@ -124,7 +124,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if len(operands) == 1 && operands[0] == "migrate" {
-		pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 2})
+		pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 2, Private: dbconn.Announce("ntt-loader", stderr)})
 		if err != nil {
 			return fail("%v.", err)
 		}
@@ -175,7 +175,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
 	log := newLogger(stderr, term, status, c.verbose)
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 4})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 4, Private: dbconn.Announce("ntt-loader", stderr)})
 	if err != nil {
 		return fail("%v.", err)
 	}

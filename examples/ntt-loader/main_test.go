@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/HRDAG/ntt/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,11 +226,7 @@ func state(t *testing.T, pool *pgxpool.Pool) string {
 func TestKill9MidLoad(t *testing.T) {
 	pool := pgtest.New(t)
 	url := pool.Config().ConnString()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ntt-loader")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testenv.Binary(t)
 	small := writeRaw(t, t.TempDir(), 100)
 	if code, _, errs := runCLI(t, "--db", url, small, hash); code != 0 {
 		t.Fatalf("first load: %s", errs)
@@ -238,7 +235,7 @@ func TestKill9MidLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 400000
-	big := writeRaw(t, dir, n)
+	big := writeRaw(t, t.TempDir(), n)
 	before := state(t, pool)
 
 	for _, when := range []string{"during COPY", "after COPY"} {
