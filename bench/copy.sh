@@ -29,7 +29,8 @@
 # 4. Claim latency: `go test -bench Claim ./copier` (1M-inode medium, 100
 #    inodes per claim) against this script's cluster. Target: median <= 5 ms.
 #
-# Usage: sudo bench/copy.sh   (env: RUNS=3 WORKERS=4 BATCH=1000 SKIP_CLAIM=)
+# Usage: sudo bench/copy.sh   (env: RUNS=3 WORKERS=4 BATCH=1000; SKIP_TREE=1,
+#        SKIP_BIG=1, SKIP_CLAIM=1 leave a part out)
 set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
@@ -259,6 +260,7 @@ source_files() { psql_ -At -c "SELECT count(*) FROM inode_p_$1 WHERE fs_type = '
 
 # ---- 1 + 2: the 300k tree ------------------------------------------------------
 TREE_MNT=$WORK/mnt/$TREE_HASH
+if [[ -z ${SKIP_TREE:-} ]]; then
 entries=$(tr -cd '\0' <"$WORK/$TREE_HASH.raw" | wc -c)
 files=$(source_files "$TREE_HASH")
 bytes=$(source_bytes "$TREE_HASH")
@@ -311,8 +313,11 @@ awk -v b="$bytes" -v a="$alloc" -v n="$ntt_r" -v c="$cp_r" -v p="$ntt_io" -v w="
 	printf "  store: %.0f new blobs, %.0f bytes written (cp -a writes %.0f)\n", k, w, b
 }'
 
+fi
+
 # ---- 3: one 2 GiB file ---------------------------------------------------------
 BIG_FILE=$WORK/mnt/$BIG_HASH/big.bin
+if [[ -z ${SKIP_BIG:-} ]]; then
 size=$(stat -c %s "$BIG_FILE")
 : >"$WORK/bntt.t"
 : >"$WORK/cat.t"
@@ -341,6 +346,8 @@ awk -v n="$bn" -v c="$bc_" -v s="$bs" -v z="$size" -v r="$br" 'BEGIN {
 	printf "single %.0f-byte file: ntt-copier %.2f s (%.0f MB/s, durable)   cat %.2f s (%.0f MB/s)   cat + sync %.2f s (%.0f MB/s)\n", z, n, tn, c, tc, c + s, ts
 	printf "  throughput vs cat: %.0f %%  %s;  vs cat + sync: %.0f %%;  bytes read %.0f (%.3f x)\n", 100 * tn / tc, (tn >= 0.8 * tc ? "(target >= 80 %: met)" : "(target >= 80 %: MISSED)"), 100 * tn / ts, r, r / z
 }'
+
+fi
 
 # ---- 4: claim latency -----------------------------------------------------------
 if [[ -z ${SKIP_CLAIM:-} ]]; then

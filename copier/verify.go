@@ -115,7 +115,7 @@ func VerifyStore(ctx context.Context, db *pgxpool.Pool, opts VerifyOptions) (Ver
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, chunkSize)
+			buf := make([]byte, streamChunk)
 			h := blake3.New()
 			for j := range jobs {
 				n, p := checkBlob(dir, j.id, j.size, buf, h)

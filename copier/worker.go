@@ -22,9 +22,9 @@ import (
 // into an unnamed file in the store, chunk by chunk, while the next chunk
 // is being read.
 const (
-	smallMax  = 16 << 20
-	chunkSize = 1 << 20
-	mimeHead  = 3072 // what mimetype looks at
+	smallMax    = 16 << 20
+	streamChunk = 128 << 10 // streaming reads: readahead keeps up with these
+	mimeHead    = 3072      // what mimetype looks at
 	// writebackEvery bytes of a streamed blob, its writeback is started.
 	writebackEvery = 8 << 20
 )
@@ -33,8 +33,8 @@ const (
 type worker struct {
 	r      *run
 	id     int
-	buf    []byte    // smallMax+1: one byte more, to see a file that grew
-	chunks [4][]byte // read ahead of the hash and the write
+	buf    []byte     // smallMax+1: one byte more, to see a file that grew
+	chunks [32][]byte // streamChunk each: in flight between reader, hasher and writer
 	hasher *blake3.Hasher
 	tc     *treeCursor
 }
@@ -42,7 +42,7 @@ type worker struct {
 func newWorker(r *run, id int) *worker {
 	w := &worker{r: r, id: id, buf: make([]byte, smallMax+1), hasher: blake3.New()}
 	for i := range w.chunks {
-		w.chunks[i] = make([]byte, chunkSize)
+		w.chunks[i] = make([]byte, streamChunk)
 	}
 	if r.tree != nil {
 		w.tc = r.tree.cursor()
@@ -233,24 +233,29 @@ func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, creat
 var errWrite = errors.New("writing to the store")
 
 // stream reads f to its end, hashing every chunk and writing it to bw (nil
-// in a dry run). A reader goroutine stays up to four chunks ahead of the
-// hash and the write. It returns the first bytes for MIME detection.
+// in a dry run), as a three-stage pipeline: a reader goroutine, a hasher
+// goroutine and the writer (this goroutine), chunks flowing between them in
+// order, so that reading, hashing and writing overlap. Reads are small
+// (streamChunk): the kernel's readahead then stays ahead of the reader. It
+// returns the first bytes for MIME detection.
 func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head []byte, err error) {
 	type chunk struct {
 		b   []byte
 		err error
 	}
-	next := make(chan chunk, len(w.chunks))
-	free := make(chan []byte, len(w.chunks))
+	n := len(w.chunks)
+	free := make(chan []byte, n)
 	for _, c := range w.chunks {
 		free <- c
 	}
+	toHash := make(chan chunk, n)
+	toWrite := make(chan chunk, n)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
+	wg.Add(2)
+	go func() { // reader
 		defer wg.Done()
-		defer close(next)
+		defer close(toHash)
 		for {
 			var b []byte
 			select {
@@ -258,25 +263,36 @@ func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head [
 			case <-stop:
 				return
 			}
-			n, err := readFull(f, b)
-			if n > 0 {
-				next <- chunk{b: b[:n]}
+			k, err := readFull(f, b)
+			if k > 0 {
+				toHash <- chunk{b: b[:k]}
 			}
-			if err != nil || n < len(b) {
-				if err != nil {
-					next <- chunk{err: err}
-				}
+			if err != nil {
+				toHash <- chunk{err: err}
+				return
+			}
+			if k < len(b) {
 				return
 			}
 		}
 	}()
+	go func() { // hasher
+		defer wg.Done()
+		defer close(toWrite)
+		for c := range toHash {
+			if c.err == nil {
+				w.hasher.Write(c.b)
+			}
+			toWrite <- c
+		}
+	}()
 	defer func() {
 		close(stop)
-		for range next {
+		for range toWrite { // unblocks the hasher, which unblocks the reader
 		}
 		wg.Wait()
 	}()
-	for c := range next {
+	for c := range toWrite {
 		if c.err != nil {
 			return read, written, head, c.err
 		}
@@ -285,7 +301,6 @@ func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head [
 		}
 		read += int64(len(c.b))
 		w.r.touch(w.id) // a big file is progress too, chunk by chunk
-		w.hasher.Write(c.b)
 		if bw != nil {
 			if _, err := bw.Write(c.b); err != nil {
 				return read, written, head, fmt.Errorf("%w %s: %w", errWrite, w.r.store.Root, err)
