@@ -529,7 +529,9 @@ func (r *run) work(ctx context.Context, wid int) error {
 			r.unreserve(n)
 			return nil
 		}
+		t1 := time.Now()
 		outs, abort := w.process(ctx, batch)
+		times := batchTimes{claim: t1.Sub(t0), copy: time.Since(t1)}
 		unused := 0
 		for _, o := range outs {
 			if o.kind == released {
@@ -537,7 +539,7 @@ func (r *run) work(ctx context.Context, wid int) error {
 			}
 		}
 		r.unreserve(n - len(batch) + unused)
-		res, err := r.finishBatch(ctx, wid, outs, t0)
+		res, err := r.finishBatch(ctx, wid, outs, t0, &times)
 		if err != nil {
 			return errors.Join(abort, err)
 		}
@@ -617,8 +619,11 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 
 func less(a, b key) bool { return a.dev < b.dev || a.dev == b.dev && a.ino < b.ino }
 
+// batchTimes is where a batch's time went, for the "Batch completed" line.
+type batchTimes struct{ claim, copy, sync, commit time.Duration }
+
 // finishBatch makes the batch's blobs durable, commits it, and accounts for it.
-func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.Time) (BatchResult, error) {
+func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.Time, times *batchTimes) (BatchResult, error) {
 	res := BatchResult{Worker: wid, Files: len(outs)}
 	var problems []problem
 	for _, o := range outs {
@@ -656,13 +661,17 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 		problems = append(problems, p)
 	}
 	if !r.o.DryRun {
+		ts := time.Now()
 		if err := r.store.Sync(); err != nil {
 			// Nothing is recorded: the claims come back when the run ends.
 			return res, err
 		}
+		tc := time.Now()
+		times.sync = tc.Sub(ts)
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		lost, err := commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems)
 		cancel()
+		times.commit = time.Since(tc)
 		if err != nil {
 			return res, err
 		}
@@ -705,7 +714,9 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 	r.log.Info("Batch completed", "medium", r.h, "worker", r.o.WorkerID, "worker_n", wid,
 		"files", res.Files, "copied", res.Copied, "new", res.New, "deduped", res.Deduped,
 		"failed", res.Failed, "skipped", res.Skipped, "gave_up", res.GaveUp, "released", res.Released,
-		"bytes", res.BytesRead, "seconds", res.Duration.Seconds(), "dry_run", r.o.DryRun)
+		"bytes", res.BytesRead, "seconds", res.Duration.Seconds(), "claim_s", times.claim.Seconds(),
+		"copy_s", times.copy.Seconds(), "sync_s", times.sync.Seconds(), "commit_s", times.commit.Seconds(),
+		"dry_run", r.o.DryRun)
 	if res.Lost > 0 {
 		r.log.Warn("claims expired before the batch was recorded; another worker copies those inodes again",
 			"medium", r.h, "worker", r.o.WorkerID, "lost", res.Lost)

@@ -157,14 +157,8 @@ func mkdir0755(dirfd int, name string) error {
 	if err != nil {
 		return fmt.Errorf("mkdir %s: %w", name, err)
 	}
-	// The directory is ours and new; chmod it through a descriptor so that
-	// a symlink swapped in meanwhile is not followed.
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", name, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Fchmod(fd, 0o755); err != nil {
+	// The directory is new and ours: set its mode whatever the umask.
+	if err := unix.Fchmodat(dirfd, name, 0o755, 0); err != nil {
 		return fmt.Errorf("chmod %s: %w", name, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package copier
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -86,8 +87,8 @@ func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, Fi
 	if ferr != nil {
 		return outcome{n: n}, ferr, res
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(mount, rels[idx]))
-	defer f.Close()
+	defer unix.Close(fd)
+	name := filepath.Join(mount, rels[idx])
 	p := n.Paths[idx]
 	liveDev, err := checkFile(fd, p, n.Ino, n.Size)
 	if err != nil {
@@ -103,17 +104,17 @@ func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, Fi
 		}
 	}
 	failRead := func(err error) (outcome, *fileErr, FileResult) {
-		return outcome{n: n}, &fileErr{err: err, path: p, file: f.Name(), mount: mount, fileDev: liveDev}, res
+		return outcome{n: n}, &fileErr{err: err, path: p, file: name, mount: mount, fileDev: liveDev}, res
 	}
 
-	id, mime, created, read, written, err := w.store(f, p, n.Size)
+	id, mime, created, read, written, err := w.store(fdReader(fd), p, n.Size)
 	res.BytesRead, res.BytesWritten = read, written
 	if err != nil {
 		return failRead(err)
 	}
 	o := outcome{n: n, kind: copied, blob: id, mime: mime, created: created}
 	if w.r.o.Damage != nil {
-		dmg, err := w.r.o.Damage.Damage(ctx, f, mount)
+		dmg, err := w.damage(ctx, fd, name, mount)
 		if err != nil {
 			w.r.log.Warn("could not map the file's damaged ranges", "medium", w.r.h, "ino", n.Ino, "path", string(p), "err", err)
 		} else {
@@ -164,10 +165,11 @@ func isPathErr(err error) bool {
 
 // store reads f (size bytes as catalogued) once, hashing it, and stores it
 // as a blob unless it is stored already (or, in a dry run, only checks).
-func (w *worker) store(f *os.File, p []byte, size int64) (id, mime string, created bool, read, written int64, err error) {
+func (w *worker) store(f fdReader, p []byte, size int64) (id, mime string, created bool, read, written int64, err error) {
 	dry := w.r.o.DryRun
 	if size <= smallMax {
-		n, err := readFull(f, w.buf[:size+1])
+		// Exactly size bytes: fstat said so, and the mount is read-only.
+		n, err := readFull(f, w.buf[:size])
 		read = int64(n)
 		if err != nil {
 			return "", "", false, read, 0, fmt.Errorf("read %q at offset %d: %w", p, n, err)
@@ -238,7 +240,7 @@ var errWrite = errors.New("writing to the store")
 // order, so that reading, hashing and writing overlap. Reads are small
 // (streamChunk): the kernel's readahead then stays ahead of the reader. It
 // returns the first bytes for MIME detection.
-func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head []byte, err error) {
+func (w *worker) stream(f fdReader, bw *blobWriter) (read, written int64, head []byte, err error) {
 	type chunk struct {
 		b   []byte
 		err error
@@ -321,13 +323,45 @@ func (w *worker) stream(f *os.File, bw *blobWriter) (read, written int64, head [
 	return read, written, head, nil
 }
 
+// fdReader reads a file descriptor directly: the medium's files are
+// regular files read once, and an *os.File would cost two more system
+// calls per file (its poller registration).
+type fdReader int
+
+func (f fdReader) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(f), b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if n == 0 && len(b) > 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
 // readFull reads until b is full or the file ends (io.EOF is not an error).
-func readFull(f *os.File, b []byte) (int, error) {
+func readFull(f io.Reader, b []byte) (int, error) {
 	n, err := io.ReadFull(f, b)
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		err = nil
 	}
 	return n, err
+}
+
+// damage runs the DamageMapper on a duplicate of the open file.
+func (w *worker) damage(ctx context.Context, fd int, name, mount string) (json.RawMessage, error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), name)
+	defer f.Close()
+	return w.r.o.Damage.Damage(ctx, f, mount)
 }
 
 // mimeCache remembers the MIME type of blobs seen in this run: a repeated
