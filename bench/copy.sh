@@ -212,7 +212,7 @@ runuser -u postgres -- "$PGBIN/pg_ctl" start -w -D "$PGDIR/data" -l "$PGDIR/serv
 	-o "-c listen_addresses='' -c unix_socket_directories='$PGDIR' -c max_connections=200" >/dev/null
 URL="postgres://postgres@/bench?host=$PGDIR&sslmode=disable"
 psql -X -q -d "postgres://postgres@/postgres?host=$PGDIR" -c 'CREATE DATABASE bench'
-psql_() { psql -X -q -v ON_ERROR_STOP=1 -d "$URL" "$@"; }
+psql_() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -d "$URL" "$@"; }
 "$WORK/bin/ntt-loader" migrate --db "$URL" >/dev/null
 
 mount_medium() { # hash image → mount point
@@ -261,91 +261,91 @@ source_files() { psql_ -At -c "SELECT count(*) FROM inode_p_$1 WHERE fs_type = '
 # ---- 1 + 2: the 300k tree ------------------------------------------------------
 TREE_MNT=$WORK/mnt/$TREE_HASH
 if [[ -z ${SKIP_TREE:-} ]]; then
-entries=$(tr -cd '\0' <"$WORK/$TREE_HASH.raw" | wc -c)
-files=$(source_files "$TREE_HASH")
-bytes=$(source_bytes "$TREE_HASH")
-# What reading every file once costs: the blocks the file inodes occupy
-# (a 1 KB file is a 4 KiB block on the medium).
-alloc=$(find "$TREE_MNT" -xdev -type f -printf '%i %b\n' | sort -u | awk '{s += $2 * 512} END {printf "%.0f", s}')
-log "tree: $entries entries, $files file inodes, $bytes bytes in files; $RUNS alternating cold runs"
-: >"$WORK/ntt.t"
-: >"$WORK/cp.t"
-: >"$WORK/sync.t"
-for ((i = 0; i < RUNS; i++)); do
-	rm -rf "$WORK/store"
-	mkdir -p "$WORK/store"
-	reset_medium "$TREE_HASH"
-	drop
-	timed "$WORK/ntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$TREE_HASH" --root "$WORK/mnt" \
-		--store "$WORK/store" --workers "$WORKERS" --batch-size "$BATCH" --worker-id bench \
-		>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
-	rm -rf "$WORK/cpdest"
-	drop
-	timed "$WORK/cp.t" cp -a "$TREE_MNT" "$WORK/cpdest"
-	s0=$(date +%s.%N)
-	sync
-	awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/sync.t"
-	log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, cp -a $(tail -n 1 "$WORK/cp.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/sync.t") s)"
-done
-# Checks: the copier finished and its store verifies; cp -a copied as many files.
-grep -q '"complete":true' "$WORK/ntt-summary.json" || { log "ntt-copier did not complete: $(cat "$WORK/ntt-summary.json")"; exit 1; }
-"$WORK/bin/ntt-copier" verify-store --db "$URL" --store "$WORK/store" >"$WORK/verify.json" 2>/dev/null ||
-	{ log "verify-store failed: $(head -c 2000 "$WORK/verify.json")"; exit 1; }
+	entries=$(tr -cd '\0' <"$WORK/$TREE_HASH.raw" | wc -c)
+	files=$(source_files "$TREE_HASH")
+	bytes=$(source_bytes "$TREE_HASH")
+	# What reading every file once costs: the blocks the file inodes occupy
+	# (a 1 KB file is a 4 KiB block on the medium).
+	alloc=$(find "$TREE_MNT" -xdev -type f -printf '%i %b\n' | sort -u | awk '{s += $2 * 512} END {printf "%.0f", s}')
+	log "tree: $entries entries, $files file inodes, $bytes bytes in files; $RUNS alternating cold runs"
+	: >"$WORK/ntt.t"
+	: >"$WORK/cp.t"
+	: >"$WORK/sync.t"
+	for ((i = 0; i < RUNS; i++)); do
+		rm -rf "$WORK/store"
+		mkdir -p "$WORK/store"
+		reset_medium "$TREE_HASH"
+		drop
+		timed "$WORK/ntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$TREE_HASH" --root "$WORK/mnt" \
+			--store "$WORK/store" --workers "$WORKERS" --batch-size "$BATCH" --worker-id bench \
+			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
+		rm -rf "$WORK/cpdest"
+		drop
+		timed "$WORK/cp.t" cp -a "$TREE_MNT" "$WORK/cpdest"
+		s0=$(date +%s.%N)
+		sync
+		awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/sync.t"
+		log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, cp -a $(tail -n 1 "$WORK/cp.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/sync.t") s)"
+	done
+	# Checks: the copier finished and its store verifies; cp -a copied as many files.
+	grep -q '"complete":true' "$WORK/ntt-summary.json" || { log "ntt-copier did not complete: $(cat "$WORK/ntt-summary.json")"; exit 1; }
+	"$WORK/bin/ntt-copier" verify-store --db "$URL" --store "$WORK/store" >"$WORK/verify.json" 2>/dev/null ||
+		{ log "verify-store failed: $(head -c 2000 "$WORK/verify.json")"; exit 1; }
 
-ntt_t=$(cut -d' ' -f1 "$WORK/ntt.t" | median)
-cp_t=$(cut -d' ' -f1 "$WORK/cp.t" | median)
-sync_t=$(median <"$WORK/sync.t")
-ntt_r=$(cut -d' ' -f2 "$WORK/ntt.t" | median)
-cp_r=$(cut -d' ' -f2 "$WORK/cp.t" | median)
-ntt_io=$(median <"$WORK/ntt.t.procio")
-written=$(grep -o '"bytes_written":[0-9]*' "$WORK/ntt-summary.json" | cut -d: -f2)
-new=$(grep -o '"new":[0-9]*' "$WORK/ntt-summary.json" | cut -d: -f2)
-echo "copy benchmark: $entries entries, $files file inodes, $bytes bytes in files ($TREE_IMG)"
-echo "  $(nproc) cores; ntt-copier --workers $WORKERS --batch-size $BATCH; cold source cache; median of $RUNS alternating runs"
-awk -v n="$ntt_t" -v c="$cp_t" -v s="$sync_t" 'BEGIN {
-	r = n / c
-	printf "  ntt-copier %7.2f s   cp -a %7.2f s (cp -a + sync %.2f s)   ratio %.2f  %s\n", n, c, c + s, r, (r <= 1.0 ? "(target <= 1.0: met)" : "(target <= 1.0: MISSED)")
-	printf "  against cp -a + sync: ratio %.2f\n", n / (c + s)
-}'
-awk -v b="$bytes" -v a="$alloc" -v n="$ntt_r" -v c="$cp_r" -v p="$ntt_io" -v w="$written" -v k="$new" 'BEGIN {
-	printf "  source bytes read: ntt-copier %.0f (last /proc/<pid>/io read_bytes sample %.0f), cp -a %.0f\n", n, p, c
-	printf "    = %.3f x (ntt-copier) and %.3f x (cp -a) the %.0f bytes of blocks the files occupy (%.0f bytes of content)\n", n / a, c / a, a, b
-	printf "  store: %.0f new blobs, %.0f bytes written (cp -a writes %.0f)\n", k, w, b
-}'
+	ntt_t=$(cut -d' ' -f1 "$WORK/ntt.t" | median)
+	cp_t=$(cut -d' ' -f1 "$WORK/cp.t" | median)
+	sync_t=$(median <"$WORK/sync.t")
+	ntt_r=$(cut -d' ' -f2 "$WORK/ntt.t" | median)
+	cp_r=$(cut -d' ' -f2 "$WORK/cp.t" | median)
+	ntt_io=$(median <"$WORK/ntt.t.procio")
+	written=$(grep -o '"bytes_written":[0-9]*' "$WORK/ntt-summary.json" | cut -d: -f2)
+	new=$(grep -o '"new":[0-9]*' "$WORK/ntt-summary.json" | cut -d: -f2)
+	echo "copy benchmark: $entries entries, $files file inodes, $bytes bytes in files ($TREE_IMG)"
+	echo "  $(nproc) cores; ntt-copier --workers $WORKERS --batch-size $BATCH; cold source cache; median of $RUNS alternating runs"
+	awk -v n="$ntt_t" -v c="$cp_t" -v s="$sync_t" 'BEGIN {
+		r = n / c
+		printf "  ntt-copier %7.2f s   cp -a %7.2f s (cp -a + sync %.2f s)   ratio %.2f  %s\n", n, c, c + s, r, (r <= 1.0 ? "(target <= 1.0: met)" : "(target <= 1.0: MISSED)")
+		printf "  against cp -a + sync: ratio %.2f\n", n / (c + s)
+	}'
+	awk -v b="$bytes" -v a="$alloc" -v n="$ntt_r" -v c="$cp_r" -v p="$ntt_io" -v w="$written" -v k="$new" 'BEGIN {
+		printf "  source bytes read: ntt-copier %.0f (last /proc/<pid>/io read_bytes sample %.0f), cp -a %.0f\n", n, p, c
+		printf "    = %.3f x (ntt-copier) and %.3f x (cp -a) the %.0f bytes of blocks the files occupy (%.0f bytes of content)\n", n / a, c / a, a, b
+		printf "  store: %.0f new blobs, %.0f bytes written (cp -a writes %.0f)\n", k, w, b
+	}'
 
 fi
 
 # ---- 3: one 2 GiB file ---------------------------------------------------------
 BIG_FILE=$WORK/mnt/$BIG_HASH/big.bin
 if [[ -z ${SKIP_BIG:-} ]]; then
-size=$(stat -c %s "$BIG_FILE")
-: >"$WORK/bntt.t"
-: >"$WORK/cat.t"
-: >"$WORK/catsync.t"
-for ((i = 0; i < RUNS; i++)); do
-	rm -rf "$WORK/store" "$WORK/cat.out"
-	mkdir -p "$WORK/store"
-	reset_medium "$BIG_HASH"
-	drop
-	timed "$WORK/bntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$BIG_HASH" --root "$WORK/mnt" \
-		--store "$WORK/store" --worker-id bench >/dev/null 2>"$WORK/bntt.log"
-	rm -f "$WORK/cat.out"
-	drop
-	timed "$WORK/cat.t" sh -c 'cat "$1" >"$2"' sh "$BIG_FILE" "$WORK/cat.out"
-	s0=$(date +%s.%N)
-	sync
-	awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/catsync.t"
-	log "  2 GiB run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/bntt.t" | cut -d' ' -f1) s, cat $(tail -n 1 "$WORK/cat.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/catsync.t") s)"
-done
-bn=$(cut -d' ' -f1 "$WORK/bntt.t" | median)
-bc_=$(cut -d' ' -f1 "$WORK/cat.t" | median)
-bs=$(median <"$WORK/catsync.t")
-br=$(cut -d' ' -f2 "$WORK/bntt.t" | median)
-awk -v n="$bn" -v c="$bc_" -v s="$bs" -v z="$size" -v r="$br" 'BEGIN {
-	tn = z / n / 1e6; tc = z / c / 1e6; ts = z / (c + s) / 1e6
-	printf "single %.0f-byte file: ntt-copier %.2f s (%.0f MB/s, durable)   cat %.2f s (%.0f MB/s)   cat + sync %.2f s (%.0f MB/s)\n", z, n, tn, c, tc, c + s, ts
-	printf "  throughput vs cat: %.0f %%  %s;  vs cat + sync: %.0f %%;  bytes read %.0f (%.3f x)\n", 100 * tn / tc, (tn >= 0.8 * tc ? "(target >= 80 %: met)" : "(target >= 80 %: MISSED)"), 100 * tn / ts, r, r / z
-}'
+	size=$(stat -c %s "$BIG_FILE")
+	: >"$WORK/bntt.t"
+	: >"$WORK/cat.t"
+	: >"$WORK/catsync.t"
+	for ((i = 0; i < RUNS; i++)); do
+		rm -rf "$WORK/store" "$WORK/cat.out"
+		mkdir -p "$WORK/store"
+		reset_medium "$BIG_HASH"
+		drop
+		timed "$WORK/bntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$BIG_HASH" --root "$WORK/mnt" \
+			--store "$WORK/store" --worker-id bench >/dev/null 2>"$WORK/bntt.log"
+		rm -f "$WORK/cat.out"
+		drop
+		timed "$WORK/cat.t" sh -c 'cat "$1" >"$2"' sh "$BIG_FILE" "$WORK/cat.out"
+		s0=$(date +%s.%N)
+		sync
+		awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/catsync.t"
+		log "  2 GiB run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/bntt.t" | cut -d' ' -f1) s, cat $(tail -n 1 "$WORK/cat.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/catsync.t") s)"
+	done
+	bn=$(cut -d' ' -f1 "$WORK/bntt.t" | median)
+	bc_=$(cut -d' ' -f1 "$WORK/cat.t" | median)
+	bs=$(median <"$WORK/catsync.t")
+	br=$(cut -d' ' -f2 "$WORK/bntt.t" | median)
+	awk -v n="$bn" -v c="$bc_" -v s="$bs" -v z="$size" -v r="$br" 'BEGIN {
+		tn = z / n / 1e6; tc = z / c / 1e6; ts = z / (c + s) / 1e6
+		printf "single %.0f-byte file: ntt-copier %.2f s (%.0f MB/s, durable)   cat %.2f s (%.0f MB/s)   cat + sync %.2f s (%.0f MB/s)\n", z, n, tn, c, tc, c + s, ts
+		printf "  throughput vs cat: %.0f %%  %s;  vs cat + sync: %.0f %%;  bytes read %.0f (%.3f x)\n", 100 * tn / tc, (tn >= 0.8 * tc ? "(target >= 80 %: met)" : "(target >= 80 %: MISSED)"), 100 * tn / ts, r, r / z
+	}'
 
 fi
 
