@@ -41,6 +41,8 @@
 // starts or runs out of work; a claim not renewed within the lease (default
 // 5 minutes, renewed every lease/3) may be taken by anyone, for a host that
 // vanished while its session lingers. Two processes cannot share a worker id.
+// A process whose lock session is lost (a dropped connection) notices within
+// seconds and takes its lock again, or stops with ErrLockLost.
 //
 // # Failure model
 //
@@ -56,8 +58,10 @@
 // fixed. Errors of the run itself (catalog, store, a medium that is not
 // mounted) end Run with an error naming the medium; claims are then
 // released. A worker stuck in one file longer than the stall timeout ends
-// the run with ErrStalled, recorded as the problem copy_stalled. Cancelling
-// ctx finishes the files being read, commits, and releases the rest.
+// the run with ErrStalled, recorded as the problem copy_stalled. A failing
+// store (full, read-only) is not the medium's fault: Run stops with a
+// *StoreError and marks no inode failed. Cancelling ctx finishes the files
+// being read, commits, and releases the rest.
 //
 // The package never prints; it logs through Options.Logger and reports
 // progress through Options.Progress.

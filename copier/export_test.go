@@ -8,3 +8,10 @@ func SetLockWait(d time.Duration) (restore func()) {
 	lockWait = d
 	return func() { lockWait = old }
 }
+
+// SetLockCheck changes how often Run checks its worker lock's session (tests).
+func SetLockCheck(d time.Duration) (restore func()) {
+	old := lockCheckEvery
+	lockCheckEvery = d
+	return func() { lockCheckEvery = old }
+}

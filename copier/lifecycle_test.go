@@ -315,3 +315,41 @@ func TestFullStoreStopsTheRun(t *testing.T) {
 	assert.Equal(t, int64(2), pending)
 	assert.Zero(t, claimed)
 }
+
+// The session holding the worker lock is killed (a lost connection): the
+// copier takes the lock again and finishes; its claims were never orphans
+// for long.
+func TestWorkerLockSessionLost(t *testing.T) {
+	f := newMedium(t, smallFiles(12))
+	defer copier.SetLockCheck(50 * time.Millisecond)()
+	ctx := context.Background()
+	lockPID := func() (pid int, ok bool) {
+		err := f.db.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+			AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`,
+			"ntt-copier:"+string(f.h)+":test-worker").Scan(&pid)
+		return pid, err == nil
+	}
+	var before, after int
+	var heldAfter bool
+	prog := &onFile{}
+	prog.fn = func(n int64) {
+		switch n {
+		case 3:
+			pid, ok := lockPID()
+			require.True(t, ok, "the lock is held during the run")
+			before = pid
+			_, err := f.db.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
+			require.NoError(t, err)
+			time.Sleep(500 * time.Millisecond) // several lock checks
+		case 4:
+			after, heldAfter = lockPID()
+		}
+	}
+	o := f.options()
+	o.BatchSize, o.Progress = 2, prog
+	st := f.mustRun(o)
+	assert.Equal(t, int64(12), st.Copied)
+	assert.True(t, heldAfter, "the lock is taken again")
+	assert.NotEqual(t, before, after, "on a new session")
+	f.checkComplete()
+}

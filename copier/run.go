@@ -174,6 +174,7 @@ type run struct {
 
 	lastMove []atomic.Int64 // per worker: unix nanos of the last progress
 	stuck    chan struct{}  // after a stall: closed when every worker has returned
+	lockConn *pgxpool.Conn  // holds the worker's advisory lock
 }
 
 func (o *Options) defaults() error {
@@ -285,6 +286,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		if err != nil {
 			return Stats{}, err
 		}
+		r.lockConn = conn
 		defer func() {
 			// Whatever happened, no claim of ours outlives the run.
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -294,7 +296,9 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 				r.log.Info("released unprocessed claims", "medium", h, "worker", opts.WorkerID, "claims", n)
 			}
 			cancel()
-			releaseWorkerLock(conn, h, opts.WorkerID)
+			if r.lockConn != nil {
+				releaseWorkerLock(r.lockConn, h, opts.WorkerID)
+			}
 		}()
 		if n, err := releaseOrphans(ctx, db, h, opts.WorkerID, opts.Lease, true); err != nil {
 			return Stats{}, err
@@ -410,8 +414,17 @@ func (r *run) copyAll(ctx context.Context) error {
 	defer beat.Stop()
 	watch := time.NewTicker(time.Second)
 	defer watch.Stop()
+	lockCheck := time.NewTicker(lockCheckEvery)
+	defer lockCheck.Stop()
 	for {
 		select {
+		case <-lockCheck.C:
+			if !r.o.DryRun {
+				if err := r.checkLock(ctx); err != nil {
+					r.log.Error("lost the worker lock: stopping", "medium", r.h, "worker", r.o.WorkerID, "err", err)
+					cancel(err)
+				}
+			}
 		case <-done:
 			close(errs)
 			return errors.Join(collect(errs)...)
@@ -468,6 +481,39 @@ func (r *run) checkStall() error {
 			return fmt.Errorf("medium %s: worker %d made no progress for %v: %w", r.h, i, idle.Round(time.Second), ErrStalled)
 		}
 	}
+	return nil
+}
+
+// lockCheckEvery is how often the worker lock's session is checked.
+var lockCheckEvery = 5 * time.Second
+
+// ErrLockLost: the session holding the worker lock ended (a lost
+// connection) and the lock could not be taken again, so other workers may
+// already treat this process's claims as orphans.
+var ErrLockLost = errors.New("worker lock lost")
+
+// checkLock makes sure the session holding the worker lock is alive; if it
+// is not (a lost connection: the server released the lock and others may
+// see our claims as orphans), it takes the lock again on a new session.
+func (r *run) checkLock(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if r.lockConn == nil {
+		return nil
+	}
+	err := r.lockConn.Ping(cctx)
+	if err == nil {
+		return nil
+	}
+	r.log.Warn("the worker lock's session is gone; taking the lock again", "medium", r.h, "worker", r.o.WorkerID, "err", err)
+	r.lockConn.Conn().Close(cctx)
+	r.lockConn.Release()
+	r.lockConn = nil
+	conn, err := holdWorkerLock(cctx, r.db, r.h, r.o.WorkerID, 0)
+	if err != nil {
+		return fmt.Errorf("medium %s: worker %q: %w: %w", r.h, r.o.WorkerID, ErrLockLost, err)
+	}
+	r.lockConn = conn
 	return nil
 }
 
