@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# bench/pipeline.sh — ntt-pipeline end to end against the reference tools
+# doing the same work, as root.
+#
+# Medium: the 300k-entry copy benchmark image (bench/copy.sh builds and
+# caches it: ~300,000 entries, ~690 MB of mostly repeated file contents,
+# hardlinks, symlinks, fifos). One PostgreSQL cluster with default settings
+# (fsync on) in a temp dir, one fresh database per side.
+#
+# Reference (the tools the runbook used, one after the other, cold caches):
+#   find MNT -xdev -printf '%y\034%D\034%i\034%n\034%s\034%Ts\034%p\0' > raw
+#   the staged psql load of those rows (COPY text into a staging table,
+#     INSERT … SELECT DISTINCT ON into the partition pair, UPDATEs, ANALYZE;
+#     the raw→text conversion is NOT timed, in the reference's favour)
+#   cp -a MNT DEST                       (and the sync that makes it durable)
+#   tar -I 'zstd -T0' -cf HASH.tar.zst HASH.img
+# Ours: ntt-pipeline IMAGE (pre-flight, mount, enumerate, load, copy with
+# the diagnose policy, seal + read-back verification, catalog, source
+# removal, unmount), cold cache; phase times from its metrics file.
+# Target: ntt-pipeline total <= 0.5 x the reference sum.
+#
+# Usage: sudo bench/pipeline.sh   (env: NTT_BENCH_DIR, WORKERS=4)
+set -euo pipefail
+
+BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORKERS=${WORKERS:-4}
+HASH=00000000000000000000000000c0b1e5 # bench/copy.sh's tree medium
+IMG=$BENCH/copy-300k-v2.img
+FMT='%y\034%D\034%i\034%n\034%s\034%Ts\034%p\0'
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
+
+[[ $(id -u) == 0 ]] || { echo "bench/pipeline.sh: needs root (loop devices, mounts, drop_caches)" >&2; exit 1; }
+[[ -f $IMG ]] || { echo "bench/pipeline.sh: $IMG missing: run bench/copy.sh once to build it" >&2; exit 1; }
+log() { printf '%s\n' "$*" >&2; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+WORK=$(mktemp -d "$BENCH/pipeline-work.XXXXXX")
+PGDIR=$(mktemp -d /tmp/ntt-pb.XXXXXX)
+MNT=$WORK/ref-mnt
+LOOP=
+cleanup() {
+	mountpoint -q "$MNT" 2>/dev/null && { umount "$MNT" || umount -l "$MNT" || true; }
+	[[ -n $LOOP ]] && losetup -d "$LOOP" 2>/dev/null || true
+	[[ -x $WORK/ntt-mount-helper ]] && "$WORK/ntt-mount-helper" --root "$WORK/mnt" unmount "$HASH" >/dev/null 2>&1 || true
+	[[ -f $PGDIR/data/postmaster.pid ]] && runuser -u postgres -- "$PGBIN/pg_ctl" stop -m immediate -D "$PGDIR/data" >/dev/null 2>&1 || true
+	rm -rf "$WORK" "$PGDIR"
+}
+trap cleanup EXIT
+
+log "building the programs…"
+(cd "$ROOT" && go build -o "$WORK/" ./examples/ntt-pipeline ./examples/ntt-loader ./examples/ntt-mount-helper ./bench/cmd/raw2tsv)
+chown postgres "$PGDIR"
+runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" --auth=trust -U postgres >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" start -w -D "$PGDIR/data" -l "$PGDIR/log" \
+	-o "-c listen_addresses='' -c unix_socket_directories='$PGDIR'" >/dev/null
+url() { echo "postgres://postgres@/$1?host=$PGDIR"; }
+psql -X -q -d "$(url postgres)" -c 'CREATE DATABASE ref' -c 'CREATE DATABASE ours'
+"$WORK/ntt-loader" migrate --db "$(url ref)" >/dev/null
+"$WORK/ntt-loader" migrate --db "$(url ours)" >/dev/null
+
+# --- Reference -------------------------------------------------------------
+mkdir -p "$MNT" "$WORK/ref-dest" "$WORK/ref-archive"
+LOOP=$(losetup -r -f --show "$IMG")
+mount -t ext4 -o ro,noload,nosuid,nodev,noexec,noatime "$LOOP" "$MNT"
+
+drop; t=$(now)
+find "$MNT" -xdev -printf "$FMT" >"$WORK/ref.raw"
+t_find=$(since "$t")
+records=$(tr -cd '\0' <"$WORK/ref.raw" | wc -c)
+"$WORK/raw2tsv" <"$WORK/ref.raw" >"$WORK/ref.tsv"
+
+rlen=$((${#MNT} + 1))
+t=$(now)
+psql -X -q -v ON_ERROR_STOP=1 -d "$(url ref)" -1 <<-SQL
+	CREATE UNLOGGED TABLE stage (type char(1), dev bigint, ino bigint, nlink bigint, size bigint, mtime bigint, path bytea);
+	\copy stage FROM '$WORK/ref.tsv'
+	CREATE TABLE inode_p_$HASH PARTITION OF inode FOR VALUES IN ('$HASH');
+	CREATE TABLE path_p_$HASH PARTITION OF path FOR VALUES IN ('$HASH');
+	ALTER TABLE path_p_$HASH ADD CONSTRAINT path_p_${HASH}_fk FOREIGN KEY (medium_hash, dev, ino)
+		REFERENCES inode_p_$HASH (medium_hash, dev, ino) ON DELETE CASCADE;
+	CREATE INDEX path_p_${HASH}_fk_idx ON path_p_$HASH (medium_hash, dev, ino);
+	INSERT INTO inode (medium_hash, dev, ino, fs_type, nlink, size, mtime)
+		SELECT DISTINCT ON (dev, ino) '$HASH', dev, ino, type, nlink, size, mtime FROM stage ORDER BY dev, ino;
+	INSERT INTO path (medium_hash, dev, ino, path)
+		SELECT '$HASH', dev, ino, CASE WHEN path = convert_to('$MNT', 'UTF8') THEN '/'::bytea ELSE substring(path FROM $rlen) END FROM stage;
+	UPDATE inode SET copied = true, claimed_by = 'NON_FILE', status = 'success' WHERE medium_hash = '$HASH' AND fs_type <> 'f';
+	INSERT INTO medium (medium_hash, enum_done) VALUES ('$HASH', now());
+	ANALYZE inode_p_$HASH, path_p_$HASH;
+	DROP TABLE stage;
+SQL
+t_load=$(since "$t")
+
+drop; t=$(now)
+cp -a "$MNT" "$WORK/ref-dest/"
+t_cp=$(since "$t")
+t=$(now); sync; t_cpsync=$(since "$t")
+umount "$MNT"; losetup -d "$LOOP"; LOOP=
+rm -rf "$WORK/ref-dest"
+
+drop; t=$(now)
+tar -I 'zstd -T0' -cf "$WORK/ref-archive/$HASH.tar.zst" -C "$(dirname "$IMG")" "$(basename "$IMG")"
+t_tar=$(since "$t")
+t=$(now); sync; t_tarsync=$(since "$t")
+rm -rf "$WORK/ref-archive"
+
+# --- Ours ------------------------------------------------------------------
+mkdir -p "$WORK/img" "$WORK/cold/img-read" "$WORK/work"
+cp --sparse=always "$IMG" "$WORK/img/$HASH.img"
+drop; t=$(now)
+"$WORK/ntt-pipeline" --db "$(url ours)" --root "$WORK/mnt" --store "$WORK/cold" --dest "$WORK/cold/img-read" \
+	--work "$WORK/work" --workers "$WORKERS" "$WORK/img/$HASH.img" >"$WORK/ours.out" 2>"$WORK/ours.err" || {
+	cat "$WORK/ours.out" "$WORK/ours.err" >&2
+	exit 1
+}
+t_ours=$(since "$t")
+M=$WORK/work/${HASH:0:8}.metrics.json
+phase() { python3 -c "import json,sys; m=json.load(open('$M')); print('%.2f' % sum(p['seconds'] for p in m['phases'] if p['name'] in sys.argv[1:]))" "$@"; }
+
+echo "pipeline benchmark: $records records, image $IMG, $(nproc) cores, $WORKERS copy workers"
+printf '%-26s %8s   %-34s %8s\n' "ntt-pipeline phase" "seconds" "reference" "seconds"
+printf '%-26s %8s   %-34s %8s\n' "preflight + mount" "$(phase preflight mount)" "" ""
+printf '%-26s %8s   %-34s %8s\n' "enumerate" "$(phase enumerate)" "find -printf" "$t_find"
+printf '%-26s %8s   %-34s %8s\n' "load" "$(phase load)" "staged psql load" "$t_load"
+printf '%-26s %8s   %-34s %8s\n' "copy (durable)" "$(phase copy)" "cp -a (+ sync $t_cpsync)" "$t_cp"
+printf '%-26s %8s   %-34s %8s\n' "archive (sealed, verified)" "$(phase archive)" "tar zstd -T0 (+ sync $t_tarsync)" "$t_tar"
+sum=$(awk -v a="$t_find" -v b="$t_load" -v c="$t_cp" -v d="$t_tar" 'BEGIN {printf "%.2f", a+b+c+d}')
+sums=$(awk -v s="$sum" -v a="$t_cpsync" -v b="$t_tarsync" 'BEGIN {printf "%.2f", s+a+b}')
+printf '%-26s %8s   %-34s %8s\n' "total (wall, whole run)" "$t_ours" "sum (with syncs: $sums)" "$sum"
+awk -v o="$t_ours" -v s="$sum" -v ss="$sums" 'BEGIN {
+	r = o / s
+	printf "ratio ours/reference %.2f (%.2f against the synced sum)  %s\n", r, o / ss, (r <= 0.5 ? "(target <= 0.5: met)" : "(target <= 0.5: MISSED)")
+}'
