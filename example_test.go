@@ -19,7 +19,7 @@ import (
 // an image and a catalog database.
 func Example() {
 	ctx := context.Background()
-	const hash = "c9894f1681b5b542eb3a4b75967e9aea"
+	hash := os.Getenv("HASH") // a plain string: every public entry point validates it
 	image := "/data/fast/img/" + hash + ".img"
 
 	db, err := pgxpool.New(ctx, os.Getenv("NTT_DB_URL")) // migrated by `ntt-loader migrate`

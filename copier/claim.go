@@ -269,8 +269,9 @@ func splitKeys(keys []key) (devs, inos []int64) {
 
 // Remaining counts a medium's file inodes still to copy (pending or
 // claimed) and their bytes.
-func Remaining(ctx context.Context, q querier, h medium.Hash) (files, bytes, claimed int64, err error) {
-	if _, err := medium.Parse(string(h)); err != nil {
+func Remaining(ctx context.Context, q querier, hash string) (files, bytes, claimed int64, err error) {
+	h, err := medium.Parse(hash)
+	if err != nil {
 		return 0, 0, 0, err
 	}
 	err = q.QueryRow(ctx, fmt.Sprintf(`

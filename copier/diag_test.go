@@ -37,7 +37,7 @@ func extentOf(t *testing.T, path string) (start, end int64) {
 
 func (f *fixture) policy(t *testing.T) *diagpolicy.Policy {
 	t.Helper()
-	p, err := diagpolicy.New(diagpolicy.Options{Medium: f.h, Image: f.image})
+	p, err := diagpolicy.New(diagpolicy.Options{Medium: string(f.h), Image: f.image})
 	require.NoError(t, err)
 	require.NoError(t, p.KernelLogErr())
 	t.Cleanup(func() { p.Close() })

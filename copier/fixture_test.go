@@ -128,7 +128,7 @@ func (f *fixture) setStore(dir string) {
 }
 
 func (f *fixture) options() copier.Options {
-	return copier.Options{Medium: f.h, StoreRoot: f.store, MountRoot: f.mountRoot, WorkerID: "test-worker",
+	return copier.Options{Medium: string(f.h), StoreRoot: f.store, MountRoot: f.mountRoot, WorkerID: "test-worker",
 		Logger: testLogger(f.t)}
 }
 

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/copier"
-	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -126,7 +125,7 @@ func helperMain() {
 	defer db.Close()
 	cl := &copiedList{}
 	st, err := copier.Run(ctx, db, copier.Options{
-		Medium: medium.Hash(o.Medium), StoreRoot: o.Store, MountRoot: o.MountRoot, WorkerID: o.Worker,
+		Medium: o.Medium, StoreRoot: o.Store, MountRoot: o.MountRoot, WorkerID: o.Worker,
 		Workers: o.Workers, BatchSize: o.Batch, Lease: o.Lease, Progress: cl,
 		Logger: slog.New(slog.NewJSONHandler(os.Stderr, nil)),
 	})

@@ -13,7 +13,6 @@ import (
 
 	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/enumerate"
-	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/HRDAG/ntt/loader"
 	"github.com/jackc/pgx/v5"
@@ -269,7 +268,7 @@ func (p blockingPolicy) Failed(ctx context.Context, f copier.Failure) copier.Dec
 	<-p.release
 	return copier.Decision{Action: copier.Retry}
 }
-func (blockingPolicy) Succeeded(medium.Hash, int64, int64) {}
+func (blockingPolicy) Succeeded(string, int64, int64) {}
 
 // A worker that makes no progress for the stall timeout ends the run with
 // ErrStalled and the medium problem copy_stalled, instead of an endless

@@ -125,7 +125,7 @@ func TestTamperedPathsNeverLeaveTheMount(t *testing.T) {
 	_, err = f.db.Exec(ctx, `DELETE FROM path WHERE medium_hash = $1 AND path = '/link-dir/x'`, string(f.h))
 	require.NoError(t, err)
 
-	res, err := copier.ResetFailed(ctx, f.db, f.h, copier.ResetOptions{})
+	res, err := copier.ResetFailed(ctx, f.db, string(f.h), copier.ResetOptions{})
 	require.NoError(t, err)
 	assert.False(t, res.Applied)
 	assert.Equal(t, int64(6), res.Total)
@@ -133,10 +133,10 @@ func TestTamperedPathsNeverLeaveTheMount(t *testing.T) {
 	_, pending, _ := f.monitor()
 	assert.Zero(t, pending, "a dry run changes nothing")
 
-	res, err = copier.ResetFailed(ctx, f.db, f.h, copier.ResetOptions{ErrorType: "io_error", Apply: true})
+	res, err = copier.ResetFailed(ctx, f.db, string(f.h), copier.ResetOptions{ErrorType: "io_error", Apply: true})
 	require.NoError(t, err)
 	assert.Zero(t, res.Total, "only the error type asked for")
-	res, err = copier.ResetFailed(ctx, f.db, f.h, copier.ResetOptions{ErrorType: "path_error", Apply: true})
+	res, err = copier.ResetFailed(ctx, f.db, string(f.h), copier.ResetOptions{ErrorType: "path_error", Apply: true})
 	require.NoError(t, err)
 	assert.Equal(t, int64(6), res.Total)
 	_, pending, _ = f.monitor()
@@ -147,7 +147,7 @@ func TestTamperedPathsNeverLeaveTheMount(t *testing.T) {
 	unmount(t, sub) // the tree check reads the medium's own "sub"
 	f.checkComplete()
 
-	_, err = copier.ResetFailed(ctx, f.db, f.h, copier.ResetOptions{ErrorType: "bogus"})
+	_, err = copier.ResetFailed(ctx, f.db, string(f.h), copier.ResetOptions{ErrorType: "bogus"})
 	assert.ErrorIs(t, err, copier.ErrInvalidOptions)
 }
 

@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/HRDAG/ntt/internal/medium"
 	"golang.org/x/sys/unix"
 )
 
 // Failure is one failed attempt to copy an inode, as the copier reports it
 // to its Policy.
 type Failure struct {
-	Medium   medium.Hash
-	Dev, Ino int64 // the catalog's key (Dev is st_dev at enumeration)
+	Medium   string // the medium hash
+	Dev, Ino int64  // the catalog's key (Dev is st_dev at enumeration)
 	Size     int64
 	// Path is the catalogued path that was tried (raw bytes).
 	Path []byte
@@ -105,7 +104,7 @@ type Policy interface {
 	Failed(ctx context.Context, f Failure) Decision
 	// Succeeded tells the policy that the inode was copied: any retry
 	// state it keeps may be forgotten.
-	Succeeded(m medium.Hash, dev, ino int64)
+	Succeeded(medium string, dev, ino int64)
 }
 
 // DamageMapper finds the ranges of an opened file whose bytes were not
@@ -138,7 +137,7 @@ func (p SimplePolicy) Failed(_ context.Context, f Failure) Decision {
 }
 
 // Succeeded implements Policy.
-func (SimplePolicy) Succeeded(medium.Hash, int64, int64) {}
+func (SimplePolicy) Succeeded(string, int64, int64) {}
 
 func errnoType(err error) string {
 	var pe *PathError

@@ -34,8 +34,9 @@ type ResetResult struct {
 // again from zero so the retry budget is whole. failed_permanent rows
 // (auto-skipped, unreadable data) are never reset. Without opts.Apply
 // nothing changes: the result says what would be reset.
-func ResetFailed(ctx context.Context, db querier, h medium.Hash, opts ResetOptions) (ResetResult, error) {
-	if _, err := medium.Parse(string(h)); err != nil {
+func ResetFailed(ctx context.Context, db querier, hash string, opts ResetOptions) (ResetResult, error) {
+	h, err := medium.Parse(hash)
+	if err != nil {
 		return ResetResult{}, err
 	}
 	if opts.ErrorType != "" && !slices.Contains(ErrorTypes, opts.ErrorType) {

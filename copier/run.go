@@ -30,7 +30,7 @@ const (
 // Options of Run.
 type Options struct {
 	// Medium to copy (required).
-	Medium medium.Hash
+	Medium string
 	// WorkerID is recorded in claimed_by; one id is one process at a time
 	// (default <hostname>-<pid>).
 	WorkerID string
@@ -178,11 +178,9 @@ type run struct {
 }
 
 func (o *Options) defaults() error {
-	h, err := medium.Parse(string(o.Medium))
-	if err != nil {
+	if _, err := medium.Parse(o.Medium); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	o.Medium = h
 	if o.WorkerID == "" {
 		host, _ := os.Hostname()
 		o.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -233,7 +231,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	if err := opts.defaults(); err != nil {
 		return Stats{}, err
 	}
-	h := opts.Medium
+	h := medium.Hash(opts.Medium) // validated by defaults
 	r := &run{db: db, o: opts, h: h, log: opts.Logger, policy: opts.Policy,
 		inflight: map[key]struct{}{}, failedIn: map[key]bool{}, cursor: cursorStart}
 	if r.log == nil {
@@ -307,7 +305,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		}
 	}
 
-	files, bytes, claimed, err := Remaining(ctx, db, h)
+	files, bytes, claimed, err := Remaining(ctx, db, string(h))
 	if err != nil {
 		return Stats{}, err
 	}
@@ -325,7 +323,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	s := stats()
 	s.Start = startTotals
 	if !opts.DryRun && runErr == nil {
-		left, _, _, err := Remaining(context.WithoutCancel(ctx), db, h)
+		left, _, _, err := Remaining(context.WithoutCancel(ctx), db, string(h))
 		if err == nil && left == 0 {
 			s.Complete = true
 			if ctx.Err() == nil {
@@ -731,7 +729,7 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 
 	for _, o := range outs {
 		if o.kind == copied {
-			r.policy.Succeeded(r.h, o.n.Dev, o.n.Ino)
+			r.policy.Succeeded(string(r.h), o.n.Dev, o.n.Ino)
 		}
 	}
 	c := &r.st

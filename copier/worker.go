@@ -436,7 +436,7 @@ func (r *run) decide(ctx context.Context, n *inode, fe *fileErr) outcome {
 			RetryCount: n.Errors + 1, Event: true}
 	} else {
 		o.dec = r.policy.Failed(ctx, Failure{
-			Medium: r.h, Dev: n.Dev, Ino: n.Ino, Size: n.Size, Path: fe.path,
+			Medium: string(r.h), Dev: n.Dev, Ino: n.Ino, Size: n.Size, Path: fe.path,
 			File: fe.file, Mount: fe.mount, FileDev: fe.fileDev,
 			Errors: n.Errors, Err: fe.err, WorkerID: r.o.WorkerID,
 		})

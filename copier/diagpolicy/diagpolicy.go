@@ -29,7 +29,7 @@ import (
 
 // Options of New.
 type Options struct {
-	Medium medium.Hash
+	Medium string // the medium hash (validated by New)
 	// Image is the medium's image file ("" if unknown: the extents check
 	// then uses the loop device's backing file, and there is no mapfile).
 	Image string
@@ -64,7 +64,7 @@ type Policy struct {
 // New prepares the policy for one medium: reads the mapfile (health and
 // bad ranges), finds the image's loop devices, opens the kernel log.
 func New(opts Options) (*Policy, error) {
-	h, err := medium.Parse(string(opts.Medium))
+	h, err := medium.Parse(opts.Medium)
 	if err != nil {
 		return nil, err
 	}
@@ -230,8 +230,8 @@ func convert(d diagnose.Decision) copier.Decision {
 }
 
 // Succeeded implements copier.Policy.
-func (p *Policy) Succeeded(h medium.Hash, dev, ino int64) {
-	p.tracker.Success(diagnose.Key{Medium: h, Dev: dev, Ino: ino})
+func (p *Policy) Succeeded(h string, dev, ino int64) {
+	p.tracker.Success(diagnose.Key{Medium: p.h, Dev: dev, Ino: ino})
 }
 
 // Damage implements copier.DamageMapper: the file's extents (FIEMAP, else

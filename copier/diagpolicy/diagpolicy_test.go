@@ -57,7 +57,7 @@ func TestNoMapfile(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, string(hash)+".img")
 	require.NoError(t, os.WriteFile(img, make([]byte, 4096), 0o644))
-	p, err := New(Options{Medium: hash, Image: img, KernelLog: diagnose.NewKernelLog(nil)})
+	p, err := New(Options{Medium: string(hash), Image: img, KernelLog: diagnose.NewKernelLog(nil)})
 	require.NoError(t, err)
 	defer p.Close()
 	assert.Equal(t, diagnose.HealthUnknown, p.Health().Health)
@@ -65,7 +65,7 @@ func TestNoMapfile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, dmg)
 
-	f := copier.Failure{Medium: hash, Dev: 1, Ino: 2, Err: unix.ENOENT, WorkerID: "w"}
+	f := copier.Failure{Medium: string(hash), Dev: 1, Ino: 2, Err: unix.ENOENT, WorkerID: "w"}
 	var d copier.Decision
 	for range 4 {
 		d = p.Failed(context.Background(), f)
@@ -77,9 +77,9 @@ func TestNoMapfile(t *testing.T) {
 	assert.Equal(t, "path_error", d.ErrorType)
 	assert.True(t, d.Checkpoint)
 
-	g := copier.Failure{Medium: hash, Dev: 1, Ino: 3, Err: errors.Join(unix.EIO)}
+	g := copier.Failure{Medium: string(hash), Dev: 1, Ino: 3, Err: errors.Join(unix.EIO)}
 	p.Failed(context.Background(), g)
-	p.Succeeded(hash, 1, 3)
+	p.Succeeded(string(hash), 1, 3)
 	assert.Zero(t, p.Tracker().Failures(diagnose.Key{Medium: hash, Dev: 1, Ino: 3}))
 }
 
@@ -89,7 +89,7 @@ func TestBadMapfile(t *testing.T) {
 	img := filepath.Join(dir, string(hash)+".img")
 	require.NoError(t, os.WriteFile(img, make([]byte, 4096), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, string(hash)+".map"), []byte("0x0 0x1000 +\ngarbage here\n"), 0o644))
-	_, err := New(Options{Medium: hash, Image: img, KernelLog: diagnose.NewKernelLog(nil)})
+	_, err := New(Options{Medium: string(hash), Image: img, KernelLog: diagnose.NewKernelLog(nil)})
 	require.Error(t, err)
 	assert.ErrorIs(t, err, diagnose.ErrMalformedMapfile)
 	_, err = New(Options{Medium: "nothex"})

@@ -169,7 +169,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
 	log := newLogger(stderr, term, status, c.verbose)
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(c.workers + 4)})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(c.workers + 4), Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -188,7 +188,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 			image = ""
 		}
 	}
-	pol, err := diagpolicy.New(diagpolicy.Options{Medium: h, Image: image})
+	pol, err := diagpolicy.New(diagpolicy.Options{Medium: string(h), Image: image})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -200,7 +200,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	log.Info("medium health", "medium", h, "health", hr.Health, "mapfile", hr.Mapfile, "rescued_pct", hr.RescuedPct)
 
 	opts := copier.Options{
-		Medium: h, WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,
+		Medium: string(h), WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,
 		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol,
 		Lease: c.lease, StallTimeout: c.stall, Logger: log,
 	}
@@ -379,12 +379,12 @@ func resetFailed(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 2})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 2, Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
 	defer pool.Close()
-	res, err := copier.ResetFailed(ctx, pool, h, copier.ResetOptions{ErrorType: c.errorType, Apply: c.apply})
+	res, err := copier.ResetFailed(ctx, pool, string(h), copier.ResetOptions{ErrorType: c.errorType, Apply: c.apply})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -413,7 +413,7 @@ func resetFailed(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 }
 
 func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 3})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 3, Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}

@@ -309,10 +309,10 @@ func (p *pipeline) load(ctx context.Context, raw string, records int64) (string,
 }
 
 func (p *pipeline) copy(ctx context.Context) (string, error) {
-	opts := copier.Options{Medium: p.c.hash, Workers: p.c.workers, StoreRoot: p.c.store, MountRoot: p.c.root, Logger: p.log,
+	opts := copier.Options{Medium: string(p.c.hash), Workers: p.c.workers, StoreRoot: p.c.store, MountRoot: p.c.root, Logger: p.log,
 		Progress: &copyProgress{status: p.status, start: time.Now()}}
 	// After the mount: the policy finds the image's loop devices now.
-	pol, err := diagpolicy.New(diagpolicy.Options{Medium: p.c.hash, Image: p.c.image,
+	pol, err := diagpolicy.New(diagpolicy.Options{Medium: string(p.c.hash), Image: p.c.image,
 		Mapfile: filepath.Join(p.c.images, p.c.hash.MapFileName())})
 	if err != nil {
 		return "", failed("copy", "copy_failed", err)
