@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/archive"
+	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/sys/unix"
 )
 
 const usage = `Usage:
@@ -103,7 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	cfg.images = images
-	term := isTerminal(os.Stderr)
+	term := cli.IsTerminal(os.Stderr)
 	logger := slog.New(slog.NewJSONHandler(stderr, nil))
 	prog := newProgress(stderr, term, logger)
 
@@ -184,7 +184,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fl.Usage()
 		return 1
 	}
-	term := isTerminal(os.Stderr)
+	term := cli.IsTerminal(os.Stderr)
 	prog := newProgress(stderr, term, slog.New(slog.NewJSONHandler(stderr, nil)))
 	man, err := archive.VerifyWith(ctx, fl.Arg(0), archive.VerifyOptions{Progress: prog})
 	prog.finish()
@@ -197,11 +197,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stdout, "  %-48s %14d  blake3:%s\n", m.Name, m.Size, m.BLAKE3)
 	}
 	return 0
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // progress draws one status line on a terminal (the seal and its

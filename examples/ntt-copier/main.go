@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
@@ -168,7 +167,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	}
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
-	log := newLogger(stderr, term, status, c.verbose)
+	log := cli.NewStatusLogger(stderr, status, c.verbose)
 	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(c.workers + 4), Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
@@ -232,25 +231,6 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// newLogger logs readable lines on a terminal (clearing the status line
-// first) and JSON lines otherwise.
-func newLogger(w io.Writer, term bool, status *cli.Status, verbose bool) *slog.Logger {
-	if !term {
-		return cli.NewLogger(w, verbose)
-	}
-	return cli.NewLogger(clearing{w, status}, verbose)
-}
-
-type clearing struct {
-	w      io.Writer
-	status *cli.Status
-}
-
-func (c clearing) Write(p []byte) (int, error) {
-	c.status.Clear()
-	return c.w.Write(p)
-}
-
 // progress counts files and bytes for the status line: files done of
 // those pending at the start, read rate, and the ETA by bytes.
 type progress struct {
@@ -307,8 +287,8 @@ func (p *progress) draw() {
 	el := time.Since(p.start)
 	b := float64(p.bytes.Load())
 	p.status.Set("%s/%s files  %s  %.1f MB/s  new %s  dedup %s  errors %s  ETA %s",
-		group(p.files.Load()), group(p.totalFiles.Load()), bytesText(int64(b)), b/1e6/max(el.Seconds(), 1e-3),
-		group(p.newB.Load()), group(p.dedup.Load()), group(p.errors.Load()),
+		cli.Group(p.files.Load()), cli.Group(p.totalFiles.Load()), bytesText(int64(b)), b/1e6/max(el.Seconds(), 1e-3),
+		cli.Group(p.newB.Load()), cli.Group(p.dedup.Load()), cli.Group(p.errors.Load()),
 		cli.ETA(b, float64(p.totalB.Load()), el))
 }
 
@@ -333,29 +313,29 @@ func printTable(w io.Writer, h medium.Hash, st *copier.Stats, dry bool) {
 	}
 	fmt.Fprintf(w, "✓ %s medium %s in %.1fs\n", verb, h, st.Elapsed.Seconds())
 	row := func(name string, v string) { fmt.Fprintf(w, "  %-16s %14s\n", name, v) }
-	row("processed", group(st.Processed))
-	row("copied", group(st.Copied))
-	row("new blobs", group(st.New))
-	row("deduplicated", group(st.Deduped))
+	row("processed", cli.Group(st.Processed))
+	row("copied", cli.Group(st.Copied))
+	row("new blobs", cli.Group(st.New))
+	row("deduplicated", cli.Group(st.Deduped))
 	row("bytes read", bytesText(st.BytesRead))
 	row("bytes written", bytesText(st.BytesWritten))
-	row("errors", group(st.Errors))
-	row("retried", group(st.Retried))
-	row("skipped", group(st.Skipped))
-	row("gave up", group(st.GaveUp))
+	row("errors", cli.Group(st.Errors))
+	row("retried", cli.Group(st.Retried))
+	row("skipped", cli.Group(st.Skipped))
+	row("gave up", cli.Group(st.GaveUp))
 	if st.Excluded > 0 {
-		row("excluded", group(st.Excluded))
+		row("excluded", cli.Group(st.Excluded))
 	}
 	if st.Released > 0 {
-		row("released", group(st.Released))
+		row("released", cli.Group(st.Released))
 	}
 	row("read rate", fmt.Sprintf("%.1f MB/s", mbps(st.BytesRead, st.Elapsed)))
 	if st.Complete {
 		fmt.Fprintf(w, "  medium complete: no file left pending or claimed; tree: %s dirs, %s symlinks\n",
-			group(st.TreeDirs), group(st.TreeSymlinks))
+			cli.Group(st.TreeDirs), cli.Group(st.TreeSymlinks))
 	} else {
 		left := st.Start.Files - st.Processed
-		fmt.Fprintf(w, "  medium not complete (about %s files left, or claimed by other workers)\n", group(max(left, 0)))
+		fmt.Fprintf(w, "  medium not complete (about %s files left, or claimed by other workers)\n", cli.Group(max(left, 0)))
 	}
 }
 
@@ -395,12 +375,12 @@ func resetFailed(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 		}
 		sort.Strings(types)
 		if res.Applied {
-			fmt.Fprintf(stdout, "✓ Reset %s failed_retryable files of medium %s to pending\n", group(res.Total), h)
+			fmt.Fprintf(stdout, "✓ Reset %s failed_retryable files of medium %s to pending\n", cli.Group(res.Total), h)
 		} else {
-			fmt.Fprintf(stdout, "Dry run: %s failed_retryable files of medium %s would be reset (nothing changed; add --apply)\n", group(res.Total), h)
+			fmt.Fprintf(stdout, "Dry run: %s failed_retryable files of medium %s would be reset (nothing changed; add --apply)\n", cli.Group(res.Total), h)
 		}
 		for _, t := range types {
-			fmt.Fprintf(stdout, "  %-18s %12s\n", t, group(res.ByErrorType[t]))
+			fmt.Fprintf(stdout, "  %-18s %12s\n", t, cli.Group(res.ByErrorType[t]))
 		}
 	} else {
 		json.NewEncoder(stdout).Encode(map[string]any{"medium": string(h), "applied": res.Applied,
@@ -420,15 +400,15 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	defer pool.Close()
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
-	log := newLogger(stderr, term, status, c.verbose)
+	log := cli.NewStatusLogger(stderr, status, c.verbose)
 	var last time.Time
 	rep, err := copier.VerifyStore(ctx, pool, copier.VerifyOptions{
 		StoreRoot: c.store, Sample: c.sample, Oldest: c.oldest, Workers: c.workers + 1, Logger: log,
 		Progress: func(r copier.VerifyReport) {
 			if term && time.Since(last) > 250*time.Millisecond {
 				last = time.Now()
-				status.Set("%s blobs checked  %s  %.1f MB/s  %s problems", group(r.Checked), bytesText(r.Bytes),
-					mbps(r.Bytes, r.Elapsed), group(r.Checked-r.OK))
+				status.Set("%s blobs checked  %s  %.1f MB/s  %s problems", cli.Group(r.Checked), bytesText(r.Bytes),
+					mbps(r.Bytes, r.Elapsed), cli.Group(r.Checked-r.OK))
 			}
 		},
 	})
@@ -438,8 +418,8 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	}
 	if term {
 		fmt.Fprintf(stdout, "Store %s: %s blobs checked (%s) in %.1fs: %s ok, %s missing, %s damaged, %s wrong size, %s unreadable, %s wrong mode\n",
-			c.store, group(rep.Checked), bytesText(rep.Bytes), rep.Elapsed.Seconds(), group(rep.OK), group(rep.Missing),
-			group(rep.Mismatched), group(rep.WrongSize), group(rep.Unreadable), group(rep.BadMode))
+			c.store, cli.Group(rep.Checked), bytesText(rep.Bytes), rep.Elapsed.Seconds(), cli.Group(rep.OK), cli.Group(rep.Missing),
+			cli.Group(rep.Mismatched), cli.Group(rep.WrongSize), cli.Group(rep.Unreadable), cli.Group(rep.BadMode))
 		for i, p := range rep.Problems {
 			if i == 20 {
 				fmt.Fprintf(stdout, "  … %d more\n", len(rep.Problems)-20)
@@ -471,18 +451,6 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// group formats n with thousands separators.
-func group(n int64) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return s
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
 }
 
 func bytesText(n int64) string { return cli.SI(float64(n)) + "B" }

@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/HRDAG/ntt/enumerate"
+	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/medium"
 )
 
@@ -97,8 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if c.workers < 1 {
 		return fail("--workers must be at least 1, got %d.", c.workers)
 	}
-	term := isTerminal(stderr)
-	log := newLogger(stderr, term, c.verbose).With("medium", h.String())
+	term := cli.IsTerminal(stderr)
+	log := cli.NewLogger(stderr, c.verbose).With("medium", h.String())
 
 	enter, err := checkMount(mount, h, c.plainDir)
 	if err != nil {
@@ -161,7 +161,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return
 			}
 			fmt.Fprintf(stderr, "\r\033[K%s entries  %s/s  %s dirs  %d errors  %s",
-				group(p.Entries), group(int64(p.Rate)), group(p.Dirs), p.Errors, p.Elapsed.Round(time.Second))
+				cli.Group(p.Entries), cli.Group(int64(p.Rate)), cli.Group(p.Dirs), p.Errors, p.Elapsed.Round(time.Second))
 		}
 	} else {
 		opts.ProgressInterval = 10 * time.Second
@@ -249,43 +249,4 @@ func commit(tmp *os.File, out string) error {
 		d.Close()
 	}
 	return nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
-
-// newLogger writes readable lines on a terminal, JSON lines otherwise.
-func newLogger(w io.Writer, term, verbose bool) *slog.Logger {
-	level := slog.LevelInfo
-	if verbose {
-		level = slog.LevelDebug
-	}
-	if term {
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level,
-			ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-				if a.Key == slog.TimeKey && len(groups) == 0 {
-					return slog.Attr{}
-				}
-				return a
-			}}))
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// group formats n with thousands separators.
-func group(n int64) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return s
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
 }

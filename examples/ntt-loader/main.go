@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -174,7 +173,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
-	log := newLogger(stderr, term, status, c.verbose)
+	log := cli.NewStatusLogger(stderr, status, c.verbose)
 	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 4, Private: dbconn.Announce("ntt-loader", stderr)})
 	if err != nil {
 		return fail("%v.", err)
@@ -226,35 +225,6 @@ func nonZero(d time.Duration) time.Duration {
 	return d
 }
 
-// newLogger logs readable lines on a terminal (clearing the status line
-// first) and JSON lines otherwise.
-func newLogger(w io.Writer, term bool, status *cli.Status, verbose bool) *slog.Logger {
-	if !term {
-		return cli.NewLogger(w, verbose)
-	}
-	level := slog.LevelInfo
-	if verbose {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(clearing{w, status}, &slog.HandlerOptions{Level: level,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		}}))
-}
-
-type clearing struct {
-	w      io.Writer
-	status *cli.Status
-}
-
-func (c clearing) Write(p []byte) (int, error) {
-	c.status.Clear()
-	return c.w.Write(p)
-}
-
 // progress draws the status line: records, rate, share of the file, ETA.
 type progress struct {
 	status          *cli.Status
@@ -304,7 +274,7 @@ func (p *progress) draw() {
 		p.status.Set("%s … %s", p.phase, el.Round(100*time.Millisecond))
 		return
 	}
-	line := fmt.Sprintf("read: %s records  %s", group(p.records), cli.Rate(float64(p.records), el))
+	line := fmt.Sprintf("read: %s records  %s", cli.Group(p.records), cli.Rate(float64(p.records), el))
 	if p.size > 0 {
 		line += fmt.Sprintf("  %3.0f%%  ETA %s", 100*float64(p.offset)/float64(p.size),
 			cli.ETA(float64(p.offset), float64(p.size), el))
@@ -321,7 +291,7 @@ func (p *progress) stop() {
 
 func printTable(w io.Writer, raw string, st *loader.Stats) {
 	fmt.Fprintf(w, "✓ Loaded %s into medium %s (%s)\n", raw, st.Medium, st.Mode)
-	row := func(name string, n int64) { fmt.Fprintf(w, "  %-18s %12s\n", name, group(n)) }
+	row := func(name string, n int64) { fmt.Fprintf(w, "  %-18s %12s\n", name, cli.Group(n)) }
 	row("records", st.Records)
 	row("inodes", st.Inodes)
 	row("paths", st.Paths)
@@ -357,16 +327,4 @@ func printJSON(w io.Writer, raw string, st *loader.Stats) {
 		"phases_s": phases, "total_s": st.Total.Seconds(),
 	}
 	json.NewEncoder(w).Encode(out)
-}
-
-// group formats n with thousands separators.
-func group(n int64) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return s
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
 }

@@ -30,21 +30,50 @@ func IsTerminal(w io.Writer) bool {
 // NewLogger logs to w: plain "LEVEL message key=value" lines without
 // timestamps on a terminal, JSON lines (log/slog) otherwise. verbose adds
 // debug lines.
-func NewLogger(w io.Writer, verbose bool) *slog.Logger {
+func NewLogger(w io.Writer, verbose bool) *slog.Logger { return NewStatusLogger(w, nil, verbose) }
+
+// NewStatusLogger is NewLogger for a program that also draws status on w:
+// each log line first clears the status line, so the two never mix.
+func NewStatusLogger(w io.Writer, status *Status, verbose bool) *slog.Logger {
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
 	}
-	if IsTerminal(w) {
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level,
-			ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-				if len(groups) == 0 && a.Key == slog.TimeKey {
-					return slog.Attr{}
-				}
-				return a
-			}}))
+	if !IsTerminal(w) {
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	if status != nil {
+		w = clearing{w, status}
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}}))
+}
+
+type clearing struct {
+	w      io.Writer
+	status *Status
+}
+
+func (c clearing) Write(p []byte) (int, error) {
+	c.status.Clear()
+	return c.w.Write(p)
+}
+
+// Group formats n with thousands separators: 1,234,567.
+func Group(n int64) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return s
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // Status is a single, rewritten status line on a terminal. On anything

@@ -38,3 +38,9 @@ func TestFormats(t *testing.T) {
 	require.Equal(t, "10s", ETA(50, 100, 10*time.Second))
 	require.Equal(t, "-", ETA(0, 100, time.Second))
 }
+
+func TestGroup(t *testing.T) {
+	require.Equal(t, "1,234,567", Group(1234567))
+	require.Equal(t, "999", Group(999))
+	require.Equal(t, "-1234", Group(-1234))
+}
