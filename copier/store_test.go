@@ -152,7 +152,7 @@ func TestTreeLinkEMLINKFallsBackToCopy(t *testing.T) {
 	copied, err := c.link([]byte("/a/empty"), "a/empty", bid)
 	require.NoError(t, err)
 	assert.True(t, copied)
-	tp := s.TreePath(h, []byte("/a/empty"))
+	tp := s.TreePath(string(h), []byte("/a/empty"))
 	st, err := os.Stat(tp)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o644), st.Mode().Perm())

@@ -48,8 +48,8 @@ func (t *tree) close() { unix.Close(t.root) }
 
 // TreePath is where the catalogued path p of medium h appears in the
 // store's tree (p must be clean).
-func (s *Store) TreePath(h medium.Hash, p []byte) string {
-	return filepath.Join(s.Root, ArchivedDir, string(h), string(p))
+func (s *Store) TreePath(hash string, p []byte) string {
+	return filepath.Join(s.Root, ArchivedDir, hash, string(p))
 }
 
 var treeHow = unix.OpenHow{

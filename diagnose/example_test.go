@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/HRDAG/ntt/diagnose"
-	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -15,19 +14,19 @@ import (
 // process, an Env per medium, a decision per failure.
 func Example_copier() {
 	ctx := context.Background()
-	h := medium.MustParse("c9894f1681b5b542eb3a4b75967e9aea")
+	h := "c9894f1681b5b542eb3a4b75967e9aea" // the medium hash
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	var db *pgxpool.Pool // the catalog
 
 	// Before copying: health from the mapfile (recomputed every run),
 	// the medium's loop devices, the kernel log from now on.
-	report, m, err := diagnose.HealthOf("/data/fast/img/" + h.MapFileName())
+	report, m, err := diagnose.HealthOf("/data/fast/img/" + h + ".map")
 	if err != nil {
 		logger.Error("reading mapfile", "err", err)
 		return
 	}
 	_ = diagnose.RecordHealth(ctx, db, h, report)
-	image := "/data/fast/img/" + h.ImageFileName()
+	image := "/data/fast/img/" + h + ".img"
 	devices, _ := diagnose.MediumDevices(image)
 	kl, err := diagnose.OpenKernelLog(diagnose.KernelLogOptions{})
 	if err != nil {
@@ -36,7 +35,7 @@ func Example_copier() {
 	tracker := diagnose.NewTracker(diagnose.DefaultPolicy())
 	env := diagnose.Env{
 		Health: report.Health, KernelLog: kl, Devices: devices,
-		MountPoint: h.MountPath("/mnt/ntt"), Image: image, WorkerID: "test-worker",
+		MountPoint: "/mnt/ntt/" + h, Image: image, WorkerID: "test-worker",
 	}
 	if len(devices) > 0 {
 		env.MountDevice = devices[0] // the device of the file's partition

@@ -127,7 +127,7 @@ func RecordDecision(ctx context.Context, q schema.Querier, d Decision) error {
 				details["kernel_log"] = DBText(c.Lines[len(c.Lines)-1])
 			}
 		}
-		if err := schema.MergeProblem(ctx, q, d.Key.Medium, d.Problem, details); err != nil {
+		if err := schema.MergeProblem(ctx, q, medium.Hash(d.Key.Medium), d.Problem, details); err != nil {
 			return err
 		}
 	}
@@ -162,11 +162,12 @@ func MarkFinal(ctx context.Context, q schema.Querier, d Decision) error {
 // RecordHealth stores the medium's health from its mapfile (recomputed on
 // every run; unknown is NULL) and, when bytes were not rescued, merges an
 // "unrescued_bytes" problem with the figures.
-func RecordHealth(ctx context.Context, q schema.Querier, h medium.Hash, r HealthReport) error {
-	if _, err := medium.Parse(string(h)); err != nil {
+func RecordHealth(ctx context.Context, q schema.Querier, hash string, r HealthReport) error {
+	h, err := medium.Parse(hash)
+	if err != nil {
 		return err
 	}
-	_, err := q.Exec(ctx, `
+	_, err = q.Exec(ctx, `
 		INSERT INTO medium (medium_hash, health) VALUES ($1, $2)
 		ON CONFLICT (medium_hash) DO UPDATE SET health = excluded.health`, string(h), r.Health.DBValue())
 	if err != nil {

@@ -22,7 +22,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // catalog returns a database with the medium, its partitions and a pending
 // file inode (dev 2049, ino 12).
-func catalog(t *testing.T, h medium.Hash) *pgxpool.Pool {
+func catalog(t *testing.T, hash string) *pgxpool.Pool {
+	h := medium.MustParse(hash)
 	t.Helper()
 	ctx := context.Background()
 	db := pgtest.New(t)

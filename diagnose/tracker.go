@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/HRDAG/ntt/internal/medium"
 )
 
 // Key names one inode of one medium, as the catalog does.
 type Key struct {
-	Medium medium.Hash
+	Medium string // the medium hash
 	Dev    int64
 	Ino    int64
 }

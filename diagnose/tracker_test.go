@@ -19,8 +19,8 @@ import (
 )
 
 var (
-	testHash  = medium.MustParse("c9894f1681b5b542eb3a4b75967e9aea")
-	testHash2 = medium.MustParse("ece03c6779caa14be2b00d380add8475")
+	testHash  = medium.MustParse("c9894f1681b5b542eb3a4b75967e9aea").String()
+	testHash2 = medium.MustParse("ece03c6779caa14be2b00d380add8475").String()
 )
 
 var errEIO = pathErr("read", unix.EIO)
@@ -107,7 +107,7 @@ func TestTrackerKernelLogAttribution(t *testing.T) {
 	tr := NewTracker(DefaultPolicy())
 	mine := Env{Health: HealthUnknown, KernelLog: kl, Devices: []string{"/dev/loop0"}, WorkerID: "test-worker"}
 	other := Env{Health: HealthUnknown, KernelLog: kl, Devices: []string{"loop1"}, WorkerID: "test-worker"}
-	otherHash := medium.MustParse("ece03c6779caa14be2b00d380add8475")
+	otherHash := "ece03c6779caa14be2b00d380add8475"
 
 	var dm, do Decision
 	for range 5 {

@@ -187,7 +187,7 @@ func (p *Policy) Failed(ctx context.Context, f copier.Failure) copier.Decision {
 	if p.klog == nil {
 		env.KernelLog = nil
 	}
-	d := p.tracker.Failure(ctx, diagnose.Key{Medium: p.h, Dev: f.Dev, Ino: f.Ino}, f.Err, env)
+	d := p.tracker.Failure(ctx, diagnose.Key{Medium: string(p.h), Dev: f.Dev, Ino: f.Ino}, f.Err, env)
 	return convert(d)
 }
 
@@ -231,7 +231,7 @@ func convert(d diagnose.Decision) copier.Decision {
 
 // Succeeded implements copier.Policy.
 func (p *Policy) Succeeded(h string, dev, ino int64) {
-	p.tracker.Success(diagnose.Key{Medium: p.h, Dev: dev, Ino: ino})
+	p.tracker.Success(diagnose.Key{Medium: string(p.h), Dev: dev, Ino: ino})
 }
 
 // Damage implements copier.DamageMapper: the file's extents (FIEMAP, else

@@ -21,7 +21,7 @@ const hash = medium.Hash("0123456789abcdef0123456789abcdef")
 // Decisions keep what the copier records: action, class, status, skip
 // reason, the checks as JSON, the event flag, the problem and the lines.
 func TestConvert(t *testing.T) {
-	d := diagnose.Decision{Action: diagnose.Skip, Key: diagnose.Key{Medium: hash, Dev: 1, Ino: 12},
+	d := diagnose.Decision{Action: diagnose.Skip, Key: diagnose.Key{Medium: string(hash), Dev: 1, Ino: 12},
 		Class: diagnose.ClassBeyondEOF, RetryCount: 10, Checkpoint: true, Status: diagnose.StatusFailedPermanent,
 		ClaimedBy: "DIAGNOSTIC_SKIP:BEYOND_EOF", Problem: diagnose.ProblemBeyondEOF,
 		Checks: []diagnose.Check{{Name: diagnose.KernelLogCheck, Result: diagnose.ResultBeyondEOF, Lines: []string{"loop3: rw=0, sector=9, limit=8"}}},
@@ -80,7 +80,7 @@ func TestNoMapfile(t *testing.T) {
 	g := copier.Failure{Medium: string(hash), Dev: 1, Ino: 3, Err: errors.Join(unix.EIO)}
 	p.Failed(context.Background(), g)
 	p.Succeeded(string(hash), 1, 3)
-	assert.Zero(t, p.Tracker().Failures(diagnose.Key{Medium: hash, Dev: 1, Ino: 3}))
+	assert.Zero(t, p.Tracker().Failures(diagnose.Key{Medium: string(hash), Dev: 1, Ino: 3}))
 }
 
 // A mapfile that does not parse is an error naming it, not "no mapfile".
