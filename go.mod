@@ -3,7 +3,6 @@ module github.com/HRDAG/ntt
 go 1.26.0
 
 require (
-	github.com/freddierice/go-losetup v0.0.0-20220711213114-2a14873012db
 	github.com/gabriel-vasile/mimetype v1.4.16
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/klauspost/compress v1.20.4
