@@ -208,7 +208,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	if term {
 		done := make(chan struct{})
 		defer close(done)
-		go prog.tick(done)
+		go cli.Redraw(done, 250*time.Millisecond, prog.draw)
 	}
 	st, err := copier.Run(ctx, pool, opts)
 	prog.stop()
@@ -264,19 +264,6 @@ func (p *progress) FileDone(r copier.FileResult) {
 }
 
 func (p *progress) BatchDone(copier.BatchResult) {}
-
-func (p *progress) tick(done <-chan struct{}) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-			p.draw()
-		}
-	}
-}
 
 func (p *progress) draw() {
 	p.mu.Lock()

@@ -190,7 +190,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		opts.Progress = prog
 		done := make(chan struct{})
 		defer close(done)
-		go prog.tick(done)
+		go cli.Redraw(done, 200*time.Millisecond, prog.draw)
 	}
 	st, err := loader.Load(ctx, pool, string(h), raw, opts)
 	if prog != nil {
@@ -248,19 +248,6 @@ func (p *progress) Records(records, offset int64) {
 	p.mu.Lock()
 	p.records, p.offset = records, offset
 	p.mu.Unlock()
-}
-
-func (p *progress) tick(done <-chan struct{}) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-			p.draw()
-		}
-	}
 }
 
 func (p *progress) draw() {

@@ -150,3 +150,18 @@ func ETA(done, total float64, elapsed time.Duration) string {
 	left := time.Duration(float64(elapsed) * (total - done) / done)
 	return left.Round(time.Second).String()
 }
+
+// Redraw calls draw every interval until done is closed: the loop behind
+// a status line that a long phase keeps up to date.
+func Redraw(done <-chan struct{}, interval time.Duration, draw func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			draw()
+		}
+	}
+}

@@ -44,3 +44,13 @@ func TestGroup(t *testing.T) {
 	require.Equal(t, "999", Group(999))
 	require.Equal(t, "-1234", Group(-1234))
 }
+
+func TestRedrawStopsWhenDone(t *testing.T) {
+	done := make(chan struct{})
+	calls := make(chan struct{}, 100)
+	finished := make(chan struct{})
+	go func() { Redraw(done, time.Millisecond, func() { calls <- struct{}{} }); close(finished) }()
+	<-calls // it draws
+	close(done)
+	<-finished // and returns once done is closed
+}
