@@ -108,13 +108,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		io.WriteString(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 1
+	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		return failf(stderr, "unexpected argument %q; see --help.", fs.Arg(0))

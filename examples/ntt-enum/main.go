@@ -73,13 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		io.WriteString(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 1
+	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
+		return code
 	}
 	if fs.NArg() != 3 {
 		fmt.Fprintf(stderr, "ntt-enum: expected MOUNT_POINT MEDIUM_HASH OUT.raw, got %d argument(s); see --help.\n", fs.NArg())

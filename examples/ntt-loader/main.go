@@ -106,14 +106,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		io.WriteString(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	operands, err := parse(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 1
+	var operands []string
+	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() (err error) { operands, err = parse(fs, args); return err }); !ok {
+		return code
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "ntt-loader: "+format+"\n", a...)

@@ -46,17 +46,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", loopdev.DefaultMountTimeout, "give up on a mount(2) after `D`")
 	verbose := fs.Bool("v", false, "log debug events")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, usage)
-			fs.PrintDefaults()
-			return 0
-		}
-		return 1
+	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
+		return code
 	}
 	log := cli.NewLogger(stderr, *verbose)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -20,7 +20,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -86,13 +85,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.stall, "stall-timeout", 60*time.Second, "fail enumeration when it makes no progress for `D`")
 	fs.BoolVar(&c.verbose, "v", false, "log debug events")
 	fs.Usage = func() { io.WriteString(fs.Output(), usage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 1
+	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
+		return code
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()

@@ -6,6 +6,8 @@
 package cli
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -163,5 +165,30 @@ func Redraw(done <-chan struct{}, interval time.Duration, draw func()) {
 		case <-t.C:
 			draw()
 		}
+	}
+}
+
+// ParseFlags runs parse (fs.Parse, or a program's own loop over it) with
+// the flag package's own printing held back, then: --help prints fs.Usage
+// to stdout once (exit 0); a bad flag prints the error and the usage to
+// stderr (exit 1). ok is false in both cases. Afterwards fs writes to
+// stderr, for the program's own usage errors.
+func ParseFlags(fs *flag.FlagSet, stdout, stderr io.Writer, parse func() error) (exit int, ok bool) {
+	fs.SetOutput(io.Discard)
+	err := parse()
+	switch {
+	case err == nil:
+		fs.SetOutput(stderr)
+		return 0, true
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
+		return 0, false
+	default:
+		fs.SetOutput(stderr)
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		return 1, false
 	}
 }

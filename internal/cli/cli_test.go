@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -53,4 +55,33 @@ func TestRedrawStopsWhenDone(t *testing.T) {
 	<-calls // it draws
 	close(done)
 	<-finished // and returns once done is closed
+}
+
+func TestParseFlagsPrintsHelpOnce(t *testing.T) {
+	newFS := func() *flag.FlagSet {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.Bool("v", false, "verbose")
+		fs.Usage = func() { fmt.Fprintln(fs.Output(), "Usage: x [-v]") }
+		return fs
+	}
+	var out, errb bytes.Buffer
+	fs := newFS()
+	code, ok := ParseFlags(fs, &out, &errb, func() error { return fs.Parse([]string{"--help"}) })
+	require.False(t, ok)
+	require.Equal(t, 0, code)
+	require.Equal(t, "Usage: x [-v]\n", out.String(), "usage once, on stdout")
+	require.Zero(t, errb.Len())
+
+	out.Reset()
+	fs = newFS()
+	code, ok = ParseFlags(fs, &out, &errb, func() error { return fs.Parse([]string{"--bogus"}) })
+	require.False(t, ok)
+	require.Equal(t, 1, code)
+	require.Zero(t, out.Len())
+	require.Equal(t, "flag provided but not defined: -bogus\nUsage: x [-v]\n", errb.String())
+
+	fs = newFS()
+	_, ok = ParseFlags(fs, &out, &errb, func() error { return fs.Parse([]string{"-v", "arg"}) })
+	require.True(t, ok)
+	require.Equal(t, []string{"arg"}, fs.Args())
 }
