@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/HRDAG/ntt/enumerate"
 	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/HRDAG/ntt/internal/medium"
@@ -109,6 +110,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if c.metrics == "" {
 		c.metrics = filepath.Join(c.work, h.Short()+".metrics.json")
 	}
+	// One matcher for enumeration and load, read before anything starts:
+	// a bad pattern file is a usage error, not a failed phase.
+	var ignore *enumerate.Matcher
+	if c.ignore != "" {
+		if ignore, err = enumerate.LoadIgnoreFile(c.ignore); err != nil {
+			fmt.Fprintf(stderr, "ntt-pipeline: %v\n", err)
+			return 1
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := cli.NewLogger(stderr, c.verbose)
@@ -119,13 +129,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer db.Close()
-	p := &pipeline{c: c, db: db, log: log, out: stdout, errw: stderr, status: cli.NewStatus(stderr)}
+	p := &pipeline{c: c, db: db, ignore: ignore, log: log, out: stdout, errw: stderr, status: cli.NewStatus(stderr)}
 	return p.run(ctx)
 }
 
 type pipeline struct {
 	c      config
 	db     *pgxpool.Pool
+	ignore *enumerate.Matcher // nil: no ignore patterns
 	log    *slog.Logger
 	out    io.Writer
 	errw   io.Writer

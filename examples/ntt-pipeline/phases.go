@@ -220,14 +220,6 @@ func (p *pipeline) preflight(ctx context.Context) (catalogState, error) {
 }
 
 func (p *pipeline) enumerate(ctx context.Context, layout *loopdev.Layout, raw string) (int64, error) {
-	var ignore *enumerate.Matcher
-	if p.c.ignore != "" {
-		m, err := enumerate.LoadIgnoreFile(p.c.ignore)
-		if err != nil {
-			return 0, failed("enumerate", "enum_failed", err)
-		}
-		ignore = m
-	}
 	enter, err := enumerate.PartitionMounts(layout.Mount)
 	if err != nil {
 		return 0, failed("enumerate", "enum_failed", err)
@@ -243,7 +235,7 @@ func (p *pipeline) enumerate(ctx context.Context, layout *loopdev.Layout, raw st
 	defer tmp.Close()
 	var unreadable []string
 	res, err := enumerate.Walk(ctx, []string{layout.Mount}, enumerate.Options{
-		Ignore: ignore, EnterMounts: enter, StallTimeout: p.c.stall, Logger: p.log,
+		Ignore: p.ignore, EnterMounts: enter, StallTimeout: p.c.stall, Logger: p.log,
 		Progress: func(pr enumerate.Progress) {
 			p.status.Set("enumerate: %s entries (%s/s)", cli.SI(float64(pr.Entries)), cli.SI(pr.Rate))
 		},
@@ -291,13 +283,7 @@ func (p *pipeline) load(ctx context.Context, raw string, records int64) (string,
 	defer f.Close()
 	opts := loader.Options{ExpectedRecords: records, ImagePath: p.c.image, Logger: p.log,
 		Progress: loaderProgress{p.status}}
-	if p.c.ignore != "" {
-		m, err := enumerate.LoadIgnoreFile(p.c.ignore)
-		if err != nil {
-			return "", failed("load", "load_failed", err)
-		}
-		opts.Ignore = m
-	}
+	opts.Ignore = p.ignore
 	st, err := loader.Load(ctx, p.db, string(p.c.hash), f, opts)
 	if err != nil {
 		return "", failed("load", "load_failed", err)

@@ -267,12 +267,3 @@ func (c *Cluster) Stop(ctx context.Context, fast bool) error {
 func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@/%s?host=%s&sslmode=disable", url.PathEscape(db), url.QueryEscape(c.SocketDir))
 }
-
-// StopCommand is a shell command line that stops this cluster immediately;
-// pgtest hands it to a watchdog that outlives a crashed test binary.
-func (c *Cluster) StopCommand() []string {
-	return []string{filepath.Join(c.BinDir, "pg_ctl"), "stop", "-m", "immediate", "-D", c.DataDir}
-}
-
-// Credential is the identity the server runs as (nil: the caller's).
-func (c *Cluster) Credential() *syscall.Credential { return c.cred }
