@@ -11,9 +11,9 @@ package main
 
 import (
 	"bufio"
-	"encoding/hex"
 	"flag"
 	"fmt"
+	"github.com/HRDAG/ntt/bench/internal/copyrow"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -60,19 +60,7 @@ func (s *sink) emit(r *enumerate.Record) error {
 	}
 	s.n++
 	if s.t != nil {
-		b := append(s.line[:0], r.Type, '\t')
-		b = strconv.AppendUint(b, r.Dev, 10)
-		b = append(b, '\t')
-		b = strconv.AppendUint(b, r.Ino, 10)
-		b = append(b, '\t')
-		b = strconv.AppendUint(b, r.Nlink, 10)
-		b = append(b, '\t')
-		b = strconv.AppendInt(b, r.Size, 10)
-		b = append(b, '\t')
-		b = strconv.AppendInt(b, r.Mtime, 10)
-		b = append(b, "\t\\\\x"...)
-		b = hex.AppendEncode(b, r.Path)
-		b = append(b, '\n')
+		b := copyrow.Append(s.line[:0], r)
 		s.line = b
 		if _, err := s.t.Write(b); err != nil {
 			return err

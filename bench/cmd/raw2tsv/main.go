@@ -7,12 +7,11 @@ package main
 
 import (
 	"bufio"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/HRDAG/ntt/bench/internal/copyrow"
 	"io"
 	"os"
-	"strconv"
 
 	"github.com/HRDAG/ntt/enumerate"
 )
@@ -30,19 +29,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "raw2tsv:", err)
 			os.Exit(1)
 		}
-		line = append(line[:0], rec.Type, '\t')
-		line = strconv.AppendUint(line, rec.Dev, 10)
-		line = append(line, '\t')
-		line = strconv.AppendUint(line, rec.Ino, 10)
-		line = append(line, '\t')
-		line = strconv.AppendUint(line, rec.Nlink, 10)
-		line = append(line, '\t')
-		line = strconv.AppendInt(line, rec.Size, 10)
-		line = append(line, '\t')
-		line = strconv.AppendInt(line, rec.Mtime, 10)
-		line = append(line, "\t\\\\x"...)
-		line = hex.AppendEncode(line, rec.Path)
-		line = append(line, '\n')
+		line = copyrow.Append(line[:0], &rec)
 		if _, err := w.Write(line); err != nil {
 			fmt.Fprintln(os.Stderr, "raw2tsv:", err)
 			os.Exit(1)
