@@ -26,6 +26,7 @@
 #
 # Usage: bench/load.sh            (env: RUNS=3 SIZES="300000 1000000" RSS_N=10000000)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,31 +90,9 @@ run_a() {
 	}
 }
 
-run_b() {
-	local n=$1 rlen=$((${#MROOT} + 1))
-	psql_ -1 <<-SQL
-		CREATE UNLOGGED TABLE stage (type char(1), dev bigint, ino bigint, nlink bigint, size bigint, mtime bigint, path bytea);
-		\copy stage FROM '$(tsv "$n")'
-		CREATE TABLE inode_p_$HASH PARTITION OF inode FOR VALUES IN ('$HASH');
-		CREATE TABLE path_p_$HASH PARTITION OF path FOR VALUES IN ('$HASH');
-		ALTER TABLE path_p_$HASH ADD CONSTRAINT path_p_${HASH}_fk FOREIGN KEY (medium_hash, dev, ino)
-			REFERENCES inode_p_$HASH (medium_hash, dev, ino) ON DELETE CASCADE;
-		CREATE INDEX path_p_${HASH}_fk_idx ON path_p_$HASH (medium_hash, dev, ino);
-		INSERT INTO inode (medium_hash, dev, ino, fs_type, nlink, size, mtime)
-			SELECT DISTINCT ON (dev, ino) '$HASH', dev, ino, type, nlink, size, mtime FROM stage ORDER BY dev, ino;
-		INSERT INTO path (medium_hash, dev, ino, path)
-			SELECT '$HASH', dev, ino, CASE WHEN path = '$MROOT'::bytea THEN '/'::bytea ELSE substring(path FROM $rlen) END FROM stage;
-		UPDATE path SET exclude_reason = 'pattern_match' WHERE medium_hash = '$HASH'
-			AND encode(path, 'escape') ~ '(/\.DS_Store$)|(/Thumbs\.db$)|(/\._[^/]*$)|(/\.Trash-1000/)';
-		UPDATE inode SET copied = true, claimed_by = 'NON_FILE', status = 'success' WHERE medium_hash = '$HASH' AND fs_type <> 'f';
-		UPDATE inode i SET copied = true, claimed_by = 'EXCLUDED', status = 'success' WHERE medium_hash = '$HASH'
-			AND NOT EXISTS (SELECT 1 FROM path p WHERE p.medium_hash = '$HASH' AND p.dev = i.dev AND p.ino = i.ino AND p.exclude_reason IS NULL);
-		INSERT INTO medium (medium_hash, enum_root, enum_done) VALUES ('$HASH', '$MROOT'::bytea, now())
-			ON CONFLICT (medium_hash) DO UPDATE SET enum_root = excluded.enum_root, enum_done = excluded.enum_done;
-		ANALYZE inode_p_$HASH, path_p_$HASH;
-		DROP TABLE stage;
-	SQL
-}
+# The ignore file's patterns as one regex, for the staged load's UPDATE.
+IGNORE_RE='(/\.DS_Store$)|(/Thumbs\.db$)|(/\._[^/]*$)|(/\.Trash-1000/)'
+run_b() { staged_sql "$HASH" "$MROOT" "$(tsv "$1")" "$IGNORE_RE" | psql_ -1; }
 
 run_c() { psql_ -c "\\copy floor FROM '$(tsv "$1")'"; }
 prep_c() { psql_ -c "CREATE UNLOGGED TABLE floor (type char(1), dev bigint, ino bigint, nlink bigint, size bigint, mtime bigint, path bytea)"; }
@@ -138,7 +117,7 @@ timed() { # timed FUNC N [PREP] -> "wall-seconds cpu-seconds" (cpu: server + cli
 	local t0 t1 s0 s1
 	s0=$(srvcpu)
 	t0=$(now)
-	/usr/bin/time -f '%U %S' -o "$PGDIR/client.cpu" bash -c "$(declare -f "$f" psql_ run_a run_b run_c raw tsv); $(declare -p LOADER URL IGNORE HASH MROOT BENCH PGDIR); $f $n"
+	/usr/bin/time -f '%U %S' -o "$PGDIR/client.cpu" bash -c "$(declare -f "$f" psql_ run_a run_b run_c raw tsv staged_sql); $(declare -p LOADER URL IGNORE IGNORE_RE HASH MROOT BENCH PGDIR); $f $n"
 	t1=$(now)
 	sleep 0.2 # the client's backend exits and is reaped
 	s1=$(srvcpu)

@@ -9,9 +9,9 @@
 #
 # Reference (the tools the runbook used, one after the other, cold caches):
 #   find MNT -xdev -printf '%y\034%D\034%i\034%n\034%s\034%Ts\034%p\0' > raw
-#   the staged psql load of those rows (COPY text into a staging table,
-#     INSERT … SELECT DISTINCT ON into the partition pair, UPDATEs, ANALYZE;
-#     the raw→text conversion is NOT timed, in the reference's favour)
+#   the staged psql load of those rows (staged_sql in bench/lib.sh, as
+#     bench/load.sh's baseline; the raw→text conversion is NOT timed, in
+#     the reference's favour)
 #   cp -a MNT DEST                       (and the sync that makes it durable)
 #   tar -I 'zstd -T0' -cf HASH.tar.zst HASH.img
 # Ours: ntt-pipeline IMAGE (pre-flight, mount, enumerate, load, copy with
@@ -21,6 +21,7 @@
 #
 # Usage: sudo bench/pipeline.sh   (env: NTT_BENCH_DIR, WORKERS=4)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,25 +73,8 @@ t_find=$(since "$t")
 records=$(tr -cd '\0' <"$WORK/ref.raw" | wc -c)
 "$WORK/raw2tsv" <"$WORK/ref.raw" >"$WORK/ref.tsv"
 
-rlen=$((${#MNT} + 1))
 t=$(now)
-psql -X -q -v ON_ERROR_STOP=1 -d "$(url ref)" -1 <<-SQL
-	CREATE UNLOGGED TABLE stage (type char(1), dev bigint, ino bigint, nlink bigint, size bigint, mtime bigint, path bytea);
-	\copy stage FROM '$WORK/ref.tsv'
-	CREATE TABLE inode_p_$HASH PARTITION OF inode FOR VALUES IN ('$HASH');
-	CREATE TABLE path_p_$HASH PARTITION OF path FOR VALUES IN ('$HASH');
-	ALTER TABLE path_p_$HASH ADD CONSTRAINT path_p_${HASH}_fk FOREIGN KEY (medium_hash, dev, ino)
-		REFERENCES inode_p_$HASH (medium_hash, dev, ino) ON DELETE CASCADE;
-	CREATE INDEX path_p_${HASH}_fk_idx ON path_p_$HASH (medium_hash, dev, ino);
-	INSERT INTO inode (medium_hash, dev, ino, fs_type, nlink, size, mtime)
-		SELECT DISTINCT ON (dev, ino) '$HASH', dev, ino, type, nlink, size, mtime FROM stage ORDER BY dev, ino;
-	INSERT INTO path (medium_hash, dev, ino, path)
-		SELECT '$HASH', dev, ino, CASE WHEN path = convert_to('$MNT', 'UTF8') THEN '/'::bytea ELSE substring(path FROM $rlen) END FROM stage;
-	UPDATE inode SET copied = true, claimed_by = 'NON_FILE', status = 'success' WHERE medium_hash = '$HASH' AND fs_type <> 'f';
-	INSERT INTO medium (medium_hash, enum_done) VALUES ('$HASH', now());
-	ANALYZE inode_p_$HASH, path_p_$HASH;
-	DROP TABLE stage;
-SQL
+staged_sql "$HASH" "$MNT" "$WORK/ref.tsv" | psql -X -q -v ON_ERROR_STOP=1 -d "$(url ref)" -1
 t_load=$(since "$t")
 
 drop; t=$(now)
