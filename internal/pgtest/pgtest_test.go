@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/stretchr/testify/require"
 )
 
@@ -26,7 +27,7 @@ func TestDatabasesAreIsolated(t *testing.T) {
 	require.False(t, exists, "a table created in one test database is visible in another")
 	var v int
 	require.NoError(t, b.QueryRow(ctx, `SELECT max(version) FROM schema_version`).Scan(&v))
-	require.Equal(t, 1, v, "test databases are migrated")
+	require.Equal(t, schema.Version, v, "test databases are migrated")
 }
 
 // TestHelperPanicsWithCluster is run by TestPanickingBinaryLeavesNoCluster

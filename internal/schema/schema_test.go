@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -182,4 +183,53 @@ func TestMergeProblemKeepsOtherFlags(t *testing.T) {
 	require.NoError(t, db.QueryRow(ctx, `SELECT problems->'enum_failed'->>'error', (problems->'beyond_eof_detected'->>'ino')::int FROM medium WHERE medium_hash = $1`, seedHash).Scan(&enumErr, &ino))
 	require.Equal(t, "boom", enumErr)
 	require.Equal(t, 12, ino)
+}
+
+// Migration 2 rewrites the blob id checks in a cheaper form: a version 1
+// catalog with a medium's partitions upgrades in place, and the rule is the
+// same as before (64 lowercase hex digits) on the parents and the
+// partitions.
+func TestBlobIDCheckUpgradeKeepsTheRule(t *testing.T) {
+	ctx := context.Background()
+	db := emptyPool(t)
+	v1, err := os.ReadFile(filepath.Join("migrations", "0001_init.sql"))
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, string(v1))
+	require.NoError(t, err)
+	_, err = db.Exec(ctx, `CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO schema_version (version, name) VALUES (1, '0001_init.sql')`)
+	require.NoError(t, err)
+	h := medium.MustParse(seedHash)
+	require.NoError(t, createPair(t, db, h))
+	good := strings.Repeat("0123456789abcdef", 4)
+	_, err = db.Exec(ctx, `INSERT INTO inode (medium_hash, dev, ino, fs_type, nlink, size, mtime, blobid) VALUES ($1, 1, 1, 'f', 1, 0, 0, $2)`, seedHash, good)
+	require.NoError(t, err)
+
+	require.ErrorIs(t, schema.Require(ctx, db, schema.Version), schema.ErrVersion)
+	require.NoError(t, schema.Migrate(ctx, db))
+	require.NoError(t, schema.Require(ctx, db, schema.Version))
+
+	for _, table := range []string{"inode", h.InodeTable(), "blobs"} {
+		var def string
+		require.NoError(t, db.QueryRow(ctx, `SELECT pg_get_constraintdef(oid) FROM pg_constraint
+			WHERE conrelid = to_regclass($1) AND conname = $2`, table, map[bool]string{true: "blobs", false: "inode"}[table == "blobs"]+"_blobid_check").Scan(&def))
+		require.NotContains(t, def, "{64}", table)
+	}
+	bad := []string{
+		strings.Repeat("0123456789ABCDEF", 4), // uppercase
+		good[:63],                             // short
+		good + "0",                            // long
+		good[:63] + "g",                       // not hex
+		good[:63] + "\n",                      // a newline where '$' might match
+		strings.Repeat("é", 64),               // 64 characters, not hex
+	}
+	for i, id := range bad {
+		_, err := db.Exec(ctx, `INSERT INTO blobs (blobid, size) VALUES ($1, 0)`, id)
+		require.ErrorContains(t, err, "blobs_blobid_check", "blobs %q", id)
+		_, err = db.Exec(ctx, `INSERT INTO inode (medium_hash, dev, ino, fs_type, nlink, size, mtime, blobid) VALUES ($1, 2, $2, 'f', 1, 0, 0, $3)`,
+			seedHash, i+10, id)
+		require.ErrorContains(t, err, "inode_blobid_check", "inode %q", id)
+	}
+	_, err = db.Exec(ctx, `INSERT INTO blobs (blobid, size) VALUES ($1, 0)`, good)
+	require.NoError(t, err)
 }
