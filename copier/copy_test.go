@@ -2,6 +2,7 @@ package copier_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -102,6 +103,52 @@ func TestCopyEndToEnd(t *testing.T) {
 	assert.True(t, st2.Complete)
 	f.checkComplete()
 }
+
+// A claim of large files is committed in parts once it has read the
+// batch's byte budget, and a medium smaller than a batch per worker is
+// still shared between the workers.
+func TestBatchesCommitInPartsAndShareSmallMedia(t *testing.T) {
+	spec := testimg.Spec{}
+	for i := range 5 {
+		spec.Entries = append(spec.Entries, testimg.Entry{Path: fmt.Sprintf("big/%d", i), Kind: testimg.File, Size: 3 << 20, Seed: uint64(i + 1)})
+	}
+	f := newMedium(t, spec)
+	defer copier.SetBatchBytes(5 << 20)()
+	o := f.options()
+	o.Workers, o.BatchSize = 1, 100
+	var parts []copier.BatchResult
+	o.Progress = &batchRecorder{done: func(r copier.BatchResult) { parts = append(parts, r) }}
+	st := f.mustRun(o)
+	f.checkComplete()
+	require.Equal(t, int64(5), st.Copied)
+	// 3 MiB files, 5 MiB budget: two files per part, then the last one.
+	require.Len(t, parts, 3)
+	for i, want := range []int{2, 2, 1} {
+		assert.Equal(t, want, parts[i].Files, "part %d", i)
+		assert.Equal(t, int64(want)*(3<<20), parts[i].BytesRead, "part %d", i)
+	}
+	assert.Equal(t, int64(3), st.Batches)
+
+	// Ten small files, two workers, batches of 1000: two claims of five.
+	spec = testimg.Spec{}
+	for i := range 10 {
+		spec.Entries = append(spec.Entries, testimg.Entry{Path: fmt.Sprintf("f%d", i), Kind: testimg.File, Data: []byte(fmt.Sprint(i))})
+	}
+	g := newMedium(t, spec)
+	o = g.options()
+	o.Workers, o.BatchSize = 2, 1000
+	st = g.mustRun(o)
+	g.checkComplete()
+	assert.Equal(t, int64(10), st.Copied)
+	assert.Equal(t, int64(2), st.Batches, "each worker claims half")
+}
+
+// batchRecorder is a copier.Progress that hands each batch to done.
+type batchRecorder struct{ done func(copier.BatchResult) }
+
+func (b *batchRecorder) Started(copier.Totals)          {}
+func (b *batchRecorder) FileDone(copier.FileResult)     {}
+func (b *batchRecorder) BatchDone(r copier.BatchResult) { b.done(r) }
 
 // By-hash files were once created 0750 under root's umask: blobs are 0644
 // and store directories 0755 whatever the umask.

@@ -15,3 +15,11 @@ func SetLockCheck(d time.Duration) (restore func()) {
 	lockCheckEvery = d
 	return func() { lockCheckEvery = old }
 }
+
+// SetBatchBytes changes how many bytes a batch reads before it is committed
+// in part (tests).
+func SetBatchBytes(n int64) (restore func()) {
+	old := batchBytes
+	batchBytes = n
+	return func() { batchBytes = old }
+}

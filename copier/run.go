@@ -22,10 +22,15 @@ import (
 const (
 	DefaultStore        = "/data/cold"
 	DefaultMountRoot    = "/mnt/ntt"
-	DefaultBatchSize    = 100
+	DefaultBatchSize    = 1000
 	DefaultLease        = 5 * time.Minute
 	DefaultStallTimeout = 10 * time.Minute
 )
+
+// batchBytes: a batch whose files have read this much is committed at
+// once, and the rest of its claim copied in the next part (a variable for
+// tests).
+var batchBytes int64 = 1 << 30
 
 // Options of Run.
 type Options struct {
@@ -37,7 +42,9 @@ type Options struct {
 	// Workers is the number of concurrent workers in this process (default 1).
 	Workers int
 	// BatchSize is the number of inodes per claim and per catalog
-	// transaction (default 100).
+	// transaction (default 1000). A claim is committed in parts when its
+	// files read more than 1 GiB, and is smaller on a medium with fewer
+	// than BatchSize pending files per worker.
 	BatchSize int
 	// Limit stops after this many inodes were processed (0: no limit).
 	Limit int64
@@ -163,7 +170,10 @@ type run struct {
 	policy Policy
 	st     counters
 	quota  atomic.Int64
-	mime   mimeCache
+	// claimSize is how many inodes one claim asks for: BatchSize, or less
+	// on a small medium so that every worker gets some.
+	claimSize int
+	mime      mimeCache
 
 	mu       sync.Mutex
 	cursor   key
@@ -318,6 +328,9 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 
 	var runErr error
 	if files-claimed > 0 {
+		// Every worker gets a share, however small the medium.
+		perWorker := (files - claimed + int64(opts.Workers) - 1) / int64(opts.Workers)
+		r.claimSize = int(min(int64(opts.BatchSize), max(perWorker, 1)))
 		runErr = r.copyAll(ctx)
 	}
 	s := stats()
@@ -559,7 +572,7 @@ func (r *run) work(ctx context.Context, wid int) error {
 	w := newWorker(r, wid)
 	defer w.close()
 	for ctx.Err() == nil {
-		n := r.reserve(r.o.BatchSize)
+		n := r.reserve(r.claimSize)
 		if n == 0 {
 			return nil
 		}
@@ -573,22 +586,34 @@ func (r *run) work(ctx context.Context, wid int) error {
 			r.unreserve(n)
 			return nil
 		}
-		t1 := time.Now()
-		outs, abort := w.process(ctx, batch)
-		times := batchTimes{claim: t1.Sub(t0), copy: time.Since(t1)}
-		unused := 0
-		for _, o := range outs {
-			if o.kind == released {
-				unused++
+		r.unreserve(n - len(batch))
+		claimTime := time.Since(t0)
+		var res BatchResult
+		// A claim is committed in parts when its files are large, so a
+		// batch of big files is durable and counted as it goes, not only
+		// after many gigabytes.
+		for len(batch) > 0 {
+			t1 := time.Now()
+			outs, abort := w.process(ctx, batch, batchBytes)
+			batch = batch[len(outs):]
+			times := batchTimes{claim: claimTime, copy: time.Since(t1)}
+			claimTime = 0
+			unused := 0
+			for _, o := range outs {
+				if o.kind == released {
+					unused++
+				}
 			}
-		}
-		r.unreserve(n - len(batch) + unused)
-		res, err := r.finishBatch(ctx, wid, outs, t0, &times)
-		if err != nil {
-			return errors.Join(abort, err)
-		}
-		if abort != nil {
-			return abort
+			r.unreserve(unused)
+			res, err = r.finishBatch(ctx, wid, outs, t0, &times)
+			if err != nil {
+				r.unreserve(len(batch))
+				return errors.Join(abort, err)
+			}
+			if abort != nil {
+				return abort
+			}
+			t0 = time.Now()
 		}
 		if res.Copied == 0 && res.Failed > 0 && res.Failed == res.Files {
 			// Only failures: give the medium a moment before the retries.

@@ -393,11 +393,17 @@ func (r *run) mimeOf(id string, data []byte) string {
 
 // process copies a batch, stopping (and releasing the rest) when ctx is
 // done. A failure of the store ends the batch: that inode and the rest are
-// released, and the error is returned.
-func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error) {
+// released, and the error is returned. Once the inodes copied have read
+// budget bytes (0: no budget), process returns early with the outcomes so
+// far; the caller commits them and calls it again with the rest.
+func (w *worker) process(ctx context.Context, batch []*inode, budget int64) ([]outcome, error) {
 	outs := make([]outcome, 0, len(batch))
 	var abort error
+	var read int64
 	for _, n := range batch {
+		if budget > 0 && read >= budget && abort == nil && ctx.Err() == nil {
+			break
+		}
 		if ctx.Err() != nil || abort != nil {
 			outs = append(outs, outcome{n: n, kind: released})
 			continue
@@ -416,6 +422,7 @@ func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error)
 		}
 		w.r.touch(w.id)
 		o.read, o.written = res.BytesRead, res.BytesWritten
+		read += res.BytesRead
 		outs = append(outs, o)
 		if w.r.o.Progress != nil {
 			w.r.o.Progress.FileDone(res)
