@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/HRDAG/ntt/internal/medium"
@@ -55,7 +56,10 @@ type problem struct {
 // claimed by this worker are touched; it returns how many copied inodes
 // had lost their claim meanwhile (a lease that ran out: another worker
 // copies them again, to the same blob).
-func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem) (lost int64, err error) {
+//
+// Blobs already in recorded (rows this run committed) are not inserted into
+// blobs again; the batch's blobs are added to it once the batch commits.
+func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet) (lost int64, err error) {
 	b := &pgx.Batch{}
 	table := h.InodeTable()
 
@@ -78,7 +82,7 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 		o := &outs[i]
 		switch o.kind {
 		case copied:
-			if _, ok := sizes[o.blob]; !ok {
+			if _, ok := sizes[o.blob]; !ok && !recorded.has(o.blob) {
 				blobIDs = append(blobIDs, o.blob)
 				sizes[o.blob] = o.n.Size
 			}
@@ -198,6 +202,9 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 
 	for attempt := 0; ; attempt++ {
 		lost, err = runCommit(ctx, db, h, b, successQ, int64(len(cDev)), problems)
+		if err == nil {
+			recorded.add(blobIDs)
+		}
 		if err == nil || attempt >= 4 || !transient(err) || ctx.Err() != nil {
 			return lost, err
 		}
@@ -258,4 +265,40 @@ func jsonOrNil(j json.RawMessage) *string {
 	}
 	s := string(j)
 	return &s
+}
+
+// blobSet remembers the blob ids whose blobs rows this run has committed,
+// so that a medium full of duplicates does not insert the same row at
+// every batch (a conflict costs the database an index probe and the row's
+// checks). Nothing deletes blobs rows, so a remembered row stays there.
+// It forgets everything when full: an id then costs one more insert.
+type blobSet struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+const blobSetMax = 1 << 18 // ids (about 25 MiB)
+
+func (s *blobSet) has(id string) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[id]
+	return ok
+}
+
+func (s *blobSet) add(ids []string) {
+	if s == nil || len(ids) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil || len(s.ids)+len(ids) > blobSetMax {
+		s.ids = make(map[string]struct{}, len(ids))
+	}
+	for _, id := range ids {
+		s.ids[id] = struct{}{}
+	}
 }

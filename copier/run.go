@@ -174,6 +174,7 @@ type run struct {
 	// on a small medium so that every worker gets some.
 	claimSize int
 	mime      mimeCache
+	blobs     blobSet // blobs rows committed by this run
 
 	mu       sync.Mutex
 	cursor   key
@@ -738,7 +739,7 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 		tc := time.Now()
 		times.sync = tc.Sub(ts)
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		lost, err := commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems)
+		lost, err := commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems, &r.blobs)
 		cancel()
 		times.commit = time.Since(tc)
 		if err != nil {
