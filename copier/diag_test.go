@@ -183,7 +183,8 @@ func TestMapfileDamageRecorded(t *testing.T) {
 	p := f.policy(t)
 	assert.Equal(t, diagnose.HealthIncomplete, p.Health().Health)
 	o := f.options()
-	o.Policy, o.Damage = p, p
+	require.NotNil(t, p.DamageMapper(), "the mapfile has an unrescued range")
+	o.Policy, o.Damage = p, p.DamageMapper()
 	stats := f.mustRun(o)
 	assert.Equal(t, int64(2), stats.Copied)
 

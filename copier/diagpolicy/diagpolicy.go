@@ -234,6 +234,16 @@ func (p *Policy) Succeeded(h string, dev, ino int64) {
 	p.tracker.Success(diagnose.Key{Medium: string(p.h), Dev: dev, Ino: ino})
 }
 
+// DamageMapper returns p when the mapfile names unrescued ranges and nil
+// otherwise: set it as copier.Options.Damage, so that the copier does not
+// hand over every file of an intact medium for nothing.
+func (p *Policy) DamageMapper() copier.DamageMapper {
+	if len(p.bad) == 0 {
+		return nil
+	}
+	return p
+}
+
 // Damage implements copier.DamageMapper: the file's extents (FIEMAP, else
 // FIBMAP), shifted by its loop device's offset, against the mapfile's
 // unrescued ranges and the image's end. Without a mapfile with bad ranges

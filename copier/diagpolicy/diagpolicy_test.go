@@ -64,6 +64,7 @@ func TestNoMapfile(t *testing.T) {
 	dmg, err := p.Damage(context.Background(), nil, "")
 	require.NoError(t, err)
 	assert.Nil(t, dmg)
+	assert.Nil(t, p.DamageMapper(), "nothing to map without unrescued ranges")
 
 	f := copier.Failure{Medium: string(hash), Dev: 1, Ino: 2, Err: unix.ENOENT, WorkerID: "w"}
 	var d copier.Decision

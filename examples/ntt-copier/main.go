@@ -195,7 +195,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 
 	opts := copier.Options{
 		Medium: string(h), WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,
-		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol,
+		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol.DamageMapper(),
 		Lease: c.lease, StallTimeout: c.stall, Logger: log,
 	}
 	prog := &progress{status: status, start: time.Now()}

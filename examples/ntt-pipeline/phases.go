@@ -307,7 +307,7 @@ func (p *pipeline) copy(ctx context.Context) (string, error) {
 	if kerr := pol.KernelLogErr(); kerr != nil {
 		p.log.Warn("kernel log unavailable: the checkpoint goes without it", "error", kerr)
 	}
-	opts.Policy, opts.Damage = pol, pol
+	opts.Policy, opts.Damage = pol, pol.DamageMapper()
 	st, err := copier.Run(ctx, p.db, opts)
 	p.m.CopySeconds = st.Elapsed.Seconds()
 	p.m.FilesCopied, p.m.FilesDeduped = st.Copied, st.Deduped
