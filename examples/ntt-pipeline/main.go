@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -142,4 +143,6 @@ type pipeline struct {
 	errw   io.Writer
 	status *cli.Status
 	m      Metrics
+
+	unmountOnce sync.Once
 }

@@ -42,11 +42,7 @@ func (p *pipeline) run(ctx context.Context) int {
 	err := p.phases(ctx)
 	// Unmount whatever happened: the runbook's rollback for every phase,
 	// and the last step of a finished run. A rerun mounts again.
-	if rep, uerr := loopdev.Unmount(context.WithoutCancel(ctx), string(h), p.c.root, &loopdev.UnmountOptions{Image: p.c.image, Logger: p.log}); uerr != nil {
-		p.log.Warn("unmount failed", "medium", string(h), "error", uerr)
-	} else if rep != nil {
-		p.log.Debug("unmounted", "medium", string(h))
-	}
+	p.unmount(ctx)
 	p.m.Total = time.Since(start).Seconds()
 	p.status.Clear()
 	var pe *phaseError
@@ -73,6 +69,19 @@ func (p *pipeline) run(ctx context.Context) int {
 		return 1
 	}
 	return 0
+}
+
+// unmount takes the medium's mounts and loop devices off, once; a second
+// call waits for the first to finish.
+func (p *pipeline) unmount(ctx context.Context) {
+	p.unmountOnce.Do(func() {
+		h := string(p.c.hash)
+		if rep, err := loopdev.Unmount(context.WithoutCancel(ctx), h, p.c.root, &loopdev.UnmountOptions{Image: p.c.image, Logger: p.log}); err != nil {
+			p.log.Warn("unmount failed", "medium", h, "error", err)
+		} else if rep != nil {
+			p.log.Debug("unmounted", "medium", h)
+		}
+	})
 }
 
 // phase runs fn as the named phase, timing it into the metrics.
@@ -158,6 +167,10 @@ func (p *pipeline) phases(ctx context.Context) error {
 		if err := p.phase("copy", func() (string, error) { return p.copy(ctx) }); err != nil {
 			return err
 		}
+		// The archive reads the image, not the mount: unmount meanwhile
+		// (the kernel takes a second or more to evict a large medium's
+		// inodes). run waits for it.
+		go p.unmount(ctx)
 	} else {
 		p.skip("copy", "no pending or claimed inode")
 	}
