@@ -35,7 +35,7 @@ type Store struct {
 	byHash   int // O_PATH fd of <root>/by-hash
 	archived int // O_PATH fd of <root>/archived
 	syncFd   int // a readable fd of <root>/by-hash: syncfs refuses O_PATH
-	dirs     sync.Map
+	dirs     sync.Map // "AA" and "AABB": by-hash directories known to exist
 	noTmp    atomic.Bool // O_TMPFILE unsupported: use named temporary files
 	tmpSeq   atomic.Int64
 	host     string
@@ -177,8 +177,11 @@ func (s *Store) ensureBlobDir(id string) error {
 	if _, ok := s.dirs.Load(key); ok {
 		return nil
 	}
-	if err := mkdir0755(s.byHash, id[0:2]); err != nil {
-		return fmt.Errorf("store %s: %w", s.Root, err)
+	if _, ok := s.dirs.Load(id[0:2]); !ok {
+		if err := mkdir0755(s.byHash, id[0:2]); err != nil {
+			return fmt.Errorf("store %s: %w", s.Root, err)
+		}
+		s.dirs.Store(id[0:2], true)
 	}
 	if err := mkdir0755(s.byHash, id[0:2]+"/"+id[2:4]); err != nil {
 		return fmt.Errorf("store %s: %w", s.Root, err)

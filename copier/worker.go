@@ -185,6 +185,11 @@ func (w *worker) store(f fdReader, p []byte, size int64) (id, mime string, creat
 			have, err := w.r.store.HasBlob(id, size)
 			return id, mime, !have, read, 0, storeErr(err)
 		}
+		if w.r.blobs.has(id) {
+			// Stored, synced and recorded by an earlier batch of this run:
+			// nothing removes blobs, so the store need not be asked again.
+			return id, mime, false, read, 0, nil
+		}
 		created, err = w.r.store.PutBytes(id, data)
 		if created {
 			written = size
