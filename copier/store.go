@@ -32,10 +32,10 @@ import (
 type Store struct {
 	Root string
 
-	byHash   int // O_PATH fd of <root>/by-hash
-	archived int // O_PATH fd of <root>/archived
-	syncFd   int // a readable fd of <root>/by-hash: syncfs refuses O_PATH
-	dirs     sync.Map // "AA" and "AABB": by-hash directories known to exist
+	byHash   int         // O_PATH fd of <root>/by-hash
+	archived int         // O_PATH fd of <root>/archived
+	syncFd   int         // a readable fd of <root>/by-hash: syncfs refuses O_PATH
+	dirs     sync.Map    // "AA" and "AABB": by-hash directories known to exist
 	noTmp    atomic.Bool // O_TMPFILE unsupported: use named temporary files
 	tmpSeq   atomic.Int64
 	host     string
