@@ -40,6 +40,29 @@ func (f *fixture) holdLock(worker string) *pgx.Conn {
 	return conn
 }
 
+// waitUnlocked waits until no session holds worker's lock: a closed
+// connection's backend lets go of its locks when it exits, a moment after
+// Close returns.
+func (f *fixture) waitUnlocked(worker string) {
+	f.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.url)
+	require.NoError(f.t, err)
+	defer conn.Close(ctx)
+	key := "ntt-copier:" + string(f.h) + ":" + worker
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var got bool
+		require.NoError(f.t, conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, key).Scan(&got))
+		if got {
+			_, err := conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, key)
+			require.NoError(f.t, err)
+			return
+		}
+		require.True(f.t, time.Now().Before(deadline), "the lock of %s is still held", worker)
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Claims of dead workers come back; claims of live workers are left alone
 // until their lease runs out.
 func TestOrphanedAndExpiredClaims(t *testing.T) {
@@ -74,6 +97,7 @@ func TestOrphanedAndExpiredClaims(t *testing.T) {
 	assert.Equal(t, "alive", who)
 
 	live.Close(ctx) // the live worker dies: its claims are orphans at once
+	f.waitUnlocked("alive")
 	st = f.mustRun(o)
 	assert.Equal(t, int64(5), st.Copied)
 	assert.True(t, st.Complete)

@@ -329,8 +329,9 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 
 	var runErr error
 	if files-claimed > 0 {
-		// Every worker gets a share, however small the medium.
-		perWorker := (files - claimed + int64(opts.Workers) - 1) / int64(opts.Workers)
+		// Every worker gets a share, however small the medium. Claims of
+		// others count: they come back if their worker turns out dead.
+		perWorker := (files + int64(opts.Workers) - 1) / int64(opts.Workers)
 		r.claimSize = int(min(int64(opts.BatchSize), max(perWorker, 1)))
 		runErr = r.copyAll(ctx)
 	}
