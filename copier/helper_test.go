@@ -16,26 +16,12 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/copier"
+	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // logBuffer collects JSON log lines; safe for concurrent writers.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ testenv.Buffer }
 
 // lines returns the messages of the log lines containing substr.
 func (l *logBuffer) lines(substr string) []string {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -383,7 +384,7 @@ func TestWalkStallReturnsPromptly(t *testing.T) {
 		err error
 	}
 	done := make(chan outcome, 1)
-	var out lockedBuffer
+	var out testenv.Buffer
 	go func() {
 		res, err := Walk(context.Background(), []string{mnt},
 			Options{Workers: 2, StallTimeout: 300 * time.Millisecond, fs: fs}, &out)
@@ -430,23 +431,6 @@ func TestWalkCancelWhileStuck(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Walk did not return after cancellation while a worker was blocked")
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Len()
 }
 
 // failFS fails reading directories named failName with EIO.

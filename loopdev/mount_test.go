@@ -1,7 +1,6 @@
 package loopdev
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -125,19 +124,11 @@ func writeDisk(t *testing.T, path string, size int64, primaries []mbrPart, logic
 
 // ---- harness ----
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
-func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 type env struct {
 	t    *testing.T
 	dir  string
 	root string
-	log  *logBuf
+	log  *testenv.Buffer
 }
 
 // newEnv checks root and gives a mount root and image directory of the
@@ -148,7 +139,7 @@ func newEnv(t *testing.T) *env {
 		testenv.SkipOrFail(t, "no /dev/loop-control")
 	}
 	dir := t.TempDir()
-	e := &env{t: t, dir: dir, root: filepath.Join(dir, "mnt"), log: &logBuf{}}
+	e := &env{t: t, dir: dir, root: filepath.Join(dir, "mnt"), log: &testenv.Buffer{}}
 	return e
 }
 

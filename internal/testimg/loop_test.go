@@ -2,16 +2,16 @@ package testimg
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/HRDAG/ntt/internal/testenv"
 )
 
 // childEnv selects what TestCleanupChild does when the test binary runs
@@ -56,7 +56,7 @@ func TestCleanupOnFailure(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestCleanupChild$", "-test.count=1")
 			cmd.Env = append(os.Environ(), childEnv+"="+mode, "TMPDIR="+t.TempDir())
-			var out lockedBuffer
+			var out testenv.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -97,25 +97,6 @@ func TestCleanupOnFailure(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer is a bytes.Buffer the child's output copier writes while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func parseChild(out string) (dev, dir, img string) {
