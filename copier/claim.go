@@ -168,21 +168,28 @@ func (n *inode) key() key { return key{n.Dev, n.Ino} }
 var cursorStart = key{math.MinInt64, math.MinInt64}
 
 // claimSQL claims up to $6 pending file inodes after ($4, $5) for worker
-// $1; a claim older than the lease ($3) counts as pending. It returns each
-// claimed inode once per non-excluded path (once with a NULL path if it has
-// none).
+// $1, and no more of them than fit in $7 bytes (the first always does); a
+// claim older than the lease ($3) counts as pending. It returns each claimed
+// inode once per non-excluded path (once with a NULL path if it has none).
+// The byte bound keeps a claim of large files small: one worker never
+// holds much more than $7 bytes of work that idle workers cannot take.
 func claimSQL(h medium.Hash) string {
 	return fmt.Sprintf(`
-		WITH c AS (
+		WITH cand AS (
+			SELECT dev, ino, size FROM %[1]s
+			WHERE medium_hash = $2 AND NOT copied AND fs_type = 'f'
+			  AND (claimed_by IS NULL OR claimed_at IS NULL OR claimed_at < now() - $3::float8 * interval '1 second')
+			  AND (dev, ino) > ($4, $5)
+			ORDER BY dev, ino
+			LIMIT $6
+			FOR UPDATE SKIP LOCKED),
+		pick AS (
+			SELECT dev, ino FROM (SELECT dev, ino, sum(size) OVER (ORDER BY dev, ino) - size AS before FROM cand) s
+			WHERE before < $7),
+		c AS (
 			UPDATE %[1]s AS i SET claimed_by = $1, claimed_at = now()
-			WHERE i.medium_hash = $2 AND (i.dev, i.ino) IN (
-				SELECT dev, ino FROM %[1]s
-				WHERE medium_hash = $2 AND NOT copied AND fs_type = 'f'
-				  AND (claimed_by IS NULL OR claimed_at IS NULL OR claimed_at < now() - $3::float8 * interval '1 second')
-				  AND (dev, ino) > ($4, $5)
-				ORDER BY dev, ino
-				LIMIT $6
-				FOR UPDATE SKIP LOCKED)
+			FROM pick
+			WHERE i.medium_hash = $2 AND i.dev = pick.dev AND i.ino = pick.ino
 			RETURNING i.dev, i.ino, i.size, i.error_count)
 		SELECT c.dev, c.ino, c.size, c.error_count, p.path
 		FROM c LEFT JOIN %[2]s p
@@ -193,27 +200,31 @@ func claimSQL(h medium.Hash) string {
 // peekSQL is claimSQL without claiming, for dry runs.
 func peekSQL(h medium.Hash) string {
 	return fmt.Sprintf(`
-		WITH c AS (
+		WITH cand AS (
 			SELECT dev, ino, size, error_count FROM %[1]s
 			WHERE medium_hash = $2 AND NOT copied AND fs_type = 'f'
 			  AND (claimed_by IS NULL OR claimed_at IS NULL OR claimed_at < now() - $3::float8 * interval '1 second')
 			  AND (dev, ino) > ($4, $5) AND $1::text IS NOT NULL
 			ORDER BY dev, ino
-			LIMIT $6)
+			LIMIT $6),
+		c AS (
+			SELECT dev, ino, size, error_count FROM (
+				SELECT *, sum(size) OVER (ORDER BY dev, ino) - size AS before FROM cand) s
+			WHERE before < $7)
 		SELECT c.dev, c.ino, c.size, c.error_count, p.path
 		FROM c LEFT JOIN %[2]s p
 		  ON p.medium_hash = $2 AND p.dev = c.dev AND p.ino = c.ino AND p.exclude_reason IS NULL
 		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable())
 }
 
-// claimBatch claims up to n inodes after cursor. With peek set it only
-// reads them (dry run).
+// claimBatch claims up to n inodes after cursor, at most batchBytes of
+// them (but at least one). With peek set it only reads them (dry run).
 func claimBatch(ctx context.Context, q querier, h medium.Hash, worker string, lease time.Duration, after key, n int, peek bool) ([]*inode, error) {
 	sql := claimSQL(h)
 	if peek {
 		sql = peekSQL(h)
 	}
-	rows, err := q.Query(ctx, sql, worker, string(h), lease.Seconds(), after.dev, after.ino, n)
+	rows, err := q.Query(ctx, sql, worker, string(h), lease.Seconds(), after.dev, after.ino, n, batchBytes)
 	if err != nil {
 		return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
 	}

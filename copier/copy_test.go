@@ -104,10 +104,10 @@ func TestCopyEndToEnd(t *testing.T) {
 	f.checkComplete()
 }
 
-// A claim of large files is committed in parts once it has read the
-// batch's byte budget, and a medium smaller than a batch per worker is
-// still shared between the workers.
-func TestBatchesCommitInPartsAndShareSmallMedia(t *testing.T) {
+// A batch of large files holds no more than fit in the byte bound (at
+// least one), and a medium smaller than a batch per worker is still shared
+// between the workers.
+func TestBatchesBoundedByBytesAndShared(t *testing.T) {
 	spec := testimg.Spec{}
 	for i := range 5 {
 		spec.Entries = append(spec.Entries, testimg.Entry{Path: fmt.Sprintf("big/%d", i), Kind: testimg.File, Size: 3 << 20, Seed: uint64(i + 1)})
@@ -121,11 +121,12 @@ func TestBatchesCommitInPartsAndShareSmallMedia(t *testing.T) {
 	st := f.mustRun(o)
 	f.checkComplete()
 	require.Equal(t, int64(5), st.Copied)
-	// 3 MiB files, 5 MiB budget: two files per part, then the last one.
+	// 3 MiB files, 5 MiB bound: two files per batch (the second starts at
+	// 3 MiB, within the bound), then the last one.
 	require.Len(t, parts, 3)
 	for i, want := range []int{2, 2, 1} {
-		assert.Equal(t, want, parts[i].Files, "part %d", i)
-		assert.Equal(t, int64(want)*(3<<20), parts[i].BytesRead, "part %d", i)
+		assert.Equal(t, want, parts[i].Files, "batch %d", i)
+		assert.Equal(t, int64(want)*(3<<20), parts[i].BytesRead, "batch %d", i)
 	}
 	assert.Equal(t, int64(3), st.Batches)
 

@@ -16,8 +16,7 @@ func SetLockCheck(d time.Duration) (restore func()) {
 	return func() { lockCheckEvery = old }
 }
 
-// SetBatchBytes changes how many bytes a batch reads before it is committed
-// in part (tests).
+// SetBatchBytes changes the byte bound of a batch (tests).
 func SetBatchBytes(n int64) (restore func()) {
 	old := batchBytes
 	batchBytes = n

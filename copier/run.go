@@ -27,9 +27,10 @@ const (
 	DefaultStallTimeout = 10 * time.Minute
 )
 
-// batchBytes: a batch whose files have read this much is committed at
-// once, and the rest of its claim copied in the next part (a variable for
-// tests).
+// batchBytes bounds a batch by the catalogued size of its files: a claim
+// takes no more files than fit (and at least one), so a batch of large
+// files is committed, and its claims are free for idle workers, every
+// gigabyte or so (a variable for tests).
 var batchBytes int64 = 1 << 30
 
 // Options of Run.
@@ -42,9 +43,9 @@ type Options struct {
 	// Workers is the number of concurrent workers in this process (default 1).
 	Workers int
 	// BatchSize is the number of inodes per claim and per catalog
-	// transaction (default 1000). A claim is committed in parts when its
-	// files read more than 1 GiB, and is smaller on a medium with fewer
-	// than BatchSize pending files per worker.
+	// transaction (default 1000). A batch holds fewer when its files add
+	// up to more than 1 GiB, or when the medium has fewer than BatchSize
+	// unfinished files per worker.
 	BatchSize int
 	// Limit stops after this many inodes were processed (0: no limit).
 	Limit int64
@@ -588,34 +589,22 @@ func (r *run) work(ctx context.Context, wid int) error {
 			r.unreserve(n)
 			return nil
 		}
-		r.unreserve(n - len(batch))
-		claimTime := time.Since(t0)
-		var res BatchResult
-		// A claim is committed in parts when its files are large, so a
-		// batch of big files is durable and counted as it goes, not only
-		// after many gigabytes.
-		for len(batch) > 0 {
-			t1 := time.Now()
-			outs, abort := w.process(ctx, batch, batchBytes)
-			batch = batch[len(outs):]
-			times := batchTimes{claim: claimTime, copy: time.Since(t1)}
-			claimTime = 0
-			unused := 0
-			for _, o := range outs {
-				if o.kind == released {
-					unused++
-				}
+		t1 := time.Now()
+		outs, abort := w.process(ctx, batch)
+		times := batchTimes{claim: t1.Sub(t0), copy: time.Since(t1)}
+		unused := 0
+		for _, o := range outs {
+			if o.kind == released {
+				unused++
 			}
-			r.unreserve(unused)
-			res, err = r.finishBatch(ctx, wid, outs, t0, &times)
-			if err != nil {
-				r.unreserve(len(batch))
-				return errors.Join(abort, err)
-			}
-			if abort != nil {
-				return abort
-			}
-			t0 = time.Now()
+		}
+		r.unreserve(n - len(batch) + unused)
+		res, err := r.finishBatch(ctx, wid, outs, t0, &times)
+		if err != nil {
+			return errors.Join(abort, err)
+		}
+		if abort != nil {
+			return abort
 		}
 		if res.Copied == 0 && res.Failed > 0 && res.Failed == res.Files {
 			// Only failures: give the medium a moment before the retries.

@@ -314,8 +314,9 @@ func (w *worker) stream(f fdReader, bw *blobWriter) (read, written int64, head [
 			// took a 2 GiB file from 2.0 s to 3.9 s (syncfs included),
 			// and from a goroutine of its own to 3.2 s: interleaved
 			// writes slow the reads down more than one syncfs at the end
-			// costs. The batch's 1 GiB budget bounds what that syncfs
-			// finds dirty.
+			// costs. A batch holds about 1 GiB of files at most (one file
+			// may be larger); beyond that, the kernel's dirty limits
+			// apply as to any writer.
 			written += int64(len(c.b))
 		}
 		free <- c.b[:cap(c.b)]
@@ -396,17 +397,11 @@ func (r *run) mimeOf(id string, data []byte) string {
 
 // process copies a batch, stopping (and releasing the rest) when ctx is
 // done. A failure of the store ends the batch: that inode and the rest are
-// released, and the error is returned. Once the inodes copied have read
-// budget bytes (0: no budget), process returns early with the outcomes so
-// far; the caller commits them and calls it again with the rest.
-func (w *worker) process(ctx context.Context, batch []*inode, budget int64) ([]outcome, error) {
+// released, and the error is returned.
+func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error) {
 	outs := make([]outcome, 0, len(batch))
 	var abort error
-	var read int64
 	for _, n := range batch {
-		if budget > 0 && read >= budget && abort == nil && ctx.Err() == nil {
-			break
-		}
 		if ctx.Err() != nil || abort != nil {
 			outs = append(outs, outcome{n: n, kind: released})
 			continue
@@ -425,7 +420,6 @@ func (w *worker) process(ctx context.Context, batch []*inode, budget int64) ([]o
 		}
 		w.r.touch(w.id)
 		o.read, o.written = res.BytesRead, res.BytesWritten
-		read += res.BytesRead
 		outs = append(outs, o)
 		if w.r.o.Progress != nil {
 			w.r.o.Progress.FileDone(res)
