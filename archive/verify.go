@@ -174,7 +174,9 @@ func verifyStream(ctx context.Context, f io.ReaderAt, spans spanSource, name str
 			break
 		}
 		if err != nil {
-			return nil, streamErr(err, "")
+			// A broken header belongs to the member that should start
+			// there: name it (from the manifest read ahead, if any).
+			return nil, streamErr(err, memberAt(seen, head, start)+" (tar header)")
 		}
 		if man != nil {
 			return nil, &MemberError{Archive: name, Member: hdr.Name, Err: errors.New("member after the manifest")}
