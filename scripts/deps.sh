@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything NTT needs on a fresh Debian machine, idempotently:
-# PostgreSQL server binaries, e2fsprogs, util-linux, zstd, tar, and the Go
-# modules. As root it installs what is missing (apt-get update once, first);
+# PostgreSQL server binaries, e2fsprogs, util-linux, zstd, tar, the tools
+# that make and read FAT and ISO 9660 media, and the Go modules. As root it
+# installs what is missing (apt-get update once, first);
 # as another user it prints exactly what to install and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ declare -A need=(
   [mkfs.ext4]=e2fsprogs [debugfs]=e2fsprogs
   [losetup]=util-linux [mount]=mount
   [zstd]=zstd [tar]=tar [find]=findutils [psql]=postgresql-client
+  # Makers and reference readers of the media imagefs reads (tests, demo).
+  [mkfs.fat]=dosfstools [mcopy]=mtools [xorriso]=xorriso
+  [genisoimage]=genisoimage [fls]=sleuthkit [icat]=sleuthkit
 )
 missing=()
 for cmd in "${!need[@]}"; do
