@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 EXAMPLES := $(notdir $(wildcard examples/ntt-*))
 
-.PHONY: all build test lint bench deps demo clean
+.PHONY: all build test lint bench deps demo clean fuzz
 
 all: build
 
@@ -22,6 +22,10 @@ test: deps
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# Every fuzz target of the parsers of medium bytes, FUZZTIME each (default 30s).
+fuzz:
+	./scripts/fuzz.sh
 
 bench: build
 	@set -e; for s in bench/*.sh; do [ -e "$$s" ] || continue; echo "== $$s"; bash "$$s"; done

@@ -55,7 +55,9 @@ type Entry struct {
 	Nlink uint64
 	// Target is a symlink's target, as bytes.
 	Target []byte
-	// Runs locate the content on the volume, in file order. Files only.
+	// Runs locate the content on the volume, in file order: a file's
+	// bytes, and a directory's own records (so that a directory whose
+	// content is an ancestor's is recognised, whatever its ID).
 	Runs []Run
 }
 

@@ -21,7 +21,8 @@ var SkipDir = fmt.Errorf("skip this directory")
 // Walk visits every entry of fsys depth-first, each directory's entries in
 // stored order, so the same image gives the same sequence every time. A
 // directory that contains one of its own ancestors (same ID) is reported
-// through opts.Report (Kind "cycle") and not entered; a directory that
+// through opts.Report (Kind "cycle") and not entered — a directory is known
+// by where its records start on the volume (its first run), else by its ID; a directory that
 // cannot be read is reported and skipped; the walk goes on.
 func Walk(ctx context.Context, fsys FS, opts *Options, fn WalkFunc) error {
 	root, err := fsys.Root()
@@ -34,11 +35,11 @@ func Walk(ctx context.Context, fsys FS, opts *Options, fn WalkFunc) error {
 		}
 		return err
 	}
-	ancestors := map[uint64]bool{root.ID: true}
+	ancestors := map[int64]bool{dirKey(root): true}
 	return walkDir(ctx, fsys, opts, fn, nil, root, ancestors, 1)
 }
 
-func walkDir(ctx context.Context, fsys FS, opts *Options, fn WalkFunc, path []byte, dir *Entry, ancestors map[uint64]bool, depth int) error {
+func walkDir(ctx context.Context, fsys FS, opts *Options, fn WalkFunc, path []byte, dir *Entry, ancestors map[int64]bool, depth int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -60,7 +61,8 @@ func walkDir(ctx context.Context, fsys FS, opts *Options, fn WalkFunc, path []by
 		if !e.IsDir() {
 			continue
 		}
-		if ancestors[e.ID] {
+		key := dirKey(e)
+		if ancestors[key] {
 			opts.Reportf(-1, "cycle", "directory %q (id %d) is one of its own ancestors; not entered", p, e.ID)
 			continue
 		}
@@ -68,14 +70,25 @@ func walkDir(ctx context.Context, fsys FS, opts *Options, fn WalkFunc, path []by
 			opts.Reportf(-1, "too_deep", "directory %q is deeper than %d levels; not entered", p, MaxDepth)
 			continue
 		}
-		ancestors[e.ID] = true
+		ancestors[key] = true
 		err = walkDir(ctx, fsys, opts, fn, p, e, ancestors, depth+1)
-		delete(ancestors, e.ID)
+		delete(ancestors, key)
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// dirKey identifies a directory's content: its first stored run's volume
+// offset, or (no runs) its ID, negated so the two kinds never collide.
+func dirKey(e *Entry) int64 {
+	for _, r := range e.Runs {
+		if !r.Hole {
+			return r.Offset
+		}
+	}
+	return -1 - int64(e.ID>>1)
 }
 
 func displayPath(p []byte) string {
