@@ -25,8 +25,8 @@ func FuzzProbe(f *testing.F) {
 		m.ebr(56*512, 2, 4, 0x83, 0) // logical 6 at sector 58
 		m.ext(8*512, extCompatJournal, extIncompatExtent, 0, "p1")
 	})
-	seed(func(m img) { m.fat(0, 64, 1, 1, false, "FLOPPY") })    // whole-disk FAT
-	seed(func(m img) { m.fat(0, 64, 1, 1, true, "FAT32VOL") })   // whole-disk FAT32
+	seed(func(m img) { m.fat(0, 64, 1, 1, false, "FLOPPY") })      // whole-disk FAT
+	seed(func(m img) { m.fat(0, 64, 1, 1, true, "FAT32VOL") })     // whole-disk FAT32
 	seed(func(m img) { m.ext(0, extCompatJournal, 0, 0, "ext3") }) // whole-disk ext3
 	seed(func(m img) { m.swap(0) })
 	f.Add(bytes.Repeat([]byte{0xf6}, 8*kb)) // erased
