@@ -118,7 +118,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if len(operands) == 1 && operands[0] == "migrate" {
-		pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 2, Private: dbconn.Announce("ntt-loader", stderr)})
+		pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 2, Logger: cli.NewLogger(stderr, c.verbose), Private: dbconn.Announce("ntt-loader", stderr)})
 		if err != nil {
 			return fail("%v.", err)
 		}
@@ -169,7 +169,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
 	log := cli.NewStatusLogger(stderr, status, c.verbose)
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 4, Private: dbconn.Announce("ntt-loader", stderr)})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 4, Logger: log, Private: dbconn.Announce("ntt-loader", stderr)})
 	if err != nil {
 		return fail("%v.", err)
 	}
