@@ -11,6 +11,9 @@
 //     newer than the code, naming the command that fixes it.
 //   - Table and index names come only from medium.Hash, which is validated;
 //     identifiers are built from it and never from caller text.
+//   - medium.problems is NULL until a first problem, then merged into and
+//     never overwritten (MergeProblem); a flag whose condition a later run
+//     saw gone is kept with "resolved_at" (ResolveProblems), not removed.
 package schema
 
 import (
