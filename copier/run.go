@@ -342,6 +342,9 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		left, _, _, err := Remaining(context.WithoutCancel(ctx), db, string(h))
 		if err == nil && left == 0 {
 			s.Complete = true
+			if s.Errors == 0 {
+				r.resolveProblems(context.WithoutCancel(ctx))
+			}
 			if ctx.Err() == nil {
 				r.buildTree(ctx)
 			}

@@ -124,20 +124,25 @@ func ParseMapfile(r io.Reader) (*Mapfile, error) {
 		if !seenData {
 			seenData = true
 			// The current-position line has a status character where a
-			// block line has its size.
+			// block line has its size. A single character there that is no
+			// digit is a status, if not a valid one: say so, rather than
+			// call it a block size that is not a number.
+			if n >= 2 && n <= 3 && len(fields[1]) == 1 && !isDigit(fields[1][0]) && !isCurrentStatus(fields[1][0]) {
+				return nil, bad(fmt.Sprintf("current-position line: status %q (field 2) is not one of ? * / - F G +", short(fields[1])))
+			}
 			if n >= 2 && len(fields[1]) == 1 && isCurrentStatus(fields[1][0]) {
 				if n > 3 {
 					return nil, bad("current-position line has more than 3 fields")
 				}
 				pos, ok := parseNum(fields[0])
 				if !ok {
-					return nil, bad("current position is not a number")
+					return nil, bad(fmt.Sprintf("current-position line: position %q (field 1) is not a number", short(fields[0])))
 				}
 				m.CurrentPos, m.CurrentStatus, m.HasCurrent = pos, fields[1][0], true
 				if n == 3 {
 					pass, ok := parseNum(fields[2])
 					if !ok || pass > 1<<30 {
-						return nil, bad("current pass is not a number")
+						return nil, bad(fmt.Sprintf("current-position line: pass %q (field 3) is not a number", short(fields[2])))
 					}
 					m.CurrentPass = int(pass)
 				}
@@ -149,14 +154,14 @@ func ParseMapfile(r io.Reader) (*Mapfile, error) {
 		}
 		pos, ok := parseNum(fields[0])
 		if !ok {
-			return nil, bad("block position is not a number")
+			return nil, bad(fmt.Sprintf("block position %q (field 1) is not a number", short(fields[0])))
 		}
 		size, ok := parseNum(fields[1])
 		if !ok {
-			return nil, bad("block size is not a number")
+			return nil, bad(fmt.Sprintf("block size %q (field 2) is not a number", short(fields[1])))
 		}
 		if len(fields[2]) != 1 || !isBlockStatus(fields[2][0]) {
-			return nil, bad("block status is not one of + - * / ?")
+			return nil, bad(fmt.Sprintf("block status %q (field 3) is not one of + - * / ?", short(fields[2])))
 		}
 		if size > (1<<63-1)-pos {
 			return nil, bad("block end overflows")
@@ -244,6 +249,16 @@ func parseNum(b []byte) (int64, bool) {
 	}
 	return int64(v), true
 }
+
+// short is a field as quoted in an error: at most 40 bytes of it.
+func short(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "…"
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 func isBlockStatus(c byte) bool {
 	switch c {

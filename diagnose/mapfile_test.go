@@ -143,6 +143,44 @@ func TestMapfileMalformedLineNumber(t *testing.T) {
 	assert.Contains(t, err.Error(), path+" line 10", "the error names the file and line")
 }
 
+// The runbook typed by hand: a status character ddrescue never writes
+// was reported as "block size is not a number". Each error names the field
+// that is wrong and quotes it.
+func TestMapfileErrorNamesTheBadField(t *testing.T) {
+	const currentLine = "# current_pos  current_status  current_pass\n"
+	const blocksHeader = "#      pos        size  status\n"
+	cases := []struct {
+		name, text string
+		want       string
+		not        string
+	}{
+		{"bad current status", "# Mapfile\n" + currentLine + "0x1C8F280000     X               1\n" + blocksHeader + "0x0 0x1000 +\n",
+			`current-position line: status "X" (field 2) is not one of`, "block size"},
+		{"bad current status, no pass", currentLine + "0x1C8F280000 x\n",
+			`status "x" (field 2)`, "block size"},
+		{"bad block status", mapHeader + "0x00000000  0x00001000  x\n",
+			`block status "x" (field 3) is not one of + - * / ?`, ""},
+		{"bad block size", mapHeader + "0x00000000  0x10G0  +\n",
+			`block size "0x10G0" (field 2) is not a number`, ""},
+		{"bad block position", mapHeader + "0xZZ  0x1000  +\n",
+			`block position "0xZZ" (field 1) is not a number`, ""},
+		{"bad current position", "0xQQ * 1\n",
+			`current-position line: position "0xQQ" (field 1) is not a number`, ""},
+		{"bad pass", "0x0 * many\n",
+			`current-position line: pass "many" (field 3) is not a number`, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseMapfile(strings.NewReader(c.text))
+			require.ErrorIs(t, err, ErrMalformedMapfile)
+			assert.Contains(t, err.Error(), c.want)
+			if c.not != "" {
+				assert.NotContains(t, err.Error(), c.not)
+			}
+		})
+	}
+}
+
 func TestMapfileVariants(t *testing.T) {
 	// ddrescue before 1.21: no current_pass; CRLF line ends; decimal numbers;
 	// blank lines; a gap between blocks counts as not rescued.

@@ -16,6 +16,9 @@ var (
 	ErrInvalidHash = medium.ErrInvalidHash
 	// ErrMediumHasRows: the medium is already loaded and the mode is Refuse.
 	ErrMediumHasRows = errors.New("medium already has rows in the catalog")
+	// ErrMediumArchived: the medium is archived (copy_done or archive_path
+	// set) and the load would add rows to copy; Options.StartOver permits it.
+	ErrMediumArchived = errors.New("medium is already archived")
 	// ErrLockTimeout: a lock was not granted within Options.LockTimeout.
 	ErrLockTimeout = errors.New("lock timeout")
 	// ErrStatementTimeout: a statement ran longer than Options.StatementTimeout.
@@ -42,6 +45,40 @@ func (e *HasRowsError) Error() string {
 }
 
 func (e *HasRowsError) Is(target error) bool { return target == ErrMediumHasRows }
+
+// ArchivedError refuses a load that would give an archived medium files to
+// copy again: a --replace once reset every file to uncopied while copy_done
+// stayed set, so the copier found nothing mounted and the archiver said
+// "already archived".
+type ArchivedError struct {
+	Medium      string
+	Mode        Mode
+	CopyDone    *time.Time // medium.copy_done, nil if unset
+	ArchivePath string     // medium.archive_path, "" if unset
+	NewPaths    int64      // Append: the paths it would have added
+}
+
+func (e *ArchivedError) Error() string {
+	var what []string
+	if e.CopyDone != nil {
+		what = append(what, "copy_done "+e.CopyDone.UTC().Format(time.RFC3339))
+	}
+	if e.ArchivePath != "" {
+		what = append(what, "archive "+e.ArchivePath)
+	}
+	would := "loading rows into it"
+	switch e.Mode {
+	case Replace:
+		would = "replacing its rows"
+	case Append:
+		would = fmt.Sprintf("appending %d new paths", e.NewPaths)
+	}
+	return fmt.Sprintf("medium %s is already archived (%s); %s would leave an archived medium with files to copy, "+
+		"so nothing was changed: to catalog it again from scratch use --replace --start-over "+
+		"(clears copy_done and archive_path; copy and archive then run again)", e.Medium, strings.Join(what, ", "), would)
+}
+
+func (e *ArchivedError) Is(target error) bool { return target == ErrMediumArchived }
 
 // Blocker is a session holding a lock the load waited for.
 type Blocker struct {

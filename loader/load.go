@@ -89,9 +89,10 @@ type load struct {
 	st                       Stats
 	phase                    string
 	phaseStart               time.Time
-	loadInode, loadPath      string // the tables being filled, renamed at attach
-	existing                 bool   // the medium's partitions exist (attached)
-	orphans                  bool   // a dropped duplicate path may have left an inode without a path
+	loadInode, loadPath      string         // the tables being filled, renamed at attach
+	existing                 bool           // the medium's partitions exist (attached)
+	archived                 *ArchivedError // the medium's archive state, nil if not archived
+	orphans                  bool           // a dropped duplicate path may have left an inode without a path
 	paths                    *pathSorter
 	inodes                   *inodeSorter
 }
@@ -144,6 +145,9 @@ func (l *load) run(ctx context.Context, raw io.Reader) error {
 	}
 	defer done()
 	if err := l.lockMedium(ctx); err != nil {
+		return err
+	}
+	if err := l.checkArchived(ctx, true); err != nil {
 		return err
 	}
 	existing, rows, err := l.inspect(ctx, true)
@@ -217,12 +221,46 @@ func (l *load) precheck(ctx context.Context) error {
 		return err
 	}
 	defer done()
+	if err := l.checkArchived(ctx, false); err != nil {
+		return err
+	}
 	_, rows, err := l.inspect(ctx, l.opts.Mode == Refuse)
 	if err != nil {
 		return err
 	}
 	if rows != nil && l.opts.Mode == Refuse {
 		return rows
+	}
+	return nil
+}
+
+// checkArchived reads whether the medium is archived (copy_done or
+// archive_path set) and refuses a Refuse or Replace load of an archived
+// medium unless Options.StartOver; Append is decided once it knows whether
+// it adds anything. lock takes the medium row's lock, so that an archiver
+// cannot set copy_done between this check and the commit.
+func (l *load) checkArchived(ctx context.Context, lock bool) error {
+	q := `SELECT copy_done, coalesce(archive_path, '') FROM medium WHERE medium_hash = $1`
+	if lock {
+		q += ` FOR UPDATE`
+	}
+	var e ArchivedError
+	err := l.tx.QueryRow(ctx, q, string(l.h)).Scan(&e.CopyDone, &e.ArchivePath)
+	if errors.Is(err, pgx.ErrNoRows) {
+		l.archived = nil
+		return nil
+	}
+	if err != nil {
+		return l.sqlErr(ctx, "reading the medium's archive state", err)
+	}
+	if e.CopyDone == nil && e.ArchivePath == "" {
+		l.archived = nil
+		return nil
+	}
+	e.Medium, e.Mode = string(l.h), l.opts.Mode
+	l.archived = &e
+	if l.opts.Mode != Append && !l.opts.StartOver {
+		return &e
 	}
 	return nil
 }
@@ -430,7 +468,7 @@ func (l *load) loadFresh(ctx context.Context) error {
 	if err := l.attach(ctx); err != nil {
 		return err
 	}
-	if err := l.upsertMedium(ctx); err != nil {
+	if err := l.upsertMedium(ctx, true); err != nil {
 		return err
 	}
 	l.end()
@@ -636,21 +674,34 @@ func (l *load) attach(ctx context.Context) error {
 	return nil
 }
 
-func (l *load) upsertMedium(ctx context.Context) error {
+// upsertMedium records the medium row: image_path when given; enum_root
+// and enum_done when the load wrote rows (an append that added nothing
+// leaves them); and, starting over, clears copy_done and archive_path in
+// the same transaction as the rows that need copying again.
+func (l *load) upsertMedium(ctx context.Context, wrote bool) error {
 	var image *string
 	if l.opts.ImagePath != "" {
 		image = &l.opts.ImagePath
+	}
+	startOver := l.archived != nil && l.opts.StartOver && wrote
+	if startOver {
+		l.log.Warn("starting over: clearing the medium's copy_done and archive_path; copy and archive will run again",
+			"medium", string(l.h), "copy_done", l.archived.CopyDone, "archive_path", l.archived.ArchivePath)
 	}
 	_, err := l.tx.Exec(ctx, `
 		INSERT INTO medium (medium_hash, image_path, enum_root, enum_done)
 		VALUES ($1, $2, $3, clock_timestamp())
 		ON CONFLICT (medium_hash) DO UPDATE
 		SET image_path = coalesce(excluded.image_path, medium.image_path),
-		    enum_root = excluded.enum_root, enum_done = excluded.enum_done`,
-		string(l.h), image, []byte(l.st.Root))
+		    enum_root = CASE WHEN $4 THEN excluded.enum_root ELSE medium.enum_root END,
+		    enum_done = CASE WHEN $4 THEN excluded.enum_done ELSE medium.enum_done END,
+		    copy_done = CASE WHEN $5 THEN NULL ELSE medium.copy_done END,
+		    archive_path = CASE WHEN $5 THEN NULL ELSE medium.archive_path END`,
+		string(l.h), image, []byte(l.st.Root), wrote, startOver)
 	if err != nil {
 		return l.sqlErr(ctx, "recording the medium row", err)
 	}
+	l.st.StartedOver = startOver
 	return nil
 }
 
@@ -697,6 +748,10 @@ func (l *load) appendRows(ctx context.Context) error {
 		return l.sqlErr(ctx, "selecting the paths not catalogued yet", err)
 	}
 	l.st.ExistingPaths = distinct - tag.RowsAffected()
+	if a := l.archived; a != nil && tag.RowsAffected() > 0 && !l.opts.StartOver {
+		a.NewPaths = tag.RowsAffected()
+		return a
+	}
 	for _, t := range []string{inodeP, pathP} {
 		if err := l.lockTable(ctx, t, false, "ROW EXCLUSIVE", "to add rows to it"); err != nil {
 			return err
@@ -729,7 +784,7 @@ func (l *load) appendRows(ctx context.Context) error {
 	if err := l.exec(ctx, "analyzing the partitions", fmt.Sprintf(`ANALYZE %s, %s`, inodeP, pathP)); err != nil {
 		return err
 	}
-	if err := l.upsertMedium(ctx); err != nil {
+	if err := l.upsertMedium(ctx, l.st.Paths > 0); err != nil {
 		return err
 	}
 	l.end()

@@ -61,6 +61,12 @@ type Options struct {
 	ExpectedRecords int64
 	// ImagePath, when set, is recorded as medium.image_path.
 	ImagePath string
+	// StartOver permits a load that writes rows into a medium already
+	// archived (medium.copy_done or archive_path set), and clears both in
+	// the load's transaction, so that the medium is copied and archived
+	// again. Without it such a load is refused (*ArchivedError): the
+	// catalog never holds an archived medium with files left to copy.
+	StartOver bool
 	// SpoolDir holds the anonymous inode spool (default os.TempDir()).
 	SpoolDir string
 	// Logger receives phase timings and warnings; nil is silent.
@@ -119,8 +125,11 @@ type Stats struct {
 	ExistingPaths int64
 	// Replaced (Replace) are the inode and path rows the load swapped out.
 	ReplacedInodes, ReplacedPaths int64
-	Phases                        []PhaseTime
-	Total                         time.Duration
+	// StartedOver: the medium was archived and Options.StartOver cleared
+	// its copy_done and archive_path.
+	StartedOver bool
+	Phases      []PhaseTime
+	Total       time.Duration
 }
 
 // Phase returns the duration of the named phase (0 if it did not run).

@@ -126,7 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		res, err = archive.Seal(ctx, spec)
 	} else {
 		var pool *pgxpool.Pool
-		pool, err = dbconn.Open(ctx, dbconn.Options{URL: cfg.db, MaxConns: 4, Private: dbconn.Announce("ntt-archiver", stderr)})
+		pool, err = dbconn.Open(ctx, dbconn.Options{URL: cfg.db, MaxConns: 4, Logger: logger, Private: dbconn.Announce("ntt-archiver", stderr)})
 		if err != nil {
 			fmt.Fprintf(stderr, "ntt-archiver: medium %q: %v\n", fl.Arg(0), err)
 			return 1

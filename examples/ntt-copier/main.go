@@ -163,7 +163,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
 	log := cli.NewStatusLogger(stderr, status, c.verbose)
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(c.workers + 4), Private: dbconn.Announce("ntt-copier", stderr)})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(c.workers + 4), Logger: log, Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -341,7 +341,7 @@ func resetFailed(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 2, Private: dbconn.Announce("ntt-copier", stderr)})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 2, Logger: cli.NewLogger(stderr, c.verbose), Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -375,14 +375,14 @@ func resetFailed(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 }
 
 func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 3, Private: dbconn.Announce("ntt-copier", stderr)})
+	term := cli.IsTerminal(stderr)
+	status := cli.NewStatus(stderr)
+	log := cli.NewStatusLogger(stderr, status, c.verbose)
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 3, Logger: log, Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
 	defer pool.Close()
-	term := cli.IsTerminal(stderr)
-	status := cli.NewStatus(stderr)
-	log := cli.NewStatusLogger(stderr, status, c.verbose)
 	var last time.Time
 	rep, err := copier.VerifyStore(ctx, pool, copier.VerifyOptions{
 		StoreRoot: c.store, Sample: c.sample, Oldest: c.oldest, Workers: c.workers + 1, Logger: log,

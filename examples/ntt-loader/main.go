@@ -42,13 +42,24 @@ RAW "-" reads standard input. The schema is created or upgraded first;
 A medium that already has rows is refused unless you choose:
   --replace  swap its rows for this file's (their copy state is dropped)
   --append   add only the paths not catalogued yet; existing rows, copied
-             or not, stay exactly as they are
+             or not, stay exactly as they are (an append that adds nothing
+             changes nothing, enum_done included)
+
+A medium that is already archived (copy_done or archive_path set) is
+refused by any load that would give it files to copy again, unless:
+  --replace --start-over
+             catalog it again from scratch: swap its rows and, in the same
+             transaction, clear copy_done and archive_path, so that the
+             copier and the archiver run again (the existing archive file
+             is left where it is)
 
 Progress goes to stderr: a status line on a terminal, JSON log lines
 otherwise (including "Deduplication completed in Xs"). The summary goes to
 stdout: a table on a terminal, one JSON object otherwise.
 
-Database: --db URL, else $NTT_DB_URL, else libpq's PG* variables.
+Database: --db URL, else $NTT_DB_URL, else libpq's PG* variables (with
+only PGHOST/PGPORT set, libpq's default database is your user name: set
+PGDATABASE=copyjob for the runbook's). The first log line names it.
 Exit status: 0 loaded; 1 error (nothing changed); 2 --append found nothing new.
 
 Options:
@@ -67,6 +78,7 @@ func main() {
 type config struct {
 	db, ignore, root, image string
 	replace, append         bool
+	startOver               bool
 	expect                  int64
 	stmtTimeout, lockTimout time.Duration
 	verbose                 bool
@@ -96,6 +108,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.ignore, "ignore", "", "mark paths matching any regular expression in `FILE` as excluded (one per line, # comments)")
 	fs.BoolVar(&c.replace, "replace", false, "replace the medium's existing rows (drops their copy state)")
 	fs.BoolVar(&c.append, "append", false, "add only paths not catalogued yet, keep existing rows")
+	fs.BoolVar(&c.startOver, "start-over", false, "with --replace: reload an archived medium, clearing its copy_done and archive_path")
 	fs.StringVar(&c.root, "root", "", "walk root the paths are relative to (default: the first record's path)")
 	fs.StringVar(&c.image, "image", "", "record `PATH` as the medium's image path")
 	fs.Int64Var(&c.expect, "expect", 0, "the enumeration's record count `N`; warn if the file has another")
@@ -118,7 +131,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 
 	if len(operands) == 1 && operands[0] == "migrate" {
-		pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 2, Private: dbconn.Announce("ntt-loader", stderr)})
+		pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 2, Logger: cli.NewLogger(stderr, c.verbose), Private: dbconn.Announce("ntt-loader", stderr)})
 		if err != nil {
 			return fail("%v.", err)
 		}
@@ -138,6 +151,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if c.replace && c.append {
 		return fail("--replace and --append exclude each other.")
+	}
+	if c.startOver && !c.replace {
+		return fail("--start-over goes with --replace (it reloads an archived medium from scratch).")
 	}
 	mode := loader.Refuse
 	switch {
@@ -169,14 +185,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
 	log := cli.NewStatusLogger(stderr, status, c.verbose)
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 4, Private: dbconn.Announce("ntt-loader", stderr)})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, MaxConns: 4, Logger: log, Private: dbconn.Announce("ntt-loader", stderr)})
 	if err != nil {
 		return fail("%v.", err)
 	}
 	defer pool.Close()
 
 	opts := loader.Options{
-		Root: c.root, Ignore: ignore, Mode: mode, ImagePath: c.image, ExpectedRecords: c.expect,
+		Root: c.root, Ignore: ignore, Mode: mode, StartOver: c.startOver, ImagePath: c.image, ExpectedRecords: c.expect,
 		StatementTimeout: nonZero(c.stmtTimeout), LockTimeout: nonZero(c.lockTimout), Logger: log,
 	}
 	var prog *progress
@@ -288,6 +304,9 @@ func printTable(w io.Writer, raw string, st *loader.Stats) {
 		row("replaced inodes", st.ReplacedInodes)
 		row("replaced paths", st.ReplacedPaths)
 	}
+	if st.StartedOver {
+		fmt.Fprintf(w, "  started over: copy_done and archive_path cleared; copy and archive the medium again\n")
+	}
 	var parts []string
 	for _, p := range st.Phases {
 		parts = append(parts, fmt.Sprintf("%s %.2fs", p.Name, p.Duration.Seconds()))
@@ -305,7 +324,7 @@ func printJSON(w io.Writer, raw string, st *loader.Stats) {
 		"records": st.Records, "expected_records": st.ExpectedRecords,
 		"inodes": st.Inodes, "paths": st.Paths, "excluded_paths": st.ExcludedPaths,
 		"excluded_inodes": st.ExcludedInodes, "non_files": st.NonFiles, "duplicate_paths": st.DuplicatePaths,
-		"existing_paths": st.ExistingPaths, "replaced_inodes": st.ReplacedInodes, "replaced_paths": st.ReplacedPaths,
+		"existing_paths": st.ExistingPaths, "replaced_inodes": st.ReplacedInodes, "replaced_paths": st.ReplacedPaths, "started_over": st.StartedOver,
 		"phases_s": phases, "total_s": st.Total.Seconds(),
 	}
 	json.NewEncoder(w).Encode(out)

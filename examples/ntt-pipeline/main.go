@@ -123,7 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := cli.NewLogger(stderr, c.verbose)
-	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Private: &dbconn.Private{
+	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Logger: log, Private: &dbconn.Private{
 		Dir: c.state, Say: func(l string) { fmt.Fprintln(stderr, "ntt-pipeline:", l) }}})
 	if err != nil {
 		fmt.Fprintf(stderr, "ntt-pipeline: medium %s: %v\n", h, err)

@@ -44,6 +44,9 @@ type Metrics struct {
 	ArchiveSeconds  float64 `json:"archive_seconds"`
 	Health          string  `json:"health"`
 	RescuedPct      float64 `json:"rescued_percent"`
+	// MapfilePresent: the pre-flight found and read the ddrescue mapfile;
+	// without one, health is unknown and RescuedPct was never measured.
+	MapfilePresent bool `json:"mapfile_present"`
 }
 
 // PhaseMetric is one phase's outcome: ran, skipped because the catalog
@@ -80,7 +83,7 @@ func (m *Metrics) writeTable(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "Phase %s\t%s in %.2fs%s\n", p.Name, p.Outcome, p.Seconds, note)
 	}
-	fmt.Fprintf(tw, "Mapfile health\t%s (%.2f%% rescued)\n", orDash(m.Health), m.RescuedPct)
+	fmt.Fprintf(tw, "Mapfile health\t%s\n", m.healthText())
 	fmt.Fprintf(tw, "Enumeration\t%d records in %.2fs (%.0f records/s)\n", m.EnumRecords, m.EnumSeconds, m.EnumRate)
 	fmt.Fprintf(tw, "Load\t%d inodes, %d paths in %.2fs (dedupe %.2fs)\n", m.Inodes, m.Paths, m.LoadSeconds, m.DedupeSeconds)
 	fmt.Fprintf(tw, "Copy\t%d files, %.1f MB/s, %.0f files/s in %.2fs\n", m.FilesCopied, m.CopyMBps, m.CopyFilesPerSec, m.CopySeconds)
@@ -93,11 +96,16 @@ func (m *Metrics) writeTable(w io.Writer) {
 	tw.Flush()
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
+// healthText is the mapfile's verdict, never a percentage that was not
+// measured.
+func (m *Metrics) healthText() string {
+	switch {
+	case m.Health == "":
+		return "not checked"
+	case !m.MapfilePresent:
+		return "no mapfile (health unknown)"
 	}
-	return s
+	return fmt.Sprintf("%s (%.2f%% rescued)", m.Health, m.RescuedPct)
 }
 
 func human(n int64) string {

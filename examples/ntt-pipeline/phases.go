@@ -195,6 +195,7 @@ func (p *pipeline) preflight(ctx context.Context) (catalogState, error) {
 	if len(procs) > 0 {
 		return st, failed("preflight", "ddrescue_running", fmt.Errorf("ddrescue (pid %d: %s) is still writing this image; wait for it to finish", procs[0].PID, procs[0].Cmdline))
 	}
+	p.resolveProblems(ctx, preflightCleared...)
 	fi, err := os.Stat(p.c.image)
 	if err != nil {
 		return st, failed("preflight", "image_missing", err)
@@ -212,7 +213,8 @@ func (p *pipeline) preflight(ctx context.Context) (catalogState, error) {
 	if err != nil {
 		return st, failed("preflight", "mapfile_unreadable", err)
 	}
-	p.m.Health, p.m.RescuedPct = string(rep.Health), rep.RescuedPct
+	p.m.Health, p.m.RescuedPct, p.m.MapfilePresent = string(rep.Health), rep.RescuedPct, rep.Present
+	p.resolveProblems(ctx, mapfileCleared(rep)...)
 	p.log.Info("pre-flight: mapfile", "mapfile", mapPath, "present", rep.Present, "health", rep.Health, "rescued_pct", rep.RescuedPct, "bad_ranges", rep.BadRanges)
 	// Health is recomputed on every run (a stale value must not survive).
 	var health any

@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/HRDAG/ntt/diagnose"
 	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -92,4 +94,35 @@ func readCatalogState(ctx context.Context, db *pgxpool.Pool, h medium.Hash) (cat
 		return s, fmt.Errorf("medium %s: counting its inodes: %w", h, err)
 	}
 	return s, nil
+}
+
+// preflightCleared are the flags of an earlier pre-flight that one which
+// found no ddrescue writing the image has shown gone (the ddrescue check
+// is the first; "preflight_failed" was a failure to scan /proc).
+var preflightCleared = []string{"ddrescue_running", "preflight_failed"}
+
+// mapfileCleared are the flags a readable mapfile (and, for
+// unrescued_bytes, one with every byte rescued) shows gone; the image was
+// found before the mapfile is read.
+func mapfileCleared(rep diagnose.HealthReport) []string {
+	flags := []string{"image_missing", "mapfile_unreadable"}
+	if rep.Present && rep.BadBytes == 0 {
+		flags = append(flags, "unrescued_bytes")
+	}
+	return flags
+}
+
+// resolveProblems marks flags of earlier runs resolved in medium.problems
+// (kept, with resolved_at) because this run has just seen their condition
+// gone. Failing to mark them is not a reason to stop the run.
+func (p *pipeline) resolveProblems(ctx context.Context, flags ...string) {
+	h := p.c.hash
+	got, err := schema.ResolveProblems(ctx, p.db, h, flags...)
+	if err != nil {
+		p.log.Warn("could not mark resolved problems", "medium", string(h), "flags", flags, "err", err.Error())
+		return
+	}
+	if len(got) > 0 {
+		p.log.Info("problems resolved", "medium", string(h), "flags", got)
+	}
 }

@@ -2,12 +2,20 @@
 // same way in each: the URL from --db, else $NTT_DB_URL, else libpq's PG*
 // variables; then the schema version check (or migration, for the tools
 // that create tables) before any data is touched.
+//
+// Which database a program uses is never left implicit: Open logs it
+// (host, port, database, user and where the setting came from; never the
+// password) as the program's first log line, and every error names it. With
+// only PGHOST/PGPORT set, libpq's default database is the user's name, not
+// the runbook's copyjob.
 package dbconn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -34,6 +42,11 @@ type Options struct {
 	// $NTT_DB_URL, no PG* connection variables), starts or reuses the
 	// private cluster in Private.Dir instead of trying libpq's defaults.
 	Private *Private
+	// Logger receives one line naming the database once connected
+	// ("catalog database", host, port, dbname, user, from); nil is silent.
+	// Programs pass their logger and open the catalog before logging
+	// anything else, so that this is their first log line.
+	Logger *slog.Logger
 }
 
 // Private is NTT's own PostgreSQL cluster for a machine without a
@@ -140,6 +153,7 @@ func ResolveURL(flagURL string) string {
 // Open connects to the catalog and checks (or migrates) its schema.
 func Open(ctx context.Context, o Options) (*pgxpool.Pool, error) {
 	u := ResolveURL(o.URL)
+	from := source(o.URL)
 	if o.Private != nil && !Configured(o.URL) {
 		dir := o.Private.Dir
 		if dir == "" {
@@ -153,11 +167,12 @@ func Open(ctx context.Context, o Options) (*pgxpool.Pool, error) {
 			o.Private.Say(fmt.Sprintf("no database configured (--db, %s, PG*): using NTT's private PostgreSQL in %s", EnvURL, filepath.Join(dir, "pg")))
 		}
 		u = pu
+		from = "private cluster in " + filepath.Join(dir, "pg")
 		o.Migrate = true // the private catalog is ours to create
 	}
 	cfg, err := pgxpool.ParseConfig(u)
 	if err != nil {
-		return nil, fmt.Errorf("database URL: %w", err)
+		return nil, fmt.Errorf("database URL (from %s): %w", from, err)
 	}
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
@@ -165,11 +180,22 @@ func Open(ctx context.Context, o Options) (*pgxpool.Pool, error) {
 	cfg.ConnConfig.RuntimeParams["application_name"] = appName()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the catalog database: %w", err)
+		return nil, fmt.Errorf("connecting to the catalog database (%s, from %s): %w", describe(cfg, ""), from, err)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connecting to the catalog database (%s): %w", describe(cfg), err)
+		return nil, fmt.Errorf("connecting to the catalog database (%s, from %s): %w", describe(cfg, ""), from, err)
+	}
+	// The server says which database it is: with no database named,
+	// libpq's default is the user's name.
+	dbname := cfg.ConnConfig.Database
+	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&dbname); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to the catalog database (%s, from %s): %w", describe(cfg, ""), from, err)
+	}
+	if o.Logger != nil {
+		o.Logger.Info("catalog database", "host", cfg.ConnConfig.Host, "port", cfg.ConnConfig.Port,
+			"dbname", dbname, "user", cfg.ConnConfig.User, "from", from)
 	}
 	if o.Migrate {
 		err = schema.Migrate(ctx, pool)
@@ -178,9 +204,40 @@ func Open(ctx context.Context, o Options) (*pgxpool.Pool, error) {
 	}
 	if err != nil {
 		pool.Close()
-		return nil, err
+		if ve, ok := errors.AsType[*schema.VersionError](err); ok && ve.Database == "" {
+			ve.Database = dbname
+		}
+		return nil, fmt.Errorf("catalog (%s, from %s): %w", describe(cfg, dbname), from, err)
 	}
 	return pool, nil
+}
+
+// source says where the connection settings come from, for the log line
+// and errors.
+func source(flagURL string) string {
+	switch {
+	case flagURL != "":
+		return "--db"
+	case os.Getenv(EnvURL) != "":
+		return EnvURL
+	}
+	var set []string
+	for _, v := range []string{"PGSERVICE", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER"} {
+		if os.Getenv(v) != "" {
+			set = append(set, v)
+		}
+	}
+	if len(set) == 0 {
+		return "libpq defaults"
+	}
+	s := "environment " + set[0]
+	for _, v := range set[1:] {
+		s += "," + v
+	}
+	if os.Getenv("PGDATABASE") == "" && os.Getenv("PGSERVICE") == "" {
+		s += " (no PGDATABASE: libpq's default database, the user name)"
+	}
+	return s
 }
 
 func appName() string {
@@ -196,7 +253,15 @@ func appName() string {
 	return "ntt"
 }
 
-func describe(cfg *pgxpool.Config) string {
+// describe names the database without the password; dbname, when known,
+// is the server's own answer.
+func describe(cfg *pgxpool.Config, dbname string) string {
 	c := cfg.ConnConfig
-	return fmt.Sprintf("host=%s port=%d db=%s user=%s", c.Host, c.Port, c.Database, c.User)
+	if dbname == "" {
+		dbname = c.Database
+	}
+	if dbname == "" {
+		dbname = c.User + " (default)"
+	}
+	return fmt.Sprintf("host=%s port=%d dbname=%s user=%s", c.Host, c.Port, dbname, c.User)
 }

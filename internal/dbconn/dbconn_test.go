@@ -2,8 +2,13 @@ package dbconn
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/HRDAG/ntt/internal/pgcluster"
@@ -11,6 +16,7 @@ import (
 
 	"github.com/HRDAG/ntt/internal/pgtest"
 	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -83,4 +89,73 @@ func TestPrivateClusterWhenNothingIsConfigured(t *testing.T) {
 	require.NoError(t, StopPrivate(ctx, dir))
 	_, err = os.Stat(filepath.Join(dir, "pg", "data", "postmaster.pid"))
 	require.True(t, os.IsNotExist(err), "stopped")
+}
+
+func firstLogLine(t *testing.T, buf *testenv.Buffer) map[string]any {
+	t.Helper()
+	line, _, _ := strings.Cut(buf.String(), "\n")
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(line), &m), "first log line %q", line)
+	return m
+}
+
+// The runbook's "which database?": with only PGHOST/PGPORT (and the user)
+// set, libpq's default database is the user's name, not copyjob. Open says
+// so in its log line and its refusal names that database.
+func TestOpenNamesTheDatabaseFromEnvironment(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(pgtest.EmptyURL(t))
+	require.NoError(t, err)
+	for _, v := range []string{EnvURL, "PGHOSTADDR", "PGDATABASE", "PGSERVICE", "PGPASSWORD"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("PGHOST", cfg.Host)
+	t.Setenv("PGPORT", fmt.Sprint(cfg.Port))
+	t.Setenv("PGUSER", cfg.User)
+	if cfg.Password != "" {
+		t.Setenv("PGPASSWORD", cfg.Password)
+	}
+	var buf testenv.Buffer
+	_, err = Open(ctx, Options{Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	require.ErrorIs(t, err, schema.ErrVersion, "the user's default database has no NTT schema")
+	require.Contains(t, err.Error(), fmt.Sprintf("database %q has no NTT schema", cfg.User))
+	require.Contains(t, err.Error(), "PGDATABASE")
+	require.NotContains(t, err.Error(), "schema.Migrate")
+	m := firstLogLine(t, &buf)
+	require.Equal(t, "catalog database", m["msg"])
+	require.Equal(t, cfg.User, m["dbname"], "the database the server says it is")
+	require.Equal(t, cfg.Host, m["host"])
+	require.EqualValues(t, cfg.Port, m["port"])
+	require.Contains(t, m["from"], "no PGDATABASE")
+}
+
+// With a URL the line names the URL's database, and never its password.
+func TestOpenLogsTheDatabaseWithoutPassword(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.URL(t)
+	cfg, err := pgx.ParseConfig(u)
+	require.NoError(t, err)
+	if cfg.Password == "" {
+		// The throwaway cluster trusts its socket: a password in the URL
+		// is sent only if asked for, so the URL can carry one.
+		pu, err := url.Parse(u)
+		if err != nil || pu.Scheme == "" {
+			u += " password=s3cret-pw"
+		} else {
+			pu.User = url.UserPassword(cfg.User, "s3cret-pw")
+			u = pu.String()
+		}
+	}
+	var buf testenv.Buffer
+	pool, err := Open(ctx, Options{URL: u, Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	require.NoError(t, err)
+	pool.Close()
+	m := firstLogLine(t, &buf)
+	require.Equal(t, "catalog database", m["msg"])
+	require.Equal(t, cfg.Database, m["dbname"])
+	require.Equal(t, "--db", m["from"])
+	require.NotContains(t, buf.String(), "s3cret-pw")
+	if cfg.Password != "" {
+		require.NotContains(t, buf.String(), cfg.Password)
+	}
 }

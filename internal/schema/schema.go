@@ -11,6 +11,9 @@
 //     newer than the code, naming the command that fixes it.
 //   - Table and index names come only from medium.Hash, which is validated;
 //     identifiers are built from it and never from caller text.
+//   - medium.problems is NULL until a first problem, then merged into and
+//     never overwritten (MergeProblem); a flag whose condition a later run
+//     saw gone is kept with "resolved_at" (ResolveProblems), not removed.
 package schema
 
 import (
@@ -108,7 +111,9 @@ func Migrate(ctx context.Context, db Beginner) error {
 		return err
 	}
 	if have > len(ms) {
-		return &VersionError{Have: have, Want: len(ms)}
+		e := &VersionError{Have: have, Want: len(ms)}
+		tx.QueryRow(ctx, `SELECT current_database()`).Scan(&e.Database) //nolint:errcheck
+		return e
 	}
 	for _, m := range ms[have:] {
 		if _, err := tx.Exec(ctx, m.sql); err != nil {
@@ -143,18 +148,28 @@ func currentVersion(ctx context.Context, q Querier) (int, error) {
 var ErrVersion = errors.New("schema version mismatch")
 
 // VersionError says that the database's schema is not the one this code needs.
+// The fix for the programs is `ntt-loader migrate`; library callers use
+// Migrate.
 type VersionError struct {
 	Have, Want int
+	// Database is the name of the database that was looked at
+	// (current_database()), "" if unknown.
+	Database string
 }
 
 func (e *VersionError) Error() string {
+	db := "database"
+	if e.Database != "" {
+		db = fmt.Sprintf("database %q", e.Database)
+	}
 	if e.Have > e.Want {
-		return fmt.Sprintf("database schema is version %d, newer than this build of NTT understands (%d): upgrade NTT", e.Have, e.Want)
+		return fmt.Sprintf("%s has schema version %d, newer than this build of NTT understands (%d): upgrade NTT", db, e.Have, e.Want)
 	}
 	if e.Have == 0 {
-		return fmt.Sprintf("database has no NTT schema (need version %d): run `ntt-loader migrate` (or schema.Migrate) against it first", e.Want)
+		return fmt.Sprintf("%s has no NTT schema (need version %d): if it is the catalog, run `ntt-loader migrate` against it; "+
+			"if not, name the catalog with --db or PGDATABASE", db, e.Want)
 	}
-	return fmt.Sprintf("database schema is version %d, this build of NTT needs %d: run `ntt-loader migrate` (or schema.Migrate) to upgrade it", e.Have, e.Want)
+	return fmt.Sprintf("%s has schema version %d, this build of NTT needs %d: run `ntt-loader migrate` against it to upgrade it", db, e.Have, e.Want)
 }
 
 func (e *VersionError) Is(target error) bool { return target == ErrVersion }
@@ -166,7 +181,10 @@ func Require(ctx context.Context, q Querier, want int) error {
 		return err
 	}
 	if have != want {
-		return &VersionError{Have: have, Want: want}
+		e := &VersionError{Have: have, Want: want}
+		// Best effort: the name makes "which database?" answerable.
+		q.QueryRow(ctx, `SELECT current_database()`).Scan(&e.Database) //nolint:errcheck
+		return e
 	}
 	return nil
 }

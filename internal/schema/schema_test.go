@@ -40,6 +40,12 @@ func TestRequireOnEmptyDatabaseNamesTheFix(t *testing.T) {
 	require.True(t, errors.As(err, &ve))
 	require.Equal(t, 0, ve.Have)
 	require.Contains(t, err.Error(), "ntt-loader migrate")
+	// It names the database it looked at, and no library function.
+	var name string
+	require.NoError(t, db.QueryRow(ctx, `SELECT current_database()`).Scan(&name))
+	require.Equal(t, name, ve.Database)
+	require.Contains(t, err.Error(), `database "`+name+`"`)
+	require.NotContains(t, err.Error(), "schema.Migrate")
 }
 
 func TestMigrateTwice(t *testing.T) {

@@ -1,0 +1,48 @@
+package copier
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/HRDAG/ntt/internal/schema"
+)
+
+// CleanRunResolves are the medium.problems flags that a clean, complete
+// run marks resolved (schema.ResolveProblems: kept, with resolved_at). A
+// run is clean and complete when it leaves no file of the medium pending or
+// claimed, none of its attempts failed, and no file of the medium is failed
+// (failed_retryable or failed_permanent, DIAGNOSTIC_SKIP included): every
+// file has been read through the mount, so a mount that went away
+// (stale_mount), a source lost mid-run (source_lost), a stall
+// (copy_stalled), a run with many failures (high_error_rate), data past the
+// end of the image (beyond_eof_detected) and kernel-confirmed I/O errors
+// (io_errors_confirmed) are no longer the medium's state. A medium with a
+// file still failed keeps them all current. Flags about the image itself
+// (unrescued_bytes) are the pre-flight's to judge, not the copier's.
+var CleanRunResolves = []string{
+	"beyond_eof_detected", "copy_stalled", "high_error_rate", "io_errors_confirmed", "source_lost", "stale_mount",
+}
+
+// resolveProblems marks CleanRunResolves resolved if no file of the medium
+// is failed; the caller has checked that the run completed the medium
+// without a failed attempt. A failure to mark them is logged, not fatal:
+// the files are copied either way.
+func (r *run) resolveProblems(ctx context.Context) {
+	var failed bool
+	err := r.db.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s
+		WHERE medium_hash = $1 AND status IN ('failed_retryable', 'failed_permanent'))`, r.h.InodeTable()), string(r.h)).Scan(&failed)
+	if err == nil && failed {
+		return
+	}
+	var got []string
+	if err == nil {
+		got, err = schema.ResolveProblems(ctx, r.db, r.h, CleanRunResolves...)
+	}
+	if err != nil {
+		r.log.Warn("could not mark resolved problems", "medium", r.h, "err", err.Error())
+		return
+	}
+	if len(got) > 0 {
+		r.log.Info("problems resolved", "medium", r.h, "flags", got)
+	}
+}
