@@ -523,19 +523,23 @@ func verifyAdvice(c *config, rep *copier.VerifyReport) []string {
 			next = append(next, fmt.Sprintf("chmod 0644 %s/%s/%s (the content is good)", c.store, copier.ByHashDir, copier.BlobPath(p.ID)))
 		}
 	}
+	mountCmd, rootFlag := "ntt-mount-helper", ""
+	if c.root != copier.DefaultMountRoot {
+		mountCmd, rootFlag = "ntt-mount-helper --root "+c.root, " --root "+c.root
+	}
 	for _, m := range rep.Affected {
 		if m.Pending == 0 {
 			continue
 		}
-		copyCmd := fmt.Sprintf("ntt-copier --medium-hash %s --store %s", m.Medium, c.store)
+		copyCmd := fmt.Sprintf("ntt-copier --medium-hash %s --store %s%s", m.Medium, c.store, rootFlag)
 		_, imgErr := os.Stat(m.ImagePath)
 		switch {
 		case m.ImagePath != "" && imgErr == nil:
-			next = append(next, fmt.Sprintf("medium %s: mount its image %s (ntt-mount-helper mount %s %s) if it is not mounted, then %s copies its %s files again",
-				m.Medium, m.ImagePath, m.Medium, m.ImagePath, copyCmd, cli.Group(m.Pending)))
+			next = append(next, fmt.Sprintf("medium %s: mount its image %s (%s mount %s %s) if it is not mounted, then %s copies its %s files again",
+				m.Medium, m.ImagePath, mountCmd, m.Medium, m.ImagePath, copyCmd, cli.Group(m.Pending)))
 		case m.ArchivePath != "":
-			next = append(next, fmt.Sprintf("medium %s: its image is gone but sealed in %s: restore it (tar -I 'zstd -d' -xf %s -C DIR %s.img), mount it (ntt-mount-helper mount %s DIR/%s.img), then %s copies its %s files again",
-				m.Medium, m.ArchivePath, m.ArchivePath, m.Medium, m.Medium, m.Medium, copyCmd, cli.Group(m.Pending)))
+			next = append(next, fmt.Sprintf("medium %s: its image is gone but sealed in %s: restore it (tar -I 'zstd -d' -xf %s -C DIR %s.img), mount it (%s mount %s DIR/%s.img), then %s copies its %s files again",
+				m.Medium, m.ArchivePath, m.ArchivePath, m.Medium, mountCmd, m.Medium, m.Medium, copyCmd, cli.Group(m.Pending)))
 		default:
 			next = append(next, fmt.Sprintf("medium %s: its image %q is gone and it was not archived: only a copy of another medium holding the same content can store its %s files again; they stay pending until then",
 				m.Medium, m.ImagePath, cli.Group(m.Pending)))
