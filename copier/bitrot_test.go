@@ -245,3 +245,43 @@ func TestQuarantinedBlobIsNeverDeduped(t *testing.T) {
 	assert.Equal(t, int64(2), st.Deduped)
 	a.checkComplete()
 }
+
+// A medium whose source is gone (archived, image removed) gets its tree
+// back without it once another medium holding the same content is copied:
+// Relink links its pending files to the blobs stored again. Before that,
+// nothing is relinked to the quarantined blob and the files stay pending.
+func TestRelinkWithoutTheSource(t *testing.T) {
+	a := newMedium(t, smallFiles(5))
+	ctx := context.Background()
+	a.mustRun(a.options())
+	b := a.sibling(smallFiles(5))
+	x := a.contentID("f03")
+	d, err := os.ReadFile(a.blobFile(x))
+	require.NoError(t, err)
+	d[0] ^= 0xff
+	require.NoError(t, os.WriteFile(a.blobFile(x), d, 0o644))
+	rep, err := copier.VerifyStore(ctx, a.db, copier.VerifyOptions{StoreRoot: a.store})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), rep.Reset)
+	unmount(t, a.mount) // a's source is gone
+
+	opts := copier.RelinkOptions{Medium: string(a.h), StoreRoot: a.store, Logger: testLogger(t)}
+	res, err := copier.Relink(ctx, a.db, opts)
+	require.NoError(t, err)
+	assert.Zero(t, res.Relinked, "the blob is quarantined")
+	assert.Equal(t, int64(1), res.Waiting)
+	_, err = a.run(a.options())
+	require.Error(t, err, "a is not mounted")
+
+	b.mustRun(b.options())
+	res, err = copier.Relink(ctx, a.db, opts)
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), res.Relinked)
+	assert.Equal(t, int64(1), res.Links)
+	assert.Zero(t, res.Waiting)
+	a.checkComplete()
+	b.checkComplete()
+	res, err = copier.Relink(ctx, a.db, opts)
+	require.NoError(t, err)
+	assert.Zero(t, res.Relinked+res.Waiting)
+}

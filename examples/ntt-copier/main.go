@@ -3,8 +3,9 @@
 //
 //	sudo -E bin/ntt-copier --medium-hash $HASH --worker-id test-worker --batch-size 50 --limit 500
 //
-// plus `ntt-copier reset-failed` (failed_retryable rows back to pending)
-// and `ntt-copier verify-store` (re-hash blobs).
+// plus `ntt-copier reset-failed` (failed_retryable rows back to pending),
+// `ntt-copier verify-store` (re-hash blobs, quarantine damaged ones) and
+// `ntt-copier relink` (files whose content was stored again, without the medium).
 package main
 
 import (
@@ -33,6 +34,7 @@ import (
 const usage = `Usage: ntt-copier --medium-hash HASH [options]
        ntt-copier reset-failed --medium-hash HASH [--error-type TYPE] [--apply]
        ntt-copier verify-store [--store DIR] [--sample N | --oldest N] [--workers N] [--report-only]
+       ntt-copier relink --medium-hash HASH [--store DIR]
 
 Copy the pending files of the medium HASH, mounted at ROOT/HASH (partitions
 at ROOT/HASH/pN), into the store: each file is read once, hashed (BLAKE3)
@@ -65,6 +67,12 @@ and paths affected and what to run next (for an archived medium whose image
 is gone: which archive to restore it from). --report-only changes nothing.
 Exit status 1 if any blob failed in this run.
 
+relink records as copied again, without reading the medium, the files of
+HASH that went back to pending when their blob was quarantined and whose
+content a copy of another medium has stored again: their tree paths are
+linked to the new blob. For a medium whose image is gone (archived). Exit
+status 2 if there was nothing to relink.
+
 Progress goes to stderr: a status line on a terminal (files, MB/s, ETA),
 JSON log lines otherwise ("Batch completed" per batch). The summary goes to
 stdout: a table on a terminal, one JSON object otherwise.
@@ -88,7 +96,7 @@ type config struct {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	verb := "copy"
-	if len(args) > 0 && (args[0] == "reset-failed" || args[0] == "verify-store") {
+	if len(args) > 0 && (args[0] == "reset-failed" || args[0] == "verify-store" || args[0] == "relink") {
 		verb, args = args[0], args[1:]
 	}
 	var c config
@@ -145,6 +153,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return resetFailed(ctx, &c, stdout, stderr)
 	case "verify-store":
 		return verifyStore(ctx, &c, stdout, stderr)
+	case "relink":
+		return relink(ctx, &c, stdout, stderr)
 	}
 	return copyMedium(ctx, &c, stdout, stderr)
 }
@@ -491,6 +501,40 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	return 0
 }
 
+func relink(ctx context.Context, c *config, stdout, stderr io.Writer) int {
+	if c.hash == "" {
+		return failf(stderr, "--medium-hash is required; see --help.")
+	}
+	h, err := medium.Parse(c.hash)
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 2, Private: dbconn.Announce("ntt-copier", stderr)})
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
+	defer pool.Close()
+	log := cli.NewStatusLogger(stderr, cli.NewStatus(stderr), c.verbose)
+	res, err := copier.Relink(ctx, pool, copier.RelinkOptions{Medium: string(h), StoreRoot: c.store, Logger: log})
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
+	if cli.IsTerminal(stderr) {
+		fmt.Fprintf(stdout, "Medium %s: %s files relinked (%s tree paths); %s still wait for their content\n", h,
+			cli.Group(res.Relinked), cli.Group(res.Links), cli.Group(res.Waiting))
+	} else {
+		json.NewEncoder(stdout).Encode(map[string]any{"medium": string(h), "relinked": res.Relinked, "links": res.Links, "waiting": res.Waiting})
+	}
+	if res.Waiting > 0 {
+		fmt.Fprintf(stderr, "ntt-copier: %s files of medium %s still wait for their content: copy a medium holding it, or the medium itself from its image (ntt-copier verify-store lists them).\n",
+			cli.Group(res.Waiting), h)
+	}
+	if res.Relinked == 0 {
+		return 2
+	}
+	return 0
+}
+
 // problemText says what is wrong with a blob, in words.
 func problemText(p copier.BlobProblem) string {
 	var s string
@@ -523,6 +567,7 @@ func verifyAdvice(c *config, rep *copier.VerifyReport) []string {
 			next = append(next, fmt.Sprintf("chmod 0644 %s/%s/%s (the content is good)", c.store, copier.ByHashDir, copier.BlobPath(p.ID)))
 		}
 	}
+	var gone []string // media whose image is gone: after the copies
 	mountCmd, rootFlag := "ntt-mount-helper", ""
 	if c.root != copier.DefaultMountRoot {
 		mountCmd, rootFlag = "ntt-mount-helper --root "+c.root, " --root "+c.root
@@ -538,13 +583,14 @@ func verifyAdvice(c *config, rep *copier.VerifyReport) []string {
 			next = append(next, fmt.Sprintf("medium %s: mount its image %s (%s mount %s %s) if it is not mounted, then %s copies its %s files again",
 				m.Medium, m.ImagePath, mountCmd, m.Medium, m.ImagePath, copyCmd, cli.Group(m.Pending)))
 		case m.ArchivePath != "":
-			next = append(next, fmt.Sprintf("medium %s: its image is gone but sealed in %s: restore it (tar -I 'zstd -d' -xf %s -C DIR %s.img), mount it (%s mount %s DIR/%s.img), then %s copies its %s files again",
-				m.Medium, m.ArchivePath, m.ArchivePath, m.Medium, mountCmd, m.Medium, m.Medium, copyCmd, cli.Group(m.Pending)))
+			gone = append(gone, fmt.Sprintf("medium %s: its image is gone: after the copies above, ntt-copier relink --medium-hash %s --store %s links those of its %s files whose content they stored again; for the rest, restore its image from %s (tar -I 'zstd -d' -xf %s -C DIR %s.img), mount it (%s mount %s DIR/%s.img), then %s",
+				m.Medium, m.Medium, c.store, cli.Group(m.Pending), m.ArchivePath, m.ArchivePath, m.Medium, mountCmd, m.Medium, m.Medium, copyCmd))
 		default:
-			next = append(next, fmt.Sprintf("medium %s: its image %q is gone and it was not archived: only a copy of another medium holding the same content can store its %s files again; they stay pending until then",
-				m.Medium, m.ImagePath, cli.Group(m.Pending)))
+			gone = append(gone, fmt.Sprintf("medium %s: its image %q is gone and it was not archived: only the copy of another medium holding the same content, then ntt-copier relink --medium-hash %s --store %s, can bring back its %s files; they stay pending until then",
+				m.Medium, m.ImagePath, m.Medium, c.store, cli.Group(m.Pending)))
 		}
 	}
+	next = append(next, gone...)
 	if rep.Awaiting > 0 {
 		next = append(next, fmt.Sprintf("then ntt-copier verify-store --store %s again; the quarantined files stay in %s/%s (remove them by hand once every medium is copied again, if the space is needed)",
 			c.store, c.store, copier.QuarantineDir))

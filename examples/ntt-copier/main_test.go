@@ -374,7 +374,7 @@ func TestVerifyStoreQuarantinesAndSaysWhatToRun(t *testing.T) {
 	// this run (quarantined blobs are not checked again): exit 0.
 	_, err = m.db.Exec(ctx, `UPDATE medium SET archive_path = '/srv/archive/x.tar.zst', image_path = '/gone/x.img' WHERE medium_hash = $1`, string(m.h))
 	require.NoError(t, err)
-	code, out, errOut = runCLI(t, "verify-store", "--db", m.url, "--store", m.store, "--report-only")
+	code, out, errOut = runCLI(t, "verify-store", "--db", m.url, "--store", m.store, "--root", m.root, "--report-only")
 	require.Equal(t, 0, code, errOut)
 	r = parse(out)
 	assert.Zero(t, r.Quarantined)
@@ -382,8 +382,14 @@ func TestVerifyStoreQuarantinesAndSaysWhatToRun(t *testing.T) {
 	require.Len(t, r.Affected, 1)
 	assert.Equal(t, "/srv/archive/x.tar.zst", r.Affected[0].ArchivePath)
 	require.NotEmpty(t, r.Next)
-	assert.Contains(t, r.Next[0], "sealed in /srv/archive/x.tar.zst")
-	assert.Contains(t, r.Next[0], "ntt-mount-helper mount "+string(m.h))
+	assert.Contains(t, r.Next[0], "restore its image from /srv/archive/x.tar.zst")
+	assert.Contains(t, r.Next[0], "ntt-mount-helper --root "+m.root+" mount "+string(m.h))
+	assert.Contains(t, r.Next[0], "ntt-copier relink --medium-hash "+string(m.h))
+	// relink: nothing to link while the blobs are quarantined (exit 2).
+	code, out, errOut = runCLI(t, "relink", "--db", m.url, "--medium-hash", string(m.h), "--store", m.store)
+	require.Equal(t, 2, code, errOut)
+	assert.Contains(t, out, `"relinked":0`)
+	assert.Contains(t, errOut, "still wait for their content")
 	_, err = m.db.Exec(ctx, `UPDATE medium SET archive_path = NULL, image_path = $2 WHERE medium_hash = $1`, string(m.h), m.image)
 	require.NoError(t, err)
 
