@@ -181,7 +181,8 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 		refusedQ = b.Queue(fmt.Sprintf(`
 			UPDATE %s AS i SET claimed_by = NULL, claimed_at = NULL
 			FROM unnest($3::bigint[], $4::bigint[], $5::text[]) AS u(dev, ino, blobid)
-			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
+			WHERE EXISTS (SELECT 1 FROM blobs WHERE quarantined_at IS NOT NULL) -- once: none, no scan
+				AND i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
 				AND EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)
 			RETURNING u.blobid`, table),
 			string(h), worker, cDev, cIno, cBlob)
