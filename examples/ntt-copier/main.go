@@ -579,6 +579,9 @@ func verifyAdvice(c *config, rep *copier.VerifyReport) []string {
 		copyCmd := fmt.Sprintf("ntt-copier --medium-hash %s --store %s%s", m.Medium, c.store, rootFlag)
 		_, imgErr := os.Stat(m.ImagePath)
 		switch {
+		case m.ImagePath == "" && m.ArchivePath == "":
+			next = append(next, fmt.Sprintf("medium %s: mount it at %s/%s if it is not mounted, then %s copies its %s files again",
+				m.Medium, c.root, m.Medium, copyCmd, cli.Group(m.Pending)))
 		case m.ImagePath != "" && imgErr == nil:
 			next = append(next, fmt.Sprintf("medium %s: mount its image %s (%s mount %s %s) if it is not mounted, then %s copies its %s files again",
 				m.Medium, m.ImagePath, mountCmd, m.Medium, m.ImagePath, copyCmd, cli.Group(m.Pending)))
