@@ -59,11 +59,18 @@ type problem struct {
 //
 // Blobs already in recorded (rows this run committed) are not inserted into
 // blobs again; the batch's blobs are added to it once the batch commits.
+//
+// Quarantine: the transaction holds the quarantine lock shared (see
+// VerifyStore). A blob this batch wrote (created) is correct by
+// construction and clears its quarantine mark; an inode whose blob is
+// still marked is not recorded as copied but released, its blob id made
+// suspect in recorded, so that its next copy writes the blob itself
+// instead of trusting what is at its name.
 func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet) (lost int64, err error) {
 	b := &pgx.Batch{}
 	table := h.InodeTable()
 
-	var blobIDs []string
+	var blobIDs, createdIDs []string
 	sizes := map[string]int64{}
 	var cDev, cIno []int64
 	var cBlob, cMime []string
@@ -88,6 +95,9 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 			}
 			cDev, cIno = append(cDev, o.n.Dev), append(cIno, o.n.Ino)
 			cBlob, cMime, cCreated = append(cBlob, o.blob), append(cMime, o.mime), append(cCreated, o.created)
+			if o.created {
+				createdIDs = append(createdIDs, o.blob)
+			}
 			cDamage = append(cDamage, jsonOrNil(o.damage))
 		case failed:
 			d := o.dec
@@ -145,12 +155,19 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 		blobSizes[i] = sizes[id]
 	}
 
+	if len(cDev) > 0 {
+		b.Queue(`SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`, quarantineLock)
+	}
 	if len(blobIDs) > 0 {
 		b.Queue(`INSERT INTO blobs (blobid, size)
 			SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
 			ON CONFLICT (blobid) DO NOTHING`, blobIDs, blobSizes)
 	}
-	var successQ *pgx.QueuedQuery
+	if len(createdIDs) > 0 {
+		slices.Sort(createdIDs)
+		b.Queue(`UPDATE blobs SET quarantined_at = NULL WHERE blobid = ANY($1) AND quarantined_at IS NOT NULL`, createdIDs)
+	}
+	var successQ, refusedQ *pgx.QueuedQuery
 	if len(cDev) > 0 {
 		successQ = b.Queue(fmt.Sprintf(`
 			UPDATE %s AS i SET copied = true, status = 'success', blobid = u.blobid, mime_type = u.mime,
@@ -158,8 +175,17 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 				error_type = NULL, damage = u.damage::jsonb
 			FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[], $8::text[])
 				AS u(dev, ino, blobid, mime, created, damage)
-			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
+				AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`, table),
 			string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
+		refusedQ = b.Queue(fmt.Sprintf(`
+			UPDATE %s AS i SET claimed_by = NULL, claimed_at = NULL
+			FROM unnest($3::bigint[], $4::bigint[], $5::text[]) AS u(dev, ino, blobid)
+			WHERE EXISTS (SELECT 1 FROM blobs WHERE quarantined_at IS NOT NULL) -- once: none, no scan
+				AND i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
+				AND EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)
+			RETURNING u.blobid`, table),
+			string(h), worker, cDev, cIno, cBlob)
 	}
 	if len(fDev) > 0 {
 		b.Queue(fmt.Sprintf(`
@@ -201,9 +227,12 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 	}
 
 	for attempt := 0; ; attempt++ {
-		lost, err = runCommit(ctx, db, h, b, successQ, int64(len(cDev)), problems)
+		var refused []string
+		lost, refused, err = runCommit(ctx, db, h, b, successQ, refusedQ, int64(len(cDev)), problems)
 		if err == nil {
 			recorded.add(blobIDs)
+			recorded.trust(createdIDs)
+			recorded.refuse(refused)
 		}
 		if err == nil || attempt >= 4 || !transient(err) || ctx.Err() != nil {
 			return lost, err
@@ -216,10 +245,23 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 	}
 }
 
-func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batch, successQ *pgx.QueuedQuery, nSuccess int64, problems []problem) (lost int64, err error) {
+func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batch, successQ, refusedQ *pgx.QueuedQuery, nSuccess int64, problems []problem) (lost int64, refused []string, err error) {
 	var updated int64
 	if successQ != nil {
 		successQ.Exec(func(tag pgconn.CommandTag) error { updated = tag.RowsAffected(); return nil })
+	}
+	if refusedQ != nil {
+		refusedQ.Query(func(rows pgx.Rows) error {
+			refused = refused[:0]
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				refused = append(refused, id)
+			}
+			return rows.Err()
+		})
 	}
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if b.Len() > 0 {
@@ -235,9 +277,9 @@ func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batc
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("medium %s: recording batch: %w", h, err)
+		return 0, nil, fmt.Errorf("medium %s: recording batch: %w", h, err)
 	}
-	return nSuccess - updated, nil
+	return nSuccess - updated - int64(len(refused)), refused, nil
 }
 
 // transient reports whether a failed commit is worth another try:
@@ -272,9 +314,53 @@ func jsonOrNil(j json.RawMessage) *string {
 // every batch (a conflict costs the database an index probe and the row's
 // checks). Nothing deletes blobs rows, so a remembered row stays there.
 // It forgets everything when full: an id then costs one more insert.
+//
+// It also holds the suspect ids: blobs a commit found quarantined, which
+// this run writes again instead of deduping against, until a batch that
+// wrote one commits.
 type blobSet struct {
-	mu  sync.Mutex
-	ids map[string]struct{}
+	mu      sync.Mutex
+	ids     map[string]struct{}
+	suspect map[string]struct{}
+}
+
+// refuse forgets ids and makes them suspect.
+func (s *blobSet) refuse(ids []string) {
+	if s == nil || len(ids) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.suspect == nil {
+		s.suspect = map[string]struct{}{}
+	}
+	for _, id := range ids {
+		delete(s.ids, id)
+		s.suspect[id] = struct{}{}
+	}
+}
+
+// trust ends the suspicion of ids (written by this run, and recorded).
+func (s *blobSet) trust(ids []string) {
+	if s == nil || len(ids) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.suspect, id)
+	}
+}
+
+// suspected reports whether id is suspect.
+func (s *blobSet) suspected(id string) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.suspect[id]
+	return ok
 }
 
 const blobSetMax = 1 << 18 // ids (about 25 MiB)

@@ -19,6 +19,11 @@
 //     batch) before the catalog transaction that names it commits. A crash
 //     between store and catalog leaves a blob that the retry reuses, never a
 //     catalog row naming a missing blob; no temporary file is left (O_TMPFILE).
+//   - A blob that fails verification (VerifyStore) is moved to
+//     <store>/quarantine, never deleted, and marked in blobs; the inodes
+//     naming it go back to pending. No inode is recorded as copied to a
+//     marked blob by deduplication: the copy that writes the blob again
+//     clears the mark (see verify.go).
 //   - A source path is opened with openat2 RESOLVE_BENEATH |
 //     RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV and O_NOFOLLOW: nothing outside
 //     the medium's mount is ever read, whatever the catalog says. A

@@ -269,12 +269,20 @@ func TestVerifyStoreFindsDamage(t *testing.T) {
 	var unchecked int
 	require.NoError(t, f.db.QueryRow(ctx, `SELECT count(*) FROM blobs WHERE last_checked IS NULL`).Scan(&unchecked))
 	assert.Equal(t, 3, unchecked, "only good blobs are marked checked")
+	// The damaged and the missing blob are quarantined, the one with a
+	// wrong mode (its content is good) is not.
+	assert.Equal(t, int64(2), rep.Quarantined)
+	assert.Equal(t, int64(2), rep.Reset, "their inodes are pending again")
+	assert.Equal(t, int64(2), rep.Awaiting)
 
-	// The least recently checked first: the three bad ones.
+	// The least recently checked first: the one of wrong mode, then two
+	// good ones; quarantined blobs are not checked again.
 	rep, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: f.store, Oldest: 3})
 	require.NoError(t, err)
 	assert.Equal(t, int64(3), rep.Checked)
-	assert.Zero(t, rep.OK)
+	assert.Equal(t, int64(1), rep.BadMode)
+	assert.Equal(t, int64(2), rep.OK)
+	assert.Equal(t, int64(2), rep.Awaiting)
 	rep, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: f.store, Sample: 4})
 	require.NoError(t, err)
 	assert.Equal(t, int64(4), rep.Checked)

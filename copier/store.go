@@ -246,8 +246,10 @@ func (w *blobWriter) abort() {
 }
 
 // commit names the written content id. It reports false when the blob was
-// already stored (another writer won: deduplication).
-func (w *blobWriter) commit(id string, size int64) (created bool, err error) {
+// already stored (another writer won: deduplication). A suspect blob (one
+// the catalog marks quarantined) is never trusted: what is at its name is
+// replaced with the content just written.
+func (w *blobWriter) commit(id string, size int64, suspect bool) (created bool, err error) {
 	defer w.abort() // closes; removes a named temporary
 	s := w.s
 	if err := unix.Fchmod(int(w.f.Fd()), 0o644); err != nil {
@@ -269,10 +271,11 @@ func (w *blobWriter) commit(id string, size int64) (created bool, err error) {
 		if herr != nil {
 			return false, herr
 		}
-		if ok || attempt > 0 {
+		if ok && !suspect || attempt > 0 {
 			return false, nil
 		}
-		// A blob of the wrong size (cut short by a crash): replace it.
+		// A blob of the wrong size (cut short by a crash), or one that is
+		// not trusted: replace it.
 		if err := w.replace(rel); err != nil {
 			return false, fmt.Errorf("store %s: replacing damaged blob %s: %w", s.Root, id, err)
 		}
@@ -308,9 +311,17 @@ func (w *blobWriter) replace(rel string) error {
 
 // PutBytes stores data as blob id (its BLAKE3) unless it is stored already.
 func (s *Store) PutBytes(id string, data []byte) (created bool, err error) {
-	ok, err := s.HasBlob(id, int64(len(data)))
-	if err != nil || ok {
-		return false, err
+	return s.putBytes(id, data, false)
+}
+
+// putBytes is PutBytes; a suspect blob is written again whatever is at its
+// name (see commit).
+func (s *Store) putBytes(id string, data []byte, suspect bool) (created bool, err error) {
+	if !suspect {
+		ok, err := s.HasBlob(id, int64(len(data)))
+		if err != nil || ok {
+			return false, err
+		}
 	}
 	w, err := s.create()
 	if err != nil {
@@ -320,7 +331,7 @@ func (s *Store) PutBytes(id string, data []byte) (created bool, err error) {
 		w.abort()
 		return false, fmt.Errorf("store %s: writing blob %s: %w", s.Root, id, err)
 	}
-	return w.commit(id, int64(len(data)))
+	return w.commit(id, int64(len(data)), suspect)
 }
 
 // Sync makes everything written to the store's filesystem durable (one

@@ -154,6 +154,12 @@ func (c *treeCursor) link(p []byte, rel, id string) (copied bool, err error) {
 	switch {
 	case err == nil:
 		return false, nil
+	case errors.Is(err, unix.ENOENT):
+		var st unix.Stat_t
+		if serr := unix.Fstatat(c.t.s.byHash, blob, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(serr, unix.ENOENT) {
+			return false, fmt.Errorf("store %s: blob %s: %w", c.t.s.Root, id, errBlobGone)
+		}
+		return false, treeErr(p, fmt.Errorf("link: %w", err))
 	case errors.Is(err, unix.EMLINK):
 		return true, c.t.copyBlob(pfd, leaf, blob, p, false)
 	case !errors.Is(err, unix.EEXIST):
@@ -187,6 +193,10 @@ func (c *treeCursor) link(p []byte, rel, id string) (copied bool, err error) {
 	}
 	return false, nil
 }
+
+// errBlobGone: the blob to link is no longer at its by-hash name (verification
+// moved it to the quarantine since this run stored or found it).
+var errBlobGone = errors.New("blob no longer in the store (quarantined?)")
 
 // tempName runs make with fresh temporary names in dir until one is free.
 func (t *tree) tempName(dfd int, make func(name string) error) (string, error) {

@@ -122,6 +122,12 @@ func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, Fi
 	if w.tc != nil {
 		for i, rel := range rels {
 			copiedLink, err := w.tc.link(n.Paths[i], rel, id)
+			if errors.Is(err, errBlobGone) {
+				// Quarantined since this run recorded it: released, and
+				// stored again when claimed again.
+				w.r.blobs.refuse([]string{id})
+				return outcome{n: n, kind: released}, nil, res
+			}
 			if err != nil && !isPathErr(err) {
 				err = storeErr(err)
 			}
@@ -185,10 +191,11 @@ func (w *worker) store(f fdReader, p []byte, size int64) (id, mime string, creat
 		}
 		if w.r.blobs.has(id) {
 			// Stored, synced and recorded by an earlier batch of this run:
-			// nothing removes blobs, so the store need not be asked again.
+			// the store need not be asked again. A blob quarantined since
+			// is caught when linking (errBlobGone) or at commit.
 			return id, mime, false, read, 0, nil
 		}
-		created, err = w.r.store.PutBytes(id, data)
+		created, err = w.r.store.putBytes(id, data, w.r.blobs.suspected(id))
 		if created {
 			written = size
 		}
@@ -224,7 +231,7 @@ func (w *worker) store(f fdReader, p []byte, size int64) (id, mime string, creat
 		have, err := w.r.store.HasBlob(id, size)
 		return id, mime, !have, read, 0, storeErr(err)
 	}
-	created, err = bw.commit(id, size)
+	created, err = bw.commit(id, size, w.r.blobs.suspected(id))
 	err = storeErr(err)
 	if !created {
 		// Stored already (or by another writer meanwhile): the unnamed

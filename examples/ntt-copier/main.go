@@ -3,8 +3,9 @@
 //
 //	sudo -E bin/ntt-copier --medium-hash $HASH --worker-id test-worker --batch-size 50 --limit 500
 //
-// plus `ntt-copier reset-failed` (failed_retryable rows back to pending)
-// and `ntt-copier verify-store` (re-hash blobs).
+// plus `ntt-copier reset-failed` (failed_retryable rows back to pending),
+// `ntt-copier verify-store` (re-hash blobs, quarantine damaged ones) and
+// `ntt-copier relink` (files whose content was stored again, without the medium).
 package main
 
 import (
@@ -32,7 +33,8 @@ import (
 
 const usage = `Usage: ntt-copier --medium-hash HASH [options]
        ntt-copier reset-failed --medium-hash HASH [--error-type TYPE] [--apply]
-       ntt-copier verify-store [--store DIR] [--sample N | --oldest N] [--workers N]
+       ntt-copier verify-store [--store DIR] [--sample N | --oldest N] [--workers N] [--report-only]
+       ntt-copier relink --medium-hash HASH [--store DIR]
 
 Copy the pending files of the medium HASH, mounted at ROOT/HASH (partitions
 at ROOT/HASH/pN), into the store: each file is read once, hashed (BLAKE3)
@@ -55,8 +57,21 @@ with --error-type) back to pending, after the cause is fixed. Without
 --apply it only shows what it would reset.
 
 verify-store re-reads blobs and checks that their content hashes to their
-name; --sample N checks N at random, --oldest N the N least recently
-checked. Exit status 1 if any blob is missing or damaged.
+name and their size is the catalogued one; --sample N checks N at random,
+--oldest N the N least recently checked. A blob that is damaged, cut short,
+missing or unreadable is quarantined: moved to STORE/quarantine/<hash>.<time>
+(never deleted), marked in the catalog, and every file that named it goes
+back to pending, so the next copy of a medium holding that content stores
+it again (no copy dedupes against a quarantined blob). It lists the media
+and paths affected and what to run next (for an archived medium whose image
+is gone: which archive to restore it from). --report-only changes nothing.
+Exit status 1 if any blob failed in this run.
+
+relink records as copied again, without reading the medium, the files of
+HASH that went back to pending when their blob was quarantined and whose
+content a copy of another medium has stored again: their tree paths are
+linked to the new blob. For a medium whose image is gone (archived). Exit
+status 2 if there was nothing to relink.
 
 Progress goes to stderr: a status line on a terminal (files, MB/s, ETA),
 JSON log lines otherwise ("Batch completed" per batch). The summary goes to
@@ -75,13 +90,13 @@ type config struct {
 	workers, batch                                  int
 	limit                                           int64
 	lease, stall                                    time.Duration
-	dryRun, apply, verbose                          bool
+	dryRun, apply, verbose, reportOnly              bool
 	sample, oldest                                  int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	verb := "copy"
-	if len(args) > 0 && (args[0] == "reset-failed" || args[0] == "verify-store") {
+	if len(args) > 0 && (args[0] == "reset-failed" || args[0] == "verify-store" || args[0] == "relink") {
 		verb, args = args[0], args[1:]
 	}
 	var c config
@@ -103,6 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.apply, "apply", false, "reset-failed: do it (default: only show what would be reset)")
 	fs.IntVar(&c.sample, "sample", 0, "verify-store: check `N` blobs chosen at random")
 	fs.IntVar(&c.oldest, "oldest", 0, "verify-store: check the `N` least recently checked blobs")
+	fs.BoolVar(&c.reportOnly, "report-only", false, "verify-store: report damaged blobs, quarantine nothing, reset no file")
 	fs.BoolVar(&c.verbose, "v", false, "log debug events (every retry)")
 	fs.Usage = func() {
 		io.WriteString(fs.Output(), usage)
@@ -137,6 +153,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return resetFailed(ctx, &c, stdout, stderr)
 	case "verify-store":
 		return verifyStore(ctx, &c, stdout, stderr)
+	case "relink":
+		return relink(ctx, &c, stdout, stderr)
 	}
 	return copyMedium(ctx, &c, stdout, stderr)
 }
@@ -386,6 +404,7 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	var last time.Time
 	rep, err := copier.VerifyStore(ctx, pool, copier.VerifyOptions{
 		StoreRoot: c.store, Sample: c.sample, Oldest: c.oldest, Workers: c.workers + 1, Logger: log,
+		ReportOnly: c.reportOnly,
 		Progress: func(r copier.VerifyReport) {
 			if term && time.Since(last) > 250*time.Millisecond {
 				last = time.Now()
@@ -398,6 +417,7 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return failf(stderr, "%v.", errText(err))
 	}
+	next := verifyAdvice(c, &rep)
 	if term {
 		fmt.Fprintf(stdout, "Store %s: %s blobs checked (%s) in %.1fs: %s ok, %s missing, %s damaged, %s wrong size, %s unreadable, %s wrong mode\n",
 			c.store, cli.Group(rep.Checked), bytesText(rep.Bytes), rep.Elapsed.Seconds(), cli.Group(rep.OK), cli.Group(rep.Missing),
@@ -407,24 +427,70 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stdout, "  … %d more\n", len(rep.Problems)-20)
 				break
 			}
-			fmt.Fprintf(stdout, "  %s %s %s\n", p.Problem, p.ID, p.Actual)
+			fmt.Fprintf(stdout, "  %-10s %s  %s\n", p.Problem, p.ID, problemText(p))
+		}
+		if rep.Quarantined > 0 {
+			fmt.Fprintf(stdout, "Quarantined %s blobs (moved to %s/%s); %s files back to pending\n", cli.Group(rep.Quarantined),
+				c.store, copier.QuarantineDir, cli.Group(rep.Reset))
+		}
+		if rep.AffectedMedia > 0 {
+			fmt.Fprintf(stdout, "Media with files to copy again (%s blobs awaiting a copy):\n", cli.Group(rep.Awaiting))
+			for _, m := range rep.Affected {
+				fmt.Fprintf(stdout, "  %s %s: %s files, %s", m.Medium, m.Human, cli.Group(m.Inodes), bytesText(m.Bytes))
+				if m.ArchivePath != "" {
+					fmt.Fprintf(stdout, ", archived in %s", m.ArchivePath)
+				}
+				fmt.Fprintln(stdout)
+				for _, p := range m.Paths {
+					fmt.Fprintf(stdout, "    %q\n", p)
+				}
+				if more := m.Inodes - int64(len(m.Paths)); more > 0 {
+					fmt.Fprintf(stdout, "    … and more (%s files in all)\n", cli.Group(m.Inodes))
+				}
+			}
+			if more := rep.AffectedMedia - int64(len(rep.Affected)); more > 0 {
+				fmt.Fprintf(stdout, "  … %s more media\n", cli.Group(more))
+			}
+		}
+		if len(next) > 0 {
+			fmt.Fprintln(stdout, "Next:")
+			for _, n := range next {
+				fmt.Fprintf(stdout, "  %s\n", n)
+			}
 		}
 	} else {
 		probs := make([]map[string]any, 0, len(rep.Problems))
 		for _, p := range rep.Problems {
-			m := map[string]any{"blob": p.ID, "problem": p.Problem, "size": p.Size}
+			m := map[string]any{"blob": p.ID, "problem": p.Problem, "size": p.Size, "detail": problemText(p),
+				"quarantined": p.Marked, "inodes_reset": p.Inodes}
 			if p.Actual != "" {
 				m["actual"] = p.Actual
+			}
+			if p.Problem == copier.BlobWrongSize {
+				m["found_size"] = p.Found
+			}
+			if p.Quarantine != "" {
+				m["moved_to"] = p.Quarantine
 			}
 			if p.Err != nil {
 				m["error"] = p.Err.Error()
 			}
 			probs = append(probs, m)
 		}
+		media := make([]map[string]any, 0, len(rep.Affected))
+		for _, m := range rep.Affected {
+			media = append(media, map[string]any{"medium": m.Medium, "medium_human": m.Human, "image_path": m.ImagePath,
+				"archive_path": m.ArchivePath, "files": m.Inodes, "bytes": m.Bytes, "pending": m.Pending, "paths": m.Paths})
+		}
 		json.NewEncoder(stdout).Encode(map[string]any{"store": c.store, "checked": rep.Checked, "ok": rep.OK,
 			"missing": rep.Missing, "mismatched": rep.Mismatched, "wrong_size": rep.WrongSize,
 			"unreadable": rep.Unreadable, "bad_mode": rep.BadMode, "bytes": rep.Bytes,
-			"elapsed_s": rep.Elapsed.Seconds(), "problems": probs})
+			"elapsed_s": rep.Elapsed.Seconds(), "problems": probs,
+			"quarantined": rep.Quarantined, "inodes_reset": rep.Reset, "awaiting_copy": rep.Awaiting,
+			"affected_media": rep.AffectedMedia, "affected": media, "next": next})
+		for _, n := range next {
+			fmt.Fprintf(stderr, "ntt-copier: next: %s\n", n)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "ntt-copier: verification interrupted.")
@@ -433,6 +499,106 @@ func verifyStore(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func relink(ctx context.Context, c *config, stdout, stderr io.Writer) int {
+	if c.hash == "" {
+		return failf(stderr, "--medium-hash is required; see --help.")
+	}
+	h, err := medium.Parse(c.hash)
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: 2, Private: dbconn.Announce("ntt-copier", stderr)})
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
+	defer pool.Close()
+	log := cli.NewStatusLogger(stderr, cli.NewStatus(stderr), c.verbose)
+	res, err := copier.Relink(ctx, pool, copier.RelinkOptions{Medium: string(h), StoreRoot: c.store, Logger: log})
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
+	if cli.IsTerminal(stderr) {
+		fmt.Fprintf(stdout, "Medium %s: %s files relinked (%s tree paths); %s still wait for their content\n", h,
+			cli.Group(res.Relinked), cli.Group(res.Links), cli.Group(res.Waiting))
+	} else {
+		json.NewEncoder(stdout).Encode(map[string]any{"medium": string(h), "relinked": res.Relinked, "links": res.Links, "waiting": res.Waiting})
+	}
+	if res.Waiting > 0 {
+		fmt.Fprintf(stderr, "ntt-copier: %s files of medium %s still wait for their content: copy a medium holding it, or the medium itself from its image (ntt-copier verify-store lists them).\n",
+			cli.Group(res.Waiting), h)
+	}
+	if res.Relinked == 0 {
+		return 2
+	}
+	return 0
+}
+
+// problemText says what is wrong with a blob, in words.
+func problemText(p copier.BlobProblem) string {
+	var s string
+	switch p.Problem {
+	case copier.BlobWrongSize:
+		s = fmt.Sprintf("wrong size: %d bytes expected, %d found", p.Size, p.Found)
+	case copier.BlobMismatch:
+		s = "content hashes to " + p.Actual
+	case copier.BlobMissing:
+		s = "no file at its name"
+	case copier.BlobBadMode:
+		s = "content good, " + p.Actual + " instead of 644"
+	default:
+		s = fmt.Sprintf("unreadable: %v", p.Err)
+	}
+	if p.Quarantine != "" {
+		s += "; moved to " + p.Quarantine
+	}
+	return s
+}
+
+// verifyAdvice says what to run after a verification, medium by medium.
+func verifyAdvice(c *config, rep *copier.VerifyReport) []string {
+	var next []string
+	if c.reportOnly && rep.Failed() {
+		next = append(next, fmt.Sprintf("ntt-copier verify-store --store %s (without --report-only) quarantines the damaged blobs and puts their files back to pending", c.store))
+	}
+	for _, p := range rep.Problems {
+		if p.Problem == copier.BlobBadMode {
+			next = append(next, fmt.Sprintf("chmod 0644 %s/%s/%s (the content is good)", c.store, copier.ByHashDir, copier.BlobPath(p.ID)))
+		}
+	}
+	var gone []string // media whose image is gone: after the copies
+	mountCmd, rootFlag := "ntt-mount-helper", ""
+	if c.root != copier.DefaultMountRoot {
+		mountCmd, rootFlag = "ntt-mount-helper --root "+c.root, " --root "+c.root
+	}
+	for _, m := range rep.Affected {
+		if m.Pending == 0 {
+			continue
+		}
+		copyCmd := fmt.Sprintf("ntt-copier --medium-hash %s --store %s%s", m.Medium, c.store, rootFlag)
+		_, imgErr := os.Stat(m.ImagePath)
+		switch {
+		case m.ImagePath == "" && m.ArchivePath == "":
+			next = append(next, fmt.Sprintf("medium %s: mount it at %s/%s if it is not mounted, then %s copies its %s files again",
+				m.Medium, c.root, m.Medium, copyCmd, cli.Group(m.Pending)))
+		case m.ImagePath != "" && imgErr == nil:
+			next = append(next, fmt.Sprintf("medium %s: mount its image %s (%s mount %s %s) if it is not mounted, then %s copies its %s files again",
+				m.Medium, m.ImagePath, mountCmd, m.Medium, m.ImagePath, copyCmd, cli.Group(m.Pending)))
+		case m.ArchivePath != "":
+			gone = append(gone, fmt.Sprintf("medium %s: its image is gone: after the copies above, ntt-copier relink --medium-hash %s --store %s links those of its %s files whose content they stored again; for the rest, restore its image from %s (tar -I 'zstd -d' -xf %s -C DIR %s.img), mount it (%s mount %s DIR/%s.img), then %s",
+				m.Medium, m.Medium, c.store, cli.Group(m.Pending), m.ArchivePath, m.ArchivePath, m.Medium, mountCmd, m.Medium, m.Medium, copyCmd))
+		default:
+			gone = append(gone, fmt.Sprintf("medium %s: its image %q is gone and it was not archived: only the copy of another medium holding the same content, then ntt-copier relink --medium-hash %s --store %s, can bring back its %s files; they stay pending until then",
+				m.Medium, m.ImagePath, m.Medium, c.store, cli.Group(m.Pending)))
+		}
+	}
+	next = append(next, gone...)
+	if rep.Awaiting > 0 {
+		next = append(next, fmt.Sprintf("then ntt-copier verify-store --store %s again; the quarantined files stay in %s/%s (remove them by hand once every medium is copied again, if the space is needed)",
+			c.store, c.store, copier.QuarantineDir))
+	}
+	return next
 }
 
 func bytesText(n int64) string { return cli.SI(float64(n)) + "B" }

@@ -27,8 +27,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 )
+
+func blake3Hex(b []byte) string {
+	s := blake3.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
 
 const cliEnv = "NTT_COPIER_TEST_CLI"
 
@@ -277,4 +283,133 @@ func TestSIGINTReleasesClaims(t *testing.T) {
 	assert.Less(t, sum["processed"].(float64), 300.0, "stopped early")
 	assert.Zero(t, m.count(t, `NOT copied AND claimed_by IS NOT NULL`), "no claim left")
 	assert.Equal(t, int64(sum["copied"].(float64)), m.count(t, `fs_type = 'f' AND status = 'success'`))
+}
+
+// verify-store on a store with a flipped byte and a truncated blob: exit
+// 1, both quarantined, the truncation reported as a wrong size, the medium
+// and its paths named with the command to run; for an archived medium
+// whose image is gone, the archive to restore it from. The next copy
+// stores the blobs again, and verify-store is clean.
+func TestVerifyStoreQuarantinesAndSaysWhatToRun(t *testing.T) {
+	m := mounted(t, files(12))
+	ctx := context.Background()
+	code, _, errOut := runCLI(t, m.args()...)
+	require.Equal(t, 0, code, errOut)
+
+	var ids []string
+	rows, err := m.db.Query(ctx, `SELECT blobid FROM blobs ORDER BY blobid LIMIT 2`)
+	require.NoError(t, err)
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		ids = append(ids, id)
+	}
+	require.NoError(t, rows.Err())
+	blob := func(id string) string { return filepath.Join(m.store, "by-hash", id[:2], id[2:4], id) }
+	b, err := os.ReadFile(blob(ids[0]))
+	require.NoError(t, err)
+	b[7] ^= 0x80
+	require.NoError(t, os.WriteFile(blob(ids[0]), b, 0o644))
+	st, err := os.Stat(blob(ids[1]))
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(blob(ids[1]), 10))
+
+	type affected struct {
+		Medium      string   `json:"medium"`
+		ArchivePath string   `json:"archive_path"`
+		Files       int64    `json:"files"`
+		Pending     int64    `json:"pending"`
+		Paths       []string `json:"paths"`
+	}
+	type report struct {
+		Quarantined   int64            `json:"quarantined"`
+		InodesReset   int64            `json:"inodes_reset"`
+		AwaitingCopy  int64            `json:"awaiting_copy"`
+		Mismatched    int64            `json:"mismatched"`
+		WrongSize     int64            `json:"wrong_size"`
+		AffectedMedia int64            `json:"affected_media"`
+		Problems      []map[string]any `json:"problems"`
+		Affected      []affected       `json:"affected"`
+		Next          []string         `json:"next"`
+	}
+	parse := func(out string) report {
+		var r report
+		require.NoError(t, json.Unmarshal([]byte(out), &r), out)
+		return r
+	}
+
+	code, out, errOut := runCLI(t, "verify-store", "--db", m.url, "--store", m.store)
+	require.Equal(t, 1, code, errOut)
+	r := parse(out)
+	assert.Equal(t, int64(2), r.Quarantined)
+	assert.Equal(t, int64(1), r.Mismatched)
+	assert.Equal(t, int64(1), r.WrongSize)
+	assert.Equal(t, int64(2), r.AwaitingCopy)
+	assert.GreaterOrEqual(t, r.InodesReset, int64(2))
+	require.Len(t, r.Problems, 2)
+	for _, p := range r.Problems {
+		assert.Equal(t, true, p["quarantined"])
+		assert.FileExists(t, filepath.Join(m.store, p["moved_to"].(string)))
+		if p["blob"] == ids[1] {
+			assert.Equal(t, "size", p["problem"])
+			assert.Equal(t, 10.0, p["found_size"])
+			assert.Contains(t, p["detail"], fmt.Sprintf("wrong size: %d bytes expected, 10 found", st.Size()))
+		}
+	}
+	require.Len(t, r.Affected, 1)
+	assert.Equal(t, string(m.h), r.Affected[0].Medium)
+	assert.Equal(t, r.InodesReset, r.Affected[0].Pending)
+	assert.NotEmpty(t, r.Affected[0].Paths)
+	for _, p := range r.Affected[0].Paths {
+		assert.True(t, strings.HasPrefix(p, "/d"), p)
+	}
+	require.NotEmpty(t, r.Next)
+	assert.Contains(t, r.Next[0], "ntt-copier --medium-hash "+string(m.h))
+	assert.Contains(t, errOut, "ntt-copier: next: ")
+	assert.Equal(t, r.InodesReset, m.count(t, `NOT copied AND status = 'pending'`))
+	reset := r.InodesReset
+
+	// Archived, image removed (what ntt-archiver leaves in the catalog): the
+	// advice names the archive to restore the image from. Nothing failed in
+	// this run (quarantined blobs are not checked again): exit 0.
+	_, err = m.db.Exec(ctx, `UPDATE medium SET archive_path = '/srv/archive/x.tar.zst', image_path = '/gone/x.img' WHERE medium_hash = $1`, string(m.h))
+	require.NoError(t, err)
+	code, out, errOut = runCLI(t, "verify-store", "--db", m.url, "--store", m.store, "--root", m.root, "--report-only")
+	require.Equal(t, 0, code, errOut)
+	r = parse(out)
+	assert.Zero(t, r.Quarantined)
+	assert.Equal(t, int64(2), r.AwaitingCopy)
+	require.Len(t, r.Affected, 1)
+	assert.Equal(t, "/srv/archive/x.tar.zst", r.Affected[0].ArchivePath)
+	require.NotEmpty(t, r.Next)
+	assert.Contains(t, r.Next[0], "restore its image from /srv/archive/x.tar.zst")
+	assert.Contains(t, r.Next[0], "ntt-mount-helper --root "+m.root+" mount "+string(m.h))
+	assert.Contains(t, r.Next[0], "ntt-copier relink --medium-hash "+string(m.h))
+	// relink: nothing to link while the blobs are quarantined (exit 2).
+	code, out, errOut = runCLI(t, "relink", "--db", m.url, "--medium-hash", string(m.h), "--store", m.store)
+	require.Equal(t, 2, code, errOut)
+	assert.Contains(t, out, `"relinked":0`)
+	assert.Contains(t, errOut, "still wait for their content")
+	_, err = m.db.Exec(ctx, `UPDATE medium SET archive_path = NULL, image_path = $2 WHERE medium_hash = $1`, string(m.h), m.image)
+	require.NoError(t, err)
+
+	// The next copy writes the blobs again; the store is clean.
+	code, out, errOut = runCLI(t, m.args()...)
+	require.Equal(t, 0, code, errOut)
+	var sum map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &sum), out)
+	assert.Equal(t, float64(reset), sum["processed"])
+	assert.Equal(t, true, sum["complete"], out+errOut)
+	assert.Zero(t, m.count(t, `NOT copied`))
+	code, out, errOut = runCLI(t, "verify-store", "--db", m.url, "--store", m.store)
+	require.Equal(t, 0, code, errOut)
+	r = parse(out)
+	assert.Zero(t, r.AwaitingCopy)
+	assert.Empty(t, r.Affected)
+	assert.Empty(t, r.Next)
+	for _, id := range ids {
+		got, err := os.ReadFile(blob(id))
+		require.NoError(t, err)
+		assert.Equal(t, id, blake3Hex(got))
+	}
 }

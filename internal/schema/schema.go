@@ -31,7 +31,7 @@ import (
 )
 
 // Version is the schema version this build of NTT reads and writes.
-const Version = 2
+const Version = 3
 
 // migrateLockKey is the advisory lock that serializes concurrent Migrate
 // calls across processes ("NTT" + 1 in ASCII, any constant would do).

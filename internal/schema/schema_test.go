@@ -239,3 +239,37 @@ func TestBlobIDCheckUpgradeKeepsTheRule(t *testing.T) {
 	_, err = db.Exec(ctx, `INSERT INTO blobs (blobid, size) VALUES ($1, 0)`, good)
 	require.NoError(t, err)
 }
+
+// Migration 3 adds the quarantine columns of blobs: a version 2 catalog
+// with blobs upgrades in place, its blobs unmarked.
+func TestBlobQuarantineUpgrade(t *testing.T) {
+	ctx := context.Background()
+	db := emptyPool(t)
+	tx, err := db.Begin(ctx)
+	require.NoError(t, err)
+	for _, name := range []string{"0001_init.sql", "0002_cheap_blobid_check.sql"} {
+		sql, err := os.ReadFile(filepath.Join("migrations", name))
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, string(sql))
+		require.NoError(t, err, name)
+	}
+	_, err = tx.Exec(ctx, `CREATE TABLE schema_version (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now());
+		INSERT INTO schema_version (version, name) VALUES (1, '0001_init.sql'), (2, '0002_cheap_blobid_check.sql')`)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	good := strings.Repeat("0123456789abcdef", 4)
+	_, err = db.Exec(ctx, `INSERT INTO blobs (blobid, size) VALUES ($1, 7)`, good)
+	require.NoError(t, err)
+
+	var ve *schema.VersionError
+	require.ErrorAs(t, schema.Require(ctx, db, schema.Version), &ve)
+	require.Equal(t, 2, ve.Have)
+	require.NoError(t, schema.Migrate(ctx, db))
+	require.NoError(t, schema.Require(ctx, db, schema.Version))
+	var marked bool
+	require.NoError(t, db.QueryRow(ctx, `SELECT quarantined_at IS NOT NULL OR quarantine_reason IS NOT NULL FROM blobs WHERE blobid = $1`, good).Scan(&marked))
+	require.False(t, marked, "existing blobs are not quarantined")
+	_, err = db.Exec(ctx, `UPDATE blobs SET quarantined_at = now(), quarantine_reason = 'test' WHERE blobid = $1`, good)
+	require.NoError(t, err)
+}
