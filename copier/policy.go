@@ -173,7 +173,8 @@ var ErrSourceLost = errors.New("the medium's source is lost")
 // SourceChecker is implemented by a Policy that can tell whether the
 // medium's source is still whole (package diagpolicy's Policy does). The
 // copier asks it once for each mount when the run starts (the baseline),
-// after a failed attempt (at most once a second), and before any decision
+// after a failed attempt (the first at once, then at most one check per
+// 100 ms), and before any decision
 // that marks a file failed_permanent.
 type SourceChecker interface {
 	// CheckSource returns nil while the mount and the device beneath it

@@ -1014,14 +1014,16 @@ func (r *run) logDecision(ctx context.Context, n *inode, fe *fileErr, d Decision
 	}
 }
 
-// sourceCheckEvery is how often failures may trigger a source check.
-const sourceCheckEvery = time.Second
+// sourceCheckEvery is how often failures may trigger a source check: the
+// first failure always does; a storm of failures on a healthy source costs
+// at most one check per interval.
+const sourceCheckEvery = 100 * time.Millisecond
 
 // sourceWatch is what the run knows of its source's health.
 type sourceWatch struct {
 	mu   sync.Mutex
 	lost error     // sticky: once lost, the run is over
-	last time.Time // the last check that found the source healthy
+	last time.Time // the last check after a failure that found the source healthy
 }
 
 // watchSource takes the baseline of every mount of the medium.
@@ -1065,7 +1067,9 @@ func (r *run) checkSource(ctx context.Context, mount string, force bool) error {
 		w.lost = r.sourceLost(ctx, mount, err.Error())
 		return w.lost
 	}
-	w.last = time.Now()
+	if !force {
+		w.last = time.Now()
+	}
 	return nil
 }
 

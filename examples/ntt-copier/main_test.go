@@ -239,7 +239,9 @@ func TestTruncatedImageLogLines(t *testing.T) {
 	unix.Close(fd)
 
 	code, out, errOut := runCLI(t, m.args("--worker-id", "test-worker", "--batch-size", "50")...)
-	require.Equal(t, 0, code, errOut)
+	require.Equal(t, 3, code, "a run that gave up on files exits 3: %s", errOut)
+	assert.Contains(t, errOut, fmt.Sprintf("gave up on %v files of medium %s", beyond, m.h))
+	assert.Contains(t, errOut, "reset-failed --medium-hash "+string(m.h)+" --apply")
 	assert.Contains(t, errOut, "DIAGNOSTIC CHECKPOINT")
 	assert.Contains(t, errOut, fmt.Sprintf("SKIPPED ino=%d reason=DIAGNOSTIC_SKIP:BEYOND_EOF", st.Ino))
 	var sum map[string]any
