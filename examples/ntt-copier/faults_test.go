@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,8 +14,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/diagnose"
+	"github.com/HRDAG/ntt/internal/pgtest"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,4 +125,88 @@ func TestResetFailedIncludePermanent(t *testing.T) {
 	code, _, errOut = runCLI(t, m.args()...)
 	require.Equal(t, 0, code, errOut)
 	assert.Equal(t, m.count(t, `fs_type = 'f'`), m.count(t, `fs_type = 'f' AND status = 'success'`))
+}
+
+// startCopier runs ntt-copier in a child process and calls at once the
+// first "Batch completed" line is on its stderr; it returns the exit
+// status, stdout and stderr.
+func startCopier(t *testing.T, args []string, at func()) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), cliEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stderr)
+	var log strings.Builder
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "Batch completed") {
+			at()
+			break
+		}
+	}
+	io.Copy(&log, stderr)
+	err = cmd.Wait()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return code, stdout.String(), log.String()
+}
+
+// `pg_ctl restart -m fast` after the first batch: ntt-copier waits it out
+// and exits 0 with the medium complete, nothing claimed, every blob right.
+func TestCatalogRestartExitStatus(t *testing.T) {
+	pg := pgtest.NewCluster(t)
+	m := mountedAt(t, files(300), pg.URL())
+	code, out, log := startCopier(t, m.args("--worker-id", "restart", "--batch-size", "2", "--workers", "2"), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, pg.Restart(ctx))
+	})
+	require.Equal(t, 0, code, log)
+	assert.Contains(t, log, "catalog unavailable; retrying")
+	var sum map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &sum), out)
+	assert.Equal(t, true, sum["complete"])
+	assert.Zero(t, m.count(t, `NOT copied`))
+	assert.Zero(t, m.count(t, `fs_type = 'f' AND status <> 'success'`))
+	code, _, errOut := runCLI(t, "verify-store", "--db", m.url, "--store", m.store)
+	require.Equal(t, 0, code, errOut)
+}
+
+// The catalog stops for longer than --db-retry: ntt-copier exits 1 with one
+// sentence saying so and what to do; once the catalog is back, the rerun
+// exits 0 with the medium complete and nothing claimed.
+func TestCatalogOutageExitStatus(t *testing.T) {
+	pg := pgtest.NewCluster(t)
+	m := mountedAt(t, files(300), pg.URL())
+	code, _, log := startCopier(t, m.args("--worker-id", "outage", "--batch-size", "2", "--db-retry", "2s"), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, pg.Stop(ctx))
+	})
+	require.Equal(t, 1, code, log)
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	last := lines[len(lines)-1]
+	assert.Contains(t, last, "catalog database unavailable for more than 2s")
+	assert.Contains(t, last, "run the copier again")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, pg.Start(ctx))
+	code, out, errOut := runCLI(t, m.args("--worker-id", "outage")...)
+	require.Equal(t, 0, code, errOut)
+	var sum map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &sum), out)
+	assert.Equal(t, true, sum["complete"])
+	assert.Zero(t, m.count(t, `NOT copied`))
+	code, _, errOut = runCLI(t, "verify-store", "--db", m.url, "--store", m.store)
+	require.Equal(t, 0, code, errOut)
 }

@@ -55,6 +55,13 @@ type medium_ struct {
 // fresh catalog.
 func mounted(t *testing.T, spec testimg.Spec) *medium_ {
 	t.Helper()
+	return mountedAt(t, spec, "")
+}
+
+// mountedAt is mounted with the catalog at url ("": a fresh database of the
+// shared test cluster).
+func mountedAt(t *testing.T, spec testimg.Spec, url string) *medium_ {
+	t.Helper()
 	testimg.RequireRoot(t)
 	b := make([]byte, 16)
 	rand.Read(b)
@@ -78,7 +85,10 @@ func mounted(t *testing.T, spec testimg.Spec) *medium_ {
 		}
 		unix.Unmount(m.mount, unix.MNT_DETACH)
 	})
-	m.url = pgtest.URL(t)
+	m.url = url
+	if url == "" {
+		m.url = pgtest.URL(t)
+	}
 	db, err := pgxpool.New(context.Background(), m.url)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
