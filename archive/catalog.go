@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/jackc/pgx/v5"
@@ -37,6 +38,17 @@ type CompleteOptions struct {
 	AllowIncomplete bool
 	// KeepSources leaves the source files in place.
 	KeepSources bool
+	// DBRetry is how long a catalog outage (a database restart, a lost
+	// connection) is waited out at each catalog step: the checks before
+	// sealing and the archived mark after it (0: 2 minutes; <0: no retry).
+	// A seal is never redone for an outage.
+	DBRetry time.Duration
+}
+
+// catalogStep runs one catalog step of Complete, waiting out an outage.
+func catalogStep(ctx context.Context, spec Spec, opts CompleteOptions, what string, op func() error) error {
+	r := dbconn.Retry{Bound: opts.DBRetry, Logger: spec.Logger}
+	return r.Do(ctx, what, op)
 }
 
 // CopyCounts are a medium's inodes by copy state.
@@ -147,12 +159,15 @@ func Complete(ctx context.Context, db DB, spec Spec, opts CompleteOptions) (*Res
 	if err != nil {
 		return nil, err
 	}
-	if err := schema.Require(ctx, db, schema.Version); err != nil {
-		return nil, fmt.Errorf("medium %s: catalog: %w", h, err)
-	}
 	spec = spec.withDefaults()
-	state, err := readMedium(ctx, db, h, false)
-	if err != nil {
+	var state mediumState
+	if err := catalogStep(ctx, spec, opts, "reading medium "+string(h), func() error {
+		if err := schema.Require(ctx, db, schema.Version); err != nil {
+			return fmt.Errorf("medium %s: catalog: %w", h, err)
+		}
+		state, err = readMedium(ctx, db, h, false)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	final := filepath.Join(spec.Dest, h.ArchiveFileName())
@@ -160,7 +175,9 @@ func Complete(ctx context.Context, db DB, spec Spec, opts CompleteOptions) (*Res
 		return resume(ctx, db, h, spec, opts, final, state)
 	}
 	if !opts.AllowIncomplete {
-		if err := CheckCopied(ctx, db, string(h)); err != nil {
+		if err := catalogStep(ctx, spec, opts, "checking the copy of medium "+string(h), func() error {
+			return CheckCopied(ctx, db, string(h))
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -168,8 +185,11 @@ func Complete(ctx context.Context, db DB, spec Spec, opts CompleteOptions) (*Res
 	if err != nil {
 		return nil, err
 	}
-	if err := MarkArchived(ctx, db, string(h), res.Path, opts.AllowIncomplete); err != nil {
-		return res, fmt.Errorf("archive %s is sealed but the catalog was not marked, sources kept: %w", res.Path, err)
+	if err := catalogStep(ctx, spec, opts, "marking medium "+string(h)+" archived", func() error {
+		return MarkArchived(ctx, db, string(h), res.Path, opts.AllowIncomplete)
+	}); err != nil {
+		return res, fmt.Errorf("archive %s is sealed but the catalog was not marked, sources kept "+
+			"(run the archiver again: it verifies the archive and marks the catalog): %w", res.Path, err)
 	}
 	if !opts.KeepSources {
 		err = RemoveSources(ctx, res, spec.Progress)
@@ -201,7 +221,9 @@ func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteO
 		return nil, fmt.Errorf("medium %s: %w: %s", h, ErrAlreadyArchived, final)
 	}
 	if !marked && !opts.AllowIncomplete {
-		if err := CheckCopied(ctx, db, string(h)); err != nil {
+		if err := catalogStep(ctx, spec, opts, "checking the copy of medium "+string(h), func() error {
+			return CheckCopied(ctx, db, string(h))
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -225,7 +247,9 @@ func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteO
 	}
 	res.Members = srcs
 	if !marked {
-		if err := MarkArchived(ctx, db, string(h), final, opts.AllowIncomplete); err != nil {
+		if err := catalogStep(ctx, spec, opts, "marking medium "+string(h)+" archived", func() error {
+			return MarkArchived(ctx, db, string(h), final, opts.AllowIncomplete)
+		}); err != nil {
 			return res, err
 		}
 	}

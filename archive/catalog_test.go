@@ -35,8 +35,13 @@ var (
 // catalog makes a medium row for testHash with the given inodes.
 func catalog(t *testing.T, rows ...inodeRow) *pgxpool.Pool {
 	t.Helper()
+	return catalogIn(t, pgtest.New(t), rows...)
+}
+
+// catalogIn makes the medium row and inodes in db.
+func catalogIn(t *testing.T, db *pgxpool.Pool, rows ...inodeRow) *pgxpool.Pool {
+	t.Helper()
 	ctx := context.Background()
-	db := pgtest.New(t)
 	tx, err := db.Begin(ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(ctx)

@@ -282,23 +282,18 @@ func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batc
 	return nSuccess - updated - int64(len(refused)), refused, nil
 }
 
-// transient reports whether a failed commit is worth another try:
-// deadlocks, serialization failures, lost connections.
+// transient reports whether a failed commit is worth another try at once:
+// deadlocks, serialization failures, lock timeouts. A lost connection is
+// retried by the caller, for as long as an outage is waited out.
 func transient(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
-		case "40001", "40P01", "55P03", "57P01", "08000", "08003", "08006":
+		case "40001", "40P01", "55P03":
 			return true
 		}
-		return false
 	}
-	return pgconn.SafeToRetry(err) || isConnErr(err)
-}
-
-func isConnErr(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
+	return false
 }
 
 func jsonOrNil(j json.RawMessage) *string {

@@ -47,7 +47,8 @@
 // 5 minutes, renewed every lease/3) may be taken by anyone, for a host that
 // vanished while its session lingers. Two processes cannot share a worker id.
 // A process whose lock session is lost (a dropped connection) notices within
-// seconds and takes its lock again, or stops with ErrLockLost.
+// seconds and takes its lock again (waiting out a catalog outage), or stops
+// with ErrLockLost.
 //
 // # Failure model
 //
@@ -65,8 +66,16 @@
 // released. A worker stuck in one file longer than the stall timeout ends
 // the run with ErrStalled, recorded as the problem copy_stalled. A failing
 // store (full, read-only) is not the medium's fault: Run stops with a
-// *StoreError and marks no inode failed. Cancelling ctx finishes the files
-// being read, commits, and releases the rest.
+// *StoreError and marks no inode failed. Nor is a dead source (its mount
+// gone or unreadable, its device or image smaller than when the run
+// started, as a SourceChecker policy sees it): the first failure that shows
+// it ends the run with ErrSourceLost, recorded as the problem source_lost;
+// its files stay retryable, and no failed_permanent decision is taken while
+// the source is unhealthy. A catalog outage (restart, lost connection) is
+// waited out for Options.DBRetry: the files being read are kept, the worker
+// lock is taken again, and only a longer outage ends the run (wrapping
+// dbconn.ErrUnavailable). Cancelling ctx finishes the files being read,
+// commits, and releases the rest.
 //
 // The package never prints; it logs through Options.Logger and reports
 // progress through Options.Progress.

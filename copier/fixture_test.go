@@ -60,6 +60,13 @@ func randomHash(t testing.TB) medium.Hash {
 // newMedium builds, mounts and loads spec.
 func newMedium(t *testing.T, spec testimg.Spec) *fixture {
 	t.Helper()
+	return newMediumAt(t, spec, "")
+}
+
+// newMediumAt is newMedium with the catalog at url ("": a fresh database
+// of the shared test cluster).
+func newMediumAt(t *testing.T, spec testimg.Spec, url string) *fixture {
+	t.Helper()
 	testimg.RequireRoot(t)
 	f := &fixture{t: t, h: randomHash(t), spec: spec}
 	f.image = testimg.Build(t, spec)
@@ -71,7 +78,13 @@ func newMedium(t *testing.T, spec testimg.Spec) *fixture {
 	require.NoError(t, testimg.TryMount(f.loop.Path, f.mount, "ext4", testimg.MountOptions("ext4")))
 	t.Cleanup(func() { unmount(t, f.mount) })
 	f.setStore(filepath.Join(dir, "store"))
-	f.newCatalog()
+	if url == "" {
+		f.newCatalog()
+	} else {
+		f.url = url
+		f.db = mustPool(t, url)
+		f.load()
+	}
 	return f
 }
 

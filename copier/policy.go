@@ -91,6 +91,10 @@ type Decision struct {
 	ProblemDetails map[string]any
 	// Damage found by the checks (inode.damage), JSON; nil for none.
 	Damage json.RawMessage
+	// SourceUnhealthy, when set, says that the checks found the medium's
+	// source unhealthy (the mount check): the failure is the source's, not
+	// the file's, and the copier stops with ErrSourceLost.
+	SourceUnhealthy string
 	// Lines are the log lines for this decision (the "DIAGNOSTIC
 	// CHECKPOINT", "SKIPPED ino=X reason=…" and "GAVE UP" lines), logged at
 	// warning level. When a policy gives none, the copier writes its own.
@@ -156,4 +160,26 @@ func errnoType(err error) string {
 		}
 	}
 	return "unknown"
+}
+
+// ErrSourceLost says that the medium's source died under the copy: its
+// mount is gone or unreadable, or its device shrank (a USB bridge reset, a
+// cut backing file). That is a run error, not a failure of every file: the
+// run stops claiming, releases what it holds, records the medium problem
+// source_lost and returns an error wrapping this one. Files that failed
+// while the source was unhealthy stay retryable.
+var ErrSourceLost = errors.New("the medium's source is lost")
+
+// SourceChecker is implemented by a Policy that can tell whether the
+// medium's source is still whole (package diagpolicy's Policy does). The
+// copier asks it once for each mount when the run starts (the baseline),
+// after a failed attempt (the first at once, then at most one check per
+// 100 ms), and before any decision
+// that marks a file failed_permanent.
+type SourceChecker interface {
+	// CheckSource returns nil while the mount and the device beneath it
+	// are as they were at the first call for that mount, and otherwise an
+	// error saying what is wrong (not mounted, mounted from another device,
+	// root directory unreadable, device or image smaller than it was).
+	CheckSource(ctx context.Context, mount string) error
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -67,6 +68,13 @@ type Options struct {
 	// returns on a failing image) ends the run with ErrStalled, recorded as
 	// the medium problem copy_stalled (default 10 minutes; <0 disables).
 	StallTimeout time.Duration
+	// DBRetry is how long a catalog outage (a database restart, a lost
+	// connection) is waited out: each catalog step is retried with backoff
+	// for this long while the files being read are kept, the worker lock
+	// is taken again, and the run goes on. Only a longer outage ends the
+	// run, with an error wrapping dbconn.ErrUnavailable (0: 2 minutes;
+	// <0: no retry).
+	DBRetry time.Duration
 	// Logger receives the log lines ("Batch completed", "DIAGNOSTIC
 	// CHECKPOINT", "SKIPPED …"); nil is silent.
 	Logger *slog.Logger
@@ -186,7 +194,16 @@ type run struct {
 
 	lastMove []atomic.Int64 // per worker: unix nanos of the last progress
 	stuck    chan struct{}  // after a stall: closed when every worker has returned
-	lockConn *pgxpool.Conn  // holds the worker's advisory lock
+
+	retry dbconn.Retry // waits out catalog outages
+	// claimMu: claims (read) against the release of stray claims (write),
+	// so that a claim is in inflight before strays are looked for.
+	claimMu  sync.RWMutex
+	lockMu   sync.Mutex
+	lockConn *pgxpool.Conn // holds the worker's advisory lock
+	lockDown time.Time     // when the lock's session was found gone (zero: held)
+
+	source sourceWatch // the medium's health, as the policy sees it
 }
 
 func (o *Options) defaults() error {
@@ -252,6 +269,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	if r.policy == nil {
 		r.policy = SimplePolicy{}
 	}
+	r.retry = dbconn.Retry{Bound: opts.DBRetry, Logger: r.log}
 	if opts.Limit > 0 {
 		r.quota.Store(opts.Limit)
 	} else {
@@ -288,6 +306,10 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		return Stats{}, err
 	}
 
+	if err := r.watchSource(ctx); err != nil {
+		return Stats{}, err
+	}
+
 	if !opts.DryRun {
 		if err := ensureIndexes(ctx, db, h); err != nil {
 			r.log.Warn("could not create the copier's indexes; claims will be slower", "medium", h, "err", err)
@@ -298,27 +320,51 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		}
 		r.lockConn = conn
 		defer func() {
-			// Whatever happened, no claim of ours outlives the run.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if n, err := releaseOwn(cctx, db, h, opts.WorkerID); err != nil {
-				r.log.Warn("could not release claims", "medium", h, "worker", opts.WorkerID, "err", err)
+			// Whatever happened, no claim of ours outlives the run: after
+			// an outage longer than the bound, this tries a little longer
+			// still; what it cannot release, the next run does.
+			wctx := context.WithoutCancel(ctx)
+			last := dbconn.Retry{Bound: min(r.retry.Limit(), releaseRetry), Logger: r.log}
+			if r.retry.Limit() == 0 {
+				last.Bound = -1
+			}
+			var n int64
+			err := last.Do(wctx, "releasing claims", func() error {
+				cctx, cancel := context.WithTimeout(wctx, 30*time.Second)
+				defer cancel()
+				var err error
+				n, err = releaseOwn(cctx, db, h, opts.WorkerID)
+				return err
+			})
+			if err != nil {
+				r.log.Warn("could not release claims; the next run of the copier releases them", "medium", h,
+					"worker", opts.WorkerID, "err", err)
 			} else if n > 0 {
 				r.log.Info("released unprocessed claims", "medium", h, "worker", opts.WorkerID, "claims", n)
 			}
-			cancel()
+			r.lockMu.Lock()
 			if r.lockConn != nil {
 				releaseWorkerLock(r.lockConn, h, opts.WorkerID)
+				r.lockConn = nil
 			}
+			r.lockMu.Unlock()
 		}()
-		if n, err := releaseOrphans(ctx, db, h, opts.WorkerID, opts.Lease, true); err != nil {
+		var n int64
+		if err := r.catalog(ctx, "releasing orphaned claims", func(cctx context.Context) (err error) {
+			n, err = releaseOrphans(cctx, db, h, opts.WorkerID, opts.Lease, true)
+			return err
+		}); err != nil {
 			return Stats{}, err
 		} else if n > 0 {
 			r.log.Info("released orphaned claims", "medium", h, "claims", n)
 		}
 	}
 
-	files, bytes, claimed, err := Remaining(ctx, db, string(h))
-	if err != nil {
+	var files, bytes, claimed int64
+	if err := r.catalog(ctx, "counting the files left", func(cctx context.Context) (err error) {
+		files, bytes, claimed, err = Remaining(cctx, db, string(h))
+		return err
+	}); err != nil {
 		return Stats{}, err
 	}
 	startTotals := Totals{Files: files, Bytes: bytes, Claimed: claimed}
@@ -339,7 +385,11 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	s := stats()
 	s.Start = startTotals
 	if !opts.DryRun && runErr == nil {
-		left, _, _, err := Remaining(context.WithoutCancel(ctx), db, string(h))
+		var left int64
+		err := r.catalog(ctx, "counting the files left", func(cctx context.Context) (err error) {
+			left, _, _, err = Remaining(context.WithoutCancel(cctx), db, string(h))
+			return err
+		})
 		if err == nil && left == 0 {
 			s.Complete = true
 			if s.Errors == 0 {
@@ -512,27 +562,114 @@ var ErrLockLost = errors.New("worker lock lost")
 // checkLock makes sure the session holding the worker lock is alive; if it
 // is not (a lost connection: the server released the lock and others may
 // see our claims as orphans), it takes the lock again on a new session.
+// While the catalog is unreachable it keeps trying, for as long as an
+// outage is waited out (Options.DBRetry).
 func (r *run) checkLock(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if r.lockConn == nil {
-		return nil
+	err := r.relock(ctx)
+	if err == nil || !dbconn.Retryable(err) {
+		return err
 	}
-	err := r.lockConn.Ping(cctx)
-	if err == nil {
-		return nil
+	r.lockMu.Lock()
+	down := r.lockDown
+	r.lockMu.Unlock()
+	if limit := r.retry.Limit(); !down.IsZero() && time.Since(down) > limit {
+		return fmt.Errorf("medium %s: worker %q: %w: %w for more than %v: %w", r.h, r.o.WorkerID, ErrLockLost,
+			dbconn.ErrUnavailable, limit, err)
 	}
-	r.log.Warn("the worker lock's session is gone; taking the lock again", "medium", r.h, "worker", r.o.WorkerID, "err", err)
-	r.lockConn.Conn().Close(cctx)
-	r.lockConn.Release()
-	r.lockConn = nil
-	conn, err := holdWorkerLock(cctx, r.db, r.h, r.o.WorkerID, 0)
-	if err != nil {
-		return fmt.Errorf("medium %s: worker %q: %w: %w", r.h, r.o.WorkerID, ErrLockLost, err)
-	}
-	r.lockConn = conn
+	r.log.Warn("catalog unavailable: the worker lock will be taken again when it answers", "medium", r.h,
+		"worker", r.o.WorkerID, "err", err)
 	return nil
 }
+
+// relock takes the worker lock again if its session is gone. A busy lock
+// (another process took our worker id meanwhile) is ErrLockLost.
+func (r *run) relock(ctx context.Context) error {
+	if r.o.DryRun {
+		return nil
+	}
+	r.lockMu.Lock()
+	defer r.lockMu.Unlock()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if r.lockConn != nil {
+		err := r.lockConn.Ping(cctx)
+		if err == nil {
+			return nil
+		}
+		r.log.Warn("the worker lock's session is gone; taking the lock again", "medium", r.h, "worker", r.o.WorkerID, "err", err)
+		r.lockConn.Conn().Close(cctx)
+		r.lockConn.Release()
+		r.lockConn = nil
+		r.lockDown = time.Now()
+	}
+	conn, err := holdWorkerLock(cctx, r.db, r.h, r.o.WorkerID, time.Second)
+	if err != nil {
+		if errors.Is(err, ErrWorkerBusy) {
+			return fmt.Errorf("medium %s: worker %q: %w: %w", r.h, r.o.WorkerID, ErrLockLost, err)
+		}
+		return err
+	}
+	if !r.lockDown.IsZero() {
+		r.log.Info("worker lock taken again", "medium", r.h, "worker", r.o.WorkerID,
+			"after_s", time.Since(r.lockDown).Seconds())
+	}
+	r.lockConn, r.lockDown = conn, time.Time{}
+	return nil
+}
+
+// catalog runs one catalog step, waiting out an outage (Options.DBRetry).
+// After a failed attempt, the next one first takes the worker lock again
+// (the outage ended its session) and gives back claims of ours that no
+// worker holds (a claim whose answer was lost may have committed).
+func (r *run) catalog(ctx context.Context, what string, op func(ctx context.Context) error) error {
+	failed := false
+	return r.retry.Do(ctx, what+" of medium "+string(r.h), func() error {
+		if failed {
+			if err := r.relock(ctx); err != nil {
+				return err
+			}
+			if err := r.releaseStray(ctx); err != nil {
+				return err
+			}
+		}
+		err := op(ctx)
+		failed = err != nil
+		return err
+	})
+}
+
+// releaseStray gives back the claims of this worker id that are not in
+// flight in this process.
+func (r *run) releaseStray(ctx context.Context) error {
+	if r.o.DryRun {
+		return nil
+	}
+	r.claimMu.Lock()
+	defer r.claimMu.Unlock()
+	r.mu.Lock()
+	keys := make([]key, 0, len(r.inflight))
+	for k := range r.inflight {
+		keys = append(keys, k)
+	}
+	r.mu.Unlock()
+	devs, inos := splitKeys(keys)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	tag, err := r.db.Exec(cctx, fmt.Sprintf(`UPDATE %s SET claimed_by = NULL, claimed_at = NULL
+		WHERE medium_hash = $1 AND NOT copied AND claimed_by = $2
+		  AND (dev, ino) NOT IN (SELECT * FROM unnest($3::bigint[], $4::bigint[]))`, r.h.InodeTable()),
+		string(r.h), r.o.WorkerID, devs, inos)
+	if err != nil {
+		return fmt.Errorf("medium %s: releasing stray claims: %w", r.h, err)
+	}
+	if n := tag.RowsAffected(); n > 0 {
+		r.log.Info("released claims whose answer was lost", "medium", r.h, "worker", r.o.WorkerID, "claims", n)
+	}
+	return nil
+}
+
+// releaseRetry bounds the last attempts to release this run's claims.
+const releaseRetry = 10 * time.Second
 
 // heartbeat renews this process's claims and releases those of dead workers.
 func (r *run) heartbeat(ctx context.Context) {
@@ -622,31 +759,43 @@ func (r *run) work(ctx context.Context, wid int) error {
 
 // nextBatch claims up to n inodes from the cursor, wrapping around once to
 // pick up inodes released for a retry, and releasing orphaned claims before
-// it gives up.
+// it gives up. A catalog outage is waited out (Options.DBRetry).
 func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 	// Claims are not cancelled half-way: a claim that commits while its
 	// caller has gone would strand its rows until the end of the run.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer cancel()
+	step := func(f func(cctx context.Context) error) error {
+		return r.catalog(ctx, "claiming inodes", func(context.Context) error {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			return f(cctx)
+		})
+	}
 	for {
 		if r.o.DryRun {
-			// Peeking claims nothing: the cursor must move under the lock.
-			r.mu.Lock()
-			batch, err := claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, r.cursor, n, true)
-			if len(batch) > 0 {
-				r.cursor = batch[len(batch)-1].key()
-			}
-			r.mu.Unlock()
+			var batch []*inode
+			err := step(func(cctx context.Context) (err error) {
+				// Peeking claims nothing: the cursor must move under the lock.
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				batch, err = claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, r.cursor, n, true)
+				if len(batch) > 0 {
+					r.cursor = batch[len(batch)-1].key()
+				}
+				return err
+			})
 			return batch, err
 		}
 		r.mu.Lock()
 		after := r.cursor
 		r.mu.Unlock()
-		batch, err := claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, after, n, false)
-		if err != nil {
-			return nil, err
-		}
-		if len(batch) > 0 {
+		var batch []*inode
+		err := step(func(cctx context.Context) (err error) {
+			r.claimMu.RLock()
+			defer r.claimMu.RUnlock()
+			batch, err = claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, after, n, false)
+			if err != nil || len(batch) == 0 {
+				return err
+			}
 			last := batch[len(batch)-1].key()
 			r.mu.Lock()
 			if less(r.cursor, last) {
@@ -656,6 +805,12 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 				r.inflight[b.key()] = struct{}{}
 			}
 			r.mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(batch) > 0 {
 			return batch, nil
 		}
 		if after != cursorStart {
@@ -669,8 +824,11 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 		if ctx.Err() != nil {
 			return nil, nil
 		}
-		released, err := releaseOrphans(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false)
-		if err != nil {
+		var released int64
+		if err := step(func(cctx context.Context) (err error) {
+			released, err = releaseOrphans(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false)
+			return err
+		}); err != nil {
 			return nil, err
 		}
 		if released == 0 {
@@ -731,9 +889,15 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 		}
 		tc := time.Now()
 		times.sync = tc.Sub(ts)
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-		lost, err := commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems, &r.blobs)
-		cancel()
+		// The batch is recorded even after ctx is done: its blobs are
+		// stored. During an outage the outcomes wait here, in memory.
+		var lost int64
+		err := r.catalog(ctx, "recording a batch", func(context.Context) (err error) {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			lost, err = commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems, &r.blobs)
+			return err
+		})
 		times.commit = time.Since(tc)
 		if err != nil {
 			return res, err
@@ -851,4 +1015,95 @@ func (r *run) logDecision(ctx context.Context, n *inode, fe *fileErr, d Decision
 	case Retry:
 		r.log.Debug("copy failed, will retry", attrs...)
 	}
+}
+
+// sourceCheckEvery is how often failures may trigger a source check: the
+// first failure always does; a storm of failures on a healthy source costs
+// at most one check per interval.
+const sourceCheckEvery = 100 * time.Millisecond
+
+// sourceWatch is what the run knows of its source's health.
+type sourceWatch struct {
+	mu   sync.Mutex
+	lost error     // sticky: once lost, the run is over
+	last time.Time // the last check after a failure that found the source healthy
+}
+
+// watchSource takes the baseline of every mount of the medium.
+func (r *run) watchSource(ctx context.Context) error {
+	if _, ok := r.policy.(SourceChecker); !ok {
+		return nil
+	}
+	mounts := []string{r.src.path}
+	for _, m := range r.src.parts {
+		mounts = append(mounts, m.path)
+	}
+	for _, m := range mounts {
+		if err := r.checkSource(ctx, m, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSource asks the policy whether the source of mount is still whole:
+// always when force is set, else at most once per sourceCheckEvery. Once
+// the source is lost it says so without asking.
+func (r *run) checkSource(ctx context.Context, mount string, force bool) error {
+	sc, ok := r.policy.(SourceChecker)
+	if !ok {
+		return nil
+	}
+	w := &r.source
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lost != nil {
+		return w.lost
+	}
+	if !force && time.Since(w.last) < sourceCheckEvery {
+		return nil
+	}
+	if mount == "" {
+		mount = r.src.path
+	}
+	if err := sc.CheckSource(ctx, mount); err != nil {
+		w.lost = r.sourceLost(ctx, mount, err.Error())
+		return w.lost
+	}
+	if !force {
+		w.last = time.Now()
+	}
+	return nil
+}
+
+// markSourceLost records what a policy's checks found (Decision.SourceUnhealthy).
+func (r *run) markSourceLost(ctx context.Context, mount, why string) error {
+	w := &r.source
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lost == nil {
+		w.lost = r.sourceLost(ctx, mount, why)
+	}
+	return w.lost
+}
+
+// sourceLost logs and records the medium problem source_lost, and returns
+// the run's error.
+func (r *run) sourceLost(ctx context.Context, mount, why string) error {
+	err := fmt.Errorf("medium %s: %w: %s", r.h, ErrSourceLost, why)
+	r.log.Error("source lost: no more claims, releasing the rest", "medium", r.h, "worker", r.o.WorkerID,
+		"mount", mount, "reason", why)
+	if !r.o.DryRun {
+		// Recorded before the run ends; an outage is waited out, briefly.
+		last := dbconn.Retry{Bound: min(r.retry.Limit(), releaseRetry), Logger: r.log}
+		if perr := last.Do(context.WithoutCancel(ctx), "recording source_lost", func() error {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			return schema.MergeProblem(cctx, r.db, r.h, "source_lost", map[string]any{
+				"mount": mount, "reason": why, "worker_id": r.o.WorkerID})
+		}); perr != nil {
+			r.log.Warn("could not record the problem source_lost", "medium", r.h, "err", perr)
+		}
+	}
+	return err
 }

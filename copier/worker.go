@@ -422,7 +422,19 @@ func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error)
 				outs = append(outs, outcome{n: n, kind: released})
 				continue
 			}
+			// A dead source is the run's failure, not the file's: the
+			// inode is released as it was, and the run stops.
+			if err := w.r.checkSource(ctx, ferr.mount, false); err != nil {
+				abort = err
+				outs = append(outs, outcome{n: n, kind: released})
+				continue
+			}
 			o = w.r.decide(ctx, n, ferr)
+			if err := w.r.sourceVerdict(ctx, ferr, o.dec); err != nil {
+				abort = err
+				outs = append(outs, outcome{n: n, kind: released})
+				continue
+			}
 			res.Err, res.Action = ferr.err, o.dec.Action
 		}
 		w.r.touch(w.id)
@@ -433,6 +445,19 @@ func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error)
 		}
 	}
 	return outs, abort
+}
+
+// sourceVerdict checks a decision against the source's health: the
+// policy's checks may have found the source unhealthy, and a decision that
+// marks a file failed_permanent is taken only while the source is whole.
+func (r *run) sourceVerdict(ctx context.Context, fe *fileErr, d Decision) error {
+	if d.SourceUnhealthy != "" {
+		return r.markSourceLost(ctx, fe.mount, d.SourceUnhealthy)
+	}
+	if d.Action == Skip || d.Action == GiveUp && d.Status == "failed_permanent" {
+		return r.checkSource(ctx, fe.mount, true)
+	}
+	return nil
 }
 
 // decide asks the policy what a failure leads to. Path problems (a path

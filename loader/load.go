@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/enumerate"
+	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,50 @@ func Load(ctx context.Context, db *pgxpool.Pool, hash string, raw io.Reader, opt
 	if opts.Mode < Refuse || opts.Mode > Append {
 		return Stats{}, fmt.Errorf("loader: medium %s: unknown mode %v", h, opts.Mode)
 	}
+	return loadRetrying(ctx, db, h, raw, opts)
+}
+
+// ErrInputNotRewindable: the catalog was lost during a load whose input
+// cannot be read again (standard input, a pipe), so the load was not
+// retried.
+var ErrInputNotRewindable = errors.New("the raw input cannot be read again")
+
+// loadRetrying runs the load, and runs it again from the beginning of raw
+// while the catalog is unreachable (Options.DBRetry): the transaction of a
+// lost session is rolled back by the server, so each attempt starts from
+// nothing.
+func loadRetrying(ctx context.Context, db *pgxpool.Pool, h medium.Hash, raw io.Reader, opts Options) (Stats, error) {
+	retry := dbconn.Retry{Bound: opts.DBRetry, Logger: opts.Logger}
+	seeker, ok := raw.(io.Seeker)
+	var start int64
+	if ok {
+		var err error
+		if start, err = seeker.Seek(0, io.SeekCurrent); err != nil {
+			ok = false // a pipe or a terminal
+		}
+	}
+	var st Stats
+	attempt := 0
+	err := retry.Do(ctx, "loading medium "+string(h), func() error {
+		if attempt > 0 {
+			if _, err := seeker.Seek(start, io.SeekStart); err != nil {
+				return fmt.Errorf("medium %s: rewinding the raw input for another attempt: %w", h, err)
+			}
+		}
+		attempt++
+		var err error
+		st, err = loadOnce(ctx, db, h, raw, opts)
+		if err != nil && !ok && dbconn.Retryable(err) {
+			return fmt.Errorf("%w (it is not seekable, e.g. standard input): the catalog was lost during the load, "+
+				"so it cannot be retried; run the load again from the raw file: %v", ErrInputNotRewindable, err)
+		}
+		return err
+	})
+	return st, err
+}
+
+func loadOnce(ctx context.Context, db *pgxpool.Pool, h medium.Hash, raw io.Reader, opts Options) (Stats, error) {
+	var err error
 	l := &load{h: h, db: db, opts: opts, log: opts.Logger}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)

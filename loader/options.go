@@ -59,6 +59,11 @@ type Options struct {
 	// ExpectedRecords is the enumeration's record count (0: unknown); a
 	// different count is logged as a warning and kept in Stats.
 	ExpectedRecords int64
+	// DBRetry is how long a catalog outage (a database restart, a lost
+	// connection) is waited out: the load starts again from the beginning
+	// of raw, which must then be seekable (a regular file, not a pipe);
+	// 0: 2 minutes; <0: no retry.
+	DBRetry time.Duration
 	// ImagePath, when set, is recorded as medium.image_path.
 	ImagePath string
 	// StartOver permits a load that writes rows into a medium already

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/diagnose"
@@ -59,6 +60,14 @@ type Policy struct {
 	mu      sync.Mutex
 	devices []string
 	loops   map[uint64]diagnose.LoopDevice
+	sources map[string]sourceBase // by mount point: the source as first seen
+}
+
+// sourceBase is a mount's source when the copy started.
+type sourceBase struct {
+	device      string // loop device name; "" when the mount is not on one
+	deviceBytes int64
+	imageBytes  int64
 }
 
 // New prepares the policy for one medium: reads the mapfile (health and
@@ -68,7 +77,8 @@ func New(opts Options) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Policy{h: h, image: opts.Image, klog: opts.KernelLog, loops: map[uint64]diagnose.LoopDevice{}}
+	p := &Policy{h: h, image: opts.Image, klog: opts.KernelLog, loops: map[uint64]diagnose.LoopDevice{},
+		sources: map[string]sourceBase{}}
 	pol := opts.Policy
 	if pol == (diagnose.Policy{}) {
 		pol = diagnose.DefaultPolicy()
@@ -219,7 +229,20 @@ func convert(d diagnose.Decision) copier.Decision {
 			out.Damage = b
 		}
 	}
-	if d.Problem != "" {
+	for _, c := range d.Checks {
+		if c.Name == diagnose.MountCheck && c.Result == diagnose.ResultUnhealthy {
+			// The source is gone, so the file's failure proves nothing
+			// about the file (the kernel's "beyond end of device" too):
+			// never a final decision, the copier stops the run.
+			out.SourceUnhealthy = "mount check: " + c.Detail
+			if out.Action == copier.Skip || out.Action == copier.GiveUp {
+				out.Action, out.Status, out.ClaimedBy = copier.Retry, "", ""
+			}
+		}
+	}
+	if out.SourceUnhealthy != "" {
+		out.Problem = "" // the copier records source_lost instead
+	} else if d.Problem != "" {
 		for _, c := range d.Checks {
 			if c.Name == diagnose.KernelLogCheck && len(c.Lines) > 0 {
 				out.ProblemDetails = map[string]any{"kernel_log": c.Lines[len(c.Lines)-1]}
@@ -227,6 +250,65 @@ func convert(d diagnose.Decision) copier.Decision {
 		}
 	}
 	return out
+}
+
+// CheckSource implements copier.SourceChecker: the mount must still be
+// mounted from the loop device it was on at the first call, with a readable
+// root directory, and neither the device nor its backing image may have
+// shrunk since (a cut image, a device that reset: reads past the new end
+// fail, or return zeros). A mount that is not on a loop device is not
+// watched. An image that was short from the start is not a lost source:
+// its files past the end are skipped (BEYOND_EOF) as before.
+func (p *Policy) CheckSource(ctx context.Context, mount string) error {
+	p.mu.Lock()
+	base, known := p.sources[mount]
+	p.mu.Unlock()
+	timeout := p.tracker.Policy().CheckTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if !known {
+		var st unix.Stat_t
+		if err := unix.Stat(mount, &st); err != nil {
+			return fmt.Errorf("mount %s: %w", mount, err)
+		}
+		l, err := p.loopOf(st.Dev)
+		if err != nil {
+			p.mu.Lock()
+			p.sources[mount] = sourceBase{}
+			p.mu.Unlock()
+			return nil
+		}
+		ms, err := diagnose.CheckMount(cctx, mount, l.Name)
+		if err != nil {
+			return err
+		}
+		if !ms.Healthy() {
+			return fmt.Errorf("mount %s (%s): %s", mount, l.Name, ms.Problem)
+		}
+		base = sourceBase{device: l.Name, deviceBytes: ms.DeviceBytes, imageBytes: ms.ImageBytes}
+		p.mu.Lock()
+		p.sources[mount] = base
+		p.mu.Unlock()
+		return nil
+	}
+	if base.device == "" {
+		return nil
+	}
+	ms, err := diagnose.CheckMount(cctx, mount, base.device)
+	switch {
+	case err != nil:
+		return nil // the check itself failed (mountinfo unreadable): no verdict
+	case !ms.Healthy():
+		return fmt.Errorf("mount %s (%s): %s", mount, base.device, ms.Problem)
+	case ms.DeviceBytes > 0 && ms.DeviceBytes < base.deviceBytes:
+		return fmt.Errorf("device %s under mount %s shrank from %d to %d bytes", base.device, mount, base.deviceBytes, ms.DeviceBytes)
+	case ms.ImageBytes > 0 && ms.ImageBytes < base.imageBytes:
+		return fmt.Errorf("the image behind %s (mount %s) shrank from %d to %d bytes", base.device, mount, base.imageBytes, ms.ImageBytes)
+	}
+	return nil
 }
 
 // Succeeded implements copier.Policy.
@@ -272,6 +354,7 @@ func (p *Policy) Damage(_ context.Context, f *os.File, _ string) (json.RawMessag
 }
 
 var (
-	_ copier.Policy       = (*Policy)(nil)
-	_ copier.DamageMapper = (*Policy)(nil)
+	_ copier.Policy        = (*Policy)(nil)
+	_ copier.DamageMapper  = (*Policy)(nil)
+	_ copier.SourceChecker = (*Policy)(nil)
 )

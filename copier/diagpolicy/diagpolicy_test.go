@@ -96,3 +96,36 @@ func TestBadMapfile(t *testing.T) {
 	_, err = New(Options{Medium: "nothex"})
 	assert.ErrorIs(t, err, medium.ErrInvalidHash)
 }
+
+// A checkpoint that found the mount unhealthy proves nothing about the
+// file, whatever the kernel log says: the decision is a retry with
+// SourceUnhealthy set (the copier stops the run), never a skip, and raises
+// no per-file problem flag.
+func TestUnhealthyMountIsTheSourcesFailure(t *testing.T) {
+	d := diagnose.Decision{Action: diagnose.Skip, Key: diagnose.Key{Medium: string(hash), Dev: 1, Ino: 12},
+		Class: diagnose.ClassBeyondEOF, RetryCount: 5, Checkpoint: true, Status: diagnose.StatusFailedPermanent,
+		ClaimedBy: "DIAGNOSTIC_SKIP:BEYOND_EOF", Problem: diagnose.ProblemBeyondEOF,
+		Checks: []diagnose.Check{
+			{Name: diagnose.KernelLogCheck, Result: diagnose.ResultBeyondEOF, Lines: []string{"loop3: rw=0, sector=9, limit=8"}},
+			{Name: diagnose.MountCheck, Result: diagnose.ResultUnhealthy, Detail: "root directory unreadable: input/output error"},
+		}}
+	c := convert(d)
+	assert.Equal(t, copier.Retry, c.Action)
+	assert.Empty(t, c.Status)
+	assert.Empty(t, c.ClaimedBy)
+	assert.Empty(t, c.Problem)
+	assert.Equal(t, "mount check: root directory unreadable: input/output error", c.SourceUnhealthy)
+	assert.True(t, c.Event, "the checkpoint is still recorded")
+}
+
+// A mount that is not on a loop device is not watched; a path that is not
+// there is an error.
+func TestCheckSourceWithoutLoop(t *testing.T) {
+	dir := t.TempDir()
+	p, err := New(Options{Medium: string(hash), KernelLog: diagnose.NewKernelLog(nil)})
+	require.NoError(t, err)
+	defer p.Close()
+	assert.NoError(t, p.CheckSource(context.Background(), dir))
+	assert.NoError(t, p.CheckSource(context.Background(), dir))
+	assert.Error(t, p.CheckSource(context.Background(), filepath.Join(dir, "nope")))
+}

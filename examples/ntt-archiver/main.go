@@ -54,6 +54,7 @@ type config struct {
 	level       int
 	concurrency int
 	noCatalog   bool
+	dbRetry     time.Duration
 }
 
 type dirList []string
@@ -91,6 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl.BoolVar(&cfg.sha, "sha256", false, "also record SHA-256 of each member in the manifest")
 	fl.IntVar(&cfg.level, "level", archive.DefaultLevel, "zstd level, as the zstd command numbers it")
 	fl.IntVar(&cfg.concurrency, "concurrency", 0, "compression goroutines (default: all cores)")
+	fl.DurationVar(&cfg.dbRetry, "db-retry", dbconn.DefaultRetry, "wait out a catalog outage for up to `D` at each catalog step (0: do not)")
 	fl.BoolVar(&cfg.noCatalog, "no-catalog", false, "seal and verify only: no database, sources always kept (benchmarks, offline use)")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -135,6 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		res, err = archive.Complete(ctx, pool, spec, archive.CompleteOptions{
 			AllowIncomplete: cfg.force,
 			KeepSources:     cfg.keep,
+			DBRetry:         retryBound(cfg.dbRetry),
 		})
 	}
 	prog.finish()
@@ -332,4 +335,12 @@ func size(n int64) string {
 		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// retryBound maps the flag's 0 ("do not wait") to the library's "none" (<0).
+func retryBound(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -29,10 +29,11 @@ import (
 	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 const usage = `Usage: ntt-copier --medium-hash HASH [options]
-       ntt-copier reset-failed --medium-hash HASH [--error-type TYPE] [--apply]
+       ntt-copier reset-failed --medium-hash HASH [--error-type TYPE] [--include-permanent] [--apply]
        ntt-copier verify-store [--store DIR] [--sample N | --oldest N] [--workers N] [--report-only]
        ntt-copier relink --medium-hash HASH [--store DIR]
 
@@ -52,8 +53,21 @@ Ctrl-C (SIGINT) or SIGTERM finishes the files being read, records the
 batch, releases the other claims and exits 0; a second one exits at once
 (the claims come back by themselves).
 
+A catalog outage (a database restart, a lost connection) is waited out for
+--db-retry (2m): the files being read are kept, the worker lock is taken
+again, and the run goes on. A longer outage ends the run (exit 1); the next
+run releases what it left claimed.
+
+A medium whose source dies under the copy (its mount gone or unreadable, its
+loop device or image cut short) ends the run at the first failure that
+shows it (exit 1): the claims are released, source_lost is recorded in
+medium.problems, and no file is marked failed for it. Remount the medium
+and run the copier again.
+
 reset-failed puts the medium's failed_retryable files (of one error type
-with --error-type) back to pending, after the cause is fixed. Without
+with --error-type) back to pending, after the cause is fixed;
+--include-permanent takes back failed_permanent ones too (auto-skipped or
+unreadable: after the medium was re-imaged or remounted whole). Without
 --apply it only shows what it would reset.
 
 verify-store re-reads blobs and checks that their content hashes to their
@@ -78,7 +92,10 @@ JSON log lines otherwise ("Batch completed" per batch). The summary goes to
 stdout: a table on a terminal, one JSON object otherwise.
 
 Database: --db URL, else $NTT_DB_URL, else libpq's PG* variables.
-Exit status: 0 done (or interrupted cleanly); 1 error; 2 nothing to do.
+Exit status: 0 done (or interrupted cleanly); 1 error (also a lost source or
+a catalog outage longer than --db-retry); 2 nothing to do; 3 done, but the
+run gave up on some files (failed_retryable or failed_permanent: the summary
+says how many, and reset-failed brings them back).
 
 Options:
 `
@@ -89,8 +106,8 @@ type config struct {
 	db, hash, worker, store, root, image, errorType string
 	workers, batch                                  int
 	limit                                           int64
-	lease, stall                                    time.Duration
-	dryRun, apply, verbose, reportOnly              bool
+	lease, stall, dbRetry                           time.Duration
+	dryRun, apply, permanent, verbose, reportOnly   bool
 	sample, oldest                                  int
 }
 
@@ -112,10 +129,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.root, "root", copier.DefaultMountRoot, "media are mounted at `DIR`/HASH")
 	fs.DurationVar(&c.lease, "lease", copier.DefaultLease, "a claim not renewed for `D` may be taken by another worker")
 	fs.DurationVar(&c.stall, "stall-timeout", copier.DefaultStallTimeout, "give up when a file makes no progress for `D`")
+	fs.DurationVar(&c.dbRetry, "db-retry", dbconn.DefaultRetry, "wait out a catalog outage for up to `D` (0: do not)")
 	fs.StringVar(&c.image, "image", "", "the medium's image `FILE` (default: medium.image_path); its mapfile is FILE's dir/HASH.map")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "read and hash, but write nothing and claim nothing")
 	fs.StringVar(&c.errorType, "error-type", "", "reset-failed: only rows of this error_type ("+strings.Join(copier.ErrorTypes, ", ")+")")
 	fs.BoolVar(&c.apply, "apply", false, "reset-failed: do it (default: only show what would be reset)")
+	fs.BoolVar(&c.permanent, "include-permanent", false, "reset-failed: take back failed_permanent rows too")
 	fs.IntVar(&c.sample, "sample", 0, "verify-store: check `N` blobs chosen at random")
 	fs.IntVar(&c.oldest, "oldest", 0, "verify-store: check the `N` least recently checked blobs")
 	fs.BoolVar(&c.reportOnly, "report-only", false, "verify-store: report damaged blobs, quarantine nothing, reset no file")
@@ -214,7 +233,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	opts := copier.Options{
 		Medium: string(h), WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,
 		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol.DamageMapper(),
-		Lease: c.lease, StallTimeout: c.stall, Logger: log,
+		Lease: c.lease, StallTimeout: c.stall, DBRetry: retryBound(c.dbRetry), Logger: log,
 	}
 	prog := &progress{status: status, start: time.Now()}
 	opts.Progress = prog
@@ -226,7 +245,14 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	st, err := copier.Run(ctx, pool, opts)
 	prog.stop()
 	interrupted := errors.Is(err, context.Canceled)
-	if err != nil && !interrupted {
+	switch {
+	case errors.Is(err, copier.ErrSourceLost):
+		return failf(stderr, "%v; its claims were released and no file was marked failed for it: remount the medium "+
+			"(ntt-mount-helper unmount %s, then mount) and run the copier again.", errText(err), h)
+	case errors.Is(err, dbconn.ErrUnavailable):
+		return failf(stderr, "%v; start the database (or raise --db-retry) and run the copier again: claims left "+
+			"behind are released by the next run.", errText(err))
+	case err != nil && !interrupted:
 		return failf(stderr, "%v.", errText(err))
 	}
 	if term {
@@ -241,7 +267,34 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	if st.Processed == 0 && st.Excluded == 0 {
 		return 2 // nothing to do
 	}
+	if n := st.GaveUp + st.Skipped; n > 0 {
+		return gaveUp(ctx, pool, stderr, h, n)
+	}
 	return 0
+}
+
+// exitGaveUp is the exit status of a run that gave up on some files.
+const exitGaveUp = 3
+
+// gaveUp says how many files the run gave up on, how the medium's failed
+// files stand, and which command takes them back.
+func gaveUp(ctx context.Context, pool *pgxpool.Pool, stderr io.Writer, h medium.Hash, n int64) int {
+	fmt.Fprintf(stderr, "ntt-copier: gave up on %s files of medium %s", cli.Group(n), h)
+	if res, err := copier.ResetFailed(ctx, pool, string(h), copier.ResetOptions{IncludePermanent: true}); err == nil {
+		fmt.Fprintf(stderr, " (the medium has %s failed_retryable and %s failed_permanent files)",
+			cli.Group(res.ByStatus["failed_retryable"]), cli.Group(res.ByStatus["failed_permanent"]))
+	}
+	fmt.Fprintf(stderr, ". Once the cause is fixed, `ntt-copier reset-failed --medium-hash %s --apply` puts the "+
+		"failed_retryable ones back to pending (add --include-permanent for the failed_permanent ones); then run the copier again.\n", h)
+	return exitGaveUp
+}
+
+// retryBound maps the flag's 0 ("do not wait") to the library's "none" (<0).
+func retryBound(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // progress counts files and bytes for the status line: files done of
@@ -364,7 +417,8 @@ func resetFailed(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 		return failf(stderr, "%v.", errText(err))
 	}
 	defer pool.Close()
-	res, err := copier.ResetFailed(ctx, pool, string(h), copier.ResetOptions{ErrorType: c.errorType, Apply: c.apply})
+	res, err := copier.ResetFailed(ctx, pool, string(h), copier.ResetOptions{ErrorType: c.errorType,
+		IncludePermanent: c.permanent, Apply: c.apply})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -374,17 +428,21 @@ func resetFailed(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 			types = append(types, t)
 		}
 		sort.Strings(types)
+		what := "failed_retryable"
+		if c.permanent {
+			what = "failed_retryable and failed_permanent"
+		}
 		if res.Applied {
-			fmt.Fprintf(stdout, "✓ Reset %s failed_retryable files of medium %s to pending\n", cli.Group(res.Total), h)
+			fmt.Fprintf(stdout, "✓ Reset %s %s files of medium %s to pending\n", cli.Group(res.Total), what, h)
 		} else {
-			fmt.Fprintf(stdout, "Dry run: %s failed_retryable files of medium %s would be reset (nothing changed; add --apply)\n", cli.Group(res.Total), h)
+			fmt.Fprintf(stdout, "Dry run: %s %s files of medium %s would be reset (nothing changed; add --apply)\n", cli.Group(res.Total), what, h)
 		}
 		for _, t := range types {
 			fmt.Fprintf(stdout, "  %-18s %12s\n", t, cli.Group(res.ByErrorType[t]))
 		}
 	} else {
 		json.NewEncoder(stdout).Encode(map[string]any{"medium": string(h), "applied": res.Applied,
-			"total": res.Total, "by_error_type": res.ByErrorType})
+			"total": res.Total, "by_error_type": res.ByErrorType, "by_status": res.ByStatus})
 	}
 	if res.Total == 0 {
 		return 2

@@ -61,6 +61,13 @@ type medium_ struct {
 // fresh catalog.
 func mounted(t *testing.T, spec testimg.Spec) *medium_ {
 	t.Helper()
+	return mountedAt(t, spec, "")
+}
+
+// mountedAt is mounted with the catalog at url ("": a fresh database of the
+// shared test cluster).
+func mountedAt(t *testing.T, spec testimg.Spec, url string) *medium_ {
+	t.Helper()
 	testimg.RequireRoot(t)
 	b := make([]byte, 16)
 	rand.Read(b)
@@ -84,7 +91,10 @@ func mounted(t *testing.T, spec testimg.Spec) *medium_ {
 		}
 		unix.Unmount(m.mount, unix.MNT_DETACH)
 	})
-	m.url = pgtest.URL(t)
+	m.url = url
+	if url == "" {
+		m.url = pgtest.URL(t)
+	}
 	db, err := pgxpool.New(context.Background(), m.url)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
@@ -245,7 +255,9 @@ func TestTruncatedImageLogLines(t *testing.T) {
 	unix.Close(fd)
 
 	code, out, errOut := runCLI(t, m.args("--worker-id", "test-worker", "--batch-size", "50")...)
-	require.Equal(t, 0, code, errOut)
+	require.Equal(t, 3, code, "a run that gave up on files exits 3: %s", errOut)
+	assert.Contains(t, errOut, fmt.Sprintf("gave up on %v files of medium %s", beyond, m.h))
+	assert.Contains(t, errOut, "reset-failed --medium-hash "+string(m.h)+" --apply")
 	assert.Contains(t, errOut, "DIAGNOSTIC CHECKPOINT")
 	assert.Contains(t, errOut, fmt.Sprintf("SKIPPED ino=%d reason=DIAGNOSTIC_SKIP:BEYOND_EOF", st.Ino))
 	var sum map[string]any

@@ -81,6 +81,7 @@ type config struct {
 	startOver               bool
 	expect                  int64
 	stmtTimeout, lockTimout time.Duration
+	dbRetry                 time.Duration
 	verbose                 bool
 }
 
@@ -114,6 +115,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Int64Var(&c.expect, "expect", 0, "the enumeration's record count `N`; warn if the file has another")
 	fs.DurationVar(&c.stmtTimeout, "statement-timeout", loader.DefaultStatementTimeout, "give up on any statement running longer than `D`")
 	fs.DurationVar(&c.lockTimout, "lock-timeout", loader.DefaultLockTimeout, "give up on any lock not granted within `D`")
+	fs.DurationVar(&c.dbRetry, "db-retry", dbconn.DefaultRetry, "wait out a catalog outage for up to `D`, loading again from the start of RAW (not with RAW \"-\"; 0: do not)")
 	fs.BoolVar(&c.verbose, "v", false, "log debug events")
 	fs.Usage = func() {
 		io.WriteString(fs.Output(), usage)
@@ -193,7 +195,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	opts := loader.Options{
 		Root: c.root, Ignore: ignore, Mode: mode, StartOver: c.startOver, ImagePath: c.image, ExpectedRecords: c.expect,
-		StatementTimeout: nonZero(c.stmtTimeout), LockTimeout: nonZero(c.lockTimout), Logger: log,
+		StatementTimeout: nonZero(c.stmtTimeout), LockTimeout: nonZero(c.lockTimout), DBRetry: nonZero(c.dbRetry), Logger: log,
 	}
 	var prog *progress
 	if term {

@@ -262,6 +262,15 @@ func (c *Cluster) Stop(ctx context.Context, fast bool) error {
 	return nil
 }
 
+// Restart stops the server in fast mode (every session is terminated, as
+// by `pg_ctl restart -m fast`) and starts it again.
+func (c *Cluster) Restart(ctx context.Context) error {
+	if err := c.Stop(ctx, true); err != nil {
+		return err
+	}
+	return c.Start(ctx)
+}
+
 // URL is a connection URL for database db as the postgres superuser over
 // the cluster's unix socket.
 func (c *Cluster) URL(db string) string {

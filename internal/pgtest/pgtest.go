@@ -176,13 +176,23 @@ func (s *server) startCluster(ctx context.Context) error {
 	return nil
 }
 
-// startWatchdog starts `sh` in its own session, reading from a pipe. When
-// the read returns (the pipe's write end closed: this process exited or
-// called shutdown) it stops the server and removes the cluster's files.
+// startWatchdog starts the watchdog of the shared cluster.
 func (s *server) startWatchdog() error {
-	r, w, err := os.Pipe()
+	cmd, w, err := startWatchdog(s.dir)
 	if err != nil {
 		return err
+	}
+	s.watchdog, s.pipe = cmd, w
+	return nil
+}
+
+// startWatchdog starts `sh` in its own session, reading from a pipe. When
+// the read returns (the pipe's write end closed: this process exited or
+// closed it) it stops the server in dir and removes the cluster's files.
+func startWatchdog(dir string) (*exec.Cmd, *os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
 	}
 	script := `read _
 pid=$(head -n 1 "$1/data/postmaster.pid" 2>/dev/null)
@@ -192,17 +202,16 @@ if [ -n "$pid" ]; then
   kill -KILL "$pid" 2>/dev/null
 fi
 rm -rf "$1"`
-	cmd := exec.Command("/bin/sh", "-c", script, "pgtest-watchdog", s.dir)
+	cmd := exec.Command("/bin/sh", "-c", script, "pgtest-watchdog", dir)
 	cmd.Stdin = r
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
-		return fmt.Errorf("pgtest: starting the cleanup watchdog: %w", err)
+		return nil, nil, fmt.Errorf("pgtest: starting the cleanup watchdog: %w", err)
 	}
 	r.Close()
-	s.watchdog, s.pipe = cmd, w
-	return nil
+	return cmd, w, nil
 }
 
 // withDatabase returns url u pointing at database db instead.
