@@ -148,3 +148,41 @@ func TestAppendOfNothingKeepsEnumDone(t *testing.T) {
 		t.Errorf("enum_done after an append that added a path = %v, want later than %v", got, first)
 	}
 }
+
+// archiveDuring seals the medium when the load reaches a phase: the
+// archiver finishing while a load is under way.
+type archiveDuring struct {
+	t     *testing.T
+	pool  *pgxpool.Pool
+	phase string
+	done  bool
+}
+
+func (a *archiveDuring) Phase(name string) {
+	if name == a.phase && !a.done {
+		a.done = true
+		archiveMedium(a.t, a.pool, hashA)
+	}
+}
+func (a *archiveDuring) Records(int64, int64) {}
+
+// The archiver sealing the medium after the load's first look: the load
+// looks again under the medium row's lock before writing it, and refuses.
+func TestReplaceRefusedWhenArchivedMeanwhile(t *testing.T) {
+	pool := pgtest.New(t)
+	mustLoad(t, pool, hashA, firstRaw(t), Options{})
+	prog := &archiveDuring{t: t, pool: pool, phase: PhaseCopy}
+	_, err := tryLoad(t, pool, hashA, firstRaw(t), Options{Mode: Replace, Progress: prog})
+	if !prog.done {
+		t.Fatal("the load never reached the copy phase")
+	}
+	if !errors.Is(err, ErrMediumArchived) {
+		t.Fatalf("replace while the archiver sealed the medium: err = %v, want ErrMediumArchived", err)
+	}
+	if n := uncopied(t, pool, hashA); n != 0 {
+		t.Errorf("%d files uncopied on an archived medium", n)
+	}
+	if m := mediumOf(t, pool, hashA); m.copyDone == nil {
+		t.Errorf("copy_done lost")
+	}
+}

@@ -44,7 +44,15 @@
 // then (dropping a partition locks its parent exclusively for the last
 // moments before the commit). Append adds only the paths not yet
 // catalogued, matched by path (dev changes with every mount), with their
-// inodes, and leaves every existing row and its copy state untouched.
+// inodes, and leaves every existing row and its copy state untouched; an
+// append that adds nothing changes nothing (enum_done included).
+//
+// An archived medium (copy_done or archive_path set) never gets files to
+// copy again by accident: a load that would write rows into it is refused
+// (ArchivedError) unless Options.StartOver, which clears copy_done and
+// archive_path in the load's transaction. The archive state is read before
+// the raw file and again, under the medium row's lock, just before the
+// row is written.
 //
 // # Failure model
 //

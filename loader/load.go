@@ -192,7 +192,7 @@ func (l *load) run(ctx context.Context, raw io.Reader) error {
 	if err := l.lockMedium(ctx); err != nil {
 		return err
 	}
-	if err := l.checkArchived(ctx, true); err != nil {
+	if err := l.checkArchived(ctx, false); err != nil {
 		return err
 	}
 	existing, rows, err := l.inspect(ctx, true)
@@ -283,7 +283,9 @@ func (l *load) precheck(ctx context.Context) error {
 // archive_path set) and refuses a Refuse or Replace load of an archived
 // medium unless Options.StartOver; Append is decided once it knows whether
 // it adds anything. lock takes the medium row's lock, so that an archiver
-// cannot set copy_done between this check and the commit.
+// cannot set copy_done between this check and the commit; it is taken last,
+// where the row is written anyway (an earlier row lock, held while the load
+// waits for its table locks, could deadlock with a copier's commit).
 func (l *load) checkArchived(ctx context.Context, lock bool) error {
 	q := `SELECT copy_done, coalesce(archive_path, '') FROM medium WHERE medium_hash = $1`
 	if lock {
@@ -727,6 +729,14 @@ func (l *load) upsertMedium(ctx context.Context, wrote bool) error {
 	var image *string
 	if l.opts.ImagePath != "" {
 		image = &l.opts.ImagePath
+	}
+	// The archiver may have sealed the medium since the first look.
+	if err := l.checkArchived(ctx, true); err != nil {
+		return err
+	}
+	if a := l.archived; a != nil && wrote && !l.opts.StartOver {
+		a.NewPaths = l.st.Paths
+		return a
 	}
 	startOver := l.archived != nil && l.opts.StartOver && wrote
 	if startOver {

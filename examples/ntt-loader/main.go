@@ -137,8 +137,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail("%v.", err)
 		}
+		var name string
+		pool.QueryRow(ctx, `SELECT current_database()`).Scan(&name) //nolint:errcheck // only for the message
 		pool.Close()
-		fmt.Fprintf(stdout, "✓ Catalog schema is at version %d\n", schema.Version)
+		fmt.Fprintf(stdout, "✓ Catalog schema of database %q is at version %d\n", name, schema.Version)
 		return 0
 	}
 	if len(operands) != 2 {

@@ -144,7 +144,11 @@ func TestRunbookLoad(t *testing.T) {
 // migrate creates the schema in an empty database; a load migrates too.
 func TestMigrate(t *testing.T) {
 	url := pgtest.EmptyURL(t)
-	if code, out, errs := runCLI(t, "migrate", "--db", url); code != 0 || !strings.Contains(out, "version") {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCLI(t, "migrate", "--db", url); code != 0 || !strings.Contains(out, "version") || !strings.Contains(out, `"`+cfg.ConnConfig.Database+`"`) {
 		t.Fatalf("migrate: exit %d\n%s%s", code, out, errs)
 	}
 	pool, err := pgxpool.New(context.Background(), url)

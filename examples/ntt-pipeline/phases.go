@@ -93,6 +93,8 @@ func (p *pipeline) phase(name string, fn func() (note string, err error)) error 
 	if err != nil {
 		pm.Outcome = "failed"
 		pm.Note = err.Error()
+	} else {
+		p.resolveProblems(context.Background(), phaseCleared[name]...)
 	}
 	p.m.Phases = append(p.m.Phases, pm)
 	p.status.Clear()

@@ -101,6 +101,17 @@ func readCatalogState(ctx context.Context, db *pgxpool.Pool, h medium.Hash) (cat
 // is the first; "preflight_failed" was a failure to scan /proc).
 var preflightCleared = []string{"ddrescue_running", "preflight_failed"}
 
+// phaseCleared are the flags a phase records when it fails, resolved when
+// it succeeds in a later run. enum_unreadable_entries is not among them: an
+// enumeration that succeeds may still have found unreadable entries.
+var phaseCleared = map[string][]string{
+	"mount":     {"mount_failed"},
+	"enumerate": {"enum_failed"},
+	"load":      {"load_failed"},
+	"copy":      {"copy_failed", "copy_incomplete"},
+	"archive":   {"archive_failed"},
+}
+
 // mapfileCleared are the flags a readable mapfile (and, for
 // unrescued_bytes, one with every byte rescued) shows gone; the image was
 // found before the mapfile is read.

@@ -56,11 +56,22 @@ func TestDdrescueProblemResolvedByALaterRun(t *testing.T) {
 
 	require.NoError(t, dd.Process.Kill())
 	dd.Wait()
+	// A mount root that is a file: the mount phase fails, mount_failed.
+	notDir := filepath.Join(e.dir, "not-a-dir")
+	require.NoError(t, os.WriteFile(notDir, nil, 0o644))
+	code, out, errs = e.pipeline(s.Image, "--root", notDir)
+	require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	p = problemsOf(t, e, s.Hash)
+	require.Contains(t, p, "mount_failed", "stderr:\n%s", errs)
+	require.NotContains(t, p["mount_failed"], "resolved_at")
+	require.NotEmpty(t, p["ddrescue_running"]["resolved_at"], "this pre-flight found no ddrescue")
+
 	code, out, errs = e.pipeline(s.Image)
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 	p = problemsOf(t, e, s.Hash)
 	require.Contains(t, p, "ddrescue_running", "a resolved problem is kept")
 	require.NotEmpty(t, p["ddrescue_running"]["resolved_at"], "ddrescue_running marked resolved: %v", p)
+	require.NotEmpty(t, p["mount_failed"]["resolved_at"], "the mount phase succeeded: %v", p)
 	require.Contains(t, errs, `"msg":"problems resolved"`)
 
 	var line string
