@@ -36,9 +36,13 @@
 //     so unmounting also frees them; Unmount detaches every loop backed by
 //     the image anyway, including orphans of earlier failed attempts.
 //   - Stale loops (backing file deleted, or deleted and recreated under
-//     the same name) of the image are reaped before Mount attaches, with
-//     the log line "Cleaning up stale loop device: /dev/loopN (deleted
-//     inode)"; Reap does the same for every deleted-backing loop.
+//     the same name) of the image, and every other deleted-backing loop of
+//     NTT's, are reaped before Mount attaches, with the log line "Cleaning
+//     up stale loop device: /dev/loopN (deleted inode)"; Reap does the same
+//     through the same function. Only NTT's loops are touched: backed by a
+//     file named <hash>.img or kept in an images directory, or mounted
+//     beneath the mount root; any other deleted-backing loop belongs to
+//     someone else and is left alone, with a log line saying so.
 //   - Loop state is read from sysfs (/sys/block/loopN/loop/{backing_file,
 //     offset,sizelimit,autoclear}) and LOOP_GET_STATUS64 (lo_device and
 //     lo_inode against a stat of the path reveal a replaced file), mounts

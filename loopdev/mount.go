@@ -38,10 +38,9 @@ type MountSpec struct {
 	Root string
 	// Timeout bounds each mount(2); 0 means DefaultMountTimeout.
 	Timeout time.Duration
-	// ReapAll also reaps every loop device on the machine whose backing
-	// file was deleted, not only this image's (ntt-mount-helper does, as
-	// the seed's runbook expects no "(deleted)" loop after a mount).
-	ReapAll bool
+	// ImagesDirs are directories holding NTT's images besides the image's
+	// own: a deleted image's loop found there is reaped too (see Reap).
+	ImagesDirs []string
 	// Logger receives events; nil is silent.
 	Logger *slog.Logger
 }
@@ -128,7 +127,8 @@ func wrapMountErr(src, target, fstype string, flags uintptr, data string, err er
 //
 // Under the medium's lock (in-process and flock, so concurrent callers
 // serialize and the later ones get the first one's mount): it reaps the
-// image's stale loops, returns the existing layout if the medium is
+// image's stale loops and every other stale loop of NTT's (as Reap does,
+// with the same function), returns the existing layout if the medium is
 // already mounted, probes the image, and mounts each filesystem through its
 // own loop device (offset and size limit from the table). On any error,
 // everything this call attached is detached, everything it mounted is
@@ -166,7 +166,11 @@ func Mount(ctx context.Context, spec MountSpec) (*Layout, error) {
 	}
 	defer unlock()
 
-	rep, err := reap(ctx, log, &img, spec.ReapAll, timeout)
+	// Every NTT stale loop on the machine goes, not only this image's: the
+	// seed's runbook (Test 1) expects no "(deleted)" loop after a mount.
+	sc := reapScope{img: &img, sweep: true, root: root}
+	sc.setDirs(spec.ImagesDirs)
+	rep, err := reap(ctx, log, sc, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("medium %s: reaping stale loops: %w", h, err)
 	}

@@ -125,7 +125,10 @@ func (p *pipeline) phases(ctx context.Context) error {
 			return nil
 		}
 		var err error
-		layout, err = loopdev.Mount(ctx, loopdev.MountSpec{Medium: string(h), Image: p.c.image, Root: p.c.root, Timeout: p.c.mountTimeout, Logger: p.log})
+		// loopdev.Mount reaps NTT's stale loops first, exactly as
+		// ntt-mount-helper mount does (the runbook's Test 1).
+		layout, err = loopdev.Mount(ctx, loopdev.MountSpec{Medium: string(h), Image: p.c.image, Root: p.c.root, ImagesDirs: []string{p.c.images},
+			Timeout: p.c.mountTimeout, Logger: p.log})
 		if err != nil {
 			return failed("mount", "mount_failed", err)
 		}
