@@ -2,6 +2,7 @@ package loopdev
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -222,9 +223,51 @@ func Mount(ctx context.Context, spec MountSpec) (*Layout, error) {
 		log.Error("mount failed", "image", img.path, "err", err)
 		return lay, err
 	}
+	if err := writeLayoutRecord(h, root, lay); err != nil {
+		if rerr := m.rollback(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return lay, err
+	}
 	m.release()
 	log.Info("Mounted medium", "mount", lay.Mount, "layout", lay.Layout, "image", img.path)
 	return lay, nil
+}
+
+// writeLayoutRecord records what Mount mounted in <root>/.<hash>.layout.json
+// (the Layout as ntt-mount-helper prints it), written to a temporary name
+// and renamed. The copier trusts a mount at <root>/<hash>/pN as the
+// medium's partition only if this record names it and its loop device
+// still reads the recorded image at the recorded offset: anything else
+// mounted there (a bind mount, another image) is not the medium.
+func writeLayoutRecord(h medium.Hash, root string, lay *Layout) error {
+	b, err := json.MarshalIndent(lay, "", "  ")
+	if err != nil {
+		return fmt.Errorf("medium %s: layout record: %w", h, err)
+	}
+	path := h.LayoutRecordPath(root)
+	tmp, err := os.CreateTemp(root, ".layout-*")
+	if err != nil {
+		return fmt.Errorf("medium %s: layout record: %w", h, err)
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("medium %s: layout record %s: %w", h, path, err)
+	}
+	return nil
 }
 
 // mountRun is one Mount call's bookkeeping: what it attached, mounted and
@@ -657,6 +700,9 @@ func Unmount(ctx context.Context, mediumHash, root string, opts *UnmountOptions)
 			}
 			rep.Removed = append(rep.Removed, p)
 		}
+	}
+	if err := os.Remove(h.LayoutRecordPath(root)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("medium %s: removing the layout record: %w", h, err))
 	}
 	if err := os.Remove(base); err == nil {
 		rep.Removed = append(rep.Removed, base)

@@ -3,6 +3,7 @@ package loopdev
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -209,6 +210,8 @@ func (e *env) requireGone(hash, image string) {
 	require.Empty(t, loopsAfterDetach(t, image), "no loop device of the image may remain")
 	_, err := os.Stat(filepath.Join(e.root, hash))
 	require.True(t, errors.Is(err, os.ErrNotExist), "mount directory must be gone: %v", err)
+	_, err = os.Stat(filepath.Join(e.root, "."+hash+".layout.json"))
+	require.True(t, errors.Is(err, os.ErrNotExist), "layout record must be gone: %v", err)
 }
 
 const (
@@ -374,6 +377,14 @@ func TestMountTwoPartitionsIsMulti(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, mountEntry(t, base), "the base of a multi layout is a plain directory")
 	require.Len(t, imageLoops(t, img), 2)
+	// What was mounted is recorded for the copier: image, devices, offsets.
+	b, err := os.ReadFile(filepath.Join(e.root, "."+h1+".layout.json"))
+	require.NoError(t, err)
+	var rec Layout
+	require.NoError(t, json.Unmarshal(b, &rec))
+	require.Equal(t, lay.Image, rec.Image)
+	require.Equal(t, lay.Partitions, rec.Partitions)
+	require.Equal(t, int64(2048*512), rec.Partitions[0].Offset)
 
 	st, err := Status(h1, e.root)
 	require.NoError(t, err)
