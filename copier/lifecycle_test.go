@@ -214,7 +214,6 @@ func TestMultiPartitionMedium(t *testing.T) {
 	assert.Equal(t, "partition two\n", string(got))
 }
 
-
 // Store verification re-hashes content: a flipped byte, a missing blob and
 // a blob with the wrong mode are found; good blobs get last_checked.
 func TestVerifyStoreFindsDamage(t *testing.T) {
