@@ -43,6 +43,14 @@
 //     file named <hash>.img or kept in an images directory, or mounted
 //     beneath the mount root; any other deleted-backing loop belongs to
 //     someone else and is left alone, with a log line saying so.
+//   - What Mount mounted is recorded in <root>/.<hash>.layout.json (the
+//     Layout: image, each partition's loop device and offset), written to
+//     a temporary name and renamed, and removed by Unmount. The copier
+//     trusts a mount at <root>/<hash>/pN as the medium's partition only if
+//     this record names it and its loop still reads the image there.
+//   - An image is removed only after Release: the medium unmounted, its
+//     loops detached, and no loop left reading the image (ErrImageInUse
+//     names the device and where it is mounted).
 //   - Loop state is read from sysfs (/sys/block/loopN/loop/{backing_file,
 //     offset,sizelimit,autoclear}) and LOOP_GET_STATUS64 (lo_device and
 //     lo_inode against a stat of the path reveal a replaced file), mounts
