@@ -182,6 +182,12 @@ func Mount(ctx context.Context, spec MountSpec) (*Layout, error) {
 	if lay, err := status(h, root); err == nil {
 		lay.AlreadyMounted = true
 		log.Info("Already mounted at "+lay.Mount, "layout", lay.Layout)
+		if _, err := os.Stat(h.LayoutRecordPath(root)); err != nil && lay.Layout == LayoutMulti {
+			// Mounted by hand or by an older build: its partitions cannot
+			// be told from foreign mounts, so the copier will refuse them.
+			log.Warn("no layout record for this mount: the copier will not trust its partitions; unmount and mount it again",
+				"record", h.LayoutRecordPath(root), "err", err)
+		}
 		return lay, nil
 	} else if !errors.Is(err, ErrNotMounted) {
 		return nil, err

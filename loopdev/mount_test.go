@@ -390,6 +390,13 @@ func TestMountTwoPartitionsIsMulti(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, LayoutMulti, st.Layout)
 	require.Equal(t, lay.MountPoints(), st.MountPoints())
+	// Found mounted without its record (mounted by hand or an older
+	// build): the log says the copier will not trust it.
+	require.NoError(t, os.Remove(filepath.Join(e.root, "."+h1+".layout.json")))
+	again, err := e.mount(h1, img)
+	require.NoError(t, err)
+	require.True(t, again.AlreadyMounted)
+	require.Contains(t, e.log.String(), "no layout record for this mount")
 
 	rep, err := Unmount(context.Background(), h1, e.root, nil)
 	require.NoError(t, err)
