@@ -27,6 +27,12 @@
 // claimed unless forced, marks medium.copy_done and archive_path in one
 // transaction after the archive is in place, and removes only the listed
 // source files, each after checking it is still the file that was sealed.
+// It never removes an image that is still mounted: CompleteOptions.Release
+// (loopdev.Release in the programs) first unmounts the medium and detaches
+// its loops, as the runbook's rollback does, and if anything still reads
+// the image every source is kept (ErrImageBusy). Unmounting rather than
+// refusing is what the runbook expects after Phase 4 ("Mount point
+// removed"), and a medium whose copy is complete has no reader left.
 //
 // Failure model. kill -9 at any moment leaves one of: sources and no final
 // archive (a stale .partial is reused by the next run); sources and a

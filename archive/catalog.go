@@ -43,12 +43,46 @@ type CompleteOptions struct {
 	// sealing and the archived mark after it (0: 2 minutes; <0: no retry).
 	// A seal is never redone for an outage.
 	DBRetry time.Duration
+
+	// Release is called before the first source is removed, with the
+	// medium and the path of its image: it must take down every mount and
+	// loop device that still reads the image, or fail (ntt-archiver and
+	// ntt-pipeline pass loopdev.Release). If it fails, no source is
+	// removed and the error says why. This package does not know mounts:
+	// nil means the caller vouches that nothing reads the image.
+	Release func(ctx context.Context, medium, image string) error
 }
 
 // catalogStep runs one catalog step of Complete, waiting out an outage.
 func catalogStep(ctx context.Context, spec Spec, opts CompleteOptions, what string, op func() error) error {
 	r := dbconn.Retry{Bound: opts.DBRetry, Logger: spec.Logger}
 	return r.Do(ctx, what, op)
+}
+
+// ErrImageBusy: the image is still mounted or attached, so the sources
+// were kept although the archive is sealed and marked.
+var ErrImageBusy = errors.New("image in use, sources kept")
+
+// removeSources is the removal step of Complete: release the image (see
+// CompleteOptions.Release), then remove the sources.
+func removeSources(ctx context.Context, h medium.Hash, res *Result, spec Spec, opts CompleteOptions) error {
+	if opts.Release != nil {
+		// The image's own path, or where it was if an earlier run removed
+		// it already (a loop may still read the deleted file).
+		image := ""
+		for _, m := range res.Members {
+			if m.Name == h.ImageFileName() {
+				image = m.Source
+			}
+		}
+		if image == "" && len(spec.ImagesDirs) > 0 {
+			image = filepath.Join(spec.ImagesDirs[0], h.ImageFileName())
+		}
+		if err := opts.Release(ctx, string(h), image); err != nil {
+			return fmt.Errorf("%w; %w (archive %s is sealed and marked; run again once the image is unmounted)", err, ErrImageBusy, res.Path)
+		}
+	}
+	return RemoveSources(ctx, res, spec.Progress)
 }
 
 // CopyCounts are a medium's inodes by copy state.
@@ -192,7 +226,7 @@ func Complete(ctx context.Context, db DB, spec Spec, opts CompleteOptions) (*Res
 			"(run the archiver again: it verifies the archive and marks the catalog): %w", res.Path, err)
 	}
 	if !opts.KeepSources {
-		err = RemoveSources(ctx, res, spec.Progress)
+		err = removeSources(ctx, h, res, spec, opts)
 	}
 	return res, err
 }
@@ -254,7 +288,7 @@ func resume(ctx context.Context, db DB, h medium.Hash, spec Spec, opts CompleteO
 		}
 	}
 	if !opts.KeepSources {
-		err = RemoveSources(ctx, res, spec.Progress)
+		err = removeSources(ctx, h, res, spec, opts)
 	}
 	res.Total = time.Since(start)
 	return res, err

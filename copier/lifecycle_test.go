@@ -188,23 +188,7 @@ func TestMultiPartitionMedium(t *testing.T) {
 			{Path: "same", Kind: testimg.File, Data: []byte("shared\n")},
 			{Path: "only2", Kind: testimg.File, Size: 20 << 20, Seed: 4}}},
 	}
-	f := &fixture{t: t, h: randomHash(t)}
-	dir := t.TempDir()
-	f.mountRoot = filepath.Join(dir, "mnt")
-	f.mount = f.h.MountPath(f.mountRoot)
-	for i, s := range specs {
-		img := testimg.Build(t, s)
-		l := testimg.AttachLoop(t, img, 0, 0)
-		mp := f.h.PartitionMountPath(f.mountRoot, i+1)
-		require.NoError(t, os.MkdirAll(mp, 0o755))
-		require.NoError(t, testimg.TryMount(l.Path, mp, "ext4", "noload"))
-		t.Cleanup(func() { unmount(t, mp) })
-		for _, e := range s.Entries {
-			e.Path = fmt.Sprintf("p%d/%s", i+1, e.Path)
-			f.spec.Entries = append(f.spec.Entries, e)
-		}
-	}
-	f.setStore(filepath.Join(dir, "store"))
+	f := newMultiMedium(t, specs)
 	f.url = mustURL(t)
 	f.db = mustPool(t, f.url)
 	ctx := context.Background()

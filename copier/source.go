@@ -1,11 +1,15 @@
 package copier
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/HRDAG/ntt/internal/medium"
 	"golang.org/x/sys/unix"
@@ -26,7 +30,17 @@ var ErrUnsafePath = errors.New("path leaves the mount or passes through a symlin
 // describes (inode number, type or size differ).
 var ErrMismatch = errors.New("file does not match the catalog")
 
-var partitionName = regexp.MustCompile(`^p[0-9]+$`)
+// ErrForeignMount says that a mount at <root>/<hash>/pN is not the
+// medium's own partition: a bind mount, another image, or any mount on
+// top of a single-filesystem medium. Its files are never read: each
+// catalogued path beneath it is a path error naming the medium, the mount
+// and why.
+var ErrForeignMount = errors.New("mount is not the medium's")
+
+var (
+	partitionName = regexp.MustCompile(`^p[0-9]+$`)
+	loopName      = regexp.MustCompile(`^loop[0-9]+$`)
+)
 
 // source is a mounted medium, read beneath its mount root only.
 //
@@ -37,10 +51,19 @@ var partitionName = regexp.MustCompile(`^p[0-9]+$`)
 // component is a partition mount is resolved beneath that mount instead:
 // /p2/etc/x opens etc/x beneath <root>/<hash>/p2. Nothing else may cross a
 // mount, follow a symlink or climb out.
+//
+// A partition mount is trusted only if it is the medium's own: the medium
+// root is not itself a mount (a mount at pN on top of a single filesystem
+// is never a partition), loopdev recorded the partition when it mounted
+// the medium (<root>/.<hash>.layout.json), the mount's source is the loop
+// device it recorded, and that loop still reads the recorded image at the
+// partition's recorded offset. Anything else at pN is foreign: the paths
+// beneath it are path errors (ErrForeignMount), never opened.
 type source struct {
-	path  string
-	root  int
-	parts map[string]mountDir
+	path    string
+	root    int
+	parts   map[string]mountDir
+	foreign map[string]string // partition name → why it is not the medium's
 }
 
 type mountDir struct {
@@ -68,7 +91,7 @@ func openSource(mountRoot string, h medium.Hash) (*source, error) {
 		}
 		return nil, fmt.Errorf("medium %s: opening mount %s: %w", h, p, err)
 	}
-	s := &source{path: p, root: fd, parts: map[string]mountDir{}}
+	s := &source{path: p, root: fd, parts: map[string]mountDir{}, foreign: map[string]string{}}
 	rootID, isMount, err := mountID(fd)
 	if err != nil {
 		s.close()
@@ -95,13 +118,112 @@ func openSource(mountRoot string, h medium.Hash) (*source, error) {
 			unix.Close(pfd)
 			continue
 		}
-		s.parts[name] = mountDir{fd: pfd, path: filepath.Join(p, name)}
+		mp := filepath.Join(p, name)
+		var why string
+		if isMount {
+			why = fmt.Sprintf("medium %s: %s is a mount on top of the medium's filesystem (mounted at %s), not one of its partitions", h, mp, p)
+		} else {
+			why = trustPartition(h, mountRoot, name, mp, id)
+		}
+		if why != "" {
+			unix.Close(pfd)
+			s.foreign[name] = why
+			continue
+		}
+		s.parts[name] = mountDir{fd: pfd, path: mp}
 	}
 	if !isMount && len(s.parts) == 0 {
 		s.close()
+		if len(s.foreign) > 0 {
+			var whys []string
+			for _, w := range s.foreign {
+				whys = append(whys, w)
+			}
+			sort.Strings(whys)
+			return nil, fmt.Errorf("medium %s: %s holds no partition mount of the medium's (%s): %w", h, p, strings.Join(whys, "; "), ErrNotMounted)
+		}
 		return nil, fmt.Errorf("medium %s: %s is not a mount point and holds no partition mount: %w", h, p, ErrNotMounted)
 	}
 	return s, nil
+}
+
+// layoutRecord is the part of loopdev's record of a mount
+// (<root>/.<hash>.layout.json, the Layout ntt-mount-helper prints) that
+// says which loop device each partition was mounted from.
+type layoutRecord struct {
+	Image      string `json:"image"`
+	Partitions []struct {
+		Num    int    `json:"num"`
+		Device string `json:"device"`
+		Mount  string `json:"mount"`
+		Offset int64  `json:"offset"`
+		Status string `json:"status"`
+	} `json:"partitions"`
+}
+
+// trustPartition says why the mount (mount id) at mp, the medium's
+// partition directory name, is not the medium's own, or "" if it is.
+func trustPartition(h medium.Hash, mountRoot, name, mp string, id uint64) string {
+	recPath := h.LayoutRecordPath(mountRoot)
+	b, err := os.ReadFile(recPath)
+	if err != nil {
+		return fmt.Sprintf("medium %s: %s cannot be checked against the layout ntt-mount-helper recorded (%v); unmount and mount the medium again with ntt-mount-helper", h, mp, err)
+	}
+	var rec layoutRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return fmt.Sprintf("medium %s: layout record %s is unreadable (%v); unmount and mount the medium again with ntt-mount-helper", h, recPath, err)
+	}
+	for _, p := range rec.Partitions {
+		if fmt.Sprintf("p%d", p.Num) != name || filepath.Base(p.Mount) != name || p.Status != "mounted" {
+			continue
+		}
+		dev := filepath.Base(p.Device)
+		if !loopName.MatchString(dev) || rec.Image == "" {
+			return fmt.Sprintf("medium %s: layout record %s names no loop device and image for %s", h, recPath, mp)
+		}
+		src, err := mountSource(id)
+		if err != nil {
+			return fmt.Sprintf("medium %s: %s: %v", h, mp, err)
+		}
+		if src != p.Device {
+			return fmt.Sprintf("medium %s: %s is mounted from %s, not from %s, the loop device of the medium's image %s", h, mp, src, p.Device, rec.Image)
+		}
+		backing, err := os.ReadFile(filepath.Join("/sys/block", dev, "loop", "backing_file"))
+		if err != nil {
+			return fmt.Sprintf("medium %s: %s: %s is no longer a loop device (%v)", h, mp, p.Device, err)
+		}
+		if bf := strings.TrimSuffix(string(backing), "\n"); bf != rec.Image {
+			return fmt.Sprintf("medium %s: %s: %s reads %s, not the medium's image %s", h, mp, p.Device, bf, rec.Image)
+		}
+		off, err := os.ReadFile(filepath.Join("/sys/block", dev, "loop", "offset"))
+		if err != nil || strings.TrimSpace(string(off)) != strconv.FormatInt(p.Offset, 10) {
+			return fmt.Sprintf("medium %s: %s: %s reads the image from offset %s, not from the partition's offset %d", h, mp, p.Device, strings.TrimSpace(string(off)), p.Offset)
+		}
+		return ""
+	}
+	return fmt.Sprintf("medium %s: %s is not a partition ntt-mount-helper mounted (not in %s)", h, mp, recPath)
+}
+
+// mountSource returns the source of the mount with the given id, from
+// /proc/self/mountinfo (the field after the fstype, behind " - ").
+func mountSource(id uint64) (string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	want := strconv.FormatUint(id, 10)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Split(line, " ")
+		if len(f) < 10 || f[0] != want {
+			continue
+		}
+		for i := 6; i+2 < len(f); i++ {
+			if f[i] == "-" {
+				return f[i+2], nil
+			}
+		}
+	}
+	return "", fmt.Errorf("mount %d is not in /proc/self/mountinfo", id)
 }
 
 func readDirNames(dir string) ([]string, error) {
@@ -120,14 +242,18 @@ func (s *source) close() {
 	unix.Close(s.root)
 }
 
-// base returns the directory fd a relative path resolves beneath, the path
-// left to resolve, and the mount point it lies in.
-func (s *source) base(rel string) (fd int, rest, mount string) {
+// base returns the directory fd the catalogued path p (rel, checked)
+// resolves beneath, the path left to resolve, and the mount point it lies
+// in; a path under a foreign mount is an error (ErrForeignMount).
+func (s *source) base(p []byte, rel string) (fd int, rest, mount string, err error) {
 	first, r := firstComponent(rel)
 	if m, ok := s.parts[first]; ok {
-		return m.fd, r, m.path
+		return m.fd, r, m.path, nil
 	}
-	return s.root, rel, s.path
+	if why, ok := s.foreign[first]; ok {
+		return -1, "", filepath.Join(s.path, first), &PathError{Op: "open", Path: p, Err: fmt.Errorf("%w: %s", ErrForeignMount, why)}
+	}
+	return s.root, rel, s.path, nil
 }
 
 const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_MAGICLINKS
@@ -156,7 +282,10 @@ func unsafe(op string, p []byte, err error) error {
 // openFile opens the file at the catalogued path p (rel, checked) for
 // reading, beneath the mount. It returns the fd and the mount it is in.
 func (s *source) openFile(p []byte, rel string) (int, string, error) {
-	dfd, rest, mount := s.base(rel)
+	dfd, rest, mount, err := s.base(p, rel)
+	if err != nil {
+		return -1, mount, err
+	}
 	if rest == "" {
 		return -1, mount, &PathError{Op: "open", Path: p, Err: fmt.Errorf("%w: a mount root is not a file", ErrMismatch)}
 	}
@@ -174,7 +303,10 @@ func (s *source) openFile(p []byte, rel string) (int, string, error) {
 // checkName verifies that the catalogued path p (rel, checked) names the
 // regular file with inode number ino, beneath the mount, without reading it.
 func (s *source) checkName(p []byte, rel string, ino int64) error {
-	dfd, rest, _ := s.base(rel)
+	dfd, rest, _, err := s.base(p, rel)
+	if err != nil {
+		return err
+	}
 	if rest == "" {
 		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: a mount root is not a file", ErrMismatch)}
 	}
@@ -200,7 +332,10 @@ func (s *source) checkName(p []byte, rel string, ino int64) error {
 // checked) as an O_PATH fd beneath the mount, and returns the last
 // component's name in it.
 func (s *source) openParent(p []byte, rel string) (int, string, error) {
-	dfd, rest, _ := s.base(rel)
+	dfd, rest, _, err := s.base(p, rel)
+	if err != nil {
+		return -1, "", err
+	}
 	if rest == "" {
 		return -1, "", &PathError{Op: "open", Path: p, Err: fmt.Errorf("%w: a mount root is not a symlink", ErrMismatch)}
 	}

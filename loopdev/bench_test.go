@@ -92,7 +92,7 @@ func BenchmarkReap64(b *testing.B) {
 			os.Remove(p)
 		}
 		b.StartTimer()
-		rep, err := Reap(ctx, ReapOptions{})
+		rep, err := Reap(ctx, ReapOptions{ImagesDirs: []string{dir}})
 		b.StopTimer()
 		if err != nil {
 			b.Fatal(err)

@@ -36,9 +36,21 @@
 //     so unmounting also frees them; Unmount detaches every loop backed by
 //     the image anyway, including orphans of earlier failed attempts.
 //   - Stale loops (backing file deleted, or deleted and recreated under
-//     the same name) of the image are reaped before Mount attaches, with
-//     the log line "Cleaning up stale loop device: /dev/loopN (deleted
-//     inode)"; Reap does the same for every deleted-backing loop.
+//     the same name) of the image, and every other deleted-backing loop of
+//     NTT's, are reaped before Mount attaches, with the log line "Cleaning
+//     up stale loop device: /dev/loopN (deleted inode)"; Reap does the same
+//     through the same function. Only NTT's loops are touched: backed by a
+//     file named <hash>.img or kept in an images directory, or mounted
+//     beneath the mount root; any other deleted-backing loop belongs to
+//     someone else and is left alone, with a log line saying so.
+//   - What Mount mounted is recorded in <root>/.<hash>.layout.json (the
+//     Layout: image, each partition's loop device and offset), written to
+//     a temporary name and renamed, and removed by Unmount. The copier
+//     trusts a mount at <root>/<hash>/pN as the medium's partition only if
+//     this record names it and its loop still reads the image there.
+//   - An image is removed only after Release: the medium unmounted, its
+//     loops detached, and no loop left reading the image (ErrImageInUse
+//     names the device and where it is mounted).
 //   - Loop state is read from sysfs (/sys/block/loopN/loop/{backing_file,
 //     offset,sizelimit,autoclear}) and LOOP_GET_STATUS64 (lo_device and
 //     lo_inode against a stat of the path reveal a replaced file), mounts

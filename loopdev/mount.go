@@ -2,6 +2,7 @@ package loopdev
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,10 +39,9 @@ type MountSpec struct {
 	Root string
 	// Timeout bounds each mount(2); 0 means DefaultMountTimeout.
 	Timeout time.Duration
-	// ReapAll also reaps every loop device on the machine whose backing
-	// file was deleted, not only this image's (ntt-mount-helper does, as
-	// the seed's runbook expects no "(deleted)" loop after a mount).
-	ReapAll bool
+	// ImagesDirs are directories holding NTT's images besides the image's
+	// own: a deleted image's loop found there is reaped too (see Reap).
+	ImagesDirs []string
 	// Logger receives events; nil is silent.
 	Logger *slog.Logger
 }
@@ -128,7 +128,8 @@ func wrapMountErr(src, target, fstype string, flags uintptr, data string, err er
 //
 // Under the medium's lock (in-process and flock, so concurrent callers
 // serialize and the later ones get the first one's mount): it reaps the
-// image's stale loops, returns the existing layout if the medium is
+// image's stale loops and every other stale loop of NTT's (as Reap does,
+// with the same function), returns the existing layout if the medium is
 // already mounted, probes the image, and mounts each filesystem through its
 // own loop device (offset and size limit from the table). On any error,
 // everything this call attached is detached, everything it mounted is
@@ -166,7 +167,11 @@ func Mount(ctx context.Context, spec MountSpec) (*Layout, error) {
 	}
 	defer unlock()
 
-	rep, err := reap(ctx, log, &img, spec.ReapAll, timeout)
+	// Every NTT stale loop on the machine goes, not only this image's: the
+	// seed's runbook (Test 1) expects no "(deleted)" loop after a mount.
+	sc := reapScope{img: &img, sweep: true, root: root}
+	sc.setDirs(spec.ImagesDirs)
+	rep, err := reap(ctx, log, sc, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("medium %s: reaping stale loops: %w", h, err)
 	}
@@ -177,6 +182,12 @@ func Mount(ctx context.Context, spec MountSpec) (*Layout, error) {
 	if lay, err := status(h, root); err == nil {
 		lay.AlreadyMounted = true
 		log.Info("Already mounted at "+lay.Mount, "layout", lay.Layout)
+		if _, err := os.Stat(h.LayoutRecordPath(root)); err != nil && lay.Layout == LayoutMulti {
+			// Mounted by hand or by an older build: its partitions cannot
+			// be told from foreign mounts, so the copier will refuse them.
+			log.Warn("no layout record for this mount: the copier will not trust its partitions; unmount and mount it again",
+				"record", h.LayoutRecordPath(root), "err", err)
+		}
 		return lay, nil
 	} else if !errors.Is(err, ErrNotMounted) {
 		return nil, err
@@ -218,9 +229,51 @@ func Mount(ctx context.Context, spec MountSpec) (*Layout, error) {
 		log.Error("mount failed", "image", img.path, "err", err)
 		return lay, err
 	}
+	if err := writeLayoutRecord(h, root, lay); err != nil {
+		if rerr := m.rollback(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return lay, err
+	}
 	m.release()
 	log.Info("Mounted medium", "mount", lay.Mount, "layout", lay.Layout, "image", img.path)
 	return lay, nil
+}
+
+// writeLayoutRecord records what Mount mounted in <root>/.<hash>.layout.json
+// (the Layout as ntt-mount-helper prints it), written to a temporary name
+// and renamed. The copier trusts a mount at <root>/<hash>/pN as the
+// medium's partition only if this record names it and its loop device
+// still reads the recorded image at the recorded offset: anything else
+// mounted there (a bind mount, another image) is not the medium.
+func writeLayoutRecord(h medium.Hash, root string, lay *Layout) error {
+	b, err := json.MarshalIndent(lay, "", "  ")
+	if err != nil {
+		return fmt.Errorf("medium %s: layout record: %w", h, err)
+	}
+	path := h.LayoutRecordPath(root)
+	tmp, err := os.CreateTemp(root, ".layout-*")
+	if err != nil {
+		return fmt.Errorf("medium %s: layout record: %w", h, err)
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("medium %s: layout record %s: %w", h, path, err)
+	}
+	return nil
 }
 
 // mountRun is one Mount call's bookkeeping: what it attached, mounted and
@@ -653,6 +706,9 @@ func Unmount(ctx context.Context, mediumHash, root string, opts *UnmountOptions)
 			}
 			rep.Removed = append(rep.Removed, p)
 		}
+	}
+	if err := os.Remove(h.LayoutRecordPath(root)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("medium %s: removing the layout record: %w", h, err))
 	}
 	if err := os.Remove(base); err == nil {
 		rep.Removed = append(rep.Removed, base)

@@ -3,6 +3,7 @@ package loopdev
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -134,6 +135,19 @@ type env struct {
 // newEnv checks root and gives a mount root and image directory of the
 // test's own, with an Unmount registered as a safety net.
 func newEnv(t *testing.T) *env {
+	// Mount reaps NTT's stale loops: never while a test keeps one on purpose.
+	testenv.Shared(t, testenv.StaleLoops)
+	return env0(t)
+}
+
+// newStaleEnv is newEnv for a test that makes or reaps stale loops: it
+// holds the stale-loop lock alone.
+func newStaleEnv(t *testing.T) *env {
+	testenv.Exclusive(t, testenv.StaleLoops)
+	return env0(t)
+}
+
+func env0(t *testing.T) *env {
 	testenv.RequireRoot(t)
 	if _, err := os.Stat(loopControl); err != nil {
 		testenv.SkipOrFail(t, "no /dev/loop-control")
@@ -196,6 +210,8 @@ func (e *env) requireGone(hash, image string) {
 	require.Empty(t, loopsAfterDetach(t, image), "no loop device of the image may remain")
 	_, err := os.Stat(filepath.Join(e.root, hash))
 	require.True(t, errors.Is(err, os.ErrNotExist), "mount directory must be gone: %v", err)
+	_, err = os.Stat(filepath.Join(e.root, "."+hash+".layout.json"))
+	require.True(t, errors.Is(err, os.ErrNotExist), "layout record must be gone: %v", err)
 }
 
 const (
@@ -361,11 +377,26 @@ func TestMountTwoPartitionsIsMulti(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, mountEntry(t, base), "the base of a multi layout is a plain directory")
 	require.Len(t, imageLoops(t, img), 2)
+	// What was mounted is recorded for the copier: image, devices, offsets.
+	b, err := os.ReadFile(filepath.Join(e.root, "."+h1+".layout.json"))
+	require.NoError(t, err)
+	var rec Layout
+	require.NoError(t, json.Unmarshal(b, &rec))
+	require.Equal(t, lay.Image, rec.Image)
+	require.Equal(t, lay.Partitions, rec.Partitions)
+	require.Equal(t, int64(2048*512), rec.Partitions[0].Offset)
 
 	st, err := Status(h1, e.root)
 	require.NoError(t, err)
 	require.Equal(t, LayoutMulti, st.Layout)
 	require.Equal(t, lay.MountPoints(), st.MountPoints())
+	// Found mounted without its record (mounted by hand or an older
+	// build): the log says the copier will not trust it.
+	require.NoError(t, os.Remove(filepath.Join(e.root, "."+h1+".layout.json")))
+	again, err := e.mount(h1, img)
+	require.NoError(t, err)
+	require.True(t, again.AlreadyMounted)
+	require.Contains(t, e.log.String(), "no layout record for this mount")
 
 	rep, err := Unmount(context.Background(), h1, e.root, nil)
 	require.NoError(t, err)
@@ -445,8 +476,7 @@ func TestMountZipOffset(t *testing.T) {
 }
 
 func TestStaleLoopIsReaped(t *testing.T) {
-	testenv.Exclusive(t, testenv.StaleLoops) // it reaps or makes stale loops
-	e := newEnv(t)
+	e := newStaleEnv(t) // it reaps or makes stale loops
 	img := mkfsImage(t, filepath.Join(e.dir, h1+".img"), "ext4", 16<<20, "old", map[string]string{"v": "old"})
 	// A loop left behind on the old copy of the image (no autoclear).
 	old, err := Attach(context.Background(), img, AttachParams{})
@@ -699,8 +729,7 @@ func TestAttachBothPathsAndList(t *testing.T) {
 }
 
 func TestReapDeletedAndOrphans(t *testing.T) {
-	testenv.Exclusive(t, testenv.StaleLoops) // it reaps or makes stale loops
-	e := newEnv(t)
+	e := newStaleEnv(t) // it reaps or makes stale loops
 	// Two loops on images that are then deleted; one of them mounted.
 	var olds []Loop
 	for i, name := range []string{"gone1.img", "gone2.img"} {
@@ -727,7 +756,7 @@ func TestReapDeletedAndOrphans(t *testing.T) {
 	require.NoError(t, orphan.Close())
 	t.Cleanup(func() { _ = detachLoop(ol) })
 
-	rep, err := Reap(context.Background(), ReapOptions{Logger: e.logger()})
+	rep, err := Reap(context.Background(), ReapOptions{ImagesDirs: []string{e.dir}, Logger: e.logger()})
 	require.NoError(t, err)
 	reaped := map[string]ReapedLoop{}
 	for _, r := range rep.Reaped {
@@ -811,4 +840,64 @@ func TestMountAPMHybridTriesWholeDisk(t *testing.T) {
 		require.Equal(t, ReasonWholeDisk, p.Reason)
 	}
 	e.requireGone(h1, img)
+}
+
+// Reap touches only NTT's loops: a deleted <hash>.img, a file deleted from
+// an images directory, a loop mounted under the mount root. A loop of
+// someone else's deleted file stays attached, and the log says so.
+func TestReapOnlyNTTLoops(t *testing.T) {
+	e := newStaleEnv(t) // it reaps or makes stale loops
+	staleLoop := func(path string, mountAt string) Loop {
+		t.Helper()
+		if mountAt == "" {
+			require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+			require.NoError(t, os.WriteFile(path, make([]byte, 1<<20), 0o644))
+		} else {
+			require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+			mkfsImage(t, path, "ext2", 4<<20, "s", nil)
+		}
+		a, err := Attach(context.Background(), path, AttachParams{})
+		require.NoError(t, err)
+		l := a.Loop
+		t.Cleanup(func() { _ = detachLoop(l) })
+		if mountAt != "" {
+			require.NoError(t, os.MkdirAll(mountAt, 0o755))
+			require.NoError(t, unix.Mount(a.Device, mountAt, "ext2", mountFlags, ""))
+			t.Cleanup(func() { _ = unix.Unmount(mountAt, unix.MNT_DETACH) })
+		}
+		require.NoError(t, a.Close())
+		require.NoError(t, os.Remove(path))
+		return l
+	}
+	foreign := staleLoop(filepath.Join(e.dir, "elsewhere", "backup.bin"), "")
+	named := staleLoop(filepath.Join(e.dir, "old", h2+".img"), "")
+	images := filepath.Join(e.dir, "img")
+	inImages := staleLoop(filepath.Join(images, "rescue-7.dd"), "")
+	mounted := staleLoop(filepath.Join(e.dir, "tmp", "x.bin"), filepath.Join(e.root, h1))
+
+	rep, err := Reap(context.Background(), ReapOptions{Root: e.root, ImagesDirs: []string{images}, Logger: e.logger()})
+	require.NoError(t, err)
+	reaped := map[string]bool{}
+	for _, r := range rep.Reaped {
+		reaped[r.Device] = true
+	}
+	for _, l := range []Loop{named, inImages, mounted} {
+		require.True(t, reaped[l.Device], "%s (%s) not reaped", l.Device, l.BackingFile)
+		require.Contains(t, e.log.String(), fmt.Sprintf("Cleaning up stale loop device: %s (deleted inode)", l.Device))
+	}
+	require.False(t, reaped[foreign.Device], "someone else's loop was reaped")
+	require.Contains(t, e.log.String(), fmt.Sprintf("Leaving loop device alone: %s (deleted inode, not an NTT image)", foreign.Device))
+	var left []string
+	for _, l := range rep.LeftAlone {
+		left = append(left, l.Device)
+	}
+	require.Contains(t, left, foreign.Device)
+	// Still attached to the same deleted file.
+	l, err := readLoop(foreign.Number)
+	require.NoError(t, err)
+	require.True(t, l.Deleted)
+	require.Equal(t, foreign.BackingIno, l.BackingIno)
+	ok, err := testimg.Mounted(filepath.Join(e.root, h1))
+	require.NoError(t, err)
+	require.False(t, ok, "the stale mount under the root was taken down")
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/HRDAG/ntt/archive"
 	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/dbconn"
+	"github.com/HRDAG/ntt/loopdev"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -35,7 +36,10 @@ HASH.map.bak, HASH.map.stall, HASH-ddrescue.log (those that exist) — into
 DEST/HASH.tar.zst with a manifest member HASH.manifest.json (sizes, BLAKE3,
 optional SHA-256). The archive is written under a temporary name, fsynced,
 read back and checked member by member, then renamed into place. Only then
-is medium.copy_done/archive_path set, and only then are the sources removed.
+is medium.copy_done/archive_path set, and only then are the sources removed:
+first the medium is unmounted from ROOT/HASH and its loop devices detached
+(as ntt-mount-helper unmount does); if the image is still mounted or
+attached anywhere else, every source is kept and the error names where.
 It refuses while inodes of the medium are still pending or claimed.
 Check it with: tar -I 'zstd -d' -tvf DEST/HASH.tar.zst
 
@@ -46,6 +50,7 @@ Flags:
 
 type config struct {
 	db          string
+	root        string
 	images      []string
 	dest        string
 	force       bool
@@ -87,6 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fl.StringVar(&cfg.db, "db", "", "catalog URL (default $NTT_DB_URL, else libpq's PG* variables)")
 	fl.Var(&images, "images", "directory holding the image files; repeat to search several (default "+archive.DefaultImagesDir+")")
 	fl.StringVar(&cfg.dest, "dest", archive.DefaultDestDir, "directory for HASH.tar.zst (must exist)")
+	fl.StringVar(&cfg.root, "root", loopdev.DefaultRoot, "mount root: the medium at ROOT/HASH is unmounted before its image is removed")
 	fl.BoolVar(&cfg.force, "force", false, "archive even while inodes are pending or claimed, and replace an existing archive")
 	fl.BoolVar(&cfg.keep, "keep-sources", false, "do not remove the source files")
 	fl.BoolVar(&cfg.sha, "sha256", false, "also record SHA-256 of each member in the manifest")
@@ -138,6 +144,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			AllowIncomplete: cfg.force,
 			KeepSources:     cfg.keep,
 			DBRetry:         retryBound(cfg.dbRetry),
+			Release: func(ctx context.Context, medium, image string) error {
+				_, err := loopdev.Release(ctx, loopdev.ReleaseSpec{Medium: medium, Image: image, Root: cfg.root, Logger: spec.Logger})
+				return err
+			},
 		})
 	}
 	prog.finish()

@@ -21,8 +21,11 @@ import (
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/pgtest"
 	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/HRDAG/ntt/loopdev"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -333,4 +336,100 @@ func TestKillNineAnyMoment(t *testing.T) {
 	require.False(t, exists(partial))
 	r = ntt(t, m.args()...)
 	require.Equal(t, 2, r.code, r.stderr)
+}
+
+// mountedMedium is setup with a real ext4 image, mounted at root/<hash> as
+// the runbook's Phase 1 leaves it (loopdev.Mount is ntt-mount-helper
+// mount).
+func mountedMedium(t *testing.T) (medium_, string, *loopdev.Layout) {
+	t.Helper()
+	testenv.Shared(t, testenv.StaleLoops) // a mount reaps NTT's stale loops
+	testenv.RequireRoot(t)
+	m := setup(t, 1<<20, true, true)
+	require.NoError(t, os.Remove(m.sources[0]))
+	require.NoError(t, testimg.BuildImage(m.sources[0], testimg.Spec{FSType: "ext4", Size: 8 << 20,
+		Entries: []testimg.Entry{{Path: "f", Kind: testimg.File, Data: []byte("evidence\n")}}}))
+	root := filepath.Join(t.TempDir(), "mnt")
+	lay, err := loopdev.Mount(t.Context(), loopdev.MountSpec{Medium: hash, Image: m.sources[0], Root: root})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		loopdev.Unmount(context.Background(), hash, root, &loopdev.UnmountOptions{Image: m.sources[0]})
+	})
+	return m, root, lay
+}
+
+// deletedLoops lists `losetup -l` lines of loops whose backing file was
+// deleted and was image (the runbook's `losetup -l | grep deleted`).
+func deletedLoops(t *testing.T, image string) []string {
+	t.Helper()
+	out, err := exec.Command("losetup", "-l").CombinedOutput()
+	require.NoError(t, err, string(out))
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, image) && strings.Contains(l, "deleted") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// Phase 4 on a medium still mounted from Phase 1: the archiver unmounts it
+// (as the rollback's `ntt-mount-helper unmount` does) before it removes the
+// image, so the runbook's checks hold: sources removed, mount point
+// removed, no "(deleted)" loop left.
+func TestArchiveUnmountsBeforeRemovingImage(t *testing.T) {
+	m, root, lay := mountedMedium(t)
+	r := ntt(t, m.args("--root", root)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.True(t, m.marked(t))
+	for _, s := range m.sources {
+		require.False(t, exists(s), s)
+	}
+	require.False(t, exists(lay.Mount), "Mount point removed: %s", lay.Mount)
+	ms, err := loopdev.Mounts(loopdev.MountpointFilter(lay.Mount))
+	require.NoError(t, err)
+	require.Empty(t, ms)
+	require.Empty(t, deletedLoops(t, m.sources[0]))
+}
+
+// An image that is also mounted somewhere NTT did not mount it: the
+// archiver takes its own mount down, finds the image still in use, keeps
+// every source and says where it is mounted (exit 1). Once that mount is
+// gone, a rerun finishes.
+func TestArchiveRefusesImageMountedElsewhere(t *testing.T) {
+	m, root, lay := mountedMedium(t)
+	other := loopdevMountElsewhere(t, m.sources[0])
+	r := ntt(t, m.args("--root", root)...)
+	require.Equal(t, 1, r.code, r.stderr)
+	require.Contains(t, r.stderr, "is still in use: /dev/loop")
+	require.Contains(t, r.stderr, "image in use, sources kept")
+	require.Contains(t, r.stderr, other)
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(r.stderr[strings.LastIndex(r.stderr, "ntt-archiver:"):]), "\n")+1, "one sentence")
+	for _, s := range m.sources {
+		require.True(t, exists(s), "%s kept", s)
+	}
+	require.True(t, m.marked(t), "sealed and marked: only the removal waits")
+	require.False(t, exists(lay.Mount), "NTT's own mount is taken down")
+
+	require.NoError(t, unix.Unmount(other, 0))
+	r = ntt(t, m.args("--root", root)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	for _, s := range m.sources {
+		require.False(t, exists(s), s)
+	}
+	require.Empty(t, deletedLoops(t, m.sources[0]))
+}
+
+// loopdevMountElsewhere attaches image to a loop of its own (autoclear)
+// and mounts it read-only at a directory outside the mount root.
+func loopdevMountElsewhere(t *testing.T, image string) string {
+	t.Helper()
+	a, err := loopdev.Attach(t.Context(), image, loopdev.AttachParams{Autoclear: true})
+	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "media")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	require.NoError(t, unix.Mount(a.Device, dir, "ext4", unix.MS_RDONLY, "noload"))
+	require.NoError(t, a.Close())
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
 }

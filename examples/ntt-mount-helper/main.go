@@ -23,13 +23,17 @@ const usage = `Usage: ntt-mount-helper [--root DIR] [--timeout D] COMMAND
 Commands:
   mount HASH IMAGE   attach IMAGE read-only and mount it at ROOT/HASH (one
                      filesystem) or ROOT/HASH/pN (several); print the layout
-                     as JSON. Stale loop devices are reaped first. If the
-                     medium is already mounted, print its layout.
+                     as JSON. NTT's stale loop devices are reaped first
+                     (as reap does). If the medium is already mounted,
+                     print its layout.
   unmount HASH       unmount ROOT/HASH and its partitions, detach every loop
                      device of its image, remove the directories; print JSON.
   status HASH        print the layout as JSON; exit 0 if mounted, 1 if not.
-  reap               detach loop devices whose backing file was deleted
+  reap               detach NTT's loop devices whose backing file was deleted
                      (unmounting them first); print what was done as JSON.
+                     NTT's: backed by a file named HASH.img or kept in an
+                     --images DIR, or mounted under ROOT. Other
+                     deleted-backing loops are left alone and listed.
 
 JSON goes to stdout, the log to stderr (text on a terminal, JSON lines
 otherwise). Exit status: 0 ok, 1 error (or "not mounted" for status).
@@ -45,6 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root := fs.String("root", loopdev.DefaultRoot, "mount root `DIR`")
 	timeout := fs.Duration("timeout", loopdev.DefaultMountTimeout, "give up on a mount(2) after `D`")
 	verbose := fs.Bool("v", false, "log debug events")
+	imagesDir := fs.String("images", "", "`DIR` holding NTT's images: stale loops of files deleted from it are NTT's (IMAGE's directory always counts)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -53,6 +58,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	log := cli.NewLogger(stderr, *verbose)
+	var images []string
+	if *imagesDir != "" {
+		images = []string{*imagesDir}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -75,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch rest[0] {
 	case "mount":
 		lay, err := loopdev.Mount(ctx, loopdev.MountSpec{
-			Medium: rest[1], Image: rest[2], Root: *root, Timeout: *timeout, ReapAll: true, Logger: log,
+			Medium: rest[1], Image: rest[2], Root: *root, Timeout: *timeout, ImagesDirs: images, Logger: log,
 		})
 		if err != nil {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
@@ -109,7 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printJSON(stdout, lay)
 		return 0
 	default: // reap
-		rep, err := loopdev.Reap(ctx, loopdev.ReapOptions{Timeout: *timeout, Logger: log})
+		rep, err := loopdev.Reap(ctx, loopdev.ReapOptions{Root: *root, ImagesDirs: images, Timeout: *timeout, Logger: log})
 		if err != nil {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
 			return 1

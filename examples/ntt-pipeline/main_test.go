@@ -43,6 +43,13 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	// The mount phase reaps NTT's stale loops: never while a test keeps
+	// one on purpose.
+	testenv.Shared(t, testenv.StaleLoops)
+	return env0(t)
+}
+
+func env0(t *testing.T) *env {
 	testenv.RequireRoot(t)
 	// The mount root must be short and outside t.TempDir's deep paths only
 	// for readability; any directory works.
@@ -407,4 +414,53 @@ func TestFindDdrescue(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, found, 1)
 	require.Equal(t, 100, found[0].PID)
+}
+
+// The runbook's Test 1 under ntt-pipeline: its mount phase reaps NTT's
+// stale loops exactly as ntt-mount-helper mount does (loopdev.Mount): the
+// stale loop of another medium's deleted image is detached with the seed's
+// log line and `losetup -l | grep deleted` no longer shows it; a loop of a
+// deleted file that is not NTT's is left attached.
+func TestPipelineMountReapsStaleLoops(t *testing.T) {
+	testenv.Exclusive(t, testenv.StaleLoops) // it makes stale loops
+	e := env0(t)
+	staleLoop := func(path string) loopdev.Loop {
+		t.Helper()
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, make([]byte, 1<<20), 0o644))
+		a, err := loopdev.Attach(t.Context(), path, loopdev.AttachParams{})
+		require.NoError(t, err)
+		require.NoError(t, a.Close())
+		dev := a.Device
+		t.Cleanup(func() { _ = loopdev.Detach(dev) })
+		require.NoError(t, os.Remove(path))
+		return a.Loop
+	}
+	losetup := func(dev string) string {
+		t.Helper()
+		out, err := exec.Command("losetup", "-l").CombinedOutput()
+		require.NoError(t, err, string(out))
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == dev {
+				return line
+			}
+		}
+		return ""
+	}
+	h := "0123456789abcdef0123456789abcdef"
+	require.NoError(t, os.MkdirAll(e.images, 0o755))
+	image := filepath.Join(e.images, h+".img")
+	require.NoError(t, testimg.BuildImage(image, testimg.Spec{FSType: "ext4", Size: 8 << 20, Entries: []testimg.Entry{
+		{Path: "a.txt", Kind: testimg.File, Data: []byte("first file\n")}}}))
+	ntt := staleLoop(filepath.Join(e.dir, "old-img", "bb226d2a5f0c4e0e9d1a2b3c4d5e6f70.img"))
+	other := staleLoop(filepath.Join(e.dir, "home", "vm-disk.qcow"))
+	require.Contains(t, losetup(ntt.Device), "(deleted)")
+
+	code, out, errs := e.pipeline(image)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	require.Contains(t, errs, fmt.Sprintf("Cleaning up stale loop device: %s (deleted inode)", ntt.Device))
+	require.Contains(t, errs, fmt.Sprintf("Leaving loop device alone: %s (deleted inode, not an NTT image)", other.Device))
+	require.NotContains(t, losetup(ntt.Device), "deleted")
+	require.Contains(t, losetup(other.Device), "(deleted)", "someone else's loop must stay attached")
+	e.checkNothingLeft(h, image)
 }

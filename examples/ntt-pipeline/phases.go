@@ -127,7 +127,10 @@ func (p *pipeline) phases(ctx context.Context) error {
 			return nil
 		}
 		var err error
-		layout, err = loopdev.Mount(ctx, loopdev.MountSpec{Medium: string(h), Image: p.c.image, Root: p.c.root, Timeout: p.c.mountTimeout, Logger: p.log})
+		// loopdev.Mount reaps NTT's stale loops first, exactly as
+		// ntt-mount-helper mount does (the runbook's Test 1).
+		layout, err = loopdev.Mount(ctx, loopdev.MountSpec{Medium: string(h), Image: p.c.image, Root: p.c.root, ImagesDirs: []string{p.c.images},
+			Timeout: p.c.mountTimeout, Logger: p.log})
 		if err != nil {
 			return failed("mount", "mount_failed", err)
 		}
@@ -349,7 +352,13 @@ func (p *pipeline) copy(ctx context.Context) (string, error) {
 func (p *pipeline) archive(ctx context.Context) (string, error) {
 	res, err := archive.Complete(ctx, p.db, archive.Spec{Medium: string(p.c.hash), ImagesDirs: []string{p.c.images}, Dest: p.c.dest,
 		Logger: p.log, Progress: archiveProgress{status: p.status, start: time.Now()}},
-		archive.CompleteOptions{KeepSources: p.c.keepSources})
+		archive.CompleteOptions{KeepSources: p.c.keepSources, Release: func(ctx context.Context, medium, image string) error {
+			// The unmount started after the copy must be done; Release then
+			// checks that nothing reads the image any more.
+			p.unmount(ctx)
+			_, err := loopdev.Release(ctx, loopdev.ReleaseSpec{Medium: medium, Image: image, Root: p.c.root, Logger: p.log})
+			return err
+		}})
 	if errors.Is(err, archive.ErrAlreadyArchived) {
 		return "already archived", nil
 	}

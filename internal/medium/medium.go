@@ -108,3 +108,10 @@ func (h Hash) ImageMembers() []string {
 	s := string(h)
 	return []string{s + ".img", s + ".map", s + ".map.bak", s + ".map.stall", s + "-ddrescue.log"}
 }
+
+// LayoutRecordPath is where loopdev records the layout it mounted, beside
+// the medium's lock file: <root>/.<hash>.layout.json. The copier trusts a
+// partition mount only if this record names it.
+func (h Hash) LayoutRecordPath(root string) string {
+	return filepath.Join(root, "."+string(h)+".layout.json")
+}

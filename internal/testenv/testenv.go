@@ -44,11 +44,26 @@ func RequireRoot(t testing.TB) {
 // reaped by another package's test that reaps every stale loop.
 func Exclusive(t testing.TB, name string) {
 	t.Helper()
+	lock(t, name, unix.LOCK_EX)
+}
+
+// Shared holds the lock named name shared until the test ends: any number
+// of Shared holders run together, never alongside an Exclusive holder.
+// Tests whose code reaps NTT's stale loops as a side effect (every
+// loopdev.Mount does) take StaleLoops shared, so that they cannot reap the
+// stale loop another test made on purpose. A test must not take both.
+func Shared(t testing.TB, name string) {
+	t.Helper()
+	lock(t, name, unix.LOCK_SH)
+}
+
+func lock(t testing.TB, name string, how int) {
+	t.Helper()
 	f, err := os.OpenFile(filepath.Join(os.TempDir(), "ntt-test-"+name+".lock"), os.O_RDWR|os.O_CREATE, 0o666)
 	if err != nil {
 		t.Fatalf("testenv: lock %s: %v", name, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		t.Fatalf("testenv: lock %s: %v", name, err)
 	}
@@ -56,7 +71,8 @@ func Exclusive(t testing.TB, name string) {
 }
 
 // StaleLoops is the Exclusive name for tests that make stale loop devices
-// or reap every stale loop on the machine.
+// or reap every stale loop on the machine, and the Shared name for tests
+// that mount media (a mount reaps NTT's stale loops first).
 const StaleLoops = "stale-loops"
 
 var (
