@@ -2,6 +2,7 @@ package copier_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -284,4 +285,52 @@ func TestRelinkWithoutTheSource(t *testing.T) {
 	res, err = copier.Relink(ctx, a.db, opts)
 	require.NoError(t, err)
 	assert.Zero(t, res.Relinked+res.Waiting)
+}
+
+// onBatch calls fn after each recorded batch.
+type onBatch struct {
+	n  int
+	fn func(n int)
+}
+
+func (p *onBatch) Started(copier.Totals)        {}
+func (p *onBatch) FileDone(copier.FileResult)   {}
+func (p *onBatch) BatchDone(copier.BatchResult) { p.n++; p.fn(p.n) }
+
+// Verification during a copy: the first batch stores and records a
+// content, then its blob rots and VerifyStore quarantines it while the run
+// goes on. The run's later copies of that content neither trust its memory
+// of the blob (gone from by-hash: the file is released and stored again)
+// nor dedupe against it: the run ends complete with correct blobs.
+func TestVerifyDuringACopy(t *testing.T) {
+	spec := testimg.Spec{}
+	for i := range 4 {
+		spec.Entries = append(spec.Entries, testimg.Entry{Path: fmt.Sprintf("same%d", i), Kind: testimg.File, Size: 4000, Seed: 9})
+	}
+	f := newMedium(t, spec)
+	ctx := context.Background()
+	x := f.contentID("same0")
+	var rep copier.VerifyReport
+	o := f.options()
+	o.BatchSize = 1
+	o.Progress = &onBatch{fn: func(n int) {
+		if n != 1 {
+			return
+		}
+		d, err := os.ReadFile(f.blobFile(x))
+		require.NoError(t, err)
+		d[99] ^= 0x04
+		require.NoError(t, os.WriteFile(f.blobFile(x), d, 0o644))
+		rep, err = copier.VerifyStore(ctx, f.db, copier.VerifyOptions{StoreRoot: f.store})
+		require.NoError(t, err)
+	}}
+	st := f.mustRun(o)
+	require.Equal(t, int64(1), rep.Quarantined, "verified after the first batch")
+	require.Equal(t, int64(1), rep.Reset)
+	assert.True(t, st.Complete)
+	assert.Positive(t, st.Released, "the file whose remembered blob was gone was released")
+	f.checkComplete()
+	assert.Empty(t, f.quarantined())
+	_, err := os.Stat(filepath.Join(f.store, rep.Problems[0].Quarantine))
+	assert.NoError(t, err)
 }

@@ -379,8 +379,8 @@ func (q *quarantine) close() {
 }
 
 // moveAside renames the blob's file (the one checked, st) to
-// quarantine/<id>.<time>. A file that is gone by now is a missing blob; a
-// file that is not the one checked (written again meanwhile) is put back
+// quarantine/<id>.<time>. A file that is gone by now (another verification
+// moved it) is still marked; a file that is not the one checked (written again meanwhile) is put back
 // and not quarantined. A failure to move is recorded in the problem: the
 // blob is still marked, and the mark alone keeps copies from deduping
 // against it (they write it again, replacing the file).
@@ -415,7 +415,7 @@ func (q *quarantine) moveAside(p *BlobProblem, st *unix.Stat_t) {
 	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		p.Problem, p.Actual = BlobMissing, "gone while being checked"
+		p.Err = errors.Join(p.Err, errors.New("gone from by-hash before it could be moved"))
 		return
 	case err != nil:
 		p.Err = errors.Join(p.Err, fmt.Errorf("moving it to %s: %w", QuarantineDir, err))
@@ -450,7 +450,7 @@ func (p *BlobProblem) reason() string {
 	if p.Quarantine != "" {
 		s += "; moved to " + p.Quarantine
 	} else if p.Problem != BlobMissing && p.Err != nil {
-		s += "; left in place: " + p.Err.Error()
+		s += "; not moved: " + p.Err.Error()
 	}
 	return time.Now().UTC().Format(time.RFC3339) + " " + s
 }
