@@ -287,16 +287,6 @@ func TestRelinkWithoutTheSource(t *testing.T) {
 	assert.Zero(t, res.Relinked+res.Waiting)
 }
 
-// onBatch calls fn after each recorded batch.
-type onBatch struct {
-	n  int
-	fn func(n int)
-}
-
-func (p *onBatch) Started(copier.Totals)        {}
-func (p *onBatch) FileDone(copier.FileResult)   {}
-func (p *onBatch) BatchDone(copier.BatchResult) { p.n++; p.fn(p.n) }
-
 // Verification during a copy: the first batch stores and records a
 // content, then its blob rots and VerifyStore quarantines it while the run
 // goes on. The run's later copies of that content neither trust its memory
@@ -313,7 +303,7 @@ func TestVerifyDuringACopy(t *testing.T) {
 	var rep copier.VerifyReport
 	o := f.options()
 	o.BatchSize = 1
-	o.Progress = &onBatch{fn: func(n int) {
+	o.Progress = &onBatch{fn: func(n int64) {
 		if n != 1 {
 			return
 		}
