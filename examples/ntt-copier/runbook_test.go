@@ -263,3 +263,80 @@ func TestRunbookDamageWhenMapfileAppearsLater(t *testing.T) {
 	assert.EqualValues(t, 4, rep["checked"])
 	assert.Equal(t, want, rb.damaged())
 }
+
+// layoutDisk builds the issue's disk: an ext4 partition with a dirty
+// journal, an ext3 partition, and an ext4 partition cut off by the end of
+// the image (the image is truncated inside it). It returns the truncated
+// partition's extent and the image size.
+func (rb *runbook) layoutDisk() (start, size, imageSize int64) {
+	rb.t.Helper()
+	part := func(fstype, name string) testimg.Spec {
+		return testimg.Spec{FSType: fstype, Size: 8 << 20, Entries: []testimg.Entry{
+			{Path: name + "/a.txt", Kind: testimg.File, Data: []byte("partition " + name + "\n")},
+			{Path: name + "/b.bin", Kind: testimg.File, Size: 40 << 10, Seed: uint64(len(name))},
+		}}
+	}
+	dirty := testimg.Build(rb.t, part("ext4", "one"))
+	require.NoError(rb.t, testimg.MarkJournalDirty(dirty))
+	placed, err := testimg.ComposeDisk(rb.image, testimg.Disk{Table: "mbr", Parts: []testimg.DiskPart{
+		{Image: dirty}, {Image: testimg.Build(rb.t, part("ext3", "two"))}, {Image: testimg.Build(rb.t, part("ext4", "three"))},
+	}})
+	require.NoError(rb.t, err)
+	require.Len(rb.t, placed, 3)
+	last := placed[2]
+	imageSize = last.Start + last.Size/2
+	require.NoError(rb.t, testimg.Truncate(rb.image, imageSize))
+	return last.Start, last.Size, imageSize
+}
+
+// Defect 2: the partition cut off by the end of the image, and the dirty
+// journal mounted without replay, are warned about by ntt-mount-helper on
+// stderr and recorded in medium.problems (with the partition's extent and
+// the image size) by the copier, the first program of the runbook that has
+// the catalog; the other partitions are catalogued and copied.
+func TestRunbookRecordsLayoutProblems(t *testing.T) {
+	rb := newRunbook(t)
+	start, size, imageSize := rb.layoutDisk()
+
+	mountErr := rb.phase1()
+	assert.Contains(t, mountErr, fmt.Sprintf("ntt-mount-helper: warning: medium %s: partition 3 (ext4) spans bytes %d–%d but the image ends at %d",
+		rb.h, start, start+size, imageSize))
+	assert.Contains(t, mountErr, fmt.Sprintf("ntt-mount-helper: note: medium %s: partition 1 (ext4): the journal needs recovery and was not replayed", rb.h))
+	assert.NotContains(t, mountErr, "partition 2")
+	rb.phase2()
+	_, _, problems := rb.medium()
+	require.Nil(t, problems, "the runbook's pre-flight and load leave problems NULL")
+	code, errs := rb.phase3()
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, errs, "not in the catalog: partition 3 (ext4)")
+
+	_, _, problems = rb.medium()
+	require.Contains(t, problems, "partition_truncated")
+	tr := problems["partition_truncated"]
+	assert.EqualValues(t, imageSize, tr["image_size"])
+	assert.Equal(t, "warning", tr["severity"])
+	parts := tr["partitions"].([]any)
+	require.Len(t, parts, 1)
+	p := parts[0].(map[string]any)
+	assert.EqualValues(t, 3, p["partition"])
+	assert.EqualValues(t, start, p["offset"])
+	assert.EqualValues(t, size, p["size"])
+	assert.EqualValues(t, start+size, p["end"])
+	assert.EqualValues(t, imageSize, p["image_size"])
+
+	require.Contains(t, problems, "journal_not_replayed")
+	j := problems["journal_not_replayed"]
+	assert.Equal(t, "note", j["severity"])
+	jp := j["partitions"].([]any)
+	require.Len(t, jp, 1)
+	assert.EqualValues(t, 1, jp[0].(map[string]any)["partition"])
+	for _, flag := range []string{"partition_skipped", "partition_not_mounted"} {
+		assert.NotContains(t, problems, flag)
+	}
+
+	// Partitions 1 and 2 are catalogued and copied.
+	var copied int
+	require.NoError(t, rb.db.QueryRow(context.Background(), `SELECT count(*) FROM inode i JOIN path p USING (medium_hash, dev, ino)
+		WHERE i.medium_hash = $1 AND i.fs_type = 'f' AND i.status = 'success' AND i.blobid IS NOT NULL`, string(rb.h)).Scan(&copied))
+	assert.Equal(t, 4, copied)
+}

@@ -32,7 +32,10 @@ Commands:
                      (unmounting them first); print what was done as JSON.
 
 JSON goes to stdout, the log to stderr (text on a terminal, JSON lines
-otherwise). Exit status: 0 ok, 1 error (or "not mounted" for status).
+otherwise). Partitions left unmounted (truncated by the end of the image,
+swap, RAID/LVM members, no filesystem, refused by the kernel) are warned
+about on stderr, and dirty journals mounted without replay are noted; the
+copier records them in medium.problems. Exit status: 0 ok, 1 error (or "not mounted" for status).
 
 Options:
 `
@@ -80,10 +83,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
 			if lay != nil {
+				warnFindings(stderr, lay)
 				printJSON(stdout, lay)
 			}
 			return 1
 		}
+		warnFindings(stderr, lay)
 		printJSON(stdout, lay)
 		return 0
 	case "unmount":
@@ -106,6 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
 			return 1
 		}
+		warnFindings(stderr, lay)
 		printJSON(stdout, lay)
 		return 0
 	default: // reap
@@ -120,6 +126,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	}
+}
+
+// warnFindings says on stderr what the layout leaves out of the catalog
+// (truncated, skipped, unmounted partitions) and notes journals that were
+// not replayed. ntt-mount-helper has no catalog: ntt-copier (and
+// ntt-pipeline) record the same findings in medium.problems.
+func warnFindings(stderr io.Writer, lay *loopdev.Layout) {
+	for _, f := range lay.Findings() {
+		kind := "warning"
+		if f.Note() {
+			kind = "note"
+		}
+		fmt.Fprintf(stderr, "ntt-mount-helper: %s: medium %s: %s.\n", kind, lay.Medium, f)
 	}
 }
 
