@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/HRDAG/ntt/copier"
@@ -152,4 +154,39 @@ func RecordChecked(ctx context.Context, q schema.Querier, hash string, health di
 		d["checked"], d["damaged"], d["unchecked"] = rep.Checked, rep.Damaged, rep.Unchecked
 	}
 	return schema.MergeProblem(ctx, q, h, FlagDamageUnchecked, d)
+}
+
+// PrepareDamage makes the catalog's damage record whole before a copy run
+// of the medium mounted at <mountRoot>/<hash>. Without a mapfile it records
+// damage_unchecked (the files left to copy go unchecked). With one, it
+// first checks the files copied without a check (NeedsDamageCheck;
+// copier.CheckDamage), then records the health and resolves
+// damage_unchecked (RecordChecked). It returns the check's report, nil when
+// none ran.
+func (p *Policy) PrepareDamage(ctx context.Context, q schema.Querier, src Source, mountRoot string, log *slog.Logger) (*copier.DamageCheckReport, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := string(p.h)
+	if !p.health.Present {
+		log.Warn("no ddrescue mapfile: files are copied without a damage check (recorded as "+FlagDamageUnchecked+")",
+			"medium", h, "looked_for", strings.Join(src.Looked, ", "))
+		return nil, MarkDamageUnchecked(ctx, q, h, src)
+	}
+	var rep *copier.DamageCheckReport
+	if m := p.DamageMapper(); m != nil {
+		need, err := NeedsDamageCheck(ctx, q, h)
+		if err != nil {
+			return nil, err
+		}
+		if need {
+			log.Info("checking the damage of files copied before the mapfile was known", "medium", h, "mapfile", p.health.Mapfile)
+			r, err := copier.CheckDamage(ctx, q, copier.DamageCheckOptions{Medium: h, MountRoot: mountRoot, Damage: m, Logger: log})
+			if err != nil {
+				return nil, err
+			}
+			rep = &r
+		}
+	}
+	return rep, RecordChecked(ctx, q, h, p.health, rep)
 }

@@ -49,28 +49,8 @@ func prepare(ctx context.Context, pool *pgxpool.Pool, c *config, h medium.Hash, 
 		return err
 	}
 	logFindings(log, h, findings)
-	hr := pol.Health()
-	if !hr.Present {
-		log.Warn("no ddrescue mapfile: files are copied without a damage check (recorded as damage_unchecked)",
-			"medium", h, "looked_for", strings.Join(src.Looked, ", "))
-		return diagpolicy.MarkDamageUnchecked(ctx, pool, string(h), src)
-	}
-	var rep *copier.DamageCheckReport
-	if m := pol.DamageMapper(); m != nil {
-		need, err := diagpolicy.NeedsDamageCheck(ctx, pool, string(h))
-		if err != nil {
-			return err
-		}
-		if need {
-			log.Info("checking the damage of files copied before the mapfile was known", "medium", h, "mapfile", hr.Mapfile)
-			r, err := copier.CheckDamage(ctx, pool, copier.DamageCheckOptions{Medium: string(h), MountRoot: c.root, Damage: m, Logger: log})
-			if err != nil {
-				return err
-			}
-			rep = &r
-		}
-	}
-	return diagpolicy.RecordChecked(ctx, pool, string(h), hr, rep)
+	_, err = pol.PrepareDamage(ctx, pool, src, c.root, log)
+	return err
 }
 
 // logFindings warns about partitions left out of the catalog and notes

@@ -264,31 +264,6 @@ func TestRunbookDamageWhenMapfileAppearsLater(t *testing.T) {
 	assert.Equal(t, want, rb.damaged())
 }
 
-// layoutDisk builds the disk: an ext4 partition with a dirty
-// journal, an ext3 partition, and an ext4 partition cut off by the end of
-// the image (the image is truncated inside it). It returns the truncated
-// partition's extent and the image size.
-func (rb *runbook) layoutDisk() (start, size, imageSize int64) {
-	rb.t.Helper()
-	part := func(fstype, name string) testimg.Spec {
-		return testimg.Spec{FSType: fstype, Size: 8 << 20, Entries: []testimg.Entry{
-			{Path: name + "/a.txt", Kind: testimg.File, Data: []byte("partition " + name + "\n")},
-			{Path: name + "/b.bin", Kind: testimg.File, Size: 40 << 10, Seed: uint64(len(name))},
-		}}
-	}
-	dirty := testimg.Build(rb.t, part("ext4", "one"))
-	require.NoError(rb.t, testimg.MarkJournalDirty(dirty))
-	placed, err := testimg.ComposeDisk(rb.image, testimg.Disk{Table: "mbr", Parts: []testimg.DiskPart{
-		{Image: dirty}, {Image: testimg.Build(rb.t, part("ext3", "two"))}, {Image: testimg.Build(rb.t, part("ext4", "three"))},
-	}})
-	require.NoError(rb.t, err)
-	require.Len(rb.t, placed, 3)
-	last := placed[2]
-	imageSize = last.Start + last.Size/2
-	require.NoError(rb.t, testimg.Truncate(rb.image, imageSize))
-	return last.Start, last.Size, imageSize
-}
-
 // Defect 2: the partition cut off by the end of the image, and the dirty
 // journal mounted without replay, are warned about by ntt-mount-helper on
 // stderr and recorded in medium.problems (with the partition's extent and
@@ -296,7 +271,8 @@ func (rb *runbook) layoutDisk() (start, size, imageSize int64) {
 // the catalog; the other partitions are catalogued and copied.
 func TestRunbookRecordsLayoutProblems(t *testing.T) {
 	rb := newRunbook(t)
-	start, size, imageSize := rb.layoutDisk()
+	parts, imageSize := testimg.CutDisk(t, rb.image)
+	start, size := parts[2].Start, parts[2].Size
 
 	mountErr := rb.phase1()
 	assert.Contains(t, mountErr, fmt.Sprintf("ntt-mount-helper: warning: medium %s: partition 3 (ext4) spans bytes %d–%d but the image ends at %d",
@@ -315,9 +291,9 @@ func TestRunbookRecordsLayoutProblems(t *testing.T) {
 	tr := problems["partition_truncated"]
 	assert.EqualValues(t, imageSize, tr["image_size"])
 	assert.Equal(t, "warning", tr["severity"])
-	parts := tr["partitions"].([]any)
-	require.Len(t, parts, 1)
-	p := parts[0].(map[string]any)
+	listed := tr["partitions"].([]any)
+	require.Len(t, listed, 1)
+	p := listed[0].(map[string]any)
 	assert.EqualValues(t, 3, p["partition"])
 	assert.EqualValues(t, start, p["offset"])
 	assert.EqualValues(t, size, p["size"])

@@ -44,6 +44,10 @@ type Metrics struct {
 	ArchiveSeconds  float64 `json:"archive_seconds"`
 	Health          string  `json:"health"`
 	RescuedPct      float64 `json:"rescued_percent"`
+	// Layout lists the partitions left out of the catalog (truncated,
+	// skipped, not mounted) and the journals not replayed, as recorded in
+	// medium.problems.
+	Layout []LayoutProblem `json:"layout_problems"`
 }
 
 // PhaseMetric is one phase's outcome: ran, skipped because the catalog
@@ -81,6 +85,13 @@ func (m *Metrics) writeTable(w io.Writer) {
 		fmt.Fprintf(tw, "Phase %s\t%s in %.2fs%s\n", p.Name, p.Outcome, p.Seconds, note)
 	}
 	fmt.Fprintf(tw, "Mapfile health\t%s (%.2f%% rescued)\n", orDash(m.Health), m.RescuedPct)
+	for _, l := range m.Layout {
+		if l.Note() {
+			fmt.Fprintf(tw, "Note\t%s\n", l.Text)
+		} else {
+			fmt.Fprintf(tw, "Not catalogued\t%s (%s)\n", l.Text, l.Problem)
+		}
+	}
 	fmt.Fprintf(tw, "Enumeration\t%d records in %.2fs (%.0f records/s)\n", m.EnumRecords, m.EnumSeconds, m.EnumRate)
 	fmt.Fprintf(tw, "Load\t%d inodes, %d paths in %.2fs (dedupe %.2fs)\n", m.Inodes, m.Paths, m.LoadSeconds, m.DedupeSeconds)
 	fmt.Fprintf(tw, "Copy\t%d files, %.1f MB/s, %.0f files/s in %.2fs\n", m.FilesCopied, m.CopyMBps, m.CopyFilesPerSec, m.CopySeconds)
