@@ -240,6 +240,11 @@ func TestRunbookDamageWhenMapfileAppearsLater(t *testing.T) {
 	require.Contains(t, problems, "damage_unchecked")
 	assert.NotContains(t, problems["damage_unchecked"], "resolved_at")
 
+	// Asked to check now, without a mapfile: an error naming where it looked.
+	code, _, errs = rb.run("ntt-copier", "damage", "--medium-hash", string(rb.h), "--root", rb.root)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errs, fmt.Sprintf("medium %s: no ddrescue mapfile found (looked for %s", rb.h, filepath.Join(rb.images, rb.h.MapFileName())))
+
 	require.NoError(t, os.WriteFile(filepath.Join(rb.images, rb.h.MapFileName()), []byte(mapfile), 0o644))
 	code, errs = rb.phase3()
 	assert.Equal(t, 2, code, "nothing left to copy: %s", errs)
