@@ -34,7 +34,11 @@ type DamageCheckOptions struct {
 	// BatchSize is how many inodes are read from the catalog and updated
 	// per statement (default 1000).
 	BatchSize int
-	Logger    *slog.Logger // nil is silent
+	// StallTimeout: a file whose mapping (an ioctl on a damaged device)
+	// has not returned after this long ends the check with ErrStalled
+	// (default DefaultStallTimeout; <0 disables).
+	StallTimeout time.Duration
+	Logger       *slog.Logger // nil is silent
 }
 
 // DamageCheckReport says what CheckDamage found.
@@ -84,7 +88,12 @@ func CheckDamage(ctx context.Context, db querier, opts DamageCheckOptions) (Dama
 	if err != nil {
 		return rep, err
 	}
-	defer src.close()
+	stalled := false
+	defer func() {
+		if !stalled { // a stuck call may still use the source's fds
+			src.close()
+		}
+	}()
 
 	after := cursorStart
 	for {
@@ -102,7 +111,11 @@ func CheckDamage(ctx context.Context, db querier, opts DamageCheckOptions) (Dama
 			if err := ctx.Err(); err != nil {
 				return rep, err
 			}
-			d, err := src.damageOf(ctx, in, opts.Damage)
+			d, err := boundedDamage(ctx, src, in, opts.Damage, opts.StallTimeout)
+			if errors.Is(err, ErrStalled) {
+				stalled = true
+				return rep, fmt.Errorf("medium %s: checking damage of dev %d ino %d: %w", h, in.Dev, in.Ino, err)
+			}
 			if err != nil {
 				rep.Unchecked++
 				log.Warn("could not check the file's damage", "medium", h, "dev", in.Dev, "ino", in.Ino, "err", err)
@@ -169,6 +182,36 @@ func copiedBatch(ctx context.Context, q querier, h medium.Hash, after key, n int
 		return nil, fmt.Errorf("medium %s: reading copied inodes: %w", h, err)
 	}
 	return out, nil
+}
+
+// boundedDamage runs damageOf, giving up with ErrStalled after timeout: a
+// call stuck in the kernel cannot be cancelled, so it is left behind.
+func boundedDamage(ctx context.Context, s *source, in *inode, m DamageMapper, timeout time.Duration) ([]byte, error) {
+	if timeout == 0 {
+		timeout = DefaultStallTimeout
+	}
+	if timeout < 0 {
+		return s.damageOf(ctx, in, m)
+	}
+	type result struct {
+		d   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		d, err := s.damageOf(ctx, in, m)
+		done <- result{d, err}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.d, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return nil, fmt.Errorf("%w: mapping took longer than %v", ErrStalled, timeout)
+	}
 }
 
 // damageOf opens the inode by the first of its paths that leads to it and

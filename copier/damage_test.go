@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/diagnose"
@@ -60,4 +61,27 @@ func TestCheckDamageAfterCopy(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(1), rep.Damaged)
 	assert.Zero(t, rep.Recorded)
+}
+
+// blockingMapper never answers until released, like an ioctl stuck on a
+// failing device.
+type blockingMapper struct{ release chan struct{} }
+
+func (b blockingMapper) Damage(context.Context, *os.File, string) (json.RawMessage, error) {
+	<-b.release
+	return nil, nil
+}
+
+// A mapping that never returns ends the check with ErrStalled, naming the
+// inode, instead of hanging the copier's start.
+func TestCheckDamageStalls(t *testing.T) {
+	f := newMedium(t, testimg.Spec{Entries: []testimg.Entry{{Path: "a", Kind: testimg.File, Size: 10 << 10, Seed: 1}}})
+	f.mustRun(f.options())
+	m := blockingMapper{release: make(chan struct{})}
+	defer close(m.release)
+	_, err := copier.CheckDamage(context.Background(), f.db, copier.DamageCheckOptions{Medium: string(f.h), MountRoot: f.mountRoot,
+		Damage: m, StallTimeout: 200 * time.Millisecond})
+	require.ErrorIs(t, err, copier.ErrStalled)
+	assert.Contains(t, err.Error(), string(f.h))
+	assert.Contains(t, err.Error(), "ino")
 }
