@@ -269,6 +269,19 @@ func TestRunbookDamageWhenMapfileAppearsLater(t *testing.T) {
 	assert.Equal(t, want, rb.damaged())
 }
 
+// logLines returns the JSON log lines of stderr at level.
+func logLines(t *testing.T, stderr, level string) []map[string]any {
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), "a JSON log line: %s", l)
+		if m["level"] == level {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // Defect 2: the partition cut off by the end of the image, and the dirty
 // journal mounted without replay, are warned about by ntt-mount-helper on
 // stderr and recorded in medium.problems (with the partition's extent and
@@ -280,9 +293,13 @@ func TestRunbookRecordsLayoutProblems(t *testing.T) {
 	start, size := parts[2].Start, parts[2].Size
 
 	mountErr := rb.phase1()
-	assert.Contains(t, mountErr, fmt.Sprintf("ntt-mount-helper: warning: medium %s: partition 3 (ext4) spans bytes %d–%d but the image ends at %d",
-		rb.h, start, start+size, imageSize))
-	assert.Contains(t, mountErr, fmt.Sprintf("ntt-mount-helper: note: medium %s: partition 1 (ext4): the journal needs recovery and was not replayed", rb.h))
+	warned := logLines(t, mountErr, "WARN")
+	require.Len(t, warned, 1, mountErr)
+	assert.Contains(t, warned[0]["msg"], fmt.Sprintf("not in the catalog: partition 3 (ext4) spans bytes %d–%d but the image ends at %d",
+		start, start+size, imageSize))
+	assert.Equal(t, "partition_truncated", warned[0]["problem"])
+	assert.Equal(t, string(rb.h), warned[0]["medium"])
+	assert.Contains(t, mountErr, "note: partition 1 (ext4): the journal needs recovery and was not replayed")
 	assert.NotContains(t, mountErr, "partition 2")
 	rb.phase2()
 	_, _, problems := rb.medium()

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -83,12 +84,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
 			if lay != nil {
-				warnFindings(stderr, lay)
+				warnFindings(log, lay)
 				printJSON(stdout, lay)
 			}
 			return 1
 		}
-		warnFindings(stderr, lay)
+		warnFindings(log, lay)
 		printJSON(stdout, lay)
 		return 0
 	case "unmount":
@@ -111,7 +112,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
 			return 1
 		}
-		warnFindings(stderr, lay)
+		warnFindings(log, lay)
 		printJSON(stdout, lay)
 		return 0
 	default: // reap
@@ -129,17 +130,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// warnFindings says on stderr what the layout leaves out of the catalog
-// (truncated, skipped, unmounted partitions) and notes journals that were
-// not replayed. ntt-mount-helper has no catalog: ntt-copier (and
-// ntt-pipeline) record the same findings in medium.problems.
-func warnFindings(stderr io.Writer, lay *loopdev.Layout) {
+// warnFindings logs (stderr) what the layout leaves out of the catalog —
+// truncated, skipped, unmounted partitions, at warning level — and notes
+// journals that were not replayed. ntt-mount-helper has no catalog:
+// ntt-copier (and ntt-pipeline) record the same findings in medium.problems.
+func warnFindings(log *slog.Logger, lay *loopdev.Layout) {
 	for _, f := range lay.Findings() {
-		kind := "warning"
+		attrs := []any{"medium", lay.Medium, "problem", f.Flag, "partition", f.Partition, "offset", f.Offset,
+			"size", f.Size, "image_size", f.ImageSize}
 		if f.Note() {
-			kind = "note"
+			log.Info("note: "+f.String(), attrs...)
+		} else {
+			log.Warn("not in the catalog: "+f.String(), attrs...)
 		}
-		fmt.Fprintf(stderr, "ntt-mount-helper: %s: medium %s: %s.\n", kind, lay.Medium, f)
 	}
 }
 
