@@ -13,7 +13,10 @@
 // RAID and LVM members (LVM metadata is recorded), areas with no
 // filesystem, and partitions whose extent runs past the end of the image
 // ("truncated", decided from the table and the file size) are skipped with
-// a reason in the Layout. Hybrid discs whose whole disk is ISO9660/UDF are
+// a reason in the Layout. Layout.Findings turns what an archivist must be
+// told (partitions left out of the catalog, journals not replayed) into
+// medium.problems flags with each partition's extent and the image size;
+// loopdev has no catalog, so the first program that has one records them. Hybrid discs whose whole disk is ISO9660/UDF are
 // mounted whole; if nothing mounts at offset 0 a filesystem at byte 16384
 // (Zip disks) is tried. Archives (tar, gzip, bzip2, xz, zstd, zip) and
 // erased images are refused with ErrNotADisk and ErrErased.

@@ -37,6 +37,13 @@ type Layout struct {
 	// AlreadyMounted is set when Mount found the medium mounted and
 	// returned the existing layout.
 	AlreadyMounted bool `json:"already_mounted,omitempty"`
+	// ImageSize is the image file's size in bytes when it was probed (0
+	// when Status could not read the image).
+	ImageSize int64 `json:"image_size,omitempty"`
+	// DirtyJournal is set when the whole-disk filesystem's journal needs
+	// recovery: it is mounted without replaying it (partitions have their
+	// own flag).
+	DirtyJournal bool `json:"dirty_journal,omitempty"`
 }
 
 // PartitionStatus is one partition's outcome.
@@ -58,6 +65,10 @@ type PartitionStatus struct {
 	Type string `json:"type,omitempty"`
 	// LVM is the recorded metadata of an LVM member.
 	LVM *probe.LVM `json:"lvm,omitempty"`
+	// DirtyJournal: the filesystem's journal needs recovery (a disk pulled
+	// while mounted); it is mounted without replaying it, so its files are
+	// those of the last checkpoint.
+	DirtyJournal bool `json:"dirty_journal,omitempty"`
 }
 
 // Partition statuses.
@@ -133,7 +144,7 @@ type target struct {
 // with their mount points. This is the one function that decides the
 // layout; Status uses it too, so both always agree.
 func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target, error) {
-	lay := &Layout{Medium: string(h), Mount: h.MountPath(root), Table: res.Table, Partitions: []PartitionStatus{}}
+	lay := &Layout{Medium: string(h), Mount: h.MountPath(root), Table: res.Table, Partitions: []PartitionStatus{}, ImageSize: res.Size}
 	switch res.Kind {
 	case probe.KindArchive:
 		return lay, nil, fmt.Errorf("medium %s: %w (%s data at byte 0)", h, ErrNotADisk, res.Archive)
@@ -151,6 +162,7 @@ func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target
 		ps := PartitionStatus{Num: p.Num, Offset: p.Start, Size: p.Size, Type: p.Type}
 		if p.Content != nil {
 			ps.FSType = p.Content.Type
+			ps.DirtyJournal = p.Content.NeedsRecovery
 		}
 		switch {
 		case p.Extended:
@@ -191,6 +203,7 @@ func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target
 	if whole {
 		targets = []target{{fstypes: mountTypes(res.Whole.Type, res.Whole.Alternates...), part: -1,
 			recovery: res.Whole.NeedsRecovery}}
+		lay.DirtyJournal = res.Whole.NeedsRecovery
 	}
 	lay.Layout = LayoutSingle
 	if len(targets) > 1 {
@@ -295,4 +308,130 @@ func cleanRoot(root string) string {
 		root = r
 	}
 	return root
+}
+
+// Flags of medium.problems for what a layout says (see Layout.Findings).
+// loopdev has no catalog: the first program that has one records them.
+const (
+	// FlagPartitionTruncated: a partition runs past the end of the image
+	// and was not mounted; its files are not in the catalog.
+	FlagPartitionTruncated = "partition_truncated"
+	// FlagPartitionSkipped: swap, a RAID or LVM member, or no known
+	// filesystem; nothing of it is in the catalog.
+	FlagPartitionSkipped = "partition_skipped"
+	// FlagPartitionNotMounted: a filesystem that every mount attempt
+	// refused (or, from Status, one that is not mounted now).
+	FlagPartitionNotMounted = "partition_not_mounted"
+	// FlagJournalNotReplayed: a note, not an error. The journal needs
+	// recovery and was not replayed (the medium is evidence, mounted
+	// read-only with noload/norecovery): the files are those of the
+	// filesystem's last checkpoint, without the journal's last transactions.
+	FlagJournalNotReplayed = "journal_not_replayed"
+)
+
+// Finding is one thing about a medium's layout that an archivist must be
+// told: a partition whose files are not catalogued, or a journal that was
+// not replayed. Extended containers (their logical partitions are listed
+// themselves), partition-map entries and the table entries of a hybrid disc
+// mounted whole lose nothing and are not findings.
+type Finding struct {
+	Flag      string `json:"-"`
+	Partition int    `json:"partition"` // 0: the whole disk
+	Offset    int64  `json:"offset"`    // in the image, bytes
+	Size      int64  `json:"size"`      // bytes (0: to the end of the image)
+	End       int64  `json:"end"`       // Offset + Size
+	ImageSize int64  `json:"image_size,omitempty"`
+	FSType    string `json:"fstype,omitempty"`
+	Reason    string `json:"reason,omitempty"` // the partition's Reason
+	Detail    string `json:"detail,omitempty"`
+}
+
+// Note reports whether the finding is information (a journal not
+// replayed) rather than content left out of the catalog.
+func (f Finding) Note() bool { return f.Flag == FlagJournalNotReplayed }
+
+// String says it in one sentence, for stderr and summaries.
+func (f Finding) String() string {
+	what := "the whole disk"
+	if f.Partition > 0 {
+		what = fmt.Sprintf("partition %d", f.Partition)
+	}
+	if f.FSType != "" {
+		what += " (" + f.FSType + ")"
+	}
+	switch f.Flag {
+	case FlagPartitionTruncated:
+		return fmt.Sprintf("%s spans bytes %d–%d but the image ends at %d: it was not mounted and none of its files are catalogued",
+			what, f.Offset, f.End, f.ImageSize)
+	case FlagPartitionSkipped:
+		s := fmt.Sprintf("%s (bytes %d–%d) was not mounted: %s", what, f.Offset, f.End, strings.ReplaceAll(f.Reason, "_", " "))
+		if f.Detail != "" {
+			s += " (" + f.Detail + ")"
+		}
+		return s
+	case FlagPartitionNotMounted:
+		s := fmt.Sprintf("%s (bytes %d–%d) is not mounted", what, f.Offset, f.End)
+		if f.Detail != "" {
+			s += ": " + f.Detail
+		}
+		return s
+	case FlagJournalNotReplayed:
+		return what + ": the journal needs recovery and was not replayed (read-only evidence); its files are those of the last checkpoint"
+	}
+	return what + ": " + f.Flag
+}
+
+// Findings lists the layout's findings, partitions in table order, then
+// journals not replayed.
+func (l *Layout) Findings() []Finding {
+	var out, notes []Finding
+	for _, p := range l.Partitions {
+		f := Finding{Partition: p.Num, Offset: p.Offset, Size: p.Size, End: p.Offset + p.Size,
+			ImageSize: l.ImageSize, FSType: p.FSType, Reason: p.Reason, Detail: p.Detail}
+		switch {
+		case p.Status == StatusSkipped && p.Reason == ReasonTruncated:
+			f.Flag = FlagPartitionTruncated
+		case p.Status == StatusSkipped && (p.Reason == ReasonSwap || p.Reason == ReasonRAID ||
+			p.Reason == ReasonLVM || p.Reason == ReasonNoFilesystem):
+			f.Flag = FlagPartitionSkipped
+		case p.Status == StatusFailed:
+			f.Flag = FlagPartitionNotMounted
+		}
+		if f.Flag != "" {
+			out = append(out, f)
+		}
+		if p.DirtyJournal && p.Status == StatusMounted {
+			f.Flag, f.Reason, f.Detail = FlagJournalNotReplayed, "", ""
+			notes = append(notes, f)
+		}
+	}
+	if l.DirtyJournal {
+		notes = append(notes, Finding{Flag: FlagJournalNotReplayed, Offset: l.Offset, Size: max(l.ImageSize-l.Offset, 0),
+			End: l.ImageSize, ImageSize: l.ImageSize, FSType: l.FSType})
+	}
+	return append(out, notes...)
+}
+
+// Problems groups findings by flag as medium.problems details: for each
+// flag, {"partitions": [findings…], "image_size": N, "severity": "warning"
+// or "note"}. One entry per flag holds every partition, because a flag
+// recorded again replaces its previous details.
+func Problems(findings []Finding) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for _, f := range findings {
+		d, ok := out[f.Flag]
+		if !ok {
+			sev := "warning"
+			if f.Note() {
+				sev = "note"
+			}
+			d = map[string]any{"partitions": []Finding{}, "severity": sev}
+			if f.ImageSize > 0 {
+				d["image_size"] = f.ImageSize
+			}
+			out[f.Flag] = d
+		}
+		d["partitions"] = append(d["partitions"].([]Finding), f)
+	}
+	return out
 }

@@ -129,3 +129,59 @@ func TestMountOptions(t *testing.T) {
 	require.Nil(t, mountTypes("swap"))
 	require.Equal(t, []string{"iso9660", "udf"}, mountTypes("iso9660"))
 }
+
+// What the catalog must be told: the truncated, skipped and unmountable
+// partitions with their extents and the image size, and the journal that
+// was not replayed (a note); not the extended container.
+func TestLayoutFindings(t *testing.T) {
+	dirty := fs("ext4")
+	dirty.NeedsRecovery = true
+	res := &probe.Result{Kind: probe.KindDisk, Size: 60 * mib, Table: "mbr", Partitions: []probe.Partition{
+		{Num: 1, Start: mib, Size: 10 * mib, Content: dirty},
+		{Num: 2, Start: 11 * mib, Size: 80 * mib, Extended: true},
+		{Num: 5, Start: 12 * mib, Size: 10 * mib, Logical: true, Content: fs("ext3")},
+		{Num: 6, Start: 23 * mib, Size: 10 * mib, Logical: true, Content: &probe.Content{Type: "swap", Usage: probe.UsageSwap}},
+		{Num: 7, Start: 34 * mib, Size: 40 * mib, Logical: true, Truncated: true, Content: fs("ext4")},
+	}}
+	lay, _, err := planMount(res, testHash, "/r")
+	require.NoError(t, err)
+	require.Equal(t, int64(60*mib), lay.ImageSize)
+	require.True(t, lay.Partitions[0].DirtyJournal)
+	// As Mount leaves it: 1 mounted, 5 refused by the kernel.
+	lay.Partitions[0].Status, lay.Partitions[0].Reason = StatusMounted, ""
+	lay.Partitions[2].Status, lay.Partitions[2].Reason, lay.Partitions[2].Detail = StatusFailed, ReasonMountFailed, "invalid argument"
+
+	fs := lay.Findings()
+	flags := map[int]string{}
+	for _, f := range fs {
+		flags[f.Partition] = f.Flag
+	}
+	require.Equal(t, map[int]string{1: FlagJournalNotReplayed, 5: FlagPartitionNotMounted, 6: FlagPartitionSkipped, 7: FlagPartitionTruncated}, flags)
+	require.Len(t, fs, 4)
+	last := fs[len(fs)-1]
+	require.True(t, last.Note())
+	for _, f := range fs {
+		if f.Flag == FlagPartitionTruncated {
+			require.Equal(t, Finding{Flag: FlagPartitionTruncated, Partition: 7, Offset: 34 * mib, Size: 40 * mib, End: 74 * mib,
+				ImageSize: 60 * mib, FSType: "ext4", Reason: ReasonTruncated, Detail: f.Detail}, f)
+			require.Contains(t, f.String(), "partition 7 (ext4) spans bytes 35651584–77594624 but the image ends at 62914560")
+			require.False(t, f.Note())
+		}
+	}
+
+	probs := Problems(fs)
+	require.Len(t, probs, 4)
+	b, err := json.Marshal(probs[FlagPartitionTruncated])
+	require.NoError(t, err)
+	require.JSONEq(t, `{"severity":"warning","image_size":62914560,"partitions":[{"partition":7,"offset":35651584,"size":41943040,
+		"end":77594624,"image_size":62914560,"fstype":"ext4","reason":"truncated","detail":"`+fs[2].Detail+`"}]}`, string(b))
+	require.Equal(t, "note", probs[FlagJournalNotReplayed]["severity"])
+
+	// A whole-disk filesystem with a dirty journal.
+	lay, _, err = planMount(&probe.Result{Kind: probe.KindDisk, Size: 8 * mib, Whole: dirty}, testHash, "/r")
+	require.NoError(t, err)
+	fs = lay.Findings()
+	require.Len(t, fs, 1)
+	require.Equal(t, Finding{Flag: FlagJournalNotReplayed, Size: 8 * mib, End: 8 * mib, ImageSize: 8 * mib, FSType: ""}, fs[0])
+	require.Contains(t, fs[0].String(), "the whole disk: the journal needs recovery")
+}

@@ -554,7 +554,7 @@ func status(h medium.Hash, root string) (*Layout, error) {
 		}
 	}
 	if planned != nil && planned.Layout == lay.Layout {
-		lay.Table = planned.Table
+		lay.Table, lay.ImageSize, lay.DirtyJournal = planned.Table, planned.ImageSize, planned.DirtyJournal
 		for _, p := range planned.Partitions {
 			p.Device, p.Mount = "", ""
 			for _, s := range mounted {

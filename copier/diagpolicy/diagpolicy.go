@@ -3,6 +3,13 @@
 // give-up decisions) into a copier.Policy, and a ddrescue mapfile into a
 // copier.DamageMapper that records the damaged ranges of every copied file.
 //
+// It also finds what a medium's bytes come from when the catalog does not
+// say (Locate: the mounted medium's loop backing file, the images
+// directory) and keeps the catalog's record of them whole before copying
+// (RecordSource: image_path and the layout's findings in medium.problems;
+// PrepareDamage: damage_unchecked without a mapfile, else the damage of
+// files copied before the mapfile was known, then medium.health).
+//
 // The copier and diagnose do not import each other (design.md: "copier
 // takes a diagnose policy"); this small package is the one place that knows
 // both, used by ntt-copier and by the copier's tests.

@@ -4,8 +4,10 @@
 //	sudo -E bin/ntt-copier --medium-hash $HASH --worker-id test-worker --batch-size 50 --limit 500
 //
 // plus `ntt-copier reset-failed` (failed_retryable rows back to pending),
-// `ntt-copier verify-store` (re-hash blobs, quarantine damaged ones) and
-// `ntt-copier relink` (files whose content was stored again, without the medium).
+// `ntt-copier verify-store` (re-hash blobs, quarantine damaged ones),
+// `ntt-copier relink` (files whose content was stored again, without the
+// medium) and `ntt-copier damage` (map the copied files onto the ddrescue
+// mapfile).
 package main
 
 import (
@@ -36,6 +38,7 @@ const usage = `Usage: ntt-copier --medium-hash HASH [options]
        ntt-copier reset-failed --medium-hash HASH [--error-type TYPE] [--include-permanent] [--apply]
        ntt-copier verify-store [--store DIR] [--sample N | --oldest N] [--workers N] [--report-only]
        ntt-copier relink --medium-hash HASH [--store DIR]
+       ntt-copier damage --medium-hash HASH [--image FILE] [--images DIR]
 
 Copy the pending files of the medium HASH, mounted at ROOT/HASH (partitions
 at ROOT/HASH/pN), into the store: each file is read once, hashed (BLAKE3)
@@ -45,9 +48,20 @@ Files are claimed in batches, so any number of copiers (processes, hosts)
 can work on one medium at once. A file that cannot be read is retried,
 checked at the checkpoint ("DIAGNOSTIC CHECKPOINT"), skipped when its data
 lies beyond the end of the image ("SKIPPED ino=X reason=DIAGNOSTIC_SKIP:..."),
-or given up after the retry cap; a ddrescue mapfile beside the image
-(medium.image_path, or --image) gives the medium's health and records the
-damaged ranges of the files it touches.
+or given up after the retry cap.
+
+The image is the one named by --image, else the backing file of the loop
+devices the medium is mounted from, else medium.image_path, else
+IMAGES/HASH.img; the copier records it in medium.image_path. Its ddrescue
+mapfile (HASH.map beside the image, else in IMAGES) gives the medium's
+health (medium.health) and the damaged ranges of every file copied over
+unrescued bytes (inode.damage: such files read as zeros there and are
+stored as imaged). Without a mapfile, files are copied unchecked and the
+problem damage_unchecked is recorded; the first run that finds the mapfile
+checks the files already copied before it copies more, and marks the
+problem resolved. Partitions the mount left out (truncated, skipped, not
+mounted) and journals not replayed are warned about and recorded in
+medium.problems.
 
 Ctrl-C (SIGINT) or SIGTERM finishes the files being read, records the
 batch, releases the other claims and exits 0; a second one exits at once
@@ -63,6 +77,11 @@ loop device or image cut short) ends the run at the first failure that
 shows it (exit 1): the claims are released, source_lost is recorded in
 medium.problems, and no file is marked failed for it. Remount the medium
 and run the copier again.
+
+damage maps every copied file of the medium onto the mapfile now, whether
+or not a check is due, and records the damage found where none was
+recorded (a recorded damage is never cleared). The medium must be mounted.
+Exit status 1 when no mapfile is found.
 
 reset-failed puts the medium's failed_retryable files (of one error type
 with --error-type) back to pending, after the cause is fixed;
@@ -104,6 +123,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 type config struct {
 	db, hash, worker, store, root, image, errorType string
+	images                                          string
 	workers, batch                                  int
 	limit                                           int64
 	lease, stall, dbRetry                           time.Duration
@@ -113,7 +133,7 @@ type config struct {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	verb := "copy"
-	if len(args) > 0 && (args[0] == "reset-failed" || args[0] == "verify-store" || args[0] == "relink") {
+	if len(args) > 0 && (args[0] == "reset-failed" || args[0] == "verify-store" || args[0] == "relink" || args[0] == "damage") {
 		verb, args = args[0], args[1:]
 	}
 	var c config
@@ -130,7 +150,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.lease, "lease", copier.DefaultLease, "a claim not renewed for `D` may be taken by another worker")
 	fs.DurationVar(&c.stall, "stall-timeout", copier.DefaultStallTimeout, "give up when a file makes no progress for `D`")
 	fs.DurationVar(&c.dbRetry, "db-retry", dbconn.DefaultRetry, "wait out a catalog outage for up to `D` (0: do not)")
-	fs.StringVar(&c.image, "image", "", "the medium's image `FILE` (default: medium.image_path); its mapfile is FILE's dir/HASH.map")
+	fs.StringVar(&c.image, "image", "", "the medium's image `FILE` (default: the mounted medium's loop backing file, then medium.image_path, then IMAGES/HASH.img); its mapfile is HASH.map beside it")
+	fs.StringVar(&c.images, "images", diagpolicy.DefaultImagesDir, "`DIR` of images and mapfiles (HASH.img, HASH.map), looked at when the mount and the catalog do not name the image")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "read and hash, but write nothing and claim nothing")
 	fs.StringVar(&c.errorType, "error-type", "", "reset-failed: only rows of this error_type ("+strings.Join(copier.ErrorTypes, ", ")+")")
 	fs.BoolVar(&c.apply, "apply", false, "reset-failed: do it (default: only show what would be reset)")
@@ -174,6 +195,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return verifyStore(ctx, &c, stdout, stderr)
 	case "relink":
 		return relink(ctx, &c, stdout, stderr)
+	case "damage":
+		return checkDamage(ctx, &c, stdout, stderr)
 	}
 	return copyMedium(ctx, &c, stdout, stderr)
 }
@@ -206,20 +229,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	}
 	defer pool.Close()
 
-	image := c.image
-	if image == "" {
-		var p *string
-		if err := pool.QueryRow(ctx, `SELECT image_path FROM medium WHERE medium_hash = $1`, string(h)).Scan(&p); err == nil && p != nil {
-			image = *p
-		}
-	}
-	if image != "" {
-		if _, err := os.Stat(image); err != nil {
-			log.Warn("the image is not where the catalog says; copying without its mapfile", "medium", h, "image", image, "err", err)
-			image = ""
-		}
-	}
-	pol, err := diagpolicy.New(diagpolicy.Options{Medium: string(h), Image: image})
+	src, pol, err := locate(ctx, pool, c, h, log)
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -228,7 +238,13 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 		log.Warn("kernel log unavailable: checkpoints will not look at it", "err", err)
 	}
 	hr := pol.Health()
-	log.Info("medium health", "medium", h, "health", hr.Health, "mapfile", hr.Mapfile, "rescued_pct", hr.RescuedPct)
+	log.Info("medium health", "medium", h, "health", hr.Health, "mapfile", hr.Mapfile, "rescued_pct", hr.RescuedPct,
+		"image", src.Image, "image_from", src.From)
+	if !c.dryRun {
+		if err := prepare(ctx, pool, c, h, src, pol, log); err != nil {
+			return failf(stderr, "%v.", errText(err))
+		}
+	}
 
 	opts := copier.Options{
 		Medium: string(h), WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,

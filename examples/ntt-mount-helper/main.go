@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,7 +37,10 @@ Commands:
                      deleted-backing loops are left alone and listed.
 
 JSON goes to stdout, the log to stderr (text on a terminal, JSON lines
-otherwise). Exit status: 0 ok, 1 error (or "not mounted" for status).
+otherwise). Partitions left unmounted (truncated by the end of the image,
+swap, RAID/LVM members, no filesystem, refused by the kernel) are warned
+about on stderr, and dirty journals mounted without replay are noted; the
+copier records them in medium.problems. Exit status: 0 ok, 1 error (or "not mounted" for status).
 
 Options:
 `
@@ -89,10 +93,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
 			if lay != nil {
+				warnFindings(log, lay)
 				printJSON(stdout, lay)
 			}
 			return 1
 		}
+		warnFindings(log, lay)
 		printJSON(stdout, lay)
 		return 0
 	case "unmount":
@@ -115,6 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ntt-mount-helper: %v\n", err)
 			return 1
 		}
+		warnFindings(log, lay)
 		printJSON(stdout, lay)
 		return 0
 	default: // reap
@@ -129,6 +136,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	}
+}
+
+// warnFindings logs (stderr) what the layout leaves out of the catalog —
+// truncated, skipped, unmounted partitions, at warning level — and notes
+// journals that were not replayed. ntt-mount-helper has no catalog:
+// ntt-copier (and ntt-pipeline) record the same findings in medium.problems.
+func warnFindings(log *slog.Logger, lay *loopdev.Layout) {
+	for _, f := range lay.Findings() {
+		attrs := []any{"medium", lay.Medium, "problem", f.Flag, "partition", f.Partition, "offset", f.Offset,
+			"size", f.Size, "image_size", f.ImageSize}
+		if f.Note() {
+			log.Info("note: "+f.String(), attrs...)
+		} else {
+			log.Warn("not in the catalog: "+f.String(), attrs...)
+		}
 	}
 }
 

@@ -47,6 +47,10 @@ type Metrics struct {
 	// MapfilePresent: the pre-flight found and read the ddrescue mapfile;
 	// without one, health is unknown and RescuedPct was never measured.
 	MapfilePresent bool `json:"mapfile_present"`
+	// Layout lists the partitions left out of the catalog (truncated,
+	// skipped, not mounted) and the journals not replayed, as recorded in
+	// medium.problems.
+	Layout []LayoutProblem `json:"layout_problems"`
 }
 
 // PhaseMetric is one phase's outcome: ran, skipped because the catalog
@@ -84,6 +88,13 @@ func (m *Metrics) writeTable(w io.Writer) {
 		fmt.Fprintf(tw, "Phase %s\t%s in %.2fs%s\n", p.Name, p.Outcome, p.Seconds, note)
 	}
 	fmt.Fprintf(tw, "Mapfile health\t%s\n", m.healthText())
+	for _, l := range m.Layout {
+		if l.Note() {
+			fmt.Fprintf(tw, "Note\t%s\n", l.Text)
+		} else {
+			fmt.Fprintf(tw, "Not catalogued\t%s (%s)\n", l.Text, l.Problem)
+		}
+	}
 	fmt.Fprintf(tw, "Enumeration\t%d records in %.2fs (%.0f records/s)\n", m.EnumRecords, m.EnumSeconds, m.EnumRate)
 	fmt.Fprintf(tw, "Load\t%d inodes, %d paths in %.2fs (dedupe %.2fs)\n", m.Inodes, m.Paths, m.LoadSeconds, m.DedupeSeconds)
 	fmt.Fprintf(tw, "Copy\t%d files, %.1f MB/s, %.0f files/s in %.2fs\n", m.FilesCopied, m.CopyMBps, m.CopyFilesPerSec, m.CopySeconds)

@@ -131,6 +131,7 @@ func (p *pipeline) phases(ctx context.Context) error {
 		// ntt-mount-helper mount does (the runbook's Test 1).
 		layout, err = loopdev.Mount(ctx, loopdev.MountSpec{Medium: string(h), Image: p.c.image, Root: p.c.root, ImagesDirs: []string{p.c.images},
 			Timeout: p.c.mountTimeout, Logger: p.log})
+		p.recordLayout(ctx, layout)
 		if err != nil {
 			return failed("mount", "mount_failed", err)
 		}
@@ -327,6 +328,13 @@ func (p *pipeline) copy(ctx context.Context) (string, error) {
 	if kerr := pol.KernelLogErr(); kerr != nil {
 		p.log.Warn("kernel log unavailable: the checkpoint goes without it", "error", kerr)
 	}
+	// Files copied by an earlier run without the mapfile get their damage
+	// checked now (or, still without one, damage_unchecked is recorded).
+	mapPath := filepath.Join(p.c.images, p.c.hash.MapFileName())
+	src := diagpolicy.Source{Image: p.c.image, Mapfile: mapPath, Looked: []string{mapPath}}
+	if _, err := pol.PrepareDamage(ctx, p.db, src, p.c.root, p.log); err != nil {
+		return "", failed("copy", "copy_failed", err)
+	}
 	opts.Policy, opts.Damage = pol, pol.DamageMapper()
 	st, err := copier.Run(ctx, p.db, opts)
 	p.m.CopySeconds = st.Elapsed.Seconds()
@@ -385,7 +393,9 @@ func (p *pipeline) finishMetrics(ctx context.Context) {
 		count(*), (SELECT count(*) FROM path WHERE medium_hash = $1)
 		FROM inode WHERE medium_hash = $1`, h).Scan(&p.m.Failed, &p.m.Inodes, &p.m.Paths)
 	var archivePath *string
-	p.db.QueryRow(ctx, `SELECT archive_path FROM medium WHERE medium_hash = $1`, h).Scan(&archivePath)
+	var problems []byte
+	p.db.QueryRow(ctx, `SELECT archive_path, problems FROM medium WHERE medium_hash = $1`, h).Scan(&archivePath, &problems)
+	p.m.Layout = layoutProblems(problems)
 	if archivePath != nil && p.m.ArchivePath == "" {
 		p.m.ArchivePath = *archivePath
 		if fi, err := os.Stat(*archivePath); err == nil {

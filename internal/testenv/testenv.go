@@ -86,23 +86,33 @@ var (
 // and kill the real program. RemoveBinaries deletes what it built.
 func Binary(t testing.TB) string {
 	t.Helper()
+	return Program(t, ".")
+}
+
+// Program is Binary for the program in dir (relative to the test's package
+// directory, e.g. "../ntt-loader"), for tests that run several programs
+// in turn as the runbook does.
+func Program(t testing.TB, dir string) string {
+	t.Helper()
 	binMu.Lock()
 	defer binMu.Unlock()
-	wd, err := os.Getwd()
+	wd, err := filepath.Abs(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p, ok := binPaths[wd]; ok {
 		return p
 	}
-	dir, err := os.MkdirTemp("", "ntt-test-bin")
+	out, err := os.MkdirTemp("", "ntt-test-bin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	binDirs = append(binDirs, dir)
-	p := filepath.Join(dir, filepath.Base(wd))
-	if out, err := exec.Command("go", "build", "-o", p, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", wd, err, out)
+	binDirs = append(binDirs, out)
+	p := filepath.Join(out, filepath.Base(wd))
+	cmd := exec.Command("go", "build", "-o", p, ".")
+	cmd.Dir = wd
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", wd, err, b)
 	}
 	binPaths[wd] = p
 	return p
