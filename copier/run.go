@@ -269,7 +269,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	if r.policy == nil {
 		r.policy = SimplePolicy{}
 	}
-	r.retry = dbconn.Retry{Bound: opts.DBRetry, Logger: r.log}
+	r.retry = dbconn.Retry{Bound: opts.DBRetry, Logger: r.log, OnRetry: r.outageIsNoStall}
 	if opts.Limit > 0 {
 		r.quota.Store(opts.Limit)
 	} else {
@@ -527,6 +527,17 @@ func collect(errs chan error) []error {
 func (r *run) touch(wid int) {
 	if wid < len(r.lastMove) {
 		r.lastMove[wid].Store(time.Now().UnixNano())
+	}
+}
+
+// outageIsNoStall counts waiting out a catalog outage as progress of every
+// running worker: the stall watchdog is for a medium that stopped answering.
+func (r *run) outageIsNoStall(string, error, time.Duration) {
+	now := time.Now().UnixNano()
+	for i := range r.lastMove {
+		if t := r.lastMove[i].Load(); t != math.MaxInt64 {
+			r.lastMove[i].CompareAndSwap(t, now)
+		}
 	}
 }
 
