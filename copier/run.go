@@ -1042,7 +1042,10 @@ func (r *run) watchSource(ctx context.Context) error {
 	if _, ok := r.policy.(SourceChecker); !ok {
 		return nil
 	}
-	mounts := []string{r.src.path}
+	var mounts []string
+	if len(r.src.parts) == 0 {
+		mounts = append(mounts, r.src.path) // else only a directory holding them
+	}
 	for _, m := range r.src.parts {
 		mounts = append(mounts, m.path)
 	}
@@ -1073,6 +1076,9 @@ func (r *run) checkSource(ctx context.Context, mount string, force bool) error {
 	}
 	if mount == "" {
 		mount = r.src.path
+	}
+	if mount == r.src.path && len(r.src.parts) > 0 {
+		return nil // the directory holding the partition mounts
 	}
 	if err := sc.CheckSource(ctx, mount); err != nil {
 		w.lost = r.sourceLost(ctx, mount, err.Error())
