@@ -269,7 +269,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	if r.policy == nil {
 		r.policy = SimplePolicy{}
 	}
-	r.retry = dbconn.Retry{Bound: opts.DBRetry, Logger: r.log}
+	r.retry = dbconn.Retry{Bound: opts.DBRetry, Logger: r.log, OnRetry: r.outageIsNoStall}
 	if opts.Limit > 0 {
 		r.quota.Store(opts.Limit)
 	} else {
@@ -530,6 +530,17 @@ func collect(errs chan error) []error {
 func (r *run) touch(wid int) {
 	if wid < len(r.lastMove) {
 		r.lastMove[wid].Store(time.Now().UnixNano())
+	}
+}
+
+// outageIsNoStall counts waiting out a catalog outage as progress of every
+// running worker: the stall watchdog is for a medium that stopped answering.
+func (r *run) outageIsNoStall(string, error, time.Duration) {
+	now := time.Now().UnixNano()
+	for i := range r.lastMove {
+		if t := r.lastMove[i].Load(); t != math.MaxInt64 {
+			r.lastMove[i].CompareAndSwap(t, now)
+		}
 	}
 }
 
@@ -1034,7 +1045,10 @@ func (r *run) watchSource(ctx context.Context) error {
 	if _, ok := r.policy.(SourceChecker); !ok {
 		return nil
 	}
-	mounts := []string{r.src.path}
+	var mounts []string
+	if len(r.src.parts) == 0 {
+		mounts = append(mounts, r.src.path) // else only a directory holding them
+	}
 	for _, m := range r.src.parts {
 		mounts = append(mounts, m.path)
 	}
@@ -1065,6 +1079,9 @@ func (r *run) checkSource(ctx context.Context, mount string, force bool) error {
 	}
 	if mount == "" {
 		mount = r.src.path
+	}
+	if mount == r.src.path && len(r.src.parts) > 0 {
+		return nil // the directory holding the partition mounts
 	}
 	if err := sc.CheckSource(ctx, mount); err != nil {
 		w.lost = r.sourceLost(ctx, mount, err.Error())

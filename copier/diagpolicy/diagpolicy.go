@@ -263,8 +263,8 @@ func convert(d diagnose.Decision) copier.Decision {
 // mounted from the loop device it was on at the first call, with a readable
 // root directory, and neither the device nor its backing image may have
 // shrunk since (a cut image, a device that reset: reads past the new end
-// fail, or return zeros). A mount that is not on a loop device is not
-// watched. An image that was short from the start is not a lost source:
+// fail, or return zeros). A path that is not a mount point, or a mount
+// that is not on a loop device, is not watched. An image that was short from the start is not a lost source:
 // its files past the end are skipped (BEYOND_EOF) as before.
 func (p *Policy) CheckSource(ctx context.Context, mount string) error {
 	p.mu.Lock()
@@ -291,6 +291,14 @@ func (p *Policy) CheckSource(ctx context.Context, mount string) error {
 		ms, err := diagnose.CheckMount(cctx, mount, l.Name)
 		if err != nil {
 			return err
+		}
+		if !ms.Mounted {
+			// A directory holding partition mounts, on a filesystem that
+			// happens to be on a loop device: not the medium's source.
+			p.mu.Lock()
+			p.sources[mount] = sourceBase{}
+			p.mu.Unlock()
+			return nil
 		}
 		if !ms.Healthy() {
 			return fmt.Errorf("mount %s (%s): %s", mount, l.Name, ms.Problem)
