@@ -19,11 +19,14 @@ type WalkFunc func(path []byte, e *Entry) error
 var SkipDir = fmt.Errorf("skip this directory")
 
 // Walk visits every entry of fsys depth-first, each directory's entries in
-// stored order, so the same image gives the same sequence every time. A
-// directory that contains one of its own ancestors (same ID) is reported
-// through opts.Report (Kind "cycle") and not entered — a directory is known
-// by where its records start on the volume (its first run), else by its ID; a directory that
-// cannot be read is reported and skipped; the walk goes on.
+// stored order, so the same image gives the same sequence every time. Each
+// directory's content is entered once: a directory that contains one of its
+// own ancestors is reported (Kind "cycle"), one whose content was already
+// walked under another name is reported (Kind "cross_linked"), and neither
+// is entered again, so a hostile image cannot make the walk longer than its
+// directories. A directory is known by where its records start on the volume
+// (its first run), else by its ID. A directory that cannot be read is
+// reported and skipped; the walk goes on.
 func Walk(ctx context.Context, fsys FS, opts *Options, fn WalkFunc) error {
 	root, err := fsys.Root()
 	if err != nil {
@@ -35,15 +38,26 @@ func Walk(ctx context.Context, fsys FS, opts *Options, fn WalkFunc) error {
 		}
 		return err
 	}
-	ancestors := map[int64]bool{dirKey(root): true}
-	return walkDir(ctx, fsys, opts, fn, nil, root, ancestors, 1)
+	w := &walk{fsys: fsys, opts: opts, fn: fn, ancestors: map[int64]bool{dirKey(root): true}, walked: map[int64]bool{dirKey(root): true}}
+	return w.dir(ctx, nil, root, 1)
 }
 
-func walkDir(ctx context.Context, fsys FS, opts *Options, fn WalkFunc, path []byte, dir *Entry, ancestors map[int64]bool, depth int) error {
+// walk is the state of one Walk: the directories on the current path and
+// every directory already entered, by dirKey.
+type walk struct {
+	fsys      FS
+	opts      *Options
+	fn        WalkFunc
+	ancestors map[int64]bool
+	walked    map[int64]bool
+}
+
+func (w *walk) dir(ctx context.Context, path []byte, dir *Entry, depth int) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	entries, err := fsys.ReadDir(dir)
+	fn, opts := w.fn, w.opts
+	entries, err := w.fsys.ReadDir(dir)
 	if err != nil {
 		opts.Reportf(-1, "unreadable_dir", "directory %q: %v", displayPath(path), err)
 		return nil
@@ -62,17 +76,21 @@ func walkDir(ctx context.Context, fsys FS, opts *Options, fn WalkFunc, path []by
 			continue
 		}
 		key := dirKey(e)
-		if ancestors[key] {
+		if w.ancestors[key] {
 			opts.Reportf(-1, "cycle", "directory %q (id %d) is one of its own ancestors; not entered", p, e.ID)
+			continue
+		}
+		if w.walked[key] {
+			opts.Reportf(-1, "cross_linked", "directory %q (id %d) holds a directory already walked under another name; not entered again", p, e.ID)
 			continue
 		}
 		if depth >= MaxDepth {
 			opts.Reportf(-1, "too_deep", "directory %q is deeper than %d levels; not entered", p, MaxDepth)
 			continue
 		}
-		ancestors[key] = true
-		err = walkDir(ctx, fsys, opts, fn, p, e, ancestors, depth+1)
-		delete(ancestors, key)
+		w.ancestors[key], w.walked[key] = true, true
+		err = w.dir(ctx, p, e, depth+1)
+		delete(w.ancestors, key)
 		if err != nil {
 			return err
 		}
