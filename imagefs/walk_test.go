@@ -1,0 +1,57 @@
+package imagefs
+
+import (
+	"context"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// graphFS is a filesystem given as a graph of directories, as a hostile
+// image can lay them out: dirs[k] lists the entries of the directory whose
+// content starts at volume offset k.
+type graphFS map[int64][]*Entry
+
+func dirAt(name string, id uint64, off int64) *Entry {
+	return &Entry{ID: id, Type: 'd', Name: []byte(name), Runs: []Run{{Offset: off, Length: 512}}}
+}
+
+func (g graphFS) Type() string                       { return "graph" }
+func (g graphFS) Root() (*Entry, error)              { return dirAt("", 1, 0), nil }
+func (g graphFS) ReadDir(d *Entry) ([]*Entry, error) { return g[d.Runs[0].Offset], nil }
+func (g graphFS) Open(*Entry) (io.ReaderAt, error)   { return nil, io.EOF }
+
+func TestWalkEntersEachDirectoryOnce(t *testing.T) {
+	// Ten levels, each holding two names for the one directory of the next
+	// level: walked naively that is 2^10 visits of the deepest level.
+	g := graphFS{}
+	for lvl := int64(0); lvl < 10; lvl++ {
+		next := (lvl + 1) * 512
+		g[lvl*512] = []*Entry{dirAt("a", uint64(10*lvl+2), next), dirAt("b", uint64(10*lvl+3), next)}
+	}
+	// The deepest level holds its own parent: a cycle.
+	g[10*512] = []*Entry{dirAt("up", 99, 9*512), {ID: 100, Type: 'f', Name: []byte("leaf")}}
+
+	var problems []string
+	var paths []string
+	opts := &Options{Report: func(p *Problem) { problems = append(problems, p.Kind) }}
+	err := Walk(context.Background(), g, opts, func(p []byte, e *Entry) error {
+		paths = append(paths, string(p))
+		return nil
+	})
+	require.NoError(t, err)
+	// Root, then per level both names (only "a" entered), then the deepest
+	// level's two entries.
+	require.Len(t, paths, 1+2*10+2)
+	require.Contains(t, paths, "/a/a/a/a/a/a/a/a/a/a/leaf")
+	require.Equal(t, "/b", paths[len(paths)-1], "depth first: the root's second name comes last")
+	require.Contains(t, problems, "cycle")
+	cross := 0
+	for _, k := range problems {
+		if k == "cross_linked" {
+			cross++
+		}
+	}
+	require.Equal(t, 10, cross, "every second name of a level is reported, not walked")
+}
