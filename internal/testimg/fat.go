@@ -203,8 +203,9 @@ func FATTree(spec FATSpec) map[string]Entry {
 }
 
 // FATSample returns a FAT spec with what FAT media hold: a volume label,
-// long names (mixed case, spaces, 255 characters, non-ASCII: Latin, Greek,
-// CJK, an emoji outside the BMP), names that fit 8.3 in lowercase and
+// long names (mixed case, spaces, 205 characters, non-ASCII: Latin, Greek,
+// CJK, a symbol; not outside the BMP: mtools cuts such a character to 16
+// bits), names that fit 8.3 in lowercase and
 // uppercase, empty files, files of one cluster exactly and of several,
 // nested directories, a directory of n files (a few hundred fill several
 // clusters of it), and a deleted file and directory. Mtimes are distinct
@@ -231,7 +232,7 @@ func FATSample(bits int, n int) FATSpec {
 	file("Ärger über Öl.txt", 2048)
 	file("ελληνικά.txt", 513)
 	file("日本語のファイル.txt", 4096)
-	file("emoji 😀.bin", 65536+7)
+	file("music ♫ note.bin", 65536+7)
 	file("big.bin", 300000)
 	dir("DOCS")
 	dir("DOCS/Sub Dir")
