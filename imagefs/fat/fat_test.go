@@ -431,7 +431,7 @@ func TestShortNames(t *testing.T) {
 		{"README  TXT", lowerBase, "readme.TXT"},
 		{"README  TXT", lowerExt, "README.txt"},
 		{"NOEXT      ", lowerBase | lowerExt, "noext"},
-		{"\x05BC     TXT", 0, "σBC.TXT"},       // 0x05 stands for 0xE5 (σ in cp437)
+		{"\x05BC     TXT", 0, "σBC.TXT"},           // 0x05 stands for 0xE5 (σ in cp437)
 		{"\x8eRGER   TXT", lowerBase, "ärger.TXT"}, // lowercase in the code page
 		{"A B     C  ", 0, "A B.C"},
 	} {
