@@ -110,33 +110,59 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	return v, nil
 }
 
-// compareFATs reports where the FAT copies differ: the first differing
-// byte and how many sectors differ.
+// compareFATs reports where the FAT copies differ (the first differing
+// byte, how many sectors differ) and puts first the copy with fewer
+// entries that cannot be right (unreadable, the reserved value 1, or a
+// cluster number past the volume): a FAT1 overwritten by garbage is full
+// of those, a real FAT has none. Each chain broken in the copy used first
+// is still looked up in the other.
 func (v *Volume) compareFATs() {
 	if len(v.fats) < 2 {
 		return
 	}
 	a, b := v.fats[0], v.fats[1]
 	n := min(len(a.data), len(b.data))
-	first, sectors := -1, 0
+	first, sectors := int64(-1), 0
 	ss := int(v.geo.sectorSize)
 	for s := 0; s < n; s += ss {
 		e := min(s+ss, n)
-		if !bytes.Equal(a.data[s:e], b.data[s:e]) {
+		if a.badSecs[int64(s/ss)] || b.badSecs[int64(s/ss)] || !bytes.Equal(a.data[s:e], b.data[s:e]) {
 			sectors++
 			if first < 0 {
+				first = int64(s)
 				for i := s; i < e; i++ {
 					if a.data[i] != b.data[i] {
-						first = i
+						first = int64(i)
 						break
 					}
 				}
 			}
 		}
 	}
-	if first >= 0 {
-		v.opts.Reportf(a.off+int64(first), "fat_mismatch", "FAT1 and FAT2 differ in %d sectors, first at FAT1 byte %d; a chain broken in FAT1 is taken from FAT2 if it checks out there", sectors, first)
+	if first < 0 {
+		return
 	}
+	ia, ib := v.invalidEntries(a), v.invalidEntries(b)
+	use := "FAT1 is used, a chain broken in it is taken from FAT2 if it checks out there"
+	if ib < ia {
+		v.fats[0], v.fats[1] = b, a
+		use = "FAT2 is used, a chain broken in it is taken from FAT1 if it checks out there"
+	}
+	v.opts.Reportf(a.off+first, "fat_mismatch", "FAT1 and FAT2 differ in %d sectors, first at FAT1 byte %d; FAT1 has %d impossible or unreadable entries, FAT2 %d; %s",
+		sectors, first, ia, ib, use)
+}
+
+// invalidEntries counts the entries of t that no valid FAT holds.
+func (v *Volume) invalidEntries(t *table) int64 {
+	g := v.geo
+	var n int64
+	for c := uint32(2); c <= g.clusters+1; c++ {
+		x, ok := t.entry(g, c)
+		if !ok || x == 1 || (x > g.clusters+1 && x < g.badMark()) {
+			n++
+		}
+	}
+	return n
 }
 
 // Type returns "vfat", probe's name for all three FAT widths.
