@@ -556,4 +556,3 @@ func TestDOSTime(t *testing.T) {
 	_, ok = dosTime(1<<5|1, 24<<11)
 	require.False(t, ok)
 }
-
