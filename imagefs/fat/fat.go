@@ -41,6 +41,11 @@ type Volume struct {
 
 	chainMu sync.Mutex // guards seen
 	seen    clusterSet
+
+	nlinkMu   sync.Mutex       // guards the three below
+	nlinks    map[int64]uint64 // subdirectory counts by a directory's first run
+	nlinkRead int64            // bytes read to count them
+	nlinkOver bool             // the bound on nlinkRead was reached
 }
 
 // Info describes a volume's layout.
@@ -75,7 +80,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Volume{r: r, size: size, opts: opts, geo: g, cp: cp}
+	v := &Volume{r: r, size: size, opts: opts, geo: g, cp: cp, nlinks: map[int64]uint64{}}
 	if g.volumeBytes > size {
 		opts.Reportf(size, "truncated", "the image ends at byte %d, the boot sector gives the volume %d bytes: content past the end cannot be read", size, g.volumeBytes)
 	}
@@ -152,11 +157,13 @@ func (v *Volume) compareFATs() {
 		sectors, first, ia, ib, use)
 }
 
-// invalidEntries counts the entries of t that no valid FAT holds.
+// invalidEntries counts the entries of t that no valid FAT holds; those
+// the FAT copy lacks (cut off by the image's end) count as invalid.
 func (v *Volume) invalidEntries(t *table) int64 {
 	g := v.geo
-	var n int64
-	for c := uint32(2); c <= g.clusters+1; c++ {
+	last := min(int64(g.clusters)+1, int64(len(t.data))*8/int64(g.bits)-1)
+	n := int64(g.clusters) + 1 - max(last, 1)
+	for c := uint32(2); int64(c) <= last; c++ {
 		x, ok := t.entry(g, c)
 		if !ok || x == 1 || (x > g.clusters+1 && x < g.badMark()) {
 			n++
@@ -276,15 +283,44 @@ func (v *Volume) entry(p parsed) *imagefs.Entry {
 
 // subdirs counts the subdirectories a directory holds (what Linux adds to
 // 2 for its link count), reading it without reporting: its damage is
-// reported when it is read.
+// reported when it is read. Counts are kept by where the directory's
+// records start, and the bytes read for them are bounded by twice the
+// image (a real medium needs each directory once): cross-linked records
+// of a hostile image cannot make listing one directory read the volume
+// over and over. Past the bound, a directory's count is left at 0
+// (reported once).
 func (v *Volume) subdirs(dir *imagefs.Entry) uint64 {
+	key := int64(-1)
+	var bytes int64
+	for _, r := range dir.Runs {
+		if key < 0 {
+			key = r.Offset
+		}
+		bytes += r.Length
+	}
+	v.nlinkMu.Lock()
+	n, ok := v.nlinks[key]
+	over := !ok && v.nlinkRead+bytes > 2*v.size+1<<20
+	if !ok && !over {
+		v.nlinkRead += bytes
+	}
+	if over && !v.nlinkOver {
+		v.nlinkOver = true
+		v.opts.Reportf(int64(dir.ID), "corrupt", "directory %s: directories are cross-linked; link counts from here on are not counted", v.dirName(dir))
+	}
+	v.nlinkMu.Unlock()
+	if ok || over {
+		return n
+	}
 	recs, _ := v.dirContent(dir, false)
-	n := uint64(0)
 	for _, p := range v.parseDir(recs, dir.ID == RootID, false) {
 		if p.isDir {
 			n++
 		}
 	}
+	v.nlinkMu.Lock()
+	v.nlinks[key] = n
+	v.nlinkMu.Unlock()
 	return n
 }
 
