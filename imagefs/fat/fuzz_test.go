@@ -14,9 +14,11 @@ import (
 )
 
 // fuzzSeeds are small FAT images made by mkfs.fat and mtools: a 64 KiB
-// FAT12, a FAT16 and a FAT32 (the fewest clusters mtools takes) cut after
-// their last written byte, so the fuzzer works on small inputs and the
-// reader also meets images shorter than their volume.
+// FAT12, a FAT16 cut after its last written byte (so the reader also meets
+// an image shorter than its volume) and a FAT32 shrunk to its first 126
+// clusters (mtools writes no FAT32 of fewer than 65525 clusters, whose
+// FATs alone are half a megabyte: too big for the fuzzer to mutate and
+// minimise quickly).
 func fuzzSeeds(t testing.TB) [][]byte {
 	files := []testimg.Entry{
 		{Path: "A.TXT", Kind: testimg.File, Data: []byte("short name")},
@@ -44,6 +46,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if s.Bits == 32 {
+			b = shrinkFAT32(t, b, 126)
+		}
 		end := len(b)
 		for end > 0 && b[end-1] == 0 {
 			end--
@@ -51,6 +56,26 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		seeds = append(seeds, b[:(end+511)/512*512])
 	}
 	return seeds
+}
+
+// shrinkFAT32 keeps the first n clusters (n ≤ 126, what one FAT sector holds) of a
+// FAT32 image with 512-byte sectors and clusters whose files all lie in
+// them: the boot sector gets one-sector FATs and a volume of n clusters.
+func shrinkFAT32(t testing.TB, b []byte, n int) []byte {
+	g, err := parseBootSector(b)
+	if err != nil || g.sectorSize != 512 || g.clusterSize != 512 || n > 126 {
+		t.Fatalf("shrinkFAT32: not a FAT32 image of 512-byte clusters: %v", err)
+	}
+	reserved := int(le.Uint16(b[14:]))
+	out := make([]byte, (reserved+2+n)*512)
+	copy(out, b[:reserved*512])
+	le.PutUint32(out[36:], 1)                    // BPB_FATSz32
+	le.PutUint32(out[32:], uint32(reserved+2+n)) // BPB_TotSec32
+	fat := b[g.fatOff[0] : g.fatOff[0]+512]
+	copy(out[reserved*512:], fat)
+	copy(out[(reserved+1)*512:], fat)
+	copy(out[(reserved+2)*512:], b[g.dataOff:g.dataOff+int64(n)*512])
+	return out
 }
 
 // FuzzVolume opens any bytes as a FAT volume, walks it whole and reads
