@@ -13,8 +13,8 @@ import (
 	"github.com/HRDAG/ntt/internal/testimg"
 )
 
-// fuzzSeeds are small FAT images made by mkfs.fat and mtools: a 64 KiB
-// FAT12, a FAT16 cut after its last written byte (so the reader also meets
+// fuzzSeeds are small FAT images made by mkfs.fat and mtools (root
+// directories of 16 records): a 40 KiB FAT12, a FAT16 cut after its last written byte (so the reader also meets
 // an image shorter than its volume) and a FAT32 shrunk to its first 126
 // clusters (mtools writes no FAT32 of fewer than 65525 clusters, whose
 // FATs alone are half a megabyte: too big for the fuzzer to mutate and
@@ -32,8 +32,8 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	}
 	var seeds [][]byte
 	for _, s := range []testimg.FATSpec{
-		{Bits: 12, Size: 64 << 10, Label: "SEED12"},
-		{Bits: 16, Size: 2200 << 10, SectorsPerCluster: 1, Label: "SEED16"},
+		{Bits: 12, Size: 40 << 10, RootEntries: 16, Label: "SEED12"},
+		{Bits: 16, Size: 2200 << 10, SectorsPerCluster: 1, RootEntries: 16, Label: "SEED16"},
 		{Bits: 32, Size: 33 << 20, SectorsPerCluster: 1, Label: "SEED32"},
 	} {
 		s.Entries = files
