@@ -436,3 +436,48 @@ func TestCrossLinkedChains(t *testing.T) {
 	require.Greater(t, failed, 0)
 	require.NotEmpty(t, o.probs.find("cross_linked"))
 }
+
+// TestActiveFAT: a FAT32 volume with mirroring off (BPB_ExtFlags bit 7)
+// uses its active FAT only; the other copy is not a mirror, so its
+// content is neither used nor reported.
+func TestActiveFAT(t *testing.T) {
+	spec, img, o, _ := sample(t, 32, 10)
+	g := o.v.geo
+	require.NoError(t, testimg.WriteAt(img, 40, []byte{0x81, 0x00})) // active FAT: number 1 (FAT2)
+	require.NoError(t, testimg.WriteAt(img, g.fatOff[0]+8, garbage(3, int(g.fatBytes)-8)))
+	o = openImage(t, img, "")
+	checkSpec(t, o, spec)
+	// With mirroring on again, the garbage in FAT1 is seen and FAT2 is
+	// used for its fewer impossible entries.
+	require.NoError(t, testimg.WriteAt(img, 40, []byte{0x00, 0x00}))
+	o = openImage(t, img, "")
+	checkTree(t, o, spec)
+	require.Len(t, o.probs.find("fat_mismatch"), 1)
+	require.Contains(t, o.probs.find("fat_mismatch")[0].Detail, "FAT2 is used")
+}
+
+// TestBadRecords: an invalid date gives the zero time and a report at the
+// date's offset; a record with control bytes in its 8.3 name is left out
+// and reported; the other entries are unchanged.
+func TestBadRecords(t *testing.T) {
+	spec, img, o, got := sample(t, 16, 5)
+	readme, lower := got["README.TXT"], got["lower.txt"]
+	require.NoError(t, testimg.WriteAt(img, int64(readme.ID)+24, []byte{0xA0, 0x01})) // month 13
+	require.NoError(t, testimg.WriteAt(img, int64(lower.ID)+1, []byte{0x01}))         // "L\x01WER   TXT"
+	o = openImage(t, img, "")
+	after := byPath(o.walk(t))
+	require.True(t, after["README.TXT"].Mtime.IsZero())
+	bt := o.probs.find("bad_time")
+	require.Len(t, bt, 1, o.probs)
+	require.Equal(t, int64(readme.ID)+22, bt[0].Offset)
+	require.NotContains(t, after, "lower.txt")
+	be := o.probs.find("bad_entry")
+	require.Len(t, be, 1, o.probs)
+	require.Equal(t, int64(lower.ID), be[0].Offset)
+	require.Len(t, o.probs.list, 2, o.probs)
+	tree := testimg.FATTree(spec)
+	require.Len(t, after, len(tree)) // the root in, lower.txt out
+	b, err := o.read(after["README.TXT"])
+	require.NoError(t, err)
+	require.Equal(t, tree["README.TXT"].Content(), b)
+}
