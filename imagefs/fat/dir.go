@@ -2,6 +2,8 @@ package fat
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"fmt"
 	"strings"
 	"time"
@@ -69,6 +71,8 @@ func (v *Volume) dirContent(dir *imagefs.Entry, report bool) ([]record, error) {
 			kind := "unreadable"
 			if r.Offset+int64(m) >= v.size {
 				kind, err = "truncated", imagefs.ErrBeyondEnd
+			} else if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
 			}
 			readErr = &imagefs.ReadError{Offset: r.Offset + int64(m), Err: err}
 			if report {
