@@ -3,8 +3,8 @@ package fat
 import (
 	"bytes"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 	"unicode/utf16"
