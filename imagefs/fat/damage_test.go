@@ -481,3 +481,25 @@ func TestBadRecords(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, tree["README.TXT"].Content(), b)
 }
+
+// TestSizeIsTheBound: a volume is its size, whatever the reader holds
+// past it (a whole disk whose next partition follows): nothing past it is
+// read, as if the image were cut there.
+func TestSizeIsTheBound(t *testing.T) {
+	_, img, _, got := sample(t, 12, 20)
+	cut := got["big.bin"].Runs[0].Offset + 1000
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	defer f.Close()
+	o := openReader(t, f, cut, "")
+	listed := byPath(o.walk(t))
+	_, err = o.read(listed["big.bin"])
+	require.ErrorIs(t, err, imagefs.ErrBeyondEnd)
+	require.NotContains(t, listed, "DOCS/Sub Dir")
+	require.Contains(t, listed, "DOCS")
+	var truncated []string
+	for _, p := range o.probs.find("truncated") {
+		truncated = append(truncated, p.Detail)
+	}
+	require.Len(t, truncated, 3, o.probs) // the volume, DOCS, many
+}
