@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/diagnose"
@@ -149,11 +148,17 @@ func RecordChecked(ctx context.Context, q schema.Querier, hash string, health di
 	if !unresolved {
 		return nil
 	}
-	d := map[string]any{"resolved_at": time.Now().UTC().Format(time.RFC3339Nano), "mapfile": health.Mapfile}
+	// The flag keeps what the check found, then is marked resolved the one
+	// way every program marks a problem resolved.
+	d := map[string]any{"mapfile": health.Mapfile}
 	if rep != nil {
 		d["checked"], d["damaged"], d["unchecked"] = rep.Checked, rep.Damaged, rep.Unchecked
 	}
-	return schema.MergeProblem(ctx, q, h, FlagDamageUnchecked, d)
+	if err := schema.MergeProblem(ctx, q, h, FlagDamageUnchecked, d); err != nil {
+		return err
+	}
+	_, err = schema.ResolveProblems(ctx, q, h, FlagDamageUnchecked)
+	return err
 }
 
 // PrepareDamage makes the catalog's damage record whole before a copy run
