@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/loopdev"
@@ -111,8 +112,13 @@ type Medium struct {
 	// Volumes are the readable filesystems, in partition order.
 	Volumes []*Volume
 
-	closer io.Closer
+	closer   io.Closer
+	report   func(*MediumProblem)
+	problems atomic.Int64
 }
+
+// Problems counts the structural problems reported so far.
+func (m *Medium) Problems() int64 { return m.problems.Load() }
 
 // OpenMediumFile opens the image file at path (see OpenMedium). Close the
 // medium to close the file.
@@ -172,7 +178,7 @@ func OpenMedium(ctx context.Context, r io.ReaderAt, size int64, opts MediumOptio
 		return nil, err
 	}
 	lay, vols, err := loopdev.Plan(res, h, root)
-	m := &Medium{Hash: h, Size: size, Probe: res, Layout: lay}
+	m := &Medium{Hash: h, Size: size, Probe: res, Layout: lay, report: opts.Report}
 	if err != nil {
 		return m, err
 	}
@@ -189,18 +195,7 @@ func OpenMedium(ctx context.Context, r io.ReaderAt, size int64, opts MediumOptio
 			prefix = fmt.Sprintf("/p%d", v.Num)
 			mount = h.PartitionMountPath(root, v.Num)
 		}
-		num := v.Num
-		vo := Options{CodePage: opts.CodePage}
-		if opts.Report != nil {
-			off := v.Offset
-			vo.Report = func(p *Problem) {
-				mp := &MediumProblem{Partition: num, ImageOffset: -1, Problem: *p}
-				if p.Offset >= 0 {
-					mp.ImageOffset = off + p.Offset
-				}
-				opts.Report(mp)
-			}
-		}
+		vo := Options{CodePage: opts.CodePage, Report: m.reportFor(v.Num, v.Offset)}
 		types := append([]string{v.Content.Type}, v.Content.Alternates...)
 		var fsys FS
 		var errs []string
@@ -264,6 +259,28 @@ func OpenMedium(ctx context.Context, r io.ReaderAt, size int64, opts MediumOptio
 		return m, err
 	}
 	return m, nil
+}
+
+// reportFor returns the Report of a volume's Options: its problems go to
+// the medium's Report with the partition and the image offset.
+func (m *Medium) reportFor(num int, off int64) func(*Problem) {
+	return func(p *Problem) {
+		m.problems.Add(1)
+		if m.report == nil {
+			return
+		}
+		mp := &MediumProblem{Partition: num, ImageOffset: -1, Problem: *p}
+		if p.Offset >= 0 {
+			mp.ImageOffset = off + p.Offset
+		}
+		m.report(mp)
+	}
+}
+
+// Walk walks volume v (see Walk); the walk's own problems (a cycle, an
+// unreadable directory) go to the medium's Report like the reader's.
+func (m *Medium) Walk(ctx context.Context, v *Volume, fn WalkFunc) error {
+	return Walk(ctx, v.FS, &Options{Report: m.reportFor(v.Num, v.Offset)}, fn)
 }
 
 // Close closes the image file if OpenMediumFile opened it.
