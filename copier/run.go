@@ -53,6 +53,12 @@ type Options struct {
 	// the medium's mount at <MountRoot>/<hash> (default /mnt/ntt).
 	StoreRoot string
 	MountRoot string
+	// Image, when set, is the medium's image file: its files are read
+	// from it in user space (package imagefs; no mount, no root) instead
+	// of beneath MountRoot, in image byte order. CodePage is the code
+	// page of 8.3 FAT names there (default cp437).
+	Image    string
+	CodePage string
 	// DryRun reads and hashes the pending files and reports what would be
 	// stored, without claiming, writing the store or touching the catalog.
 	DryRun bool
@@ -164,7 +170,7 @@ type run struct {
 	db     *pgxpool.Pool
 	o      Options
 	h      medium.Hash
-	src    *source
+	src    mediumSource
 	store  *Store
 	tree   *tree
 	log    *slog.Logger
@@ -274,7 +280,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	// or, after a stall, once the stuck workers return (if ever): a
 	// descriptor number must not be reused under a worker that wakes up.
 	defer r.closeResources()
-	if r.src, err = openSource(opts.MountRoot, h); err != nil {
+	if r.src, err = openMediumSource(ctx, opts, h); err != nil {
 		return Stats{}, err
 	}
 	if !opts.DryRun {
