@@ -15,7 +15,9 @@ type Metrics struct {
 	Medium  string    `json:"medium_hash"`
 	Image   string    `json:"image"`
 	Started time.Time `json:"started"`
-	Total   float64   `json:"total_seconds"`
+	// Reader is how the medium's files were reached: mount or image.
+	Reader string  `json:"reader"`
+	Total  float64 `json:"total_seconds"`
 
 	Phases []PhaseMetric `json:"phases"`
 
@@ -43,7 +45,10 @@ type Metrics struct {
 	ArchiveRatio    float64 `json:"archive_ratio"`
 	ArchiveSeconds  float64 `json:"archive_seconds"`
 	Health          string  `json:"health"`
-	RescuedPct      float64 `json:"rescued_percent"`
+	// StructuralProblems counts the damage the image reader found in the
+	// medium's filesystem structures (recorded in medium.problems).
+	StructuralProblems int64   `json:"structural_problems"`
+	RescuedPct         float64 `json:"rescued_percent"`
 }
 
 // PhaseMetric is one phase's outcome: ran, skipped because the catalog
@@ -73,6 +78,7 @@ func (m *Metrics) writeJSON(path string) error {
 func (m *Metrics) writeTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Medium\t%s\n", m.Medium)
+	fmt.Fprintf(tw, "Reader\t%s\n", orDash(m.Reader))
 	for _, p := range m.Phases {
 		note := ""
 		if p.Note != "" {
@@ -86,6 +92,9 @@ func (m *Metrics) writeTable(w io.Writer) {
 	fmt.Fprintf(tw, "Copy\t%d files, %.1f MB/s, %.0f files/s in %.2fs\n", m.FilesCopied, m.CopyMBps, m.CopyFilesPerSec, m.CopySeconds)
 	fmt.Fprintf(tw, "Dedup rate\t%.1f%% of files already in by-hash\n", m.DedupRatePct)
 	fmt.Fprintf(tw, "Diagnostics\t%d checkpoints, %d auto-skips, %d failed\n", m.Checkpoints, m.AutoSkips, m.Failed)
+	if m.StructuralProblems > 0 {
+		fmt.Fprintf(tw, "Structural damage\t%d problems found by the image reader\n", m.StructuralProblems)
+	}
 	if m.ArchivePath != "" {
 		fmt.Fprintf(tw, "Archive\t%s: %s for a %s image (ratio %.3f) in %.2fs\n", m.ArchivePath, human(m.ArchiveBytes), human(m.ImageBytes), m.ArchiveRatio, m.ArchiveSeconds)
 	}
