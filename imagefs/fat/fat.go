@@ -1,0 +1,320 @@
+package fat
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/HRDAG/ntt/imagefs"
+)
+
+// RootID is the ID of the root directory, which has no directory record of
+// its own. No record can lie at byte 1 of a volume, so it is never another
+// entry's ID.
+const RootID = 1
+
+// Type is the probe type name this reader registers for.
+const Type = "vfat"
+
+func init() {
+	imagefs.Register(imagefs.Driver{
+		Types: []string{Type},
+		Open: func(r io.ReaderAt, size int64, opts imagefs.Options) (imagefs.FS, error) {
+			return Open(r, size, opts)
+		},
+	})
+}
+
+// Volume is a FAT12, FAT16 or FAT32 filesystem opened from a volume. Its
+// methods may be called from several goroutines.
+type Volume struct {
+	r    io.ReaderAt
+	size int64
+	opts imagefs.Options
+	geo  *geometry
+	cp   *codePage
+	fats []*table // the FAT copies in use, the primary first
+	root imagefs.Entry
+
+	chainMu sync.Mutex // guards seen
+	seen    clusterSet
+}
+
+// Info describes a volume's layout.
+type Info struct {
+	Bits        int    // 12, 16 or 32
+	SectorSize  int64  // bytes
+	ClusterSize int64  // bytes
+	Clusters    uint32 // data clusters
+	FATs        int    // copies of the FAT on the volume
+	VolumeBytes int64  // the volume's size as its boot sector gives it
+	Label       string // from the root directory's label record, else the boot sector ("" if none)
+}
+
+// Open reads the boot sector and the FATs of the FAT volume r of size
+// bytes. Damage found on the way (an image shorter than the volume, FAT
+// copies that differ, a FAT too small for the data area, a broken root
+// chain) is reported through opts.Report; a boot sector that does not
+// check out is a *FormatError, an unknown opts.CodePage wraps ErrCodePage.
+func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
+	cp, err := lookupCodePage(opts.CodePage)
+	if err != nil {
+		return nil, err
+	}
+	if size < 512 {
+		return nil, &FormatError{Offset: 0, Field: "boot sector", Value: size, Msg: "the volume is shorter than a 512-byte boot sector"}
+	}
+	boot := make([]byte, 512)
+	if _, err := r.ReadAt(boot, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("fat: reading the boot sector: %w", err)
+	}
+	g, err := parseBootSector(boot)
+	if err != nil {
+		return nil, err
+	}
+	v := &Volume{r: r, size: size, opts: opts, geo: g, cp: cp}
+	if g.volumeBytes > size {
+		opts.Reportf(size, "truncated", "the image ends at byte %d, the boot sector gives the volume %d bytes: content past the end cannot be read", size, g.volumeBytes)
+	}
+	if g.clamped {
+		opts.Reportf(g.fatOff[0], "corrupt", "the FAT holds entries for %d clusters, the data area has %d; clusters past the FAT are not used", g.clusters, g.dataClusters)
+	}
+	if g.active >= 0 {
+		v.fats = []*table{readTable(r, size, g.active, g.fatOff[g.active], g.fatBytes, g.sectorSize)}
+	} else {
+		for i, off := range g.fatOff {
+			v.fats = append(v.fats, readTable(r, size, i, off, g.fatBytes, g.sectorSize))
+		}
+		v.compareFATs()
+	}
+	entries := int64(0)
+	for _, t := range v.fats {
+		entries = max(entries, int64(len(t.data))*8/int64(g.bits))
+	}
+	v.seen = make(clusterSet, (min(entries, int64(g.clusters)+2)+63)/64)
+
+	v.root = imagefs.Entry{ID: RootID, Type: 'd', Mtime: time.Unix(0, 0).UTC()}
+	if g.bits == 32 {
+		ch := v.chainOf(g.rootCluster, -1, "the root directory", 44, true)
+		v.root.Runs = ch.runs
+	} else {
+		v.root.Runs = []imagefs.Run{{Offset: g.rootOff, Length: g.rootLen}}
+	}
+	for _, r := range v.root.Runs {
+		v.root.Size += r.Length
+	}
+	v.root.Nlink = 2 + v.subdirs(&v.root)
+	return v, nil
+}
+
+// compareFATs reports where the FAT copies differ: the first differing
+// byte and how many sectors differ.
+func (v *Volume) compareFATs() {
+	if len(v.fats) < 2 {
+		return
+	}
+	a, b := v.fats[0], v.fats[1]
+	n := min(len(a.data), len(b.data))
+	first, sectors := -1, 0
+	ss := int(v.geo.sectorSize)
+	for s := 0; s < n; s += ss {
+		e := min(s+ss, n)
+		if !bytes.Equal(a.data[s:e], b.data[s:e]) {
+			sectors++
+			if first < 0 {
+				for i := s; i < e; i++ {
+					if a.data[i] != b.data[i] {
+						first = i
+						break
+					}
+				}
+			}
+		}
+	}
+	if first >= 0 {
+		v.opts.Reportf(a.off+int64(first), "fat_mismatch", "FAT1 and FAT2 differ in %d sectors, first at FAT1 byte %d; a chain broken in FAT1 is taken from FAT2 if it checks out there", sectors, first)
+	}
+}
+
+// Type returns "vfat", probe's name for all three FAT widths.
+func (v *Volume) Type() string { return Type }
+
+// Info describes the volume's layout.
+func (v *Volume) Info() Info {
+	in := Info{Bits: v.geo.bits, SectorSize: v.geo.sectorSize, ClusterSize: v.geo.clusterSize,
+		Clusters: v.geo.clusters, FATs: v.geo.nfats, VolumeBytes: v.geo.volumeBytes}
+	if recs, err := v.dirContent(&v.root, false); err == nil {
+		for _, r := range recs {
+			if r.b[0] == endOfDir {
+				break
+			}
+			if r.b[0] != deleted && r.attr()&0x3F != attrLongName && r.attr()&(attrVolume|attrDir|attrReserved) == attrVolume {
+				in.Label = v.labelString(r.b[:11])
+				return in
+			}
+		}
+	}
+	boot := make([]byte, 512)
+	if _, err := v.r.ReadAt(boot, 0); err == nil || errors.Is(err, io.EOF) {
+		if l := bootLabel(boot, v.geo.bits); l != nil && !bytes.Equal(l, []byte("NO NAME    ")) {
+			in.Label = v.labelString(l)
+		}
+	}
+	return in
+}
+
+func (v *Volume) labelString(raw []byte) string {
+	var sb []rune
+	for _, c := range bytes.TrimRight(raw, " ") {
+		sb = append(sb, v.cp.rune(c))
+	}
+	return string(sb)
+}
+
+// Root returns the root directory: ID RootID, no name, mtime the Unix
+// epoch (FAT keeps none; Linux shows the epoch), its records as Runs (the
+// fixed root area of FAT12/16, the cluster chain of FAT32).
+func (v *Volume) Root() (*imagefs.Entry, error) {
+	e := v.root
+	e.Runs = append([]imagefs.Run(nil), v.root.Runs...)
+	return &e, nil
+}
+
+// ReadDir returns dir's entries in stored order. Each record's damage
+// (its chain, its name, its date) is reported; the entries that can be
+// read are returned.
+func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
+	if dir == nil || dir.Type != 'd' {
+		return nil, fmt.Errorf("fat: ReadDir of a non-directory")
+	}
+	recs, err := v.dirContent(dir, true)
+	if err != nil {
+		return nil, fmt.Errorf("fat: directory %s: %w", v.dirName(dir), err)
+	}
+	var out []*imagefs.Entry
+	for _, p := range v.parseDir(recs, dir.ID == RootID, true) {
+		out = append(out, v.entry(p))
+	}
+	return out, nil
+}
+
+// entry builds the Entry of a parsed record, following its cluster chain.
+func (v *Volume) entry(p parsed) *imagefs.Entry {
+	b := p.rec.b
+	e := &imagefs.Entry{ID: uint64(p.rec.off), Type: 'f', Name: cleanName(p.name), Nlink: 1}
+	if t, ok := dosTime(le.Uint16(b[24:]), le.Uint16(b[22:])); ok {
+		e.Mtime = t
+	} else {
+		v.opts.Reportf(p.rec.off+22, "bad_time", "%q: modification time %#04x date %#04x is not a valid DOS time; left zero", e.Name, le.Uint16(b[22:]), le.Uint16(b[24:]))
+	}
+	first := uint32(le.Uint16(b[26:]))
+	if v.geo.bits == 32 {
+		first |= uint32(le.Uint16(b[20:])) << 16
+	}
+	what := fmt.Sprintf("%q (record at byte %d)", e.Name, p.rec.off)
+	if p.isDir {
+		e.Type = 'd'
+		if first == 0 {
+			// Cluster 0 is how ".." names the root; a directory record
+			// holding it is the root again (the walk finds the cycle).
+			e.Runs = append([]imagefs.Run(nil), v.root.Runs...)
+		} else {
+			e.Runs = v.chainOf(first, -1, "directory "+what, p.rec.off+26, true).runs
+		}
+		for _, r := range e.Runs {
+			e.Size += r.Length
+		}
+		e.Nlink = 2 + v.subdirs(e)
+		return e
+	}
+	e.Size = int64(le.Uint32(b[28:]))
+	need := (e.Size + v.geo.clusterSize - 1) / v.geo.clusterSize
+	switch {
+	case first == 0 && need == 0:
+	case first == 0:
+		v.opts.Reportf(p.rec.off+26, "short_chain", "file %s: %d bytes but no cluster", what, e.Size)
+	default:
+		e.Runs = v.chainOf(first, need, "file "+what, p.rec.off+26, true).runs
+	}
+	// The last cluster holds the file's tail only.
+	for i := range e.Runs {
+		if r := &e.Runs[i]; r.Logical+r.Length > e.Size {
+			r.Length = e.Size - r.Logical
+		}
+	}
+	return e
+}
+
+// subdirs counts the subdirectories a directory holds (what Linux adds to
+// 2 for its link count), reading it without reporting: its damage is
+// reported when it is read.
+func (v *Volume) subdirs(dir *imagefs.Entry) uint64 {
+	recs, _ := v.dirContent(dir, false)
+	n := uint64(0)
+	for _, p := range v.parseDir(recs, dir.ID == RootID, false) {
+		if p.isDir {
+			n++
+		}
+	}
+	return n
+}
+
+// Open returns a reader of a file's content: its runs on the volume. If the
+// cluster chain gave fewer bytes than the file's size, reading the missing
+// tail fails with imagefs.ErrCorrupt (it is never zeros); a run past the
+// image's end fails with imagefs.ErrBeyondEnd.
+func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
+	if e == nil || e.Type != 'f' {
+		return nil, fmt.Errorf("fat: Open of a non-file")
+	}
+	rr := imagefs.NewRunReader(v.r, v.size, e.Runs, e.Size)
+	var covered int64
+	for _, r := range e.Runs {
+		covered = max(covered, r.Logical+r.Length)
+	}
+	if covered >= e.Size {
+		return rr, nil
+	}
+	// Where the chain broke: the FAT entry of its last cluster, or the
+	// record's first-cluster field if it has none.
+	brk := int64(e.ID) + 26
+	if n := len(e.Runs); n > 0 {
+		last := e.Runs[n-1]
+		c := uint32((last.Offset+last.Length-1-v.geo.dataOff)/v.geo.clusterSize) + 2
+		brk = v.fats[0].off + v.geo.entryOffset(c)
+	}
+	return &shortFile{rr: rr, covered: covered, size: e.Size, brk: brk}, nil
+}
+
+// shortFile is a file whose cluster chain ends before its size.
+type shortFile struct {
+	rr      io.ReaderAt
+	covered int64 // bytes the chain gives
+	size    int64
+	brk     int64 // volume offset of where the chain broke
+}
+
+func (f *shortFile) ReadAt(p []byte, off int64) (int, error) {
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	n := 0
+	if off < f.covered {
+		want := min(int64(len(p)), f.covered-off)
+		m, err := f.rr.ReadAt(p[:want], off)
+		n = m
+		if err != nil && !errors.Is(err, io.EOF) {
+			return n, err
+		}
+		if int64(m) < want {
+			return n, &imagefs.ReadError{Offset: f.brk, Err: io.ErrUnexpectedEOF}
+		}
+		if n == len(p) {
+			return n, nil
+		}
+	}
+	return n, &imagefs.ReadError{Offset: f.brk, Err: fmt.Errorf("the cluster chain ends %d bytes into a file of %d: %w", f.covered, f.size, imagefs.ErrCorrupt)}
+}
