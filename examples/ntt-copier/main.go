@@ -35,7 +35,8 @@ const usage = `Usage: ntt-copier --medium-hash HASH [options]
        ntt-copier verify-store [--store DIR] [--sample N | --oldest N] [--workers N]
 
 Copy the pending files of the medium HASH, mounted at ROOT/HASH (partitions
-at ROOT/HASH/pN), into the store: each file is read once, hashed (BLAKE3)
+at ROOT/HASH/pN) or read from its image (--read image: FAT, ISO 9660 …, in
+user space, in the image's byte order), into the store: each file is read once, hashed (BLAKE3)
 and stored as STORE/by-hash/AA/BB/<hash> unless that content is there
 already; every path of it becomes a hardlink in STORE/archived/HASH/...
 Files are claimed in batches, so any number of copiers (processes, hosts)
@@ -72,6 +73,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 type config struct {
 	db, hash, worker, store, root, image, errorType string
+	read, codePage                                  string
 	workers, batch                                  int
 	limit                                           int64
 	lease, stall                                    time.Duration
@@ -97,7 +99,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.root, "root", copier.DefaultMountRoot, "media are mounted at `DIR`/HASH")
 	fs.DurationVar(&c.lease, "lease", copier.DefaultLease, "a claim not renewed for `D` may be taken by another worker")
 	fs.DurationVar(&c.stall, "stall-timeout", copier.DefaultStallTimeout, "give up when a file makes no progress for `D`")
-	fs.StringVar(&c.image, "image", "", "the medium's image `FILE` (default: medium.image_path); its mapfile is FILE's dir/HASH.map")
+	fs.StringVar(&c.image, "image", "", "the medium's image `FILE` (default: medium.image_path); its mapfile is FILE's dir/HASH.map; read from it with --read image")
+	fs.StringVar(&c.read, "read", "auto", "where the files are read: `HOW` = mount (ROOT/HASH), image (the image file, in user space: no root, no mount), "+
+		"or auto (the reader recorded for the medium, else image when --image is given and nothing is mounted at ROOT/HASH, else mount)")
+	fs.StringVar(&c.codePage, "code-page", "", "code page of 8.3 FAT names when reading the image (default cp437)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "read and hash, but write nothing and claim nothing")
 	fs.StringVar(&c.errorType, "error-type", "", "reset-failed: only rows of this error_type ("+strings.Join(copier.ErrorTypes, ", ")+")")
 	fs.BoolVar(&c.apply, "apply", false, "reset-failed: do it (default: only show what would be reset)")
@@ -182,6 +187,14 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 			image = ""
 		}
 	}
+	read, err := chooseReader(ctx, pool, h, c)
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
+	if read == "image" && image == "" {
+		return failf(stderr, "medium %s: reading the image needs it: pass --image FILE", h)
+	}
+	log.Info("reader", "medium", h, "reader", read, "image", image)
 	pol, err := diagpolicy.New(diagpolicy.Options{Medium: string(h), Image: image})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
@@ -197,6 +210,9 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 		Medium: string(h), WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,
 		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol.DamageMapper(),
 		Lease: c.lease, StallTimeout: c.stall, Logger: log,
+	}
+	if read == "image" {
+		opts.Image, opts.CodePage = image, c.codePage
 	}
 	prog := &progress{status: status, start: time.Now()}
 	opts.Progress = prog
