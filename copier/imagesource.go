@@ -145,11 +145,15 @@ func (s *imageSource) lookup(p []byte) (imageEntry, error) {
 // check verifies that ie is the catalogued inode: type, partition, id, size.
 func (s *imageSource) check(p []byte, ie imageEntry, typ byte, dev, ino, size int64) error {
 	e := ie.e
+	id, err := imagefs.CatalogIno(e.ID)
+	if err != nil {
+		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: %w", ErrMismatch, err)}
+	}
 	switch {
 	case e.Type != typ:
 		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: type %c on the image, catalog says %c", ErrMismatch, e.Type, typ)}
-	case int64(ie.vol.Num) != dev || int64(e.ID) != ino:
-		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: partition %d id %d on the image, catalog says dev %d ino %d", ErrMismatch, ie.vol.Num, e.ID, dev, ino)}
+	case int64(ie.vol.Num) != dev || int64(id) != ino:
+		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: partition %d id %d on the image, catalog says dev %d ino %d", ErrMismatch, ie.vol.Num, id, dev, ino)}
 	case size >= 0 && e.Size != size:
 		return &PathError{Op: "verify", Path: p, Err: fmt.Errorf("%w: size %d on the image, catalog says %d", ErrMismatch, e.Size, size)}
 	}

@@ -103,8 +103,9 @@ func WalkImage(ctx context.Context, m *imagefs.Medium, opts ImageOptions, sink i
 			if e.IsDir() {
 				dirs++
 			}
-			if e.ID > 1<<63-1 {
-				return fmt.Errorf("enumerate: partition %d: %q: entry id %d does not fit a catalog ino", v.Num, path, e.ID)
+			ino, err := imagefs.CatalogIno(e.ID)
+			if err != nil {
+				return fmt.Errorf("enumerate: partition %d: %q: %w", v.Num, path, err)
 			}
 			if multi || len(p) > 1 {
 				// Anything but the medium root counts, and may be left out.
@@ -114,7 +115,7 @@ func WalkImage(ctx context.Context, m *imagefs.Medium, opts ImageOptions, sink i
 					return nil
 				}
 			}
-			rec := Record{Type: e.Type, Dev: uint64(v.Num), Ino: e.ID, Nlink: e.Nlink, Size: e.Size,
+			rec := Record{Type: e.Type, Dev: uint64(v.Num), Ino: ino, Nlink: e.Nlink, Size: e.Size,
 				Mtime: e.Mtime.Unix(), Path: path}
 			if err := w.Write(&rec); err != nil {
 				return err
