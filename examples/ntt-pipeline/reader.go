@@ -10,6 +10,7 @@ import (
 
 	"github.com/HRDAG/ntt/enumerate"
 	"github.com/HRDAG/ntt/imagefs"
+	_ "github.com/HRDAG/ntt/imagefs/all" // the image readers
 	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/HRDAG/ntt/loopdev"
