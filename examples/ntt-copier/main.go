@@ -223,6 +223,11 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	}
 	st, err := copier.Run(ctx, pool, opts)
 	prog.stop()
+	if st.Processed > 0 && !c.dryRun {
+		if rerr := recordReader(context.WithoutCancel(ctx), pool, h, read); rerr != nil {
+			log.Warn("could not record the reader", "medium", h, "err", rerr)
+		}
+	}
 	interrupted := errors.Is(err, context.Canceled)
 	if err != nil && !interrupted {
 		return failf(stderr, "%v.", errText(err))

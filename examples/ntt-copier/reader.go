@@ -16,7 +16,7 @@ import (
 // reader (medium.reader) wins over a guess, and an explicit --read that
 // contradicts it is refused. With nothing recorded, auto reads the image
 // when one was given and the medium is not mounted. The choice is recorded
-// when the medium had none.
+// (recordReader) once files were copied with it.
 func chooseReader(ctx context.Context, db *pgxpool.Pool, h medium.Hash, c *config) (string, error) {
 	switch c.read {
 	case "auto", "mount", "image":
@@ -39,10 +39,14 @@ func chooseReader(ctx context.Context, db *pgxpool.Pool, h medium.Hash, c *confi
 			read = "image"
 		}
 	}
-	if recorded == nil && !c.dryRun {
-		if _, err := db.Exec(ctx, `UPDATE medium SET reader = $2 WHERE medium_hash = $1 AND reader IS NULL`, string(h), read); err != nil {
-			return "", fmt.Errorf("medium %s: recording its reader: %w", h, err)
-		}
-	}
 	return read, nil
+}
+
+// recordReader records the reader that copied files of the medium, when
+// the medium had none recorded (a catalog loaded by ntt-loader).
+func recordReader(ctx context.Context, db *pgxpool.Pool, h medium.Hash, read string) error {
+	if _, err := db.Exec(ctx, `UPDATE medium SET reader = $2 WHERE medium_hash = $1 AND reader IS NULL`, string(h), read); err != nil {
+		return fmt.Errorf("medium %s: recording its reader: %w", h, err)
+	}
+	return nil
 }
