@@ -90,9 +90,9 @@ func TestCopyFromImage(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		build func(string) (*demo.Medium, error)
-	}{{"floppy", demo.Floppy}, {"cdrom", demo.CDROM}} {
+	}{{"floppy", demo.Floppy}, {"cdrom", demo.CDROM}, {"two-partitions", twoFATs}} {
 		t.Run(c.name, func(t *testing.T) {
-			if c.name == "floppy" {
+			if c.name != "cdrom" {
 				testimg.RequireFATTools(t)
 			}
 			im := newImageMedium(t, c.build)
@@ -251,4 +251,35 @@ func fileSize(t *testing.T, p string) int64 {
 	st, err := os.Stat(p)
 	require.NoError(t, err)
 	return st.Size()
+}
+
+// twoFATs builds an MBR disk with two FAT16 partitions holding different
+// trees: read as /p1/… and /p2/…, as two partition mounts would show them.
+func twoFATs(dir string) (*demo.Medium, error) {
+	tree := demo.Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
+	var parts []testimg.DiskPart
+	for i, name := range []string{"p1", "p2"} {
+		spec := testimg.FATSpec{Bits: 16, Entries: []testimg.Entry{
+			{Path: "same.txt", Kind: testimg.File, Data: []byte("on both partitions\n")},
+			{Path: "docs", Kind: testimg.Dir},
+			{Path: fmt.Sprintf("docs/only on %s.bin", name), Kind: testimg.File, Size: int64(5000 + 3000*i), Seed: uint64(10 + i)},
+		}}
+		fat := filepath.Join(dir, name+".fat")
+		if err := testimg.BuildFATImage(fat, spec); err != nil {
+			return nil, err
+		}
+		parts = append(parts, testimg.DiskPart{Image: fat, Type: 0x06})
+		for _, e := range spec.Entries {
+			te := demo.TreeEntry{Type: 'd'}
+			if e.Kind == testimg.File {
+				te = demo.TreeEntry{Type: 'f', Data: e.Content()}
+			}
+			tree[name+"/"+e.Path] = te
+		}
+	}
+	img := filepath.Join(dir, "0123456789abcdef0123456789abcdef.img")
+	if _, err := testimg.ComposeDisk(img, testimg.Disk{Table: "mbr", Parts: parts}); err != nil {
+		return nil, err
+	}
+	return &demo.Medium{Hash: "0123456789abcdef0123456789abcdef", Image: img, Tree: tree}, nil
 }
