@@ -302,6 +302,7 @@ func (v *Volume) parseDir(recs []record, isRoot bool, report bool) []parsed {
 				reportf(ln.start, "lfn_mismatch", "%s; the 8.3 name is used", why)
 			}
 			if name == "." || name == ".." {
+				reportf(ln.start, "lfn_mismatch", "the long name %q is not a file name; the 8.3 name is used", name)
 				name = ""
 			}
 		}

@@ -41,6 +41,11 @@ type Volume struct {
 
 	chainMu sync.Mutex // guards seen
 	seen    clusterSet
+
+	nlinkMu   sync.Mutex       // guards the three below
+	nlinks    map[int64]uint64 // subdirectory counts by a directory's first run
+	nlinkRead int64            // bytes read to count them
+	nlinkOver bool             // the bound on nlinkRead was reached
 }
 
 // Info describes a volume's layout.
@@ -75,7 +80,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Volume{r: r, size: size, opts: opts, geo: g, cp: cp}
+	v := &Volume{r: r, size: size, opts: opts, geo: g, cp: cp, nlinks: map[int64]uint64{}}
 	if g.volumeBytes > size {
 		opts.Reportf(size, "truncated", "the image ends at byte %d, the boot sector gives the volume %d bytes: content past the end cannot be read", size, g.volumeBytes)
 	}
@@ -110,33 +115,61 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	return v, nil
 }
 
-// compareFATs reports where the FAT copies differ: the first differing
-// byte and how many sectors differ.
+// compareFATs reports where the FAT copies differ (the first differing
+// byte, how many sectors differ) and puts first the copy with fewer
+// entries that cannot be right (unreadable, the reserved value 1, or a
+// cluster number past the volume): a FAT1 overwritten by garbage is full
+// of those, a real FAT has none. Each chain broken in the copy used first
+// is still looked up in the other.
 func (v *Volume) compareFATs() {
 	if len(v.fats) < 2 {
 		return
 	}
 	a, b := v.fats[0], v.fats[1]
 	n := min(len(a.data), len(b.data))
-	first, sectors := -1, 0
+	first, sectors := int64(-1), 0
 	ss := int(v.geo.sectorSize)
 	for s := 0; s < n; s += ss {
 		e := min(s+ss, n)
-		if !bytes.Equal(a.data[s:e], b.data[s:e]) {
+		if a.badSecs[int64(s/ss)] || b.badSecs[int64(s/ss)] || !bytes.Equal(a.data[s:e], b.data[s:e]) {
 			sectors++
 			if first < 0 {
+				first = int64(s)
 				for i := s; i < e; i++ {
 					if a.data[i] != b.data[i] {
-						first = i
+						first = int64(i)
 						break
 					}
 				}
 			}
 		}
 	}
-	if first >= 0 {
-		v.opts.Reportf(a.off+int64(first), "fat_mismatch", "FAT1 and FAT2 differ in %d sectors, first at FAT1 byte %d; a chain broken in FAT1 is taken from FAT2 if it checks out there", sectors, first)
+	if first < 0 {
+		return
 	}
+	ia, ib := v.invalidEntries(a), v.invalidEntries(b)
+	use := "FAT1 is used, a chain broken in it is taken from FAT2 if it checks out there"
+	if ib < ia {
+		v.fats[0], v.fats[1] = b, a
+		use = "FAT2 is used, a chain broken in it is taken from FAT1 if it checks out there"
+	}
+	v.opts.Reportf(a.off+first, "fat_mismatch", "FAT1 and FAT2 differ in %d sectors, first at FAT1 byte %d; FAT1 has %d impossible or unreadable entries, FAT2 %d; %s",
+		sectors, first, ia, ib, use)
+}
+
+// invalidEntries counts the entries of t that no valid FAT holds; those
+// the FAT copy lacks (cut off by the image's end) count as invalid.
+func (v *Volume) invalidEntries(t *table) int64 {
+	g := v.geo
+	last := min(int64(g.clusters)+1, int64(len(t.data))*8/int64(g.bits)-1)
+	n := int64(g.clusters) + 1 - max(last, 1)
+	for c := uint32(2); int64(c) <= last; c++ {
+		x, ok := t.entry(g, c)
+		if !ok || x == 1 || (x > g.clusters+1 && x < g.badMark()) {
+			n++
+		}
+	}
+	return n
 }
 
 // Type returns "vfat", probe's name for all three FAT widths.
@@ -250,15 +283,44 @@ func (v *Volume) entry(p parsed) *imagefs.Entry {
 
 // subdirs counts the subdirectories a directory holds (what Linux adds to
 // 2 for its link count), reading it without reporting: its damage is
-// reported when it is read.
+// reported when it is read. Counts are kept by where the directory's
+// records start, and the bytes read for them are bounded by twice the
+// image (a real medium needs each directory once): cross-linked records
+// of a hostile image cannot make listing one directory read the volume
+// over and over. Past the bound, a directory's count is left at 0
+// (reported once).
 func (v *Volume) subdirs(dir *imagefs.Entry) uint64 {
+	key := int64(-1)
+	var bytes int64
+	for _, r := range dir.Runs {
+		if key < 0 {
+			key = r.Offset
+		}
+		bytes += r.Length
+	}
+	v.nlinkMu.Lock()
+	n, ok := v.nlinks[key]
+	over := !ok && v.nlinkRead+bytes > 2*v.size+1<<20
+	if !ok && !over {
+		v.nlinkRead += bytes
+	}
+	if over && !v.nlinkOver {
+		v.nlinkOver = true
+		v.opts.Reportf(int64(dir.ID), "corrupt", "directory %s: directories are cross-linked; link counts from here on are not counted", v.dirName(dir))
+	}
+	v.nlinkMu.Unlock()
+	if ok || over {
+		return n
+	}
 	recs, _ := v.dirContent(dir, false)
-	n := uint64(0)
 	for _, p := range v.parseDir(recs, dir.ID == RootID, false) {
 		if p.isDir {
 			n++
 		}
 	}
+	v.nlinkMu.Lock()
+	v.nlinks[key] = n
+	v.nlinkMu.Unlock()
 	return n
 }
 

@@ -89,8 +89,9 @@ func BuildFAT(t testing.TB, spec FATSpec) string {
 }
 
 // BuildFATImage formats a new image at path (replacing it) and writes the
-// spec's tree into it: mkfs.fat, then one mmd per directory and one mcopy
-// -m per file, in Entries order, then the deletions.
+// spec's tree into it: mkfs.fat, then one mmd per directory and mcopy -m
+// for the files (consecutive files of a directory in one call), in Entries
+// order, then the deletions.
 func BuildFATImage(path string, spec FATSpec) error {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("testimg: FAT image %s: %s", path, fmt.Sprintf(format, args...))
@@ -127,25 +128,57 @@ func BuildFATImage(path string, spec FATSpec) error {
 		return fail("%v", err)
 	}
 	defer os.RemoveAll(stage)
+	// Consecutive files of one directory go in one mcopy, in order.
+	var batch []string
+	batchDir := ""
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		args := append(append([]string{"-m", "-i", path}, batch...), "::/"+batchDir)
+		if batchDir != "" {
+			args[len(args)-1] += "/"
+		}
+		out, err := fatTool("mcopy", args...)
+		for _, src := range batch {
+			os.RemoveAll(filepath.Dir(src))
+		}
+		batch = batch[:0]
+		if err != nil {
+			return fail("mcopy into %q: %v: %s", "/"+batchDir, err, out)
+		}
+		return nil
+	}
 	for i, e := range spec.Entries {
 		if e.Path == "" || strings.HasPrefix(e.Path, "/") {
 			return fail("entry %d: path %q must be relative and not empty", i, e.Path)
 		}
-		target := "::/" + e.Path
+		dir, name := split(e.Path)
+		if dir != batchDir || len(batch) >= 200 || e.Kind != File {
+			if err := flush(); err != nil {
+				return err
+			}
+			batchDir = dir
+		}
 		switch e.Kind {
 		case Dir:
-			if out, err := fatTool("mmd", "-i", path, target); err != nil {
+			if out, err := fatTool("mmd", "-i", path, "::/"+e.Path); err != nil {
 				return fail("mmd %q: %v: %s", e.Path, err, out)
 			}
 		case File:
-			src := filepath.Join(stage, strconv.Itoa(i))
-			f, err := os.Create(src)
-			if err != nil {
-				return fail("%v", err)
+			// Each file is staged under its own name in a directory of
+			// its own, so that mcopy gives it that name.
+			src := filepath.Join(stage, strconv.Itoa(i), name)
+			err := os.Mkdir(filepath.Dir(src), 0o755)
+			var f *os.File
+			if err == nil {
+				f, err = os.Create(src)
 			}
-			_, err = f.ReadFrom(e.ContentReader())
-			if cerr := f.Close(); err == nil {
-				err = cerr
+			if err == nil {
+				_, err = f.ReadFrom(e.ContentReader())
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
 			}
 			if err == nil {
 				err = os.Chtimes(src, e.mtime(), e.mtime())
@@ -153,13 +186,13 @@ func BuildFATImage(path string, spec FATSpec) error {
 			if err != nil {
 				return fail("staging %q: %v", e.Path, err)
 			}
-			if out, err := fatTool("mcopy", "-m", "-i", path, src, target); err != nil {
-				return fail("mcopy %q: %v: %s", e.Path, err, out)
-			}
-			os.Remove(src)
+			batch = append(batch, src)
 		default:
 			return fail("entry %q: kind %v; FAT holds files and directories only", e.Path, e.Kind)
 		}
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	for _, d := range spec.Deleted {
 		tool := "mdel"
@@ -203,8 +236,9 @@ func FATTree(spec FATSpec) map[string]Entry {
 }
 
 // FATSample returns a FAT spec with what FAT media hold: a volume label,
-// long names (mixed case, spaces, 255 characters, non-ASCII: Latin, Greek,
-// CJK, an emoji outside the BMP), names that fit 8.3 in lowercase and
+// long names (mixed case, spaces, 205 characters, non-ASCII: Latin, Greek,
+// CJK, a symbol; not outside the BMP: mtools cuts such a character to 16
+// bits), names that fit 8.3 in lowercase and
 // uppercase, empty files, files of one cluster exactly and of several,
 // nested directories, a directory of n files (a few hundred fill several
 // clusters of it), and a deleted file and directory. Mtimes are distinct
@@ -231,7 +265,7 @@ func FATSample(bits int, n int) FATSpec {
 	file("Ärger über Öl.txt", 2048)
 	file("ελληνικά.txt", 513)
 	file("日本語のファイル.txt", 4096)
-	file("emoji 😀.bin", 65536+7)
+	file("music ♫ note.bin", 65536+7)
 	file("big.bin", 300000)
 	dir("DOCS")
 	dir("DOCS/Sub Dir")

@@ -1,0 +1,181 @@
+package fat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/internal/testimg"
+)
+
+// fuzzSeeds are small FAT images made by mkfs.fat and mtools: a 64 KiB
+// FAT12, a FAT16 and a FAT32 (the fewest clusters mtools takes) cut after
+// their last written byte, so the fuzzer works on small inputs and the
+// reader also meets images shorter than their volume.
+func fuzzSeeds(t testing.TB) [][]byte {
+	files := []testimg.Entry{
+		{Path: "A.TXT", Kind: testimg.File, Data: []byte("short name")},
+		{Path: "lower.txt", Kind: testimg.File, Data: []byte("case flags")},
+		{Path: "A long name ÄÖÜ ελληνικά.txt", Kind: testimg.File, Size: 1500, Seed: 1},
+		{Path: "empty", Kind: testimg.File},
+		{Path: "dir", Kind: testimg.Dir},
+		{Path: "dir/sub", Kind: testimg.Dir},
+		{Path: "dir/sub/f.bin", Kind: testimg.File, Size: 3000, Seed: 2},
+		{Path: "dir/deleted.txt", Kind: testimg.File, Data: []byte("gone")},
+	}
+	var seeds [][]byte
+	for _, s := range []testimg.FATSpec{
+		{Bits: 12, Size: 64 << 10, Label: "SEED12"},
+		{Bits: 16, Size: 2200 << 10, SectorsPerCluster: 1, Label: "SEED16"},
+		{Bits: 32, Size: 33 << 20, SectorsPerCluster: 1, Label: "SEED32"},
+	} {
+		s.Entries = files
+		s.Deleted = []string{"dir/deleted.txt"}
+		p := filepath.Join(t.TempDir(), "seed.img")
+		if err := testimg.BuildFATImage(p, s); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := len(b)
+		for end > 0 && b[end-1] == 0 {
+			end--
+		}
+		seeds = append(seeds, b[:(end+511)/512*512])
+	}
+	return seeds
+}
+
+// FuzzVolume opens any bytes as a FAT volume, walks it whole and reads
+// every file: it must never panic, hang or allocate without bound, and
+// what it returns keeps the imagefs invariants.
+func FuzzVolume(f *testing.F) {
+	testimg.RequireFATTools(f)
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkVolume(t, data)
+	})
+}
+
+var errEnough = errors.New("enough entries")
+
+func checkVolume(t *testing.T, data []byte) {
+	nprob := 0
+	opts := imagefs.Options{Report: func(p *imagefs.Problem) {
+		nprob++
+		if p.Kind == "" {
+			t.Fatalf("a problem without a kind: %v", p)
+		}
+	}}
+	v, err := Open(bytes.NewReader(data), int64(len(data)), opts)
+	if err != nil {
+		var fe *FormatError
+		if !errors.As(err, &fe) {
+			t.Fatalf("Open: not a FormatError: %v", err)
+		}
+		return
+	}
+	_ = v.Info()
+	// A hostile image can cross-link directories into a DAG whose walk is
+	// exponential (imagefs.Walk only stops cycles), and each file can name
+	// the whole volume: bound the work of one input.
+	budget := int64(4 << 20)
+	buf := make([]byte, 64<<10)
+	var ids []uint64
+	walk := func() {
+		ids = ids[:0]
+		err := imagefs.Walk(context.Background(), v, &opts, func(p []byte, e *imagefs.Entry) error {
+			if len(ids) >= 5000 {
+				return errEnough
+			}
+			ids = append(ids, e.ID)
+			if e.ID != RootID {
+				if len(e.Name) == 0 || bytes.IndexByte(e.Name, '/') >= 0 || bytes.IndexByte(e.Name, 0) >= 0 ||
+					string(e.Name) == "." || string(e.Name) == ".." {
+					t.Fatalf("bad name %q at %q", e.Name, p)
+				}
+			}
+			if e.Type != 'f' && e.Type != 'd' {
+				t.Fatalf("type %q", e.Type)
+			}
+			var logical int64
+			for _, r := range e.Runs {
+				if r.Length <= 0 || r.Logical != logical || r.Hole {
+					t.Fatalf("%q: bad run %+v", p, r)
+				}
+				logical += r.Length
+			}
+			if e.Type == 'f' {
+				if logical > e.Size {
+					t.Fatalf("%q: runs of %d bytes for a file of %d", p, logical, e.Size)
+				}
+				r, err := v.Open(e)
+				if err != nil {
+					t.Fatalf("Open %q: %v", p, err)
+				}
+				for off := int64(0); off < e.Size && budget > 0; {
+					n, err := r.ReadAt(buf[:min(int64(len(buf)), e.Size-off)], off)
+					off += int64(n)
+					budget -= int64(n) + 512
+					if err != nil && err != io.EOF {
+						var re *imagefs.ReadError
+						if !errors.As(err, &re) {
+							t.Fatalf("read %q: not a ReadError: %v", p, err)
+						}
+						break
+					}
+					if n == 0 {
+						break
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil && err != errEnough {
+			t.Fatalf("Walk: %v", err)
+		}
+	}
+	walk()
+	first := append([]uint64(nil), ids...)
+	walk()
+	if len(first) != len(ids) {
+		t.Fatalf("two walks: %d and %d entries", len(first), len(ids))
+	}
+	for i := range ids {
+		if ids[i] != first[i] {
+			t.Fatalf("two walks differ at entry %d: %d, %d", i, first[i], ids[i])
+		}
+	}
+}
+
+// TestFuzzSeeds: the seeds are real volumes, read whole as cut (what lies
+// past the cut is zeros on the full image, so every byte is there).
+func TestFuzzSeeds(t *testing.T) {
+	testimg.RequireFATTools(t)
+	for i, s := range fuzzSeeds(t) {
+		o := openReader(t, bytes.NewReader(s), int64(len(s)), "")
+		got := byPath(o.walk(t))
+		if len(got) != 8 {
+			t.Fatalf("seed %d: %d entries, want 8: %v", i, len(got), got)
+		}
+		b, err := o.read(got["dir/sub/f.bin"])
+		if err != nil || !bytes.Equal(b, (testimg.Entry{Size: 3000, Seed: 2, Kind: testimg.File}).Content()) {
+			t.Fatalf("seed %d: dir/sub/f.bin: %v", i, err)
+		}
+		for _, p := range o.probs.list {
+			if p.Kind != "truncated" {
+				t.Fatalf("seed %d: %v", i, &p)
+			}
+		}
+		checkVolume(t, s)
+	}
+}
