@@ -47,7 +47,7 @@ var media = []medium{
 		want: want{naming: Joliet, noLinks: true, maxDepth: 7}, tsk: Joliet},
 	{name: "genisoimage level 1", tool: "genisoimage",
 		argv: append(append([]string{}, geniso...), "-iso-level", "1", "-o", img, tree),
-		tsk: Primary},
+		tsk:  Primary},
 }
 
 // TestMedia masters the tree with each tool and option set, reads it
