@@ -207,6 +207,14 @@ func (f *FS) rootEntry(b []byte, off int64) (*imagefs.Entry, error) {
 		Nlink: 1,
 		Runs:  []imagefs.Run{{Offset: start, Length: int64(rec.size)}},
 	}
+	// Linux takes the root's attributes from its "." record, not from
+	// the copy in the descriptor (which mastering tools fill carelessly).
+	dotb := make([]byte, min(255, f.size-start))
+	if _, err := f.r.ReadAt(dotb, start); err == nil || errors.Is(err, io.EOF) {
+		if dot, ok := parseRecord(dotb); ok && dot.name0() == 0 {
+			e.Mtime = shortDate(dot.date[:])
+		}
+	}
 	return e, nil
 }
 
