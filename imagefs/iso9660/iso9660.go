@@ -73,10 +73,22 @@ func (f *FS) Label() string { return f.label }
 // BlockSize returns the logical block size.
 func (f *FS) BlockSize() int64 { return f.bs }
 
+// ErrNoTree: OpenNaming was asked for a tree the volume does not have.
+var ErrNoTree = errors.New("the ISO 9660 volume has no such tree")
+
 // Open reads the volume descriptors of the ISO 9660 volume r (size bytes)
-// and chooses the tree to read: Rock Ridge when the primary root says so,
-// else Joliet when there is a Joliet descriptor, else the primary tree.
+// and chooses the tree to read as Linux does: Rock Ridge when the primary
+// root says so, else Joliet when there is a Joliet descriptor, else the
+// primary tree.
 func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*FS, error) {
+	return OpenNaming(r, size, opts, "")
+}
+
+// OpenNaming is Open with the tree chosen by the caller, as Linux's norock
+// and nojoliet mount options do: Primary reads the primary tree without
+// Rock Ridge, Joliet the Joliet tree, RockRidge the primary tree with Rock
+// Ridge; "" chooses as Open does. A tree the volume lacks is ErrNoTree.
+func OpenNaming(r io.ReaderAt, size int64, opts imagefs.Options, want Naming) (*FS, error) {
 	f := &FS{r: r, size: size, opts: opts, bs: sectorSize,
 		links: map[uint64][2]int64{}, unreadable: map[uint64]error{}}
 	var pvd, svd []byte
@@ -132,18 +144,35 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*FS, error) {
 		f.opts.Reportf(pvdOff+80, "truncated", "the volume holds %d blocks of %d bytes (%d bytes) but the image has %d bytes", blocks, f.bs, blocks*f.bs, size)
 	}
 
-	// Rock Ridge: the primary root's "." record starts its System Use
-	// area with SP, and an ER (or the old RR entry, or PX) says RRIP.
-	root, rootErr := f.rootEntry(pvd[156:190], pvdOff+156, false)
-	if rootErr == nil {
-		if rr, ok := f.dotRockRidge(root); ok && rr.sp && (rr.er || rr.rr || rr.px) {
-			f.naming, f.skip = RockRidge, rr.skip
-			f.applyDot(root, rr)
+	root, rootErr := f.rootEntry(pvd[156:190], pvdOff+156)
+	switch want {
+	case "", RockRidge:
+		// Rock Ridge: the primary root's "." record starts its System
+		// Use area with SP, and an ER (or the old RR entry, or PX) says
+		// RRIP.
+		if rootErr == nil {
+			if rr, ok := f.dotRockRidge(root); ok && rr.sp && (rr.er || rr.rr || rr.px) {
+				f.naming, f.skip = RockRidge, rr.skip
+				f.applyDot(root, rr)
+			}
 		}
+		if want == RockRidge && f.naming == "" {
+			return nil, fmt.Errorf("iso9660: Rock Ridge: %w", ErrNoTree)
+		}
+	case Joliet:
+		if svd == nil {
+			return nil, fmt.Errorf("iso9660: Joliet: %w", ErrNoTree)
+		}
+	case Primary:
+		f.naming = Primary
+	default:
+		return nil, fmt.Errorf("iso9660: unknown naming %q", want)
 	}
 	if f.naming == "" && svd != nil {
-		if jroot, err := f.rootEntry(svd[156:190], svdOff+156, true); err == nil {
+		if jroot, err := f.rootEntry(svd[156:190], svdOff+156); err == nil {
 			f.naming, root, rootErr = Joliet, jroot, nil
+		} else if want == Joliet {
+			return nil, fmt.Errorf("iso9660: Joliet root: %w", err)
 		} else if rootErr == nil {
 			f.opts.Reportf(svdOff+156, "corrupt", "Joliet root directory: %v; using the primary tree", err)
 		}
@@ -160,7 +189,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*FS, error) {
 
 // rootEntry makes the root directory's entry from the record in a volume
 // descriptor.
-func (f *FS) rootEntry(b []byte, off int64, joliet bool) (*imagefs.Entry, error) {
+func (f *FS) rootEntry(b []byte, off int64) (*imagefs.Entry, error) {
 	rec, ok := parseRecord(b)
 	if !ok || rec.flags&0x02 == 0 {
 		return nil, fmt.Errorf("root directory record at byte offset %d: %w", off, imagefs.ErrCorrupt)
@@ -178,7 +207,14 @@ func (f *FS) rootEntry(b []byte, off int64, joliet bool) (*imagefs.Entry, error)
 		Nlink: 1,
 		Runs:  []imagefs.Run{{Offset: start, Length: int64(rec.size)}},
 	}
-	_ = joliet
+	// Linux takes the root's attributes from its "." record, not from
+	// the copy in the descriptor (which mastering tools fill carelessly).
+	dotb := make([]byte, min(255, f.size-start))
+	if _, err := f.r.ReadAt(dotb, start); err == nil || errors.Is(err, io.EOF) {
+		if dot, ok := parseRecord(dotb); ok && dot.name0() == 0 {
+			e.Mtime = shortDate(dot.date[:])
+		}
+	}
 	return e, nil
 }
 
