@@ -131,3 +131,44 @@ func TestPipelineKeepsTheReader(t *testing.T) {
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 	e.checkImageRun(m)
 }
+
+// A truncated floppy read from its image: the walk reports what it cannot
+// read (recorded as structural_damage, with its image offset), the files
+// whose clusters are gone are skipped as BEYOND_EOF at once and never
+// stored, and the rest of the medium is catalogued, copied and archived.
+func TestPipelineImageModeTruncatedFloppy(t *testing.T) {
+	testimg.RequireFATTools(t)
+	e := newEnv(t)
+	m := e.medium(demo.Floppy)
+	st, err := os.Stat(m.Image)
+	require.NoError(t, err)
+	require.NoError(t, testimg.Truncate(m.Image, st.Size()/4))
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	ctx := context.Background()
+	var problems map[string]any
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT problems FROM medium WHERE medium_hash = $1`, m.Hash).Scan(&problems))
+	require.Contains(t, problems, "structural_damage")
+	require.Contains(t, problems, "beyond_eof_detected")
+	sd := problems["structural_damage"].(map[string]any)
+	first := sd["problems"].([]any)[0].(map[string]any)
+	require.Contains(t, first, "image_offset")
+	require.Contains(t, first, "kind")
+	var skipped, stored int64
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE claimed_by = 'DIAGNOSTIC_SKIP:BEYOND_EOF' AND status = 'failed_permanent' AND blobid IS NULL),
+		count(*) FILTER (WHERE status = 'success' AND fs_type = 'f') FROM inode WHERE medium_hash = $1`, m.Hash).Scan(&skipped, &stored))
+	require.Positive(t, skipped)
+	require.Positive(t, stored)
+	// What was stored is what was put on the medium.
+	tree := filepath.Join(e.store, "archived", m.Hash)
+	require.NoError(t, filepath.WalkDir(tree, func(p string, d os.DirEntry, err error) error {
+		require.NoError(t, err)
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(tree, p)
+			b, err := os.ReadFile(p)
+			require.NoError(t, err)
+			require.Equal(t, m.Tree[rel].Data, b, "%s", rel)
+		}
+		return nil
+	}))
+}
