@@ -283,3 +283,69 @@ func twoFATs(dir string) (*demo.Medium, error) {
 	}
 	return &demo.Medium{Hash: "0123456789abcdef0123456789abcdef", Image: img, Tree: tree}, nil
 }
+
+// A file whose FAT chain ends early (its FAT entries cut in both FATs):
+// reading it runs into a structure that does not check out. It is skipped
+// at its first failure (DIAGNOSTIC_SKIP:IO, found from its runs) and never
+// stored, with the structure's image offset in the error.
+func TestCopyFromImageWithCorruptChain(t *testing.T) {
+	testimg.RequireFATTools(t)
+	im := newImageMedium(t, demo.Floppy)
+	img, err := os.ReadFile(im.m.Image)
+	require.NoError(t, err)
+	le16 := func(o int) int { return int(img[o]) | int(img[o+1])<<8 }
+	bps, spc, reserved, nfats, rootEnts, fatSz := le16(11), int(img[13]), le16(14), int(img[16]), le16(17), le16(22)
+	dataStart := int64((reserved + nfats*fatSz + (rootEnts*32+bps-1)/bps) * bps)
+	clusterSize := int64(bps * spc)
+
+	m, err := imagefs.OpenMediumFile(context.Background(), im.m.Image, imagefs.MediumOptions{Medium: im.m.Hash})
+	require.NoError(t, err)
+	var first int64 = -1
+	require.NoError(t, m.Walk(context.Background(), m.Volumes[0], func(p []byte, e *imagefs.Entry) error {
+		if string(p) == "/big.bin" {
+			first = e.Runs[0].Offset
+		}
+		return nil
+	}))
+	m.Close()
+	require.GreaterOrEqual(t, first, dataStart)
+	// End big.bin's chain at its first cluster (FAT12: 0xFFF).
+	c := int((first-dataStart)/clusterSize) + 2
+	for f := range nfats {
+		o := (reserved+f*fatSz)*bps + c*3/2
+		w := le16(o)
+		if c%2 == 0 {
+			w = w&0xF000 | 0xFFF
+		} else {
+			w = w&0x000F | 0xFFF<<4
+		}
+		img[o], img[o+1] = byte(w), byte(w>>8)
+	}
+	require.NoError(t, os.WriteFile(im.m.Image, img, 0o644))
+	im.load()
+
+	pol, err := diagpolicy.New(diagpolicy.Options{Medium: im.m.Hash, Image: im.m.Image, KernelLog: &diagnose.KernelLog{}})
+	require.NoError(t, err)
+	o := im.options()
+	o.Policy = pol
+	log, buf := captureLog(t)
+	o.Logger = log
+	st := im.run(o)
+	require.True(t, st.Complete)
+	require.Equal(t, int64(1), st.Skipped, "big.bin only")
+	require.Contains(t, buf.String(), "reason=DIAGNOSTIC_SKIP:IO")
+	require.Contains(t, buf.String(), "image_runs:fs_error")
+	var claimed, status string
+	var blob *string
+	var errs []string
+	require.NoError(t, im.db.QueryRow(context.Background(), `SELECT i.claimed_by, i.status, i.blobid, i.errors FROM inode i JOIN path p USING (medium_hash, dev, ino)
+		WHERE i.medium_hash = $1 AND p.path = '/big.bin'`, im.m.Hash).Scan(&claimed, &status, &blob, &errs))
+	require.Equal(t, "DIAGNOSTIC_SKIP:IO", claimed)
+	require.Equal(t, "failed_permanent", status)
+	require.Nil(t, blob, "a file whose bytes cannot all be read is never stored")
+	require.Contains(t, errs[len(errs)-1], "corrupt")
+	_, err = os.Lstat(filepath.Join(im.tree(), "big.bin"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	delete(im.m.Tree, "big.bin")
+	require.NoError(t, demo.CheckTree(im.tree(), im.m.Tree))
+}
