@@ -2,7 +2,9 @@ package fat
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -55,20 +57,25 @@ func (v *Volume) dirContent(dir *imagefs.Entry, report bool) ([]record, error) {
 		if n <= 0 {
 			break
 		}
-		buf := make([]byte, n)
-		m, err := v.r.ReadAt(buf, r.Offset)
-		if r.Offset < 0 || r.Offset >= v.size {
-			m = 0
-		}
-		m -= m % dirEntrySize
-		for i := 0; i < m; i += dirEntrySize {
-			recs = append(recs, record{b: buf[i : i+dirEntrySize], off: r.Offset + int64(i)})
+		// Never read past the volume: the reader may be a whole disk
+		// whose next partition follows.
+		var m int
+		var err error
+		if r.Offset >= 0 && r.Offset < v.size {
+			buf := make([]byte, min(n, v.size-r.Offset))
+			m, err = v.r.ReadAt(buf, r.Offset)
+			m -= m % dirEntrySize
+			for i := 0; i < m; i += dirEntrySize {
+				recs = append(recs, record{b: buf[i : i+dirEntrySize], off: r.Offset + int64(i)})
+			}
 		}
 		total += int64(m)
 		if int64(m) < n {
 			kind := "unreadable"
-			if r.Offset+int64(m) >= v.size {
+			if r.Offset+int64(m)+dirEntrySize > v.size {
 				kind, err = "truncated", imagefs.ErrBeyondEnd
+			} else if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
 			}
 			readErr = &imagefs.ReadError{Offset: r.Offset + int64(m), Err: err}
 			if report {

@@ -52,7 +52,9 @@
 //     time.Time and a bad_time report. The root has the Unix epoch.
 //   - Nlink is 1 for a file; for a directory, 2 + the number of
 //     subdirectories it holds, which is what Linux shows for a well-formed
-//     directory (it counts "." and ".." records).
+//     directory (it counts "." and ".." records). Counting reads each
+//     subdirectory once; on a hostile image of cross-linked directories
+//     that reading is bounded (twice the image), past which counts are 2.
 //   - Runs are the cluster chain, coalesced where clusters are consecutive,
 //     as volume byte offsets; a file's last run is cut at its size, an empty
 //     file has none. Directories have runs too (the FAT12/16 root is one),
@@ -78,6 +80,9 @@
 //   - short_chain, long_chain: a chain with fewer clusters than the file's
 //     size needs, or more (cut at the size); a directory longer than
 //     65536 records (cut there).
+//   - cross_linked: the chains of one directory's entries together pass
+//     more than twice the volume's clusters, so they share clusters; the
+//     chains past that budget are not followed (those files fail to read).
 //   - unreadable: a directory cluster that cannot be read.
 //   - bad_entry: a record that cannot be a file (control bytes in its 8.3
 //     name, reserved attribute bits, a second volume label); left out.
@@ -92,8 +97,11 @@
 // Nothing read from the medium sizes an allocation or a loop beyond the
 // volume: a chain is followed at most as far as the file's size needs (a
 // directory: 2 MiB, the specification's 65536 records) and never through
-// a cluster twice (a bit set over the FAT's readable entries); the FATs are
-// read only as far as they hold the volume's clusters and the image goes.
+// a cluster twice (a bit set over the FAT's readable entries); the chains
+// of one listing share the budget above; the FATs are read only as far as
+// they hold the volume's clusters and the image goes. imagefs.Walk stops
+// cycles, not a directory cross-linked under many parents: a caller
+// walking hostile media bounds the entries it takes (FuzzVolume does).
 //
 // The reader is checked against images made by mkfs.fat and mtools, with
 // The Sleuth Kit (fls, icat) and mtools (mdir, mtype) as reference readers,

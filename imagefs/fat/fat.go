@@ -103,7 +103,8 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 
 	v.root = imagefs.Entry{ID: RootID, Type: 'd', Mtime: time.Unix(0, 0).UTC()}
 	if g.bits == 32 {
-		ch := v.chainOf(g.rootCluster, -1, "the root directory", 44, true)
+		budget := v.chainBudget()
+		ch := v.chainOf(g.rootCluster, -1, "the root directory", 44, &budget)
 		v.root.Runs = ch.runs
 	} else {
 		v.root.Runs = []imagefs.Run{{Offset: g.rootOff, Length: g.rootLen}}
@@ -228,14 +229,21 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 		return nil, fmt.Errorf("fat: directory %s: %w", v.dirName(dir), err)
 	}
 	var out []*imagefs.Entry
+	budget := v.chainBudget()
 	for _, p := range v.parseDir(recs, dir.ID == RootID, true) {
-		out = append(out, v.entry(p))
+		out = append(out, v.entry(p, &budget))
 	}
 	return out, nil
 }
 
+// chainBudget is how many clusters the chains of one directory listing may
+// pass together: twice the volume's, and at least a directory's worth.
+func (v *Volume) chainBudget() int64 {
+	return 2*int64(v.geo.clusters) + maxDirBytes/v.geo.clusterSize + 2
+}
+
 // entry builds the Entry of a parsed record, following its cluster chain.
-func (v *Volume) entry(p parsed) *imagefs.Entry {
+func (v *Volume) entry(p parsed, budget *int64) *imagefs.Entry {
 	b := p.rec.b
 	e := &imagefs.Entry{ID: uint64(p.rec.off), Type: 'f', Name: cleanName(p.name), Nlink: 1}
 	if t, ok := dosTime(le.Uint16(b[24:]), le.Uint16(b[22:])); ok {
@@ -255,7 +263,7 @@ func (v *Volume) entry(p parsed) *imagefs.Entry {
 			// holding it is the root again (the walk finds the cycle).
 			e.Runs = append([]imagefs.Run(nil), v.root.Runs...)
 		} else {
-			e.Runs = v.chainOf(first, -1, "directory "+what, p.rec.off+26, true).runs
+			e.Runs = v.chainOf(first, -1, "directory "+what, p.rec.off+26, budget).runs
 		}
 		for _, r := range e.Runs {
 			e.Size += r.Length
@@ -270,7 +278,7 @@ func (v *Volume) entry(p parsed) *imagefs.Entry {
 	case first == 0:
 		v.opts.Reportf(p.rec.off+26, "short_chain", "file %s: %d bytes but no cluster", what, e.Size)
 	default:
-		e.Runs = v.chainOf(first, need, "file "+what, p.rec.off+26, true).runs
+		e.Runs = v.chainOf(first, need, "file "+what, p.rec.off+26, budget).runs
 	}
 	// The last cluster holds the file's tail only.
 	for i := range e.Runs {

@@ -93,7 +93,7 @@ type chain struct {
 // most limit clusters (limit < 0: a directory, up to maxDirBytes). what
 // names the chain's owner in problems; at is the volume offset of the
 // directory record (or boot sector field) that holds first.
-func (v *Volume) follow(t *table, first uint32, limit int64, what string, at int64) chain {
+func (v *Volume) follow(t *table, first uint32, limit int64, what string, at int64, budget *int64) chain {
 	g := v.geo
 	dir := limit < 0
 	if dir {
@@ -120,6 +120,11 @@ func (v *Volume) follow(t *table, first uint32, limit int64, what string, at int
 			}
 			break
 		}
+		if *budget <= 0 {
+			prob(from, "cross_linked", "the chains of one directory's entries together pass more clusters than the volume has: they share clusters; this one is not followed past cluster %d", c)
+			break
+		}
+		*budget--
 		if v.seen.has(c) {
 			prob(from, "loop", "the chain returns to cluster %d after %d clusters", c, ch.clusters)
 			break
@@ -169,20 +174,23 @@ func (v *Volume) follow(t *table, first uint32, limit int64, what string, at int
 // and, if it is broken there and the volume keeps a second copy, from that
 // copy; a chain that checks out in the copy only is taken from it (and
 // reported as fat_mismatch). Problems of the chain used are reported.
-func (v *Volume) chainOf(first uint32, limit int64, what string, at int64, report bool) chain {
+// budget bounds the clusters followed, all chains of one directory
+// listing together: on a real volume they are at most its clusters, so a
+// hostile one cannot make a listing cost records × clusters.
+func (v *Volume) chainOf(first uint32, limit int64, what string, at int64, budget *int64) chain {
 	primary := v.fats[0]
-	ch := v.follow(primary, first, limit, what, at)
-	if ch.problem != nil && len(v.fats) > 1 {
-		alt := v.follow(v.fats[1], first, limit, what, at)
+	ch := v.follow(primary, first, limit, what, at, budget)
+	if ch.problem != nil && ch.problem.Kind != "cross_linked" && len(v.fats) > 1 {
+		alt := v.follow(v.fats[1], first, limit, what, at, budget)
 		if alt.problem == nil {
-			if report {
+			{
 				v.opts.Reportf(ch.problem.Offset, "fat_mismatch", "%s: the chain in FAT%d is broken (%s: %s); FAT%d's copy is used",
 					what, primary.index+1, ch.problem.Kind, ch.problem.Detail, alt.from+1)
 			}
 			return alt
 		}
 	}
-	if report && ch.problem != nil {
+	if ch.problem != nil && v.opts.Report != nil {
 		v.opts.Report(ch.problem)
 	}
 	return ch

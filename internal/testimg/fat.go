@@ -28,6 +28,9 @@ type FATSpec struct {
 	// SectorsPerCluster is mkfs.fat -s; 0 leaves mkfs.fat's choice (1 for
 	// FAT32, so that 40 MiB holds the 65525 clusters FAT32 needs).
 	SectorsPerCluster int
+	// RootEntries is the size of the FAT12/16 root directory in records
+	// (mkfs.fat -r); 0 leaves mkfs.fat's choice.
+	RootEntries int
 	// Label is the volume label (mkfs.fat -n), at most 11 bytes; "" none.
 	Label string
 	// Entries is the tree: File and Dir entries only (FAT has no other
@@ -115,6 +118,9 @@ func BuildFATImage(path string, spec FATSpec) error {
 	}
 	if spc != 0 {
 		args = append(args, "-s", strconv.Itoa(spc))
+	}
+	if spec.RootEntries != 0 {
+		args = append(args, "-r", strconv.Itoa(spec.RootEntries))
 	}
 	if spec.Label != "" {
 		args = append(args, "-n", spec.Label)
