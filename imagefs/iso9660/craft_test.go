@@ -318,7 +318,7 @@ func TestPXSizes(t *testing.T) {
 		serial bool
 	}{{px(0o100600, 3), false}, {px(0o100600, 3, 9), true}} {
 		f := &FS{bs: 2048}
-		rr := f.parseSU(tc.entry, 0, "test")
+		rr := f.parseSU(tc.entry, 0, subject{what: "test"}, nil)
 		if !rr.px || rr.mode != 0o100600 || rr.nlink != 3 || rr.hasSerial != tc.serial || (tc.serial && rr.serial != 9) {
 			t.Errorf("PX of %d bytes: %+v", len(tc.entry), rr)
 		}
