@@ -318,7 +318,7 @@ func TestPXSizes(t *testing.T) {
 		serial bool
 	}{{px(0o100600, 3), false}, {px(0o100600, 3, 9), true}} {
 		f := &FS{bs: 2048}
-		rr := f.parseSU(tc.entry, 0, "test")
+		rr := f.parseSU(tc.entry, 0, subject{what: "test"}, nil)
 		if !rr.px || rr.mode != 0o100600 || rr.nlink != 3 || rr.hasSerial != tc.serial || (tc.serial && rr.serial != 9) {
 			t.Errorf("PX of %d bytes: %+v", len(tc.entry), rr)
 		}
@@ -362,7 +362,63 @@ func TestRegistered(t *testing.T) {
 	if err != nil || fsys.Type() != "iso9660" {
 		t.Fatalf("imagefs.Open: %v", err)
 	}
-	var _ io.ReaderAt = bytes.NewReader(nil)
 }
 
 func keys(m map[string]*imagefs.Entry) []string { return tsksorted(m) }
+
+// sparseVolume is a large volume that is all zeros past its first bytes.
+type sparseVolume struct {
+	head []byte
+	size int64
+}
+
+func (v sparseVolume) ReadAt(p []byte, off int64) (int, error) {
+	if off >= v.size {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if rem := v.size - off; int64(n) > rem {
+		n = int(rem)
+	}
+	clear(p[:n])
+	if off < int64(len(v.head)) {
+		copy(p, v.head[off:])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// TestTooManyRuns: an interleaved file of one-block units over 4 GiB would
+// take more than maxRuns runs; it is listed with its recorded size and
+// reported, and opening it fails with ErrUnsupported rather than reading a
+// part of it as if it were whole.
+func TestTooManyRuns(t *testing.T) {
+	c := newCraft(40)
+	r := rec("MANY.;1", 30, 0xFFFFF800, 0)
+	r[26], r[27] = 1, 0
+	c.root(nil, r, rec("OK.;1", 30, 10, 0))
+	var ps []*imagefs.Problem
+	vol := sparseVolume{head: c.img, size: 5 << 30}
+	f, err := Open(vol, vol.size, imagefs.Options{Report: func(p *imagefs.Problem) { ps = append(ps, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := list(t, f)
+	e := m["/many"]
+	if e == nil || e.Size != 0xFFFFF800 || len(e.Runs) != maxRuns {
+		t.Fatalf("many: %+v", e)
+	}
+	if _, err := f.Open(e); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("opening it: %v, want ErrUnsupported", err)
+	}
+	if !hasProblem(ps, "unsupported", rootBlock*2048, rootBlock*2048+2048) {
+		t.Errorf("not reported: %v", ps)
+	}
+	if ok := m["/ok"]; ok == nil {
+		t.Error("the next file is lost")
+	} else if _, err := f.Open(ok); err != nil {
+		t.Errorf("the next file: %v", err)
+	}
+}

@@ -26,6 +26,7 @@ const (
 	maxDescriptors  = 64   // descriptors read before giving up on a terminator
 	maxDirBytes     = 64 << 20
 	maxRuns         = 1 << 16 // runs of one interleaved or multi-extent file
+	maxDirRuns      = 1 << 20 // runs of all the files of one directory
 )
 
 // ErrNotISO9660: the volume has no ISO 9660 primary volume descriptor.
@@ -230,7 +231,7 @@ func (f *FS) dotRockRidge(dir *imagefs.Entry) (*rockRidge, bool) {
 	if !ok || int(b[0]) > len(b) || rec.name0() != 0 {
 		return nil, false
 	}
-	return f.parseSU(rec.su, off+int64(rec.suAt), "root directory"), true
+	return f.parseSU(rec.su, off+int64(rec.suAt), subject{what: "root directory"}, nil), true
 }
 
 // applyDot takes a directory's Rock Ridge attributes from its "." record.

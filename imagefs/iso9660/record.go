@@ -136,7 +136,7 @@ func (f *FS) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 		}
 		return nil, fmt.Errorf("iso9660: directory %q: %w", dirName(dir), &imagefs.ReadError{Offset: start + int64(m), Err: err})
 	}
-	d := dirReader{f: f, dir: dir}
+	d := dirReader{f: f, dir: dir, budget: budget{ce: maxDirCEBytes, runs: maxDirRuns}}
 	for sec := int64(0); sec < n; sec += sectorSize {
 		end := min(sec+sectorSize, n)
 		for pos := sec; pos < end; {
@@ -172,12 +172,20 @@ func (f *FS) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 	return d.out, nil
 }
 
+// budget bounds what one directory's records make the reader do.
+type budget struct {
+	ce   int // System Use continuation bytes still to be read
+	runs int // runs still to be made
+}
+
 // dirReader gathers one directory's entries, joining the records of a
 // multi-extent file.
 type dirReader struct {
 	f   *FS
 	dir *imagefs.Entry
 	out []*imagefs.Entry
+
+	budget budget
 
 	// A multi-extent file being gathered: its records and the first one's
 	// offset and Rock Ridge data.
@@ -217,7 +225,7 @@ func (d *dirReader) record(rec record, at int64) {
 		} else {
 			su = nil
 		}
-		rr = f.parseSU(su, suAt, fmt.Sprintf("record of %q in directory %q", rec.name, dirName(d.dir)))
+		rr = f.parseSU(su, suAt, subject{name: rec.name, dir: d.dir, what: "record"}, &d.budget.ce)
 		if rr.re {
 			return // a relocated directory: listed where its CL record is
 		}
@@ -226,7 +234,7 @@ func (d *dirReader) record(rec record, at int64) {
 		d.parts, d.partsAt, d.partsRR = []record{rec}, at, rr
 		return
 	}
-	if e := f.entry(d.dir, []record{rec}, at, rr); e != nil {
+	if e := f.entry(d.dir, []record{rec}, at, rr, &d.budget); e != nil {
 		d.out = append(d.out, e)
 	}
 }
@@ -236,7 +244,7 @@ func (d *dirReader) flush() {
 	if d.parts == nil {
 		return
 	}
-	if e := d.f.entry(d.dir, d.parts, d.partsAt, d.partsRR); e != nil {
+	if e := d.f.entry(d.dir, d.parts, d.partsAt, d.partsRR, &d.budget); e != nil {
 		d.out = append(d.out, e)
 	}
 	d.parts, d.partsRR = nil, nil
@@ -244,14 +252,14 @@ func (d *dirReader) flush() {
 
 // entry makes the entry of a file or directory from its records (several
 // for a multi-extent file), the first at volume offset at.
-func (f *FS) entry(dir *imagefs.Entry, recs []record, at int64, rr *rockRidge) *imagefs.Entry {
+func (f *FS) entry(dir *imagefs.Entry, recs []record, at int64, rr *rockRidge, b *budget) *imagefs.Entry {
 	rec := recs[0]
 	e := &imagefs.Entry{ID: uint64(at), Nlink: 1, Mtime: shortDate(rec.date[:])}
 	e.Name = f.chooseName(dir, rec, at, rr)
-	who := fmt.Sprintf("%q in directory %q", e.Name, dirName(dir))
+	who := subject{name: e.Name, dir: dir}
 
 	if rr != nil && rr.cl >= 0 {
-		return f.relocated(e, rr, at, who)
+		return f.relocated(e, rr, at, who, b)
 	}
 	e.Type = 'f'
 	switch {
@@ -297,7 +305,7 @@ func (f *FS) entry(dir *imagefs.Entry, recs []record, at int64, rr *rockRidge) *
 			f.opts.Reportf(at, "corrupt", "%s: a directory recorded as multi-extent or interleaved; its first extent is read", who)
 		}
 	case 'f':
-		err := f.fileRuns(e, recs, at, who)
+		err := f.fileRuns(e, recs, at, who, &b.runs)
 		if rr != nil && rr.zf {
 			f.opts.Reportf(at, "unsupported", "%s: zisofs-compressed content; not read", who)
 			err = fmt.Errorf("iso9660: %s is zisofs-compressed: %w", who, ErrUnsupported)
@@ -350,12 +358,12 @@ func (f *FS) chooseName(dir *imagefs.Entry, rec record, at int64, rr *rockRidge)
 
 // fileRuns sets a file's size and runs from its records: one run per
 // extent, or per file unit of an interleaved extent.
-func (f *FS) fileRuns(e *imagefs.Entry, recs []record, at int64, who string) error {
+func (f *FS) fileRuns(e *imagefs.Entry, recs []record, at int64, who fmt.Stringer, budget *int) error {
 	var logical int64
 	var err error
 	beyond := false
 	add := func(off, n int64) bool {
-		if len(e.Runs) >= maxRuns {
+		if len(e.Runs) >= maxRuns || *budget <= 0 {
 			err = fmt.Errorf("iso9660: %s is stored in more than %d pieces: %w", who, maxRuns, ErrUnsupported)
 			f.opts.Reportf(at, "unsupported", "%s: stored in more than %d pieces; not read", who, maxRuns)
 			return false
@@ -363,6 +371,7 @@ func (f *FS) fileRuns(e *imagefs.Entry, recs []record, at int64, who string) err
 		if off+n > f.size {
 			beyond = true
 		}
+		*budget--
 		e.Runs = append(e.Runs, imagefs.Run{Logical: logical, Offset: off, Length: n})
 		logical += n
 		return true
@@ -383,6 +392,11 @@ func (f *FS) fileRuns(e *imagefs.Entry, recs []record, at int64, who string) err
 		step := (int64(r.unit) + int64(r.gap)) * f.bs
 		for size > 0 {
 			n := min(unit, size)
+			if s >= f.size {
+				// The rest lies past the end of the volume: one run
+				// says where, and reading it fails there.
+				n = size
+			}
 			if !add(s, n) {
 				break
 			}
@@ -414,7 +428,7 @@ func (f *FS) fileRuns(e *imagefs.Entry, recs []record, at int64, who string) err
 // files sharing the first extent (mkisofs writes a hardlinked inode's
 // content once). A record that claims a group already seen with other
 // content keeps its own record ID, and is reported.
-func (f *FS) linkID(e *imagefs.Entry, rr *rockRidge, at int64, who string) {
+func (f *FS) linkID(e *imagefs.Entry, rr *rockRidge, at int64, who fmt.Stringer) {
 	if rr == nil || !rr.px || rr.nlink < 2 {
 		return
 	}
@@ -447,7 +461,7 @@ func (f *FS) linkID(e *imagefs.Entry, rr *rockRidge, at int64, who string) {
 // relocated makes the entry of a Rock Ridge CL record: the directory that
 // was moved away (to rr_moved) to keep the primary tree 8 levels deep. Its
 // attributes come from the "." record where it now is; its name from here.
-func (f *FS) relocated(e *imagefs.Entry, rr *rockRidge, at int64, who string) *imagefs.Entry {
+func (f *FS) relocated(e *imagefs.Entry, rr *rockRidge, at int64, who subject, b *budget) *imagefs.Entry {
 	e.Type = 'd'
 	s := rr.cl * f.bs
 	if s+34 > f.size {
@@ -455,12 +469,13 @@ func (f *FS) relocated(e *imagefs.Entry, rr *rockRidge, at int64, who string) *i
 		e.ID = uint64(s)
 		return e
 	}
-	b := make([]byte, min(int64(255), f.size-s))
-	if _, err := f.r.ReadAt(b, s); err != nil && !errors.Is(err, io.EOF) {
+	e.ID = uint64(s)
+	dotb := make([]byte, min(int64(255), f.size-s))
+	if _, err := f.r.ReadAt(dotb, s); err != nil && !errors.Is(err, io.EOF) {
 		f.opts.Reportf(s, "unreadable", "%s: relocated directory: %v", who, err)
 		return e
 	}
-	dot, ok := parseRecord(b)
+	dot, ok := parseRecord(dotb)
 	if !ok || dot.name0() != 0 || dot.flags&flagDir == 0 {
 		f.opts.Reportf(s, "corrupt", "%s: no directory's \".\" record at the relocated block %d", who, rr.cl)
 		e.ID = uint64(s)
@@ -479,7 +494,7 @@ func (f *FS) relocated(e *imagefs.Entry, rr *rockRidge, at int64, who string) *i
 	} else {
 		su = nil
 	}
-	if drr := f.parseSU(su, s+int64(dot.suAt+f.skip), who+" (relocated)"); drr != nil {
+	if drr := f.parseSU(su, s+int64(dot.suAt+f.skip), subject{name: e.Name, dir: who.dir, what: "relocated directory"}, &b.ce); drr != nil {
 		if drr.px && drr.nlink > 0 {
 			e.Nlink = uint64(drr.nlink)
 		} else if rr.px && rr.nlink > 0 {
@@ -500,4 +515,22 @@ func dirName(dir *imagefs.Entry) []byte {
 		return []byte("/")
 	}
 	return dir.Name
+}
+
+// subject names what a report is about; it is formatted only when a
+// problem is reported, so that reading undamaged records costs nothing.
+type subject struct {
+	name []byte
+	dir  *imagefs.Entry
+	what string // "record", "relocated directory", …; "" for an entry
+}
+
+func (s subject) String() string {
+	switch {
+	case s.dir == nil:
+		return s.what
+	case s.what == "":
+		return fmt.Sprintf("%q in directory %q", s.name, dirName(s.dir))
+	}
+	return fmt.Sprintf("%s %q in directory %q", s.what, s.name, dirName(s.dir))
 }

@@ -2,6 +2,7 @@ package iso9660
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"time"
 )
@@ -11,8 +12,12 @@ import (
 const (
 	maxContinuations = 16      // CE hops followed per record
 	maxSUBytes       = 1 << 16 // System Use bytes parsed per record, continuations included
-	maxNameBytes     = 1024    // an NM name (Linux stops at 254)
-	maxTargetBytes   = 4096    // an SL target (PATH_MAX)
+	// Continuation bytes read per directory: a directory of records whose
+	// CE chains all run to the bound would otherwise read up to 32 KB per
+	// 34-byte record.
+	maxDirCEBytes  = 4 << 20
+	maxNameBytes   = 1024 // an NM name (Linux stops at 254)
+	maxTargetBytes = 4096 // an SL target (PATH_MAX)
 )
 
 // rockRidge is what the SUSP and RRIP entries of one directory record say.
@@ -47,9 +52,11 @@ type rockRidge struct {
 }
 
 // parseSU parses a System Use area at volume offset off and follows its CE
-// continuation areas, bounded and loop-checked. who names the record in
-// reports.
-func (f *FS) parseSU(area []byte, off int64, who string) *rockRidge {
+// continuation areas, bounded and loop-checked: a continuation lies within
+// one logical block (as Linux requires), at most maxContinuations are
+// followed, and their bytes are taken from *budget (nil: no shared budget).
+// who names the record in reports.
+func (f *FS) parseSU(area []byte, off int64, who fmt.Stringer, budget *int) *rockRidge {
 	rr := &rockRidge{cl: -1}
 	seen := map[int64]bool{}
 	total := 0
@@ -65,11 +72,19 @@ func (f *FS) parseSU(area []byte, off int64, who string) *rockRidge {
 			f.opts.Reportf(off, "loop", "%s: more than %d System Use continuation areas; the rest is ignored", who, maxContinuations)
 		case seen[at]:
 			f.opts.Reportf(off, "loop", "%s: System Use continuation at byte offset %d was already read (a CE loop)", who, at)
-		case ceLen == 0 || total+int(ceLen) > maxSUBytes || ceOff >= f.bs:
+		case ceLen == 0 || total+int(ceLen) > maxSUBytes || ceOff+ceLen > f.bs:
 			f.opts.Reportf(off, "corrupt", "%s: System Use continuation of %d bytes at block offset %d is out of bounds", who, ceLen, ceOff)
+		case budget != nil && *budget < int(ceLen):
+			if *budget >= 0 {
+				f.opts.Reportf(off, "corrupt", "%s: the directory's System Use continuations exceed %d bytes; no more are read", who, maxDirCEBytes)
+				*budget = -1
+			}
 		case at+ceLen > f.size:
 			f.opts.Reportf(off, "out_of_volume", "%s: System Use continuation at byte offset %d (%d bytes) lies past the end of the volume (%d bytes)", who, at, ceLen, f.size)
 		default:
+			if budget != nil {
+				*budget -= int(ceLen)
+			}
 			seen[at] = true
 			buf := make([]byte, ceLen)
 			if _, err := f.r.ReadAt(buf, at); err != nil {
@@ -86,7 +101,7 @@ func (f *FS) parseSU(area []byte, off int64, who string) *rockRidge {
 
 // parseSUArea parses the entries of one System Use area into rr and
 // returns the continuation area the last CE entry named, if any.
-func (f *FS) parseSUArea(rr *rockRidge, b []byte, off int64, who string) (ceBlock, ceOff, ceLen int64, hasCE bool) {
+func (f *FS) parseSUArea(rr *rockRidge, b []byte, off int64, who fmt.Stringer) (ceBlock, ceOff, ceLen int64, hasCE bool) {
 	pos := 0
 	for len(b)-pos >= 4 {
 		e := b[pos:]
@@ -170,7 +185,7 @@ func (f *FS) parseSUArea(rr *rockRidge, b []byte, off int64, who string) (ceBloc
 }
 
 // nameChunk appends an NM entry to the alternate name.
-func (f *FS) nameChunk(rr *rockRidge, e []byte, off int64, who string) {
+func (f *FS) nameChunk(rr *rockRidge, e []byte, off int64, who fmt.Stringer) {
 	flags := e[4]
 	if rr.nm && !rr.nmMore {
 		return // a second, unrelated NM: the first name stands, as in Linux
