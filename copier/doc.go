@@ -1,6 +1,6 @@
-// Package copier copies the files of a mounted medium into NTT's
-// content-addressed store, deduplicated, and records each one in the
-// catalog: the seed's Phase 3 ("Copying").
+// Package copier copies the files of a medium (mounted, or read from its
+// image) into NTT's content-addressed store, deduplicated, and records each
+// one in the catalog: the seed's Phase 3 ("Copying").
 //
 // For every pending file inode of one medium, Run claims it in a batch
 // (FOR UPDATE SKIP LOCKED, on the medium's partition only), opens one of its
@@ -11,6 +11,24 @@
 // the inode into <store>/archived/<hash>/…, and records the batch in one
 // transaction. Any number of workers, processes and hosts may copy one
 // medium into one shared store at once.
+//
+// # Mount or image
+//
+// The files are read beneath the medium's kernel mount, or, with
+// Options.Image, straight from its image through package imagefs (FAT,
+// ISO 9660 …, in user space: no root, no loop device, no mount). A medium
+// is copied with the reader that enumerated it: the catalog's dev and ino
+// are that reader's (for an image, the partition number and the
+// filesystem's own id). From an image, each claimed file is found by its
+// catalogued paths in an index of the medium made by one walk when the run
+// starts, checked against the catalog (type, partition, id, size), and read
+// from its byte runs; a batch is read in the image's byte order (each
+// file's first run), so the medium is read close to sequentially. A read
+// past the end of the image or through a structure that does not check out
+// fails with an *ImageReadError naming the image offset; the file is never
+// stored as if whole (diagpolicy classifies it at once, from the runs:
+// beyond_eof, or io for a corrupt structure). With a mapfile, the runs ∩
+// the unrescued ranges are the file's inode.damage (RunDamageMapper).
 //
 // # Invariants
 //

@@ -54,6 +54,12 @@ type Options struct {
 	// the medium's mount at <MountRoot>/<hash> (default /mnt/ntt).
 	StoreRoot string
 	MountRoot string
+	// Image, when set, is the medium's image file: its files are read
+	// from it in user space (package imagefs; no mount, no root) instead
+	// of beneath MountRoot, in image byte order. CodePage is the code
+	// page of 8.3 FAT names there (default cp437).
+	Image    string
+	CodePage string
 	// DryRun reads and hashes the pending files and reports what would be
 	// stored, without claiming, writing the store or touching the catalog.
 	DryRun bool
@@ -172,7 +178,7 @@ type run struct {
 	db     *pgxpool.Pool
 	o      Options
 	h      medium.Hash
-	src    *source
+	src    mediumSource
 	store  *Store
 	tree   *tree
 	log    *slog.Logger
@@ -292,7 +298,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	// or, after a stall, once the stuck workers return (if ever): a
 	// descriptor number must not be reused under a worker that wakes up.
 	defer r.closeResources()
-	if r.src, err = openSource(opts.MountRoot, h); err != nil {
+	if r.src, err = openMediumSource(ctx, opts, h); err != nil {
 		return Stats{}, err
 	}
 	if !opts.DryRun {
@@ -1045,11 +1051,15 @@ func (r *run) watchSource(ctx context.Context) error {
 	if _, ok := r.policy.(SourceChecker); !ok {
 		return nil
 	}
-	var mounts []string
-	if len(r.src.parts) == 0 {
-		mounts = append(mounts, r.src.path) // else only a directory holding them
+	src, ok := r.src.(*source)
+	if !ok {
+		return nil // an image: its reads fail with the bytes they miss
 	}
-	for _, m := range r.src.parts {
+	var mounts []string
+	if len(src.parts) == 0 {
+		mounts = append(mounts, src.path) // else only a directory holding them
+	}
+	for _, m := range src.parts {
 		mounts = append(mounts, m.path)
 	}
 	for _, m := range mounts {
@@ -1077,10 +1087,14 @@ func (r *run) checkSource(ctx context.Context, mount string, force bool) error {
 	if !force && time.Since(w.last) < sourceCheckEvery {
 		return nil
 	}
-	if mount == "" {
-		mount = r.src.path
+	src, ok := r.src.(*source)
+	if !ok {
+		return nil // an image is not a mount to watch
 	}
-	if mount == r.src.path && len(r.src.parts) > 0 {
+	if mount == "" {
+		mount = src.path
+	}
+	if mount == src.path && len(src.parts) > 0 {
 		return nil // the directory holding the partition mounts
 	}
 	if err := sc.CheckSource(ctx, mount); err != nil {

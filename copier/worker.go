@@ -81,38 +81,25 @@ func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, Fi
 		}
 		rels[i] = rel
 	}
-	fd, mount, idx, ferr := w.open(n, rels)
+	of, ferr := w.r.src.openInode(n, rels)
 	if ferr != nil {
 		return outcome{n: n}, ferr, res
 	}
-	defer unix.Close(fd)
-	name := filepath.Join(mount, rels[idx])
-	p := n.Paths[idx]
-	liveDev, err := checkFile(fd, p, n.Ino, n.Size)
-	if err != nil {
-		return outcome{n: n}, &fileErr{err: err, path: p, mount: mount, fileDev: liveDev}, res
-	}
-	// Every other name must lead to the same inode, beneath the mount, or
-	// the tree would get a path the medium does not have.
-	for i, rel := range rels {
-		if i != idx {
-			if err := w.r.src.checkName(n.Paths[i], rel, n.Ino); err != nil {
-				return outcome{n: n}, &fileErr{err: err, path: n.Paths[i], mount: mount, fileDev: liveDev}, res
-			}
-		}
-	}
+	defer of.close()
+	p := n.Paths[of.idx]
+	mount, liveDev := of.mount, of.dev
 	failRead := func(err error) (outcome, *fileErr, FileResult) {
-		return outcome{n: n}, &fileErr{err: err, path: p, file: name, mount: mount, fileDev: liveDev}, res
+		return outcome{n: n}, &fileErr{err: err, path: p, file: of.name, mount: mount, fileDev: liveDev}, res
 	}
 
-	id, mime, created, read, written, err := w.store(fdReader(fd), p, n.Size)
+	id, mime, created, read, written, err := w.store(of.r, p, n.Size)
 	res.BytesRead, res.BytesWritten = read, written
 	if err != nil {
 		return failRead(err)
 	}
 	o := outcome{n: n, kind: copied, blob: id, mime: mime, created: created}
 	if w.r.o.Damage != nil {
-		dmg, err := w.damage(ctx, fd, name, mount)
+		dmg, err := w.damage(ctx, of)
 		if err != nil {
 			w.r.log.Warn("could not map the file's damaged ranges", "medium", w.r.h, "ino", n.Ino, "path", string(p), "err", err)
 		} else {
@@ -145,11 +132,44 @@ func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, Fi
 	return o, nil, res
 }
 
+// openInode opens the inode beneath the mount: the first of its paths
+// that opens, checked against the catalog (a regular file with the
+// catalog's inode number and size), every other name leading to the same
+// inode beneath the mount.
+func (s *source) openInode(n *inode, rels []string) (*openedFile, *fileErr) {
+	fd, mount, idx, ferr := s.open(n, rels)
+	if ferr != nil {
+		return nil, ferr
+	}
+	p := n.Paths[idx]
+	liveDev, err := checkFile(fd, p, n.Ino, n.Size)
+	if err != nil {
+		unix.Close(fd)
+		return nil, &fileErr{err: err, path: p, mount: mount, fileDev: liveDev}
+	}
+	// Every other name must lead to the same inode, beneath the mount, or
+	// the tree would get a path the medium does not have.
+	for i, rel := range rels {
+		if i != idx {
+			if err := s.checkName(n.Paths[i], rel, n.Ino); err != nil {
+				unix.Close(fd)
+				return nil, &fileErr{err: err, path: n.Paths[i], mount: mount, fileDev: liveDev}
+			}
+		}
+	}
+	return &openedFile{r: fdReader(fd), idx: idx, name: filepath.Join(mount, rels[idx]), mount: mount, dev: liveDev,
+		fd: fd, done: func() { unix.Close(fd) }}, nil
+}
+
+// order keeps a mount's claim order: the kernel's readahead and the
+// filesystem's allocator serve it well enough.
+func (s *source) order([]*inode) {}
+
 // open tries the inode's paths in order (hardlinks) and returns the first
 // that opens beneath the mount.
-func (w *worker) open(n *inode, rels []string) (fd int, mount string, idx int, ferr *fileErr) {
+func (s *source) open(n *inode, rels []string) (fd int, mount string, idx int, ferr *fileErr) {
 	for i, rel := range rels {
-		fd, mount, err := w.r.src.openFile(n.Paths[i], rel)
+		fd, mount, err := s.openFile(n.Paths[i], rel)
 		if err == nil {
 			return fd, mount, i, nil
 		}
@@ -169,7 +189,7 @@ func isPathErr(err error) bool {
 
 // store reads f (size bytes as catalogued) once, hashing it, and stores it
 // as a blob unless it is stored already (or, in a dry run, only checks).
-func (w *worker) store(f fdReader, p []byte, size int64) (id, mime string, created bool, read, written int64, err error) {
+func (w *worker) store(f io.Reader, p []byte, size int64) (id, mime string, created bool, read, written int64, err error) {
 	dry := w.r.o.DryRun
 	if size <= smallMax {
 		// Exactly size bytes: fstat said so, and the mount is read-only.
@@ -250,7 +270,7 @@ var errWrite = errors.New("writing to the store")
 // order, so that reading, hashing and writing overlap. Reads are small
 // (streamChunk): the kernel's readahead then stays ahead of the reader. It
 // returns the first bytes for MIME detection.
-func (w *worker) stream(f fdReader, bw *blobWriter) (read, written int64, head []byte, err error) {
+func (w *worker) stream(f io.Reader, bw *blobWriter) (read, written int64, head []byte, err error) {
 	type chunk struct {
 		b   []byte
 		err error
@@ -364,15 +384,24 @@ func readFull(f io.Reader, b []byte) (int, error) {
 	return n, err
 }
 
-// damage runs the DamageMapper on a duplicate of the open file.
-func (w *worker) damage(ctx context.Context, fd int, name, mount string) (json.RawMessage, error) {
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+// damage maps the opened file's damaged ranges: by its runs when it was
+// read from an image (RunDamageMapper), else by running the DamageMapper
+// on a duplicate of the open descriptor.
+func (w *worker) damage(ctx context.Context, of *openedFile) (json.RawMessage, error) {
+	if of.fd < 0 {
+		rm, ok := w.r.o.Damage.(RunDamageMapper)
+		if !ok {
+			return nil, nil
+		}
+		return rm.RunDamage(ctx, of.runs)
+	}
+	dup, err := unix.FcntlInt(uintptr(of.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(dup), name)
+	f := os.NewFile(uintptr(dup), of.name)
 	defer f.Close()
-	return w.r.o.Damage.Damage(ctx, f, mount)
+	return w.r.o.Damage.Damage(ctx, f, of.mount)
 }
 
 // mimeCache remembers the MIME type of blobs seen in this run: a repeated
@@ -406,6 +435,7 @@ func (r *run) mimeOf(id string, data []byte) string {
 // done. A failure of the store ends the batch: that inode and the rest are
 // released, and the error is returned.
 func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error) {
+	w.r.src.order(batch)
 	outs := make([]outcome, 0, len(batch))
 	var abort error
 	for _, n := range batch {

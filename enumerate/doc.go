@@ -1,6 +1,6 @@
-// Package enumerate walks a mounted medium and writes one record per
-// directory entry in NTT's raw enumeration format, and reads that format
-// back.
+// Package enumerate walks a mounted medium, or one read from its image,
+// and writes one record per directory entry in NTT's raw enumeration
+// format, and reads that format back.
 //
 // # Format
 //
@@ -28,6 +28,20 @@
 // left out, but their subtrees are still walked: only the matching paths
 // themselves are missing, exactly as when the loader filters the same
 // patterns.
+//
+// # From an image
+//
+// WalkImage enumerates a medium read from its image by package imagefs
+// (FAT, ISO 9660 …: no root, no loop device, no mount) and writes the same
+// records a walk of its kernel mount at <root>/<hash> would give: the
+// medium root first, paths under it (/pN/… for the partitions of a
+// multi-partition medium, as loopdev.Plan lays them out), dev the partition
+// number (0 for a whole-disk filesystem), ino the filesystem's own id of the
+// entry (imagefs.CatalogIno). The same image always gives the same bytes.
+// The loader and everything after it cannot tell the two apart; the
+// medium's catalog is then read back through the same reader (copier's
+// Options.Image). Structural damage is reported through the Report given
+// to imagefs.OpenMedium and counted in Result.Errors; the walk goes on.
 //
 // # Failure model
 //

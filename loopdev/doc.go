@@ -88,6 +88,15 @@
 // (IoctlLoopGetStatus64, IoctlSetInt), which return errno values we can
 // test.
 //
+// # One layout
+//
+// Plan is the one function that decides a medium's layout from its probe:
+// which volumes are read (whole disk or partitions), which partitions are
+// skipped and why, single or multi. Mount, Status and the image reader
+// (imagefs.OpenMedium) all take it from Plan, so a medium read from its
+// image has the same partitions, numbers and paths as when it is mounted;
+// ZipVolume is the fallback both try at byte 16384.
+//
 // The root-only part is thin: attach, mount, unmount, detach. Probing,
 // layout planning and mountinfo parsing take bytes or an io.Reader and are
 // tested without root.

@@ -3,6 +3,7 @@ package loopdev
 import (
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 
@@ -139,11 +140,39 @@ type target struct {
 	recovery bool
 }
 
-// planMount turns a probe result into the layout skeleton (every partition
-// with its status, mountable ones pending) and the filesystems to mount,
-// with their mount points. This is the one function that decides the
-// layout; Status uses it too, so both always agree.
-func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target, error) {
+// Volume is one filesystem of a medium that its layout says to read: what
+// Mount mounts through a loop device, and what an image reader (package
+// imagefs) opens as a section of the image. Both take their volumes from
+// Plan, so a medium has the same layout whichever way it is read.
+type Volume struct {
+	// Num is the partition number (the catalog's dev for an image
+	// reader); 0 for a whole-disk filesystem.
+	Num int
+	// Offset and Size locate the volume in the image; Size 0 means "to
+	// the end of the image".
+	Offset, Size int64
+	// Content is what probe found there (Type, Alternates, …).
+	Content *probe.Content
+	// Part indexes Layout.Partitions; -1 for a whole-disk filesystem.
+	Part int
+}
+
+// MountTypes are the kernel filesystem types Mount tries for v, in order.
+func (v Volume) MountTypes() []string {
+	return mountTypes(v.Content.Type, v.Content.Alternates...)
+}
+
+// Plan turns a probe result into the medium's layout: every partition with
+// its status (skipped ones with their reason; readable ones left as
+// failed/not_mounted until a mount or a reader takes them) and the volumes
+// to read, in table order, with the layout kind (single or multi) and the
+// mount points under root. This is the one function that decides a
+// medium's layout; Mount, Status and the image reader all use it. It only
+// computes: nothing is read, attached or mounted. A medium whose plan has
+// no volume and no error may still hold a filesystem at byte 16384 (see
+// ZipVolume).
+func Plan(res *probe.Result, mediumHash medium.Hash, root string) (*Layout, []Volume, error) {
+	h := mediumHash
 	lay := &Layout{Medium: string(h), Mount: h.MountPath(root), Table: res.Table, Partitions: []PartitionStatus{}, ImageSize: res.Size}
 	switch res.Kind {
 	case probe.KindArchive:
@@ -157,7 +186,7 @@ func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target
 	// media: the whole disk is the filesystem.
 	whole := res.Whole != nil && res.Whole.Usage == probe.UsageFilesystem &&
 		(res.Table == "" || isOptical(res.Whole.Type) || !hasFilesystem(res.Partitions))
-	var targets []target
+	var vols []Volume
 	for _, p := range res.Partitions {
 		ps := PartitionStatus{Num: p.Num, Offset: p.Start, Size: p.Size, Type: p.Type}
 		if p.Content != nil {
@@ -191,29 +220,59 @@ func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target
 			ps.Status, ps.Reason = StatusSkipped, ReasonNoFilesystem
 			ps.Detail = p.Content.Type + " is not a mountable filesystem"
 		default:
-			// Pending until Mount tries it; Status keeps this for a
-			// mountable partition that is not mounted now.
+			// Pending until Mount (or a reader) takes it; Status keeps
+			// this for a mountable partition that is not mounted now.
 			ps.Status, ps.Reason = StatusFailed, ReasonNotMounted
-			targets = append(targets, target{num: p.Num, offset: p.Start, size: p.Size,
-				fstypes: mountTypes(p.Content.Type, p.Content.Alternates...), part: len(lay.Partitions),
-				recovery: p.Content.NeedsRecovery})
+			vols = append(vols, Volume{Num: p.Num, Offset: p.Start, Size: p.Size, Content: p.Content, Part: len(lay.Partitions)})
 		}
 		lay.Partitions = append(lay.Partitions, ps)
 	}
 	if whole {
-		targets = []target{{fstypes: mountTypes(res.Whole.Type, res.Whole.Alternates...), part: -1,
-			recovery: res.Whole.NeedsRecovery}}
+		vols = []Volume{{Content: res.Whole, Part: -1}}
 		lay.DirtyJournal = res.Whole.NeedsRecovery
 	}
 	lay.Layout = LayoutSingle
-	if len(targets) > 1 {
+	if len(vols) > 1 {
 		lay.Layout = LayoutMulti
 	}
-	if len(targets) == 0 && res.Whole != nil {
+	if len(vols) == 0 && res.Whole != nil {
 		// A whole-disk member (swap, RAID, LVM) with no table.
 		return lay, nil, fmt.Errorf("medium %s: %w: the whole disk is a %s", h, ErrNothingMounted, res.Whole.Type)
 	}
-	return lay, targets, nil
+	return lay, vols, nil
+}
+
+// ZipOffset is where Zip disks keep their filesystem, behind a table the
+// probe may not know.
+const ZipOffset = zipOffset
+
+// ZipVolume returns the filesystem at byte 16384 of an image of size bytes
+// (Zip disks), or nil when there is none a mount could take: tried when
+// nothing of a medium's plan could be mounted or read.
+func ZipVolume(r io.ReaderAt, size int64) *Volume {
+	if size <= zipOffset {
+		return nil
+	}
+	c, _ := probe.Identify(r, zipOffset, size-zipOffset)
+	if c == nil || c.Usage != probe.UsageFilesystem || len(mountTypes(c.Type)) == 0 {
+		return nil
+	}
+	return &Volume{Offset: zipOffset, Content: c, Part: -1}
+}
+
+// planMount is Plan in Mount's terms: the volumes as mount targets.
+func planMount(res *probe.Result, h medium.Hash, root string) (*Layout, []target, error) {
+	lay, vols, err := Plan(res, h, root)
+	var targets []target
+	for _, v := range vols {
+		targets = append(targets, v.target())
+	}
+	return lay, targets, err
+}
+
+func (v Volume) target() target {
+	return target{num: v.Num, offset: v.Offset, size: v.Size, fstypes: v.MountTypes(), part: v.Part,
+		recovery: v.Content.NeedsRecovery}
 }
 
 func hasFilesystem(ps []probe.Partition) bool {

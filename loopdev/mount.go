@@ -213,10 +213,10 @@ func Mount(ctx context.Context, spec MountSpec) (*Layout, error) {
 	if err == nil && m.mountedCount == 0 {
 		// Zip disks keep their filesystem at byte 16384 behind a table the
 		// probe may not know; try there before giving up.
-		if c, _ := probe.Identify(f, zipOffset, size-zipOffset); size > zipOffset && c != nil && c.Usage == probe.UsageFilesystem && len(mountTypes(c.Type)) > 0 {
-			log.Info("nothing mounted at offset 0; trying offset 16384", "fstype", c.Type)
+		if v := ZipVolume(f, size); v != nil {
+			log.Info("nothing mounted at offset 0; trying offset 16384", "fstype", v.Content.Type)
 			lay.Layout = LayoutSingle
-			err = m.run(ctx, []target{{offset: zipOffset, fstypes: mountTypes(c.Type, c.Alternates...), part: -1, recovery: c.NeedsRecovery}})
+			err = m.run(ctx, []target{v.target()})
 		}
 	}
 	if err == nil && m.mountedCount == 0 {

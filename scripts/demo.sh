@@ -4,7 +4,10 @@
 # files, hardlinks, hostile names, a ddrescue mapfile with one unrescued
 # region inside a file), run ntt-pipeline on it — with NTT's private
 # PostgreSQL unless a database is configured (--db / NTT_DB_URL / PG*) —
-# then answer the runbook's verification queries and clean up.
+# then answer the runbook's verification queries and clean up. Then the
+# media the kernel cannot mount here: a FAT12 floppy (mkfs.fat + mtools)
+# and a Rock Ridge + Joliet CD-ROM (xorriso), each read straight from its
+# image (ntt-pipeline --read image: no loop device, no mount).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -74,6 +77,30 @@ echo "\$ ls $demo/img   # sources removed after the verified archive"
 ls -la "$demo/img"
 echo "\$ losetup -l | grep $hash || echo 'no loop device left'"
 losetup -l | grep "$hash" || echo "no loop device left"
+
+
+# Media read from their images, without a mount.
+for kind in floppy cdrom; do
+  echo
+  echo "== Generating a $kind in $demo/img"
+  h=$(go run ./internal/demo/cmd/ntt-demo-image --kind $kind "$demo/img")
+  ls -l "$demo/img/$h.img"
+  echo
+  echo "== ntt-pipeline --read image $demo/img/$h.img"
+  set +e
+  bin/ntt-pipeline --read image --root "$demo/mnt" --store "$demo/cold" --dest "$demo/cold/img-read" \
+    --work "$demo/work" --images "$demo/img" --state "$state" "$demo/img/$h.img"
+  r=$?
+  set -e
+  [ $r -eq 0 ] || rc=$r
+  q "SELECT medium_hash, reader, enum_done, copy_done, problems FROM medium WHERE medium_hash = '$h'"
+  q "SELECT COUNT(*) FILTER (WHERE copied = true) as done, COUNT(*) FILTER (WHERE copied = false AND claimed_by IS NULL) as pending, COUNT(*) FILTER (WHERE copied = false AND claimed_by IS NOT NULL) as claimed FROM inode WHERE medium_hash = '$h'"
+  echo
+  echo "\$ find $demo/cold/archived/$h | head -25"
+  find "$demo/cold/archived/$h" | head -25
+  echo "\$ ls $demo/mnt/$h   # nothing was mounted"
+  ls "$demo/mnt/$h" 2>&1 || true
+done
 
 if [ $configured = no ]; then stop_private; fi
 exit $rc

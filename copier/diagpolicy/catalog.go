@@ -162,7 +162,8 @@ func RecordChecked(ctx context.Context, q schema.Querier, hash string, health di
 }
 
 // PrepareDamage makes the catalog's damage record whole before a copy run
-// of the medium mounted at <mountRoot>/<hash>. Without a mapfile it records
+// of the medium mounted at <mountRoot>/<hash> (mountRoot "": read from its
+// image, nothing mounted). Without a mapfile it records
 // damage_unchecked (the files left to copy go unchecked). With one, it
 // first checks the files copied without a check (NeedsDamageCheck;
 // copier.CheckDamage), then records the health and resolves
@@ -183,6 +184,17 @@ func (p *Policy) PrepareDamage(ctx context.Context, q schema.Querier, src Source
 		need, err := NeedsDamageCheck(ctx, q, h)
 		if err != nil {
 			return nil, err
+		}
+		if need && mountRoot == "" {
+			// Read from the image, nothing is mounted to map files through
+			// FIEMAP; the copier maps what it copies now from the reader's
+			// runs. The earlier files stay unchecked, and say so.
+			log.Warn("files copied before the mapfile was known are not checked while reading the image: mount the medium and run `ntt-copier damage`",
+				"medium", h, "mapfile", p.health.Mapfile)
+			if err := diagnose.RecordHealth(ctx, q, h, p.health); err != nil {
+				return nil, err
+			}
+			return nil, MarkDamageUnchecked(ctx, q, h, src)
 		}
 		if need {
 			log.Info("checking the damage of files copied before the mapfile was known", "medium", h, "mapfile", p.health.Mapfile)

@@ -23,6 +23,7 @@ package diagpolicy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/diagnose"
+	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/internal/medium"
 	"golang.org/x/sys/unix"
 )
@@ -204,8 +206,56 @@ func (p *Policy) Failed(ctx context.Context, f copier.Failure) copier.Decision {
 	if p.klog == nil {
 		env.KernelLog = nil
 	}
-	d := p.tracker.Failure(ctx, diagnose.Key{Medium: string(p.h), Dev: f.Dev, Ino: f.Ino}, f.Err, env)
+	err, fromImage := imageEvidence(f.Err)
+	d := p.tracker.Failure(ctx, diagnose.Key{Medium: string(p.h), Dev: f.Dev, Ino: f.Ino}, err, env)
+	if fromImage != "" {
+		d = imageDecision(d, fromImage, f.Err)
+	}
 	return convert(d)
+}
+
+// Image read failures. A file read from its image (copier.Options.Image)
+// fails where its byte runs do: past the end of the image, or in a
+// structure that does not check out. That is proof, found from the runs,
+// not a symptom to retry — no kernel log or extent map is needed — so the
+// failure is classified at once: beyond the end is ClassBeyondEOF (skipped
+// as DIAGNOSTIC_SKIP:BEYOND_EOF, problem beyond_eof_detected), a corrupt
+// structure is an unreadable file (ClassIO: skipped as DIAGNOSTIC_SKIP:IO,
+// problem io_errors_confirmed). Other errors (the image file's own I/O)
+// take the usual way.
+
+const imageRunsCheck = "image_runs"
+
+// imageEvidence wraps an image read failure so that diagnose classifies
+// it, and says which it was ("" for any other error).
+func imageEvidence(err error) (error, string) {
+	if _, ok := errors.AsType[*copier.ImageReadError](err); !ok {
+		return err, ""
+	}
+	switch {
+	case errors.Is(err, imagefs.ErrBeyondEnd):
+		return fmt.Errorf("%w: %w", diagnose.ErrBeyondEOF, err), diagnose.ResultBeyondEOF
+	case errors.Is(err, imagefs.ErrCorrupt):
+		return fmt.Errorf("%w: %w", unix.EUCLEAN, err), diagnose.ResultFSError
+	}
+	return err, ""
+}
+
+// imageDecision settles an image read failure at its first occurrence.
+func imageDecision(d diagnose.Decision, result string, err error) diagnose.Decision {
+	if d.Action == diagnose.Settled || d.Final() {
+		return d
+	}
+	d.Checkpoint = true
+	d.Checks = append(d.Checks, diagnose.Check{Name: imageRunsCheck, Result: result, Detail: err.Error()})
+	d.Action, d.Status = diagnose.Skip, diagnose.StatusFailedPermanent
+	if result == diagnose.ResultBeyondEOF {
+		d.Class, d.Problem = diagnose.ClassBeyondEOF, diagnose.ProblemBeyondEOF
+	} else {
+		d.Class, d.Problem = diagnose.ClassIO, diagnose.ProblemIOConfirmed
+	}
+	d.ClaimedBy = d.Class.SkipReason()
+	return d
 }
 
 func convert(d diagnose.Decision) copier.Decision {
@@ -368,8 +418,29 @@ func (p *Policy) Damage(_ context.Context, f *os.File, _ string) (json.RawMessag
 	return json.Marshal(d)
 }
 
+// RunDamage implements copier.RunDamageMapper: the runs of a file read
+// from the image (image offsets) against the mapfile's unrescued ranges and
+// the image's end — exactly the file's damaged bytes.
+func (p *Policy) RunDamage(_ context.Context, runs []imagefs.Run) (json.RawMessage, error) {
+	if len(p.bad) == 0 {
+		return nil, nil
+	}
+	exts := make([]diagnose.Extent, 0, len(runs))
+	for _, r := range runs {
+		if !r.Hole {
+			exts = append(exts, diagnose.Extent{Logical: r.Logical, Physical: r.Offset, Length: r.Length})
+		}
+	}
+	d := diagnose.DamagedRanges(exts, 0, p.imageSize, p.bad)
+	if len(d) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(d)
+}
+
 var (
-	_ copier.Policy        = (*Policy)(nil)
-	_ copier.DamageMapper  = (*Policy)(nil)
-	_ copier.SourceChecker = (*Policy)(nil)
+	_ copier.Policy          = (*Policy)(nil)
+	_ copier.DamageMapper    = (*Policy)(nil)
+	_ copier.SourceChecker   = (*Policy)(nil)
+	_ copier.RunDamageMapper = (*Policy)(nil)
 )

@@ -43,13 +43,13 @@ func locate(ctx context.Context, pool *pgxpool.Pool, c *config, h medium.Hash, l
 // image path and the layout's findings (warned about), then either
 // damage_unchecked (no mapfile) or, with a mapfile, the damage of files
 // copied before it was known and the health.
-func prepare(ctx context.Context, pool *pgxpool.Pool, c *config, h medium.Hash, src diagpolicy.Source, pol *diagpolicy.Policy, log *slog.Logger) error {
+func prepare(ctx context.Context, pool *pgxpool.Pool, h medium.Hash, src diagpolicy.Source, pol *diagpolicy.Policy, mountRoot string, log *slog.Logger) error {
 	findings, err := diagpolicy.RecordSource(ctx, pool, string(h), src)
 	if err != nil {
 		return err
 	}
 	logFindings(log, h, findings)
-	_, err = pol.PrepareDamage(ctx, pool, src, c.root, log)
+	_, err = pol.PrepareDamage(ctx, pool, src, mountRoot, log)
 	return err
 }
 

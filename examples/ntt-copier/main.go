@@ -41,7 +41,8 @@ const usage = `Usage: ntt-copier --medium-hash HASH [options]
        ntt-copier damage --medium-hash HASH [--image FILE] [--images DIR]
 
 Copy the pending files of the medium HASH, mounted at ROOT/HASH (partitions
-at ROOT/HASH/pN), into the store: each file is read once, hashed (BLAKE3)
+at ROOT/HASH/pN) or read from its image (--read image: FAT, ISO 9660 …, in
+user space, in the image's byte order), into the store: each file is read once, hashed (BLAKE3)
 and stored as STORE/by-hash/AA/BB/<hash> unless that content is there
 already; every path of it becomes a hardlink in STORE/archived/HASH/...
 Files are claimed in batches, so any number of copiers (processes, hosts)
@@ -123,7 +124,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 type config struct {
 	db, hash, worker, store, root, image, errorType string
-	images                                          string
+	images, read, codePage                          string
 	workers, batch                                  int
 	limit                                           int64
 	lease, stall, dbRetry                           time.Duration
@@ -150,8 +151,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.lease, "lease", copier.DefaultLease, "a claim not renewed for `D` may be taken by another worker")
 	fs.DurationVar(&c.stall, "stall-timeout", copier.DefaultStallTimeout, "give up when a file makes no progress for `D`")
 	fs.DurationVar(&c.dbRetry, "db-retry", dbconn.DefaultRetry, "wait out a catalog outage for up to `D` (0: do not)")
-	fs.StringVar(&c.image, "image", "", "the medium's image `FILE` (default: the mounted medium's loop backing file, then medium.image_path, then IMAGES/HASH.img); its mapfile is HASH.map beside it")
+	fs.StringVar(&c.image, "image", "", "the medium's image `FILE` (default: the mounted medium's loop backing file, then medium.image_path, then IMAGES/HASH.img); its mapfile is HASH.map beside it; read from it with --read image")
 	fs.StringVar(&c.images, "images", diagpolicy.DefaultImagesDir, "`DIR` of images and mapfiles (HASH.img, HASH.map), looked at when the mount and the catalog do not name the image")
+	fs.StringVar(&c.read, "read", "auto", "where the files are read: `HOW` = mount (ROOT/HASH), image (the image file, in user space: no root, no mount), "+
+		"or auto (the reader recorded for the medium, else image when --image is given and nothing is mounted at ROOT/HASH, else mount)")
+	fs.StringVar(&c.codePage, "code-page", "", "code page of 8.3 FAT names when reading the image (default cp437)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "read and hash, but write nothing and claim nothing")
 	fs.StringVar(&c.errorType, "error-type", "", "reset-failed: only rows of this error_type ("+strings.Join(copier.ErrorTypes, ", ")+")")
 	fs.BoolVar(&c.apply, "apply", false, "reset-failed: do it (default: only show what would be reset)")
@@ -229,7 +233,14 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	}
 	defer pool.Close()
 
+	read, err := chooseReader(ctx, pool, h, c)
+	if err != nil {
+		return failf(stderr, "%v.", errText(err))
+	}
 	src, pol, err := locate(ctx, pool, c, h, log)
+	if err == nil && read == "image" && src.Image == "" {
+		err = fmt.Errorf("medium %s: reading the image needs it: pass --image FILE (looked at %s)", h, strings.Join(src.Looked, ", "))
+	}
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}
@@ -240,8 +251,13 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	hr := pol.Health()
 	log.Info("medium health", "medium", h, "health", hr.Health, "mapfile", hr.Mapfile, "rescued_pct", hr.RescuedPct,
 		"image", src.Image, "image_from", src.From)
+	log.Info("reader", "medium", h, "reader", read, "image", src.Image)
 	if !c.dryRun {
-		if err := prepare(ctx, pool, c, h, src, pol, log); err != nil {
+		mountRoot := c.root
+		if read == "image" {
+			mountRoot = "" // nothing mounted: no file is mapped through the kernel
+		}
+		if err := prepare(ctx, pool, h, src, pol, mountRoot, log); err != nil {
 			return failf(stderr, "%v.", errText(err))
 		}
 	}
@@ -250,6 +266,9 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 		Medium: string(h), WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,
 		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol.DamageMapper(),
 		Lease: c.lease, StallTimeout: c.stall, DBRetry: retryBound(c.dbRetry), Logger: log,
+	}
+	if read == "image" {
+		opts.Image, opts.CodePage = src.Image, c.codePage
 	}
 	prog := &progress{status: status, start: time.Now()}
 	opts.Progress = prog
@@ -260,6 +279,11 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	}
 	st, err := copier.Run(ctx, pool, opts)
 	prog.stop()
+	if st.Processed > 0 && !c.dryRun {
+		if rerr := recordReader(context.WithoutCancel(ctx), pool, h, read); rerr != nil {
+			log.Warn("could not record the reader", "medium", h, "err", rerr)
+		}
+	}
 	interrupted := errors.Is(err, context.Canceled)
 	switch {
 	case errors.Is(err, copier.ErrSourceLost):

@@ -28,6 +28,7 @@ import (
 )
 
 const usage = `Usage: ntt-enum [options] MOUNT_POINT MEDIUM_HASH OUT.raw
+       ntt-enum [options] --image IMAGE MEDIUM_HASH OUT.raw
 
 Walk the medium mounted at MOUNT_POINT (its partitions pN too, when the
 medium has several) and write one record per directory entry to OUT.raw:
@@ -39,6 +40,13 @@ then renamed). Progress goes to stderr: a status line on a terminal, JSON
 log lines otherwise; the last JSON line ("enumeration complete") carries the
 record count. Symlinks are recorded, never followed; other filesystems
 mounted inside the medium are recorded as mount points, never entered.
+
+With --image, the medium is read straight from its image file (FAT, ISO 9660
+and the other filesystems package imagefs reads), without root, loop device
+or mount: the records are those a mount at <--root>/<hash> would give (dev is
+the partition number, ino the filesystem's own id). Structural damage found
+on the way is logged; like unreadable entries it keeps OUT.raw from being
+written unless --allow-errors is given.
 
 Exit status: 0 success; 1 error (nothing written); 2 OUT.raw already exists
 (use --force to replace it).
@@ -56,6 +64,9 @@ type config struct {
 	allowErrors bool
 	plainDir    bool
 	verbose     bool
+	image       string
+	root        string
+	codePage    string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -69,12 +80,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.allowErrors, "allow-errors", false, "write OUT.raw even if some directories or entries could not be read (they are logged)")
 	fs.BoolVar(&c.plainDir, "allow-unmounted", false, "walk MOUNT_POINT even if nothing is mounted there")
 	fs.BoolVar(&c.verbose, "v", false, "log debug events")
+	fs.StringVar(&c.image, "image", "", "read the medium from image `FILE` instead of a mount")
+	fs.StringVar(&c.root, "root", "/mnt/ntt", "with --image: the mount root `DIR` the paths are spelled under (<DIR>/<hash>/…)")
+	fs.StringVar(&c.codePage, "code-page", "", "with --image: code page of 8.3 FAT names (default cp437)")
 	fs.Usage = func() {
 		io.WriteString(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
 	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
 		return code
+	}
+	if c.image != "" {
+		if fs.NArg() != 2 {
+			fmt.Fprintf(stderr, "ntt-enum: with --image, expected MEDIUM_HASH OUT.raw, got %d argument(s); see --help.\n", fs.NArg())
+			return 1
+		}
+		return runImage(c, fs.Arg(0), fs.Arg(1), stdout, stderr)
 	}
 	if fs.NArg() != 3 {
 		fmt.Fprintf(stderr, "ntt-enum: expected MOUNT_POINT MEDIUM_HASH OUT.raw, got %d argument(s); see --help.\n", fs.NArg())

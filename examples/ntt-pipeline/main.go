@@ -43,7 +43,11 @@ import (
 const usage = `Usage: ntt-pipeline [options] IMAGE [HASH]
 
 Process one disk image through the runbook's phases: pre-flight, mount and
-enumerate, load, copy, archive (and unmount). HASH is the medium hash; when
+enumerate, load, copy, archive (and unmount). With --read image the files
+are read from the image in user space (FAT, ISO 9660 …): no root, no loop
+device, no mount; --read auto (the default) mounts when run as root and the
+kernel has the filesystem, else reads the image. A medium keeps the reader
+that catalogued it. HASH is the medium hash; when
 omitted, IMAGE must be named <hash>.img. A rerun skips what the catalog says
 is done and redoes an interrupted phase. Metrics are printed at the end and
 written to --metrics as JSON.
@@ -64,6 +68,7 @@ type config struct {
 	mountTimeout, stall                                         time.Duration
 	image                                                       string
 	hash                                                        medium.Hash
+	read, codePage                                              string
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -86,12 +91,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.mountTimeout, "mount-timeout", 10*time.Second, "give up on a mount after `D`")
 	fs.DurationVar(&c.stall, "stall-timeout", 60*time.Second, "fail enumeration when it makes no progress for `D`")
 	fs.BoolVar(&c.verbose, "v", false, "log debug events")
+	fs.StringVar(&c.read, "read", readAuto, "how to reach the files: `HOW` = mount (root, loop device, kernel driver), image (read the image in user space, no root), or auto (mount when root and the kernel has the filesystem, else image)")
+	fs.StringVar(&c.codePage, "code-page", "", "code page of 8.3 FAT names with --read image (default cp437)")
 	fs.Usage = func() { io.WriteString(fs.Output(), usage); fs.PrintDefaults() }
 	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
 		return code
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()
+		return 1
+	}
+	switch c.read {
+	case readAuto, readMount, readImage:
+	default:
+		fmt.Fprintf(stderr, "ntt-pipeline: --read must be auto, mount or image, not %q\n", c.read)
 		return 1
 	}
 	c.image = fs.Arg(0)
@@ -143,6 +156,7 @@ type pipeline struct {
 	errw   io.Writer
 	status *cli.Status
 	m      Metrics
+	reader string // readMount or readImage, decided after pre-flight
 
 	unmountOnce sync.Once
 }

@@ -87,9 +87,9 @@ func (e *env) pipeline(image string, extra ...string) (int, string, string) {
 // pipelineKilledAt starts ntt-pipeline and kills it with SIGKILL as soon as
 // its log says the named phase started. It reports whether the phase was
 // reached.
-func (e *env) pipelineKilledAt(image, phase string) bool {
+func (e *env) pipelineKilledAt(image, phase string, extra ...string) bool {
 	e.t.Helper()
-	cmd := exec.Command(testenv.Binary(e.t), e.args(image)...)
+	cmd := exec.Command(testenv.Binary(e.t), e.args(image, extra...)...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(e.t, err)
 	cmd.Stdout = io.Discard

@@ -15,7 +15,9 @@ type Metrics struct {
 	Medium  string    `json:"medium_hash"`
 	Image   string    `json:"image"`
 	Started time.Time `json:"started"`
-	Total   float64   `json:"total_seconds"`
+	// Reader is how the medium's files were reached: mount or image.
+	Reader string  `json:"reader"`
+	Total  float64 `json:"total_seconds"`
 
 	Phases []PhaseMetric `json:"phases"`
 
@@ -51,6 +53,9 @@ type Metrics struct {
 	// skipped, not mounted) and the journals not replayed, as recorded in
 	// medium.problems.
 	Layout []LayoutProblem `json:"layout_problems"`
+	// StructuralProblems counts the damage the image reader found in the
+	// medium's filesystem structures (recorded in medium.problems).
+	StructuralProblems int64 `json:"structural_problems"`
 }
 
 // PhaseMetric is one phase's outcome: ran, skipped because the catalog
@@ -80,6 +85,7 @@ func (m *Metrics) writeJSON(path string) error {
 func (m *Metrics) writeTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Medium\t%s\n", m.Medium)
+	fmt.Fprintf(tw, "Reader\t%s\n", orDash(m.Reader))
 	for _, p := range m.Phases {
 		note := ""
 		if p.Note != "" {
@@ -100,6 +106,9 @@ func (m *Metrics) writeTable(w io.Writer) {
 	fmt.Fprintf(tw, "Copy\t%d files, %.1f MB/s, %.0f files/s in %.2fs\n", m.FilesCopied, m.CopyMBps, m.CopyFilesPerSec, m.CopySeconds)
 	fmt.Fprintf(tw, "Dedup rate\t%.1f%% of files already in by-hash\n", m.DedupRatePct)
 	fmt.Fprintf(tw, "Diagnostics\t%d checkpoints, %d auto-skips, %d failed\n", m.Checkpoints, m.AutoSkips, m.Failed)
+	if m.StructuralProblems > 0 {
+		fmt.Fprintf(tw, "Structural damage\t%d problems found by the image reader\n", m.StructuralProblems)
+	}
 	if m.ArchivePath != "" {
 		fmt.Fprintf(tw, "Archive\t%s: %s for a %s image (ratio %.3f) in %.2fs\n", m.ArchivePath, human(m.ArchiveBytes), human(m.ImageBytes), m.ArchiveRatio, m.ArchiveSeconds)
 	}
@@ -130,4 +139,11 @@ func human(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

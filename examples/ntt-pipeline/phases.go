@@ -75,6 +75,9 @@ func (p *pipeline) run(ctx context.Context) int {
 // call waits for the first to finish.
 func (p *pipeline) unmount(ctx context.Context) {
 	p.unmountOnce.Do(func() {
+		if p.reader == readImage {
+			return // nothing was mounted, and a non-root run could not lock the mount root
+		}
 		h := string(p.c.hash)
 		if rep, err := loopdev.Unmount(context.WithoutCancel(ctx), h, p.c.root, &loopdev.UnmountOptions{Image: p.c.image, Logger: p.log}); err != nil {
 			p.log.Warn("unmount failed", "medium", h, "error", err)
@@ -120,10 +123,18 @@ func (p *pipeline) phases(ctx context.Context) error {
 	if st.CopyDone != nil {
 		return errNothingToDo
 	}
+	reader, err := p.chooseReader(ctx, st.EnumDone != nil)
+	if err != nil {
+		return failed("preflight", "preflight_failed", err)
+	}
+	p.reader, p.m.Reader = reader, reader
+	if err := p.recordReader(ctx); err != nil {
+		return err
+	}
 
 	var layout *loopdev.Layout
 	mount := func() error {
-		if layout != nil {
+		if layout != nil || p.reader == readImage {
 			return nil
 		}
 		var err error
@@ -142,12 +153,20 @@ func (p *pipeline) phases(ctx context.Context) error {
 	// load's commit, so a medium without it is enumerated and loaded again.
 	raw := filepath.Join(p.c.work, h.RawFileName())
 	if st.EnumDone == nil {
-		if err := p.phase("mount", func() (string, error) { return "", mount() }); err != nil {
+		if p.reader == readImage {
+			p.skip("mount", "reading the image (--read image)")
+		} else if err := p.phase("mount", func() (string, error) { return "", mount() }); err != nil {
 			return err
 		}
 		var records int64
 		if err := p.phase("enumerate", func() (string, error) {
-			n, err := p.enumerate(ctx, layout, raw)
+			var n int64
+			var err error
+			if p.reader == readImage {
+				n, err = p.enumerateImage(ctx, raw)
+			} else {
+				n, err = p.enumerate(ctx, layout, raw)
+			}
 			records = n
 			return fmt.Sprintf("%d records", n), err
 		}); err != nil {
@@ -165,7 +184,7 @@ func (p *pipeline) phases(ctx context.Context) error {
 	if st, err := readCatalogState(ctx, p.db, h); err != nil {
 		return err
 	} else if st.Pending+st.Claimed > 0 {
-		if layout == nil {
+		if layout == nil && p.reader != readImage {
 			if err := p.phase("mount", func() (string, error) { return "", mount() }); err != nil {
 				return err
 			}
@@ -318,6 +337,9 @@ func (p *pipeline) load(ctx context.Context, raw string, records int64) (string,
 func (p *pipeline) copy(ctx context.Context) (string, error) {
 	opts := copier.Options{Medium: string(p.c.hash), Workers: p.c.workers, StoreRoot: p.c.store, MountRoot: p.c.root, Logger: p.log,
 		Progress: &copyProgress{status: p.status, start: time.Now()}}
+	if p.reader == readImage {
+		opts.Image, opts.CodePage = p.c.image, p.c.codePage
+	}
 	// After the mount: the policy finds the image's loop devices now.
 	pol, err := diagpolicy.New(diagpolicy.Options{Medium: string(p.c.hash), Image: p.c.image,
 		Mapfile: filepath.Join(p.c.images, p.c.hash.MapFileName())})

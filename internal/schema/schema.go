@@ -31,7 +31,7 @@ import (
 )
 
 // Version is the schema version this build of NTT reads and writes.
-const Version = 3
+const Version = 4
 
 // migrateLockKey is the advisory lock that serializes concurrent Migrate
 // calls across processes ("NTT" + 1 in ASCII, any constant would do).
@@ -81,6 +81,9 @@ func migrations() ([]migration, error) {
 		if m.version != i+1 {
 			return nil, fmt.Errorf("schema: migrations must be numbered 1..n without gaps, found %s at position %d", m.name, i+1)
 		}
+	}
+	if len(ms) != Version {
+		return nil, fmt.Errorf("schema: %d migrations but this build says version %d", len(ms), Version)
 	}
 	return ms, nil
 }

@@ -1,23 +1,60 @@
-// Command ntt-demo-image writes NTT's sample medium (see internal/demo)
-// into a directory and prints its medium hash.
+// Command ntt-demo-image writes one of NTT's sample media (see
+// internal/demo) into a directory and prints its medium hash: the rescued
+// hard disk (default), a FAT12 floppy, or a Rock Ridge + Joliet CD-ROM.
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 
 	"github.com/HRDAG/ntt/internal/demo"
 )
 
+const usage = `usage: ntt-demo-image [--kind disk|floppy|cdrom] DIR
+
+Writes a sample medium into DIR as <md5>.img and prints the medium hash:
+  disk    MBR with ext4 + ext2, its ddrescue mapfile with one unrescued
+          region, and a ddrescue log (the default)
+  floppy  a 1.44 MB FAT12 floppy (mkfs.fat + mtools)
+  cdrom   an ISO 9660 CD-ROM with Rock Ridge and Joliet (xorriso)
+`
+
 func main() {
-	if len(os.Args) != 2 || os.Args[1] == "-h" || os.Args[1] == "--help" {
-		fmt.Fprintln(os.Stderr, "usage: ntt-demo-image DIR\n\nWrites <md5>.img (MBR: ext4 + ext2), its ddrescue mapfile with one\nunrescued region, and a ddrescue log into DIR; prints the medium hash.")
+	fs := flag.NewFlagSet("ntt-demo-image", flag.ContinueOnError)
+	kind := fs.String("kind", "disk", "the kind of medium")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
+	if err := fs.Parse(os.Args[1:]); err != nil || fs.NArg() != 1 {
+		fs.Usage()
 		os.Exit(2)
 	}
-	s, err := demo.Generate(os.Args[1])
+	dir := fs.Arg(0)
+	var hash string
+	var err error
+	switch *kind {
+	case "disk":
+		var s *demo.Sample
+		if s, err = demo.Generate(dir); err == nil {
+			hash = s.Hash
+		}
+	case "floppy", "cdrom":
+		build := demo.Floppy
+		if *kind == "cdrom" {
+			build = demo.CDROM
+		}
+		var m *demo.Medium
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			if m, err = build(dir); err == nil {
+				hash = m.Hash
+			}
+		}
+	default:
+		fs.Usage()
+		os.Exit(2)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ntt-demo-image:", err)
 		os.Exit(1)
 	}
-	fmt.Println(s.Hash)
+	fmt.Println(hash)
 }

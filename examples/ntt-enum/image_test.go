@@ -1,0 +1,79 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/HRDAG/ntt/internal/demo"
+	"github.com/HRDAG/ntt/internal/testenv"
+)
+
+// ntt-enum --image reads a CD-ROM the kernel cannot mount, as an
+// unprivileged user: one record per name put on the disc, under
+// <root>/<hash> as a mount would show them.
+func TestEnumImageUnprivileged(t *testing.T) {
+	testenv.RequireRoot(t) // to become nobody
+	// t.TempDir's parent is root's alone: the user needs a path to it.
+	dir, err := os.MkdirTemp("", "ntt-enum-image-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o777))
+	m, err := demo.CDROM(dir)
+	if err != nil && strings.Contains(err.Error(), "not installed") {
+		testenv.SkipOrFail(t, err.Error())
+	}
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(m.Image, 0o644))
+	out := filepath.Join(dir, m.Hash[:8]+".raw")
+
+	// The test binary's directory is root's: run a copy the user can reach.
+	bin := filepath.Join(dir, "ntt-enum")
+	exe, err := os.ReadFile(testenv.Binary(t))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, exe, 0o755))
+	cmd := exec.Command(bin, "--image", m.Image, "--root", "/media/archive", m.Hash, out)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", b)
+
+	recs := rawSorted(t, out)
+	require.Len(t, recs, len(m.Tree)+1)
+	base := "/media/archive/" + m.Hash
+	seen := map[string]bool{}
+	for _, rec := range recs {
+		f := strings.SplitN(rec, "\x1c", 7)
+		require.Len(t, f, 7)
+		p := f[6]
+		require.False(t, seen[p], "duplicate path %q", p)
+		seen[p] = true
+		if p == base {
+			require.Equal(t, "d", f[0])
+			continue
+		}
+		rel := strings.TrimPrefix(p, base+"/")
+		want, ok := m.Tree[rel]
+		require.True(t, ok, "%q was not put on the disc", p)
+		require.Equal(t, string(want.Type), f[0], "%q", p)
+		require.Equal(t, "0", f[1], "dev: a whole-disk filesystem is partition 0")
+	}
+	st, err := os.Stat(out)
+	require.NoError(t, err)
+	require.Equal(t, uint32(65534), st.Sys().(*syscall.Stat_t).Uid, "written by the unprivileged user")
+
+	// Bad input changes nothing.
+	rc, _, stderr := runEnum("--image", filepath.Join(dir, "missing.img"), m.Hash, filepath.Join(dir, "x.raw"))
+	require.Equal(t, 1, rc)
+	require.Contains(t, stderr, "missing.img")
+	_, err = os.Stat(filepath.Join(dir, "x.raw"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	rc, _, _ = runEnum("--image", m.Image, m.Hash, out)
+	require.Equal(t, 2, rc, "OUT.raw exists")
+	rc, _, stderr = runEnum("--image", m.Image, "not-a-hash", filepath.Join(dir, "y.raw"))
+	require.Equal(t, 1, rc, stderr)
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/HRDAG/ntt/archive"
+	"github.com/HRDAG/ntt/internal/demo"
+	"github.com/HRDAG/ntt/internal/testenv"
+	"github.com/HRDAG/ntt/internal/testimg"
+)
+
+// imageMedia are the media the kernel here cannot mount, read from their
+// images: a FAT12 floppy (mkfs.fat + mtools) and a Rock Ridge + Joliet
+// CD-ROM (xorriso).
+var imageMedia = []struct {
+	name  string
+	build func(string) (*demo.Medium, error)
+}{{"floppy", demo.Floppy}, {"cdrom", demo.CDROM}}
+
+func (e *env) medium(build func(string) (*demo.Medium, error)) *demo.Medium {
+	e.t.Helper()
+	require.NoError(e.t, os.MkdirAll(e.images, 0o755))
+	m, err := build(e.images)
+	if err != nil && strings.Contains(err.Error(), "not installed") {
+		testenv.SkipOrFail(e.t, err.Error())
+	}
+	require.NoError(e.t, err)
+	return m
+}
+
+// checkImageRun checks a finished image-mode run: every file in the store's
+// tree byte-identical to what was put on the medium, the catalog done, the
+// archive verified, the reader recorded, nothing mounted or attached.
+func (e *env) checkImageRun(m *demo.Medium) {
+	t := e.t
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, demo.CheckTree(filepath.Join(e.store, "archived", m.Hash), m.Tree))
+	var reader, archivePath *string
+	var pending int64
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT reader, archive_path,
+		(SELECT count(*) FROM inode WHERE medium_hash = $1 AND NOT copied) FROM medium WHERE medium_hash = $1`, m.Hash).
+		Scan(&reader, &archivePath, &pending))
+	require.NotNil(t, reader)
+	require.Equal(t, "image", *reader)
+	require.Zero(t, pending)
+	require.NotNil(t, archivePath)
+	_, err := archive.Verify(ctx, *archivePath)
+	require.NoError(t, err)
+	var files int64
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM path p JOIN inode i USING (medium_hash, dev, ino)
+		WHERE p.medium_hash = $1 AND i.fs_type = 'f' AND i.status = 'success'`, m.Hash).Scan(&files))
+	require.Equal(t, int64(m.Tree.Files()), files)
+	_, err = os.Stat(filepath.Join(e.root, m.Hash))
+	require.ErrorIs(t, err, os.ErrNotExist, "image mode makes no mount point")
+	e.checkNothingLeft(m.Hash, m.Image)
+}
+
+func TestPipelineImageMode(t *testing.T) {
+	for _, c := range imageMedia {
+		t.Run(c.name, func(t *testing.T) {
+			if c.name == "floppy" {
+				testimg.RequireFATTools(t)
+			}
+			e := newEnv(t)
+			m := e.medium(c.build)
+			code, out, errs := e.pipeline(m.Image, "--read", "image")
+			require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			e.checkImageRun(m)
+			var metrics Metrics
+			b, err := os.ReadFile(filepath.Join(e.work, m.Hash[:8]+".metrics.json"))
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(b, &metrics))
+			require.Equal(t, "image", metrics.Reader)
+			require.Contains(t, out, "Reader")
+			// A rerun has nothing to do.
+			code, _, _ = e.pipeline(m.Image, "--read", "image")
+			require.Equal(t, 2, code)
+		})
+	}
+}
+
+// --read auto reads the image of a medium whose filesystem the kernel does
+// not have (vfat, iso9660 here), even as root.
+func TestPipelineAutoReadsWhatTheKernelCannotMount(t *testing.T) {
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	if kernel["iso9660"] {
+		testenv.SkipOrFail(t, "this kernel mounts iso9660: auto would mount")
+	}
+	e := newEnv(t)
+	m := e.medium(demo.CDROM)
+	code, out, errs := e.pipeline(m.Image)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+}
+
+// Image mode killed at the start of each phase, then rerun, ends with every
+// file stored, byte-identical.
+func TestPipelineImageModeKilledInEachPhase(t *testing.T) {
+	testimg.RequireFATTools(t)
+	for _, phase := range []string{"enumerate", "load", "copy", "archive"} {
+		t.Run(phase, func(t *testing.T) {
+			e := newEnv(t)
+			m := e.medium(demo.Floppy)
+			require.True(t, e.pipelineKilledAt(m.Image, phase, "--read", "image"), "phase %s never started", phase)
+			code, out, errs := e.pipeline(m.Image, "--read", "image")
+			require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			e.checkImageRun(m)
+		})
+	}
+}
+
+// A medium catalogued by one reader is not copied by the other: the
+// catalog's inode numbers are the reader's.
+func TestPipelineKeepsTheReader(t *testing.T) {
+	e := newEnv(t)
+	m := e.medium(demo.CDROM)
+	require.True(t, e.pipelineKilledAt(m.Image, "copy", "--read", "image"))
+	code, _, errs := e.pipeline(m.Image, "--read", "mount")
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "--read image")
+	code, out, errs := e.pipeline(m.Image)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+}
+
+// A truncated floppy read from its image: the walk reports what it cannot
+// read (recorded as structural_damage, with its image offset), the files
+// whose clusters are gone are skipped as BEYOND_EOF at once and never
+// stored, and the rest of the medium is catalogued, copied and archived.
+func TestPipelineImageModeTruncatedFloppy(t *testing.T) {
+	testimg.RequireFATTools(t)
+	e := newEnv(t)
+	m := e.medium(demo.Floppy)
+	st, err := os.Stat(m.Image)
+	require.NoError(t, err)
+	require.NoError(t, testimg.Truncate(m.Image, st.Size()/4))
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	ctx := context.Background()
+	var problems map[string]any
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT problems FROM medium WHERE medium_hash = $1`, m.Hash).Scan(&problems))
+	require.Contains(t, problems, "structural_damage")
+	require.Contains(t, problems, "beyond_eof_detected")
+	sd := problems["structural_damage"].(map[string]any)
+	first := sd["problems"].([]any)[0].(map[string]any)
+	require.Contains(t, first, "image_offset")
+	require.Contains(t, first, "kind")
+	var skipped, stored int64
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE claimed_by = 'DIAGNOSTIC_SKIP:BEYOND_EOF' AND status = 'failed_permanent' AND blobid IS NULL),
+		count(*) FILTER (WHERE status = 'success' AND fs_type = 'f') FROM inode WHERE medium_hash = $1`, m.Hash).Scan(&skipped, &stored))
+	require.Positive(t, skipped)
+	require.Positive(t, stored)
+	// What was stored is what was put on the medium.
+	tree := filepath.Join(e.store, "archived", m.Hash)
+	require.NoError(t, filepath.WalkDir(tree, func(p string, d os.DirEntry, err error) error {
+		require.NoError(t, err)
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(tree, p)
+			b, err := os.ReadFile(p)
+			require.NoError(t, err)
+			require.Equal(t, m.Tree[rel].Data, b, "%s", rel)
+		}
+		return nil
+	}))
+}

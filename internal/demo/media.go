@@ -1,0 +1,258 @@
+package demo
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/HRDAG/ntt/internal/testimg"
+)
+
+// The media of an image reader's demo and end-to-end tests: a FAT12
+// floppy made by mkfs.fat and mtools, and a Rock Ridge + Joliet CD-ROM made
+// by xorriso — media the kernel here cannot mount and ntt-pipeline --read
+// image reads from their images. Each comes with the tree that was put on
+// it, so that what the pipeline stored can be compared byte for byte.
+
+// TreeEntry is one name put on a medium.
+type TreeEntry struct {
+	Type   byte   // 'f', 'd' or 'l'
+	Data   []byte // a file's content
+	Target string // a symlink's target
+}
+
+// Tree maps the paths put on a medium (relative, '/'-separated, no
+// leading slash) to what they are.
+type Tree map[string]TreeEntry
+
+// Files counts the regular files of t.
+func (t Tree) Files() int {
+	n := 0
+	for _, e := range t {
+		if e.Type == 'f' {
+			n++
+		}
+	}
+	return n
+}
+
+// Medium is a generated image with the tree put on it.
+type Medium struct {
+	Hash  string // md5 of the image, as the seed's media are named
+	Image string // <dir>/<hash>.img
+	Tree  Tree
+}
+
+// Floppy builds a 1.44 MB FAT12 floppy in dir as <md5>.img: long VFAT
+// names (non-ASCII, 200 characters), 8.3 names, empty files, files of one
+// cluster and of many, nested directories, a directory of 40 files, two
+// files with the same content, and a deleted file and directory (which must
+// not come back). It needs mkfs.fat and mtools.
+func Floppy(dir string) (*Medium, error) {
+	spec := testimg.FATSample(12, 40)
+	// mtools writes names as UCS-2: a character outside the BMP (the
+	// sample's emoji) would not be put on the medium as given.
+	kept := spec.Entries[:0]
+	for _, e := range spec.Entries {
+		bmp := true
+		for _, r := range e.Path {
+			bmp = bmp && r <= 0xFFFF
+		}
+		if bmp {
+			kept = append(kept, e)
+		}
+	}
+	spec.Entries = kept
+	spec.Entries = append(spec.Entries, testimg.Entry{Path: "DOCS/copy of readme.txt", Kind: testimg.File,
+		Data: spec.Entries[0].Content(), Mtime: spec.Entries[0].Mtime})
+	tmp := filepath.Join(dir, "floppy.tmp")
+	if err := testimg.BuildFATImage(tmp, spec); err != nil {
+		return nil, err
+	}
+	tree := Tree{}
+	for p, e := range testimg.FATTree(spec) {
+		switch e.Kind {
+		case testimg.Dir:
+			tree[p] = TreeEntry{Type: 'd'}
+		default:
+			tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
+		}
+	}
+	return named(dir, tmp, tree)
+}
+
+// CDROM builds an ISO 9660 CD-ROM with Rock Ridge and Joliet in dir as
+// <md5>.img, with xorriso: names Joliet cannot hold (over 64 characters,
+// mixed case, spaces), a directory tree nine levels deep (relocated by
+// Rock Ridge), symlinks (one dangling), a hardlink, empty files, a file of
+// 3 MB, and duplicate contents.
+func CDROM(dir string) (*Medium, error) {
+	if _, err := exec.LookPath("xorriso"); err != nil {
+		return nil, fmt.Errorf("demo: xorriso is not installed (scripts/deps.sh installs it): %w", err)
+	}
+	stage, err := os.MkdirTemp(dir, "cd-stage-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	tree := Tree{}
+	put := func(p string, data []byte) error {
+		full := filepath.Join(stage, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		tree[p] = TreeEntry{Type: 'f', Data: data}
+		return os.WriteFile(full, data, 0o644)
+	}
+	seeded := func(seed uint64, n int) []byte {
+		b := make([]byte, n)
+		testimg.ContentAt(seed, b, 0)
+		return b
+	}
+	files := []struct {
+		p    string
+		data []byte
+	}{
+		{"README.TXT", []byte("Testimony archive, disc 1.\n")},
+		{"Interviews/2003/Interview with a witness, part one.txt", seeded(1, 40000)},
+		{"Interviews/2003/Interview with a witness, part two.txt", seeded(2, 52000)},
+		{"Interviews/2003/copy of part one.txt", seeded(1, 40000)},
+		{"Interviews/2004/" + strings.Repeat("a very long file name ", 5) + "end.txt", seeded(3, 1234)},
+		{"Scans/page-001.tif", seeded(4, 3<<20)},
+		{"Scans/page-002.tif", seeded(5, 200000)},
+		{"Scans/empty.tif", nil},
+		{"Notes/Ärger über Öl.txt", []byte("Umlauts in the name.\n")},
+		{"Notes/empty", []byte{}},
+		{"deep/1/2/3/4/5/6/7/8/9/bottom.txt", []byte("nine levels down\n")},
+	}
+	for _, f := range files {
+		if err := put(f.p, f.data); err != nil {
+			return nil, err
+		}
+	}
+	for d := "deep/1/2/3/4/5/6/7/8/9"; d != "."; d = filepath.Dir(d) {
+		tree[d] = TreeEntry{Type: 'd'}
+	}
+	for _, d := range []string{"Interviews", "Interviews/2003", "Interviews/2004", "Scans", "Notes"} {
+		tree[d] = TreeEntry{Type: 'd'}
+	}
+	links := []struct{ p, target string }{
+		{"latest", "Interviews/2004"},
+		{"Scans/first-page.tif", "page-001.tif"},
+		{"dangling", "/no/such/file"},
+	}
+	for _, l := range links {
+		if err := os.Symlink(l.target, filepath.Join(stage, l.p)); err != nil {
+			return nil, err
+		}
+		tree[l.p] = TreeEntry{Type: 'l', Target: l.target}
+	}
+	if err := os.Link(filepath.Join(stage, "Scans/page-002.tif"), filepath.Join(stage, "Scans/page-002-link.tif")); err != nil {
+		return nil, err
+	}
+	tree["Scans/page-002-link.tif"] = tree["Scans/page-002.tif"]
+	// Fixed times, so that the same call builds the same image.
+	t0 := time.Date(2004, 5, 6, 7, 8, 9, 0, time.UTC)
+	if err := filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return exec.Command("touch", "-h", "-d", t0.Format(time.RFC3339), p).Run()
+	}); err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(dir, "cdrom.tmp")
+	os.Remove(tmp)
+	cmd := exec.Command("xorriso", "-report_about", "FAILURE", "-hardlinks", "on", "-joliet", "on",
+		"-compliance", "joliet_long_names", "-volid", "TESTIMONY_1", "-outdev", "stdio:"+tmp, "-map", stage, "/", "-commit")
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH="+fmt.Sprint(t0.Unix()))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: xorriso: %v: %s", err, out)
+	}
+	return named(dir, tmp, tree)
+}
+
+// named renames the image at tmp to <md5>.img in dir.
+func named(dir, tmp string, tree Tree) (*Medium, error) {
+	f, err := os.Open(tmp)
+	if err != nil {
+		return nil, err
+	}
+	h := md5.New()
+	_, err = io.Copy(h, f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	hash := hex.EncodeToString(h.Sum(nil))
+	img := filepath.Join(dir, hash+".img")
+	if err := os.Rename(tmp, img); err != nil {
+		return nil, err
+	}
+	return &Medium{Hash: hash, Image: img, Tree: tree}, nil
+}
+
+// CheckTree compares the directory root (a medium's archived tree, or a
+// mount) with tree: every file byte for byte, every directory, every
+// symlink's target, and nothing else.
+func CheckTree(root string, tree Tree) error {
+	var errs []error
+	seen := map[string]bool{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			errs = append(errs, err)
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		if rel == "." {
+			return nil
+		}
+		seen[rel] = true
+		want, ok := tree[rel]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: not put on the medium", rel))
+			return nil
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			t, err := os.Readlink(p)
+			if err != nil || want.Type != 'l' || t != want.Target {
+				errs = append(errs, fmt.Errorf("%s: symlink to %q (%v), want %c %q", rel, t, err, want.Type, want.Target))
+			}
+		case d.IsDir():
+			if want.Type != 'd' {
+				errs = append(errs, fmt.Errorf("%s: a directory, want %c", rel, want.Type))
+			}
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil || want.Type != 'f' || !bytes.Equal(b, want.Data) {
+				errs = append(errs, fmt.Errorf("%s: %d bytes (%v), want %c of %d bytes, identical", rel, len(b), err, want.Type, len(want.Data)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var missing []string
+	for p := range tree {
+		if !seen[p] {
+			missing = append(missing, p)
+		}
+	}
+	sort.Strings(missing)
+	for _, p := range missing {
+		errs = append(errs, fmt.Errorf("%s: put on the medium, missing", p))
+	}
+	return errors.Join(errs...)
+}
