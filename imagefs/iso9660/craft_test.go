@@ -422,3 +422,33 @@ func TestTooManyRuns(t *testing.T) {
 		t.Errorf("the next file: %v", err)
 	}
 }
+
+// TestOpenNaming: asking for a tree the volume lacks is ErrNoTree; asking
+// for the primary tree of a Rock Ridge volume gives the mapped primary names.
+func TestOpenNaming(t *testing.T) {
+	c := newCraft(40)
+	c.fill(30, 10, 1)
+	c.root(append(sp(0), er()...), rec("FILE.TXT;1", 30, 10, 0, px(0o100644, 1), nm(0, "Real Name.txt")))
+	r := bytes.NewReader(c.img)
+	for _, n := range []Naming{Joliet, "bogus"} {
+		if _, err := OpenNaming(r, int64(len(c.img)), imagefs.Options{}, n); err == nil {
+			t.Errorf("%s: opened", n)
+		} else if n == Joliet && !errors.Is(err, ErrNoTree) {
+			t.Errorf("%s: %v, want ErrNoTree", n, err)
+		}
+	}
+	for n, want := range map[Naming]string{RockRidge: "/Real Name.txt", Primary: "/file.txt", "": "/Real Name.txt"} {
+		f, err := OpenNaming(r, int64(len(c.img)), imagefs.Options{}, n)
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		if list(t, f)[want] == nil {
+			t.Errorf("%q: no %s", n, want)
+		}
+	}
+	plain := newCraft(40)
+	plain.root(nil)
+	if _, err := OpenNaming(bytes.NewReader(plain.img), int64(len(plain.img)), imagefs.Options{}, RockRidge); !errors.Is(err, ErrNoTree) {
+		t.Errorf("Rock Ridge of a plain volume: %v, want ErrNoTree", err)
+	}
+}

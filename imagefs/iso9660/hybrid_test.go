@@ -50,7 +50,8 @@ func TestHybridPartitionOffset(t *testing.T) {
 }
 
 // TestInsidePartition reads an ISO image placed 1 MiB into a disk behind an
-// MBR, the way a disc image copied onto a partitioned stick is found.
+// MBR and behind a GPT, the way a disc image copied onto a partitioned
+// stick is found.
 func TestInsidePartition(t *testing.T) {
 	requireTools(t, "genisoimage", "fls", "tsk_recover")
 	spec := treeSpec(true)
@@ -59,19 +60,32 @@ func TestInsidePartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	disk := filepath.Join(t.TempDir(), "disk.img")
 	const off = 1 << 20
-	if err := testimg.Place(disk, off, iso); err != nil {
-		t.Fatal(err)
+	size := (st.Size() + 511) / 512 * 512
+	for _, table := range []string{"mbr", "gpt"} {
+		t.Run(table, func(t *testing.T) {
+			disk := filepath.Join(t.TempDir(), "disk.img")
+			if err := testimg.Place(disk, off, iso); err != nil {
+				t.Fatal(err)
+			}
+			if table == "mbr" {
+				err = testimg.WriteMBR(disk, testimg.MBR{Primary: []testimg.MBRPartition{{Type: 0x96, Start: off, Size: size}}})
+			} else {
+				// Room for the backup table after the partition.
+				if err = testimg.Truncate(disk, off+size+64*512); err == nil {
+					err = testimg.WriteGPT(disk, testimg.GPT{Partitions: []testimg.GPTPartition{{Type: testimg.GUIDBasicData, Start: off, Size: size, Name: "CDROM"}}})
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := isoPartition(t, disk)
+			if p.Start != off {
+				t.Fatalf("partition at %d, want %d", p.Start, off)
+			}
+			l := openImage(t, disk, p.Start, p.Size, "")
+			checkTree(t, l, spec, want{naming: RockRidge, extra: []string{"/rr_moved"}, hardlinks: true, attrs: true})
+			checkTSK(t, disk, p.Start/512, openImage(t, disk, p.Start, p.Size, Joliet))
+		})
 	}
-	if err := testimg.WriteMBR(disk, testimg.MBR{Primary: []testimg.MBRPartition{{Type: 0x96, Start: off, Size: (st.Size() + 511) / 512 * 512}}}); err != nil {
-		t.Fatal(err)
-	}
-	p := isoPartition(t, disk)
-	if p.Start != off {
-		t.Fatalf("partition at %d, want %d", p.Start, off)
-	}
-	l := openImage(t, disk, p.Start, p.Size, "")
-	checkTree(t, l, spec, want{naming: RockRidge, extra: []string{"/rr_moved"}, hardlinks: true, attrs: true})
-	checkTSK(t, disk, p.Start/512, openImage(t, disk, p.Start, p.Size, Joliet))
 }
