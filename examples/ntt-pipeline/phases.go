@@ -291,18 +291,7 @@ func (p *pipeline) enumerate(ctx context.Context, layout *loopdev.Layout, raw st
 	if res.Elapsed > 0 {
 		p.m.EnumRate = float64(res.Records) / res.Elapsed.Seconds()
 	}
-	if err == nil && res.Records == 0 {
-		err = errors.New("the walk found no entries")
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err == nil {
-		err = tmp.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), raw)
-	}
+	err = commitRaw(tmp, raw, res.Records, err)
 	if err != nil {
 		return res.Records, failed("enumerate", "enum_failed", err)
 	}
@@ -424,4 +413,22 @@ func (p *pipeline) finishMetrics(ctx context.Context) {
 			p.m.ArchiveBytes = fi.Size()
 		}
 	}
+}
+
+// commitRaw makes the walk's temporary raw file the medium's raw file once
+// the walk succeeded with at least one record: synced, closed, renamed.
+func commitRaw(tmp *os.File, raw string, records int64, err error) error {
+	if err == nil && records == 0 {
+		err = errors.New("the walk found no entries")
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil {
+		err = tmp.Close()
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), raw)
+	}
+	return err
 }

@@ -198,18 +198,7 @@ func (p *pipeline) enumerateImage(ctx context.Context, raw string) (int64, error
 			p.log.Error("could not record the partitions not read", "medium", string(p.c.hash), "error", rerr)
 		}
 	}
-	if err == nil && res.Records == 0 {
-		err = errors.New("the walk found no entries")
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if err == nil {
-		err = tmp.Close()
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), raw)
-	}
+	err = commitRaw(tmp, raw, res.Records, err)
 	if err != nil {
 		return res.Records, failed("enumerate", "enum_failed", err)
 	}
