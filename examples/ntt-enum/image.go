@@ -28,15 +28,9 @@ func runImage(c config, hashArg, out string, stdout, stderr io.Writer) int {
 		return fail("%v.", err)
 	}
 	log := cli.NewLogger(stderr, c.verbose).With("medium", h.String())
-	var ignore *enumerate.Matcher
-	if c.ignore != "" {
-		if ignore, err = enumerate.LoadIgnoreFile(c.ignore); err != nil {
-			return fail("%v.", err)
-		}
-	}
-	if _, err := os.Lstat(out); err == nil && !c.force {
-		fmt.Fprintf(stderr, "ntt-enum: %s already exists; remove it or pass --force to replace it.\n", out)
-		return 2
+	ignore, code := prepareOutput(c, out, stderr)
+	if code != 0 {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

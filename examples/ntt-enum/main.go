@@ -120,15 +120,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v.", err)
 	}
-	var ignore *enumerate.Matcher
-	if c.ignore != "" {
-		if ignore, err = enumerate.LoadIgnoreFile(c.ignore); err != nil {
-			return fail("%v.", err)
-		}
-	}
-	if _, err := os.Lstat(out); err == nil && !c.force {
-		fmt.Fprintf(stderr, "ntt-enum: %s already exists; remove it or pass --force to replace it.\n", out)
-		return 2
+	ignore, code := prepareOutput(c, out, stderr)
+	if code != 0 {
+		return code
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -265,4 +259,22 @@ func commit(tmp *os.File, out string) error {
 		d.Close()
 	}
 	return nil
+}
+
+// prepareOutput loads the --ignore patterns and refuses to overwrite OUT
+// without --force; a non-zero code is the exit status to return.
+func prepareOutput(c config, out string, stderr io.Writer) (*enumerate.Matcher, int) {
+	var ignore *enumerate.Matcher
+	if c.ignore != "" {
+		var err error
+		if ignore, err = enumerate.LoadIgnoreFile(c.ignore); err != nil {
+			fmt.Fprintf(stderr, "ntt-enum: %v.\n", err)
+			return nil, 1
+		}
+	}
+	if _, err := os.Lstat(out); err == nil && !c.force {
+		fmt.Fprintf(stderr, "ntt-enum: %s already exists; remove it or pass --force to replace it.\n", out)
+		return nil, 2
+	}
+	return ignore, 0
 }
