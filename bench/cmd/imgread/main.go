@@ -69,7 +69,7 @@ func run(ctx context.Context, img, hash string) error {
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].first < files[j].first })
 	listed := time.Since(start)
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, 128<<10) // cat's size: a buffer that stays in the CPU cache
 	var total int64
 	for _, f := range files {
 		r, err := f.vol.FS.Open(f.entry)
