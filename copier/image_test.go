@@ -286,7 +286,7 @@ func twoFATs(dir string) (*demo.Medium, error) {
 
 // A file whose FAT chain ends early (its FAT entries cut in both FATs):
 // reading it runs into a structure that does not check out. It is skipped
-// at its first failure (DIAGNOSTIC_SKIP:IO, found from its runs) and never
+// at its first failure (DIAGNOSTIC_SKIP:CORRUPT, found from its runs) and never
 // stored, with the structure's image offset in the error.
 func TestCopyFromImageWithCorruptChain(t *testing.T) {
 	testimg.RequireFATTools(t)
@@ -333,17 +333,27 @@ func TestCopyFromImageWithCorruptChain(t *testing.T) {
 	st := im.run(o)
 	require.True(t, st.Complete)
 	require.Equal(t, int64(1), st.Skipped, "big.bin only")
-	require.Contains(t, buf.String(), "reason=DIAGNOSTIC_SKIP:IO")
+	require.Contains(t, buf.String(), "reason=DIAGNOSTIC_SKIP:CORRUPT")
+	require.Contains(t, buf.String(), "class=corrupt")
 	require.Contains(t, buf.String(), "image_runs:fs_error")
 	var claimed, status string
 	var blob *string
 	var errs []string
 	require.NoError(t, im.db.QueryRow(context.Background(), `SELECT i.claimed_by, i.status, i.blobid, i.errors FROM inode i JOIN path p USING (medium_hash, dev, ino)
 		WHERE i.medium_hash = $1 AND p.path = '/big.bin'`, im.m.Hash).Scan(&claimed, &status, &blob, &errs))
-	require.Equal(t, "DIAGNOSTIC_SKIP:IO", claimed)
+	require.Equal(t, "DIAGNOSTIC_SKIP:CORRUPT", claimed)
 	require.Equal(t, "failed_permanent", status)
 	require.Nil(t, blob, "a file whose bytes cannot all be read is never stored")
 	require.Contains(t, errs[len(errs)-1], "corrupt")
+	var errorType string
+	var corrupt, ioConfirmed bool
+	require.NoError(t, im.db.QueryRow(context.Background(), `SELECT i.error_type FROM inode i JOIN path p USING (medium_hash, dev, ino)
+		WHERE i.medium_hash = $1 AND p.path = '/big.bin'`, im.m.Hash).Scan(&errorType))
+	require.Equal(t, "io_error", errorType)
+	require.NoError(t, im.db.QueryRow(context.Background(), `SELECT coalesce(problems ? 'corrupt_structure_confirmed', false),
+		coalesce(problems ? 'io_errors_confirmed', false) FROM medium WHERE medium_hash = $1`, im.m.Hash).Scan(&corrupt, &ioConfirmed))
+	require.True(t, corrupt, "medium.problems records the corrupt structure")
+	require.False(t, ioConfirmed, "no I/O error was confirmed: the image read fine")
 	_, err = os.Lstat(filepath.Join(im.tree(), "big.bin"))
 	require.ErrorIs(t, err, os.ErrNotExist)
 	delete(im.m.Tree, "big.bin")

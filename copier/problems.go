@@ -15,12 +15,13 @@ import (
 // file has been read through the mount, so a mount that went away
 // (stale_mount), a source lost mid-run (source_lost), a stall
 // (copy_stalled), a run with many failures (high_error_rate), data past the
-// end of the image (beyond_eof_detected) and kernel-confirmed I/O errors
-// (io_errors_confirmed) are no longer the medium's state. A medium with a
+// end of the image (beyond_eof_detected), kernel-confirmed I/O errors
+// (io_errors_confirmed) and corrupt structures an image reader found
+// (corrupt_structure_confirmed) are no longer the medium's state. A medium with a
 // file still failed keeps them all current. Flags about the image itself
 // (unrescued_bytes) are the pre-flight's to judge, not the copier's.
 var CleanRunResolves = []string{
-	"beyond_eof_detected", "copy_stalled", "high_error_rate", "io_errors_confirmed", "source_lost", "stale_mount",
+	"beyond_eof_detected", "copy_stalled", "corrupt_structure_confirmed", "high_error_rate", "io_errors_confirmed", "source_lost", "stale_mount",
 }
 
 // resolveProblems marks CleanRunResolves resolved if no file of the medium

@@ -26,6 +26,7 @@ const (
 	ClassPathTooLong       // ENAMETOOLONG
 	ClassStaleMount        // ESTALE, ENOTCONN, ENODEV, ENXIO or ErrStaleMount: the mount went away
 	ClassTransient         // EINTR, EAGAIN, ENOMEM, EMFILE, ENFILE, EBUSY, ETIMEDOUT, deadlines
+	ClassCorrupt           // a structure the file's data depends on does not check out (ErrCorrupt)
 	numClasses
 )
 
@@ -49,6 +50,14 @@ const (
 // the checks in this package wrap it when they prove it.
 var ErrBeyondEOF = errors.New("file data lies beyond the end of the image")
 
+// ErrCorrupt says that a structure the file's data depends on (a FAT
+// chain, a directory record, an extent) does not check out, so its bytes
+// cannot be located, let alone read. A user-space image reader proves it
+// from the structure itself, without a kernel log; the image reader's own
+// sentinel is wrapped with this one by the caller that knows both
+// (copier/diagpolicy).
+var ErrCorrupt = errors.New("file data lies in a corrupt filesystem structure")
+
 // ErrStaleMount says that the medium's mount point is no longer a readable
 // mount of the expected device.
 var ErrStaleMount = errors.New("mount is stale")
@@ -65,6 +74,10 @@ var classInfo = [numClasses]struct {
 	ClassPathTooLong: {"path_too_long", "PATH_TOO_LONG", ErrorTypePath, true},
 	ClassStaleMount:  {"stale_mount", "STALE_MOUNT", ErrorTypePath, true},
 	ClassTransient:   {"transient", "TRANSIENT", ErrorTypeIO, true},
+	// A corrupt structure is a read failure (io_error: the schema has no
+	// finer type, and the bytes are as unreadable as after an EIO); it is a
+	// property of the image, so not retryable.
+	ClassCorrupt: {"corrupt", "CORRUPT", ErrorTypeIO, false},
 }
 
 func (c Class) info() int {
@@ -86,7 +99,7 @@ func (c Class) ErrorType() string { return classInfo[c.info()].errorType }
 // Retryable reports whether a later run could succeed without the medium
 // changing: path, permission, mount and transient problems are fixable (the
 // rows can be reset), while read errors and data past the end of the image
-// are properties of the image.
+// and corrupt structures are properties of the image.
 func (c Class) Retryable() bool { return classInfo[c.info()].retryable }
 
 // FinalStatus is the inode status for giving up on a failure of this class.
@@ -137,6 +150,9 @@ func Classify(err error) Class {
 	// original errno together with one of them.
 	if errors.Is(err, ErrBeyondEOF) {
 		return ClassBeyondEOF
+	}
+	if errors.Is(err, ErrCorrupt) {
+		return ClassCorrupt
 	}
 	if errors.Is(err, ErrStaleMount) {
 		return ClassStaleMount

@@ -27,6 +27,8 @@ func TestClassifyErrnoAndTypes(t *testing.T) {
 		{pathErr("read", unix.EUCLEAN), ClassIO},
 		{pathErr("read", unix.EBADMSG), ClassIO},
 		{fmt.Errorf("%w: %w", ErrBeyondEOF, pathErr("read", unix.EIO)), ClassBeyondEOF},
+		{fmt.Errorf("copy: %w: FAT chain ends early", ErrCorrupt), ClassCorrupt},
+		{fmt.Errorf("%w: %w", ErrCorrupt, pathErr("read", unix.EUCLEAN)), ClassCorrupt},
 		{pathErr("open", unix.ENOENT), ClassMissing},
 		{pathErr("openat2", unix.ELOOP), ClassMissing},
 		{pathErr("openat2", unix.EXDEV), ClassMissing},
@@ -81,6 +83,7 @@ func TestClassMapping(t *testing.T) {
 		{ClassPathTooLong, "path_too_long", ErrorTypePath, true, "DIAGNOSTIC_SKIP:PATH_TOO_LONG"},
 		{ClassStaleMount, "stale_mount", ErrorTypePath, true, "DIAGNOSTIC_SKIP:STALE_MOUNT"},
 		{ClassTransient, "transient", ErrorTypeIO, true, "DIAGNOSTIC_SKIP:TRANSIENT"},
+		{ClassCorrupt, "corrupt", ErrorTypeIO, false, "DIAGNOSTIC_SKIP:CORRUPT"},
 		{ClassUnknown, "unknown", ErrorTypeUnknown, true, "DIAGNOSTIC_SKIP:UNKNOWN"},
 	}
 	for _, c := range cases {

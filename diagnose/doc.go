@@ -2,10 +2,13 @@
 // copied, and says how damaged a medium and its files are.
 //
 // It provides:
-//   - Classify: an error's class (io, beyond_eof, missing, permission,
-//     path_too_long, stale_mount, transient, unknown) from errno values and
-//     error types, never from message text; each class maps to the schema's
-//     error_type and to retryable or permanent.
+//   - Classify: an error's class (io, beyond_eof, corrupt, missing,
+//     permission, path_too_long, stale_mount, transient, unknown) from errno
+//     values and error types (ErrBeyondEOF, ErrCorrupt, ErrStaleMount),
+//     never from message text; each class maps to the schema's error_type
+//     and to retryable or permanent. corrupt (a structure the file's data
+//     depends on does not check out, as an image reader proves it) is an
+//     io_error, permanent, skipped at the checkpoint without other evidence.
 //   - Tracker: failures counted per (medium, dev, ino). At the checkpoint
 //     (failure 10, or 5 on a degraded medium) it runs the checks its Env
 //     allows — kernel log, mount health, the file's extent map — and skips

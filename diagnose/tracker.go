@@ -284,6 +284,9 @@ const (
 	ProblemBeyondEOF   = "beyond_eof_detected"
 	ProblemIOConfirmed = "io_errors_confirmed"
 	ProblemStaleMount  = "stale_mount"
+	// ProblemCorrupt: a file's data lies in a structure of the image that
+	// does not check out (found by an image reader from the file's runs).
+	ProblemCorrupt = "corrupt_structure_confirmed"
 )
 
 // checkpoint runs the checks and decides between Skip and Retry (the
@@ -397,6 +400,9 @@ func (t *Tracker) checkpoint(ctx context.Context, d *Decision, env Env) {
 	case raw == ClassBeyondEOF || beyond && (raw == ClassIO || raw == ClassUnknown || raw == ClassTransient):
 		d.Class = ClassBeyondEOF
 		d.Action, d.Status, d.ClaimedBy, d.Problem = Skip, StatusFailedPermanent, ClassBeyondEOF.SkipReason(), ProblemBeyondEOF
+	case raw == ClassCorrupt:
+		// Proven from the structure itself: no other check can make it readable.
+		d.Action, d.Status, d.ClaimedBy, d.Problem = Skip, StatusFailedPermanent, ClassCorrupt.SkipReason(), ProblemCorrupt
 	case raw == ClassIO && kernelIO:
 		d.Action, d.Status, d.ClaimedBy, d.Problem = Skip, StatusFailedPermanent, ClassIO.SkipReason(), ProblemIOConfirmed
 	case mountBad && raw != ClassPermission && raw != ClassPathTooLong:

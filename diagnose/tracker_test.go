@@ -144,6 +144,28 @@ func TestTrackerKernelLogAttribution(t *testing.T) {
 	assert.JSONEq(t, `[]`, string(Decision{}.ChecksJSON()))
 }
 
+// A corrupt structure is proven by the structure itself: at the checkpoint
+// the file is skipped as CORRUPT with no kernel log, extents or mapfile.
+func TestTrackerCorruptSkipsWithoutEvidence(t *testing.T) {
+	ctx := context.Background()
+	tr := NewTracker(DefaultPolicy())
+	err := fmt.Errorf("reading /big.bin: %w: FAT chain of cluster 7 ends early", ErrCorrupt)
+	var d Decision
+	for range 20 {
+		if d = tr.Failure(ctx, Key{Medium: testHash, Ino: 9}, err, Env{Health: HealthUnknown}); d.Checkpoint {
+			break
+		}
+		require.Equal(t, Retry, d.Action)
+	}
+	require.True(t, d.Checkpoint)
+	assert.Equal(t, Skip, d.Action)
+	assert.Equal(t, ClassCorrupt, d.Class)
+	assert.Equal(t, "DIAGNOSTIC_SKIP:CORRUPT", d.ClaimedBy)
+	assert.Equal(t, StatusFailedPermanent, d.Status)
+	assert.Equal(t, ProblemCorrupt, d.Problem)
+	assert.Equal(t, ErrorTypeIO, d.ErrorType())
+}
+
 func TestTrackerIOConfirmedByKernel(t *testing.T) {
 	ctx := context.Background()
 	kl := fixtureLog(t, "kmsg-linux-6.18-truncated-backing.txt")

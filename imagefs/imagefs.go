@@ -166,8 +166,26 @@ func Types() []string {
 	return out
 }
 
-// ErrNoReader: no registered driver reads the filesystem type.
-var ErrNoReader = errors.New("no image reader for this filesystem")
+// ErrNoReader: no registered driver reads the filesystem type. Its error
+// names the filesystem ("UDF: no image reader yet"): the probe knows more
+// filesystems (HFS, HFS+, NTFS, UDF, exFAT) than there are readers.
+var ErrNoReader = errors.New("no image reader yet")
+
+// fsNames are the usual names of probe's filesystem types, for messages.
+var fsNames = map[string]string{
+	"vfat": "FAT", "iso9660": "ISO 9660", "udf": "UDF", "hfs": "HFS", "hfsplus": "HFS+",
+	"ntfs": "NTFS", "exfat": "exFAT", "ext2": "ext2", "ext3": "ext3", "ext4": "ext4",
+	"xfs": "XFS", "btrfs": "btrfs", "squashfs": "squashfs",
+}
+
+// FSName is the usual name of a probe filesystem type (UDF, HFS+, FAT …);
+// an unknown type is returned as it is.
+func FSName(fstype string) string {
+	if n, ok := fsNames[fstype]; ok {
+		return n
+	}
+	return fstype
+}
 
 // Open opens a volume of the given probe type with its registered driver.
 func Open(fstype string, r io.ReaderAt, size int64, opts Options) (FS, error) {
@@ -175,7 +193,7 @@ func Open(fstype string, r io.ReaderAt, size int64, opts Options) (FS, error) {
 	d, ok := drivers[fstype]
 	driversMu.RUnlock()
 	if !ok {
-		return nil, fmt.Errorf("%s: %w", fstype, ErrNoReader)
+		return nil, fmt.Errorf("%s: %w", FSName(fstype), ErrNoReader)
 	}
 	return d.Open(r, size, opts)
 }

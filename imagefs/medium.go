@@ -254,7 +254,14 @@ func OpenMedium(ctx context.Context, r io.ReaderAt, size int64, opts MediumOptio
 		}
 		err := fmt.Errorf("medium %s: %w: %s", h, ErrNothingReadable, detail)
 		if tried > 0 && noReader == tried {
-			err = fmt.Errorf("%w (%w; readers exist for %s)", err, ErrNoReader, strings.Join(Types(), ", "))
+			// Each failure already says "<FS>: no image reader yet";
+			// ErrNoReader is wrapped for errors.Is, not repeated.
+			var names []string
+			for _, t := range Types() {
+				names = append(names, FSName(t))
+			}
+			err = &noReaderError{msg: fmt.Sprintf("%v; image readers exist for %s only (--read mount needs a kernel with the driver)",
+				err, strings.Join(names, ", ")), errs: []error{err, ErrNoReader}}
 		}
 		return m, err
 	}
@@ -316,3 +323,14 @@ func (m *Medium) Volume(num int) *Volume {
 	}
 	return nil
 }
+
+// noReaderError is OpenMedium's error when no volume has a reader: its
+// message names the filesystems found and the readers there are; it wraps
+// ErrNothingReadable and ErrNoReader.
+type noReaderError struct {
+	msg  string
+	errs []error
+}
+
+func (e *noReaderError) Error() string   { return e.msg }
+func (e *noReaderError) Unwrap() []error { return e.errs }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -198,4 +199,31 @@ func TestMediumRefusesWhatIsNotADisk(t *testing.T) {
 	require.ErrorIs(t, err, loopdev.ErrNotADisk)
 	_, err = imagefs.OpenMediumFile(context.Background(), gz, imagefs.MediumOptions{Medium: "not-a-hash"})
 	require.Error(t, err)
+}
+
+// A disc that is UDF only (no ISO 9660 side, as mkudffs makes it): the
+// probe names it, and without a UDF reader the error says so in words an
+// operator reads ("UDF: no image reader yet") and wraps ErrNoReader, which
+// ntt-pipeline records and reports.
+func TestMediumUDFHasNoReaderYet(t *testing.T) {
+	if _, err := exec.LookPath("mkudffs"); err != nil {
+		testenv.SkipOrFail(t, "mkudffs is not installed (scripts/deps.sh installs udftools)")
+	}
+	if haveReader("udf") {
+		t.Fatal("a UDF reader exists: this test's expectation is out of date")
+	}
+	img := filepath.Join(t.TempDir(), "udf.img")
+	require.NoError(t, os.WriteFile(img, nil, 0o644))
+	require.NoError(t, os.Truncate(img, 8<<20))
+	out, err := exec.Command("mkudffs", "--media-type=hd", "--label=UDFDISC", img).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	m, err := imagefs.OpenMediumFile(context.Background(), img, imagefs.MediumOptions{Medium: testHash})
+	require.NotNil(t, m, "the probe still says what the image holds")
+	require.ErrorIs(t, err, imagefs.ErrNothingReadable)
+	require.ErrorIs(t, err, imagefs.ErrNoReader)
+	require.Contains(t, err.Error(), "(udf): UDF: no image reader yet")
+	require.Contains(t, err.Error(), "image readers exist for")
+	require.Equal(t, 1, strings.Count(err.Error(), "no image reader yet"), "said once: %s", err)
+	require.Empty(t, m.Volumes)
 }

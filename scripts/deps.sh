@@ -15,6 +15,8 @@ declare -A need=(
   # Makers and reference readers of the media imagefs reads (tests, demo).
   [mkfs.fat]=dosfstools [mcopy]=mtools [xorriso]=xorriso
   [genisoimage]=genisoimage [fls]=sleuthkit [icat]=sleuthkit
+  # A UDF-only disc (no image reader yet: the tests check the message).
+  [mkudffs]=udftools
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -220,8 +220,8 @@ func (p *Policy) Failed(ctx context.Context, f copier.Failure) copier.Decision {
 // not a symptom to retry — no kernel log or extent map is needed — so the
 // failure is classified at once: beyond the end is ClassBeyondEOF (skipped
 // as DIAGNOSTIC_SKIP:BEYOND_EOF, problem beyond_eof_detected), a corrupt
-// structure is an unreadable file (ClassIO: skipped as DIAGNOSTIC_SKIP:IO,
-// problem io_errors_confirmed). Other errors (the image file's own I/O)
+// structure is ClassCorrupt (skipped as DIAGNOSTIC_SKIP:CORRUPT, problem
+// corrupt_structure_confirmed). Other errors (the image file's own I/O)
 // take the usual way.
 
 const imageRunsCheck = "image_runs"
@@ -236,7 +236,7 @@ func imageEvidence(err error) (error, string) {
 	case errors.Is(err, imagefs.ErrBeyondEnd):
 		return fmt.Errorf("%w: %w", diagnose.ErrBeyondEOF, err), diagnose.ResultBeyondEOF
 	case errors.Is(err, imagefs.ErrCorrupt):
-		return fmt.Errorf("%w: %w", unix.EUCLEAN, err), diagnose.ResultFSError
+		return fmt.Errorf("%w: %w", diagnose.ErrCorrupt, err), diagnose.ResultFSError
 	}
 	return err, ""
 }
@@ -252,7 +252,7 @@ func imageDecision(d diagnose.Decision, result string, err error) diagnose.Decis
 	if result == diagnose.ResultBeyondEOF {
 		d.Class, d.Problem = diagnose.ClassBeyondEOF, diagnose.ProblemBeyondEOF
 	} else {
-		d.Class, d.Problem = diagnose.ClassIO, diagnose.ProblemIOConfirmed
+		d.Class, d.Problem = diagnose.ClassCorrupt, diagnose.ProblemCorrupt
 	}
 	d.ClaimedBy = d.Class.SkipReason()
 	return d

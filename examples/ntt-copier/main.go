@@ -49,7 +49,8 @@ Files are claimed in batches, so any number of copiers (processes, hosts)
 can work on one medium at once. A file that cannot be read is retried,
 checked at the checkpoint ("DIAGNOSTIC CHECKPOINT"), skipped when its data
 lies beyond the end of the image ("SKIPPED ino=X reason=DIAGNOSTIC_SKIP:..."),
-or given up after the retry cap.
+or, read from the image, in a structure that does not check out
+(DIAGNOSTIC_SKIP:CORRUPT), or given up after the retry cap.
 
 The image is the one named by --image, else the backing file of the loop
 devices the medium is mounted from, else medium.image_path, else
