@@ -80,6 +80,7 @@ func TestMediumLayoutAgreesWithMount(t *testing.T) {
 			require.NoError(t, err)
 			defer m.Close()
 
+			testenv.Shared(t, testenv.StaleLoops) // Mount reaps NTT's stale loops: not another test's on purpose
 			lay, err := loopdev.Mount(context.Background(), loopdev.MountSpec{Medium: testHash, Image: disk, Root: root, Timeout: 10 * time.Second})
 			require.NoError(t, err)
 			t.Cleanup(func() { loopdev.Unmount(context.Background(), testHash, root, nil) })
