@@ -106,7 +106,7 @@ func dirKey(e *Entry) int64 {
 			return r.Offset
 		}
 	}
-	return -1 - int64(e.ID>>1)
+	return -1 - int64(e.ID&(1<<63-1)) // < 0, one key per ID (bit 63 aside)
 }
 
 func displayPath(p []byte) string {

@@ -55,3 +55,24 @@ func TestWalkEntersEachDirectoryOnce(t *testing.T) {
 	}
 	require.Equal(t, 10, cross, "every second name of a level is reported, not walked")
 }
+
+// A filesystem whose directories have no runs (their records live in a
+// catalog) is walked by ID: consecutive IDs are different directories.
+func TestWalkDirectoriesByID(t *testing.T) {
+	g := idFS{1: {{ID: 22, Type: 'd', Name: []byte("a")}, {ID: 23, Type: 'd', Name: []byte("b")}},
+		22: {{ID: 30, Type: 'f', Name: []byte("x")}}, 23: {{ID: 31, Type: 'f', Name: []byte("y")}}}
+	var paths []string
+	var problems []*Problem
+	err := Walk(context.Background(), g, &Options{Report: func(p *Problem) { problems = append(problems, p) }},
+		func(p []byte, e *Entry) error { paths = append(paths, string(p)); return nil })
+	require.NoError(t, err)
+	require.Empty(t, problems)
+	require.Equal(t, []string{"/", "/a", "/a/x", "/b", "/b/y"}, paths)
+}
+
+type idFS map[uint64][]*Entry
+
+func (g idFS) Type() string                       { return "ids" }
+func (g idFS) Root() (*Entry, error)              { return &Entry{ID: 1, Type: 'd'}, nil }
+func (g idFS) ReadDir(d *Entry) ([]*Entry, error) { return g[d.ID], nil }
+func (g idFS) Open(*Entry) (io.ReaderAt, error)   { return nil, io.EOF }
