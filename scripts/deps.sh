@@ -15,6 +15,7 @@ declare -A need=(
   # Makers and reference readers of the media imagefs reads (tests, demo).
   [mkfs.fat]=dosfstools [mcopy]=mtools [xorriso]=xorriso
   [genisoimage]=genisoimage [fls]=sleuthkit [icat]=sleuthkit
+  [hformat]=hfsutils [hcopy]=hfsutils
 )
 missing=()
 for cmd in "${!need[@]}"; do
