@@ -116,6 +116,7 @@ type Volume struct {
 	overflow map[extKey][3]extent
 	children map[uint32][]*record // by parent CNID, in catalog order
 	dirs     map[uint32]*record   // directory records by their CNID
+	fileOff  map[uint32]int64     // file records' volume offsets by CNID
 }
 
 // Info describes a volume.
@@ -159,7 +160,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 		return nil, fmt.Errorf("hfs: %w", ErrWrappedHFSPlus)
 	}
 	v := &Volume{r: r, size: size, opts: opts, overflow: map[extKey][3]extent{},
-		children: map[uint32][]*record{}, dirs: map[uint32]*record{}}
+		children: map[uint32][]*record{}, dirs: map[uint32]*record{}, fileOff: map[uint32]int64{}}
 	v.nBlocks = uint32(be.Uint16(m[0x12:]))
 	v.blkSize = int64(be.Uint32(m[0x14:]))
 	v.alStart = int64(be.Uint16(m[0x1c:])) * 512
@@ -305,6 +306,9 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 			return
 		}
 		r.data = append([]byte(nil), data[:102]...)
+		if _, dup := v.fileOff[r.cnid()]; !dup {
+			v.fileOff[r.cnid()] = off
+		}
 	case 3, 4:
 		return
 	default:
@@ -391,7 +395,7 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	if covered >= e.Size {
 		return rr, nil
 	}
-	return &shortFork{rr: rr, covered: covered, size: e.Size, cnid: e.ID}, nil
+	return &shortFork{rr: rr, covered: covered, size: e.Size, cnid: e.ID, rec: v.fileOff[uint32(e.ID)]}, nil
 }
 
 // shortFork is a data fork whose extents end before its size.
@@ -400,6 +404,7 @@ type shortFork struct {
 	covered int64
 	size    int64
 	cnid    uint64
+	rec     int64 // volume offset of the file's catalog record
 }
 
 func (f *shortFork) ReadAt(p []byte, off int64) (int, error) {
@@ -415,11 +420,11 @@ func (f *shortFork) ReadAt(p []byte, off int64) (int, error) {
 			return n, err
 		}
 		if int64(m) < want {
-			return n, &imagefs.ReadError{Offset: -1, Err: io.ErrUnexpectedEOF}
+			return n, &imagefs.ReadError{Offset: f.rec, Err: io.ErrUnexpectedEOF}
 		}
 		if n == len(p) {
 			return n, nil
 		}
 	}
-	return n, &imagefs.ReadError{Offset: -1, Err: fmt.Errorf("the extents of CNID %d end %d bytes into a data fork of %d: %w", f.cnid, f.covered, f.size, imagefs.ErrCorrupt)}
+	return n, &imagefs.ReadError{Offset: f.rec, Err: fmt.Errorf("the extents of CNID %d end %d bytes into a data fork of %d: %w", f.cnid, f.covered, f.size, imagefs.ErrCorrupt)}
 }

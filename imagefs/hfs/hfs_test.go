@@ -238,3 +238,49 @@ func TestHcopyOut(t *testing.T) {
 		t.Errorf("hls lists %q, the reader %q", want, have)
 	}
 }
+
+// bigSpec is a 20 MB volume with a directory of n files (its records fill
+// several catalog leaf nodes) and a file written into the holes left by
+// deleting every other of 40 small files once the volume is full, so that it needs more than the
+// three extents of its catalog record: extents-overflow records.
+func bigSpec(n int) testimg.HFSSpec {
+	s := sampleSpec(n)
+	s.Size = 20 << 20
+	add := func(p string, k testimg.Kind, size int64, del bool) {
+		i := len(s.Steps)
+		s.Steps = append(s.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: p, Kind: k, Size: size, Seed: uint64(i + 1)}, Delete: del})
+	}
+	add("frag", testimg.Dir, 0, false)
+	for i := 0; i < 40; i++ {
+		add(fmt.Sprintf("frag:small %02d", i), testimg.File, 512, false)
+	}
+	s.Steps = append(s.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: "filler"}, Fill: true})
+	for i := 0; i < 40; i += 2 {
+		add(fmt.Sprintf("frag:small %02d", i), testimg.File, 0, true)
+	}
+	add("frag:fragmented", testimg.File, 15*512+100, false)
+	add("filler", testimg.File, 0, true)
+	return s
+}
+
+func TestManyFilesAndOverflowExtents(t *testing.T) {
+	spec := bigSpec(400)
+	built := time.Now().Truncate(time.Second)
+	img, err := os.ReadFile(testimg.BuildHFS(t, spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, got, _, probs := openWalk(t, img)
+	if len(probs) != 0 {
+		t.Errorf("problems on a sound volume: %v", probs)
+	}
+	checkTree(t, spec, got, built)
+	// 400 records of ~70-byte keys and 102-byte data: many 512-byte leaves.
+	if n := v.Info().CatalogRecords; n < 400 {
+		t.Errorf("%d catalog records", n)
+	}
+	f := got["/frag/fragmented"]
+	if f.e == nil || len(f.e.Runs) != 16 {
+		t.Fatalf("the fragmented file has runs %+v: want 16 one-block extents, 13 of them in extents-overflow records", f.e)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ import (
 )
 
 // HFSTools are the hfsutils commands BuildHFSImage runs.
-var HFSTools = []string{"hformat", "hmount", "humount", "hmkdir", "hcopy", "hdel"}
+var HFSTools = []string{"hformat", "hmount", "humount", "hmkdir", "hcopy", "hdel", "hvol"}
 
 // RequireHFSTools fails the test under CI, or skips it, if an hfsutils
 // command (or one of more) is missing (scripts/deps.sh installs hfsutils).
@@ -33,9 +34,15 @@ func RequireHFSTools(t testing.TB, more ...string) {
 // components (so a name may hold '/'), names in UTF-8 that MacRoman can
 // write; or, with Delete, the removal of the file at Path (hdel), which
 // leaves its blocks free for later files, fragmenting them.
+//
+// With Fill, the step writes a file of zeros at Path as large as the free
+// space of the volume (as hvol says it), so that the next files go into the
+// holes deleted files leave; a later step must delete it (HFSTree does not
+// know its size).
 type HFSStep struct {
 	Entry
 	Delete bool
+	Fill   bool
 }
 
 // HFSSpec describes a classic HFS volume made by hfsutils: hformat, then
@@ -76,13 +83,18 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 		return fail("%v", err)
 	}
 	defer os.RemoveAll(home)
-	run := func(args ...string) error {
+	output := func(args ...string) ([]byte, error) {
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), "HOME="+home, "TZ=UTC", "LC_ALL=C")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fail("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return nil, fail("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 		}
-		return nil
+		return out, nil
+	}
+	run := func(args ...string) error {
+		_, err := output(args...)
+		return err
 	}
 	f, err := os.Create(path)
 	if err == nil {
@@ -111,8 +123,25 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 		switch {
 		case s.Delete:
 			err = run("hdel", target)
+		case s.Fill:
+			out, err := output("hvol")
+			if err != nil {
+				return err
+			}
+			m := regexp.MustCompile(`Volume has (\d+) bytes free`).FindSubmatch(out)
+			if m == nil {
+				return fail("hvol says no free space: %s", out)
+			}
+			free, _ := strconv.ParseInt(string(m[1]), 10, 64)
+			s.Data = make([]byte, free)
+			s.Kind = File
+			fallthrough
 		case s.Kind == Dir:
-			err = run("hmkdir", target)
+			if s.Kind == Dir {
+				err = run("hmkdir", target)
+				break
+			}
+			fallthrough
 		case s.Kind == File:
 			src := filepath.Join(home, "stage"+strconv.Itoa(i))
 			if err := os.WriteFile(src, s.Content(), 0o644); err != nil {
