@@ -92,12 +92,15 @@ func (t *btree) node(n uint32, want int8) ([]byte, [][]byte, error) {
 // chain (ndFLink) from the header's first leaf. The index nodes are not
 // read: the chain holds every record in key order. A node already visited
 // (a loop) or one that does not check out ends the chain and is reported;
-// the chain is at most as long as the file has nodes.
+// the chain is at most as long as the file has nodes. When the chain ends
+// that way, the leaves it did not reach are looked for among the nodes the
+// header's node map marks in use (see rescue).
 func (t *btree) leaves(fn func(rec []byte, off int64)) {
 	visited := make(map[uint32]bool)
 	for n := t.first; n != 0; {
 		if visited[n] {
 			t.opts.Reportf(t.nodeOffset(n), "loop", "the %s file's leaf chain comes back to node %d; the rest of the chain is not read", t.name, n)
+			t.rescue(visited, fn)
 			return
 		}
 		if len(visited) >= int(t.nodes) {
@@ -108,19 +111,53 @@ func (t *btree) leaves(fn func(rec []byte, off int64)) {
 		b, recs, err := t.node(n, kindLeaf)
 		if err != nil {
 			t.opts.Reportf(t.nodeOffset(n), "corrupt", "%v; the rest of the %s file's leaf chain is not read", err, t.name)
+			t.rescue(visited, fn)
 			return
 		}
-		base := t.nodeOffset(n)
-		pos := descSize
-		for _, r := range recs {
-			at := int64(-1)
-			if base >= 0 {
-				at = base + int64(pos)
-			}
-			fn(r, at)
-			pos += len(r)
-		}
+		t.records(n, recs, fn)
 		n = be.Uint32(b[0:])
+	}
+}
+
+func (t *btree) records(n uint32, recs [][]byte, fn func(rec []byte, off int64)) {
+	base := t.nodeOffset(n)
+	pos := descSize
+	for _, r := range recs {
+		at := int64(-1)
+		if base >= 0 {
+			at = base + int64(pos)
+		}
+		fn(r, at)
+		pos += len(r)
+	}
+}
+
+// rescue reads, in node order, the leaf nodes the broken chain did not
+// reach: those the header node's map record marks in use (a freed node
+// may still hold a leaf of deleted records, so an unmarked one is never
+// read), that check out as leaves. Nodes past the header's map (map nodes
+// of large trees) are not looked at. It reports how many it found.
+func (t *btree) rescue(visited map[uint32]bool, fn func(rec []byte, off int64)) {
+	_, hrecs, err := t.node(0, kindHeader)
+	if err != nil || len(hrecs) < 3 {
+		return
+	}
+	bitmap := hrecs[2]
+	found := 0
+	for n := uint32(1); n < t.nodes && int(n/8) < len(bitmap); n++ {
+		if visited[n] || bitmap[n/8]&(0x80>>(n%8)) == 0 {
+			continue
+		}
+		_, recs, err := t.node(n, kindLeaf)
+		if err != nil {
+			continue // an index or map node, or a damaged one
+		}
+		visited[n] = true
+		t.records(n, recs, fn)
+		found++
+	}
+	if found > 0 {
+		t.opts.Reportf(t.nodeOffset(0), "rescued", "%d leaf nodes of the %s file off its broken leaf chain read from the header's node map", found, t.name)
 	}
 }
 

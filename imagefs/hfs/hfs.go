@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -117,6 +118,7 @@ type Volume struct {
 	children map[uint32][]*record // by parent CNID, in catalog order
 	dirs     map[uint32]*record   // directory records by their CNID
 	fileOff  map[uint32]int64     // file records' volume offsets by CNID
+	threads  map[uint32]*record   // directory thread records by the directory's CNID
 }
 
 // Info describes a volume.
@@ -160,7 +162,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 		return nil, fmt.Errorf("hfs: %w", ErrWrappedHFSPlus)
 	}
 	v := &Volume{r: r, size: size, opts: opts, overflow: map[extKey][3]extent{},
-		children: map[uint32][]*record{}, dirs: map[uint32]*record{}, fileOff: map[uint32]int64{}}
+		children: map[uint32][]*record{}, dirs: map[uint32]*record{}, fileOff: map[uint32]int64{}, threads: map[uint32]*record{}}
 	v.nBlocks = uint32(be.Uint16(m[0x12:]))
 	v.blkSize = int64(be.Uint32(m[0x14:]))
 	v.alStart = int64(be.Uint16(m[0x1c:])) * 512
@@ -207,10 +209,42 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 		return nil, fmt.Errorf("hfs: %w", err)
 	}
 	ct.leaves(v.addCatalog)
+	v.rescueDirs()
 	if v.dirs[RootID] == nil {
 		opts.Reportf(-1, "corrupt", "the catalog has no record of the root directory (CNID 2); its entries are still listed")
 	}
 	return v, nil
+}
+
+// rescueDirs finds the directories whose entries were read but whose own
+// record was not (it lay in a lost leaf node): a directory with a thread
+// record is put back under the parent and name its thread gives, with the
+// Mac epoch as its mtime (Kind "rescued"); the entries of one without are
+// reported as orphaned (Kind "orphaned"), not reachable from the root.
+func (v *Volume) rescueDirs() {
+	parents := make([]uint32, 0, len(v.children))
+	for p := range v.children {
+		parents = append(parents, p)
+	}
+	slices.Sort(parents) // reports and rescued entries in a stable order
+	for _, p := range parents {
+		if p == 1 || v.dirs[p] != nil {
+			continue // 1 is the root's parent, which has no record
+		}
+		th := v.threads[p]
+		if th == nil || th.parent == p {
+			v.opts.Reportf(v.children[p][0].off, "orphaned", "%d catalog records name directory CNID %d as their parent, which has neither a directory record nor a thread; not reachable from the root", len(v.children[p]), p)
+			continue
+		}
+		data := make([]byte, 70)
+		data[0] = 1
+		be.PutUint16(data[4:], uint16(min(len(v.children[p]), 0xffff)))
+		be.PutUint32(data[6:], p)
+		r := &record{parent: th.parent, name: th.name, dir: true, data: data, off: th.off, size: th.size}
+		v.dirs[p] = r
+		v.children[th.parent] = append(v.children[th.parent], r)
+		v.opts.Reportf(th.off, "rescued", "directory CNID %d %q has no directory record; listed from its thread record", p, th.name)
+	}
 }
 
 // btree opens the B-tree file cnid whose first extents are first and
@@ -309,7 +343,17 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 		if _, dup := v.fileOff[r.cnid()]; !dup {
 			v.fileOff[r.cnid()] = off
 		}
-	case 3, 4:
+	case 3:
+		// A directory thread: its key is (CNID, ""), its data names the
+		// directory's parent and name; kept to rescue a directory whose
+		// own record is lost.
+		if len(data) >= 15 && int(data[14]) <= 31 && 15+int(data[14]) <= len(data) {
+			if _, dup := v.threads[r.parent]; !dup {
+				v.threads[r.parent] = &record{parent: be.Uint32(data[10:]), name: append([]byte(nil), data[15:15+int(data[14])]...), off: off, size: int64(len(rec))}
+			}
+		}
+		return
+	case 4:
 		return
 	default:
 		v.opts.Reportf(off, "corrupt", "catalog record %q of unknown type %d; left out", r.name, data[0])
