@@ -47,7 +47,7 @@ func (t *btree) nodeOffset(n uint32) int64 {
 }
 
 // errNode: a node does not check out; its reason is in the wrapping error.
-var errNode = errors.New("B-tree node does not check out")
+var errNode = fmt.Errorf("B-tree node does not check out: %w", imagefs.ErrCorrupt)
 
 // node reads node n and checks its descriptor and record offsets: kind
 // want, height (1 for a leaf), a record count whose offsets fit, offsets

@@ -94,8 +94,9 @@ func checkVolume(t *testing.T, data []byte) int {
 	v, err := hfs.Open(bytes.NewReader(data), int64(len(data)), opts)
 	if err != nil {
 		var fe *hfs.FormatError
-		if !errors.As(err, &fe) && !errors.Is(err, hfs.ErrWrappedHFSPlus) && !errors.Is(err, imagefs.ErrCorrupt) {
-			t.Fatalf("Open: not a FormatError: %v", err)
+		var re *imagefs.ReadError
+		if !errors.As(err, &fe) && !errors.Is(err, hfs.ErrWrappedHFSPlus) && !errors.Is(err, imagefs.ErrCorrupt) && !errors.As(err, &re) {
+			t.Fatalf("Open: not a FormatError, ErrWrappedHFSPlus, ErrCorrupt or ReadError: %v", err)
 		}
 		return 0
 	}

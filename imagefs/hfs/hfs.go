@@ -143,7 +143,9 @@ func (v *Volume) Info() Info {
 // Open reads the master directory block and the extents-overflow and
 // catalog B-trees of the HFS volume r of size bytes. Damage on the way is
 // reported through opts.Report; a master directory block that does not
-// check out is a *FormatError; a wrapper around HFS+ is ErrWrappedHFSPlus.
+// check out is a *FormatError; a wrapper around HFS+ is ErrWrappedHFSPlus;
+// a catalog header node that does not check out wraps imagefs.ErrCorrupt,
+// one that cannot be read an *imagefs.ReadError.
 func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	if size < mdbOffset+512 {
 		return nil, &FormatError{Offset: 0, Field: "volume size", Value: size, Msg: "the volume is shorter than its master directory block"}
@@ -232,7 +234,7 @@ func (v *Volume) rescueDirs() {
 			continue // 1 is the root's parent, which has no record
 		}
 		th := v.threads[p]
-		if th == nil || th.parent == p {
+		if th == nil || th.parent == p || v.isFile(p) {
 			v.opts.Reportf(v.children[p][0].off, "orphaned", "%d catalog records name directory CNID %d as their parent, which has neither a directory record nor a thread; not reachable from the root", len(v.children[p]), p)
 			continue
 		}
@@ -255,7 +257,7 @@ func (v *Volume) btree(name string, cnid uint32, first [3]extent, size int64, re
 		size = covered - covered%nodeSize
 	}
 	return &btree{name: name, file: imagefs.NewRunReader(v.r, v.readSize, runs, size), runs: runs,
-		nodes: uint32(size / nodeSize), opts: &v.opts}
+		nodes: uint32(min(size/nodeSize, 1<<32-1)), opts: &v.opts}
 }
 
 // maxRuns bounds the extents of one fork (a 65535-block volume has at most
@@ -328,21 +330,20 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 		r.data = append([]byte(nil), data[:70]...)
 		// One record per directory CNID: a second one (damage) would
 		// list the same entries again, under another name.
-		id := r.cnid()
-		if v.dirs[id] != nil {
-			v.opts.Reportf(off, "cross_linked", "directory record %q has CNID %d, already the CNID of another directory record; left out", r.name, id)
+		if !v.claim(r, off) {
 			return
 		}
-		v.dirs[id] = r
+		v.dirs[r.cnid()] = r
 	case 2:
 		if len(data) < 102 {
 			v.opts.Reportf(off, "corrupt", "file record %q of %d bytes, want 102; left out", r.name, len(data))
 			return
 		}
 		r.data = append([]byte(nil), data[:102]...)
-		if _, dup := v.fileOff[r.cnid()]; !dup {
-			v.fileOff[r.cnid()] = off
+		if !v.claim(r, off) {
+			return
 		}
+		v.fileOff[r.cnid()] = off
 	case 3:
 		// A directory thread: its key is (CNID, ""), its data names the
 		// directory's parent and name; kept to rescue a directory whose
@@ -361,6 +362,20 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 	}
 	v.children[r.parent] = append(v.children[r.parent], r)
 }
+
+// claim takes r's CNID for r: a CNID is one file or directory, so a second
+// record with a CNID already taken (damage) is reported and left out — no
+// ID stands for two contents, no directory is entered twice.
+func (v *Volume) claim(r *record, off int64) bool {
+	id := r.cnid()
+	if v.dirs[id] != nil || v.isFile(id) || (id == RootID && !r.dir) {
+		v.opts.Reportf(off, "cross_linked", "catalog record %q has CNID %d, already the CNID of another record (or the root's); left out", r.name, id)
+		return false
+	}
+	return true
+}
+
+func (v *Volume) isFile(id uint32) bool { _, ok := v.fileOff[id]; return ok }
 
 // Type returns "hfs".
 func (v *Volume) Type() string { return Type }
