@@ -33,9 +33,9 @@
 // need them and they are skipped. A directory's entries are the records
 // whose key names it as parent, in catalog (key) order.
 //   - ID is the CNID (the root directory's is RootID, 2): unique and
-//     stable. Two directory records with one CNID are damage: the second is
-//     reported (Kind "cross_linked") and left out, so no directory can be
-//     entered twice or hold an ancestor.
+//     stable. Two records with one CNID are damage: the second is reported
+//     (Kind "cross_linked") and left out, so that no ID stands for two
+//     contents and no directory can be entered twice or hold an ancestor.
 //   - Type is 'f' or 'd' (HFS has no other kinds; aliases are files).
 //   - Size is a file's data fork logical EOF (filLgLen); for a directory
 //     its valence + 2, as Linux shows it.
@@ -69,13 +69,21 @@
 // offset of the damaged node or record, and reading goes on: a leaf node
 // that does not check out, or a leaf chain that comes back to a node
 // already read (Kind "loop"), ends that tree's chain — the records read
-// before it are kept; a record whose key or data does not check out is left
-// out; an extent past the allocation area is reported (Kind
+// before it are kept — and the leaves the chain did not reach are
+// read from the nodes the header node's map record marks in use, in node
+// order (Kind "rescued"; a node the map marks free may hold a stale leaf of
+// deleted records and is never read; the nodes past the header's map — trees
+// over 2048 nodes — are not looked at). A directory whose own record was
+// lost but whose entries were read is listed from its thread record, under
+// the parent and name the thread gives, with the Mac epoch as its mtime
+// (Kind "rescued"); without a thread its entries are reported as orphaned.
+// A record whose key or data does not check out is left out. An extent past the allocation area is reported (Kind
 // "out_of_volume") and kept, and reading it fails with
 // imagefs.ErrBeyondEnd; a data fork whose extents cover less than its size
 // is listed with its size, and reading its missing tail fails with
 // imagefs.ErrCorrupt, never zeros. A catalog whose header node does not
-// check out is an error at Open (there is nothing to read); a damaged
+// check out is an error at Open wrapping imagefs.ErrCorrupt (there is
+// nothing to read); a damaged
 // extents-overflow header is reported and only the catalog records' own
 // extents are used.
 //

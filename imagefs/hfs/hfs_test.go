@@ -220,22 +220,39 @@ func TestHcopyOut(t *testing.T) {
 	if n != 8 {
 		t.Errorf("compared %d files, want 8", n)
 	}
-	// hls -1a of the root: the names, MacRoman, in catalog order.
-	var want []string
-	for _, l := range strings.Split(strings.TrimSpace(string(hfsutil("hls", "-1a", ":"))), "\n") {
-		name, _ := hfs.DecodeName([]byte(l))
-		want = append(want, string(name))
-	}
-	var have []string
-	for p := range got {
-		if p != "/" && strings.LastIndex(p, "/") == 0 {
-			have = append(have, p[1:])
+	// hls -1a of every directory lists the names the walk found in it.
+	for dir, w := range got {
+		if w.e.Type != 'd' {
+			continue
 		}
-	}
-	sort.Strings(want)
-	sort.Strings(have)
-	if strings.Join(want, "|") != strings.Join(have, "|") {
-		t.Errorf("hls lists %q, the reader %q", want, have)
+		hpath := ":"
+		if dir != "/" {
+			parts := strings.Split(dir[1:], "/")
+			for i := range parts {
+				parts[i] = strings.ReplaceAll(parts[i], ":", "/")
+			}
+			raw, _ := hfs.EncodeName(strings.Join(parts, ":"))
+			hpath = ":" + string(raw) + ":"
+		}
+		var want []string
+		if out := strings.TrimSpace(string(hfsutil("hls", "-1a", hpath))); out != "" {
+			for _, l := range strings.Split(out, "\n") {
+				name, _ := hfs.DecodeName([]byte(l))
+				want = append(want, string(name))
+			}
+		}
+		prefix := strings.TrimSuffix(dir, "/") + "/"
+		var have []string
+		for p := range got {
+			if p != "/" && p != dir && strings.HasPrefix(p, prefix) && !strings.Contains(p[len(prefix):], "/") {
+				have = append(have, p[len(prefix):])
+			}
+		}
+		sort.Strings(want)
+		sort.Strings(have)
+		if strings.Join(want, "|") != strings.Join(have, "|") {
+			t.Errorf("%s: hls lists %q, the reader %q", dir, want, have)
+		}
 	}
 }
 
