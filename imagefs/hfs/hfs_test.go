@@ -301,3 +301,27 @@ func TestManyFilesAndOverflowExtents(t *testing.T) {
 		t.Fatalf("the fragmented file has runs %+v: want 16 one-block extents, 13 of them in extents-overflow records", f.e)
 	}
 }
+
+// TestMedium: a whole-disk HFS floppy is probed as "hfs" and read by this
+// reader through imagefs.OpenMediumFile, with every file.
+func TestMedium(t *testing.T) {
+	spec := sampleSpec(0)
+	path := testimg.BuildHFS(t, spec)
+	var probs []*imagefs.MediumProblem
+	m, err := imagefs.OpenMediumFile(context.Background(), path, imagefs.MediumOptions{
+		Medium: "0123456789abcdef0123456789abcdef", Report: func(p *imagefs.MediumProblem) { probs = append(probs, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if len(m.Volumes) != 1 || m.Volumes[0].FSType != "hfs" || m.Volumes[0].Num != 0 {
+		t.Fatalf("volumes %+v, want one whole-disk hfs", m.Volumes)
+	}
+	n := 0
+	if err := m.Walk(context.Background(), m.Volumes[0], func(p []byte, e *imagefs.Entry) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(testimg.HFSTree(spec))+1 || len(probs) != 0 {
+		t.Errorf("%d entries, want %d; problems %v", n, len(testimg.HFSTree(spec))+1, probs)
+	}
+}
