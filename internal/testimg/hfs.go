@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/HRDAG/ntt/imagefs/hfs"
+	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testenv"
 )
 
@@ -115,7 +115,7 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 	}
 	defer run("humount")
 	for i, s := range spec.Steps {
-		raw, ok := hfs.EncodeName(s.Path)
+		raw, ok := macroman.Encode(s.Path)
 		if !ok || s.Path == "" || strings.HasPrefix(s.Path, ":") {
 			return fail("step %d: path %q must be relative, not empty, and in MacRoman", i, s.Path)
 		}
