@@ -120,6 +120,39 @@ func TestDamage(t *testing.T) {
 			t.Errorf("problems %v, want one corrupt at %d", probs, leaf)
 		}
 	})
+	t.Run("leaf of the wrong height", func(t *testing.T) {
+		img := bytes.Clone(clean)
+		leaf := l.leaves[1]
+		img[leaf+9] = 2 // ndNHeight
+		_, got, _, probs := openWalk(t, img)
+		k := kinds(probs)
+		if len(k["corrupt"]) != 1 || k["corrupt"][0] != leaf || len(k["rescued"]) == 0 {
+			t.Errorf("problems %v, want one corrupt at %d and the rest rescued", probs, leaf)
+		}
+		if len(got) < len(whole)-8 || len(got) >= len(whole) {
+			t.Errorf("%d entries of %d", len(got), len(whole))
+		}
+	})
+	t.Run("garbage over the extents-overflow header", func(t *testing.T) {
+		img := bytes.Clone(clean)
+		xt := l.alStart + int64(be.Uint16(img[1024+0x86:]))*l.blkSize
+		for i := int64(0); i < 512; i++ {
+			img[xt+i] = 0xA5
+		}
+		_, got, _, probs := openWalk(t, img)
+		if k := kinds(probs); len(k["corrupt"]) != 1 || k["corrupt"][0] != xt {
+			t.Errorf("problems %v, want one corrupt at %d", probs, xt)
+		}
+		if len(got) != len(whole) {
+			t.Errorf("%d entries of %d", len(got), len(whole))
+		}
+		// The fragmented file keeps the 3 extents of its record; reading
+		// past them fails.
+		f := got["/frag/fragmented"]
+		if len(f.e.Runs) != 3 || !errors.Is(f.err, imagefs.ErrCorrupt) || len(f.data) != 3*512 {
+			t.Errorf("fragmented file: %d runs, %d bytes read, %v; want 3 runs, 1536 bytes and ErrCorrupt", len(f.e.Runs), len(f.data), f.err)
+		}
+	})
 	t.Run("extent past the volume", func(t *testing.T) {
 		img := bytes.Clone(clean)
 		rec := fileRecord(t, img, l, "ReadMe")
