@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/imagefs/hfs"
@@ -42,13 +43,20 @@ func layoutOf(t *testing.T, img []byte) layout {
 // the catalog, whatever its parent).
 func fileRecord(t *testing.T, img []byte, l layout, name string) int64 {
 	t.Helper()
+	return catalogRecord(t, img, l, name, 2)
+}
+
+// catalogRecord returns the offset of the data of the record of name and
+// type typ (1 directory, 2 file).
+func catalogRecord(t *testing.T, img []byte, l layout, name string, typ byte) int64 {
+	t.Helper()
 	key := append([]byte{byte(len(name))}, name...)
 	for _, leaf := range l.leaves {
 		node := img[leaf : leaf+512]
 		if i := bytes.Index(node, key); i >= 6 && int(node[i-6]) >= 6+len(name) {
 			d := i - 6 + 1 + int(node[i-6])
 			d += d % 2
-			if d < 512 && node[d] == 2 {
+			if d < 512 && node[d] == typ {
 				return leaf + int64(d)
 			}
 		}
@@ -151,6 +159,24 @@ func TestDamage(t *testing.T) {
 		f := got["/frag/fragmented"]
 		if len(f.e.Runs) != 3 || !errors.Is(f.err, imagefs.ErrCorrupt) || len(f.data) != 3*512 {
 			t.Errorf("fragmented file: %d runs, %d bytes read, %v; want 3 runs, 1536 bytes and ErrCorrupt", len(f.e.Runs), len(f.data), f.err)
+		}
+	})
+	t.Run("directory record lost", func(t *testing.T) {
+		img := bytes.Clone(clean)
+		rec := catalogRecord(t, img, l, "Docs", 1)
+		img[rec] = 9 // no such record type
+		_, got, _, probs := openWalk(t, img)
+		k := kinds(probs)
+		if len(k["corrupt"]) != 1 || len(k["rescued"]) != 1 {
+			t.Errorf("problems %v, want the record corrupt and the directory rescued", probs)
+		}
+		// Listed from its thread, with everything below it.
+		if len(got) != len(whole) {
+			t.Errorf("%d entries of %d", len(got), len(whole))
+		}
+		d := got["/Docs"]
+		if d.e == nil || d.e.ID != whole["/Docs"].e.ID || !d.e.Mtime.Equal(time.Date(1904, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("/Docs: %+v", d.e)
 		}
 	})
 	t.Run("extent past the volume", func(t *testing.T) {
