@@ -30,7 +30,9 @@
 //
 // Catalog leaf records are directories (type 1), files (2) and threads (3,
 // 4). Threads name a CNID's parent and name; a walk from the root does not
-// need them and they are skipped. A directory's entries are the records
+// need them: directory threads are kept only to rescue a directory whose
+// own record is lost (see Failure model), file threads are skipped. A
+// directory's entries are the records
 // whose key names it as parent, in catalog (key) order.
 //   - ID is the CNID (the root directory's is RootID, 2): unique and
 //     stable. Two records with one CNID are damage: the second is reported
@@ -49,7 +51,9 @@
 //     each at byte drAlBlSt*512 + block*drAlBlkSiz, trimmed to the size.
 //     HFS stores no directory content (the catalog holds it): a directory's
 //     one run is its own catalog record, which is where the volume keeps
-//     what the directory is, and by which imagefs.Walk knows it.
+//     what the directory is, and by which imagefs.Walk knows it (without a
+//     run Walk would know it by ID>>1, which folds consecutive CNIDs
+//     together).
 //
 // # Names
 //
