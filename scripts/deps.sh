@@ -17,6 +17,8 @@ declare -A need=(
   [genisoimage]=genisoimage [fls]=sleuthkit [icat]=sleuthkit
   # A UDF-only disc (no image reader yet: the tests check the message).
   [mkudffs]=udftools
+  # Classic HFS (Mac floppies): hfsutils makes and lists them.
+  [hformat]=hfsutils [hcopy]=hfsutils
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -1,0 +1,199 @@
+package hfs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/imagefs/hfs"
+	"github.com/HRDAG/ntt/internal/testimg"
+)
+
+// seedSpec is an 800 KB volume (hformat's smallest) with nested
+// directories, names with spaces, '/' and MacRoman letters, an empty file,
+// and a file of five one-block extents (one extents-overflow record),
+// written into the holes of deleted files of a full volume.
+func seedSpec() testimg.HFSSpec {
+	s := testimg.HFSSpec{Size: 800 << 10, Label: "Seed"}
+	add := func(p string, k testimg.Kind, size int64, del bool) {
+		i := len(s.Steps)
+		s.Steps = append(s.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: p, Kind: k, Size: size, Seed: uint64(i + 1)}, Delete: del})
+	}
+	add("a file", testimg.File, 700, false)
+	add("empty", testimg.File, 0, false)
+	add("x/y Ärger", testimg.File, 30, false)
+	add("dir", testimg.Dir, 0, false)
+	add("dir:sub", testimg.Dir, 0, false)
+	add("dir:sub:f", testimg.File, 1500, false)
+	for i := 0; i < 10; i++ {
+		add(fmt.Sprintf("dir:s%d", i), testimg.File, 512, false)
+	}
+	s.Steps = append(s.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: "filler"}, Fill: true})
+	for i := 0; i < 10; i += 2 {
+		add(fmt.Sprintf("dir:s%d", i), testimg.File, 0, true)
+	}
+	add("dir:frag", testimg.File, 5*512, false)
+	add("filler", testimg.File, 0, true)
+	return s
+}
+
+// fuzzSeeds are the seed volume cut after its last non-zero byte, but for
+// the alternate master directory block at its end (so the
+// reader also meets an image shorter than its volume), and the same with
+// its allocation block count cut to fit (a whole, tiny volume).
+func fuzzSeeds(t testing.TB) [][]byte {
+	p := filepath.Join(t.TempDir(), "seed.img")
+	if err := testimg.BuildHFSImage(p, seedSpec()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The alternate master directory block, in the volume's last 1024
+	// bytes, is not read: cut it too.
+	clear(b[len(b)-1024:])
+	end := len(b)
+	for end > 0 && b[end-1] == 0 {
+		end--
+	}
+	cut := b[:(end+511)/512*512]
+	whole := bytes.Clone(cut)
+	alStart := int(be.Uint16(whole[1024+0x1c:])) * 512
+	be.PutUint16(whole[1024+0x12:], uint16((len(whole)-alStart)/512))
+	return [][]byte{cut, whole}
+}
+
+// FuzzVolume opens any bytes as an HFS volume, walks it whole and reads
+// every file: it must never panic, hang or allocate without bound, and what
+// it returns keeps the imagefs invariants.
+func FuzzVolume(f *testing.F) {
+	testimg.RequireHFSTools(f)
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkVolume(t, data)
+	})
+}
+
+var errEnough = errors.New("enough entries")
+
+func checkVolume(t *testing.T, data []byte) int {
+	opts := imagefs.Options{Report: func(p *imagefs.Problem) {
+		if p.Kind == "" {
+			t.Fatalf("a problem without a kind: %v", p)
+		}
+	}}
+	v, err := hfs.Open(bytes.NewReader(data), int64(len(data)), opts)
+	if err != nil {
+		var fe *hfs.FormatError
+		var re *imagefs.ReadError
+		if !errors.As(err, &fe) && !errors.Is(err, hfs.ErrWrappedHFSPlus) && !errors.Is(err, imagefs.ErrCorrupt) && !errors.As(err, &re) {
+			t.Fatalf("Open: not a FormatError, ErrWrappedHFSPlus, ErrCorrupt or ReadError: %v", err)
+		}
+		return 0
+	}
+	_ = v.Info()
+	budget := int64(4 << 20)
+	buf := make([]byte, 64<<10)
+	var ids []uint64
+	walk := func() {
+		ids = ids[:0]
+		err := imagefs.Walk(context.Background(), v, &opts, func(p []byte, e *imagefs.Entry) error {
+			if len(ids) >= 5000 {
+				return errEnough
+			}
+			ids = append(ids, e.ID)
+			if e.ID != hfs.RootID || len(ids) > 1 {
+				if len(e.Name) == 0 || bytes.IndexByte(e.Name, '/') >= 0 || bytes.IndexByte(e.Name, 0) >= 0 ||
+					string(e.Name) == "." || string(e.Name) == ".." {
+					t.Fatalf("bad name %q at %q", e.Name, p)
+				}
+			}
+			if e.Type != 'f' && e.Type != 'd' {
+				t.Fatalf("type %q", e.Type)
+			}
+			var logical int64
+			for _, r := range e.Runs {
+				if r.Length <= 0 || (e.Type == 'f' && r.Logical != logical) || r.Hole {
+					t.Fatalf("%q: bad run %+v", p, r)
+				}
+				logical += r.Length
+			}
+			if e.Type == 'f' {
+				if logical > e.Size {
+					t.Fatalf("%q: runs of %d bytes for a file of %d", p, logical, e.Size)
+				}
+				r, err := v.Open(e)
+				if err != nil {
+					t.Fatalf("Open %q: %v", p, err)
+				}
+				for off := int64(0); off < e.Size && budget > 0; {
+					n, err := r.ReadAt(buf[:min(int64(len(buf)), e.Size-off)], off)
+					off += int64(n)
+					budget -= int64(n) + 512
+					if err != nil && err != io.EOF {
+						var re *imagefs.ReadError
+						if !errors.As(err, &re) {
+							t.Fatalf("read %q: not a ReadError: %v", p, err)
+						}
+						break
+					}
+					if n == 0 {
+						break
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil && err != errEnough {
+			t.Fatalf("Walk: %v", err)
+		}
+	}
+	walk()
+	first := append([]uint64(nil), ids...)
+	walk()
+	if len(first) != len(ids) {
+		t.Fatalf("two walks: %d and %d entries", len(first), len(ids))
+	}
+	for i := range ids {
+		if ids[i] != first[i] {
+			t.Fatalf("two walks differ at entry %d: %d, %d", i, first[i], ids[i])
+		}
+	}
+	return len(ids)
+}
+
+// TestFuzzSeeds: the seeds are small real volumes, read whole (what lies
+// past the cut is zeros on the full image), with the fragmented file's
+// extents-overflow record.
+func TestFuzzSeeds(t *testing.T) {
+	testimg.RequireHFSTools(t)
+	spec := seedSpec()
+	want := testimg.HFSTree(spec)
+	for i, s := range fuzzSeeds(t) {
+		if len(s) > 64<<10 {
+			t.Errorf("seed %d is %d bytes", i, len(s))
+		}
+		if n := checkVolume(t, s); n != len(want)+1 {
+			t.Errorf("seed %d: %d entries, want %d", i, n, len(want)+1)
+		}
+		_, got, _, _ := openWalk(t, s)
+		for p, e := range want {
+			g := got["/"+p]
+			if e.Kind == testimg.File && (g.err != nil || !bytes.Equal(g.data, e.Content())) {
+				t.Errorf("seed %d: %q: %d bytes, %v", i, p, len(g.data), g.err)
+			}
+		}
+		if f := got["/dir/frag"]; f.e == nil || len(f.e.Runs) != 5 {
+			t.Errorf("seed %d: /dir/frag: %+v, want 5 runs", i, f.e)
+		}
+	}
+}
