@@ -69,6 +69,9 @@ type config struct {
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "status" {
+		return runStatus(args[1:], stdout, stderr)
+	}
 	var c config
 	fs := flag.NewFlagSet("ntt-pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
