@@ -41,6 +41,9 @@ import (
 )
 
 const usage = `Usage: ntt-pipeline [options] IMAGE [HASH]
+       ntt-pipeline [options] IMAGE.img IMAGE.img ...   (the processing queue)
+       ntt-pipeline [options] --all [--images DIR]      (every ready medium)
+       ntt-pipeline status [--images DIR] [--json]      (the queue's table)
 
 Process one disk image through the runbook's phases: pre-flight, mount and
 enumerate, load, copy, archive (and unmount). HASH is the medium hash; when
@@ -52,7 +55,8 @@ Database: --db, else $NTT_DB_URL, else libpq's PG* variables; with none of
 them, NTT's private PostgreSQL under --state (started if needed).
 
 Exit status: 0 done; 1 a phase failed (recorded in medium.problems);
-2 nothing to do (the medium is already archived).
+2 nothing to do (the medium is already archived). For the queue: 0 every
+ready medium archived, 1 at least one failed, 2 no ready medium.
 
 Options:
 `
@@ -89,9 +93,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.mountTimeout, "mount-timeout", 10*time.Second, "give up on a mount after `D`")
 	fs.DurationVar(&c.stall, "stall-timeout", 60*time.Second, "fail enumeration when it makes no progress for `D`")
 	fs.BoolVar(&c.verbose, "v", false, "log debug events")
+	q := addQueueFlags(fs)
 	fs.Usage = func() { io.WriteString(fs.Output(), usage); fs.PrintDefaults() }
 	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
 		return code
+	}
+	if q.queued(fs.Args()) {
+		return runQueue(c, q, fs.Args(), stdout, stderr)
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()

@@ -75,6 +75,11 @@ type imageFile struct {
 // sorted by hash. Other files (and .img files not named by a hash) are
 // not media and are left out.
 func scanImages(dir string) ([]imageFile, error) {
+	// Absolute: /proc's fd links are compared with these paths.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("images directory: %w", err)
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("images directory: %w", err)
@@ -252,10 +257,6 @@ type readiness struct {
 // collect returns the status of every medium in the images directory or
 // the catalog, sorted by hash.
 func (r readiness) collect(ctx context.Context, db *pgxpool.Pool) ([]mediumStatus, error) {
-	now := time.Now
-	if r.now != nil {
-		now = r.now
-	}
 	var files []imageFile
 	if r.images != "" {
 		var err error
@@ -263,17 +264,27 @@ func (r readiness) collect(ctx context.Context, db *pgxpool.Pool) ([]mediumStatu
 			return nil, err
 		}
 	}
+	return r.classify(ctx, db, files, true)
+}
+
+// classify returns the status of each image file; with allCatalog, also of
+// every medium the catalog knows (without an image: archived or missing).
+func (r readiness) classify(ctx context.Context, db *pgxpool.Pool, files []imageFile, allCatalog bool) ([]mediumStatus, error) {
+	now := time.Now
+	if r.now != nil {
+		now = r.now
+	}
 	byHash := map[medium.Hash]*mediumStatus{}
 	var watched []string
 	for _, f := range files {
 		byHash[f.Hash] = &mediumStatus{Hash: f.Hash, Image: f.Path, ImageBytes: f.Size, ModTime: f.ModTime}
-		watched = append(watched, f.Path, filepath.Join(r.images, f.Hash.MapFileName()))
+		watched = append(watched, f.Path, filepath.Join(filepath.Dir(f.Path), f.Hash.MapFileName()))
 	}
 	writers, err := findWriters(r.procRoot, watched)
 	if err != nil {
 		return nil, err
 	}
-	if err := r.readCatalog(ctx, db, byHash); err != nil {
+	if err := r.readCatalog(ctx, db, byHash, allCatalog); err != nil {
 		return nil, err
 	}
 	out := make([]mediumStatus, 0, len(byHash))
@@ -283,6 +294,28 @@ func (r readiness) collect(ctx context.Context, db *pgxpool.Pool) ([]mediumStatu
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Hash < out[j].Hash })
 	return out, nil
+}
+
+// imageFileOf describes one image named on the command line; its name
+// must be <hash>.img.
+func imageFileOf(path string) (imageFile, error) {
+	h, err := medium.Parse(strings.TrimSuffix(filepath.Base(path), ".img"))
+	if err != nil {
+		return imageFile{}, fmt.Errorf("image %s: %w", path, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return imageFile{}, fmt.Errorf("image %s: %w", path, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return imageFile{}, err
+	}
+	f := imageFile{Hash: h, Path: abs, Size: fi.Size(), ModTime: fi.ModTime()}
+	if mi, err := os.Stat(filepath.Join(filepath.Dir(abs), h.MapFileName())); err == nil && mi.ModTime().After(f.ModTime) {
+		f.ModTime = mi.ModTime()
+	}
+	return f, nil
 }
 
 // catalogRow is what one query reads of a medium: its row and its inode
@@ -298,7 +331,7 @@ type catalogRow struct {
 
 // readCatalog fills every medium's catalog columns, adding the media the
 // catalog knows that the directory does not hold.
-func (r readiness) readCatalog(ctx context.Context, db *pgxpool.Pool, byHash map[medium.Hash]*mediumStatus) error {
+func (r readiness) readCatalog(ctx context.Context, db *pgxpool.Pool, byHash map[medium.Hash]*mediumStatus, allCatalog bool) error {
 	rows, err := db.Query(ctx, `
 		SELECT m.medium_hash, m.copy_done, m.enum_done, m.health, m.image_path, m.problems,
 		       coalesce(c.files, 0), coalesce(c.files_copied, 0), coalesce(c.files_new, 0),
@@ -329,6 +362,9 @@ func (r readiness) readCatalog(ctx context.Context, db *pgxpool.Pool, byHash map
 			continue // not a medium NTT could have made; status cannot name its tables
 		}
 		s, ok := byHash[h]
+		if !ok && !allCatalog {
+			continue
+		}
 		if !ok {
 			s = &mediumStatus{Hash: h}
 			byHash[h] = s
@@ -400,7 +436,7 @@ func (r readiness) decide(s *mediumStatus, writers map[string][]fileWriter, now 
 		s.State, s.Detail = stateMissing, "no "+s.Hash.ImageFileName()+" in the images directory"
 		return
 	}
-	s.Writers = append(writers[s.Image], writers[filepath.Join(r.images, s.Hash.MapFileName())]...)
+	s.Writers = append(writers[s.Image], writers[filepath.Join(filepath.Dir(s.Image), s.Hash.MapFileName())]...)
 	if len(s.Writers) > 0 {
 		w := s.Writers[0]
 		s.State, s.Detail = stateImaging, fmt.Sprintf("pid %d (%s) writes %s", w.PID, w.Comm, filepath.Base(w.Path))

@@ -42,6 +42,11 @@ func settled(t *testing.T, p string) {
 // smallMedium builds a real ext4 image <dir>/<hash>.img holding files
 // (path → seed), settled.
 func smallMedium(t *testing.T, dir, name string, files map[string]uint64) (string, string) {
+	h, img, _ := smallMediumSpec(t, dir, name, files)
+	return h, img
+}
+
+func smallMediumSpec(t *testing.T, dir, name string, files map[string]uint64) (string, string, []testimg.Entry) {
 	t.Helper()
 	h := hashOf(name)
 	var e []testimg.Entry
@@ -52,7 +57,7 @@ func smallMedium(t *testing.T, dir, name string, files map[string]uint64) (strin
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	require.NoError(t, testimg.BuildImage(img, testimg.Spec{FSType: "ext4", Size: 4 << 20, Entries: e}))
 	settled(t, img)
-	return h, img
+	return h, img, e
 }
 
 // loadByHand loads a raw enumeration of a tiny tree (a directory and n

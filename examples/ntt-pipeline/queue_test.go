@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/HRDAG/ntt/internal/testenv"
+	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/stretchr/testify/require"
+	"github.com/zeebo/blake3"
+)
+
+func (e *env) queueArgs(extra ...string) []string {
+	return append([]string{"--db", e.url, "--root", e.root, "--store", e.store, "--dest", e.dest, "--work", e.work,
+		"--images", e.images, "--workers", "3"}, extra...)
+}
+
+// queue runs ntt-pipeline with the queue's arguments and returns its exit
+// code, stdout and stderr.
+func (e *env) queue(extra ...string) (int, string, string) {
+	e.t.Helper()
+	cmd := exec.Command(testenv.Binary(e.t), e.queueArgs(extra...)...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(e.t, err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// queueMedia builds the queue test's directory: four ready ext4 media, two
+// of them sharing most of their files, and one being imaged by a real
+// process. It returns the ready media's entries by hash and the imaging
+// medium's hash.
+func queueMedia(t *testing.T, e *env) (map[string][]testimg.Entry, string) {
+	ready := map[string][]testimg.Entry{}
+	add := func(name string, files map[string]uint64) {
+		h, _, entries := smallMediumSpec(t, e.images, name, files)
+		ready[h] = entries
+	}
+	common := map[string]uint64{}
+	for i := range 8 {
+		common[fmt.Sprintf("shared/doc-%d.txt", i)] = uint64(500 + i)
+	}
+	withOne := func(p string, seed uint64) map[string]uint64 {
+		m := map[string]uint64{p: seed}
+		for k, v := range common {
+			m[k] = v
+		}
+		return m
+	}
+	add("office-a", withOne("only-a.txt", 901))
+	add("office-b", withOne("notes/only-b.txt", 902))
+	add("floppy-1", map[string]uint64{"letter.txt": 11, "dir/x.bin": 12, "dir/y.bin": 13})
+	add("floppy-2", map[string]uint64{"one.txt": 21})
+	imaging := hashOf("still-imaging")
+	startImager(t, filepath.Join(e.images, imaging+".img"), filepath.Join(e.images, imaging+".map"))
+	return ready, imaging
+}
+
+// checkArchivedTree: the medium is archived and its tree holds exactly
+// the spec's files, each a hardlink to the blob of its content.
+func checkArchivedTree(t *testing.T, e *env, h string, entries []testimg.Entry) {
+	t.Helper()
+	var copyDone *string
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT copy_done::text FROM medium WHERE medium_hash = $1`, h).Scan(&copyDone))
+	require.NotNil(t, copyDone, "medium %s archived", h)
+	st := e.state(h)
+	require.Zero(t, st.Pending+st.Claimed)
+	files := 0
+	for _, en := range entries {
+		sum := blake3.Sum256(en.Content())
+		require.Equal(t, hex.EncodeToString(sum[:]), st.Tree["/"+en.Path], "medium %s: %s", h, en.Path)
+		files++
+	}
+	n := 0
+	for _, v := range st.Tree {
+		if v != "dir" {
+			n++
+		}
+	}
+	require.Equal(t, files, n, "medium %s: the tree has exactly the image's files", h)
+}
+
+func TestQueueAllArchivesReadyMediaAndLeavesImaging(t *testing.T) {
+	e := newEnv(t)
+	ready, imaging := queueMedia(t, e)
+	logFile := filepath.Join(e.dir, "queue.log")
+	metrics := filepath.Join(e.dir, "run.json")
+
+	code, out, errs := e.queue("--all", "--jobs", "3", "--log", logFile, "--metrics", metrics)
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	for h, entries := range ready {
+		checkArchivedTree(t, e, h, entries)
+		require.Contains(t, out, "start    "+h)
+		require.Regexp(t, `archived +`+h+` in `, out)
+		_, err := os.Stat(filepath.Join(e.images, h+".img"))
+		require.True(t, os.IsNotExist(err), "the sources of %s are removed", h)
+		e.checkNothingLeft(h, filepath.Join(e.images, h+".img"))
+	}
+	// The two offices share their common files: one blob each.
+	a, b := e.state(hashOf("office-a")), e.state(hashOf("office-b"))
+	for i := range 8 {
+		p := fmt.Sprintf("/shared/doc-%d.txt", i)
+		require.Equal(t, a.Tree[p], b.Tree[p])
+	}
+	// The imaging medium is untouched: image kept, nothing in the catalog.
+	require.Contains(t, out, "skip     "+imaging+": imaging")
+	_, err := os.Stat(filepath.Join(e.images, imaging+".img"))
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT count(*) FROM medium WHERE medium_hash = $1`, imaging).Scan(&n))
+	require.Zero(t, n)
+	// Summary and run metrics.
+	require.Contains(t, out, "4 archived, 1 skipped")
+	var rm runMetrics
+	b2, err := os.ReadFile(metrics)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b2, &rm))
+	require.Len(t, rm.Media, 5)
+	require.Equal(t, 3, rm.Jobs)
+	require.Equal(t, 1, rm.Workers, "three jobs share --workers 3")
+	for _, m := range rm.Media {
+		if m.Hash == imaging {
+			require.Equal(t, "skipped", m.Outcome)
+			continue
+		}
+		require.Equal(t, "archived", m.Outcome, "%+v", m)
+		require.NotNil(t, m.Metrics)
+		require.Equal(t, m.Hash, m.Metrics.Medium)
+		require.Positive(t, m.Metrics.FilesCopied)
+	}
+	// Routine lines go to the log file, not the terminal.
+	lb, err := os.ReadFile(logFile)
+	require.NoError(t, err)
+	require.Contains(t, string(lb), "Batch completed")
+	require.NotContains(t, errs, "Batch completed")
+
+	// A rerun has nothing to do.
+	code, out, errs = e.queue("--all", "--jobs", "3")
+	require.Equal(t, 2, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	require.Contains(t, out, "Nothing to do")
+	require.Contains(t, out, "skip     "+imaging)
+}
+
+// A failed medium is recorded and the queue goes on; the exit status says
+// one failed.
+func TestQueueFailureGoesOn(t *testing.T) {
+	e := newEnv(t)
+	good, goodImg := smallMedium(t, e.images, "good", map[string]uint64{"a.txt": 1})
+	bad := hashOf("bad")
+	oldFile(t, filepath.Join(e.images, bad+".img"), make([]byte, 1<<20)) // zeros: nothing to mount
+
+	code, out, errs := e.queue("--order", "name", goodImg, filepath.Join(e.images, bad+".img"))
+	require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	require.Regexp(t, `failed +`+bad+` after .*: mount: `, out)
+	require.Regexp(t, `archived +`+good, out)
+	var flag bool
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT problems ? 'mount_failed' FROM medium WHERE medium_hash = $1`, bad).Scan(&flag))
+	require.True(t, flag)
+	require.Contains(t, out, "1 archived, 1 failed")
+	e.checkNothingLeft(bad, filepath.Join(e.images, bad+".img"))
+	var problems string
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT problems::text FROM medium WHERE medium_hash = $1`, bad).Scan(&problems))
+	// Bad input changes nothing: an image not named by a hash.
+	code, _, errs = e.queue(filepath.Join(e.images, bad+".img"), filepath.Join(e.images, "NOT-A-HASH.img"))
+	require.Equal(t, 1, code)
+	require.Contains(t, errs, "NOT-A-HASH.img")
+	var after string
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT problems::text FROM medium WHERE medium_hash = $1`, bad).Scan(&after))
+	require.Equal(t, problems, after, "a refused command line changes nothing")
+	_ = good
+}
