@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,6 +30,7 @@ import (
 	"github.com/HRDAG/ntt/enumerate"
 	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/dbconn"
+	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -358,6 +360,8 @@ func (qu *queue) process(ctx context.Context, todo []mediumStatus) {
 
 func (qu *queue) printEnd(i, n int, r mediumResult) {
 	switch r.Outcome {
+	case stateArchivedUnreadable:
+		fmt.Fprintf(qu.out, "[%d/%d] %-8s %s in %.1fs: sealed unreadable: %s\n", i, n, "archived", r.Hash, r.Seconds, r.Reason)
 	case "failed", "interrupted":
 		fmt.Fprintf(qu.out, "[%d/%d] %-8s %s after %.1fs: %s: %s\n", i, n, r.Outcome, r.Hash, r.Seconds, r.Phase, oneLine(r.Reason, 200))
 	default:
@@ -397,6 +401,18 @@ func (qu *queue) runOne(ctx context.Context, m mediumStatus) mediumResult {
 			if ph.Outcome == "failed" {
 				res.Phase, res.Reason = ph.Name, ph.Note
 			}
+		}
+		if res.Outcome == "failed" && res.Phase == "mount" && qu.q.archiveUnreadable {
+			why, err := qu.sealUnreadable(ctx, c, res.Reason)
+			res.Seconds = time.Since(t).Seconds()
+			if err != nil {
+				res.Phase, res.Reason = "archive-unreadable", fmt.Sprintf("not sealed: %v (mount: %s)", err, res.Reason)
+				if !errors.Is(err, errReadable) {
+					schema.MergeProblem(context.WithoutCancel(ctx), qu.db, m.Hash, "archive_failed", map[string]any{"error": err.Error(), "phase": "archive-unreadable"})
+				}
+				return res
+			}
+			res.Outcome, res.Phase, res.Reason = stateArchivedUnreadable, "", why
 		}
 	}
 	return res
@@ -451,7 +467,9 @@ func (qu *queue) summary(w io.Writer, todo int) {
 		if phase == "" {
 			phase = "-"
 		}
-		if r.Outcome == "archived" && r.Metrics != nil {
+		if r.Outcome == stateArchivedUnreadable {
+			detail = oneLine(r.Reason, 80)
+		} else if r.Outcome == "archived" && r.Metrics != nil {
 			detail = fmt.Sprintf("%d files, dedup %.0f %%", r.Metrics.FilesCopied, r.Metrics.DedupRatePct)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\n", r.Hash, r.Outcome, phase, r.Seconds, detail)

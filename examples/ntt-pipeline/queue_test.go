@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/HRDAG/ntt/archive"
 	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/require"
@@ -181,4 +183,96 @@ func TestQueueFailureGoesOn(t *testing.T) {
 	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT problems::text FROM medium WHERE medium_hash = $1`, bad).Scan(&after))
 	require.Equal(t, problems, after, "a refused command line changes nothing")
 	_ = good
+}
+
+// unreadableMedium writes a settled image of random bytes (no partition
+// table, no filesystem), a finished mapfile and a ddrescue log.
+func unreadableMedium(t *testing.T, dir, name string) string {
+	h := hashOf(name)
+	b := make([]byte, 2<<20)
+	rand.NewChaCha8([32]byte{1}).Read(b)
+	b[510], b[511] = 0, 0 // no MBR signature by chance
+	oldFile(t, filepath.Join(dir, h+".img"), b)
+	oldFile(t, filepath.Join(dir, h+".map"), []byte(fmt.Sprintf("# Mapfile. Created by GNU ddrescue version 1.27\n"+
+		"# current_pos  current_status  current_pass\n0x00000000     +               1\n#      pos        size  status\n0x00000000  0x%08X  +\n", len(b))))
+	oldFile(t, filepath.Join(dir, h+"-ddrescue.log"), []byte("ddrescue log\n"))
+	return h
+}
+
+func TestQueueArchiveUnreadable(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	unread := unreadableMedium(t, e.images, "random-bytes")
+	good, _, entries := smallMediumSpec(t, e.images, "readable", map[string]uint64{"a.txt": 3, "b.txt": 4})
+
+	// Without the flag, the unreadable medium fails at the mount and stays.
+	code, out, errs := e.queue("--all")
+	require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	require.Regexp(t, `failed +`+unread+` after .*: mount: `, out)
+	_, err := os.Stat(filepath.Join(e.images, unread+".img"))
+	require.NoError(t, err, "sources kept")
+	checkArchivedTree(t, e, good, entries)
+
+	code, out, errs = e.queue("--all", "--archive-unreadable")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	require.Contains(t, out, "sealed unreadable: no partition table and no known filesystem")
+	require.Contains(t, out, "1 archived unreadable")
+
+	// Sealed and verified like any archive, with the mapfile and the log.
+	arch := filepath.Join(e.dest, unread+".tar.zst")
+	m, err := archive.Verify(ctx, arch)
+	require.NoError(t, err)
+	var names []string
+	for _, mem := range m.Members {
+		names = append(names, mem.Name)
+	}
+	require.ElementsMatch(t, []string{unread + ".img", unread + ".map", unread + "-ddrescue.log"}, names)
+	for _, n := range names {
+		_, err := os.Stat(filepath.Join(e.images, n))
+		require.True(t, os.IsNotExist(err), "source %s removed", n)
+	}
+	var copyDone, archivePath *string
+	var reason string
+	require.NoError(t, e.db.QueryRow(ctx, `SELECT copy_done::text, archive_path, problems->'archived_unreadable'->>'reason' FROM medium WHERE medium_hash = $1`, unread).
+		Scan(&copyDone, &archivePath, &reason))
+	require.NotNil(t, copyDone)
+	require.Equal(t, arch, *archivePath)
+	require.Contains(t, reason, "unknown content")
+	e.checkNothingLeft(unread, filepath.Join(e.images, unread+".img"))
+
+	code, out, errs = e.status("--json")
+	require.Equal(t, 0, code, errs)
+	var st []mediumStatus
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	got := map[string]string{}
+	for _, s := range st {
+		got[string(s.Hash)] = s.State
+	}
+	require.Equal(t, map[string]string{unread: stateArchivedUnreadable, good: stateArchived}, got)
+
+	code, _, _ = e.queue("--all", "--archive-unreadable")
+	require.Equal(t, 2, code)
+}
+
+// A medium whose filesystem the probe knows is never sealed unreadable,
+// even when the kernel cannot mount it; nor one with catalogued inodes.
+func TestUnreadableRefusesReadableMedia(t *testing.T) {
+	testimg.RequireFATTools(t)
+	dir := t.TempDir()
+	fat := filepath.Join(dir, hashOf("fat")+".img")
+	require.NoError(t, testimg.BuildFATImage(fat, testimg.FATSample(12, 3)))
+	_, err := unreadableWhy(fat)
+	require.ErrorIs(t, err, errReadable)
+	require.ErrorContains(t, err, "vfat")
+
+	ext := filepath.Join(dir, hashOf("ext")+".img")
+	require.NoError(t, testimg.BuildImage(ext, testimg.Spec{FSType: "ext4", Size: 2 << 20}))
+	_, err = unreadableWhy(ext)
+	require.ErrorIs(t, err, errReadable)
+
+	zeros := filepath.Join(dir, hashOf("zeros")+".img")
+	require.NoError(t, os.WriteFile(zeros, make([]byte, 1<<20), 0o644))
+	why, err := unreadableWhy(zeros)
+	require.NoError(t, err)
+	require.Contains(t, why, "erased")
 }
