@@ -17,13 +17,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -116,6 +114,7 @@ type queue struct {
 	out, errw  io.Writer
 	jobs       int
 	workersPer int
+	running    *running // media whose job is under way (for a hard stop)
 
 	mu      sync.Mutex
 	results []mediumResult
@@ -171,7 +170,8 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 	// The copy workers of all jobs stay within --workers.
 	jobs = max(1, min(jobs, c.workers))
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	busy := &running{}
+	ctx, stop := stopOnSignals(stderr, func() { detachMounts(c.root, busy.list(), stderr) })
 	defer stop()
 	log, closeLog, err := queueLogger(stderr, q.logFile, c.verbose)
 	if err != nil {
@@ -197,7 +197,7 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "ntt-pipeline: %v\n", err)
 		return 1
 	}
-	qu := &queue{c: c, q: q, db: db, ignore: ignore, log: log, out: stdout, errw: stderr}
+	qu := &queue{c: c, q: q, db: db, ignore: ignore, log: log, out: stdout, errw: stderr, running: busy}
 	var todo []mediumStatus
 	for _, m := range media {
 		switch {
@@ -346,7 +346,9 @@ func (qu *queue) process(ctx context.Context, todo []mediumStatus) {
 					return
 				}
 				fmt.Fprintf(qu.out, "[%d/%d] start    %s (%s)\n", i, n, m.Hash, human(m.ImageBytes))
+				qu.running.add(m.Hash)
 				res := qu.runOne(ctx, m)
+				qu.running.remove(m.Hash)
 				s.done(m)
 				qu.mu.Lock()
 				qu.results = append(qu.results, res)
@@ -383,7 +385,7 @@ func (qu *queue) runOne(ctx context.Context, m mediumStatus) mediumResult {
 	c.metrics = filepath.Join(c.work, m.Hash.Short()+".metrics.json")
 	c.workers = qu.workersPer
 	var errb bytes.Buffer
-	p := &pipeline{c: c, db: qu.db, ignore: qu.ignore, log: qu.log.With("medium", string(m.Hash)),
+	p := &pipeline{c: c, db: qu.db, ignore: qu.ignore, log: qu.log.With("job", string(m.Hash)),
 		out: io.Discard, errw: &errb, status: cli.NewStatus(io.Discard)}
 	t := time.Now()
 	code := p.run(ctx)

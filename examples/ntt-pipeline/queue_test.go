@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -10,11 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/archive"
 	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/HRDAG/ntt/loopdev"
 	"github.com/stretchr/testify/require"
 	"github.com/zeebo/blake3"
 )
@@ -275,4 +279,119 @@ func TestUnreadableRefusesReadableMedia(t *testing.T) {
 	why, err := unreadableWhy(zeros)
 	require.NoError(t, err)
 	require.Contains(t, why, "erased")
+}
+
+// resumeMedia builds the same five small media in any env (their names,
+// hence hashes, and their files are fixed).
+func resumeMedia(t *testing.T, e *env) []string {
+	var hs []string
+	for i := range 5 {
+		files := map[string]uint64{}
+		for j := range 6 + 3*i {
+			files[fmt.Sprintf("d%d/f%d.bin", j%3, j)] = uint64(1000 + j + 7*i%3) // overlaps between media
+		}
+		h, _ := smallMedium(t, e.images, fmt.Sprintf("resume-%d", i), files)
+		hs = append(hs, h)
+	}
+	return hs
+}
+
+// comparable is a medium's final state without the archive's member
+// hashes (two builds of one spec differ in their ext4 UUIDs and times).
+func comparable(s finalState) finalState {
+	s.Archive = nil
+	return s
+}
+
+// queueStopped starts the queue with -v and sends SIGTERM as soon as a
+// copy phase starts; with twice, a second SIGTERM right after. It returns
+// the exit code and the output.
+func (e *env) queueStopped(twice bool, extra ...string) (int, string) {
+	e.t.Helper()
+	cmd := exec.Command(testenv.Binary(e.t), e.queueArgs(append([]string{"-v"}, extra...)...)...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(e.t, err)
+	var out strings.Builder
+	cmd.Stdout = &out
+	require.NoError(e.t, cmd.Start())
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sent := false
+	var log strings.Builder
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		var ev map[string]any
+		if !sent && json.Unmarshal(sc.Bytes(), &ev) == nil && ev["msg"] == "phase started" && ev["phase"] == "copy" {
+			cmd.Process.Signal(syscall.SIGTERM)
+			sent = true
+		}
+		// The second signal once the first is taken (the kernel merges
+		// two pending SIGTERMs into one).
+		if twice && strings.Contains(sc.Text(), "signal again to stop at once") {
+			cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	require.True(e.t, sent, "a copy phase started: %s", log.String())
+	err = cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return code, out.String() + log.String()
+}
+
+func TestQueueStoppedBySignalResumes(t *testing.T) {
+	ref := newEnv(t)
+	hs := resumeMedia(t, ref)
+	code, out, errs := ref.queue("--all", "--jobs", "2")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	want := map[string]finalState{}
+	for _, h := range hs {
+		want[h] = comparable(ref.state(h))
+	}
+
+	for _, twice := range []bool{false, true} {
+		t.Run(fmt.Sprintf("second signal %v", twice), func(t *testing.T) {
+			e := newEnv(t)
+			resumeMedia(t, e)
+			code, out := e.queueStopped(twice, "--all", "--jobs", "2")
+			require.Equal(t, 1, code, out)
+			ctx := context.Background()
+			if !twice {
+				require.Contains(t, out, "stopping — running media finish their batch")
+				require.Contains(t, out, "interrupted")
+				// Claims given back, no interruption recorded as a failure.
+				var claimed, failedFlags int
+				require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM inode WHERE NOT copied AND claimed_by IS NOT NULL`).Scan(&claimed))
+				require.Zero(t, claimed)
+				require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM medium, jsonb_each(problems) WHERE key LIKE '%_failed'`).Scan(&failedFlags))
+				require.Zero(t, failedFlags)
+			} else {
+				require.Contains(t, out, "stopping at once")
+			}
+			// Nothing mounted or attached (the kernel releases a lazily
+			// detached filesystem and its autoclear loop after the exit).
+			require.Eventually(t, func() bool {
+				for _, h := range hs {
+					img := filepath.Join(e.images, h+".img")
+					if ms, err := loopdev.Mounts(loopdev.MountpointFilter(filepath.Join(e.root, h))); err != nil || len(ms) > 0 {
+						return false
+					}
+					if ls, err := loopdev.FindByImage(img); err != nil || len(ls) > 0 {
+						return false
+					}
+				}
+				return true
+			}, 30*time.Second, 100*time.Millisecond)
+
+			code, out, errs := e.queue("--all", "--jobs", "2")
+			require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			for _, h := range hs {
+				require.Equal(t, want[h], comparable(e.state(h)), "medium %s", h)
+				e.checkNothingLeft(h, filepath.Join(e.images, h+".img"))
+			}
+			code, _, _ = e.queue("--all")
+			require.Equal(t, 2, code)
+		})
+	}
 }
