@@ -115,6 +115,7 @@ type queue struct {
 	jobs       int
 	workersPer int
 	running    *running // media whose job is under way (for a hard stop)
+	bd         *board   // nil off a terminal
 
 	mu      sync.Mutex
 	results []mediumResult
@@ -173,7 +174,16 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 	busy := &running{}
 	ctx, stop := stopOnSignals(stderr, func() { detachMounts(c.root, busy.list(), stderr) })
 	defer stop()
-	log, closeLog, err := queueLogger(stderr, q.logFile, c.verbose)
+	// The board (on a terminal) is drawn on stderr; log lines and, when
+	// stdout is the same terminal, the start/end lines go above it.
+	cb := cli.NewBoard(stderr, jobs, 200*time.Millisecond)
+	defer cb.Close()
+	bd := newBoard(cb)
+	out := stdout
+	if cb.Active() && cli.IsTerminal(stdout) {
+		out = cb
+	}
+	log, closeLog, err := queueLogger(stderr, cb, bd, q.logFile, c.verbose)
 	if err != nil {
 		fmt.Fprintf(stderr, "ntt-pipeline: --log: %v\n", err)
 		return 1
@@ -197,7 +207,7 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "ntt-pipeline: %v\n", err)
 		return 1
 	}
-	qu := &queue{c: c, q: q, db: db, ignore: ignore, log: log, out: stdout, errw: stderr, running: busy}
+	qu := &queue{c: c, q: q, db: db, ignore: ignore, log: log, out: out, errw: stderr, running: busy, bd: bd}
 	var todo []mediumStatus
 	for _, m := range media {
 		switch {
@@ -205,7 +215,7 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 			todo = append(todo, m)
 		case m.State == stateImaging || m.State == stateSettling:
 			qu.results = append(qu.results, mediumResult{Hash: string(m.Hash), Image: m.Image, Outcome: "skipped", Phase: m.State, Reason: m.Detail})
-			fmt.Fprintf(stdout, "skip     %s: %s (%s); it is taken on a later run\n", m.Hash, m.State, m.Detail)
+			fmt.Fprintf(out, "skip     %s: %s (%s); it is taken on a later run\n", m.Hash, m.State, m.Detail)
 		}
 	}
 	sortQueue(todo, q.order)
@@ -213,9 +223,17 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 	qu.workersPer = max(1, c.workers/qu.jobs)
 	start := time.Now()
 	if len(todo) > 0 {
-		fmt.Fprintf(stdout, "%d media to process, %d at a time, %d copy workers each\n", len(todo), qu.jobs, qu.workersPer)
+		fmt.Fprintf(out, "%d media to process, %d at a time, %d copy workers each\n", len(todo), qu.jobs, qu.workersPer)
+		var size int64
+		for _, m := range todo {
+			size += m.ImageBytes
+		}
+		bd.resize(qu.jobs)
+		bd.setTotals(len(todo), size, len(qu.results))
+		bd.tick(ctx)
 		qu.process(ctx, todo)
 	}
+	cb.Close()
 	code := qu.exitStatus(len(todo))
 	qu.summary(stdout, len(todo))
 	rm := runMetrics{Started: start.UTC(), Seconds: time.Since(start).Seconds(), Jobs: qu.jobs, Workers: qu.workersPer,
@@ -234,13 +252,18 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 
 // queueLogger logs routine lines (Info, and Debug with -v) to the --log
 // file as JSON, and to stderr only warnings — or everything with -v.
-func queueLogger(stderr io.Writer, logFile string, verbose bool) (*slog.Logger, func(), error) {
+func queueLogger(stderr io.Writer, cb *cli.Board, bd *board, logFile string, verbose bool) (*slog.Logger, func(), error) {
 	level := slog.LevelWarn
 	if verbose {
 		level = slog.LevelDebug
 	}
-	term := cli.NewLogger(stderr, verbose).Handler()
-	hs := []slog.Handler{levelHandler{term, level}}
+	var term slog.Handler
+	if cb.Active() {
+		term = terminalHandler(cb, level)
+	} else {
+		term = levelHandler{cli.NewLogger(stderr, verbose).Handler(), level}
+	}
+	hs := []slog.Handler{term}
 	closeLog := func() {}
 	if logFile != "" {
 		f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -254,7 +277,11 @@ func queueLogger(stderr io.Writer, logFile string, verbose bool) (*slog.Logger, 
 		hs = append(hs, slog.NewJSONHandler(f, &slog.HandlerOptions{Level: fileLevel}))
 		closeLog = func() { f.Close() }
 	}
-	return slog.New(slog.NewMultiHandler(hs...)), closeLog, nil
+	var h slog.Handler = slog.NewMultiHandler(hs...)
+	if bd != nil {
+		h = phaseWatch{next: h, bd: bd}
+	}
+	return slog.New(h), closeLog, nil
 }
 
 // levelHandler passes on records at or above a level.
@@ -338,7 +365,7 @@ func (qu *queue) process(ctx context.Context, todo []mediumStatus) {
 	defer stopWake()
 	n := len(todo)
 	var wg sync.WaitGroup
-	for range qu.jobs {
+	for job := range qu.jobs {
 		wg.Go(func() {
 			for {
 				m, i, ok := s.next(ctx)
@@ -347,7 +374,9 @@ func (qu *queue) process(ctx context.Context, todo []mediumStatus) {
 				}
 				fmt.Fprintf(qu.out, "[%d/%d] start    %s (%s)\n", i, n, m.Hash, human(m.ImageBytes))
 				qu.running.add(m.Hash)
-				res := qu.runOne(ctx, m)
+				qu.bd.started(job, m.Hash)
+				res := qu.runOne(ctx, m, job)
+				qu.bd.ended(job, m.ImageBytes, res.Outcome == "failed" || res.Outcome == "interrupted")
 				qu.running.remove(m.Hash)
 				s.done(m)
 				qu.mu.Lock()
@@ -376,7 +405,7 @@ func (qu *queue) printEnd(i, n int, r mediumResult) {
 }
 
 // runOne takes one medium through the single-medium pipeline.
-func (qu *queue) runOne(ctx context.Context, m mediumStatus) mediumResult {
+func (qu *queue) runOne(ctx context.Context, m mediumStatus, job int) mediumResult {
 	c := qu.c
 	c.image, c.hash = m.Image, m.Hash
 	if qu.q.all || c.images == "" {
@@ -385,8 +414,12 @@ func (qu *queue) runOne(ctx context.Context, m mediumStatus) mediumResult {
 	c.metrics = filepath.Join(c.work, m.Hash.Short()+".metrics.json")
 	c.workers = qu.workersPer
 	var errb bytes.Buffer
+	status := cli.NewStatus(io.Discard) // off a terminal, the log says enough
+	if qu.bd != nil {
+		status = cli.NewStatusFunc(func(line string) { qu.bd.progress(job, line) })
+	}
 	p := &pipeline{c: c, db: qu.db, ignore: qu.ignore, log: qu.log.With("job", string(m.Hash)),
-		out: io.Discard, errw: &errb, status: cli.NewStatus(io.Discard)}
+		out: io.Discard, errw: &errb, status: status}
 	t := time.Now()
 	code := p.run(ctx)
 	res := mediumResult{Hash: string(m.Hash), Image: m.Image, Seconds: time.Since(t).Seconds(), Metrics: &p.m}
