@@ -102,10 +102,11 @@ func checkArchivedTree(t *testing.T, e *env, h string, entries []testimg.Entry) 
 func TestQueueAllArchivesReadyMediaAndLeavesImaging(t *testing.T) {
 	e := newEnv(t)
 	ready, imaging := queueMedia(t, e)
+	unread := unreadableMedium(t, e.images, "random-in-queue")
 	logFile := filepath.Join(e.dir, "queue.log")
 	metrics := filepath.Join(e.dir, "run.json")
 
-	code, out, errs := e.queue("--all", "--jobs", "3", "--log", logFile, "--metrics", metrics)
+	code, out, errs := e.queue("--all", "--jobs", "3", "--archive-unreadable", "--log", logFile, "--metrics", metrics)
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 	for h, entries := range ready {
 		checkArchivedTree(t, e, h, entries)
@@ -129,17 +130,24 @@ func TestQueueAllArchivesReadyMediaAndLeavesImaging(t *testing.T) {
 	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT count(*) FROM medium WHERE medium_hash = $1`, imaging).Scan(&n))
 	require.Zero(t, n)
 	// Summary and run metrics.
-	require.Contains(t, out, "4 archived, 1 skipped")
+	require.Contains(t, out, "4 archived, 1 archived unreadable, 1 skipped")
+	_, err = archive.Verify(context.Background(), filepath.Join(e.dest, unread+".tar.zst"))
+	require.NoError(t, err, "the unreadable medium is sealed")
 	var rm runMetrics
 	b2, err := os.ReadFile(metrics)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b2, &rm))
-	require.Len(t, rm.Media, 5)
+	require.Len(t, rm.Media, 6)
 	require.Equal(t, 3, rm.Jobs)
 	require.Equal(t, 1, rm.Workers, "three jobs share --workers 3")
 	for _, m := range rm.Media {
 		if m.Hash == imaging {
 			require.Equal(t, "skipped", m.Outcome)
+			continue
+		}
+		if m.Hash == unread {
+			require.Equal(t, stateArchivedUnreadable, m.Outcome)
+			require.Contains(t, m.Reason, "no known filesystem")
 			continue
 		}
 		require.Equal(t, "archived", m.Outcome, "%+v", m)
@@ -154,7 +162,7 @@ func TestQueueAllArchivesReadyMediaAndLeavesImaging(t *testing.T) {
 	require.NotContains(t, errs, "Batch completed")
 
 	// A rerun has nothing to do.
-	code, out, errs = e.queue("--all", "--jobs", "3")
+	code, out, errs = e.queue("--all", "--jobs", "3", "--archive-unreadable")
 	require.Equal(t, 2, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 	require.Contains(t, out, "Nothing to do")
 	require.Contains(t, out, "skip     "+imaging)

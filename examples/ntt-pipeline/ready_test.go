@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -217,4 +219,69 @@ func TestReadinessCommandLineOnly(t *testing.T) {
 		r.decide(s, nil, time.Now().Add(time.Hour))
 		return s.State == stateImaging
 	}, 10*time.Second, 20*time.Millisecond)
+}
+
+func TestSortQueue(t *testing.T) {
+	t0 := time.Now()
+	ms := []mediumStatus{
+		{Hash: "cccccccccccccccc", ImageBytes: 10, ModTime: t0},
+		{Hash: "aaaaaaaaaaaaaaaa", ImageBytes: 30, ModTime: t0.Add(-time.Hour)},
+		{Hash: "bbbbbbbbbbbbbbbb", ImageBytes: 10, ModTime: t0.Add(time.Hour)},
+	}
+	order := func(by string) []medium.Hash {
+		c := append([]mediumStatus(nil), ms...)
+		sortQueue(c, by)
+		var out []medium.Hash
+		for _, m := range c {
+			out = append(out, m.Hash)
+		}
+		return out
+	}
+	require.Equal(t, []medium.Hash{"bbbbbbbbbbbbbbbb", "cccccccccccccccc", "aaaaaaaaaaaaaaaa"}, order("size"))
+	require.Equal(t, []medium.Hash{"aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"}, order("name"))
+	require.Equal(t, []medium.Hash{"aaaaaaaaaaaaaaaa", "cccccccccccccccc", "bbbbbbbbbbbbbbbb"}, order("mtime"))
+}
+
+// Never two large media at once: while one runs, the next job takes the
+// next small one, and waits when only large ones are left.
+func TestSchedulerOneLargeAtATime(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	big1 := mediumStatus{Hash: "b1b1b1b1b1b1b1b1", ImageBytes: largeImage}
+	big2 := mediumStatus{Hash: "b2b2b2b2b2b2b2b2", ImageBytes: largeImage + 1}
+	small := mediumStatus{Hash: "5555555555555555", ImageBytes: 1 << 20}
+	s := &scheduler{todo: []mediumStatus{big1, big2, small}}
+	s.cond = sync.NewCond(&s.mu)
+	stop := context.AfterFunc(ctx, func() { s.mu.Lock(); s.cond.Broadcast(); s.mu.Unlock() })
+	defer stop()
+
+	m, _, ok := s.next(ctx)
+	require.True(t, ok)
+	require.Equal(t, big1.Hash, m.Hash)
+	m, _, ok = s.next(ctx) // big2 must wait: the small one goes first
+	require.True(t, ok)
+	require.Equal(t, small.Hash, m.Hash)
+
+	got := make(chan medium.Hash)
+	go func() {
+		m, _, ok := s.next(ctx)
+		if ok {
+			got <- m.Hash
+		}
+		close(got)
+	}()
+	select {
+	case h := <-got:
+		t.Fatalf("%s started while a large medium runs", h)
+	case <-time.After(100 * time.Millisecond):
+	}
+	s.done(big1)
+	require.Equal(t, big2.Hash, <-got)
+
+	// Cancelled: a waiting job gives up.
+	s.todo = []mediumStatus{big1}
+	done := make(chan bool)
+	go func() { _, _, ok := s.next(ctx); done <- ok }()
+	cancel()
+	require.False(t, <-done)
 }
