@@ -133,7 +133,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := cli.NewLogger(stderr, c.verbose)
+	status := cli.NewStatus(stderr)
+	log, closeLog, err := q.singleLogger(stderr, status, c.verbose)
+	if err != nil {
+		fmt.Fprintf(stderr, "ntt-pipeline: --log: %v\n", err)
+		return 1
+	}
+	defer closeLog()
 	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Logger: log, Private: &dbconn.Private{
 		Dir: c.state, Say: func(l string) { fmt.Fprintln(stderr, "ntt-pipeline:", l) }}})
 	if err != nil {
@@ -141,7 +147,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer db.Close()
-	p := &pipeline{c: c, db: db, ignore: ignore, log: log, out: stdout, errw: stderr, status: cli.NewStatus(stderr)}
+	p := &pipeline{c: c, db: db, ignore: ignore, log: log, out: stdout, errw: stderr, status: status}
 	return p.run(ctx)
 }
 

@@ -65,11 +65,12 @@ func addQueueFlags(fs *flag.FlagSet) *queueFlags {
 	return q
 }
 
-// queued reports whether the command line asks for the queue: --all, or
-// more than one image (the single form's optional second argument is a
-// hash, never a name ending in .img).
+// queued reports whether the command line asks for the queue: --all,
+// --archive-unreadable (a queue decision, even for one image), or more
+// than one image (the single form's optional second argument is a hash,
+// never a name ending in .img).
 func (q *queueFlags) queued(args []string) bool {
-	if q.all {
+	if q.all || q.archiveUnreadable {
 		return true
 	}
 	if len(args) < 2 {
@@ -282,6 +283,35 @@ func queueLogger(stderr io.Writer, cb *cli.Board, bd *board, logFile string, ver
 		h = phaseWatch{next: h, bd: bd}
 	}
 	return slog.New(h), closeLog, nil
+}
+
+// singleLogger is the single-medium run's logger: on a terminal, log
+// lines clear the status line before they are printed (so the two never
+// share a line) and only warnings and failures are shown unless -v; off
+// a terminal, JSON lines as before. --log FILE gets the full log.
+func (q *queueFlags) singleLogger(stderr io.Writer, status *cli.Status, verbose bool) (*slog.Logger, func(), error) {
+	var term slog.Handler
+	if cli.IsTerminal(stderr) {
+		level := slog.LevelWarn
+		if verbose {
+			level = slog.LevelDebug
+		}
+		term = levelHandler{cli.NewStatusLogger(stderr, status, verbose).Handler(), level}
+	} else {
+		term = cli.NewLogger(stderr, verbose).Handler()
+	}
+	if q.logFile == "" {
+		return slog.New(term), func() {}, nil
+	}
+	f, err := os.OpenFile(q.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, err
+	}
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewMultiHandler(term, slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level}))), func() { f.Close() }, nil
 }
 
 // levelHandler passes on records at or above a level.

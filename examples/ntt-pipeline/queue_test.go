@@ -403,3 +403,17 @@ func TestQueueStoppedBySignalResumes(t *testing.T) {
 		})
 	}
 }
+
+// The single-medium run takes --log too: the full log goes to the file.
+func TestSingleRunLogFile(t *testing.T) {
+	e := newEnv(t)
+	_, img := smallMedium(t, e.images, "single-log", map[string]uint64{"a.txt": 1, "b.txt": 2})
+	logFile := filepath.Join(e.dir, "copier.log")
+	code, _, errs := e.pipeline(img, "--log", logFile)
+	require.Equal(t, 0, code, errs)
+	b, err := os.ReadFile(logFile)
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"msg":"Batch completed"`)
+	require.Contains(t, string(b), `"msg":"phase started"`)
+	require.Contains(t, errs, `"msg":"phase started"`, "off a terminal stderr keeps its JSON lines")
+}
