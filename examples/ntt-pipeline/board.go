@@ -187,7 +187,11 @@ type phaseWatch struct {
 	bd   *board
 }
 
-func (h phaseWatch) Enabled(context.Context, slog.Level) bool { return true }
+// Enabled: "phase started" is an Info record, so Info and above are
+// always seen; Debug records are built only when a handler takes them.
+func (h phaseWatch) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || h.next.Enabled(ctx, l)
+}
 
 func (h phaseWatch) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "phase started" && h.job != "" {
