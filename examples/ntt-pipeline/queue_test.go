@@ -261,6 +261,9 @@ func TestQueueArchiveUnreadable(t *testing.T) {
 		got[string(s.Hash)] = s.State
 	}
 	require.Equal(t, map[string]string{unread: stateArchivedUnreadable, good: stateArchived}, got)
+	code, out, errs = e.status()
+	require.Equal(t, 0, code, errs)
+	require.Regexp(t, unread+` +archived unreadable .*archived_unreadable`, out)
 
 	code, _, _ = e.queue("--all", "--archive-unreadable")
 	require.Equal(t, 2, code)
