@@ -41,6 +41,9 @@ import (
 )
 
 const usage = `Usage: ntt-pipeline [options] IMAGE [HASH]
+       ntt-pipeline [options] IMAGE.img IMAGE.img ...   (the processing queue)
+       ntt-pipeline [options] --all [--images DIR]      (every ready medium)
+       ntt-pipeline status [--images DIR] [--json]      (the queue's table)
 
 Process one disk image through the runbook's phases: pre-flight, mount and
 enumerate, load, copy, archive (and unmount). With --read image the files
@@ -56,7 +59,8 @@ Database: --db, else $NTT_DB_URL, else libpq's PG* variables; with none of
 them, NTT's private PostgreSQL under --state (started if needed).
 
 Exit status: 0 done; 1 a phase failed (recorded in medium.problems);
-2 nothing to do (the medium is already archived).
+2 nothing to do (the medium is already archived). For the queue: 0 every
+ready medium archived, 1 at least one failed, 2 no ready medium.
 
 Options:
 `
@@ -74,6 +78,9 @@ type config struct {
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "status" {
+		return runStatus(args[1:], stdout, stderr)
+	}
 	var c config
 	fs := flag.NewFlagSet("ntt-pipeline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -93,9 +100,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.verbose, "v", false, "log debug events")
 	fs.StringVar(&c.read, "read", readAuto, "how to reach the files: `HOW` = mount (root, loop device, kernel driver), image (read the image in user space, no root), or auto (mount when root and the kernel has the filesystem, else image)")
 	fs.StringVar(&c.codePage, "code-page", "", "code page of 8.3 FAT names with --read image (default cp437)")
+	q := addQueueFlags(fs)
 	fs.Usage = func() { io.WriteString(fs.Output(), usage); fs.PrintDefaults() }
 	if code, ok := cli.ParseFlags(fs, stdout, stderr, func() error { return fs.Parse(args) }); !ok {
 		return code
+	}
+	if q.queued(fs.Args()) {
+		return runQueue(c, q, fs.Args(), stdout, stderr)
 	}
 	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()
@@ -135,7 +146,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := cli.NewLogger(stderr, c.verbose)
+	status := cli.NewStatus(stderr)
+	log, closeLog, err := q.singleLogger(stderr, status, c.verbose)
+	if err != nil {
+		fmt.Fprintf(stderr, "ntt-pipeline: --log: %v\n", err)
+		return 1
+	}
+	defer closeLog()
 	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Logger: log, Private: &dbconn.Private{
 		Dir: c.state, Say: func(l string) { fmt.Fprintln(stderr, "ntt-pipeline:", l) }}})
 	if err != nil {
@@ -143,7 +160,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer db.Close()
-	p := &pipeline{c: c, db: db, ignore: ignore, log: log, out: stdout, errw: stderr, status: cli.NewStatus(stderr)}
+	p := &pipeline{c: c, db: db, ignore: ignore, log: log, out: stdout, errw: stderr, status: status}
 	return p.run(ctx)
 }
 

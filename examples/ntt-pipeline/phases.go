@@ -50,6 +50,9 @@ func (p *pipeline) run(ctx context.Context) int {
 	case errors.Is(err, errNothingToDo):
 		fmt.Fprintf(p.errw, "ntt-pipeline: medium %s is already archived (copy_done set): nothing to do\n", h)
 		return 2
+	case errors.As(err, &pe) && ctx.Err() != nil:
+		// Interrupted (SIGINT/SIGTERM), not failed: nothing to record.
+		fmt.Fprintf(p.errw, "ntt-pipeline: medium %s: interrupted during %s; a rerun resumes\n", h, pe.phase)
 	case errors.As(err, &pe):
 		if rerr := schema.MergeProblem(context.WithoutCancel(ctx), p.db, h, pe.flag, map[string]any{"error": pe.err.Error(), "phase": pe.phase}); rerr != nil {
 			p.log.Error("could not record the problem", "medium", string(h), "flag", pe.flag, "error", rerr)

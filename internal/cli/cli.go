@@ -86,7 +86,13 @@ type Status struct {
 	w    io.Writer
 	on   bool
 	last int
+	// to, when set, receives each line instead of w (a Board's row).
+	to func(line string)
 }
+
+// NewStatusFunc returns a status line whose text goes to set (an empty
+// text when cleared): one row of a Board.
+func NewStatusFunc(set func(line string)) *Status { return &Status{on: true, to: set} }
 
 // NewStatus returns a status line on w (active only if w is a terminal).
 func NewStatus(w io.Writer) *Status { return &Status{w: w, on: IsTerminal(w)} }
@@ -100,6 +106,10 @@ func (s *Status) Set(format string, args ...any) {
 		return
 	}
 	line := fmt.Sprintf(format, args...)
+	if s.to != nil {
+		s.to(line)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pad := ""
@@ -113,6 +123,10 @@ func (s *Status) Set(format string, args ...any) {
 // Clear removes the status line so that a log line can be printed.
 func (s *Status) Clear() {
 	if !s.Active() {
+		return
+	}
+	if s.to != nil {
+		s.to("")
 		return
 	}
 	s.mu.Lock()
