@@ -30,8 +30,33 @@ func garbagePartitionMedium(t *testing.T, dir, name string) string {
 	return h
 }
 
-// In image mode an image holding no filesystem any image reader knows is
-// sealed with its reason; a readable FAT floppy in the same run is
+// failedFATDisk writes a settled MBR disk of two FAT12 partitions whose
+// boot sectors say their root directory holds no entry: the probe still
+// knows each as vfat, the FAT reader refuses both.
+func failedFATDisk(t *testing.T, dir, name string) string {
+	t.Helper()
+	h := hashOf(name)
+	var parts []testimg.DiskPart
+	for i := range 2 {
+		p := filepath.Join(t.TempDir(), "fat")
+		require.NoError(t, testimg.BuildFATImage(p, testimg.FATSpec{Bits: 12, Size: 512 << 10,
+			Entries: []testimg.Entry{{Path: "LOST.TXT", Kind: testimg.File, Seed: uint64(50 + i), Size: 2000}}}))
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		require.NoError(t, err)
+		_, err = f.WriteAt([]byte{0, 0}, 17) // BPB_RootEntCnt
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		parts = append(parts, testimg.DiskPart{Image: p, Type: 0x01})
+	}
+	img := filepath.Join(dir, h+".img")
+	_, err := testimg.ComposeDisk(img, testimg.Disk{Table: "mbr", Parts: parts})
+	require.NoError(t, err)
+	settled(t, img)
+	return h
+}
+
+// In image mode an image holding no filesystem any image reader knows, or
+// whose every filesystem failed in its reader, is sealed with its reason; a readable FAT floppy in the same run is
 // archived with its files, never sealed unreadable.
 func TestQueueArchiveUnreadableImageMode(t *testing.T) {
 	testimg.RequireFATTools(t)
@@ -39,15 +64,17 @@ func TestQueueArchiveUnreadableImageMode(t *testing.T) {
 	ctx := context.Background()
 	random := unreadableMedium(t, e.images, "random-image-mode")
 	garbage := garbagePartitionMedium(t, e.images, "garbage-partition")
+	failedFS := failedFATDisk(t, e.images, "every-filesystem-failed")
 	floppy := e.medium(demo.Floppy)
 	settled(t, floppy.Image)
 
 	code, out, errs := e.queue("--all", "--read", "image", "--archive-unreadable")
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
-	require.Contains(t, out, "1 archived, 2 archived unreadable")
+	require.Contains(t, out, "1 archived, 3 archived unreadable")
 	for h, want := range map[string]string{
-		random:  "no partition table and no known filesystem",
-		garbage: "no known filesystem in any of the 1 partitions of its mbr table",
+		random:   "no partition table and no known filesystem",
+		garbage:  "no known filesystem in any of the 1 partitions of its mbr table",
+		failedFS: "every filesystem failed: no filesystem of the image could be read: partition 1 (vfat)",
 	} {
 		var reason, reader string
 		var archivePath *string
