@@ -174,6 +174,9 @@ type pipeline struct {
 	status *cli.Status
 	m      Metrics
 	reader string // readMount or readImage, decided after pre-flight
+	// failure is the error of the phase that failed, for the queue's
+	// decision to seal an unreadable medium (errors.Is, not its words).
+	failure error
 
 	unmountOnce sync.Once
 }

@@ -40,6 +40,7 @@ func (p *pipeline) run(ctx context.Context) int {
 	start := time.Now()
 	p.m = Metrics{Medium: string(h), Image: p.c.image, Started: start.UTC()}
 	err := p.phases(ctx)
+	p.failure = err
 	// Unmount whatever happened: the runbook's rollback for every phase,
 	// and the last step of a finished run. A rerun mounts again.
 	p.unmount(ctx)

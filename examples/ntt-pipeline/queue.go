@@ -26,9 +26,11 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/enumerate"
+	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/dbconn"
 	"github.com/HRDAG/ntt/internal/schema"
+	"github.com/HRDAG/ntt/loopdev"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -467,11 +469,11 @@ func (qu *queue) runOne(ctx context.Context, m mediumStatus, job int) mediumResu
 				res.Phase, res.Reason = ph.Name, ph.Note
 			}
 		}
-		if res.Outcome == "failed" && res.Phase == "mount" && qu.q.archiveUnreadable {
-			why, err := qu.sealUnreadable(ctx, c, res.Reason)
+		if res.Outcome == "failed" && qu.q.archiveUnreadable && unreadableFailure(p) {
+			why, err := qu.sealUnreadable(ctx, c, p.reader, res.Reason)
 			res.Seconds = time.Since(t).Seconds()
 			if err != nil {
-				res.Phase, res.Reason = "archive-unreadable", fmt.Sprintf("not sealed: %v (mount: %s)", err, res.Reason)
+				res.Phase, res.Reason = "archive-unreadable", fmt.Sprintf("not sealed: %v (%s: %s)", err, res.Phase, res.Reason)
 				if !errors.Is(err, errReadable) {
 					schema.MergeProblem(context.WithoutCancel(ctx), qu.db, m.Hash, "archive_failed", map[string]any{"error": err.Error(), "phase": "archive-unreadable"})
 				}
@@ -481,6 +483,25 @@ func (qu *queue) runOne(ctx context.Context, m mediumStatus, job int) mediumResu
 		}
 	}
 	return res
+}
+
+// unreadableFailure: the run failed where an unreadable medium fails —
+// the mount, or the image reader finding no filesystem it can read (or a
+// layout with none to read). sealUnreadable then decides from the image
+// and the catalog.
+func unreadableFailure(p *pipeline) bool {
+	var pe *phaseError
+	if !errors.As(p.failure, &pe) {
+		return false
+	}
+	switch {
+	case pe.phase == "mount":
+		return true
+	case pe.phase == "enumerate" && p.reader == readImage:
+		return errors.Is(pe.err, imagefs.ErrNothingReadable) || errors.Is(pe.err, loopdev.ErrNothingMounted) ||
+			errors.Is(pe.err, loopdev.ErrErased)
+	}
+	return false
 }
 
 // exitStatus: 0 every ready medium archived, 1 at least one failed (or

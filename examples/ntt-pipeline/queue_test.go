@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/archive"
+	"github.com/HRDAG/ntt/internal/demo"
 	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/HRDAG/ntt/loopdev"
@@ -99,10 +100,76 @@ func checkArchivedTree(t *testing.T, e *env, h string, entries []testimg.Entry) 
 	require.Equal(t, files, n, "medium %s: the tree has exactly the image's files", h)
 }
 
+// queueImageMedia adds to the queue's directory the media read from their
+// image when the kernel cannot mount them: the demo's floppy and CD-ROM,
+// and a second FAT floppy and ISO CD-ROM built from specs, all settled. It
+// returns the demo media and the spec media's files by hash.
+func queueImageMedia(t *testing.T, e *env) ([]*demo.Medium, map[string][]testimg.Entry) {
+	testimg.RequireFATTools(t)
+	var built []*demo.Medium
+	for _, c := range imageMedia {
+		m := e.medium(c.build)
+		settled(t, m.Image)
+		built = append(built, m)
+	}
+	files := func(es []testimg.Entry) []testimg.Entry {
+		var out []testimg.Entry
+		for _, en := range es {
+			if en.Kind == testimg.File {
+				out = append(out, en)
+			}
+		}
+		return out
+	}
+	spec := map[string][]testimg.Entry{}
+	fat := testimg.FATSpec{Bits: 12, Label: "LETTERS", Entries: []testimg.Entry{
+		{Path: "LETTER.TXT", Kind: testimg.File, Seed: 31, Size: 3000},
+		{Path: "Photos", Kind: testimg.Dir},
+		{Path: "Photos/scan of page 1.jpg", Kind: testimg.File, Seed: 32, Size: 40000},
+		{Path: "Photos/empty.jpg", Kind: testimg.File},
+	}}
+	h := hashOf("fat-floppy-2")
+	require.NoError(t, testimg.BuildFATImage(filepath.Join(e.images, h+".img"), fat))
+	settled(t, filepath.Join(e.images, h+".img"))
+	spec[h] = files(fat.Entries)
+	iso := []testimg.Entry{
+		{Path: "README.TXT", Kind: testimg.File, Seed: 41, Size: 700},
+		{Path: "Reports", Kind: testimg.Dir},
+		{Path: "Reports/annual report 1999.pdf", Kind: testimg.File, Seed: 42, Size: 90000},
+		{Path: "Reports/annex.txt", Kind: testimg.File, Seed: 43, Size: 5000},
+	}
+	h = hashOf("iso-cdrom-2")
+	img := filepath.Join(e.images, h+".img")
+	require.NoError(t, testimg.BuildISO(img, testimg.Spec{Entries: iso}, "xorriso", "-as", "mkisofs", "-R", "-J", "-o", testimg.ISOImage, testimg.ISOTree))
+	settled(t, img)
+	spec[h] = files(iso)
+	return built, spec
+}
+
+// The queue test: ten media — four ext4 (two sharing most of their
+// files), two FAT floppies and two ISO CD-ROMs, one of random bytes, one
+// being imaged — taken three at a time with --read auto.
 func TestQueueAllArchivesReadyMediaAndLeavesImaging(t *testing.T) {
 	e := newEnv(t)
 	ready, imaging := queueMedia(t, e)
+	mounted := map[string]bool{}
+	for h := range ready {
+		mounted[h] = true
+	}
+	built, fromSpec := queueImageMedia(t, e)
+	for h, entries := range fromSpec {
+		ready[h] = entries
+	}
 	unread := unreadableMedium(t, e.images, "random-in-queue")
+	names, err := os.ReadDir(e.images)
+	require.NoError(t, err)
+	media := 0
+	for _, n := range names {
+		if strings.HasSuffix(n.Name(), ".img") {
+			media++
+		}
+	}
+	require.GreaterOrEqual(t, media, 10)
 	logFile := filepath.Join(e.dir, "queue.log")
 	metrics := filepath.Join(e.dir, "run.json")
 
@@ -116,6 +183,24 @@ func TestQueueAllArchivesReadyMediaAndLeavesImaging(t *testing.T) {
 		require.True(t, os.IsNotExist(err), "the sources of %s are removed", h)
 		e.checkNothingLeft(h, filepath.Join(e.images, h+".img"))
 	}
+	for _, m := range built {
+		e.checkImageRun(m) // read from the image: the kernel has no vfat or iso9660
+		require.Regexp(t, `archived +`+m.Hash+` in `, out)
+	}
+	// --read auto: the ext4 media are mounted, the FAT and ISO ones read
+	// from their image.
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	require.False(t, kernel["vfat"] || kernel["iso9660"], "this test expects a kernel without vfat and iso9660")
+	for h := range ready {
+		var reader string
+		require.NoError(t, e.db.QueryRow(context.Background(), `SELECT reader FROM medium WHERE medium_hash = $1`, h).Scan(&reader))
+		want := readImage
+		if mounted[h] {
+			want = readMount
+		}
+		require.Equal(t, want, reader, "medium %s", h)
+	}
 	// The two offices share their common files: one blob each.
 	a, b := e.state(hashOf("office-a")), e.state(hashOf("office-b"))
 	for i := range 8 {
@@ -124,20 +209,20 @@ func TestQueueAllArchivesReadyMediaAndLeavesImaging(t *testing.T) {
 	}
 	// The imaging medium is untouched: image kept, nothing in the catalog.
 	require.Contains(t, out, "skip     "+imaging+": imaging")
-	_, err := os.Stat(filepath.Join(e.images, imaging+".img"))
+	_, err = os.Stat(filepath.Join(e.images, imaging+".img"))
 	require.NoError(t, err)
 	var n int
 	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT count(*) FROM medium WHERE medium_hash = $1`, imaging).Scan(&n))
 	require.Zero(t, n)
 	// Summary and run metrics.
-	require.Contains(t, out, "4 archived, 1 archived unreadable, 1 skipped")
+	require.Contains(t, out, "8 archived, 1 archived unreadable, 1 skipped")
 	_, err = archive.Verify(context.Background(), filepath.Join(e.dest, unread+".tar.zst"))
 	require.NoError(t, err, "the unreadable medium is sealed")
 	var rm runMetrics
 	b2, err := os.ReadFile(metrics)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b2, &rm))
-	require.Len(t, rm.Media, 6)
+	require.Len(t, rm.Media, 10)
 	require.Equal(t, 3, rm.Jobs)
 	require.Equal(t, 1, rm.Workers, "three jobs share --workers 3")
 	for _, m := range rm.Media {

@@ -11,6 +11,14 @@ package main
 // with neither a whole-disk filesystem nor a partition holding one), and
 // the catalog has no inode of the medium. A FAT or ISO image the kernel
 // does not mount is not unreadable: the probe knows its filesystem.
+//
+// A medium read from its image (--read image, or auto for a filesystem the
+// kernel has no driver for) may also be sealed when its filesystems are
+// known to the probe but every one of them failed: an image reader knew
+// each and refused it (imagefs.ReasonUnreadable). A filesystem no image
+// reader knows (imagefs.ErrNoReader: --read mount may read it) or a
+// partition skipped for holding data elsewhere readable (truncated, RAID,
+// LVM) keeps the medium on the fast disk.
 
 import (
 	"context"
@@ -19,7 +27,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"strings"
+
 	"github.com/HRDAG/ntt/archive"
+	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/schema"
 	"github.com/HRDAG/ntt/loopdev"
 	"github.com/HRDAG/ntt/loopdev/probe"
@@ -66,13 +78,53 @@ func unreadableWhy(image string) (string, error) {
 	return "no partition table and no known filesystem (unknown content)", nil
 }
 
-// sealUnreadable seals the medium whose mount failed, if it is unreadable:
+// unreadableImageWhy says why no filesystem of the image can be read by
+// the image readers: the probe finds none (unreadableWhy), or it finds
+// some and every one failed in its reader. Otherwise errReadable.
+func unreadableImageWhy(ctx context.Context, image string, h medium.Hash, root string) (string, error) {
+	why, err := unreadableWhy(image)
+	if !errors.Is(err, errReadable) {
+		return why, err
+	}
+	m, oerr := imagefs.OpenMediumFile(ctx, image, imagefs.MediumOptions{Medium: string(h), Root: root})
+	if oerr == nil {
+		n := len(m.Volumes)
+		m.Close()
+		return "", fmt.Errorf("%w: the image reader reads %d of its filesystems", errReadable, n)
+	}
+	if !errors.Is(oerr, imagefs.ErrNothingReadable) {
+		return "", fmt.Errorf("%w (image reader: %v)", err, oerr)
+	}
+	if errors.Is(oerr, imagefs.ErrNoReader) {
+		return "", fmt.Errorf("%w: no image reader knows its filesystem, --read mount may read it (%v)", errReadable, oerr)
+	}
+	if m != nil && m.Layout != nil {
+		for _, ps := range m.Layout.Partitions {
+			switch {
+			case ps.Status == loopdev.StatusFailed && ps.Reason == imagefs.ReasonNoReader:
+				return "", fmt.Errorf("%w: no image reader knows the %s of partition %d, --read mount may read it", errReadable, ps.FSType, ps.Num)
+			case ps.Status == loopdev.StatusSkipped && (ps.Reason == loopdev.ReasonTruncated || ps.Reason == loopdev.ReasonRAID || ps.Reason == loopdev.ReasonLVM):
+				return "", fmt.Errorf("%w: partition %d is skipped (%s), not failed", errReadable, ps.Num, ps.Reason)
+			}
+		}
+	}
+	return "every filesystem failed: " + strings.TrimPrefix(oerr.Error(), "medium "+string(h)+": "), nil
+}
+
+// sealUnreadable seals the medium whose mount or image reading failed, if
+// it is unreadable:
 // archive.Complete (sealed, read back and verified like any archive,
 // catalog marked archived, sources removed unless --keep-sources), then the
 // archived_unreadable flag with its reason.
-func (qu *queue) sealUnreadable(ctx context.Context, c config, mountErr string) (string, error) {
+func (qu *queue) sealUnreadable(ctx context.Context, c config, reader, failure string) (string, error) {
 	h := c.hash
-	why, err := unreadableWhy(c.image)
+	var why string
+	var err error
+	if reader == readImage {
+		why, err = unreadableImageWhy(ctx, c.image, h, c.root)
+	} else {
+		why, err = unreadableWhy(c.image)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -93,7 +145,7 @@ func (qu *queue) sealUnreadable(ctx context.Context, c config, mountErr string) 
 		return "", err
 	}
 	if err := schema.MergeProblem(context.WithoutCancel(ctx), qu.db, h, flagArchivedUnreadable, map[string]any{
-		"reason": why, "error": why, "mount_error": mountErr,
+		"reason": why, "error": why, "reader": reader, reader + "_error": failure,
 		"archive": filepath.Join(c.dest, h.ArchiveFileName())}); err != nil {
 		return "", err
 	}
