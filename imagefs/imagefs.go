@@ -286,3 +286,39 @@ func (r *runReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// NewShortReader returns a reader of a file of size bytes whose runs (read
+// through mapped) cover only its first covered bytes: a chain or extent list
+// that ends early. Reading past them fails with a *ReadError at volume
+// offset at, wrapping ErrCorrupt with why — never with zeros.
+func NewShortReader(mapped io.ReaderAt, covered, size, at int64, why string) io.ReaderAt {
+	return &shortReader{mapped: mapped, covered: covered, size: size, at: at, why: why}
+}
+
+type shortReader struct {
+	mapped            io.ReaderAt
+	covered, size, at int64
+	why               string
+}
+
+func (f *shortReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	n := 0
+	if off < f.covered {
+		want := min(int64(len(p)), f.covered-off)
+		m, err := f.mapped.ReadAt(p[:want], off)
+		n = m
+		if err != nil && !errors.Is(err, io.EOF) {
+			return n, err
+		}
+		if int64(m) < want {
+			return n, &ReadError{Offset: f.at, Err: io.ErrUnexpectedEOF}
+		}
+		if n == len(p) {
+			return n, nil
+		}
+	}
+	return n, &ReadError{Offset: f.at, Err: fmt.Errorf("%s: %w", f.why, ErrCorrupt)}
+}

@@ -386,7 +386,7 @@ func TestUnreadableFAT1(t *testing.T) {
 // TestReadErrorsAreTyped: what Open's readers return wraps the imagefs
 // sentinels, so diagnose can classify them.
 func TestReadErrorsAreTyped(t *testing.T) {
-	sf := &shortFile{rr: bytes.NewReader(make([]byte, 10)), covered: 10, size: 20, brk: 99}
+	sf := imagefs.NewShortReader(bytes.NewReader(make([]byte, 10)), 10, 20, 99, "a chain cut short")
 	buf := make([]byte, 20)
 	n, err := sf.ReadAt(buf, 0)
 	require.Equal(t, 10, n)

@@ -356,35 +356,6 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 		c := uint32((last.Offset+last.Length-1-v.geo.dataOff)/v.geo.clusterSize) + 2
 		brk = v.fats[0].off + v.geo.entryOffset(c)
 	}
-	return &shortFile{rr: rr, covered: covered, size: e.Size, brk: brk}, nil
-}
-
-// shortFile is a file whose cluster chain ends before its size.
-type shortFile struct {
-	rr      io.ReaderAt
-	covered int64 // bytes the chain gives
-	size    int64
-	brk     int64 // volume offset of where the chain broke
-}
-
-func (f *shortFile) ReadAt(p []byte, off int64) (int, error) {
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	n := 0
-	if off < f.covered {
-		want := min(int64(len(p)), f.covered-off)
-		m, err := f.rr.ReadAt(p[:want], off)
-		n = m
-		if err != nil && !errors.Is(err, io.EOF) {
-			return n, err
-		}
-		if int64(m) < want {
-			return n, &imagefs.ReadError{Offset: f.brk, Err: io.ErrUnexpectedEOF}
-		}
-		if n == len(p) {
-			return n, nil
-		}
-	}
-	return n, &imagefs.ReadError{Offset: f.brk, Err: fmt.Errorf("the cluster chain ends %d bytes into a file of %d: %w", f.covered, f.size, imagefs.ErrCorrupt)}
+	return imagefs.NewShortReader(rr, covered, e.Size, brk,
+		fmt.Sprintf("the cluster chain ends %d bytes into a file of %d", covered, e.Size)), nil
 }

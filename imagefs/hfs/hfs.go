@@ -454,36 +454,6 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	if covered >= e.Size {
 		return rr, nil
 	}
-	return &shortFork{rr: rr, covered: covered, size: e.Size, cnid: e.ID, rec: v.fileOff[uint32(e.ID)]}, nil
-}
-
-// shortFork is a data fork whose extents end before its size.
-type shortFork struct {
-	rr      io.ReaderAt
-	covered int64
-	size    int64
-	cnid    uint64
-	rec     int64 // volume offset of the file's catalog record
-}
-
-func (f *shortFork) ReadAt(p []byte, off int64) (int, error) {
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	n := 0
-	if off < f.covered {
-		want := min(int64(len(p)), f.covered-off)
-		m, err := f.rr.ReadAt(p[:want], off)
-		n = m
-		if err != nil && !errors.Is(err, io.EOF) {
-			return n, err
-		}
-		if int64(m) < want {
-			return n, &imagefs.ReadError{Offset: f.rec, Err: io.ErrUnexpectedEOF}
-		}
-		if n == len(p) {
-			return n, nil
-		}
-	}
-	return n, &imagefs.ReadError{Offset: f.rec, Err: fmt.Errorf("the extents of CNID %d end %d bytes into a data fork of %d: %w", f.cnid, f.covered, f.size, imagefs.ErrCorrupt)}
+	return imagefs.NewShortReader(rr, covered, e.Size, v.fileOff[uint32(e.ID)],
+		fmt.Sprintf("the extents of CNID %d end %d bytes into a data fork of %d", e.ID, covered, e.Size)), nil
 }
