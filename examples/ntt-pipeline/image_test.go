@@ -172,3 +172,14 @@ func TestPipelineImageModeTruncatedFloppy(t *testing.T) {
 		return nil
 	}))
 }
+
+// A classic HFS floppy (hfsutils) goes through every phase read from its
+// image: catalogued, copied byte-identical, archived, nothing mounted.
+func TestPipelineHFSFloppyFromImage(t *testing.T) {
+	testimg.RequireHFSTools(t)
+	e := newEnv(t)
+	m := e.medium(demo.HFSFloppy)
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+}

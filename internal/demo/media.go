@@ -91,6 +91,42 @@ func Floppy(dir string) (*Medium, error) {
 	return named(dir, tmp, tree)
 }
 
+// HFSFloppy builds a 1.44 MB classic HFS (Mac OS Standard) floppy in dir
+// as <md5>.img with hfsutils (hformat, hmkdir, hcopy -r): MacRoman names
+// with spaces, accents and a '/' (shown as ':' by a reader, as Linux's hfs
+// driver shows it), nested and empty directories, an empty file, a file of
+// many allocation blocks, and two files with the same content.
+func HFSFloppy(dir string) (*Medium, error) {
+	spec := testimg.HFSSpec{Label: "NTT Mac Floppy"}
+	add := func(p string, k testimg.Kind, size int64, seed uint64) {
+		spec.Steps = append(spec.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: p, Kind: k, Size: size, Seed: seed}})
+	}
+	add("Read Me", testimg.File, 1200, 1)
+	add("empty", testimg.File, 0, 2)
+	add("Interview 1/2", testimg.File, 7000, 3)
+	add("Ärger über Öl", testimg.File, 2048, 4)
+	add("scan.pict", testimg.File, 300000, 5)
+	add("Letters", testimg.Dir, 0, 0)
+	add("Letters:copy of Read Me", testimg.File, 1200, 1)
+	add("Letters:Drafts", testimg.Dir, 0, 0)
+	add("Letters:Drafts:draft 1", testimg.File, 333, 6)
+	add("Letters:empty folder", testimg.Dir, 0, 0)
+	tmp := filepath.Join(dir, "hfs-floppy.tmp")
+	if err := testimg.BuildHFSImage(tmp, spec); err != nil {
+		return nil, err
+	}
+	tree := Tree{}
+	for p, e := range testimg.HFSTree(spec) {
+		switch e.Kind {
+		case testimg.Dir:
+			tree[p] = TreeEntry{Type: 'd'}
+		default:
+			tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
+		}
+	}
+	return named(dir, tmp, tree)
+}
+
 // CDROM builds an ISO 9660 CD-ROM with Rock Ridge and Joliet in dir as
 // <md5>.img, with xorriso: names Joliet cannot hold (over 64 characters,
 // mixed case, spaces), a directory tree nine levels deep (relocated by
