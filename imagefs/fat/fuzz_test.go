@@ -2,14 +2,13 @@ package fat
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/imagefs/imagefstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 )
 
@@ -91,8 +90,6 @@ func FuzzVolume(f *testing.F) {
 	})
 }
 
-var errEnough = errors.New("enough entries")
-
 func checkVolume(t *testing.T, data []byte) {
 	nprob := 0
 	opts := imagefs.Options{Report: func(p *imagefs.Problem) {
@@ -110,82 +107,7 @@ func checkVolume(t *testing.T, data []byte) {
 		return
 	}
 	_ = v.Info()
-	// A hostile image can cross-link directories into a DAG whose walk is
-	// exponential (imagefs.Walk only stops cycles), and each file can name
-	// the whole volume: bound the work of one input.
-	budget := int64(4 << 20)
-	buf := make([]byte, 64<<10)
-	var ids []uint64
-	walk := func() {
-		ids = ids[:0]
-		dirs := 0
-		err := imagefs.Walk(context.Background(), v, &opts, func(p []byte, e *imagefs.Entry) error {
-			if len(ids) >= 5000 {
-				return errEnough
-			}
-			ids = append(ids, e.ID)
-			if e.IsDir() {
-				if dirs++; dirs > 200 {
-					return imagefs.SkipDir
-				}
-			}
-			if e.ID != RootID {
-				if len(e.Name) == 0 || bytes.IndexByte(e.Name, '/') >= 0 || bytes.IndexByte(e.Name, 0) >= 0 ||
-					string(e.Name) == "." || string(e.Name) == ".." {
-					t.Fatalf("bad name %q at %q", e.Name, p)
-				}
-			}
-			if e.Type != 'f' && e.Type != 'd' {
-				t.Fatalf("type %q", e.Type)
-			}
-			var logical int64
-			for _, r := range e.Runs {
-				if r.Length <= 0 || r.Logical != logical || r.Hole {
-					t.Fatalf("%q: bad run %+v", p, r)
-				}
-				logical += r.Length
-			}
-			if e.Type == 'f' {
-				if logical > e.Size {
-					t.Fatalf("%q: runs of %d bytes for a file of %d", p, logical, e.Size)
-				}
-				r, err := v.Open(e)
-				if err != nil {
-					t.Fatalf("Open %q: %v", p, err)
-				}
-				for off := int64(0); off < e.Size && budget > 0; {
-					n, err := r.ReadAt(buf[:min(int64(len(buf)), e.Size-off)], off)
-					off += int64(n)
-					budget -= int64(n) + 512
-					if err != nil && err != io.EOF {
-						var re *imagefs.ReadError
-						if !errors.As(err, &re) {
-							t.Fatalf("read %q: not a ReadError: %v", p, err)
-						}
-						break
-					}
-					if n == 0 {
-						break
-					}
-				}
-			}
-			return nil
-		})
-		if err != nil && err != errEnough {
-			t.Fatalf("Walk: %v", err)
-		}
-	}
-	walk()
-	first := append([]uint64(nil), ids...)
-	walk()
-	if len(first) != len(ids) {
-		t.Fatalf("two walks: %d and %d entries", len(first), len(ids))
-	}
-	for i := range ids {
-		if ids[i] != first[i] {
-			t.Fatalf("two walks differ at entry %d: %d, %d", i, first[i], ids[i])
-		}
-	}
+	imagefstest.CheckWalks(t, v, &opts, "fd")
 }
 
 // TestFuzzSeeds: the seeds are real volumes, read whole as cut (what lies

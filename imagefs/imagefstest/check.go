@@ -1,0 +1,113 @@
+// Package imagefstest holds the checks every image reader's fuzz target
+// and tests run on an opened filesystem, so that each reader is held to the
+// same invariants of package imagefs: names, runs, typed read errors, and
+// two walks that agree. It is for tests only.
+package imagefstest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/HRDAG/ntt/imagefs"
+)
+
+// Bounds on the work of one check, so that a hostile input cannot make a
+// fuzz run slow: entries per walk, directories entered per walk, and bytes
+// read in all (each read also costs 512 against it).
+const (
+	MaxEntries = 5000
+	MaxDirs    = 200
+	ReadBudget = 4 << 20
+)
+
+var errEnough = errors.New("enough entries")
+
+// CheckWalks walks fsys twice and returns the number of entries seen. It
+// fails t when an entry other than the first (the root) has an empty name,
+// ".", "..", or a name holding '/' or NUL; when its type is not in types;
+// when a file's runs are empty, holes, out of order or longer than its
+// size; when a walk fails; when reading a file fails with anything but an
+// *imagefs.ReadError; or when the two walks differ.
+func CheckWalks(t testing.TB, fsys imagefs.FS, opts *imagefs.Options, types string) int {
+	t.Helper()
+	budget := int64(ReadBudget)
+	buf := make([]byte, 64<<10)
+	var ids []uint64
+	walk := func() {
+		ids = ids[:0]
+		dirs := 0
+		err := imagefs.Walk(context.Background(), fsys, opts, func(p []byte, e *imagefs.Entry) error {
+			if len(ids) >= MaxEntries {
+				return errEnough
+			}
+			ids = append(ids, e.ID)
+			if e.IsDir() {
+				if dirs++; dirs > MaxDirs {
+					return imagefs.SkipDir
+				}
+			}
+			if len(ids) > 1 && (len(e.Name) == 0 || bytes.IndexByte(e.Name, '/') >= 0 || bytes.IndexByte(e.Name, 0) >= 0 ||
+				string(e.Name) == "." || string(e.Name) == "..") {
+				t.Fatalf("bad name %q at %q", e.Name, p)
+			}
+			if bytes.IndexByte([]byte(types), e.Type) < 0 {
+				t.Fatalf("%q: type %q", p, e.Type)
+			}
+			if e.Type == 'f' {
+				checkFile(t, fsys, p, e, buf, &budget)
+			}
+			return nil
+		})
+		if err != nil && err != errEnough {
+			t.Fatalf("Walk: %v", err)
+		}
+	}
+	walk()
+	first := append([]uint64(nil), ids...)
+	walk()
+	if len(first) != len(ids) {
+		t.Fatalf("two walks: %d and %d entries", len(first), len(ids))
+	}
+	for i := range ids {
+		if ids[i] != first[i] {
+			t.Fatalf("two walks differ at entry %d: %d, %d", i, first[i], ids[i])
+		}
+	}
+	return len(ids)
+}
+
+// checkFile checks a file's runs and reads it within the budget.
+func checkFile(t testing.TB, fsys imagefs.FS, p []byte, e *imagefs.Entry, buf []byte, budget *int64) {
+	var logical int64
+	for _, r := range e.Runs {
+		if r.Length <= 0 || r.Logical != logical || r.Hole {
+			t.Fatalf("%q: bad run %+v", p, r)
+		}
+		logical += r.Length
+	}
+	if logical > e.Size {
+		t.Fatalf("%q: runs of %d bytes for a file of %d", p, logical, e.Size)
+	}
+	r, err := fsys.Open(e)
+	if err != nil {
+		t.Fatalf("Open %q: %v", p, err)
+	}
+	for off := int64(0); off < e.Size && *budget > 0; {
+		n, err := r.ReadAt(buf[:min(int64(len(buf)), e.Size-off)], off)
+		off += int64(n)
+		*budget -= int64(n) + 512
+		if err != nil && err != io.EOF {
+			var re *imagefs.ReadError
+			if !errors.As(err, &re) {
+				t.Fatalf("read %q: not a ReadError: %v", p, err)
+			}
+			return
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
