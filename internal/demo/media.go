@@ -79,16 +79,7 @@ func Floppy(dir string) (*Medium, error) {
 	if err := testimg.BuildFATImage(tmp, spec); err != nil {
 		return nil, err
 	}
-	tree := Tree{}
-	for p, e := range testimg.FATTree(spec) {
-		switch e.Kind {
-		case testimg.Dir:
-			tree[p] = TreeEntry{Type: 'd'}
-		default:
-			tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
-		}
-	}
-	return named(dir, tmp, tree)
+	return named(dir, tmp, filesTree(testimg.FATTree(spec)))
 }
 
 // HFSFloppy builds a 1.44 MB classic HFS (Mac OS Standard) floppy in dir
@@ -115,16 +106,7 @@ func HFSFloppy(dir string) (*Medium, error) {
 	if err := testimg.BuildHFSImage(tmp, spec); err != nil {
 		return nil, err
 	}
-	tree := Tree{}
-	for p, e := range testimg.HFSTree(spec) {
-		switch e.Kind {
-		case testimg.Dir:
-			tree[p] = TreeEntry{Type: 'd'}
-		default:
-			tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
-		}
-	}
-	return named(dir, tmp, tree)
+	return named(dir, tmp, filesTree(testimg.HFSTree(spec)))
 }
 
 // CDROM builds an ISO 9660 CD-ROM with Rock Ridge and Joliet in dir as
@@ -219,6 +201,21 @@ func CDROM(dir string) (*Medium, error) {
 }
 
 // named renames the image at tmp to <md5>.img in dir.
+// filesTree is the Tree of a medium of files and directories only, as a
+// testimg spec of it says it holds them.
+func filesTree(entries map[string]testimg.Entry) Tree {
+	tree := Tree{}
+	for p, e := range entries {
+		switch e.Kind {
+		case testimg.Dir:
+			tree[p] = TreeEntry{Type: 'd'}
+		default:
+			tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
+		}
+	}
+	return tree
+}
+
 func named(dir, tmp string, tree Tree) (*Medium, error) {
 	f, err := os.Open(tmp)
 	if err != nil {
