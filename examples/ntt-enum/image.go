@@ -56,13 +56,7 @@ func runImage(c config, hashArg, out string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("cannot create the output beside %s: %v.", out, err)
 	}
-	keep := false
-	defer func() {
-		if !keep {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer discard(tmp)
 	var mtime int64
 	if st, err := os.Stat(c.image); err == nil {
 		mtime = st.ModTime().Unix()
@@ -86,7 +80,6 @@ func runImage(c config, hashArg, out string, stdout, stderr io.Writer) int {
 	if err := commit(tmp, out); err != nil {
 		return fail("%v.", err)
 	}
-	keep = true
 	log.Info("enumeration complete", "image", c.image, "reader", "image", "out", out, "records", res.Records, "bytes", res.Bytes,
 		"ignored", res.Ignored, "dirs", res.Dirs, "errors", res.Errors, "elapsed_s", res.Elapsed.Seconds())
 	fmt.Fprintf(stdout, "✓ Enumeration complete: %d records written to %s\n", res.Records, out)

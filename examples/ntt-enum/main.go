@@ -132,13 +132,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("cannot create the output beside %s: %v.", out, err)
 	}
-	keep := false
-	defer func() {
-		if !keep {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer discard(tmp)
 
 	shown := 0
 	opts := enumerate.Options{
@@ -200,7 +194,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := commit(tmp, out); err != nil {
 		return fail("%v.", err)
 	}
-	keep = true
 	log.Info("enumeration complete", "mount_point", mount, "out", out, "records", res.Records, "bytes", res.Bytes,
 		"ignored", res.Ignored, "dirs", res.Dirs, "errors", res.Errors, "elapsed_s", res.Elapsed.Seconds(),
 		"rate", int64(float64(res.Records)/max(res.Elapsed.Seconds(), 1e-9)))
@@ -238,6 +231,13 @@ func checkMount(mount string, h medium.Hash, plainDir bool) ([]string, error) {
 		}
 	}
 	return enter, nil
+}
+
+// discard removes the temporary output; after commit renamed it into place
+// there is nothing left under its name, and both calls are no-ops.
+func discard(tmp *os.File) {
+	tmp.Close()
+	os.Remove(tmp.Name())
 }
 
 // commit makes the temporary file durable and renames it into place.
