@@ -5,15 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
+	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/internal/medium"
 	"golang.org/x/sys/unix"
 )
 
 // tree is a medium's hardlink tree <store>/archived/<hash>: every
 // non-excluded path of a copied file is a hardlink to its blob, and
-// directories and symlinks are recreated. All of it is made beneath the
+// directories and symlinks are recreated. A fork's path is mapped by
+// imagefs.ForkTreePath (a file cannot hold it). All of it is made beneath the
 // tree's root with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, so a symlink the
 // tree itself holds (recreated from the medium) is never followed, whatever
 // the catalog says.
@@ -47,9 +50,11 @@ func (s *Store) openTree(h medium.Hash) (*tree, error) {
 func (t *tree) close() { unix.Close(t.root) }
 
 // TreePath is where the catalogued path p of medium h appears in the
-// store's tree (p must be clean).
+// store's tree (p must be clean). It is p itself, except for a fork or
+// stream (<file>/..namedfork/<name>), which a file cannot hold: it is kept
+// at <dir>/..namedfork/<file>/<name> (imagefs.ForkTreePath).
 func (s *Store) TreePath(hash string, p []byte) string {
-	return filepath.Join(s.Root, ArchivedDir, hash, string(p))
+	return filepath.Join(s.Root, ArchivedDir, hash, imagefs.ForkTreePath(strings.TrimPrefix(string(p), "/")))
 }
 
 var treeHow = unix.OpenHow{
@@ -145,6 +150,7 @@ func (c *treeCursor) link(p []byte, rel, id string) (copied bool, err error) {
 	if rel == "" {
 		return false, &PathError{Op: "tree", Path: p, Err: fmt.Errorf("%w: the medium root is not a file", ErrMismatch)}
 	}
+	rel = imagefs.ForkTreePath(rel)
 	pfd, leaf, err := c.parent(p, rel)
 	if err != nil {
 		return false, err

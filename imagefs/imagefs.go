@@ -59,6 +59,11 @@ type Entry struct {
 	// bytes, and a directory's own records (so that a directory whose
 	// content is an ancestor's is recognised, whatever its ID).
 	Runs []Run
+	// Forks are the file's non-empty named forks and streams (a Mac
+	// resource fork, NTFS alternate data streams), each an Entry of Type
+	// 'f' named as the fork (ResourceFork, the stream's name) with ID
+	// ForkID(ID, k), read with FS.Open like any file. See fork.go.
+	Forks []*Entry
 }
 
 // IsDir reports whether e is a directory.

@@ -10,7 +10,8 @@ import (
 const MaxDepth = 4096
 
 // WalkFunc is called for every entry, the root first, with its path relative
-// to the filesystem root ("/" for the root, "/a/b" below it). A non-nil
+// to the filesystem root ("/" for the root, "/a/b" below it), and for each
+// of an entry's forks right after it ("/a/b/..namedfork/rsrc", see fork.go). A non-nil
 // error stops the walk and is returned by Walk. For a directory, returning
 // SkipDir leaves its contents unread.
 type WalkFunc func(path []byte, e *Entry) error
@@ -71,6 +72,11 @@ func (w *walk) dir(ctx context.Context, path []byte, dir *Entry, depth int) erro
 		}
 		if err != nil {
 			return err
+		}
+		for _, f := range e.Forks {
+			if err := fn(ForkPath(p, f.Name), f); err != nil && err != SkipDir {
+				return err
+			}
 		}
 		if !e.IsDir() {
 			continue

@@ -76,3 +76,40 @@ func (g idFS) Type() string                       { return "ids" }
 func (g idFS) Root() (*Entry, error)              { return &Entry{ID: 1, Type: 'd'}, nil }
 func (g idFS) ReadDir(d *Entry) ([]*Entry, error) { return g[d.ID], nil }
 func (g idFS) Open(*Entry) (io.ReaderAt, error)   { return nil, io.EOF }
+
+func TestForkTreePath(t *testing.T) {
+	for rel, want := range map[string]string{
+		"d/file/..namedfork/rsrc":  "d/..namedfork/file/rsrc",
+		"file/..namedfork/rsrc":    "..namedfork/file/rsrc",
+		"a/b/f/..namedfork/Zone.x": "a/b/..namedfork/f/Zone.x",
+		"a/b/f":                    "a/b/f",
+		"f":                        "f",
+		"":                         "",
+		"..namedfork/rsrc":         "..namedfork/rsrc",
+		"a/..namedfork":            "a/..namedfork",
+	} {
+		if got := ForkTreePath(rel); got != want {
+			t.Errorf("ForkTreePath(%q) = %q, want %q", rel, got, want)
+		}
+	}
+	if got := string(ForkPath([]byte("/d/f"), []byte(ResourceFork))); got != "/d/f/..namedfork/rsrc" {
+		t.Errorf("ForkPath = %q", got)
+	}
+	if id := ForkID(42, 1); id != 42|1<<48 {
+		t.Errorf("ForkID = %#x", id)
+	}
+}
+
+// A file's forks are visited right after it, at <file>/..namedfork/<name>.
+func TestWalkVisitsForks(t *testing.T) {
+	rsrc := &Entry{ID: ForkID(30, 1), Type: 'f', Name: []byte(ResourceFork), Size: 7}
+	g := idFS{1: {{ID: 22, Type: 'd', Name: []byte("a")}, {ID: 31, Type: 'f', Name: []byte("y")}},
+		22: {{ID: 30, Type: 'f', Name: []byte("x"), Forks: []*Entry{rsrc}}}}
+	var paths []string
+	err := Walk(context.Background(), g, nil, func(p []byte, e *Entry) error {
+		paths = append(paths, string(p))
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{"/", "/a", "/a/x", "/a/x/..namedfork/rsrc", "/y"}, paths)
+}
