@@ -2,6 +2,7 @@ package testimg
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,10 +40,14 @@ func RequireHFSTools(t testing.TB, more ...string) {
 // space of the volume (as hvol says it), so that the next files go into the
 // holes deleted files leave; a later step must delete it (HFSTree does not
 // know its size).
+//
+// With Rsrc, a File step's file gets that resource fork too (hcopy -m of
+// a MacBinary II file holding both forks, type and creator "TEXTttxt").
 type HFSStep struct {
 	Entry
 	Delete bool
 	Fill   bool
+	Rsrc   []byte
 }
 
 // HFSSpec describes a classic HFS volume made by hfsutils: hformat, then
@@ -144,10 +149,14 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 			fallthrough
 		case s.Kind == File:
 			src := filepath.Join(home, "stage"+strconv.Itoa(i))
-			if err := os.WriteFile(src, s.Content(), 0o644); err != nil {
+			content, mode := s.Content(), "-r"
+			if len(s.Rsrc) > 0 {
+				content, mode = MacBinary(raw[bytes.LastIndexByte(raw, ':')+1:], content, s.Rsrc), "-m"
+			}
+			if err := os.WriteFile(src, content, 0o644); err != nil {
 				return fail("%v", err)
 			}
-			err = run("hcopy", "-r", src, target)
+			err = run("hcopy", mode, src, target)
 			os.Remove(src)
 		default:
 			return fail("step %d: kind %v; HFS is built here with files and directories only", i, s.Kind)
@@ -176,5 +185,36 @@ func HFSTree(spec HFSSpec) map[string]Entry {
 		}
 		out[p] = s.Entry
 	}
+	return out
+}
+
+// MacBinary encodes a Mac file as MacBinary II (the format hcopy -m
+// reads): a 128-byte header naming it (name in MacRoman, at most 63
+// bytes; type and creator "TEXTttxt") with its forks' lengths and the
+// header's CRC-16/XMODEM, then the data fork and the resource fork, each
+// padded to 128 bytes.
+func MacBinary(name, data, rsrc []byte) []byte {
+	pad := func(n int) int { return (n + 127) / 128 * 128 }
+	out := make([]byte, 128+pad(len(data))+pad(len(rsrc)))
+	h := out[:128]
+	h[1] = byte(copy(h[2:65], name))
+	copy(h[65:], "TEXTttxt")
+	binary.BigEndian.PutUint32(h[83:], uint32(len(data)))
+	binary.BigEndian.PutUint32(h[87:], uint32(len(rsrc)))
+	h[122], h[123] = 129, 129
+	crc := uint16(0)
+	for _, c := range h[:124] {
+		crc ^= uint16(c) << 8
+		for k := 0; k < 8; k++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	binary.BigEndian.PutUint16(h[124:], crc)
+	copy(out[128:], data)
+	copy(out[128+pad(len(data)):], rsrc)
 	return out
 }
