@@ -174,11 +174,7 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 func HFSTree(spec HFSSpec) map[string]Entry {
 	out := map[string]Entry{}
 	for _, s := range spec.Steps {
-		parts := strings.Split(s.Path, ":")
-		for i := range parts {
-			parts[i] = strings.ReplaceAll(parts[i], "/", ":")
-		}
-		p := strings.Join(parts, "/")
+		p := hfsReaderPath(s.Path)
 		if s.Delete {
 			delete(out, p)
 			continue
@@ -186,6 +182,29 @@ func HFSTree(spec HFSSpec) map[string]Entry {
 		out[p] = s.Entry
 	}
 	return out
+}
+
+// HFSForks returns the resource forks spec leaves on the volume, by the
+// path of their file as HFSTree gives it.
+func HFSForks(spec HFSSpec) map[string][]byte {
+	out := map[string][]byte{}
+	for _, s := range spec.Steps {
+		p := hfsReaderPath(s.Path)
+		delete(out, p)
+		if !s.Delete && len(s.Rsrc) > 0 {
+			out[p] = s.Rsrc
+		}
+	}
+	return out
+}
+
+// hfsReaderPath is an HFS path as a reader gives it.
+func hfsReaderPath(hfsPath string) string {
+	parts := strings.Split(hfsPath, ":")
+	for i := range parts {
+		parts[i] = strings.ReplaceAll(parts[i], "/", ":")
+	}
+	return strings.Join(parts, "/")
 }
 
 // MacBinary encodes a Mac file as MacBinary II (the format hcopy -m
