@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testenv"
@@ -151,7 +152,9 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 			src := filepath.Join(home, "stage"+strconv.Itoa(i))
 			content, mode := s.Content(), "-r"
 			if len(s.Rsrc) > 0 {
-				content, mode = MacBinary(raw[bytes.LastIndexByte(raw, ':')+1:], content, s.Rsrc), "-m"
+				// Stamped with the time of the copy, as hcopy -r stamps
+				// files (HFS keeps local time; TZ is UTC here).
+				content, mode = MacBinary(raw[bytes.LastIndexByte(raw, ':')+1:], content, s.Rsrc, time.Now()), "-m"
 			}
 			if err := os.WriteFile(src, content, 0o644); err != nil {
 				return fail("%v", err)
@@ -209,10 +212,11 @@ func hfsReaderPath(hfsPath string) string {
 
 // MacBinary encodes a Mac file as MacBinary II (the format hcopy -m
 // reads): a 128-byte header naming it (name in MacRoman, at most 63
-// bytes; type and creator "TEXTttxt") with its forks' lengths and the
-// header's CRC-16/XMODEM, then the data fork and the resource fork, each
-// padded to 128 bytes.
-func MacBinary(name, data, rsrc []byte) []byte {
+// bytes; type and creator "TEXTttxt") with its forks' lengths, mtime as
+// its creation and modification dates (Mac epoch, mtime's wall clock) and
+// the header's CRC-16/XMODEM, then the data fork and the resource fork,
+// each padded to 128 bytes.
+func MacBinary(name, data, rsrc []byte, mtime time.Time) []byte {
 	pad := func(n int) int { return (n + 127) / 128 * 128 }
 	out := make([]byte, 128+pad(len(data))+pad(len(rsrc)))
 	h := out[:128]
@@ -220,6 +224,10 @@ func MacBinary(name, data, rsrc []byte) []byte {
 	copy(h[65:], "TEXTttxt")
 	binary.BigEndian.PutUint32(h[83:], uint32(len(data)))
 	binary.BigEndian.PutUint32(h[87:], uint32(len(rsrc)))
+	_, off := mtime.Zone()
+	mac := uint32(mtime.Unix() + int64(off) + 2082844800) // seconds 1904 → 1970
+	binary.BigEndian.PutUint32(h[91:], mac)
+	binary.BigEndian.PutUint32(h[95:], mac)
 	h[122], h[123] = 129, 129
 	crc := uint16(0)
 	for _, c := range h[:124] {
