@@ -88,8 +88,14 @@ func sampleSpec(n int) testimg.HFSSpec {
 func checkTree(t *testing.T, spec testimg.HFSSpec, got map[string]walked, built time.Time) {
 	t.Helper()
 	want := testimg.HFSTree(spec)
-	if len(got) != len(want)+1 {
-		t.Errorf("walk has %d entries, the medium %d and the root", len(got), len(want))
+	forks := testimg.HFSForks(spec)
+	if len(got) != len(want)+len(forks)+1 {
+		t.Errorf("walk has %d entries, the medium %d, %d resource forks and the root", len(got), len(want), len(forks))
+	}
+	for p, data := range forks {
+		if g := got["/"+p+"/..namedfork/rsrc"]; g.e == nil || g.err != nil || !bytes.Equal(g.data, data) {
+			t.Errorf("%q: resource fork differs", p)
+		}
 	}
 	root, ok := got["/"]
 	if !ok || root.e.ID != hfs.RootID || root.e.Type != 'd' {
@@ -276,6 +282,10 @@ func bigSpec(n int) testimg.HFSSpec {
 		add(fmt.Sprintf("frag:small %02d", i), testimg.File, 0, true)
 	}
 	add("frag:fragmented", testimg.File, 15*512+100, false)
+	// Its resource fork takes the last 4 holes: one extent past the 3 of
+	// its catalog record, in a record of fork type 0xFF.
+	s.Steps[len(s.Steps)-1].Rsrc = make([]byte, 3*512+5)
+	testimg.ContentAt(99, s.Steps[len(s.Steps)-1].Rsrc, 0)
 	add("filler", testimg.File, 0, true)
 	return s
 }
@@ -299,6 +309,11 @@ func TestManyFilesAndOverflowExtents(t *testing.T) {
 	f := got["/frag/fragmented"]
 	if f.e == nil || len(f.e.Runs) != 16 {
 		t.Fatalf("the fragmented file has runs %+v: want 16 one-block extents, 13 of them in extents-overflow records", f.e)
+	}
+	rsrc := testimg.HFSForks(spec)["frag/fragmented"]
+	fr := got["/frag/fragmented/..namedfork/rsrc"]
+	if fr.e == nil || len(fr.e.Runs) != 4 || fr.err != nil || !bytes.Equal(fr.data, rsrc) {
+		t.Fatalf("the fragmented file's resource fork: %+v, %v; want 4 one-block extents (one in an extents-overflow record of fork 0xFF) read as put", fr.e, fr.err)
 	}
 }
 
