@@ -758,33 +758,40 @@ func (v *Volume) entry(num uint64, name string) (*imagefs.Entry, error) {
 		if f.off >= 0 {
 			e.Runs = []imagefs.Run{{Offset: f.off, Length: v.recSize}}
 		}
+		v.addForks(e, f, v.streams(f))
 		return e, nil
 	}
 	e.Type = 'f'
 	e.Nlink = uint64(max(1, len(presentedNames(v.recs[num].names))))
 	ss := v.streams(f)
-	for k, s := range ss {
-		if s.name == "" {
-			e.Size, e.Runs = s.size, v.entryRuns(f, s)
-			if siFlags&fileAttrSystem != 0 && s.size >= int64(len(interixMagic)) && s.size < maxTarget {
-				if t, ok := v.interixTarget(f, s); ok {
-					e.Type, e.Target, e.Size, e.Runs = 'l', []byte(t), int64(len(t)), nil
-					return e, nil
-				}
+	if len(ss) > 0 && ss[0].name == "" {
+		s := ss[0]
+		e.Size, e.Runs = s.size, v.entryRuns(f, s)
+		if siFlags&fileAttrSystem != 0 && s.size >= int64(len(interixMagic)) && s.size < maxTarget {
+			if t, ok := v.interixTarget(f, s); ok {
+				e.Type, e.Target, e.Size, e.Runs = 'l', []byte(t), int64(len(t)), nil
+				return e, nil
 			}
-			continue
 		}
-		if s.size == 0 {
+	}
+	v.addForks(e, f, ss)
+	return e, nil
+}
+
+// addForks lists the non-empty named streams ss of e's record (a file's
+// or a directory's) as e's forks.
+func (v *Volume) addForks(e *imagefs.Entry, f *file, ss []*stream) {
+	for k, s := range ss {
+		if s.name == "" || s.size == 0 {
 			continue
 		}
 		if len(e.Forks) >= imagefs.MaxForks {
-			v.opts.Reportf(s.off, "corrupt", "MFT record %d %q has more than %d named streams; the rest are left out", num, name, imagefs.MaxForks)
+			v.opts.Reportf(s.off, "corrupt", "MFT record %d %q has more than %d named streams; the rest are left out", f.num, e.Name, imagefs.MaxForks)
 			break
 		}
-		e.Forks = append(e.Forks, &imagefs.Entry{ID: imagefs.ForkID(num, forkIndex(ss, k)), Type: 'f',
-			Name: []byte(v.cleanName(num, s.name)), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s)})
+		e.Forks = append(e.Forks, &imagefs.Entry{ID: imagefs.ForkID(f.num, forkIndex(ss, k)), Type: 'f',
+			Name: []byte(v.cleanName(f.num, s.name)), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s)})
 	}
-	return e, nil
 }
 
 // forkIndex is the k of ForkID for ss[i]: its place among the named
@@ -911,7 +918,7 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	}
 	num, k := e.ID&refMask, int(e.ID>>48)
 	if num >= uint64(len(v.recs)) || !v.recs[num].ok {
-		return nil, fmt.Errorf("ntfs: MFT record %d is not a file in use", num)
+		return nil, fmt.Errorf("ntfs: MFT record %d is not in use", num)
 	}
 	f, err := v.load(num)
 	if err != nil {
