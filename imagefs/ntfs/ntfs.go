@@ -272,7 +272,7 @@ func (v *Volume) parse(b []byte, off int64, num uint64) (*parsed, string) {
 	if why != "" {
 		return nil, why
 	}
-	attrs, why, aoff := parseAttrs(b, h, off, v.clusters)
+	attrs, why, aoff := parseAttrs(b, h, off, v.clusters, 1<<62/v.clusterSize)
 	if why != "" {
 		v.opts.Reportf(aoff, "corrupt", "MFT record %d: %s; the attributes before it are kept", num, why)
 	}
@@ -498,7 +498,7 @@ func (v *Volume) checkTree() {
 		}
 		for _, fn := range presentedNames(ri.names) {
 			p := fn.parent
-			if p < uint64(len(v.recs)) && v.recs[p].ok && v.recs[p].flags&recDir != 0 && v.recs[p].seq == fn.parentSeq {
+			if p < uint64(len(v.recs)) && v.recs[p].ok && v.recs[p].flags&recDir != 0 && v.recs[p].seq == fn.parentSeq || v.lostRoot(p) {
 				continue
 			}
 			v.opts.Reportf(v.recOffset(uint64(num)), "orphaned", "MFT record %d %q names record %d (sequence %d) as its directory, which is not a directory in use with that sequence; not reachable from the root", num, fn.name, p, fn.parentSeq)
@@ -509,17 +509,18 @@ func (v *Volume) checkTree() {
 // Type returns "ntfs".
 func (v *Volume) Type() string { return Type }
 
-// Root returns the root directory (MFT record 5).
+// Root returns the root directory (MFT record 5). If its record is lost,
+// the root is still listed (its entries are known by their parent
+// references), with the Windows epoch as its mtime, and reported.
 func (v *Volume) Root() (*imagefs.Entry, error) {
-	if !v.recs[RootID].ok || v.recs[RootID].flags&recDir == 0 {
-		return nil, fmt.Errorf("ntfs: MFT record 5, the root directory, is not a directory in use")
+	if v.recs[RootID].ok && v.recs[RootID].flags&recDir != 0 {
+		if e, err := v.entry(RootID, ""); err == nil {
+			e.Name = nil
+			return e, nil
+		}
 	}
-	e, err := v.entry(RootID, "")
-	if err != nil {
-		return nil, err
-	}
-	e.Name = nil
-	return e, nil
+	v.opts.Reportf(v.recOffset(RootID), "corrupt", "MFT record 5, the root directory, is not a directory in use; its entries are still listed")
+	return &imagefs.Entry{ID: RootID, Type: 'd', Nlink: 2, Mtime: winTime(0)}, nil
 }
 
 // ReadDir returns the records whose $FILE_NAMEs name dir as their parent
@@ -552,11 +553,15 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 func (v *Volume) linked(c child, parent uint64, seq uint16) bool {
 	for _, fn := range v.recs[c.rec].names {
 		if fn.parent == parent && fn.name == c.name {
-			return fn.parentSeq == seq
+			return fn.parentSeq == seq || v.lostRoot(parent)
 		}
 	}
 	return false
 }
+
+// lostRoot reports whether p is the root and its record was lost: then
+// any sequence number names it.
+func (v *Volume) lostRoot(p uint64) bool { return p == RootID && !v.recs[RootID].ok }
 
 // file is a base record with its extension records' attributes.
 type file struct {

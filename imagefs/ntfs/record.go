@@ -131,7 +131,7 @@ const maxRuns = 1 << 20
 // parseAttrs returns the attributes of a fixed-up record b whose first byte
 // lies at volume offset off. A damaged attribute ends the list; what it says
 // is returned as problem (with the attribute's volume offset).
-func parseAttrs(b []byte, h header, off int64, totalClusters int64) (attrs []attr, problem string, poff int64) {
+func parseAttrs(b []byte, h header, off int64, totalClusters, maxCluster int64) (attrs []attr, problem string, poff int64) {
 	p := h.attrOff
 	for p+8 <= h.used {
 		typ := le.Uint32(b[p:])
@@ -142,7 +142,7 @@ func parseAttrs(b []byte, h header, off int64, totalClusters int64) (attrs []att
 		if n < 0x18 || n%8 != 0 || p+n > h.used {
 			return attrs, fmt.Sprintf("attribute type %#x of length %d at %d runs past the %d bytes in use", typ, n, p, h.used), off + int64(p)
 		}
-		a, why := parseAttr(b[p:p+n], totalClusters)
+		a, why := parseAttr(b[p:p+n], totalClusters, maxCluster)
 		if why != "" {
 			return attrs, fmt.Sprintf("attribute type %#x: %s", typ, why), off + int64(p)
 		}
@@ -156,7 +156,7 @@ func parseAttrs(b []byte, h header, off int64, totalClusters int64) (attrs []att
 	return attrs, "the attribute list has no end marker", off + int64(p)
 }
 
-func parseAttr(b []byte, totalClusters int64) (attr, string) {
+func parseAttr(b []byte, totalClusters, maxCluster int64) (attr, string) {
 	a := attr{typ: le.Uint32(b), flags: le.Uint16(b[0x0C:]), resident: b[8] == 0}
 	if nl := int(b[9]); nl > 0 {
 		no := int(le.Uint16(b[0x0A:]))
@@ -179,14 +179,14 @@ func parseAttr(b []byte, totalClusters int64) (attr, string) {
 	a.startVCN, a.lastVCN = int64(le.Uint64(b[0x10:])), int64(le.Uint64(b[0x18:]))
 	a.compUnit = b[0x22]
 	a.allocSize, a.dataSize, a.initSize = int64(le.Uint64(b[0x28:])), int64(le.Uint64(b[0x30:])), int64(le.Uint64(b[0x38:]))
-	if a.startVCN < 0 || a.lastVCN < a.startVCN-1 || a.dataSize < 0 || a.initSize < 0 || a.allocSize < 0 {
+	if a.startVCN < 0 || a.startVCN > maxCluster || a.lastVCN < a.startVCN-1 || a.dataSize < 0 || a.initSize < 0 || a.allocSize < 0 {
 		return a, fmt.Sprintf("VCNs %d–%d or sizes %d/%d/%d out of range", a.startVCN, a.lastVCN, a.allocSize, a.dataSize, a.initSize)
 	}
 	ro := int(le.Uint16(b[0x20:]))
 	if ro >= len(b) || ro < 0x40 {
 		return a, fmt.Sprintf("its runlist at %d lies outside the attribute", ro)
 	}
-	runs, why := decodeRuns(b[ro:], a.startVCN, totalClusters)
+	runs, why := decodeRuns(b[ro:], a.startVCN, totalClusters, maxCluster)
 	if why != "" {
 		return a, why
 	}
@@ -198,7 +198,10 @@ func parseAttr(b []byte, totalClusters int64) (attr, string) {
 // length must be positive and fit the volume's cluster count; an LCN is
 // not checked against the volume here (a run past it is kept and reported
 // by the caller, reading it fails).
-func decodeRuns(b []byte, vcn, totalClusters int64) ([]vrun, string) {
+//
+// VCNs and LCNs stay below maxCluster, so that a cluster's byte offset
+// (times the cluster size) cannot overflow.
+func decodeRuns(b []byte, vcn, totalClusters, maxCluster int64) ([]vrun, string) {
 	var runs []vrun
 	var lcn int64
 	for p := 0; p < len(b); {
@@ -217,8 +220,8 @@ func decodeRuns(b []byte, vcn, totalClusters int64) ([]vrun, string) {
 		r := vrun{vcn: vcn, n: n, sparse: ol == 0}
 		if ol > 0 {
 			lcn += leInt(b[p+1+nl:p+1+nl+ol], true)
-			if lcn < 0 {
-				return nil, fmt.Sprintf("a run at negative cluster %d", lcn)
+			if lcn < 0 || lcn > maxCluster {
+				return nil, fmt.Sprintf("a run at cluster %d, outside any volume", lcn)
 			}
 			r.lcn = lcn
 		}
@@ -227,7 +230,7 @@ func decodeRuns(b []byte, vcn, totalClusters int64) ([]vrun, string) {
 		}
 		runs = append(runs, r)
 		vcn += n
-		if vcn > 1<<62/65536 {
+		if vcn > maxCluster {
 			return nil, "VCNs past any volume"
 		}
 		p += 1 + nl + ol

@@ -63,9 +63,10 @@ type NTFSStep struct {
 // NTFSSpec describes an NTFS volume made by mkntfs -Q and written through
 // ntfs-3g. ntfs-3g stamps files with the time of writing: Mtime is not kept.
 type NTFSSpec struct {
-	Size  int64 // bytes; 0 means 16 MiB
-	Label string
-	Steps []NTFSStep
+	Size        int64 // bytes; 0 means 16 MiB
+	ClusterSize int   // bytes (mkntfs -c); 0 lets mkntfs choose (4096)
+	Label       string
+	Steps       []NTFSStep
 }
 
 // BuildNTFS builds spec's volume in the test's temporary directory and
@@ -106,7 +107,11 @@ func BuildNTFSImage(path string, spec NTFSSpec) (err error) {
 	if label == "" {
 		label = "NTT"
 	}
-	if out, err := exec.Command(ntfsTool("mkntfs"), "-F", "-Q", "-q", "-L", label, path).CombinedOutput(); err != nil {
+	args := []string{"-F", "-Q", "-q", "-L", label}
+	if spec.ClusterSize > 0 {
+		args = append(args, "-c", fmt.Sprint(spec.ClusterSize))
+	}
+	if out, err := exec.Command(ntfsTool("mkntfs"), append(args, path)...).CombinedOutput(); err != nil {
 		return fail("mkntfs: %v: %s", err, out)
 	}
 	dir, err := os.MkdirTemp("", "ntt-ntfs-mnt")
