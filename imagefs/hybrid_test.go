@@ -178,6 +178,65 @@ func TestMediumHybridCD(t *testing.T) {
 	}
 }
 
+// A hybrid ISO 9660 / HFS+ CD as xorriso makes it (-as mkisofs -hfsplus):
+// an Apple partition map whose entry 3 is the HFS+ side, over the same
+// sectors as the ISO side. p1 is the ISO side, p2 the HFS+ side; until an
+// HFS+ reader is registered, p2 is named as unread ("HFS+: no image reader
+// yet") and the ISO side is still read.
+func TestMediumHybridHFSPlusCD(t *testing.T) {
+	if _, err := exec.LookPath("xorriso"); err != nil {
+		testenv.SkipOrFail(t, "xorriso is not installed (scripts/deps.sh installs it)")
+	}
+	spec := hybridSpec()
+	img := testimg.ISO(t, spec, "xorriso", "-as", "mkisofs", "-quiet", "-r", "-J", "-hfsplus", "-V", "HYBRIDPLUS",
+		"-o", testimg.ISOImage, testimg.ISOTree)
+	m, err := imagefs.OpenMediumFile(context.Background(), img, imagefs.MediumOptions{Medium: testHash, Root: "/mnt/ntt"})
+	require.NoError(t, err)
+	defer m.Close()
+	require.Equal(t, loopdev.LayoutMulti, m.Layout.Layout)
+	require.Equal(t, "apm", m.Layout.Table)
+	require.Len(t, m.Layout.Partitions, 2)
+	require.Equal(t, "ISO 9660 side: the whole disc", m.Layout.Partitions[0].View)
+	require.Equal(t, "HFS+ side: Apple partition map entry 3", m.Layout.Partitions[1].View)
+	require.Equal(t, "hfsplus", m.Layout.Partitions[1].FSType)
+	iso := m.Volume(1)
+	require.NotNil(t, iso)
+	require.Equal(t, "/p1", iso.Prefix)
+	isoFiles, _ := readSide(t, m, iso)
+	for _, e := range spec.Entries {
+		if e.Kind == testimg.File {
+			require.Equal(t, e.Content(), isoFiles[e.Path].data, "ISO side: %q", e.Path)
+		}
+	}
+	plus := m.Volume(2)
+	if !haveReader("hfsplus") {
+		require.Nil(t, plus)
+		p := m.Layout.Partitions[1]
+		require.Equal(t, loopdev.StatusFailed, p.Status)
+		require.Equal(t, imagefs.ReasonNoReader, p.Reason)
+		require.Contains(t, p.Detail, "HFS+: no image reader yet")
+		require.Len(t, m.Skipped(), 1)
+		return
+	}
+	require.NotNil(t, plus)
+	require.Equal(t, "/p2", plus.Prefix)
+	plusFiles, _ := readSide(t, m, plus)
+	for _, e := range spec.Entries {
+		if e.Kind != testimg.File || len(e.Content()) == 0 {
+			continue
+		}
+		a := isoFiles[e.Path]
+		found := false
+		for _, b := range plusFiles {
+			if reflect.DeepEqual(a.runs, b.runs) {
+				require.Equal(t, e.Content(), b.data, "HFS+ side: the file in the sectors of %q", e.Path)
+				found = true
+			}
+		}
+		require.True(t, found, "HFS+ side: no file in the sectors of %q", e.Path)
+	}
+}
+
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
