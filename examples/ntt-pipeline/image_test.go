@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/zeebo/blake3"
 
@@ -199,4 +200,83 @@ func TestPipelineHFSFloppyFromImage(t *testing.T) {
 	code, out, errs := e.pipeline(m.Image, "--read", "image")
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 	e.checkImageRun(m)
+}
+
+// A hybrid ISO 9660 / HFS CD (genisoimage -hfs -part) goes through every
+// phase read from its image: both views of the one medium are catalogued,
+// the ISO side as partition 1 under /p1, the HFS side as partition 2 under
+// /p2 (with the files only the HFS side has), every file stored
+// byte-identical; a file on both sides is one blob, its bytes being the
+// same sectors of the disc.
+func TestPipelineHybridCDFromImage(t *testing.T) {
+	testimg.RequireHFSTools(t, "hls")
+	e := newEnv(t)
+	m := e.medium(demo.HybridCD)
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+
+	ctx := context.Background()
+	type entry struct {
+		Path []byte
+		Dev  int64
+		Type string
+	}
+	rows, err := e.db.Query(ctx, `SELECT p.path, i.dev, i.fs_type FROM path p JOIN inode i USING (medium_hash, dev, ino)
+		WHERE p.medium_hash = $1`, m.Hash)
+	require.NoError(t, err)
+	catalog, err := pgx.CollectRows(rows, pgx.RowToStructByPos[entry])
+	require.NoError(t, err)
+	perDev := map[int64]int{}
+	for _, c := range catalog {
+		rel := string(c.Path) // relative to the medium root, with a leading "/"
+		switch {
+		case rel == "/":
+			continue
+		case rel == "/p1" || strings.HasPrefix(rel, "/p1/"):
+			require.Equal(t, int64(1), c.Dev, "%s: the ISO side is partition 1", rel)
+		case rel == "/p2" || strings.HasPrefix(rel, "/p2/"):
+			require.Equal(t, int64(2), c.Dev, "%s: the HFS side is partition 2", rel)
+		default:
+			t.Fatalf("%s: outside the views", rel)
+		}
+		if c.Type == "f" {
+			perDev[c.Dev]++
+		}
+	}
+	files := map[int64]int{}
+	for p, te := range m.Tree {
+		if te.Type == 'f' {
+			files[map[bool]int64{true: 1, false: 2}[strings.HasPrefix(p, "p1/")]]++
+		}
+	}
+	require.Equal(t, files, perDev, "files catalogued per view")
+	require.Greater(t, perDev[2], perDev[1], "the HFS side has the Finder's desktop files too")
+
+	// Stored once: the files on both sides are one blob each, and the
+	// store holds one blob per distinct content.
+	st := e.state(m.Hash)
+	for _, p := range []string{"README.TXT", "Interviews/witness one.txt", "Scans/page-001.tif", "deep/1/2/3/4/5/6/7/8/9/bottom.txt"} {
+		a, err := os.Stat(filepath.Join(e.store, "archived", m.Hash, "p1", p))
+		require.NoError(t, err)
+		b, err := os.Stat(filepath.Join(e.store, "archived", m.Hash, "p2", p))
+		require.NoError(t, err)
+		require.True(t, os.SameFile(a, b), "%s: both views' names are links to the one stored blob", p)
+	}
+	distinct := map[string]bool{}
+	for _, te := range m.Tree {
+		if te.Type == 'f' {
+			distinct[string(te.Data)] = true
+		}
+	}
+	require.Len(t, st.Blobs, len(distinct), "one blob per distinct content")
+	stored := 0
+	require.NoError(t, filepath.WalkDir(filepath.Join(e.store, "by-hash"), func(p string, d os.DirEntry, err error) error {
+		require.NoError(t, err)
+		if d.Type().IsRegular() {
+			stored++
+		}
+		return nil
+	}))
+	require.Equal(t, len(distinct), stored, "the store's blobs")
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testimg"
 )
 
@@ -236,6 +237,159 @@ func CDROM(dir string) (*Medium, error) {
 		return nil, fmt.Errorf("demo: xorriso: %v: %s", err, out)
 	}
 	return named(dir, tmp, tree)
+}
+
+// HybridCD builds a hybrid ISO 9660 / HFS CD in dir as <md5>.img with
+// genisoimage -hfs -part (Rock Ridge and Joliet on the ISO side, an Apple
+// partition map whose entry 2 is the HFS side): one medium, two views of
+// the same sectors, read as /p1 (the ISO side) and /p2 (the HFS side). Its
+// tree holds p1/… as staged and p2/… as hfsutils reads the HFS side (hls
+// -R, hcopy -r): the staged files again, a name with umlauts as
+// genisoimage writes it in MacRoman, and the Finder's Desktop DB and
+// Desktop DF that genisoimage adds. It needs genisoimage and hfsutils.
+func HybridCD(dir string) (*Medium, error) {
+	for _, tool := range []string{"genisoimage", "hmount", "hls", "hcopy", "humount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs it): %w", tool, err)
+		}
+	}
+	stage, err := os.MkdirTemp(dir, "hybrid-stage-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
+	seeded := func(seed uint64, n int) []byte {
+		b := make([]byte, n)
+		testimg.ContentAt(seed, b, 0)
+		return b
+	}
+	files := []struct {
+		p    string
+		data []byte
+	}{
+		{"README.TXT", []byte("Testimony archive, disc 2, for Macs and PCs.\n")},
+		{"Interviews/witness one.txt", seeded(11, 40000)},
+		{"Interviews/witness two.txt", seeded(12, 52000)},
+		{"Interviews/copy of one.txt", seeded(11, 40000)},
+		{"Scans/page-001.tif", seeded(14, 1<<20)},
+		{"Scans/empty.tif", nil},
+		{"Notes/Ärger über Öl.txt", []byte("Umlauts in the name.\n")},
+		{"deep/1/2/3/4/5/6/7/8/9/bottom.txt", []byte("nine levels down\n")},
+	}
+	for _, f := range files {
+		full := filepath.Join(stage, f.p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(full, f.data, 0o644); err != nil {
+			return nil, err
+		}
+		tree["p1/"+f.p] = TreeEntry{Type: 'f', Data: f.data}
+		for d := filepath.Dir(f.p); d != "."; d = filepath.Dir(d) {
+			tree["p1/"+d] = TreeEntry{Type: 'd'}
+		}
+	}
+	// genisoimage relocates the ninth level into /rr_moved, which Rock
+	// Ridge readers (Linux's too) show as an empty directory.
+	tree["p1/rr_moved"] = TreeEntry{Type: 'd'}
+	tmp := filepath.Join(dir, "hybrid.tmp")
+	os.Remove(tmp)
+	cmd := exec.Command("genisoimage", "-quiet", "-r", "-J", "-hfs", "-part", "-V", "TESTIMONY_2", "-o", tmp, stage)
+	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
+	}
+	side, err := hfsSide(tmp, dir)
+	if err != nil {
+		return nil, err
+	}
+	for p, e := range side {
+		tree["p2/"+p] = e
+	}
+	return named(dir, tmp, tree)
+}
+
+// hfsSide reads the HFS volume of img with hfsutils, the reference reader
+// of classic HFS: every directory and file (its data fork, hcopy -r), by
+// path with names decoded from MacRoman and a '/' in a name shown as ':'.
+func hfsSide(img, dir string) (Tree, error) {
+	home, err := os.MkdirTemp(dir, "hfsutils-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(home)
+	run := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "LC_ALL=C") // hfsutils keeps its volume in $HOME/.hcwd
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("demo: %s: %w", strings.Join(args, " "), err)
+		}
+		return out, nil
+	}
+	if _, err := run("hmount", img); err != nil {
+		return nil, err
+	}
+	defer run("humount")
+	out, err := run("hls", "-R", "-1a")
+	if err != nil {
+		return nil, err
+	}
+	type name struct{ raw, path string } // raw: hcopy's HFS path; path: the tree's
+	var names []name
+	dirs := map[string]bool{}
+	rawDir, pathDir := ":", ""
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case l == "":
+		case strings.HasPrefix(l, ":") && strings.HasSuffix(l, ":"):
+			rawDir = l
+			var parts []string
+			for _, c := range strings.Split(strings.Trim(l, ":"), ":") {
+				parts = append(parts, macRoman(c))
+			}
+			pathDir = strings.Join(parts, "/") + "/"
+			dirs[strings.TrimSuffix(pathDir, "/")] = true
+		default:
+			names = append(names, name{rawDir + l, pathDir + macRoman(l)})
+		}
+	}
+	tree := Tree{}
+	copied := filepath.Join(home, "fork")
+	for _, n := range names {
+		if dirs[n.path] {
+			tree[n.path] = TreeEntry{Type: 'd'}
+			continue
+		}
+		if _, err := run("hcopy", "-r", n.raw, copied); err != nil {
+			return nil, err
+		}
+		b, err := os.ReadFile(copied)
+		if err != nil {
+			return nil, err
+		}
+		os.Remove(copied)
+		tree[n.path] = TreeEntry{Type: 'f', Data: b}
+	}
+	return tree, nil
+}
+
+// macRoman decodes an HFS name from MacRoman, '/' shown as ':' (as Linux's
+// hfs driver shows it).
+func macRoman(raw string) string {
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '/':
+			b.WriteByte(':')
+		case c < 0x80:
+			b.WriteByte(c)
+		default:
+			b.WriteRune(macroman.Runes[c-0x80])
+		}
+	}
+	return b.String()
 }
 
 // named renames the image at tmp to <md5>.img in dir.
