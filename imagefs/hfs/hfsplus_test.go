@@ -269,7 +269,7 @@ func TestPlusTSK(t *testing.T) {
 			testenv.SkipOrFail(t, n+" is not installed (scripts/deps.sh installs sleuthkit)")
 		}
 	}
-	bare, _ := plusSample(false, 100)
+	bare, _ := plusSample(false, 40)
 	for _, c := range []struct {
 		name string
 		img  []byte
@@ -327,7 +327,7 @@ func TestPlusTSK(t *testing.T) {
 					t.Errorf("the reader lists %q, fls does not", p)
 				}
 			}
-			if len(seen) < 100 {
+			if len(seen) < 40 {
 				t.Errorf("compared %d entries", len(seen))
 			}
 		})

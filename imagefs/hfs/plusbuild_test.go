@@ -38,8 +38,12 @@ type plusRec struct {
 
 const macT0 = 3786912000 // 2024-01-01 in seconds since 1904
 
+// specialBlocks are the blocks (after block 0) kept for the B-tree files,
+// at the start of the volume as macOS puts them; files come after.
+const specialBlocks = 192
+
 func newPlusBuilder(blkSize, blocks int) *plusBuilder {
-	b := &plusBuilder{blkSize: blkSize, img: make([]byte, blkSize*blocks), next: 64, cnid: 16}
+	b := &plusBuilder{blkSize: blkSize, img: make([]byte, blkSize*blocks), next: specialBlocks, cnid: 16}
 	b.catRec(1, "Test", folderRec(2, 0))
 	b.catRec(2, "", threadRec(3, 1, "Test"))
 	return b
@@ -408,10 +412,19 @@ func (b *plusBuilder) build() []byte {
 	if b.hfsx {
 		cmp, sig, ver = 0xBC, "HX", 5
 	}
-	// The special files go after the files, each in one extent.
+	// The special files go before the files, each in one extent.
+	if int(b.next)*b.blkSize > len(b.img) {
+		panic("plusBuilder: volume full")
+	}
+	files := b.next
+	b.next = 1
 	at := b.fork(tree(b.attrs, 4096, 266, 0), false, 0, 8)
 	ct := b.fork(tree(b.cat, 4096, 516, cmp), false, 0, 4)
 	xt := b.fork(tree(b.ext, 4096, 10, 0), false, 0, 3)
+	if b.next > specialBlocks {
+		panic("plusBuilder: B-trees too large")
+	}
+	b.next = files
 	vh := b.img[1024:1536]
 	copy(vh, sig)
 	pbe.PutUint16(vh[2:], ver)
@@ -424,9 +437,6 @@ func (b *plusBuilder) build() []byte {
 	copy(vh[0xc0:], xt)
 	copy(vh[0x110:], ct)
 	copy(vh[0x160:], at)
-	if int(b.next)*b.blkSize > len(b.img) {
-		panic("plusBuilder: volume full")
-	}
 	return b.img
 }
 
