@@ -28,6 +28,8 @@ type plusBuilder struct {
 	hfsx     bool
 	private  uint32
 	inodeNum uint32
+	nodeSize int    // of every B-tree (4096 unless set)
+	special  uint32 // blocks kept for the B-tree files (specialBlocks unless set)
 }
 
 type plusRec struct {
@@ -43,7 +45,11 @@ const macT0 = 3786912000 // 2024-01-01 in seconds since 1904
 const specialBlocks = 192
 
 func newPlusBuilder(blkSize, blocks int) *plusBuilder {
-	b := &plusBuilder{blkSize: blkSize, img: make([]byte, blkSize*blocks), next: specialBlocks, cnid: 16}
+	return newPlusBuilderSized(blkSize, blocks, 4096, specialBlocks)
+}
+
+func newPlusBuilderSized(blkSize, blocks, nodeSize int, special uint32) *plusBuilder {
+	b := &plusBuilder{blkSize: blkSize, img: make([]byte, blkSize*blocks), next: special, cnid: 16, nodeSize: nodeSize, special: special}
 	b.catRec(1, "Test", folderRec(2, 0))
 	b.catRec(2, "", threadRec(3, 1, "Test"))
 	return b
@@ -336,7 +342,7 @@ func tree(recs []plusRec, nodeSize int, maxKey uint16, cmp byte) []byte {
 		depth, root = 2, uint32(1+nLeaves)
 		total++
 	}
-	total += 2 // free nodes at the end
+	total++ // a free node at the end
 	out := make([]byte, total*nodeSize)
 	node := func(n int, flink uint32, kind int8, height byte, recs [][]byte) {
 		b := out[n*nodeSize : (n+1)*nodeSize]
@@ -362,11 +368,11 @@ func tree(recs []plusRec, nodeSize int, maxKey uint16, cmp byte) []byte {
 	pbe.PutUint16(hdr[18:], uint16(nodeSize))
 	pbe.PutUint16(hdr[20:], maxKey)
 	pbe.PutUint32(hdr[22:], uint32(total))
-	pbe.PutUint32(hdr[26:], 2)
+	pbe.PutUint32(hdr[26:], 1)
 	hdr[37] = cmp
 	pbe.PutUint32(hdr[38:], 6) // big keys, variable index keys
 	bitmap := make([]byte, nodeSize-14-106-128-8)
-	for n := 0; n < total-2; n++ {
+	for n := 0; n < total-1; n++ {
 		bitmap[n/8] |= 0x80 >> (n % 8)
 	}
 	node(0, 0, 1, 0, [][]byte{hdr, make([]byte, 128), bitmap})
@@ -417,11 +423,11 @@ func (b *plusBuilder) build() []byte {
 		panic("plusBuilder: volume full")
 	}
 	files := b.next
-	b.next = 1
-	at := b.fork(tree(b.attrs, 4096, 266, 0), false, 0, 8)
-	ct := b.fork(tree(b.cat, 4096, 516, cmp), false, 0, 4)
-	xt := b.fork(tree(b.ext, 4096, 10, 0), false, 0, 3)
-	if b.next > specialBlocks {
+	b.next = uint32((1536 + b.blkSize - 1) / b.blkSize) // after the volume header
+	at := b.fork(tree(b.attrs, b.nodeSize, 266, 0), false, 0, 8)
+	ct := b.fork(tree(b.cat, b.nodeSize, 516, cmp), false, 0, 4)
+	xt := b.fork(tree(b.ext, b.nodeSize, 10, 0), false, 0, 3)
+	if b.next > b.special {
 		panic("plusBuilder: B-trees too large")
 	}
 	b.next = files
