@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -83,12 +84,26 @@ func FuzzVolume(f *testing.F) {
 }
 
 func checkVolume(t *testing.T, data []byte) int {
+	return checkOpened(t, data, "fd", func(r io.ReaderAt, size int64, opts imagefs.Options) (imagefs.FS, error) {
+		v, err := hfs.Open(r, size, opts)
+		if err != nil {
+			return nil, err
+		}
+		_ = v.Info()
+		return v, nil
+	})
+}
+
+// checkOpened opens data with open and checks what it gives, as
+// imagefstest.CheckWalks does, with entries of the given types; an error
+// must be a FormatError, ErrWrappedHFSPlus, ErrCorrupt or a ReadError.
+func checkOpened(t *testing.T, data []byte, types string, open func(io.ReaderAt, int64, imagefs.Options) (imagefs.FS, error)) int {
 	opts := imagefs.Options{Report: func(p *imagefs.Problem) {
 		if p.Kind == "" {
 			t.Fatalf("a problem without a kind: %v", p)
 		}
 	}}
-	v, err := hfs.Open(bytes.NewReader(data), int64(len(data)), opts)
+	v, err := open(bytes.NewReader(data), int64(len(data)), opts)
 	if err != nil {
 		var fe *hfs.FormatError
 		var re *imagefs.ReadError
@@ -97,8 +112,7 @@ func checkVolume(t *testing.T, data []byte) int {
 		}
 		return 0
 	}
-	_ = v.Info()
-	return imagefstest.CheckWalks(t, v, &opts, "fd")
+	return imagefstest.CheckWalks(t, v, &opts, types)
 }
 
 // TestFuzzSeeds: the seeds are small real volumes, read whole (what lies
@@ -177,22 +191,14 @@ func FuzzPlusVolume(f *testing.F) {
 }
 
 func checkPlusVolume(t *testing.T, data []byte) int {
-	opts := imagefs.Options{Report: func(p *imagefs.Problem) {
-		if p.Kind == "" {
-			t.Fatalf("a problem without a kind: %v", p)
+	return checkOpened(t, data, "fdlp", func(r io.ReaderAt, size int64, opts imagefs.Options) (imagefs.FS, error) {
+		v, err := hfs.OpenPlus(r, size, opts)
+		if err != nil {
+			return nil, err
 		}
-	}}
-	v, err := hfs.OpenPlus(bytes.NewReader(data), int64(len(data)), opts)
-	if err != nil {
-		var fe *hfs.FormatError
-		var re *imagefs.ReadError
-		if !errors.As(err, &fe) && !errors.Is(err, imagefs.ErrCorrupt) && !errors.As(err, &re) {
-			t.Fatalf("OpenPlus: not a FormatError, ErrCorrupt or ReadError: %v", err)
-		}
-		return 0
-	}
-	_ = v.Info()
-	return imagefstest.CheckWalks(t, v, &opts, "fdlp")
+		_ = v.Info()
+		return v, nil
+	})
 }
 
 // TestPlusFuzzSeeds: the seeds are small and read whole.
