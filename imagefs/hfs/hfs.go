@@ -78,38 +78,14 @@ var macEpoch = time.Date(1904, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func macTime(s uint32) time.Time { return macEpoch.Add(time.Duration(s) * time.Second) }
 
-// extent is an HFS extent descriptor: a start allocation block and a count.
-type extent struct{ start, count uint16 }
-
-func extents(b []byte) [3]extent {
-	var x [3]extent
-	for i := range x {
-		x[i] = extent{be.Uint16(b[4*i:]), be.Uint16(b[4*i+2:])}
-	}
-	return x
-}
-
-// extKey keys an extents-overflow record: fork (0 data, 0xFF resource),
-// file CNID, the first file allocation block the record maps.
-type extKey struct {
-	fork  byte
-	cnid  uint32
-	start uint16
-}
-
 // Volume is a classic HFS volume opened from an image. Everything it needs
 // is read at Open; its methods may be called from several goroutines.
 type Volume struct {
-	r        io.ReaderAt
-	size     int64
-	readSize int64 // where content may be read: the allocation area's end, or the image's
-	opts     imagefs.Options
-	label    []byte
-	blkSize  int64
-	alStart  int64 // byte offset of allocation block 0
-	nBlocks  uint32
-	lsMod    time.Time
-	overflow map[extKey][3]extent
+	size       int64
+	opts       imagefs.Options
+	label      []byte
+	lsMod      time.Time
+	allocation // block 0 at drAlBlSt; readSize: the allocation area's end, or the image's
 	catalog
 }
 
@@ -125,7 +101,7 @@ type Info struct {
 // Info returns the volume's layout.
 func (v *Volume) Info() Info {
 	l, _ := DecodeName(v.label)
-	return Info{Label: string(l), BlockSize: v.blkSize, Blocks: v.nBlocks, AllocStart: v.alStart, CatalogRecords: v.records()}
+	return Info{Label: string(l), BlockSize: v.blkSize, Blocks: v.nBlocks, AllocStart: v.base, CatalogRecords: v.records()}
 }
 
 // Open reads the master directory block and the extents-overflow and
@@ -151,26 +127,27 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	if string(m[0x7c:0x7e]) == "H+" {
 		return nil, fmt.Errorf("hfs: %w", ErrWrappedHFSPlus)
 	}
-	v := &Volume{r: r, size: size, opts: opts, overflow: map[extKey][3]extent{}}
+	v := &Volume{size: size, opts: opts}
+	v.allocation = allocation{r: r, report: &v.opts, maxFABN: 0xffff, overflow: map[extKey][]extent{}}
 	v.catalog = newCatalog(&v.opts)
 	v.nBlocks = uint32(be.Uint16(m[0x12:]))
 	v.blkSize = int64(be.Uint32(m[0x14:]))
-	v.alStart = int64(be.Uint16(m[0x1c:])) * 512
+	v.base = int64(be.Uint16(m[0x1c:])) * 512
 	v.lsMod = macTime(be.Uint32(m[0x06:]))
 	switch {
 	case v.nBlocks == 0:
 		return nil, bad(0x12, "drNmAlBlks", 0, "no allocation blocks")
 	case v.blkSize == 0 || v.blkSize%512 != 0 || v.blkSize > 1<<30:
 		return nil, bad(0x14, "drAlBlkSiz", v.blkSize, "not a positive multiple of 512")
-	case v.alStart < mdbOffset+512:
-		return nil, bad(0x1c, "drAlBlSt", v.alStart/512, "the allocation area starts before the end of the master directory block")
-	case v.alStart >= size:
-		return nil, bad(0x1c, "drAlBlSt", v.alStart/512, "the allocation area starts past the end of the volume")
+	case v.base < mdbOffset+512:
+		return nil, bad(0x1c, "drAlBlSt", v.base/512, "the allocation area starts before the end of the master directory block")
+	case v.base >= size:
+		return nil, bad(0x1c, "drAlBlSt", v.base/512, "the allocation area starts past the end of the volume")
 	}
 	if n := int(m[0x24]); n <= 27 {
 		v.label = append([]byte(nil), m[0x25:0x25+n]...)
 	}
-	end := v.alStart + int64(v.nBlocks)*v.blkSize
+	end := v.base + int64(v.nBlocks)*v.blkSize
 	v.readSize = min(end, size)
 	if end > size {
 		opts.Reportf(size, "truncated", "the image ends at byte %d, the master directory block gives the allocation area up to byte %d: content past the end cannot be read", size, end)
@@ -182,19 +159,19 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 		name string
 		val  int64
 	}{{0x82, "drXTFlSize", xtSize}, {0x92, "drCTFlSize", ctSize}} {
-		if f.val < nodeSize || f.val%nodeSize != 0 || f.val > end-v.alStart {
+		if f.val < nodeSize || f.val%nodeSize != 0 || f.val > end-v.base {
 			return nil, bad(f.off, f.name, f.val, "not a multiple of 512 B-tree nodes inside the allocation area")
 		}
 	}
 
 	// The extents-overflow file has only its three extents.
-	xt := v.btree("extents overflow", extentsCNID, extents(m[0x86:]), xtSize, mdbOffset+0x86)
+	xt := v.btree("extents overflow", extentsCNID, extents(m[0x86:]), xtSize, mdbOffset+0x86, false)
 	if err := xt.header(); err != nil {
 		opts.Reportf(xt.nodeOffset(0), "corrupt", "%v; no extents-overflow records are read", err)
 	} else {
 		xt.leaves(v.addOverflow)
 	}
-	ct := v.btree("catalog", catalogCNID, extents(m[0x96:]), ctSize, mdbOffset+0x96)
+	ct := v.btree("catalog", catalogCNID, extents(m[0x96:]), ctSize, mdbOffset+0x96, false)
 	if err := ct.header(); err != nil {
 		return nil, fmt.Errorf("hfs: %w", err)
 	}
@@ -216,53 +193,6 @@ func hfsDirData(cnid uint32, valence int) []byte {
 	return data
 }
 
-// btree opens the B-tree file cnid whose first extents are first and
-// whose size is size bytes.
-func (v *Volume) btree(name string, cnid uint32, first [3]extent, size int64, recOff int64) *btree {
-	runs, covered := v.forkRuns(first, cnid, 0, size, name+" file", recOff)
-	if covered < size {
-		size = covered - covered%nodeSize
-	}
-	return &btree{name: name, file: imagefs.NewRunReader(v.r, v.readSize, runs, size), runs: runs,
-		size: size, opts: &v.opts}
-}
-
-// maxRuns bounds the extents of one fork (a 65535-block volume has at most
-// that many).
-const maxRuns = 65536
-
-// forkRuns maps a fork of size bytes: its three first extents, then the
-// extents-overflow records of (fork, cnid) from the block where the
-// previous ones end, until size is covered. An extent past the allocation
-// area is reported and kept (reading it fails with ErrBeyondEnd). It
-// returns the runs, trimmed to size, and how many bytes they cover.
-func (v *Volume) forkRuns(first [3]extent, cnid uint32, fork byte, size int64, what string, recOff int64) ([]imagefs.Run, int64) {
-	var runs []imagefs.Run
-	var covered int64
-	fabn := uint32(0)
-	x, ok := first, true
-	for ok && covered < size && len(runs) < maxRuns {
-		for _, e := range x {
-			if e.count == 0 || covered >= size {
-				ok = false
-				break
-			}
-			if uint32(e.start)+uint32(e.count) > v.nBlocks {
-				v.opts.Reportf(recOff, "out_of_volume", "%s (CNID %d): extent of blocks %d+%d runs past the %d allocation blocks of the volume", what, cnid, e.start, e.count, v.nBlocks)
-			}
-			n := min(int64(e.count)*v.blkSize, size-covered)
-			runs = append(runs, imagefs.Run{Logical: covered, Offset: v.alStart + int64(e.start)*v.blkSize, Length: n})
-			covered += n
-			fabn += uint32(e.count)
-		}
-		if !ok || covered >= size || fabn > 0xffff {
-			break
-		}
-		x, ok = v.overflow[extKey{fork, cnid, uint16(fabn)}]
-	}
-	return runs, covered
-}
-
 // addOverflow keeps one extents-overflow leaf record.
 func (v *Volume) addOverflow(rec []byte, off int64) {
 	key, data, ok := recordKey(rec)
@@ -270,12 +200,7 @@ func (v *Volume) addOverflow(rec []byte, off int64) {
 		v.opts.Reportf(off, "corrupt", "an extents-overflow record of %d bytes does not check out; left out", len(rec))
 		return
 	}
-	k := extKey{key[0], be.Uint32(key[1:]), be.Uint16(key[5:])}
-	if _, dup := v.overflow[k]; dup {
-		v.opts.Reportf(off, "corrupt", "a second extents-overflow record for CNID %d fork %#x block %d; left out", k.cnid, k.fork, k.start)
-		return
-	}
-	v.overflow[k] = extents(data)
+	v.allocation.addOverflow(extKey{key[0], be.Uint32(key[1:]), uint32(be.Uint16(key[5:]))}, extents(data), off)
 }
 
 // addCatalog keeps one catalog leaf record of a file or a directory, and
@@ -381,23 +306,15 @@ func (v *Volume) entry(r *record) *imagefs.Entry {
 }
 
 // Open returns a reader of a file's data fork, or of the resource fork
-// its Forks hold. If the fork's extents cover fewer bytes than its size, reading the missing tail fails with
-// imagefs.ErrCorrupt (never zeros); a run past the image or the allocation
-// area fails with imagefs.ErrBeyondEnd.
+// its Forks hold. If the fork's extents cover fewer bytes than its size,
+// reading the missing tail fails with imagefs.ErrCorrupt (never zeros); a
+// run past the image or the allocation area fails with
+// imagefs.ErrBeyondEnd.
 func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	if e == nil || e.Type != 'f' {
 		return nil, fmt.Errorf("hfs: Open of a non-file")
 	}
-	rr := imagefs.NewRunReader(v.r, v.readSize, e.Runs, e.Size)
-	var covered int64
-	for _, r := range e.Runs {
-		covered = max(covered, r.Logical+r.Length)
-	}
-	if covered >= e.Size {
-		return rr, nil
-	}
-	return imagefs.NewShortReader(rr, covered, e.Size, v.fileOff(uint32(e.ID)),
-		fmt.Sprintf("the extents of CNID %d end %d bytes into a fork of %d", uint32(e.ID), covered, e.Size)), nil
+	return v.forkReader(e, v.fileOff(uint32(e.ID))), nil
 }
 
 // fileOff is the volume offset of file cnid's record (-1: none).

@@ -65,25 +65,6 @@ func utf16Name(s string) []byte {
 	return b
 }
 
-// plusExtKey keys an HFS+ extents-overflow record: fork (0 data, 0xFF
-// resource), file CNID, the first file allocation block the record maps.
-type plusExtKey struct {
-	fork  byte
-	cnid  uint32
-	start uint32
-}
-
-// plusExtent is an HFS+ extent descriptor.
-type plusExtent struct{ start, count uint32 }
-
-func plusExtents(b []byte) [8]plusExtent {
-	var x [8]plusExtent
-	for i := range x {
-		x[i] = plusExtent{be.Uint32(b[8*i:]), be.Uint32(b[8*i+4:])}
-	}
-	return x
-}
-
 // attr is a com.apple.decmpfs attribute: its data (inline records) and
 // the volume offset of that data; fork marks an attribute stored in a
 // fork of its own, which is not read.
@@ -97,20 +78,17 @@ type attr struct {
 // embedded in an HFS wrapper. Everything it needs is read at Open; its
 // methods may be called from several goroutines.
 type PlusVolume struct {
-	r        io.ReaderAt
 	size     int64
-	start    int64 // byte offset of the HFS+ volume (allocation block 0) in r: 0, or the embedded volume's
-	readSize int64 // where content may be read: the volume's end, or the image's
 	opts     imagefs.Options
 	sig      string
-	blkSize  int64
-	nBlocks  uint32
 	modify   time.Time
 	wrapped  bool
 	journal  bool
 	caseSens bool
-	overflow map[plusExtKey][8]plusExtent
-	decmpfs  map[uint32]attr // com.apple.decmpfs attributes by file CNID
+	// Block 0 at the HFS+ volume's first byte: 0, or the embedded
+	// volume's offset; readSize: the volume's end, or the image's.
+	allocation
+	decmpfs map[uint32]attr // com.apple.decmpfs attributes by file CNID
 	catalog
 	private  uint32             // CNID of the hardlinks' private directory (0: none)
 	privDirs uint32             // CNID of the directory hardlinks' private directory (0: none)
@@ -138,7 +116,7 @@ func (v *PlusVolume) Info() PlusInfo {
 		label, _ = DecodeUnicode(r.name)
 	}
 	return PlusInfo{Label: string(label), Signature: v.sig, CaseSensitive: v.caseSens, Wrapped: v.wrapped,
-		Offset: v.start, Journaled: v.journal, BlockSize: v.blkSize, Blocks: v.nBlocks, CatalogRecords: v.records()}
+		Offset: v.base, Journaled: v.journal, BlockSize: v.blkSize, Blocks: v.nBlocks, CatalogRecords: v.records()}
 }
 
 // OpenPlus reads the volume header and the extents-overflow, attributes
@@ -148,8 +126,8 @@ func (v *PlusVolume) Info() PlusInfo {
 // *FormatError wrapping ErrNotHFSPlus; a catalog header node that does not
 // check out wraps imagefs.ErrCorrupt.
 func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, error) {
-	v := &PlusVolume{r: r, size: size, opts: opts, overflow: map[plusExtKey][8]plusExtent{},
-		decmpfs: map[uint32]attr{}, inodes: map[uint32]*record{}, links: map[uint32]uint64{}}
+	v := &PlusVolume{size: size, opts: opts, decmpfs: map[uint32]attr{}, inodes: map[uint32]*record{}, links: map[uint32]uint64{}}
+	v.allocation = allocation{r: r, report: &v.opts, maxFABN: 0xffffffff, overflow: map[extKey][]extent{}}
 	v.catalog = newCatalog(&v.opts)
 	bad := func(off int64, field string, val int64, msg string) error {
 		return &FormatError{Offset: off, Field: field, Value: val, Msg: msg, Plus: true}
@@ -187,13 +165,13 @@ func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, err
 			return nil, bad(mdbOffset+0x7e, "drEmbedExtent.startBlock", start, "the embedded volume starts past the end of the volume")
 		}
 		v.wrapped = true
-		v.start = alStart + start*blk
-		limit = v.start + count*blk
-		if h, err = read(v.start); err != nil {
+		v.base = alStart + start*blk
+		limit = v.base + count*blk
+		if h, err = read(v.base); err != nil {
 			return nil, err
 		}
 	}
-	hdr := v.start + mdbOffset // volume offset of the header, for reports
+	hdr := v.base + mdbOffset // volume offset of the header, for reports
 	v.sig = string(h[0:2])
 	switch ver := be.Uint16(h[2:]); {
 	case v.sig != "H+" && v.sig != "HX":
@@ -211,7 +189,7 @@ func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, err
 	case v.nBlocks == 0:
 		return nil, bad(hdr+44, "totalBlocks", 0, "no allocation blocks")
 	}
-	end := v.start + int64(v.nBlocks)*v.blkSize
+	end := v.base + int64(v.nBlocks)*v.blkSize
 	if end > limit && v.wrapped {
 		opts.Reportf(hdr+44, "out_of_volume", "the embedded HFS+ volume's %d blocks of %d bytes run past its wrapper's extent, which ends at byte %d: read up to there", v.nBlocks, v.blkSize, limit)
 		end = limit
@@ -299,13 +277,7 @@ func isHardlink(r *record) bool {
 
 // btree opens the special file cnid whose fork data (80 bytes) is fd.
 func (v *PlusVolume) btree(name string, cnid uint32, fd []byte, recOff int64) *btree {
-	size := v.forkSize(fd, name+" file", recOff)
-	runs, covered := v.forkRuns(fd, cnid, 0, size, name+" file", recOff)
-	if covered < size {
-		size = covered - covered%nodeSize
-	}
-	return &btree{name: name, file: imagefs.NewRunReader(v.r, v.readSize, runs, size), runs: runs,
-		size: size, plus: true, opts: &v.opts}
+	return v.allocation.btree(name, cnid, plusExtents(fd[16:]), v.forkSize(fd, name+" file", recOff), recOff, true)
 }
 
 // forkSize is the logical size of the fork data fd, bounded by the volume:
@@ -320,36 +292,10 @@ func (v *PlusVolume) forkSize(fd []byte, what string, recOff int64) int64 {
 	return int64(n)
 }
 
-// forkRuns maps a fork of size bytes: the eight extents of its fork data
-// fd, then the extents-overflow records of (fork, cnid) from the block
-// where the previous ones end, until size is covered. An extent past the
-// volume is reported and kept (reading it fails with ErrBeyondEnd). It
-// returns the runs, trimmed to size, and how many bytes they cover.
-func (v *PlusVolume) forkRuns(fd []byte, cnid uint32, fork byte, size int64, what string, recOff int64) ([]imagefs.Run, int64) {
-	var runs []imagefs.Run
-	var covered int64
-	fabn := uint64(0)
-	x, ok := plusExtents(fd[16:]), true
-	for ok && covered < size && len(runs) < maxRuns {
-		for _, e := range x {
-			if e.count == 0 || covered >= size {
-				ok = false
-				break
-			}
-			if uint64(e.start)+uint64(e.count) > uint64(v.nBlocks) {
-				v.opts.Reportf(recOff, "out_of_volume", "%s (CNID %d): extent of blocks %d+%d runs past the %d allocation blocks of the volume", what, cnid, e.start, e.count, v.nBlocks)
-			}
-			n := min(int64(e.count)*v.blkSize, size-covered)
-			runs = append(runs, imagefs.Run{Logical: covered, Offset: v.start + int64(e.start)*v.blkSize, Length: n})
-			covered += n
-			fabn += uint64(e.count)
-		}
-		if !ok || covered >= size || fabn > 0xffffffff {
-			break
-		}
-		x, ok = v.overflow[plusExtKey{fork, cnid, uint32(fabn)}]
-	}
-	return runs, covered
+// plusForkRuns maps the fork of fork data fd (see allocation.forkRuns).
+func (v *PlusVolume) plusForkRuns(fd []byte, cnid uint32, fork byte, size int64, what string, recOff int64) []imagefs.Run {
+	runs, _ := v.forkRuns(plusExtents(fd[16:]), cnid, fork, size, what, recOff)
+	return runs
 }
 
 // addOverflow keeps one extents-overflow leaf record.
@@ -359,12 +305,7 @@ func (v *PlusVolume) addOverflow(rec []byte, off int64) {
 		v.opts.Reportf(off, "corrupt", "an extents-overflow record of %d bytes does not check out; left out", len(rec))
 		return
 	}
-	k := plusExtKey{key[0], be.Uint32(key[2:]), be.Uint32(key[6:])}
-	if _, dup := v.overflow[k]; dup {
-		v.opts.Reportf(off, "corrupt", "a second extents-overflow record for CNID %d fork %#x block %d; left out", k.cnid, k.fork, k.start)
-		return
-	}
-	v.overflow[k] = plusExtents(data)
+	v.allocation.addOverflow(extKey{key[0], be.Uint32(key[2:]), be.Uint32(key[6:])}, plusExtents(data), off)
 }
 
 // decmpfsName is the attribute of a compressed file.
@@ -556,7 +497,7 @@ func (v *PlusVolume) entry(r *record) *imagefs.Entry {
 	data := r.data[88 : 88+forkDataSize]
 	size := v.forkSize(data, fmt.Sprintf("the data fork of %q", name), r.off)
 	e.Size = size
-	e.Runs, _ = v.forkRuns(data, r.id, 0, size, fmt.Sprintf("the data fork of %q", name), r.off)
+	e.Runs = v.plusForkRuns(data, r.id, 0, size, fmt.Sprintf("the data fork of %q", name), r.off)
 	if mode == sIFLNK || (string(r.data[48:52]) == "slnk" && string(r.data[52:56]) == "rhap") {
 		if t, ok := v.target(e, r); ok {
 			e.Type, e.Target, e.Size, e.Runs = 'l', t, int64(len(t)), nil
@@ -567,7 +508,7 @@ func (v *PlusVolume) entry(r *record) *imagefs.Entry {
 	rsize := v.forkSize(rsrc, fmt.Sprintf("the resource fork of %q", name), r.off)
 	var rruns []imagefs.Run
 	if rsize > 0 {
-		rruns, _ = v.forkRuns(rsrc, r.id, 0xff, rsize, fmt.Sprintf("the resource fork of %q", name), r.off)
+		rruns = v.plusForkRuns(rsrc, r.id, 0xff, rsize, fmt.Sprintf("the resource fork of %q", name), r.off)
 	}
 	if d, ok, err := v.compressed(r); err != nil {
 		v.opts.Reportf(d.a.off, "corrupt", "%q: %v; its data fork is read as it is", name, err)
@@ -627,14 +568,5 @@ func (v *PlusVolume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 }
 
 func (v *PlusVolume) open(e *imagefs.Entry, r *record) (io.ReaderAt, error) {
-	rr := imagefs.NewRunReader(v.r, v.readSize, e.Runs, e.Size)
-	var covered int64
-	for _, run := range e.Runs {
-		covered = max(covered, run.Logical+run.Length)
-	}
-	if covered >= e.Size {
-		return rr, nil
-	}
-	return imagefs.NewShortReader(rr, covered, e.Size, r.off,
-		fmt.Sprintf("the extents of CNID %d end %d bytes into a fork of %d", r.id, covered, e.Size)), nil
+	return v.forkReader(e, r.off), nil
 }

@@ -28,6 +28,8 @@ type plusBuilder struct {
 	hfsx     bool
 	private  uint32
 	inodeNum uint32
+	nodeSize int    // of every B-tree (4096 unless set)
+	special  uint32 // blocks kept for the B-tree files (specialBlocks unless set)
 }
 
 type plusRec struct {
@@ -38,8 +40,16 @@ type plusRec struct {
 
 const macT0 = 3786912000 // 2024-01-01 in seconds since 1904
 
+// specialBlocks are the blocks (after block 0) kept for the B-tree files,
+// at the start of the volume as macOS puts them; files come after.
+const specialBlocks = 192
+
 func newPlusBuilder(blkSize, blocks int) *plusBuilder {
-	b := &plusBuilder{blkSize: blkSize, img: make([]byte, blkSize*blocks), next: 64, cnid: 16}
+	return newPlusBuilderSized(blkSize, blocks, 4096, specialBlocks)
+}
+
+func newPlusBuilderSized(blkSize, blocks, nodeSize int, special uint32) *plusBuilder {
+	b := &plusBuilder{blkSize: blkSize, img: make([]byte, blkSize*blocks), next: special, cnid: 16, nodeSize: nodeSize, special: special}
 	b.catRec(1, "Test", folderRec(2, 0))
 	b.catRec(2, "", threadRec(3, 1, "Test"))
 	return b
@@ -332,7 +342,7 @@ func tree(recs []plusRec, nodeSize int, maxKey uint16, cmp byte) []byte {
 		depth, root = 2, uint32(1+nLeaves)
 		total++
 	}
-	total += 2 // free nodes at the end
+	total++ // a free node at the end
 	out := make([]byte, total*nodeSize)
 	node := func(n int, flink uint32, kind int8, height byte, recs [][]byte) {
 		b := out[n*nodeSize : (n+1)*nodeSize]
@@ -358,11 +368,11 @@ func tree(recs []plusRec, nodeSize int, maxKey uint16, cmp byte) []byte {
 	pbe.PutUint16(hdr[18:], uint16(nodeSize))
 	pbe.PutUint16(hdr[20:], maxKey)
 	pbe.PutUint32(hdr[22:], uint32(total))
-	pbe.PutUint32(hdr[26:], 2)
+	pbe.PutUint32(hdr[26:], 1)
 	hdr[37] = cmp
 	pbe.PutUint32(hdr[38:], 6) // big keys, variable index keys
 	bitmap := make([]byte, nodeSize-14-106-128-8)
-	for n := 0; n < total-2; n++ {
+	for n := 0; n < total-1; n++ {
 		bitmap[n/8] |= 0x80 >> (n % 8)
 	}
 	node(0, 0, 1, 0, [][]byte{hdr, make([]byte, 128), bitmap})
@@ -408,10 +418,19 @@ func (b *plusBuilder) build() []byte {
 	if b.hfsx {
 		cmp, sig, ver = 0xBC, "HX", 5
 	}
-	// The special files go after the files, each in one extent.
-	at := b.fork(tree(b.attrs, 4096, 266, 0), false, 0, 8)
-	ct := b.fork(tree(b.cat, 4096, 516, cmp), false, 0, 4)
-	xt := b.fork(tree(b.ext, 4096, 10, 0), false, 0, 3)
+	// The special files go before the files, each in one extent.
+	if int(b.next)*b.blkSize > len(b.img) {
+		panic("plusBuilder: volume full")
+	}
+	files := b.next
+	b.next = uint32((1536 + b.blkSize - 1) / b.blkSize) // after the volume header
+	at := b.fork(tree(b.attrs, b.nodeSize, 266, 0), false, 0, 8)
+	ct := b.fork(tree(b.cat, b.nodeSize, 516, cmp), false, 0, 4)
+	xt := b.fork(tree(b.ext, b.nodeSize, 10, 0), false, 0, 3)
+	if b.next > b.special {
+		panic("plusBuilder: B-trees too large")
+	}
+	b.next = files
 	vh := b.img[1024:1536]
 	copy(vh, sig)
 	pbe.PutUint16(vh[2:], ver)
@@ -424,9 +443,6 @@ func (b *plusBuilder) build() []byte {
 	copy(vh[0xc0:], xt)
 	copy(vh[0x110:], ct)
 	copy(vh[0x160:], at)
-	if int(b.next)*b.blkSize > len(b.img) {
-		panic("plusBuilder: volume full")
-	}
 	return b.img
 }
 
