@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/zeebo/blake3"
 
 	"github.com/HRDAG/ntt/archive"
 	"github.com/HRDAG/ntt/internal/demo"
@@ -58,6 +60,19 @@ func (e *env) checkImageRun(m *demo.Medium) {
 	require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM path p JOIN inode i USING (medium_hash, dev, ino)
 		WHERE p.medium_hash = $1 AND i.fs_type = 'f' AND i.status = 'success'`, m.Hash).Scan(&files))
 	require.Equal(t, int64(m.Tree.Files()), files)
+	// Every resource fork is catalogued at <file>/..namedfork/rsrc, an
+	// inode of its own holding its bytes' blob.
+	for p, data := range m.Forks {
+		var size int64
+		var blobid *string
+		require.NoError(t, e.db.QueryRow(ctx, `SELECT i.size, i.blobid FROM path p JOIN inode i USING (medium_hash, dev, ino)
+			WHERE p.medium_hash = $1 AND p.path = $2 AND i.fs_type = 'f' AND i.status = 'success'`, m.Hash, []byte("/"+p)).
+			Scan(&size, &blobid), "fork %s in the catalog", p)
+		sum := blake3.Sum256(data)
+		require.Equal(t, int64(len(data)), size, "%s", p)
+		require.NotNil(t, blobid, "%s", p)
+		require.Equal(t, hex.EncodeToString(sum[:]), *blobid, "%s", p)
+	}
 	_, err = os.Stat(filepath.Join(e.root, m.Hash))
 	require.ErrorIs(t, err, os.ErrNotExist, "image mode makes no mount point")
 	e.checkNothingLeft(m.Hash, m.Image)
@@ -174,7 +189,9 @@ func TestPipelineImageModeTruncatedFloppy(t *testing.T) {
 }
 
 // A classic HFS floppy (hfsutils) goes through every phase read from its
-// image: catalogued, copied byte-identical, archived, nothing mounted.
+// image: catalogued, copied byte-identical with its resource forks (each
+// found in the catalog at <file>/..namedfork/rsrc), archived, nothing
+// mounted.
 func TestPipelineHFSFloppyFromImage(t *testing.T) {
 	testimg.RequireHFSTools(t)
 	e := newEnv(t)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -40,22 +39,35 @@ var (
 	ErrWrappedHFSPlus = errors.New("an HFS wrapper around an embedded HFS+ volume: not read by the HFS reader (probe type hfsplus)")
 )
 
-// FormatError is a master directory block field that does not check out:
-// its byte offset on the volume, its name in Inside Macintosh, its value
-// and why. It wraps ErrNotHFS and imagefs.ErrCorrupt.
+// FormatError is a master directory block (HFS) or volume header (HFS+)
+// field that does not check out: its byte offset on the volume, its name
+// in Inside Macintosh or TN1150, its value and why. It wraps ErrNotHFS
+// (HFS) or ErrNotHFSPlus (HFS+), and imagefs.ErrCorrupt.
 type FormatError struct {
 	Offset int64
 	Field  string
 	Value  int64
 	Msg    string
+	// Plus marks a field of an HFS+ volume (or of the HFS wrapper around
+	// it, read by the HFS+ reader).
+	Plus bool
 }
 
 func (e *FormatError) Error() string {
+	if e.Plus {
+		return fmt.Sprintf("hfsplus: volume header field %s at byte offset %d is %d: %s", e.Field, e.Offset, e.Value, e.Msg)
+	}
 	return fmt.Sprintf("hfs: master directory block field %s at byte offset %d is %d: %s", e.Field, e.Offset, e.Value, e.Msg)
 }
 
-// Unwrap lets errors.Is find ErrNotHFS and imagefs.ErrCorrupt.
-func (e *FormatError) Unwrap() []error { return []error{ErrNotHFS, imagefs.ErrCorrupt} }
+// Unwrap lets errors.Is find ErrNotHFS or ErrNotHFSPlus, and
+// imagefs.ErrCorrupt.
+func (e *FormatError) Unwrap() []error {
+	if e.Plus {
+		return []error{ErrNotHFSPlus, imagefs.ErrCorrupt}
+	}
+	return []error{ErrNotHFS, imagefs.ErrCorrupt}
+}
 
 // The master directory block lies at byte 1024.
 const mdbOffset = 1024
@@ -85,23 +97,6 @@ type extKey struct {
 	start uint16
 }
 
-// record is one catalog leaf record of a file or directory.
-type record struct {
-	parent uint32
-	name   []byte // raw MacRoman
-	dir    bool
-	data   []byte // the record's data (70 bytes for a directory, 102 for a file)
-	off    int64  // volume byte offset of the record (-1: not mapped)
-	size   int64  // the record's length in bytes
-}
-
-func (r *record) cnid() uint32 {
-	if r.dir {
-		return be.Uint32(r.data[6:])
-	}
-	return be.Uint32(r.data[20:])
-}
-
 // Volume is a classic HFS volume opened from an image. Everything it needs
 // is read at Open; its methods may be called from several goroutines.
 type Volume struct {
@@ -115,10 +110,7 @@ type Volume struct {
 	nBlocks  uint32
 	lsMod    time.Time
 	overflow map[extKey][3]extent
-	children map[uint32][]*record // by parent CNID, in catalog order
-	dirs     map[uint32]*record   // directory records by their CNID
-	fileOff  map[uint32]int64     // file records' volume offsets by CNID
-	threads  map[uint32]*record   // directory thread records by the directory's CNID
+	catalog
 }
 
 // Info describes a volume.
@@ -132,12 +124,8 @@ type Info struct {
 
 // Info returns the volume's layout.
 func (v *Volume) Info() Info {
-	n := 0
-	for _, c := range v.children {
-		n += len(c)
-	}
 	l, _ := DecodeName(v.label)
-	return Info{Label: string(l), BlockSize: v.blkSize, Blocks: v.nBlocks, AllocStart: v.alStart, CatalogRecords: n}
+	return Info{Label: string(l), BlockSize: v.blkSize, Blocks: v.nBlocks, AllocStart: v.alStart, CatalogRecords: v.records()}
 }
 
 // Open reads the master directory block and the extents-overflow and
@@ -163,8 +151,8 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	if string(m[0x7c:0x7e]) == "H+" {
 		return nil, fmt.Errorf("hfs: %w", ErrWrappedHFSPlus)
 	}
-	v := &Volume{r: r, size: size, opts: opts, overflow: map[extKey][3]extent{},
-		children: map[uint32][]*record{}, dirs: map[uint32]*record{}, fileOff: map[uint32]int64{}, threads: map[uint32]*record{}}
+	v := &Volume{r: r, size: size, opts: opts, overflow: map[extKey][3]extent{}}
+	v.catalog = newCatalog(&v.opts)
 	v.nBlocks = uint32(be.Uint16(m[0x12:]))
 	v.blkSize = int64(be.Uint32(m[0x14:]))
 	v.alStart = int64(be.Uint16(m[0x1c:])) * 512
@@ -211,42 +199,21 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 		return nil, fmt.Errorf("hfs: %w", err)
 	}
 	ct.leaves(v.addCatalog)
-	v.rescueDirs()
+	v.rescueDirs(hfsDirData)
 	if v.dirs[RootID] == nil {
 		opts.Reportf(-1, "corrupt", "the catalog has no record of the root directory (CNID 2); its entries are still listed")
 	}
 	return v, nil
 }
 
-// rescueDirs finds the directories whose entries were read but whose own
-// record was not (it lay in a lost leaf node): a directory with a thread
-// record is put back under the parent and name its thread gives, with the
-// Mac epoch as its mtime (Kind "rescued"); the entries of one without are
-// reported as orphaned (Kind "orphaned"), not reachable from the root.
-func (v *Volume) rescueDirs() {
-	parents := make([]uint32, 0, len(v.children))
-	for p := range v.children {
-		parents = append(parents, p)
-	}
-	slices.Sort(parents) // reports and rescued entries in a stable order
-	for _, p := range parents {
-		if p == 1 || v.dirs[p] != nil {
-			continue // 1 is the root's parent, which has no record
-		}
-		th := v.threads[p]
-		if th == nil || th.parent == p || v.isFile(p) {
-			v.opts.Reportf(v.children[p][0].off, "orphaned", "%d catalog records name directory CNID %d as their parent, which has neither a directory record nor a thread; not reachable from the root", len(v.children[p]), p)
-			continue
-		}
-		data := make([]byte, 70)
-		data[0] = 1
-		be.PutUint16(data[4:], uint16(min(len(v.children[p]), 0xffff)))
-		be.PutUint32(data[6:], p)
-		r := &record{parent: th.parent, name: th.name, dir: true, data: data, off: th.off, size: th.size}
-		v.dirs[p] = r
-		v.children[th.parent] = append(v.children[th.parent], r)
-		v.opts.Reportf(th.off, "rescued", "directory CNID %d %q has no directory record; listed from its thread record", p, th.name)
-	}
+// hfsDirData is the data of a directory record rescued from its thread:
+// its valence and CNID, all dates the Mac epoch.
+func hfsDirData(cnid uint32, valence int) []byte {
+	data := make([]byte, 70)
+	data[0] = 1
+	be.PutUint16(data[4:], uint16(min(valence, 0xffff)))
+	be.PutUint32(data[6:], cnid)
+	return data
 }
 
 // btree opens the B-tree file cnid whose first extents are first and
@@ -257,7 +224,7 @@ func (v *Volume) btree(name string, cnid uint32, first [3]extent, size int64, re
 		size = covered - covered%nodeSize
 	}
 	return &btree{name: name, file: imagefs.NewRunReader(v.r, v.readSize, runs, size), runs: runs,
-		nodes: uint32(min(size/nodeSize, 1<<32-1)), opts: &v.opts}
+		size: size, opts: &v.opts}
 }
 
 // maxRuns bounds the extents of one fork (a 65535-block volume has at most
@@ -311,8 +278,8 @@ func (v *Volume) addOverflow(rec []byte, off int64) {
 	v.overflow[k] = extents(data)
 }
 
-// addCatalog keeps one catalog leaf record of a file or a directory;
-// thread records (which name a CNID's parent) are not needed for a walk.
+// addCatalog keeps one catalog leaf record of a file or a directory, and
+// the directory threads (which name a directory's parent and name).
 func (v *Volume) addCatalog(rec []byte, off int64) {
 	key, data, ok := recordKey(rec)
 	if !ok || len(key) < 6 || int(key[5]) > 31 || 6+int(key[5]) > len(key) || len(data) < 2 {
@@ -328,30 +295,20 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 		}
 		r.dir = true
 		r.data = append([]byte(nil), data[:70]...)
-		// One record per directory CNID: a second one (damage) would
-		// list the same entries again, under another name.
-		if !v.claim(r, off) {
-			return
-		}
-		v.dirs[r.cnid()] = r
+		r.id = be.Uint32(r.data[6:])
 	case 2:
 		if len(data) < 102 {
 			v.opts.Reportf(off, "corrupt", "file record %q of %d bytes, want 102; left out", r.name, len(data))
 			return
 		}
 		r.data = append([]byte(nil), data[:102]...)
-		if !v.claim(r, off) {
-			return
-		}
-		v.fileOff[r.cnid()] = off
+		r.id = be.Uint32(r.data[20:])
 	case 3:
 		// A directory thread: its key is (CNID, ""), its data names the
 		// directory's parent and name; kept to rescue a directory whose
 		// own record is lost.
 		if len(data) >= 15 && int(data[14]) <= 31 && 15+int(data[14]) <= len(data) {
-			if _, dup := v.threads[r.parent]; !dup {
-				v.threads[r.parent] = &record{parent: be.Uint32(data[10:]), name: append([]byte(nil), data[15:15+int(data[14])]...), off: off, size: int64(len(rec))}
-			}
+			v.addThread(r.parent, &record{parent: be.Uint32(data[10:]), name: append([]byte(nil), data[15:15+int(data[14])]...), off: off, size: int64(len(rec))})
 		}
 		return
 	case 4:
@@ -360,22 +317,10 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 		v.opts.Reportf(off, "corrupt", "catalog record %q of unknown type %d; left out", r.name, data[0])
 		return
 	}
-	v.children[r.parent] = append(v.children[r.parent], r)
+	// One record per CNID: a second directory record (damage) would list
+	// the same entries again, under another name.
+	v.add(r)
 }
-
-// claim takes r's CNID for r: a CNID is one file or directory, so a second
-// record with a CNID already taken (damage) is reported and left out — no
-// ID stands for two contents, no directory is entered twice.
-func (v *Volume) claim(r *record, off int64) bool {
-	id := r.cnid()
-	if v.dirs[id] != nil || v.isFile(id) || (id == RootID && !r.dir) {
-		v.opts.Reportf(off, "cross_linked", "catalog record %q has CNID %d, already the CNID of another record (or the root's); left out", r.name, id)
-		return false
-	}
-	return true
-}
-
-func (v *Volume) isFile(id uint32) bool { _, ok := v.fileOff[id]; return ok }
 
 // Type returns "hfs".
 func (v *Volume) Type() string { return Type }
@@ -388,16 +333,6 @@ func (v *Volume) Root() (*imagefs.Entry, error) {
 		return e, nil
 	}
 	return &imagefs.Entry{ID: RootID, Type: 'd', Mtime: v.lsMod, Nlink: 2 + v.subdirs(RootID)}, nil
-}
-
-func (v *Volume) subdirs(cnid uint32) uint64 {
-	n := uint64(0)
-	for _, c := range v.children[cnid] {
-		if c.dir {
-			n++
-		}
-	}
-	return n
 }
 
 // ReadDir returns the files and directories whose catalog records name dir
@@ -434,12 +369,19 @@ func (v *Volume) entry(r *record) *imagefs.Entry {
 	}
 	size := int64(be.Uint32(r.data[26:]))
 	runs, _ := v.forkRuns(extents(r.data[74:]), id, 0, size, fmt.Sprintf("the data fork of %q", name), r.off)
-	return &imagefs.Entry{ID: uint64(id), Type: 'f', Name: name, Size: size,
+	e := &imagefs.Entry{ID: uint64(id), Type: 'f', Name: name, Size: size,
 		Mtime: macTime(be.Uint32(r.data[48:])), Nlink: 1, Runs: runs}
+	if rsize := int64(be.Uint32(r.data[36:])); rsize > 0 {
+		f := &imagefs.Entry{ID: imagefs.ForkID(uint64(id), 1), Type: 'f', Name: []byte(imagefs.ResourceFork),
+			Size: rsize, Mtime: e.Mtime, Nlink: 1}
+		f.Runs, _ = v.forkRuns(extents(r.data[86:]), id, 0xff, rsize, fmt.Sprintf("the resource fork of %q", name), r.off)
+		e.Forks = []*imagefs.Entry{f}
+	}
+	return e
 }
 
-// Open returns a reader of a file's data fork. If its extents cover fewer
-// bytes than its size, reading the missing tail fails with
+// Open returns a reader of a file's data fork, or of the resource fork
+// its Forks hold. If the fork's extents cover fewer bytes than its size, reading the missing tail fails with
 // imagefs.ErrCorrupt (never zeros); a run past the image or the allocation
 // area fails with imagefs.ErrBeyondEnd.
 func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
@@ -454,6 +396,14 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	if covered >= e.Size {
 		return rr, nil
 	}
-	return imagefs.NewShortReader(rr, covered, e.Size, v.fileOff[uint32(e.ID)],
-		fmt.Sprintf("the extents of CNID %d end %d bytes into a data fork of %d", e.ID, covered, e.Size)), nil
+	return imagefs.NewShortReader(rr, covered, e.Size, v.fileOff(uint32(e.ID)),
+		fmt.Sprintf("the extents of CNID %d end %d bytes into a fork of %d", uint32(e.ID), covered, e.Size)), nil
+}
+
+// fileOff is the volume offset of file cnid's record (-1: none).
+func (v *Volume) fileOff(cnid uint32) int64 {
+	if r := v.files[cnid]; r != nil {
+		return r.off
+	}
+	return -1
 }
