@@ -171,6 +171,26 @@ func TestSample(t *testing.T) {
 	if _, ok := got["/gone.txt"]; ok {
 		t.Errorf("the deleted gone.txt is listed")
 	}
+	// A file not Encoded is its runs' bytes on the volume; a compressed
+	// one is Encoded.
+	img := sampleImage(t)
+	for p, g := range got {
+		if g.e.Type != 'f' || g.e.Encoded {
+			continue
+		}
+		raw, err := io.ReadAll(io.NewSectionReader(imagefs.NewRunReader(bytes.NewReader(img), int64(len(img)), g.e.Runs, g.e.Size), 0, g.e.Size))
+		if err != nil || !bytes.Equal(raw, g.data) {
+			t.Errorf("%q: its runs on the volume hold other bytes than its content (%v)", p, err)
+		}
+	}
+	if r := got["/resident.bin"].e; !r.Encoded || len(r.Runs) != 1 || r.Runs[0].Offset%1024+600 < 512 {
+		t.Errorf("resident.bin: %+v, want one run inside its MFT record, across a stride end, Encoded", r)
+	}
+	for _, p := range []string{"/packed/text.txt", "/packed/random.bin", "/packed/sparse"} {
+		if !got[p].e.Encoded {
+			t.Errorf("%q: compressed, not Encoded", p)
+		}
+	}
 }
 
 // otherReparse are the sample's Windows reparse points, whose targets

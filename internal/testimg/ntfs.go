@@ -343,8 +343,9 @@ func NTFSTree(spec NTFSSpec) map[string]Entry {
 }
 
 // NTFSSample is a small volume with every kind the NTFS reader reads:
-// nested directories, names in several scripts, an empty file, a resident
-// and a multi-cluster file, hardlinks in two directories, an Interix
+// nested directories, names in several scripts, an empty file, two
+// resident files (one across a 512-byte stride of its record) and a
+// multi-cluster file, hardlinks in two directories, an Interix
 // symlink, a Windows symlink and a junction (reparse points), two
 // alternate data streams on a hardlinked file and one on a directory, a
 // sparse file, compressed files (compressible, incompressible, and sparse
@@ -359,6 +360,7 @@ func NTFSSample() NTFSSpec {
 	}
 	file := func(p string, size int64) { add(NTFSStep{Entry: Entry{Path: p, Kind: File, Size: size}}) }
 	file("small.txt", 100)
+	file("resident.bin", 600) // in its MFT record, across a stride end
 	file("empty", 0)
 	file("big.bin", 300_000)
 	add(NTFSStep{Entry: Entry{Path: "docs", Kind: Dir}})
