@@ -97,17 +97,21 @@ type Info struct {
 	RecordSize  int64 // bytes per MFT record
 	Records     int64 // MFT records
 	InUse       int   // base records in use
+	Extended    int   // base records with extension records
 }
 
 // Info returns the volume's layout.
 func (v *Volume) Info() Info {
-	n := 0
+	n, x := 0, 0
 	for i := range v.recs {
 		if v.recs[i].ok {
 			n++
 		}
+		if len(v.recs[i].ext) > 0 {
+			x++
+		}
 	}
-	return Info{ClusterSize: v.clusterSize, Clusters: v.clusters, RecordSize: v.recSize, Records: v.nrec, InUse: n}
+	return Info{ClusterSize: v.clusterSize, Clusters: v.clusters, RecordSize: v.recSize, Records: v.nrec, InUse: n, Extended: x}
 }
 
 // maxScanRecords bounds the MFT records read (2^32: NTFS's own limit).

@@ -103,7 +103,7 @@ func openWalk(t *testing.T, img []byte) (*ntfs.Volume, map[string]walked, []*ima
 // sparse and compressed files have them — and nothing else: no deleted
 // file, no metadata file.
 func TestSample(t *testing.T) {
-	_, got, probs := openWalk(t, sampleImage(t))
+	v, got, probs := openWalk(t, sampleImage(t))
 	for _, p := range probs {
 		t.Errorf("problem on an undamaged volume: %v", p)
 	}
@@ -167,6 +167,19 @@ func TestSample(t *testing.T) {
 	}
 	if h, s := holes("/packed/text.txt"); s == 0 || s > got["/packed/text.txt"].e.Size/4 || h == 0 {
 		t.Errorf("packed/text.txt: %d bytes stored, %d holes, for %d: not stored compressed", s, h, got["/packed/text.txt"].e.Size)
+	}
+	// Records with extension records: the file of 31 names, the two of
+	// 400 fragments.
+	if n := v.Info().Extended; n < 3 {
+		t.Errorf("%d records with extension records, want the 3 built so", n)
+	}
+	if e := got["/many names/original"].e; e == nil || e.Nlink != 31 {
+		t.Errorf("many names/original: %+v, want 31 names", e)
+	}
+	for _, p := range []string{"/frag/a", "/frag/b"} {
+		if n := len(got[p].e.Runs); n < 300 {
+			t.Errorf("%q: %d runs, want it fragmented", p, n)
+		}
 	}
 	if _, ok := got["/gone.txt"]; ok {
 		t.Errorf("the deleted gone.txt is listed")

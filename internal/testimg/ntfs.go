@@ -51,12 +51,15 @@ func RequireNTFSTools(t testing.TB) {
 //   - with Reparse, the file or directory at Path (which must exist) given
 //     that reparse point (system.ntfs_reparse_data; see SymlinkReparse and
 //     JunctionReparse);
+//   - with Append, Entry.Content() appended to the file at Path (steps
+//     appending to two files in turn fragment both);
 //   - with Delete, the file at Path removed (its record stays, not in use).
 type NTFSStep struct {
 	Entry
 	Stream   string
 	Compress bool
 	Reparse  []byte
+	Append   bool
 	Delete   bool
 }
 
@@ -230,6 +233,16 @@ func ntfsStep(root string, s NTFSStep) error {
 		return unix.Setxattr(p, "system.ntfs_reparse_data", s.Reparse, 0)
 	case s.Stream != "":
 		return unix.Setxattr(p, "user."+s.Stream, s.Content(), 0)
+	case s.Append:
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(s.Content())
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
@@ -323,6 +336,10 @@ func NTFSTree(spec NTFSSpec) map[string]Entry {
 		case s.Delete:
 			delete(out, s.Path)
 		case s.Compress || s.Reparse != nil:
+		case s.Append:
+			e := out[s.Path]
+			e.Data = append(e.Content(), s.Content()...)
+			out[s.Path] = e
 		case s.Stream != "":
 			for _, p := range append([]string{s.Path}, names[s.Path]...) {
 				e := s.Entry
@@ -349,7 +366,8 @@ func NTFSTree(spec NTFSSpec) map[string]Entry {
 // symlink, a Windows symlink and a junction (reparse points), two
 // alternate data streams on a hardlinked file and one on a directory, a
 // sparse file, compressed files (compressible, incompressible, and sparse
-// inside) in a compressed directory, and a deleted file.
+// inside) in a compressed directory, a file of 31 names and two files of
+// 400 fragments (records with extension records), and a deleted file.
 func NTFSSample() NTFSSpec {
 	s := NTFSSpec{Label: "Sample"}
 	add := func(st NTFSStep) {
@@ -382,6 +400,22 @@ func NTFSSample() NTFSSpec {
 	file("packed/random.bin", 100_000)
 	file("packed/sparse", 1<<20)
 	s.Steps[len(s.Steps)-1].Sparse = true
+	// Records with extension records: a file of 30 names too long for one
+	// record's $FILE_NAMEs, and two files written a cluster at a time in
+	// turn, whose runlists (3 bytes a run) outgrow their records.
+	add(NTFSStep{Entry: Entry{Path: "many names", Kind: Dir}})
+	file("many names/original", 10)
+	for i := range 30 {
+		add(NTFSStep{Entry: Entry{Path: fmt.Sprintf("many names/link %02d %s", i, strings.Repeat("x", 80)), Kind: Hardlink, Target: "many names/original"}})
+	}
+	add(NTFSStep{Entry: Entry{Path: "frag", Kind: Dir}})
+	file("frag/a", 4096)
+	file("frag/b", 4096)
+	for i := range 400 {
+		for j, f := range []string{"frag/a", "frag/b"} {
+			add(NTFSStep{Entry: Entry{Path: f, Kind: File, Size: 4096, Seed: uint64(1000 + 2*i + j)}, Append: true})
+		}
+	}
 	file("gone.txt", 5000)
 	add(NTFSStep{Entry: Entry{Path: "gone.txt"}, Delete: true})
 	file("winlink", 0)
