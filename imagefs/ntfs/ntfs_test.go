@@ -181,6 +181,9 @@ func TestSample(t *testing.T) {
 			t.Errorf("%q: %d runs, want it fragmented", p, n)
 		}
 	}
+	if e := got["/docs/a long name with spaces.and.dots"].e; e == nil || e.Nlink != 1 {
+		t.Errorf("a file with a DOS name: %+v, want one link", e)
+	}
 	if _, ok := got["/gone.txt"]; ok {
 		t.Errorf("the deleted gone.txt is listed")
 	}
@@ -214,7 +217,8 @@ var otherReparse = map[string]bool{"/junction": true, "/winlink": true}
 
 // TestNTFS3G: the reader's view equals ntfs-3g's own of the same image,
 // mounted read-only with streams as user.* xattrs: the same paths, types,
-// sizes, bytes, symlink targets (but otherReparse's) and streams.
+// sizes, bytes, mtimes (to the 100 ns), symlink targets (but
+// otherReparse's) and streams.
 func TestNTFS3G(t *testing.T) {
 	img := samplePath(t)
 	_, got, _ := openWalk(t, sampleImage(t))
@@ -234,6 +238,9 @@ func TestNTFS3G(t *testing.T) {
 		fi, err := os.Lstat(p)
 		if err != nil {
 			return err
+		}
+		if !fi.ModTime().Equal(g.e.Mtime) {
+			t.Errorf("%q: ntfs-3g: mtime %v; reader: %v", rel, fi.ModTime(), g.e.Mtime)
 		}
 		switch {
 		case fi.Mode()&fs.ModeSymlink != 0:

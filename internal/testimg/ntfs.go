@@ -51,6 +51,8 @@ func RequireNTFSTools(t testing.TB) {
 //   - with Reparse, the file or directory at Path (which must exist) given
 //     that reparse point (system.ntfs_reparse_data; see SymlinkReparse and
 //     JunctionReparse);
+//   - with DOSName, the file at Path given that DOS 8.3 name
+//     (system.ntfs_dos_name: its own name becomes a Win32 one);
 //   - with Append, Entry.Content() appended to the file at Path (steps
 //     appending to two files in turn fragment both);
 //   - with Delete, the file at Path removed (its record stays, not in use).
@@ -59,6 +61,7 @@ type NTFSStep struct {
 	Stream   string
 	Compress bool
 	Reparse  []byte
+	DOSName  string
 	Append   bool
 	Delete   bool
 }
@@ -231,6 +234,8 @@ func ntfsStep(root string, s NTFSStep) error {
 		return unix.Setxattr(p, "system.ntfs_attrib_be", b, 0)
 	case s.Reparse != nil:
 		return unix.Setxattr(p, "system.ntfs_reparse_data", s.Reparse, 0)
+	case s.DOSName != "":
+		return unix.Setxattr(p, "system.ntfs_dos_name", []byte(s.DOSName), 0)
 	case s.Stream != "":
 		return unix.Setxattr(p, "user."+s.Stream, s.Content(), 0)
 	case s.Append:
@@ -335,7 +340,7 @@ func NTFSTree(spec NTFSSpec) map[string]Entry {
 		switch {
 		case s.Delete:
 			delete(out, s.Path)
-		case s.Compress || s.Reparse != nil:
+		case s.Compress || s.Reparse != nil || s.DOSName != "":
 		case s.Append:
 			e := out[s.Path]
 			e.Data = append(e.Content(), s.Content()...)
@@ -360,7 +365,8 @@ func NTFSTree(spec NTFSSpec) map[string]Entry {
 }
 
 // NTFSSample is a small volume with every kind the NTFS reader reads:
-// nested directories, names in several scripts, an empty file, two
+// nested directories, names in several scripts (one with a DOS 8.3 name
+// beside its long one), an empty file, two
 // resident files (one across a 512-byte stride of its record) and a
 // multi-cluster file, hardlinks in two directories, an Interix
 // symlink, a Windows symlink and a junction (reparse points), two
@@ -386,6 +392,7 @@ func NTFSSample() NTFSSpec {
 	file("docs/sub/Größe ÄÖÜ.txt", 5000)
 	file("docs/日本語 файл.txt", 1234)
 	file("docs/a long name with spaces.and.dots", 77)
+	add(NTFSStep{Entry: Entry{Path: "docs/a long name with spaces.and.dots"}, DOSName: "ALONGN~1.AND"})
 	add(NTFSStep{Entry: Entry{Path: "docs/hard 2", Kind: Hardlink, Target: "big.bin"}})
 	add(NTFSStep{Entry: Entry{Path: "hard 3", Kind: Hardlink, Target: "big.bin"}})
 	add(NTFSStep{Entry: Entry{Path: "big.bin", Kind: File, Size: 40}, Stream: "Zone.Identifier"})
