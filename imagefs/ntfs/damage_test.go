@@ -63,8 +63,8 @@ func TestDamage(t *testing.T) {
 		name    string
 		damage  func(img []byte) int64 // returns the offset the problem must name
 		kind    string                 // "": damage found only by reading
-		missing []string // paths no longer listed
-		failing []string // paths whose reading fails with a ReadError
+		missing []string               // paths no longer listed
+		failing []string               // paths whose reading fails with a ReadError
 		err     error
 	}{
 		{name: "torn record", kind: "corrupt", missing: []string{"/docs/sub/Größe ÄÖÜ.txt"},
