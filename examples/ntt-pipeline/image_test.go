@@ -280,3 +280,19 @@ func TestPipelineHybridCDFromImage(t *testing.T) {
 	}))
 	require.Equal(t, len(distinct), stored, "the store's blobs")
 }
+
+// An NTFS disk (mkntfs, written through ntfs-3g) goes through every phase
+// read from its image: every file byte-identical (sparse and compressed
+// ones too), hardlinks, symlinks and reparse points, every alternate data
+// stream stored and found in the catalog at <file>/..namedfork/<stream>,
+// the deleted file and the metadata files absent, archived, nothing
+// mounted.
+func TestPipelineNTFSDiskFromImage(t *testing.T) {
+	testimg.RequireNTFSTools(t)
+	e := newEnv(t)
+	m := e.medium(demo.NTFSDisk)
+	require.NotEmpty(t, m.Forks)
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -111,4 +112,33 @@ func checkFile(t testing.TB, fsys imagefs.FS, p []byte, e *imagefs.Entry, buf []
 			return
 		}
 	}
+}
+
+// BenchWalk opens the image at path with open and walks it whole, b.N
+// times, as enumeration does (every entry, no content), failing unless
+// each walk sees want entries; it reports entries/s.
+func BenchWalk(b *testing.B, path string, open func(r io.ReaderAt, size int64) (imagefs.FS, error), want int) {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		fsys, err := open(f, st.Size())
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		err = imagefs.Walk(context.Background(), fsys, nil, func([]byte, *imagefs.Entry) error { n++; return nil })
+		if err != nil || n != want {
+			b.Fatalf("walk: %d entries, want %d: %v", n, want, err)
+		}
+	}
+	b.ReportMetric(float64(want*b.N)/b.Elapsed().Seconds(), "entries/s")
 }

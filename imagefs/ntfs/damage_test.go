@@ -20,19 +20,27 @@ func recordAt(img []byte, num uint64) int64 {
 // attrAt is the offset in img of the first attribute of type typ in the
 // record at off (fields away from the 512-byte stride ends read as stored).
 func attrAt(t *testing.T, img []byte, off int64, typ uint32) int64 {
+	p := findAttr(img, off, typ)
+	if p < 0 {
+		t.Fatalf("no attribute %#x in the record at %d", typ, off)
+	}
+	return p
+}
+
+// findAttr is attrAt's search, -1 if there is none.
+func findAttr(img []byte, off int64, typ uint32) int64 {
 	p := off + int64(le.Uint16(img[off+0x14:]))
 	for p < off+1024 {
 		at := le.Uint32(img[p:])
 		if at == typ {
 			return p
 		}
-		if at == 0xFFFFFFFF {
+		if at == 0xFFFFFFFF || le.Uint32(img[p+4:]) == 0 {
 			break
 		}
 		p += int64(le.Uint32(img[p+4:]))
 	}
-	t.Fatalf("no attribute %#x in the record at %d", typ, off)
-	return 0
+	return -1
 }
 
 func kinds(probs []*imagefs.Problem) map[string][]int64 {
@@ -54,9 +62,9 @@ func TestDamage(t *testing.T) {
 	cases := []struct {
 		name    string
 		damage  func(img []byte) int64 // returns the offset the problem must name
-		kind    string
-		missing []string // paths no longer listed
-		failing []string // paths whose reading fails with a ReadError
+		kind    string                 // "": damage found only by reading
+		missing []string               // paths no longer listed
+		failing []string               // paths whose reading fails with a ReadError
 		err     error
 	}{
 		{name: "torn record", kind: "corrupt", missing: []string{"/docs/sub/Größe ÄÖÜ.txt"},
@@ -94,6 +102,32 @@ func TestDamage(t *testing.T) {
 				le.PutUint64(img[v:], sub|uint64(seq)<<48)
 				return off // the scan meets docs first, and again through sub
 			}},
+		{name: "bad LZNT1", kind: "", failing: []string{"/packed/text.txt"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// The first chunk's first token becomes a back-reference,
+				// with nothing before it to refer to.
+				off := ref["/packed/text.txt"].e.Runs[0].Offset
+				img[off+2] = 0x01
+				return -1
+			}},
+		{name: "fragment gap", kind: "corrupt", failing: []string{"/frag/a"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// The second $DATA fragment of frag/a (in an extension
+				// record) starts one cluster late.
+				base := id("/frag/a")
+				for num := uint64(16); num < 4096; num++ {
+					off := recordAt(img, num)
+					if string(img[off:off+4]) != "FILE" || le.Uint64(img[off+0x20:])&(1<<48-1) != base {
+						continue
+					}
+					a := findAttr(img, off, 0x80)
+					if a > 0 && le.Uint64(img[a+0x10:]) > 0 {
+						img[a+0x10]++
+						return a
+					}
+				}
+				return -2 // no second fragment: the problem is not found
+			}},
 		{name: "orphan", kind: "orphaned", missing: []string{"/packed", "/packed/text.txt"},
 			damage: func(img []byte) int64 {
 				// packed's $FILE_NAME names a parent with another sequence.
@@ -109,7 +143,7 @@ func TestDamage(t *testing.T) {
 			img := sampleImage(t)
 			at := c.damage(img)
 			_, got, probs := openWalk(t, img)
-			if offs := kinds(probs)[c.kind]; len(offs) == 0 || !contains(offs, at) {
+			if offs := kinds(probs)[c.kind]; c.kind != "" && (len(offs) == 0 || !contains(offs, at)) {
 				t.Errorf("problems %v; want %q at offset %d", probs, c.kind, at)
 			}
 			for _, p := range c.missing {

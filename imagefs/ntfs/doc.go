@@ -75,14 +75,15 @@
 //   - Nlink: a file's names (as above); a directory's 2 + subdirectories.
 //   - Runs: a non-resident stream's clusters, sparse runs as holes
 //     (imagefs.Run.Hole), up to its initialized size (the bytes past it
-//     read as zeros, as NTFS defines them); a resident stream's value inside
-//     its MFT record (Open reads it from the fixed-up record, so the run
-//     says where the bytes lie, not that they can be read raw: the two
-//     bytes at a 512-byte stride end are elsewhere); a compressed stream's
-//     runlist as stored — its compressed clusters at the VCNs of their
-//     compression units, holes after them — which Open decodes. A
-//     directory's one run is its MFT record (by which imagefs.Walk knows
-//     it).
+//     read as zeros, as NTFS defines them); a resident stream's value
+//     inside its MFT record. A directory's one run is its MFT record (by
+//     which imagefs.Walk knows it).
+//   - Encoded (the runs locate the stored form, only Open gives the
+//     content): a compressed stream, whose runs are its runlist as stored
+//     — its compressed clusters at the VCNs of their compression units,
+//     holes after them; and a resident value that spans the end of a
+//     512-byte stride of its record, whose last two bytes on the volume
+//     are the update sequence number (Open reads the fixed-up record).
 //   - Forks: the non-empty named $DATA streams (alternate data streams),
 //     each named by its stream name, read with Open.
 //

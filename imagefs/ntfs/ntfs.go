@@ -97,17 +97,21 @@ type Info struct {
 	RecordSize  int64 // bytes per MFT record
 	Records     int64 // MFT records
 	InUse       int   // base records in use
+	Extended    int   // base records with extension records
 }
 
 // Info returns the volume's layout.
 func (v *Volume) Info() Info {
-	n := 0
+	n, x := 0, 0
 	for i := range v.recs {
 		if v.recs[i].ok {
 			n++
 		}
+		if len(v.recs[i].ext) > 0 {
+			x++
+		}
 	}
-	return Info{ClusterSize: v.clusterSize, Clusters: v.clusters, RecordSize: v.recSize, Records: v.nrec, InUse: n}
+	return Info{ClusterSize: v.clusterSize, Clusters: v.clusters, RecordSize: v.recSize, Records: v.nrec, InUse: n, Extended: x}
 }
 
 // maxScanRecords bounds the MFT records read (2^32: NTFS's own limit).
@@ -601,6 +605,7 @@ type stream struct {
 	encrypted  bool
 	off        int64 // volume offset of the first fragment's header
 	valueOff   int64 // volume offset of a resident value, -1 if unknown
+	fixedUp    bool  // a resident value spanning a stride end (its runs are not its bytes)
 }
 
 // streams returns the file's $DATA streams, the unnamed one first, then the
@@ -630,6 +635,7 @@ func (v *Volume) streams(f *file) []*stream {
 			if first.off >= 0 {
 				s.valueOff = first.off + int64(first.valueOff)
 			}
+			s.fixedUp = first.acrossFixup()
 			s.resident, s.data, s.size, s.init = true, first.value, int64(len(first.value)), int64(len(first.value))
 			out = append(out, s)
 			continue
@@ -771,7 +777,7 @@ func (v *Volume) entry(num uint64, name string) (*imagefs.Entry, error) {
 	ss := v.streams(f)
 	if len(ss) > 0 && ss[0].name == "" {
 		s := ss[0]
-		e.Size, e.Runs, e.Encoded = s.size, v.entryRuns(f, s), s.compressed
+		e.Size, e.Runs, e.Encoded = s.size, v.entryRuns(f, s), s.encoded()
 		if siFlags&fileAttrSystem != 0 && s.size >= int64(len(interixMagic)) && s.size < maxTarget {
 			if t, ok := v.interixTarget(f, s); ok {
 				e.Type, e.Target, e.Size, e.Runs, e.Encoded = 'l', []byte(t), int64(len(t)), nil, false
@@ -795,7 +801,7 @@ func (v *Volume) addForks(e *imagefs.Entry, f *file, ss []*stream) {
 			break
 		}
 		e.Forks = append(e.Forks, &imagefs.Entry{ID: imagefs.ForkID(f.num, forkIndex(ss, k)), Type: 'f',
-			Name: []byte(v.cleanName(f.num, s.name)), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s), Encoded: s.compressed})
+			Name: []byte(v.cleanName(f.num, s.name)), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s), Encoded: s.encoded()})
 	}
 }
 
@@ -807,6 +813,11 @@ func forkIndex(ss []*stream, i int) int {
 	}
 	return i + 1
 }
+
+// encoded reports a stream whose runs are not its content's bytes
+// (imagefs.Entry.Encoded): a compressed one, or a resident one across a
+// stride end of its record.
+func (s *stream) encoded() bool { return s.compressed || s.fixedUp }
 
 // entryRuns are a stream's runs as an Entry shows them: a non-resident
 // stream's clusters (holes for sparse runs; a compressed stream's runlist

@@ -103,7 +103,7 @@ func openWalk(t *testing.T, img []byte) (*ntfs.Volume, map[string]walked, []*ima
 // sparse and compressed files have them — and nothing else: no deleted
 // file, no metadata file.
 func TestSample(t *testing.T) {
-	_, got, probs := openWalk(t, sampleImage(t))
+	v, got, probs := openWalk(t, sampleImage(t))
 	for _, p := range probs {
 		t.Errorf("problem on an undamaged volume: %v", p)
 	}
@@ -168,8 +168,44 @@ func TestSample(t *testing.T) {
 	if h, s := holes("/packed/text.txt"); s == 0 || s > got["/packed/text.txt"].e.Size/4 || h == 0 {
 		t.Errorf("packed/text.txt: %d bytes stored, %d holes, for %d: not stored compressed", s, h, got["/packed/text.txt"].e.Size)
 	}
+	// Records with extension records: the file of 31 names, the two of
+	// 400 fragments.
+	if n := v.Info().Extended; n < 3 {
+		t.Errorf("%d records with extension records, want the 3 built so", n)
+	}
+	if e := got["/many names/original"].e; e == nil || e.Nlink != 31 {
+		t.Errorf("many names/original: %+v, want 31 names", e)
+	}
+	for _, p := range []string{"/frag/a", "/frag/b"} {
+		if n := len(got[p].e.Runs); n < 300 {
+			t.Errorf("%q: %d runs, want it fragmented", p, n)
+		}
+	}
+	if e := got["/docs/a long name with spaces.and.dots"].e; e == nil || e.Nlink != 1 {
+		t.Errorf("a file with a DOS name: %+v, want one link", e)
+	}
 	if _, ok := got["/gone.txt"]; ok {
 		t.Errorf("the deleted gone.txt is listed")
+	}
+	// A file not Encoded is its runs' bytes on the volume; a compressed
+	// one is Encoded.
+	img := sampleImage(t)
+	for p, g := range got {
+		if g.e.Type != 'f' || g.e.Encoded {
+			continue
+		}
+		raw, err := io.ReadAll(io.NewSectionReader(imagefs.NewRunReader(bytes.NewReader(img), int64(len(img)), g.e.Runs, g.e.Size), 0, g.e.Size))
+		if err != nil || !bytes.Equal(raw, g.data) {
+			t.Errorf("%q: its runs on the volume hold other bytes than its content (%v)", p, err)
+		}
+	}
+	if r := got["/resident.bin"].e; !r.Encoded || len(r.Runs) != 1 || r.Runs[0].Offset%1024+600 < 512 {
+		t.Errorf("resident.bin: %+v, want one run inside its MFT record, across a stride end, Encoded", r)
+	}
+	for _, p := range []string{"/packed/text.txt", "/packed/random.bin", "/packed/sparse"} {
+		if !got[p].e.Encoded {
+			t.Errorf("%q: compressed, not Encoded", p)
+		}
 	}
 }
 
@@ -181,7 +217,8 @@ var otherReparse = map[string]bool{"/junction": true, "/winlink": true}
 
 // TestNTFS3G: the reader's view equals ntfs-3g's own of the same image,
 // mounted read-only with streams as user.* xattrs: the same paths, types,
-// sizes, bytes, symlink targets (but otherReparse's) and streams.
+// sizes, bytes, mtimes (to the 100 ns), symlink targets (but
+// otherReparse's) and streams.
 func TestNTFS3G(t *testing.T) {
 	img := samplePath(t)
 	_, got, _ := openWalk(t, sampleImage(t))
@@ -201,6 +238,9 @@ func TestNTFS3G(t *testing.T) {
 		fi, err := os.Lstat(p)
 		if err != nil {
 			return err
+		}
+		if !fi.ModTime().Equal(g.e.Mtime) {
+			t.Errorf("%q: ntfs-3g: mtime %v; reader: %v", rel, fi.ModTime(), g.e.Mtime)
 		}
 		switch {
 		case fi.Mode()&fs.ModeSymlink != 0:

@@ -107,6 +107,7 @@ type attr struct {
 	resident bool
 	value    []byte // resident value (a copy)
 	valueOff int    // where it starts in the attribute
+	valuePos int    // where it starts in the record
 	// Non-resident: the VCNs this fragment maps, its runs, and (first
 	// fragment only) the stream's sizes.
 	startVCN, lastVCN  int64
@@ -115,6 +116,19 @@ type attr struct {
 	allocSize          int64
 	dataSize, initSize int64
 	off                int64 // volume offset of the attribute header
+}
+
+// acrossFixup reports whether the resident value of a spans the end of a
+// 512-byte stride of its record, whose last two bytes the update sequence
+// holds on the volume (the value's own are in the update sequence array).
+func (a *attr) acrossFixup() bool {
+	end := a.valuePos + len(a.value)
+	for k := a.valuePos / fixupStride; k*fixupStride+fixupStride-2 < end; k++ {
+		if k*fixupStride+fixupStride-1 >= a.valuePos {
+			return true
+		}
+	}
+	return false
 }
 
 // vrun is one run of a runlist: n clusters from vcn at lcn, or a hole.
@@ -146,6 +160,7 @@ func parseAttrs(b []byte, h header, off int64, totalClusters, maxCluster int64) 
 		if why != "" {
 			return attrs, fmt.Sprintf("attribute type %#x: %s", typ, why), off + int64(p)
 		}
+		a.valuePos = p + a.valueOff
 		a.off = -1
 		if off >= 0 {
 			a.off = off + int64(p)

@@ -141,6 +141,55 @@ func HFSFloppy(dir string) (*Medium, error) {
 	return m, nil
 }
 
+// NTFSDisk builds a 16 MiB NTFS volume in dir as <md5>.img with mkntfs
+// and ntfs-3g (testimg.NTFSSample): nested directories, names in several
+// scripts, resident and multi-cluster files, hardlinks in two directories,
+// alternate data streams (two on a hardlinked file, one on a directory),
+// an Interix symlink, a Windows symlink and a junction, a sparse file,
+// compressed files, and a deleted file (which must not come back). Its
+// Forks are the streams, by catalog path ("<file>/..namedfork/<stream>",
+// under every name of a hardlinked file). It needs root and FUSE.
+func NTFSDisk(dir string) (*Medium, error) {
+	for _, tool := range testimg.NTFSTools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err := exec.LookPath("/usr/sbin/" + tool); err != nil {
+				return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs ntfs-3g): %w", tool, err)
+			}
+		}
+	}
+	spec := testimg.NTFSSample()
+	tmp := filepath.Join(dir, "ntfs-disk.tmp")
+	if err := testimg.BuildNTFSImage(tmp, spec); err != nil {
+		return nil, err
+	}
+	m, err := named(dir, tmp, Tree{})
+	if err != nil {
+		return nil, err
+	}
+	m.Forks = map[string][]byte{}
+	for p, e := range testimg.NTFSTree(spec) {
+		switch {
+		case strings.Contains(p, "/"+imagefs.ForkDir+"/"):
+			m.Forks[p] = e.Content()
+			tp := imagefs.ForkTreePath(p)
+			m.Tree[tp] = TreeEntry{Type: 'f', Data: e.Content()}
+			for d := path.Dir(tp); d != "." && m.Tree[d].Type == 0; d = path.Dir(d) {
+				m.Tree[d] = TreeEntry{Type: 'd'}
+			}
+		case e.Kind == testimg.Dir:
+			m.Tree[p] = TreeEntry{Type: 'd'}
+		case e.Kind == testimg.Symlink:
+			m.Tree[p] = TreeEntry{Type: 'l', Target: e.Target}
+		default:
+			m.Tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
+		}
+	}
+	// The reparse points, as the reader shows them.
+	m.Tree["winlink"] = TreeEntry{Type: 'l', Target: "docs/sub"}
+	m.Tree["junction"] = TreeEntry{Type: 'l', Target: "C:/Users/Public"}
+	return m, nil
+}
+
 // rsrc is n bytes of seeded content for a resource fork.
 func rsrc(seed uint64, n int) []byte {
 	b := make([]byte, n)

@@ -51,12 +51,18 @@ func RequireNTFSTools(t testing.TB) {
 //   - with Reparse, the file or directory at Path (which must exist) given
 //     that reparse point (system.ntfs_reparse_data; see SymlinkReparse and
 //     JunctionReparse);
+//   - with DOSName, the file at Path given that DOS 8.3 name
+//     (system.ntfs_dos_name: its own name becomes a Win32 one);
+//   - with Append, Entry.Content() appended to the file at Path (steps
+//     appending to two files in turn fragment both);
 //   - with Delete, the file at Path removed (its record stays, not in use).
 type NTFSStep struct {
 	Entry
 	Stream   string
 	Compress bool
 	Reparse  []byte
+	DOSName  string
+	Append   bool
 	Delete   bool
 }
 
@@ -228,8 +234,20 @@ func ntfsStep(root string, s NTFSStep) error {
 		return unix.Setxattr(p, "system.ntfs_attrib_be", b, 0)
 	case s.Reparse != nil:
 		return unix.Setxattr(p, "system.ntfs_reparse_data", s.Reparse, 0)
+	case s.DOSName != "":
+		return unix.Setxattr(p, "system.ntfs_dos_name", []byte(s.DOSName), 0)
 	case s.Stream != "":
 		return unix.Setxattr(p, "user."+s.Stream, s.Content(), 0)
+	case s.Append:
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(s.Content())
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
@@ -322,7 +340,11 @@ func NTFSTree(spec NTFSSpec) map[string]Entry {
 		switch {
 		case s.Delete:
 			delete(out, s.Path)
-		case s.Compress || s.Reparse != nil:
+		case s.Compress || s.Reparse != nil || s.DOSName != "":
+		case s.Append:
+			e := out[s.Path]
+			e.Data = append(e.Content(), s.Content()...)
+			out[s.Path] = e
 		case s.Stream != "":
 			for _, p := range append([]string{s.Path}, names[s.Path]...) {
 				e := s.Entry
@@ -343,12 +365,15 @@ func NTFSTree(spec NTFSSpec) map[string]Entry {
 }
 
 // NTFSSample is a small volume with every kind the NTFS reader reads:
-// nested directories, names in several scripts, an empty file, a resident
-// and a multi-cluster file, hardlinks in two directories, an Interix
+// nested directories, names in several scripts (one with a DOS 8.3 name
+// beside its long one), an empty file, two
+// resident files (one across a 512-byte stride of its record) and a
+// multi-cluster file, hardlinks in two directories, an Interix
 // symlink, a Windows symlink and a junction (reparse points), two
 // alternate data streams on a hardlinked file and one on a directory, a
 // sparse file, compressed files (compressible, incompressible, and sparse
-// inside) in a compressed directory, and a deleted file.
+// inside) in a compressed directory, a file of 31 names and two files of
+// 400 fragments (records with extension records), and a deleted file.
 func NTFSSample() NTFSSpec {
 	s := NTFSSpec{Label: "Sample"}
 	add := func(st NTFSStep) {
@@ -359,6 +384,7 @@ func NTFSSample() NTFSSpec {
 	}
 	file := func(p string, size int64) { add(NTFSStep{Entry: Entry{Path: p, Kind: File, Size: size}}) }
 	file("small.txt", 100)
+	file("resident.bin", 600) // in its MFT record, across a stride end
 	file("empty", 0)
 	file("big.bin", 300_000)
 	add(NTFSStep{Entry: Entry{Path: "docs", Kind: Dir}})
@@ -366,6 +392,7 @@ func NTFSSample() NTFSSpec {
 	file("docs/sub/Größe ÄÖÜ.txt", 5000)
 	file("docs/日本語 файл.txt", 1234)
 	file("docs/a long name with spaces.and.dots", 77)
+	add(NTFSStep{Entry: Entry{Path: "docs/a long name with spaces.and.dots"}, DOSName: "ALONGN~1.AND"})
 	add(NTFSStep{Entry: Entry{Path: "docs/hard 2", Kind: Hardlink, Target: "big.bin"}})
 	add(NTFSStep{Entry: Entry{Path: "hard 3", Kind: Hardlink, Target: "big.bin"}})
 	add(NTFSStep{Entry: Entry{Path: "big.bin", Kind: File, Size: 40}, Stream: "Zone.Identifier"})
@@ -380,6 +407,22 @@ func NTFSSample() NTFSSpec {
 	file("packed/random.bin", 100_000)
 	file("packed/sparse", 1<<20)
 	s.Steps[len(s.Steps)-1].Sparse = true
+	// Records with extension records: a file of 30 names too long for one
+	// record's $FILE_NAMEs, and two files written a cluster at a time in
+	// turn, whose runlists (3 bytes a run) outgrow their records.
+	add(NTFSStep{Entry: Entry{Path: "many names", Kind: Dir}})
+	file("many names/original", 10)
+	for i := range 30 {
+		add(NTFSStep{Entry: Entry{Path: fmt.Sprintf("many names/link %02d %s", i, strings.Repeat("x", 80)), Kind: Hardlink, Target: "many names/original"}})
+	}
+	add(NTFSStep{Entry: Entry{Path: "frag", Kind: Dir}})
+	file("frag/a", 4096)
+	file("frag/b", 4096)
+	for i := range 400 {
+		for j, f := range []string{"frag/a", "frag/b"} {
+			add(NTFSStep{Entry: Entry{Path: f, Kind: File, Size: 4096, Seed: uint64(1000 + 2*i + j)}, Append: true})
+		}
+	}
 	file("gone.txt", 5000)
 	add(NTFSStep{Entry: Entry{Path: "gone.txt"}, Delete: true})
 	file("winlink", 0)
