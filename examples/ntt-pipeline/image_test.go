@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -262,4 +263,95 @@ func TestPipelineHybridCDFromImage(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, len(distinct), stored, "the store's blobs")
+}
+
+// A UDF-only disc (mkudffs) has no image reader yet: --read image, and
+// --read auto on a kernel without a UDF driver, fail in enumerate with the
+// medium, the partition (0: the whole disc) and "UDF: no image reader
+// yet" in the error and in medium.problems (enum_failed); nothing is
+// catalogued.
+func TestPipelineUDFNamedAsMissing(t *testing.T) {
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	for _, mode := range []string{"image", "auto"} {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "auto" && kernel["udf"] {
+				testenv.SkipOrFail(t, "this kernel mounts udf: auto would mount")
+			}
+			e := newEnv(t)
+			m := e.medium(demo.UDFDisc)
+			code, out, errs := e.pipeline(m.Image, "--read", mode)
+			require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			require.Contains(t, errs, "medium "+m.Hash)
+			require.Contains(t, errs, "partition 0 (udf): UDF: no image reader yet")
+			ctx := context.Background()
+			var problems map[string]map[string]any
+			var reader *string
+			var inodes int64
+			require.NoError(t, e.db.QueryRow(ctx, `SELECT problems, reader, (SELECT count(*) FROM inode WHERE medium_hash = $1)
+				FROM medium WHERE medium_hash = $1`, m.Hash).Scan(&problems, &reader, &inodes))
+			require.Contains(t, problems, "enum_failed")
+			require.Contains(t, fmt.Sprint(problems["enum_failed"]), "UDF: no image reader yet")
+			require.NotNil(t, reader)
+			require.Equal(t, "image", *reader)
+			require.Zero(t, inodes)
+			e.checkNothingLeft(m.Hash, m.Image)
+		})
+	}
+}
+
+// A UDF bridge disc (genisoimage -udf) goes through every phase read from
+// its image by its ISO 9660 side, under --read image and --read auto.
+func TestPipelineUDFBridgeReadsISOSide(t *testing.T) {
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	for _, mode := range []string{"image", "auto"} {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "auto" && (kernel["udf"] || kernel["iso9660"]) {
+				testenv.SkipOrFail(t, "this kernel mounts udf or iso9660: auto would mount")
+			}
+			e := newEnv(t)
+			m := e.medium(demo.BridgeDisc)
+			code, out, errs := e.pipeline(m.Image, "--read", mode)
+			require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			e.checkImageRun(m)
+		})
+	}
+}
+
+// A hybrid ISO 9660 / HFS CD under --read auto is read from its image
+// when the kernel lacks a driver for either view; under --read mount on
+// such a kernel it fails naming each view and its type, and nothing is
+// catalogued, mounted or attached.
+func TestPipelineHybridCDAutoAndMount(t *testing.T) {
+	testimg.RequireHFSTools(t, "hls")
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	if kernel["iso9660"] && kernel["hfs"] {
+		testenv.SkipOrFail(t, "this kernel mounts iso9660 and hfs: auto would mount")
+	}
+	t.Run("auto", func(t *testing.T) {
+		e := newEnv(t)
+		m := e.medium(demo.HybridCD)
+		code, out, errs := e.pipeline(m.Image)
+		require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+		e.checkImageRun(m)
+	})
+	t.Run("mount", func(t *testing.T) {
+		if kernel["iso9660"] || kernel["hfs"] {
+			testenv.SkipOrFail(t, "this kernel mounts one of the views")
+		}
+		testenv.RequireRoot(t)
+		e := newEnv(t)
+		m := e.medium(demo.HybridCD)
+		code, out, errs := e.pipeline(m.Image, "--read", "mount")
+		require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+		require.Contains(t, errs, "medium "+m.Hash)
+		require.Regexp(t, `partition 1: mount \S+ on \S+/p1 \(type iso9660`, errs)
+		require.Regexp(t, `partition 2: mount \S+ on \S+/p2 \(type hfs`, errs)
+		var inodes int64
+		require.NoError(t, e.db.QueryRow(context.Background(), `SELECT count(*) FROM inode WHERE medium_hash = $1`, m.Hash).Scan(&inodes))
+		require.Zero(t, inodes)
+		e.checkNothingLeft(m.Hash, m.Image)
+	})
 }

@@ -133,11 +133,6 @@ func CDROM(dir string) (*Medium, error) {
 		tree[p] = TreeEntry{Type: 'f', Data: data}
 		return os.WriteFile(full, data, 0o644)
 	}
-	seeded := func(seed uint64, n int) []byte {
-		b := make([]byte, n)
-		testimg.ContentAt(seed, b, 0)
-		return b
-	}
 	files := []struct {
 		p    string
 		data []byte
@@ -221,11 +216,6 @@ func HybridCD(dir string) (*Medium, error) {
 	}
 	defer os.RemoveAll(stage)
 	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
-	seeded := func(seed uint64, n int) []byte {
-		b := make([]byte, n)
-		testimg.ContentAt(seed, b, 0)
-		return b
-	}
 	files := []struct {
 		p    string
 		data []byte
@@ -270,6 +260,73 @@ func HybridCD(dir string) (*Medium, error) {
 		tree["p2/"+p] = e
 	}
 	return named(dir, tmp, tree)
+}
+
+// UDFDisc builds a UDF-only disc in dir as <md5>.img with mkudffs (UDF
+// 2.01, no ISO 9660 side): a medium no image reader reads yet, which must
+// be named as such. Its tree is empty (the kernel here cannot mount UDF to
+// put files on it).
+func UDFDisc(dir string) (*Medium, error) {
+	if _, err := exec.LookPath("mkudffs"); err != nil {
+		return nil, fmt.Errorf("demo: mkudffs is not installed (scripts/deps.sh installs udftools): %w", err)
+	}
+	tmp := filepath.Join(dir, "udf.tmp")
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Truncate(tmp, 8<<20); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("mkudffs", "--media-type=cdrw", "--label=UDF ONLY", tmp).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: mkudffs: %v: %s", err, out)
+	}
+	return named(dir, tmp, Tree{})
+}
+
+// BridgeDisc builds a UDF bridge disc in dir as <md5>.img with
+// genisoimage -udf (UDF and ISO 9660 with Rock Ridge over the same files):
+// read through its ISO 9660 side until a UDF reader exists.
+func BridgeDisc(dir string) (*Medium, error) {
+	if _, err := exec.LookPath("genisoimage"); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage is not installed (scripts/deps.sh installs it): %w", err)
+	}
+	stage, err := os.MkdirTemp(dir, "bridge-stage-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	tree := Tree{}
+	for p, data := range map[string][]byte{
+		"VIDEO_TS/VIDEO_TS.IFO":  []byte("not really a DVD\n"),
+		"Interviews/witness.txt": seeded(21, 70000),
+		"Interviews/copy.txt":    seeded(21, 70000),
+		"empty":                  {},
+	} {
+		full := filepath.Join(stage, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			return nil, err
+		}
+		tree[p] = TreeEntry{Type: 'f', Data: data}
+		if d := filepath.Dir(p); d != "." {
+			tree[d] = TreeEntry{Type: 'd'}
+		}
+	}
+	tmp := filepath.Join(dir, "bridge.tmp")
+	os.Remove(tmp)
+	if out, err := exec.Command("genisoimage", "-quiet", "-udf", "-r", "-V", "BRIDGE", "-o", tmp, stage).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
+	}
+	return named(dir, tmp, tree)
+}
+
+// seeded is n bytes of testimg's content for seed.
+func seeded(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	testimg.ContentAt(seed, b, 0)
+	return b
 }
 
 // hfsSide reads the HFS volume of img with hfsutils, the reference reader
