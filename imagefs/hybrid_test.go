@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,7 +76,7 @@ func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (map[string]si
 }
 
 // A hybrid ISO 9660 / HFS CD as genisoimage makes it, with and without an
-// Apple partition map: two views of one medium, read as two partitions —
+// Apple partition map, and a UDF bridge disc with an HFS side: two views of one medium, read as two partitions —
 // p1 the ISO side (the whole disc), p2 the HFS side. Every file is on both
 // sides, its bytes the same sectors of the disc; the HFS side adds the
 // Finder's desktop files, whose bytes hfsutils' own reader agrees with.
@@ -93,6 +94,7 @@ func TestMediumHybridCD(t *testing.T) {
 	}{
 		{"no map", []string{"-hfs"}, "", "HFS side: the whole disc, its volume header at byte 1024", 0},
 		{"apple partition map", []string{"-hfs", "-part"}, "apm", "HFS side: Apple partition map entry 2", -1},
+		{"udf bridge", []string{"-udf", "-hfs"}, "", "HFS side: the whole disc, its volume header at byte 1024", 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := hybridSpec()
@@ -114,7 +116,11 @@ func TestMediumHybridCD(t *testing.T) {
 				require.Positive(t, hfs.Offset, "the map's Apple_HFS entry")
 			}
 			require.Len(t, m.Layout.Partitions, 2)
-			require.Equal(t, "ISO 9660 side: the whole disc", m.Layout.Partitions[0].View)
+			side := "ISO 9660"
+			if slices.Contains(c.args, "-udf") {
+				side = "UDF and ISO 9660" // read by its ISO 9660 side
+			}
+			require.Equal(t, side+" side: the whole disc", m.Layout.Partitions[0].View)
 			require.Equal(t, c.view, m.Layout.Partitions[1].View)
 			for i, p := range m.Layout.Partitions {
 				require.Equal(t, imagefs.StatusRead, p.Status, "partition %d", p.Num)
