@@ -108,6 +108,32 @@ func TestEnumImageUDFNamedAsMissing(t *testing.T) {
 	noTemp(t, dir)
 }
 
+// checkImageRecords checks the raw records ntt-enum wrote to out for a
+// medium read under base: one record per name of tree and the medium
+// root, each of the type put on the medium, files of their size, and dev
+// as devOf says for the name (relative to base).
+func checkImageRecords(t *testing.T, out, base string, tree demo.Tree, devOf func(rel string) string) {
+	t.Helper()
+	recs := rawSorted(t, out)
+	require.Len(t, recs, len(tree)+1)
+	for _, rec := range recs {
+		f := strings.SplitN(rec, "\x1c", 7)
+		require.Len(t, f, 7)
+		if f[6] == base {
+			require.Equal(t, "d", f[0])
+			continue
+		}
+		rel := strings.TrimPrefix(f[6], base+"/")
+		want, ok := tree[rel]
+		require.True(t, ok, "%q was not put on the disc", f[6])
+		require.Equal(t, string(want.Type), f[0], "%q", f[6])
+		require.Equal(t, devOf(rel), f[1], "%q: dev", f[6])
+		if want.Type == 'f' {
+			require.Equal(t, fmt.Sprint(len(want.Data)), f[4], "%q: size", f[6])
+		}
+	}
+}
+
 // A UDF bridge disc (genisoimage -udf) is read through its ISO 9660 side:
 // one record per name put on it, as a whole-disc filesystem (dev 0).
 func TestEnumImageUDFBridgeReadsISOSide(t *testing.T) {
@@ -115,23 +141,7 @@ func TestEnumImageUDFBridgeReadsISOSide(t *testing.T) {
 	out := filepath.Join(dir, "bridge.raw")
 	rc, _, stderr := runEnum("--image", m.Image, "--root", "/media/archive", m.Hash, out)
 	require.Equal(t, 0, rc, stderr)
-	recs := rawSorted(t, out)
-	require.Len(t, recs, len(m.Tree)+1)
-	base := "/media/archive/" + m.Hash
-	for _, rec := range recs {
-		f := strings.SplitN(rec, "\x1c", 7)
-		require.Len(t, f, 7)
-		require.Equal(t, "0", f[1], "dev: the whole disc")
-		if f[6] == base {
-			continue
-		}
-		want, ok := m.Tree[strings.TrimPrefix(f[6], base+"/")]
-		require.True(t, ok, "%q was not put on the disc", f[6])
-		require.Equal(t, string(want.Type), f[0])
-		if want.Type == 'f' {
-			require.Equal(t, fmt.Sprint(len(want.Data)), f[4], "%q: size", f[6])
-		}
-	}
+	checkImageRecords(t, out, "/media/archive/"+m.Hash, m.Tree, func(string) string { return "0" })
 }
 
 // A hybrid ISO 9660 / HFS CD: both views, the ISO side as partition 1
@@ -142,18 +152,7 @@ func TestEnumImageHybridCDViews(t *testing.T) {
 	out := filepath.Join(dir, "hybrid.raw")
 	rc, _, stderr := runEnum("--image", m.Image, "--root", "/media/archive", m.Hash, out)
 	require.Equal(t, 0, rc, stderr)
-	recs := rawSorted(t, out)
-	require.Len(t, recs, len(m.Tree)+1)
-	base := "/media/archive/" + m.Hash
-	for _, rec := range recs {
-		f := strings.SplitN(rec, "\x1c", 7)
-		if f[6] == base {
-			continue
-		}
-		rel := strings.TrimPrefix(f[6], base+"/")
-		want, ok := m.Tree[rel]
-		require.True(t, ok, "%q was not put on the disc", f[6])
-		require.Equal(t, string(want.Type), f[0])
-		require.Equal(t, rel[1:2], f[1], "%q: dev is the view's number", f[6])
-	}
+	checkImageRecords(t, out, "/media/archive/"+m.Hash, m.Tree, func(rel string) string {
+		return strings.TrimPrefix(strings.SplitN(rel, "/", 2)[0], "p") // p1/… is dev 1, p2/… dev 2
+	})
 }

@@ -210,37 +210,23 @@ func HybridCD(dir string) (*Medium, error) {
 			return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs it): %w", tool, err)
 		}
 	}
-	stage, err := os.MkdirTemp(dir, "hybrid-stage-")
+	stage, staged, err := stageFiles(dir, map[string][]byte{
+		"README.TXT":                        []byte("Testimony archive, disc 2, for Macs and PCs.\n"),
+		"Interviews/witness one.txt":        seeded(11, 40000),
+		"Interviews/witness two.txt":        seeded(12, 52000),
+		"Interviews/copy of one.txt":        seeded(11, 40000),
+		"Scans/page-001.tif":                seeded(14, 1<<20),
+		"Scans/empty.tif":                   {},
+		"Notes/Ärger über Öl.txt":           []byte("Umlauts in the name.\n"),
+		"deep/1/2/3/4/5/6/7/8/9/bottom.txt": []byte("nine levels down\n"),
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(stage)
 	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
-	files := []struct {
-		p    string
-		data []byte
-	}{
-		{"README.TXT", []byte("Testimony archive, disc 2, for Macs and PCs.\n")},
-		{"Interviews/witness one.txt", seeded(11, 40000)},
-		{"Interviews/witness two.txt", seeded(12, 52000)},
-		{"Interviews/copy of one.txt", seeded(11, 40000)},
-		{"Scans/page-001.tif", seeded(14, 1<<20)},
-		{"Scans/empty.tif", nil},
-		{"Notes/Ärger über Öl.txt", []byte("Umlauts in the name.\n")},
-		{"deep/1/2/3/4/5/6/7/8/9/bottom.txt", []byte("nine levels down\n")},
-	}
-	for _, f := range files {
-		full := filepath.Join(stage, f.p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(full, f.data, 0o644); err != nil {
-			return nil, err
-		}
-		tree["p1/"+f.p] = TreeEntry{Type: 'f', Data: f.data}
-		for d := filepath.Dir(f.p); d != "."; d = filepath.Dir(d) {
-			tree["p1/"+d] = TreeEntry{Type: 'd'}
-		}
+	for p, e := range staged {
+		tree["p1/"+p] = e
 	}
 	// genisoimage relocates the ninth level into /rr_moved, which Rock
 	// Ridge readers (Linux's too) show as an empty directory.
@@ -290,36 +276,49 @@ func BridgeDisc(dir string) (*Medium, error) {
 	if _, err := exec.LookPath("genisoimage"); err != nil {
 		return nil, fmt.Errorf("demo: genisoimage is not installed (scripts/deps.sh installs it): %w", err)
 	}
-	stage, err := os.MkdirTemp(dir, "bridge-stage-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(stage)
-	tree := Tree{}
-	for p, data := range map[string][]byte{
+	stage, tree, err := stageFiles(dir, map[string][]byte{
 		"VIDEO_TS/VIDEO_TS.IFO":  []byte("not really a DVD\n"),
 		"Interviews/witness.txt": seeded(21, 70000),
 		"Interviews/copy.txt":    seeded(21, 70000),
 		"empty":                  {},
-	} {
-		full := filepath.Join(stage, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(full, data, 0o644); err != nil {
-			return nil, err
-		}
-		tree[p] = TreeEntry{Type: 'f', Data: data}
-		if d := filepath.Dir(p); d != "." {
-			tree[d] = TreeEntry{Type: 'd'}
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
+	defer os.RemoveAll(stage)
 	tmp := filepath.Join(dir, "bridge.tmp")
 	os.Remove(tmp)
 	if out, err := exec.Command("genisoimage", "-quiet", "-udf", "-r", "-V", "BRIDGE", "-o", tmp, stage).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
 	}
 	return named(dir, tmp, tree)
+}
+
+// stageFiles writes files (by relative path) into a new directory in dir,
+// to be mastered onto a disc, and returns it with their Tree (the files
+// and every directory above them).
+func stageFiles(dir string, files map[string][]byte) (string, Tree, error) {
+	stage, err := os.MkdirTemp(dir, "stage-")
+	if err != nil {
+		return "", nil, err
+	}
+	tree := Tree{}
+	for p, data := range files {
+		full := filepath.Join(stage, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			os.RemoveAll(stage)
+			return "", nil, err
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			os.RemoveAll(stage)
+			return "", nil, err
+		}
+		tree[p] = TreeEntry{Type: 'f', Data: data}
+		for d := filepath.Dir(p); d != "."; d = filepath.Dir(d) {
+			tree[d] = TreeEntry{Type: 'd'}
+		}
+	}
+	return stage, tree, nil
 }
 
 // seeded is n bytes of testimg's content for seed.
