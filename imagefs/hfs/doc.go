@@ -45,6 +45,10 @@
 //     1904-01-01. HFS stores the local time of the Mac that wrote it, without
 //     a zone; it is taken as UTC.
 //   - Nlink is 1 for a file, 2 + its subdirectories for a directory.
+//   - Forks: a file's non-empty resource fork (filRLgLen, its extents in
+//     filRExtRec and the extents-overflow records of fork type 0xFF), as
+//     an Entry named imagefs.ResourceFork with ID imagefs.ForkID(CNID, 1),
+//     read with Open like the data fork (see imagefs/fork.go).
 //   - Runs: a file's are its data fork's extents — the three in its catalog
 //     record, then the extents-overflow records keyed by (fork type 0x00,
 //     CNID, the file allocation block where the previous extents end) —
@@ -93,9 +97,7 @@
 //
 // # Not read
 //
-// Resource forks are not presented yet: a file record's filRExtRec and
-// filRLgLen, with extents-overflow records of fork type 0xFF, locate them,
-// and they will be read from there (issue 14). An HFS volume that only wraps
+// An HFS volume that only wraps
 // an embedded HFS+ volume (drEmbedSigWord "H+") is not read by this reader:
 // Open returns ErrWrappedHFSPlus and probe calls such a volume "hfsplus".
 // The volume bitmap, Finder info, file types and creators, backup and

@@ -434,14 +434,23 @@ func (v *Volume) entry(r *record) *imagefs.Entry {
 	}
 	size := int64(be.Uint32(r.data[26:]))
 	runs, _ := v.forkRuns(extents(r.data[74:]), id, 0, size, fmt.Sprintf("the data fork of %q", name), r.off)
-	return &imagefs.Entry{ID: uint64(id), Type: 'f', Name: name, Size: size,
+	e := &imagefs.Entry{ID: uint64(id), Type: 'f', Name: name, Size: size,
 		Mtime: macTime(be.Uint32(r.data[48:])), Nlink: 1, Runs: runs}
+	// The resource fork: filRLgLen at 36, filRExtRec at 86, overflow
+	// extents under fork type 0xFF.
+	if rsize := int64(be.Uint32(r.data[36:])); rsize > 0 {
+		rruns, _ := v.forkRuns(extents(r.data[86:]), id, 0xff, rsize, fmt.Sprintf("the resource fork of %q", name), r.off)
+		e.Forks = []*imagefs.Entry{{ID: imagefs.ForkID(uint64(id), 1), Type: 'f', Name: []byte(imagefs.ResourceFork),
+			Size: rsize, Mtime: e.Mtime, Nlink: 1, Runs: rruns}}
+	}
+	return e
 }
 
-// Open returns a reader of a file's data fork. If its extents cover fewer
-// bytes than its size, reading the missing tail fails with
-// imagefs.ErrCorrupt (never zeros); a run past the image or the allocation
-// area fails with imagefs.ErrBeyondEnd.
+// Open returns a reader of a file's data fork, or of its resource fork
+// (the Entry in its Forks). If its extents cover fewer bytes than its
+// size, reading the missing tail fails with imagefs.ErrCorrupt (never
+// zeros); a run past the image or the allocation area fails with
+// imagefs.ErrBeyondEnd.
 func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	if e == nil || e.Type != 'f' {
 		return nil, fmt.Errorf("hfs: Open of a non-file")
@@ -454,6 +463,10 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	if covered >= e.Size {
 		return rr, nil
 	}
+	fork := "data"
+	if e.ID>>32 != 0 { // imagefs.ForkID: the file's CNID below bit 32
+		fork = "resource"
+	}
 	return imagefs.NewShortReader(rr, covered, e.Size, v.fileOff[uint32(e.ID)],
-		fmt.Sprintf("the extents of CNID %d end %d bytes into a data fork of %d", e.ID, covered, e.Size)), nil
+		fmt.Sprintf("the extents of CNID %d end %d bytes into a %s fork of %d", uint32(e.ID), covered, fork, e.Size)), nil
 }
