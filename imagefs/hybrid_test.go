@@ -3,6 +3,7 @@ package imagefs_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"os"
 	"os/exec"
@@ -38,7 +39,37 @@ func hybridSpec() testimg.Spec {
 		{Path: "Notes", Kind: testimg.Dir},
 		{Path: "Notes/Ärger über Öl.txt", Kind: testimg.File, Data: []byte("Umlauts in the name.\n")},
 		{Path: "deep/1/2/3/4/5/6/7/8/9/bottom.txt", Kind: testimg.File, Data: []byte("nine levels down\n")},
+		// A Mac file: its data fork, and its resource fork with its type
+		// and creator in the AppleDouble file beside it, which
+		// genisoimage --osx-double takes as the HFS side's forks.
+		{Path: "Letter", Kind: testimg.File, Data: []byte("Dear archivist,\n")},
+		{Path: "._Letter", Kind: testimg.File, Data: appleDouble(letterFork, "TEXT", "ttxt")},
 	}}
+}
+
+// letterFork is the resource fork of the hybrid discs' "Letter".
+var letterFork = func() []byte {
+	b := make([]byte, 5000)
+	testimg.ContentAt(31, b, 0)
+	return b
+}()
+
+// appleDouble is an AppleDouble header file (as macOS writes ._name)
+// holding a resource fork and the Finder info's type and creator.
+func appleDouble(rsrc []byte, typ, creator string) []byte {
+	const head = 26 + 2*12
+	b := make([]byte, head+32+len(rsrc))
+	binary.BigEndian.PutUint32(b[0:], 0x00051607)                                     // AppleDouble magic
+	binary.BigEndian.PutUint32(b[4:], 0x00020000)                                     // version 2
+	binary.BigEndian.PutUint16(b[24:], 2)                                             // entries
+	for i, e := range [][3]uint32{{9, head, 32}, {2, head + 32, uint32(len(rsrc))}} { // Finder info, resource fork
+		binary.BigEndian.PutUint32(b[26+12*i:], e[0])
+		binary.BigEndian.PutUint32(b[30+12*i:], e[1])
+		binary.BigEndian.PutUint32(b[34+12*i:], e[2])
+	}
+	copy(b[head:], typ+creator)
+	copy(b[head+32:], rsrc)
+	return b
 }
 
 // sideFile is one file of a hybrid disc's side as the image reader gives it.
@@ -48,10 +79,11 @@ type sideFile struct {
 }
 
 // readSide walks volume v and returns its files by path (relative, no
-// leading '/') and its directories.
-func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (map[string]sideFile, map[string]bool) {
+// leading '/'), its directories, and its files' forks by their catalog
+// path (<file>/..namedfork/<name>).
+func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (files map[string]sideFile, dirs map[string]bool, forks map[string]sideFile) {
 	t.Helper()
-	files, dirs := map[string]sideFile{}, map[string]bool{}
+	files, dirs, forks = map[string]sideFile{}, map[string]bool{}, map[string]sideFile{}
 	require.NoError(t, m.Walk(context.Background(), v, func(p []byte, e *imagefs.Entry) error {
 		rel := string(bytes.TrimPrefix(p, []byte("/")))
 		if rel == "" {
@@ -61,6 +93,10 @@ func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (map[string]si
 			dirs[rel] = true
 			return nil
 		}
+		into := files
+		if strings.Contains(rel, "/"+imagefs.ForkDir+"/") {
+			into = forks
+		}
 		r, err := v.FS.Open(e)
 		if err != nil {
 			return err
@@ -69,10 +105,10 @@ func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (map[string]si
 		if err != nil {
 			return err
 		}
-		files[rel] = sideFile{data: b, runs: v.ImageRuns(e.Runs)}
+		into[rel] = sideFile{data: b, runs: v.ImageRuns(e.Runs)}
 		return nil
 	}))
-	return files, dirs
+	return files, dirs, forks
 }
 
 // A hybrid ISO 9660 / HFS CD as genisoimage makes it, with and without an
@@ -98,7 +134,7 @@ func TestMediumHybridCD(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := hybridSpec()
-			argv := append(append([]string{"genisoimage", "-quiet", "-r", "-J", "-V", "HYBRID"}, c.args...),
+			argv := append(append([]string{"genisoimage", "-quiet", "-r", "-J", "--osx-double", "-V", "HYBRID"}, c.args...),
 				"-o", testimg.ISOImage, testimg.ISOTree)
 			img := testimg.ISO(t, spec, argv...)
 			m, err := imagefs.OpenMediumFile(context.Background(), img, imagefs.MediumOptions{Medium: testHash, Root: "/mnt/ntt"})
@@ -128,8 +164,8 @@ func TestMediumHybridCD(t *testing.T) {
 			}
 			require.Empty(t, m.Skipped())
 
-			isoFiles, isoDirs := readSide(t, m, iso)
-			hfsFiles, hfsDirs := readSide(t, m, hfs)
+			isoFiles, isoDirs, isoForks := readSide(t, m, iso)
+			hfsFiles, hfsDirs, hfsForks := readSide(t, m, hfs)
 			hu := hfsutils(t, img)
 			// The HFS side holds what hfsutils lists, and nothing else.
 			var names []string
@@ -152,6 +188,9 @@ func TestMediumHybridCD(t *testing.T) {
 					require.True(t, hfsDirs[e.Path], "HFS side: directory %q", e.Path)
 					continue
 				}
+				if strings.HasPrefix(filepath.Base(e.Path), "._") {
+					continue // an AppleDouble file: the forks of its file on the HFS side, not a file of either side
+				}
 				files++
 				a, ok := isoFiles[e.Path]
 				require.True(t, ok, "ISO side: %q missing", e.Path)
@@ -170,6 +209,15 @@ func TestMediumHybridCD(t *testing.T) {
 				matched[twin] = true
 			}
 			require.Len(t, isoFiles, files)
+			// The ISO side has no forks (genisoimage also writes the
+			// resource fork as an ISO 9660 associated file, which Linux and
+			// this reader do not show); the HFS side has Letter's, as
+			// hfsutils reads it.
+			require.Empty(t, isoForks)
+			require.Len(t, hfsForks, 1)
+			rsrc := hfsForks["Letter/..namedfork/rsrc"]
+			require.Equal(t, letterFork, rsrc.data, "Letter's resource fork")
+			require.Equal(t, letterFork, hu.resourceFork("Letter"), "hcopy -m's resource fork of Letter")
 			var extra []string
 			for p := range hfsFiles {
 				if !matched[p] {
@@ -208,7 +256,7 @@ func TestMediumHybridHFSPlusCD(t *testing.T) {
 	iso := m.Volume(1)
 	require.NotNil(t, iso)
 	require.Equal(t, "/p1", iso.Prefix)
-	isoFiles, _ := readSide(t, m, iso)
+	isoFiles, _, _ := readSide(t, m, iso)
 	for _, e := range spec.Entries {
 		if e.Kind == testimg.File {
 			require.Equal(t, e.Content(), isoFiles[e.Path].data, "ISO side: %q", e.Path)
@@ -226,7 +274,7 @@ func TestMediumHybridHFSPlusCD(t *testing.T) {
 	}
 	require.NotNil(t, plus)
 	require.Equal(t, "/p2", plus.Prefix)
-	plusFiles, _ := readSide(t, m, plus)
+	plusFiles, _, _ := readSide(t, m, plus)
 	for _, e := range spec.Entries {
 		if e.Kind != testimg.File || len(e.Content()) == 0 {
 			continue
@@ -296,6 +344,22 @@ func (h *hfsutil) list() []string {
 		}
 	}
 	return out
+}
+
+// resourceFork reads the resource fork of the file name in the volume's
+// root: hcopy -m writes MacBinary II, a 128-byte header (the data fork's
+// length at 83, the resource fork's at 87), the data fork padded to 128
+// bytes, then the resource fork.
+func (h *hfsutil) resourceFork(name string) []byte {
+	out := filepath.Join(h.t.TempDir(), "out.bin")
+	h.run("hcopy", "-m", ":"+name, out)
+	b, err := os.ReadFile(out)
+	require.NoError(h.t, err)
+	require.GreaterOrEqual(h.t, len(b), 128)
+	dlen, rlen := int(binary.BigEndian.Uint32(b[83:])), int(binary.BigEndian.Uint32(b[87:]))
+	at := 128 + (dlen+127)/128*128
+	require.GreaterOrEqual(h.t, len(b), at+rlen, "MacBinary of %q", name)
+	return b[at : at+rlen]
 }
 
 // copyRaw reads the data fork of the file name in the volume's root.
