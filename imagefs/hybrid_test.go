@@ -43,7 +43,7 @@ func hybridSpec() testimg.Spec {
 		// and creator in the AppleDouble file beside it, which
 		// genisoimage --osx-double takes as the HFS side's forks.
 		{Path: "Letter", Kind: testimg.File, Data: []byte("Dear archivist,\n")},
-		{Path: "._Letter", Kind: testimg.File, Data: appleDouble(letterFork, "TEXT", "ttxt")},
+		{Path: "._Letter", Kind: testimg.File, Data: testimg.AppleDouble(letterFork, "TEXT", "ttxt")},
 	}}
 }
 
@@ -53,24 +53,6 @@ var letterFork = func() []byte {
 	testimg.ContentAt(31, b, 0)
 	return b
 }()
-
-// appleDouble is an AppleDouble header file (as macOS writes ._name)
-// holding a resource fork and the Finder info's type and creator.
-func appleDouble(rsrc []byte, typ, creator string) []byte {
-	const head = 26 + 2*12
-	b := make([]byte, head+32+len(rsrc))
-	binary.BigEndian.PutUint32(b[0:], 0x00051607)                                     // AppleDouble magic
-	binary.BigEndian.PutUint32(b[4:], 0x00020000)                                     // version 2
-	binary.BigEndian.PutUint16(b[24:], 2)                                             // entries
-	for i, e := range [][3]uint32{{9, head, 32}, {2, head + 32, uint32(len(rsrc))}} { // Finder info, resource fork
-		binary.BigEndian.PutUint32(b[26+12*i:], e[0])
-		binary.BigEndian.PutUint32(b[30+12*i:], e[1])
-		binary.BigEndian.PutUint32(b[34+12*i:], e[2])
-	}
-	copy(b[head:], typ+creator)
-	copy(b[head+32:], rsrc)
-	return b
-}
 
 // sideFile is one file of a hybrid disc's side as the image reader gives it.
 type sideFile struct {

@@ -109,11 +109,12 @@ func TestEnumImageUDFNamedAsMissing(t *testing.T) {
 }
 
 // checkImageRecords checks the raw records ntt-enum wrote to out for a
-// medium read under base: one record per name of tree and the medium
-// root, each of the type put on the medium, files of their size, and dev
+// medium read under base: one record per name of tree (forks at their
+// catalog paths) and the medium root, each of the type put on the medium, files of their size, and dev
 // as devOf says for the name (relative to base).
 func checkImageRecords(t *testing.T, out, base string, tree demo.Tree, devOf func(rel string) string) {
 	t.Helper()
+	tree = tree.CatalogPaths()
 	recs := rawSorted(t, out)
 	require.Len(t, recs, len(tree)+1)
 	for _, rec := range recs {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -189,9 +190,9 @@ func TestPipelineHFSFloppyFromImage(t *testing.T) {
 // A hybrid ISO 9660 / HFS CD (genisoimage -hfs -part) goes through every
 // phase read from its image: both views of the one medium are catalogued,
 // the ISO side as partition 1 under /p1, the HFS side as partition 2 under
-// /p2 (with the files only the HFS side has), every file stored
-// byte-identical; a file on both sides is one blob, its bytes being the
-// same sectors of the disc.
+// /p2 (with the files only the HFS side has, and a file's resource fork),
+// every file and fork stored byte-identical; a file on both sides is one
+// blob, its bytes being the same sectors of the disc.
 func TestPipelineHybridCDFromImage(t *testing.T) {
 	testimg.RequireHFSTools(t, "hls")
 	e := newEnv(t)
@@ -236,6 +237,14 @@ func TestPipelineHybridCDFromImage(t *testing.T) {
 	}
 	require.Equal(t, files, perDev, "files catalogued per view")
 	require.Greater(t, perDev[2], perDev[1], "the HFS side has the Finder's desktop files too")
+	// The Mac file's resource fork is catalogued on the HFS side, found
+	// from its file, and stored beside it in the tree (checkImageRun
+	// compared its bytes).
+	fork := slices.IndexFunc(catalog, func(c entry) bool { return string(c.Path) == "/p2/Letters/Dear archivist/..namedfork/rsrc" })
+	require.GreaterOrEqual(t, fork, 0, "the resource fork's catalog path")
+	require.Equal(t, "f", catalog[fork].Type)
+	require.Equal(t, int64(2), catalog[fork].Dev)
+	require.Equal(t, m.Tree["p2/Letters/..namedfork/Dear archivist/rsrc"].Type, byte('f'))
 
 	// Stored once: the files on both sides are one blob each, and the
 	// store holds one blob per distinct content.

@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"crypto/md5"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -201,9 +204,11 @@ func CDROM(dir string) (*Medium, error) {
 // partition map whose entry 2 is the HFS side): one medium, two views of
 // the same sectors, read as /p1 (the ISO side) and /p2 (the HFS side). Its
 // tree holds p1/… as staged and p2/… as hfsutils reads the HFS side (hls
-// -R, hcopy -r): the staged files again, a name with umlauts as
-// genisoimage writes it in MacRoman, and the Finder's Desktop DB and
-// Desktop DF that genisoimage adds. It needs genisoimage and hfsutils.
+// -R, hcopy -m): the staged files again, a name with umlauts as
+// genisoimage writes it in MacRoman, a file's resource fork (where the
+// copier's tree keeps it, p2/Letters/..namedfork/Dear archivist/rsrc), and
+// the Finder's Desktop DB and Desktop DF that genisoimage adds. It needs
+// genisoimage and hfsutils.
 func HybridCD(dir string) (*Medium, error) {
 	for _, tool := range []string{"genisoimage", "hmount", "hls", "hcopy", "humount"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -219,11 +224,16 @@ func HybridCD(dir string) (*Medium, error) {
 		"Scans/empty.tif":                   {},
 		"Notes/Ärger über Öl.txt":           []byte("Umlauts in the name.\n"),
 		"deep/1/2/3/4/5/6/7/8/9/bottom.txt": []byte("nine levels down\n"),
+		// A Mac file with a resource fork: genisoimage --osx-double takes
+		// the AppleDouble file beside it as its forks on the HFS side.
+		"Letters/Dear archivist":   []byte("Dear archivist,\n"),
+		"Letters/._Dear archivist": testimg.AppleDouble(seeded(15, 7000), "TEXT", "ttxt"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(stage)
+	delete(staged, "Letters/._Dear archivist")
 	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
 	for p, e := range staged {
 		tree["p1/"+p] = e
@@ -233,7 +243,7 @@ func HybridCD(dir string) (*Medium, error) {
 	tree["p1/rr_moved"] = TreeEntry{Type: 'd'}
 	tmp := filepath.Join(dir, "hybrid.tmp")
 	os.Remove(tmp)
-	cmd := exec.Command("genisoimage", "-quiet", "-r", "-J", "-hfs", "-part", "-V", "TESTIMONY_2", "-o", tmp, stage)
+	cmd := exec.Command("genisoimage", "-quiet", "-r", "-J", "-hfs", "-part", "--osx-double", "-V", "TESTIMONY_2", "-o", tmp, stage)
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
@@ -380,7 +390,7 @@ func hfsSide(img, dir string) (Tree, error) {
 			tree[n.path] = TreeEntry{Type: 'd'}
 			continue
 		}
-		if _, err := run("hcopy", "-r", n.raw, copied); err != nil {
+		if _, err := run("hcopy", "-m", n.raw, copied); err != nil {
 			return nil, err
 		}
 		b, err := os.ReadFile(copied)
@@ -388,9 +398,55 @@ func hfsSide(img, dir string) (Tree, error) {
 			return nil, err
 		}
 		os.Remove(copied)
-		tree[n.path] = TreeEntry{Type: 'f', Data: b}
+		data, rsrc, err := macBinary(b)
+		if err != nil {
+			return nil, fmt.Errorf("demo: hcopy -m %q: %w", n.raw, err)
+		}
+		tree[n.path] = TreeEntry{Type: 'f', Data: data}
+		if len(rsrc) > 0 {
+			// Where the copier's tree keeps a fork (imagefs.ForkTreePath).
+			dir, file := path.Split(n.path)
+			tree[dir+"..namedfork"] = TreeEntry{Type: 'd'}
+			tree[dir+"..namedfork/"+file] = TreeEntry{Type: 'd'}
+			tree[dir+"..namedfork/"+file+"/rsrc"] = TreeEntry{Type: 'f', Data: rsrc}
+		}
 	}
 	return tree, nil
+}
+
+// macBinary splits a MacBinary II file (hcopy -m) into its forks: a
+// 128-byte header with the data fork's length at 83 and the resource
+// fork's at 87, then each fork padded to 128 bytes.
+func macBinary(b []byte) (data, rsrc []byte, err error) {
+	if len(b) < 128 {
+		return nil, nil, fmt.Errorf("MacBinary of %d bytes", len(b))
+	}
+	dlen, rlen := int64(binary.BigEndian.Uint32(b[83:])), int64(binary.BigEndian.Uint32(b[87:]))
+	at := 128 + (dlen+127)/128*128
+	if 128+dlen > int64(len(b)) || at+rlen > int64(len(b)) {
+		return nil, nil, fmt.Errorf("MacBinary of %d bytes holds no forks of %d and %d bytes", len(b), dlen, rlen)
+	}
+	return b[128 : 128+dlen], b[at : at+rlen], nil
+}
+
+// CatalogPaths returns t keyed by catalog path (relative to the medium
+// root, no leading '/'): a fork the copier's tree keeps at
+// <dir>/..namedfork/<file>/<name> is catalogued at
+// <dir>/<file>/..namedfork/<name>, and the tree's ..namedfork directories,
+// which the catalog does not hold, are left out.
+func (t Tree) CatalogPaths() Tree {
+	out := Tree{}
+	for p, e := range t {
+		c := strings.Split(p, "/")
+		i := slices.Index(c, "..namedfork")
+		switch {
+		case i < 0:
+			out[p] = e
+		case e.Type == 'f' && i == len(c)-3:
+			out[strings.Join(append(c[:i:i], c[i+1], "..namedfork", c[i+2]), "/")] = e
+		}
+	}
+	return out
 }
 
 // macRoman decodes an HFS name from MacRoman, '/' shown as ':' (as Linux's
