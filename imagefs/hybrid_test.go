@@ -3,11 +3,13 @@ package imagefs_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -37,8 +39,20 @@ func hybridSpec() testimg.Spec {
 		{Path: "Notes", Kind: testimg.Dir},
 		{Path: "Notes/Ärger über Öl.txt", Kind: testimg.File, Data: []byte("Umlauts in the name.\n")},
 		{Path: "deep/1/2/3/4/5/6/7/8/9/bottom.txt", Kind: testimg.File, Data: []byte("nine levels down\n")},
+		// A Mac file: its data fork, and its resource fork with its type
+		// and creator in the AppleDouble file beside it, which
+		// genisoimage --osx-double takes as the HFS side's forks.
+		{Path: "Letter", Kind: testimg.File, Data: []byte("Dear archivist,\n")},
+		{Path: "._Letter", Kind: testimg.File, Data: testimg.AppleDouble(letterFork, "TEXT", "ttxt")},
 	}}
 }
+
+// letterFork is the resource fork of the hybrid discs' "Letter".
+var letterFork = func() []byte {
+	b := make([]byte, 5000)
+	testimg.ContentAt(31, b, 0)
+	return b
+}()
 
 // sideFile is one file of a hybrid disc's side as the image reader gives it.
 type sideFile struct {
@@ -47,10 +61,11 @@ type sideFile struct {
 }
 
 // readSide walks volume v and returns its files by path (relative, no
-// leading '/') and its directories.
-func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (map[string]sideFile, map[string]bool) {
+// leading '/'), its directories, and its files' forks by their catalog
+// path (<file>/..namedfork/<name>).
+func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (files map[string]sideFile, dirs map[string]bool, forks map[string]sideFile) {
 	t.Helper()
-	files, dirs := map[string]sideFile{}, map[string]bool{}
+	files, dirs, forks = map[string]sideFile{}, map[string]bool{}, map[string]sideFile{}
 	require.NoError(t, m.Walk(context.Background(), v, func(p []byte, e *imagefs.Entry) error {
 		rel := string(bytes.TrimPrefix(p, []byte("/")))
 		if rel == "" {
@@ -60,6 +75,10 @@ func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (map[string]si
 			dirs[rel] = true
 			return nil
 		}
+		into := files
+		if strings.Contains(rel, "/"+imagefs.ForkDir+"/") {
+			into = forks
+		}
 		r, err := v.FS.Open(e)
 		if err != nil {
 			return err
@@ -68,14 +87,14 @@ func readSide(t *testing.T, m *imagefs.Medium, v *imagefs.Volume) (map[string]si
 		if err != nil {
 			return err
 		}
-		files[rel] = sideFile{data: b, runs: v.ImageRuns(e.Runs)}
+		into[rel] = sideFile{data: b, runs: v.ImageRuns(e.Runs)}
 		return nil
 	}))
-	return files, dirs
+	return files, dirs, forks
 }
 
 // A hybrid ISO 9660 / HFS CD as genisoimage makes it, with and without an
-// Apple partition map: two views of one medium, read as two partitions —
+// Apple partition map, and a UDF bridge disc with an HFS side: two views of one medium, read as two partitions —
 // p1 the ISO side (the whole disc), p2 the HFS side. Every file is on both
 // sides, its bytes the same sectors of the disc; the HFS side adds the
 // Finder's desktop files, whose bytes hfsutils' own reader agrees with.
@@ -93,10 +112,11 @@ func TestMediumHybridCD(t *testing.T) {
 	}{
 		{"no map", []string{"-hfs"}, "", "HFS side: the whole disc, its volume header at byte 1024", 0},
 		{"apple partition map", []string{"-hfs", "-part"}, "apm", "HFS side: Apple partition map entry 2", -1},
+		{"udf bridge", []string{"-udf", "-hfs"}, "", "HFS side: the whole disc, its volume header at byte 1024", 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			spec := hybridSpec()
-			argv := append(append([]string{"genisoimage", "-quiet", "-r", "-J", "-V", "HYBRID"}, c.args...),
+			argv := append(append([]string{"genisoimage", "-quiet", "-r", "-J", "--osx-double", "-V", "HYBRID"}, c.args...),
 				"-o", testimg.ISOImage, testimg.ISOTree)
 			img := testimg.ISO(t, spec, argv...)
 			m, err := imagefs.OpenMediumFile(context.Background(), img, imagefs.MediumOptions{Medium: testHash, Root: "/mnt/ntt"})
@@ -114,7 +134,11 @@ func TestMediumHybridCD(t *testing.T) {
 				require.Positive(t, hfs.Offset, "the map's Apple_HFS entry")
 			}
 			require.Len(t, m.Layout.Partitions, 2)
-			require.Equal(t, "ISO 9660 side: the whole disc", m.Layout.Partitions[0].View)
+			side := "ISO 9660"
+			if slices.Contains(c.args, "-udf") {
+				side = "UDF and ISO 9660" // read by its ISO 9660 side
+			}
+			require.Equal(t, side+" side: the whole disc", m.Layout.Partitions[0].View)
 			require.Equal(t, c.view, m.Layout.Partitions[1].View)
 			for i, p := range m.Layout.Partitions {
 				require.Equal(t, imagefs.StatusRead, p.Status, "partition %d", p.Num)
@@ -122,8 +146,8 @@ func TestMediumHybridCD(t *testing.T) {
 			}
 			require.Empty(t, m.Skipped())
 
-			isoFiles, isoDirs := readSide(t, m, iso)
-			hfsFiles, hfsDirs := readSide(t, m, hfs)
+			isoFiles, isoDirs, isoForks := readSide(t, m, iso)
+			hfsFiles, hfsDirs, hfsForks := readSide(t, m, hfs)
 			hu := hfsutils(t, img)
 			// The HFS side holds what hfsutils lists, and nothing else.
 			var names []string
@@ -146,6 +170,9 @@ func TestMediumHybridCD(t *testing.T) {
 					require.True(t, hfsDirs[e.Path], "HFS side: directory %q", e.Path)
 					continue
 				}
+				if strings.HasPrefix(filepath.Base(e.Path), "._") {
+					continue // an AppleDouble file: the forks of its file on the HFS side, not a file of either side
+				}
 				files++
 				a, ok := isoFiles[e.Path]
 				require.True(t, ok, "ISO side: %q missing", e.Path)
@@ -164,6 +191,15 @@ func TestMediumHybridCD(t *testing.T) {
 				matched[twin] = true
 			}
 			require.Len(t, isoFiles, files)
+			// The ISO side has no forks (genisoimage also writes the
+			// resource fork as an ISO 9660 associated file, which Linux and
+			// this reader do not show); the HFS side has Letter's, as
+			// hfsutils reads it.
+			require.Empty(t, isoForks)
+			require.Len(t, hfsForks, 1)
+			rsrc := hfsForks["Letter/..namedfork/rsrc"]
+			require.Equal(t, letterFork, rsrc.data, "Letter's resource fork")
+			require.Equal(t, letterFork, hu.resourceFork("Letter"), "hcopy -m's resource fork of Letter")
 			var extra []string
 			for p := range hfsFiles {
 				if !matched[p] {
@@ -202,7 +238,7 @@ func TestMediumHybridHFSPlusCD(t *testing.T) {
 	iso := m.Volume(1)
 	require.NotNil(t, iso)
 	require.Equal(t, "/p1", iso.Prefix)
-	isoFiles, _ := readSide(t, m, iso)
+	isoFiles, _, _ := readSide(t, m, iso)
 	for _, e := range spec.Entries {
 		if e.Kind == testimg.File {
 			require.Equal(t, e.Content(), isoFiles[e.Path].data, "ISO side: %q", e.Path)
@@ -220,7 +256,7 @@ func TestMediumHybridHFSPlusCD(t *testing.T) {
 	}
 	require.NotNil(t, plus)
 	require.Equal(t, "/p2", plus.Prefix)
-	plusFiles, _ := readSide(t, m, plus)
+	plusFiles, _, _ := readSide(t, m, plus)
 	for _, e := range spec.Entries {
 		if e.Kind != testimg.File || len(e.Content()) == 0 {
 			continue
@@ -290,6 +326,22 @@ func (h *hfsutil) list() []string {
 		}
 	}
 	return out
+}
+
+// resourceFork reads the resource fork of the file name in the volume's
+// root: hcopy -m writes MacBinary II, a 128-byte header (the data fork's
+// length at 83, the resource fork's at 87), the data fork padded to 128
+// bytes, then the resource fork.
+func (h *hfsutil) resourceFork(name string) []byte {
+	out := filepath.Join(h.t.TempDir(), "out.bin")
+	h.run("hcopy", "-m", ":"+name, out)
+	b, err := os.ReadFile(out)
+	require.NoError(h.t, err)
+	require.GreaterOrEqual(h.t, len(b), 128)
+	dlen, rlen := int(binary.BigEndian.Uint32(b[83:])), int(binary.BigEndian.Uint32(b[87:]))
+	at := 128 + (dlen+127)/128*128
+	require.GreaterOrEqual(h.t, len(b), at+rlen, "MacBinary of %q", name)
+	return b[at : at+rlen]
 }
 
 // copyRaw reads the data fork of the file name in the volume's root.

@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"crypto/md5"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -220,11 +222,6 @@ func CDROM(dir string) (*Medium, error) {
 		tree[p] = TreeEntry{Type: 'f', Data: data}
 		return os.WriteFile(full, data, 0o644)
 	}
-	seeded := func(seed uint64, n int) []byte {
-		b := make([]byte, n)
-		testimg.ContentAt(seed, b, 0)
-		return b
-	}
 	files := []struct {
 		p    string
 		data []byte
@@ -293,58 +290,46 @@ func CDROM(dir string) (*Medium, error) {
 // partition map whose entry 2 is the HFS side): one medium, two views of
 // the same sectors, read as /p1 (the ISO side) and /p2 (the HFS side). Its
 // tree holds p1/… as staged and p2/… as hfsutils reads the HFS side (hls
-// -R, hcopy -r): the staged files again, a name with umlauts as
-// genisoimage writes it in MacRoman, and the Finder's Desktop DB and
-// Desktop DF that genisoimage adds. It needs genisoimage and hfsutils.
+// -R, hcopy -m): the staged files again, a name with umlauts as
+// genisoimage writes it in MacRoman, a file's resource fork (where the
+// copier's tree keeps it, p2/Letters/..namedfork/Dear archivist/rsrc), and
+// the Finder's Desktop DB and Desktop DF that genisoimage adds. It needs
+// genisoimage and hfsutils.
 func HybridCD(dir string) (*Medium, error) {
 	for _, tool := range []string{"genisoimage", "hmount", "hls", "hcopy", "humount"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs it): %w", tool, err)
 		}
 	}
-	stage, err := os.MkdirTemp(dir, "hybrid-stage-")
+	stage, staged, err := stageFiles(dir, map[string][]byte{
+		"README.TXT":                        []byte("Testimony archive, disc 2, for Macs and PCs.\n"),
+		"Interviews/witness one.txt":        seeded(11, 40000),
+		"Interviews/witness two.txt":        seeded(12, 52000),
+		"Interviews/copy of one.txt":        seeded(11, 40000),
+		"Scans/page-001.tif":                seeded(14, 1<<20),
+		"Scans/empty.tif":                   {},
+		"Notes/Ärger über Öl.txt":           []byte("Umlauts in the name.\n"),
+		"deep/1/2/3/4/5/6/7/8/9/bottom.txt": []byte("nine levels down\n"),
+		// A Mac file with a resource fork: genisoimage --osx-double takes
+		// the AppleDouble file beside it as its forks on the HFS side.
+		"Letters/Dear archivist":   []byte("Dear archivist,\n"),
+		"Letters/._Dear archivist": testimg.AppleDouble(seeded(15, 7000), "TEXT", "ttxt"),
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(stage)
+	delete(staged, "Letters/._Dear archivist")
 	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
-	seeded := func(seed uint64, n int) []byte {
-		b := make([]byte, n)
-		testimg.ContentAt(seed, b, 0)
-		return b
-	}
-	files := []struct {
-		p    string
-		data []byte
-	}{
-		{"README.TXT", []byte("Testimony archive, disc 2, for Macs and PCs.\n")},
-		{"Interviews/witness one.txt", seeded(11, 40000)},
-		{"Interviews/witness two.txt", seeded(12, 52000)},
-		{"Interviews/copy of one.txt", seeded(11, 40000)},
-		{"Scans/page-001.tif", seeded(14, 1<<20)},
-		{"Scans/empty.tif", nil},
-		{"Notes/Ärger über Öl.txt", []byte("Umlauts in the name.\n")},
-		{"deep/1/2/3/4/5/6/7/8/9/bottom.txt", []byte("nine levels down\n")},
-	}
-	for _, f := range files {
-		full := filepath.Join(stage, f.p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(full, f.data, 0o644); err != nil {
-			return nil, err
-		}
-		tree["p1/"+f.p] = TreeEntry{Type: 'f', Data: f.data}
-		for d := filepath.Dir(f.p); d != "."; d = filepath.Dir(d) {
-			tree["p1/"+d] = TreeEntry{Type: 'd'}
-		}
+	for p, e := range staged {
+		tree["p1/"+p] = e
 	}
 	// genisoimage relocates the ninth level into /rr_moved, which Rock
 	// Ridge readers (Linux's too) show as an empty directory.
 	tree["p1/rr_moved"] = TreeEntry{Type: 'd'}
 	tmp := filepath.Join(dir, "hybrid.tmp")
 	os.Remove(tmp)
-	cmd := exec.Command("genisoimage", "-quiet", "-r", "-J", "-hfs", "-part", "-V", "TESTIMONY_2", "-o", tmp, stage)
+	cmd := exec.Command("genisoimage", "-quiet", "-r", "-J", "-hfs", "-part", "--osx-double", "-V", "TESTIMONY_2", "-o", tmp, stage)
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
@@ -357,6 +342,86 @@ func HybridCD(dir string) (*Medium, error) {
 		tree["p2/"+p] = e
 	}
 	return named(dir, tmp, tree)
+}
+
+// UDFDisc builds a UDF-only disc in dir as <md5>.img with mkudffs (UDF
+// 2.01, no ISO 9660 side): a medium no image reader reads yet, which must
+// be named as such. Its tree is empty (the kernel here cannot mount UDF to
+// put files on it).
+func UDFDisc(dir string) (*Medium, error) {
+	if _, err := exec.LookPath("mkudffs"); err != nil {
+		return nil, fmt.Errorf("demo: mkudffs is not installed (scripts/deps.sh installs udftools): %w", err)
+	}
+	tmp := filepath.Join(dir, "udf.tmp")
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Truncate(tmp, 8<<20); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("mkudffs", "--media-type=cdrw", "--label=UDF ONLY", tmp).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: mkudffs: %v: %s", err, out)
+	}
+	return named(dir, tmp, Tree{})
+}
+
+// BridgeDisc builds a UDF bridge disc in dir as <md5>.img with
+// genisoimage -udf (UDF and ISO 9660 with Rock Ridge over the same files):
+// read through its ISO 9660 side until a UDF reader exists.
+func BridgeDisc(dir string) (*Medium, error) {
+	if _, err := exec.LookPath("genisoimage"); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage is not installed (scripts/deps.sh installs it): %w", err)
+	}
+	stage, tree, err := stageFiles(dir, map[string][]byte{
+		"VIDEO_TS/VIDEO_TS.IFO":  []byte("not really a DVD\n"),
+		"Interviews/witness.txt": seeded(21, 70000),
+		"Interviews/copy.txt":    seeded(21, 70000),
+		"empty":                  {},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	tmp := filepath.Join(dir, "bridge.tmp")
+	os.Remove(tmp)
+	if out, err := exec.Command("genisoimage", "-quiet", "-udf", "-r", "-V", "BRIDGE", "-o", tmp, stage).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
+	}
+	return named(dir, tmp, tree)
+}
+
+// stageFiles writes files (by relative path) into a new directory in dir,
+// to be mastered onto a disc, and returns it with their Tree (the files
+// and every directory above them).
+func stageFiles(dir string, files map[string][]byte) (string, Tree, error) {
+	stage, err := os.MkdirTemp(dir, "stage-")
+	if err != nil {
+		return "", nil, err
+	}
+	tree := Tree{}
+	for p, data := range files {
+		full := filepath.Join(stage, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			os.RemoveAll(stage)
+			return "", nil, err
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			os.RemoveAll(stage)
+			return "", nil, err
+		}
+		tree[p] = TreeEntry{Type: 'f', Data: data}
+		for d := filepath.Dir(p); d != "."; d = filepath.Dir(d) {
+			tree[d] = TreeEntry{Type: 'd'}
+		}
+	}
+	return stage, tree, nil
+}
+
+// seeded is n bytes of testimg's content for seed.
+func seeded(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	testimg.ContentAt(seed, b, 0)
+	return b
 }
 
 // hfsSide reads the HFS volume of img with hfsutils, the reference reader
@@ -411,7 +476,7 @@ func hfsSide(img, dir string) (Tree, error) {
 			tree[n.path] = TreeEntry{Type: 'd'}
 			continue
 		}
-		if _, err := run("hcopy", "-r", n.raw, copied); err != nil {
+		if _, err := run("hcopy", "-m", n.raw, copied); err != nil {
 			return nil, err
 		}
 		b, err := os.ReadFile(copied)
@@ -419,9 +484,55 @@ func hfsSide(img, dir string) (Tree, error) {
 			return nil, err
 		}
 		os.Remove(copied)
-		tree[n.path] = TreeEntry{Type: 'f', Data: b}
+		data, rsrc, err := macBinary(b)
+		if err != nil {
+			return nil, fmt.Errorf("demo: hcopy -m %q: %w", n.raw, err)
+		}
+		tree[n.path] = TreeEntry{Type: 'f', Data: data}
+		if len(rsrc) > 0 {
+			// Where the copier's tree keeps a fork (imagefs.ForkTreePath).
+			dir, file := path.Split(n.path)
+			tree[dir+"..namedfork"] = TreeEntry{Type: 'd'}
+			tree[dir+"..namedfork/"+file] = TreeEntry{Type: 'd'}
+			tree[dir+"..namedfork/"+file+"/rsrc"] = TreeEntry{Type: 'f', Data: rsrc}
+		}
 	}
 	return tree, nil
+}
+
+// macBinary splits a MacBinary II file (hcopy -m) into its forks: a
+// 128-byte header with the data fork's length at 83 and the resource
+// fork's at 87, then each fork padded to 128 bytes.
+func macBinary(b []byte) (data, rsrc []byte, err error) {
+	if len(b) < 128 {
+		return nil, nil, fmt.Errorf("MacBinary of %d bytes", len(b))
+	}
+	dlen, rlen := int64(binary.BigEndian.Uint32(b[83:])), int64(binary.BigEndian.Uint32(b[87:]))
+	at := 128 + (dlen+127)/128*128
+	if 128+dlen > int64(len(b)) || at+rlen > int64(len(b)) {
+		return nil, nil, fmt.Errorf("MacBinary of %d bytes holds no forks of %d and %d bytes", len(b), dlen, rlen)
+	}
+	return b[128 : 128+dlen], b[at : at+rlen], nil
+}
+
+// CatalogPaths returns t keyed by catalog path (relative to the medium
+// root, no leading '/'): a fork the copier's tree keeps at
+// <dir>/..namedfork/<file>/<name> is catalogued at
+// <dir>/<file>/..namedfork/<name>, and the tree's ..namedfork directories,
+// which the catalog does not hold, are left out.
+func (t Tree) CatalogPaths() Tree {
+	out := Tree{}
+	for p, e := range t {
+		c := strings.Split(p, "/")
+		i := slices.Index(c, "..namedfork")
+		switch {
+		case i < 0:
+			out[p] = e
+		case e.Type == 'f' && i == len(c)-3:
+			out[strings.Join(append(c[:i:i], c[i+1], "..namedfork", c[i+2]), "/")] = e
+		}
+	}
+	return out
 }
 
 // macRoman decodes an HFS name from MacRoman, '/' shown as ':' (as Linux's

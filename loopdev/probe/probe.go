@@ -2,7 +2,8 @@
 // partition table (MBR with extended and logical partitions, GPT, Apple
 // Partition Map), and for the whole disk and each partition the filesystem or
 // member type (ext2/3/4, FAT12/16/32, exFAT, NTFS, ISO9660, UDF, HFS, HFS+,
-// XFS, btrfs, squashfs, swap, Linux RAID, LVM1/LVM2). It also recognises
+// XFS, btrfs, squashfs, swap, Linux RAID, LVM1/LVM2), and the HFS side of
+// a hybrid CD that shares byte 0 with its ISO 9660 side. It also recognises
 // files that are not disk images at all (tar, gzip, bzip2, xz, zstd, zip) and
 // erased media (all sampled bytes equal).
 //
