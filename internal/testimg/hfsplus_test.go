@@ -3,6 +3,7 @@ package testimg
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io/fs"
 	"os"
@@ -169,6 +170,15 @@ func TestHFSPlusSample(t *testing.T) {
 			img, l := HFSPlus(t, spec)
 			checkLayoutMatchesSpec(t, spec, l)
 			checkTSK(t, img, l, "HFS+")
+			// frag/nine and frag/twenty keep extents 9.. in the
+			// extents-overflow file: 1 + 2 records.
+			raw, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := binary.BigEndian.Uint32(raw[l.Extents+14+6:]); n != 3 {
+				t.Errorf("extents-overflow file holds %d records, want 3", n)
+			}
 		})
 	}
 }
