@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 )
 
 // HFS+ volumes have no mkfs on Debian (no hfsprogs), so WriteHFSPlus writes
@@ -62,12 +63,21 @@ type HFSPlusFile struct {
 	Gid  uint32
 	// Mtime is the content modification date (whole seconds).
 	Mtime time.Time
+	// Inode is, for a hardlinked file, the CNID of its indirect node file
+	// (the "iNode<Inode>" in the private folder, which holds the content);
+	// Nlink the link count kept there. 0 and 1 for other files.
+	Inode uint32
+	Nlink uint32
 }
 
 // HFSPlusLayout is what WriteHFSPlus placed where.
 type HFSPlusLayout struct {
 	// Files by path ('/' between components, "" is the root).
 	Files map[string]HFSPlusFile
+	// Private holds the hardlinks' private folder (at its raw name,
+	// "\x00\x00\x00\x00HFS+ Private Data") and its indirect node files
+	// ("<that>/iNode<CNID>"): on the volume, but no user's names.
+	Private map[string]HFSPlusFile
 	// BlockSize and the byte offsets (in the image) of the volume header
 	// and of the B-tree files, for damage tests.
 	BlockSize                       int
@@ -142,6 +152,8 @@ type hpObj struct {
 	creator     uint32
 	finderFlags uint16
 	data, rsrc  hpFork
+	hidden      bool   // the private folder and its indirect node files
+	inode       *hpObj // a link file's indirect node file
 }
 
 type hpBuilder struct {
@@ -157,6 +169,8 @@ type hpBuilder struct {
 	extTree  btTree
 	attrTree btTree
 	layout   HFSPlusLayout
+	linked   map[string]bool // paths hardlinks name as Target
+	private  *hpObj          // "\x00\x00\x00\x00HFS+ Private Data"
 	sigX     bool
 	volDate  uint32
 }
@@ -245,6 +259,17 @@ func (b *hpBuilder) addTree() error {
 	root := &hpObj{path: "", cnid: hpRootID, name: name, dir: true, mode: 0o040755, mdate: b.volDate, cdate: b.volDate}
 	b.objs = append(b.objs, root)
 	b.byPath[""] = root
+	b.linked = map[string]bool{}
+	for _, e := range b.spec.Entries {
+		if e.Kind == Hardlink {
+			b.linked[e.Target] = true
+		}
+	}
+	for _, e := range b.spec.Entries {
+		if b.linked[e.Path] && e.Kind != File {
+			return fmt.Errorf("hardlink target %q is a %v: HFS+ hardlinks are made to files here", e.Path, e.Kind)
+		}
+	}
 	for i := range b.spec.Entries {
 		e := &b.spec.Entries[i]
 		if err := b.addEntry(e); err != nil {
@@ -281,6 +306,9 @@ func (b *hpBuilder) addEntry(e *HFSPlusEntry) error {
 	if _, dup := b.byPath[e.Path]; dup {
 		return fmt.Errorf("duplicate path")
 	}
+	if e.Kind == Hardlink || b.linked[e.Path] {
+		return b.addLink(e)
+	}
 	_, err := b.newObj(*e)
 	return err
 }
@@ -297,6 +325,16 @@ func (b *hpBuilder) newObj(e HFSPlusEntry) (*hpObj, error) {
 	if err != nil {
 		return nil, err
 	}
+	o, err := b.add(parent, base, e)
+	if err != nil {
+		return nil, err
+	}
+	b.byPath[e.Path] = o
+	return o, nil
+}
+
+// add adds the catalog object of e named base in parent.
+func (b *hpBuilder) add(parent *hpObj, base string, e HFSPlusEntry) (*hpObj, error) {
 	name, err := hfsPlusName(base)
 	if err != nil {
 		return nil, err
@@ -340,8 +378,70 @@ func (b *hpBuilder) newObj(e HFSPlusEntry) (*hpObj, error) {
 	}
 	parent.valence++
 	b.objs = append(b.objs, o)
-	b.byPath[e.Path] = o
 	return o, nil
+}
+
+// hpPrivateDir is the name of the folder of indirect node files (the
+// hardlinked files' contents): four NULs, then "HFS+ Private Data".
+const hpPrivateDir = "\x00\x00\x00\x00HFS+ Private Data"
+
+// privateDir returns the hardlinks' private folder, made on first use,
+// invisible and name-locked, as Mac OS makes it.
+func (b *hpBuilder) privateDir() (*hpObj, error) {
+	if b.private != nil {
+		return b.private, nil
+	}
+	o, err := b.add(b.byPath[""], hpPrivateDir, HFSPlusEntry{Entry: Entry{Path: hpPrivateDir, Kind: Dir, Mode: NoPerms}})
+	if err != nil {
+		return nil, err
+	}
+	o.hidden = true
+	o.finderFlags = 0x5000 // kIsInvisible | kNameLocked
+	o.cdate = b.volDate
+	b.private = o
+	return o, nil
+}
+
+// addLink adds e as a hardlink: a link file ('hlnk'/'hfs+', iNodeNum in
+// permissions.special, created when the private folder was) naming the
+// indirect node file "iNode<CNID>" in the private folder, which is made
+// from e (and holds the content) the first time.
+func (b *hpBuilder) addLink(e *HFSPlusEntry) error {
+	var inode *hpObj
+	if e.Kind == Hardlink {
+		t, ok := b.byPath[e.Target]
+		if !ok || t.inode == nil {
+			return fmt.Errorf("hardlink target %q is not an earlier file", e.Target)
+		}
+		inode = t.inode
+	} else {
+		priv, err := b.privateDir()
+		if err != nil {
+			return err
+		}
+		ie := *e
+		ie.Path = ""
+		if inode, err = b.add(priv, "iNode", ie); err != nil {
+			return err
+		}
+		inode.name, _ = hfsPlusName(fmt.Sprintf("iNode%d", inode.cnid))
+		inode.hidden = true
+	}
+	le := HFSPlusEntry{Entry: Entry{Path: e.Path, Kind: File, Mtime: e.Mtime, Uid: inode.uid, Gid: inode.gid}}
+	if e.Kind == Hardlink {
+		le.Mtime = time.Unix(int64(inode.mdate)-macEpochOffset, 0)
+	}
+	link, err := b.newObj(le)
+	if err != nil {
+		return err
+	}
+	link.mode = inode.mode
+	link.fileType, link.creator = fourCC("hlnk"), fourCC("hfs+")
+	link.special = inode.cnid
+	link.cdate = b.private.cdate
+	link.inode = inode
+	inode.special++ // the link count
+	return nil
 }
 
 func fourCC(s string) uint32 { return binary.BigEndian.Uint32([]byte(s)) }
@@ -702,25 +802,39 @@ func (b *hpBuilder) place() ([]byte, error) {
 	l.Catalog, l.CatalogLen = int64(catStart)*bs, int64(catBytes)
 	l.Attributes, l.AttrLen = int64(attrStart)*bs, int64(attrBytes)
 	l.Files = map[string]HFSPlusFile{}
+	l.Private = map[string]HFSPlusFile{}
 	for _, o := range b.objs {
-		f := HFSPlusFile{CNID: o.cnid, Mode: o.mode, Uid: o.uid, Gid: o.gid, Mtime: time.Unix(int64(o.mdate)-macEpochOffset, 0).UTC()}
+		f := HFSPlusFile{CNID: o.cnid, Mode: o.mode, Uid: o.uid, Gid: o.gid, Mtime: time.Unix(int64(o.mdate)-macEpochOffset, 0).UTC(), Nlink: 1}
+		c := o
+		if o.inode != nil {
+			c = o.inode
+			f.Inode, f.Nlink = c.cnid, c.special
+		}
 		switch {
 		case o.dir:
 			f.Kind = Dir
-		case o.fileType == fourCC("slnk"):
+			f.Nlink = 0
+		case c.fileType == fourCC("slnk"):
 			f.Kind = Symlink
-			f.Data = o.data.data
+			f.Data = c.data.data
 		default:
 			f.Kind = File
-			f.Data = o.data.data
+			f.Data = c.data.data
 			if f.Data == nil {
 				f.Data = []byte{}
 			}
-			if len(o.rsrc.data) > 0 {
-				f.Rsrc = o.rsrc.data
+			if len(c.rsrc.data) > 0 {
+				f.Rsrc = c.rsrc.data
 			}
 		}
-		l.Files[o.path] = f
+		switch {
+		case o == b.private:
+			l.Private[hpPrivateDir] = f
+		case o.hidden:
+			l.Private[hpPrivateDir+"/"+string(utf16.Decode(o.name))] = f
+		default:
+			l.Files[o.path] = f
+		}
 	}
 	return img, nil
 }

@@ -12,7 +12,9 @@ import (
 // catalog orders them by TN1150's case folding), and a folder of 150
 // files, enough for several leaf nodes and an index level; files with
 // resource forks (one with an empty data fork), symlinks (relative,
-// absolute, dangling), and fragmented files: 8 extents (all in the catalog
+// absolute, dangling), hardlinks (link files naming indirect node files
+// in the private folder, which HFSPlusLayout.Private lists), and
+// fragmented files: 8 extents (all in the catalog
 // record), 9 and 20 (the rest in extents-overflow records). What a reader
 // must find is what WriteHFSPlus returns in HFSPlusLayout.Files.
 func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
@@ -43,6 +45,11 @@ func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
 		{Entry: Entry{Path: "links/to-hello", Kind: Symlink, Target: "../hello.txt"}},
 		{Entry: Entry{Path: "links/absolute", Kind: Symlink, Target: "/System/Library"}},
 		{Entry: Entry{Path: "links/dangling", Kind: Symlink, Target: "no/such/file", Mtime: time.Unix(1500000000, 0)}},
+		{Entry: Entry{Path: "hard/first", Kind: File, Data: []byte("one content, three names\n"), Mode: 0o640}, Rsrc: []byte("and its resource fork\n")},
+		{Entry: Entry{Path: "hard/second", Kind: Hardlink, Target: "hard/first"}},
+		{Entry: Entry{Path: "cherry/third", Kind: Hardlink, Target: "hard/first"}},
+		{Entry: Entry{Path: "hard/lone", Kind: File, Size: int64(2*blockSize + 9), Seed: 17}},
+		{Entry: Entry{Path: "hard/lone-link", Kind: Hardlink, Target: "hard/lone"}},
 		{Entry: Entry{Path: "frag/eight", Kind: File, Size: int64(8 * blockSize), Seed: 14}, Fragments: 8},
 		{Entry: Entry{Path: "frag/twenty", Kind: File, Size: int64(40*blockSize - 100), Seed: 15}, Fragments: 20},
 		{Entry: Entry{Path: "frag/nine", Kind: File, Size: int64(9 * blockSize), Seed: 16}, Fragments: 9},

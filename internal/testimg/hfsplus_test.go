@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -20,7 +21,7 @@ import (
 // requireTSK fails under CI, or skips, without The Sleuth Kit.
 func requireTSK(t *testing.T) {
 	t.Helper()
-	for _, name := range []string{"fls", "icat", "fsstat", "tsk_recover"} {
+	for _, name := range []string{"fls", "icat", "istat", "fsstat", "tsk_recover"} {
 		if _, err := exec.LookPath(name); err != nil {
 			testenv.SkipOrFail(t, name+" is not installed (scripts/deps.sh installs sleuthkit)")
 		}
@@ -89,7 +90,15 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 	rec := filepath.Join(t.TempDir(), "recovered")
 	tskRun(t, append(append([]string{"tsk_recover", "-e"}, extra...), img, rec)...)
 	icats := 0
+	istated := map[uint32]bool{}
+	want := map[string]HFSPlusFile{}
 	for p, f := range l.Files {
+		want[p] = f
+	}
+	for p, f := range l.Private {
+		want[strings.ReplaceAll(p, "\x00", "^")] = f // as TSK shows a NUL
+	}
+	for p, f := range want {
 		if p == "" {
 			continue
 		}
@@ -99,12 +108,23 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 			continue
 		}
 		delete(got, p)
-		want := map[Kind]string{File: "r/r", Dir: "d/d", Symlink: "l/l"}[f.Kind]
-		if g.typ != want || g.inum != uint64(f.CNID) {
-			t.Errorf("%q: fls says %s %d, want %s %d", p, g.typ, g.inum, want, f.CNID)
+		typ := map[Kind]string{File: "r/r", Dir: "d/d", Symlink: "l/l"}[f.Kind]
+		id := f.CNID
+		if f.Inode != 0 {
+			id = f.Inode // TSK follows a hardlink to its indirect node
+		}
+		if g.typ != typ || g.inum != uint64(id) {
+			t.Errorf("%q: fls says %s %d, want %s %d", p, g.typ, g.inum, typ, id)
 		}
 		if f.Kind == Dir {
 			continue
+		}
+		if f.Inode != 0 && !istated[f.Inode] {
+			istated[f.Inode] = true
+			st := tskRun(t, append(append([]string{"istat"}, extra...), img, strconv.FormatUint(uint64(f.Inode), 10))...)
+			if line := fmt.Sprintf("Link count:\t%d\n", f.Nlink); !bytes.Contains(st, []byte(line)) {
+				t.Errorf("%q: istat %d does not say %q:\n%s", p, f.Inode, line, st)
+			}
 		}
 		data, err := os.ReadFile(filepath.Join(rec, p))
 		if errors.Is(err, fs.ErrNotExist) && len(f.Data) == 0 {
@@ -156,6 +176,12 @@ func checkLayoutMatchesSpec(t *testing.T, spec HFSPlusSpec, l *HFSPlusLayout) {
 		}
 		if e.Kind != Hardlink && f.Mode != e.StatMode() {
 			t.Errorf("%q: mode %#o, want %#o", e.Path, f.Mode, e.StatMode())
+		}
+		if e.Kind == Hardlink {
+			target := l.Files[e.Target]
+			if f.Inode == 0 || f.Inode != target.Inode || !bytes.Equal(f.Data, target.Data) || f.Nlink < 2 {
+				t.Errorf("%q: hardlink to %q: inode %d (target's %d), nlink %d", e.Path, e.Target, f.Inode, target.Inode, f.Nlink)
+			}
 		}
 	}
 }
