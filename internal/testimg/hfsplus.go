@@ -47,6 +47,15 @@ type HFSPlusSpec struct {
 	NodeSize int
 	// Label is the volume name (the root folder's name); "" means "Untitled".
 	Label string
+	// CaseSensitive makes an HFSX volume (signature "HX", version 5) whose
+	// catalog compares names binary (keyCompareType 0xBC), so that names
+	// differing only in case are distinct.
+	CaseSensitive bool
+	// Journaled sets the journaled attribute and writes what Mac OS writes
+	// for it: the files ".journal_info_block" (the journal info block) and
+	// ".journal" (an empty journal: start == end) in the root, listed in
+	// HFSPlusLayout.Private, not Files.
+	Journaled bool
 	// Entries is the tree; parents without an entry are made with defaults.
 	// The entry with Path "" (a Dir) gives the root's mode, owner and mtime.
 	Entries []HFSPlusEntry
@@ -104,6 +113,7 @@ const (
 	hpFileThread     = 4
 	hpThreadExists   = 0x0002 // kHFSThreadExistsMask
 	hpVolUnmounted   = 0x0100 // kHFSVolumeUnmountedBit
+	hpVolJournaled   = 0x2000 // kHFSVolumeJournaledBit
 	hpMaxImageSize   = 1 << 30
 	hpCatalogMaxKey  = 516
 	hpExtentsMaxKey  = 10
@@ -172,6 +182,8 @@ type hpBuilder struct {
 	linked   map[string]bool // paths hardlinks name as Target
 	private  *hpObj          // "\x00\x00\x00\x00HFS+ Private Data"
 	sigX     bool
+	jib      *hpObj // Journaled: ".journal_info_block"
+	journal  *hpObj // and ".journal"
 	volDate  uint32
 }
 
@@ -230,6 +242,11 @@ func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
 	}
 	b.cmp = hfsPlusCompareFolded
 	b.catTree = btTree{name: "catalog", nodeSize: b.ns, maxKeyLen: hpCatalogMaxKey, attrs: btBigKeys | btVarIndexKeys}
+	if spec.CaseSensitive {
+		b.sigX = true
+		b.cmp = hfsPlusCompareBinary
+		b.catTree.compType = 0xBC // kHFSBinaryCompare
+	}
 	b.extTree = btTree{name: "extents", nodeSize: b.ns, maxKeyLen: hpExtentsMaxKey, attrs: btBigKeys}
 	b.attrTree = btTree{name: "attributes", nodeSize: b.ns, maxKeyLen: hpAttributesMaxK, attrs: btBigKeys | btVarIndexKeys}
 	var err error
@@ -268,6 +285,22 @@ func (b *hpBuilder) addTree() error {
 	for _, e := range b.spec.Entries {
 		if b.linked[e.Path] && e.Kind != File {
 			return fmt.Errorf("hardlink target %q is a %v: HFS+ hardlinks are made to files here", e.Path, e.Kind)
+		}
+	}
+	if b.spec.Journaled {
+		jsize := max(64*1024, 8*b.bs)
+		for _, j := range []struct {
+			name string
+			size int
+			obj  **hpObj
+		}{{".journal_info_block", b.bs, &b.jib}, {".journal", jsize, &b.journal}} {
+			o, err := b.add(root, j.name, HFSPlusEntry{Entry: Entry{Path: j.name, Kind: File, Data: make([]byte, j.size), Mode: 0o400}})
+			if err != nil {
+				return err
+			}
+			o.hidden = true
+			o.finderFlags = 0x5000 // kIsInvisible | kNameLocked
+			*j.obj = o
 		}
 	}
 	for i := range b.spec.Entries {
@@ -767,6 +800,12 @@ func (b *hpBuilder) place() ([]byte, error) {
 	be.PutUint16(vh[2:], version)
 	be.PutUint32(vh[4:], hpVolUnmounted)
 	be.PutUint32(vh[8:], fourCC("10.0"))
+	if b.journal != nil {
+		be.PutUint32(vh[4:], hpVolUnmounted|hpVolJournaled)
+		be.PutUint32(vh[8:], fourCC("HFSJ"))
+		be.PutUint32(vh[12:], b.jib.data.starts[0])
+		b.writeJournal(img)
+	}
 	for _, off := range []int{16, 20, 28} { // create, modify, checked
 		be.PutUint32(vh[off:], b.volDate)
 	}
@@ -830,11 +869,43 @@ func (b *hpBuilder) place() ([]byte, error) {
 		switch {
 		case o == b.private:
 			l.Private[hpPrivateDir] = f
-		case o.hidden:
+		case o.hidden && o.parent == b.private:
 			l.Private[hpPrivateDir+"/"+string(utf16.Decode(o.name))] = f
+		case o.hidden:
+			l.Private[o.path] = f
 		default:
 			l.Files[o.path] = f
 		}
 	}
 	return img, nil
+}
+
+// writeJournal fills the journal info block (big-endian, TN1150) and the
+// header of an empty journal (little-endian, as Intel Macs write it:
+// start == end, nothing to replay).
+func (b *hpBuilder) writeJournal(img []byte) {
+	bs := int64(b.bs)
+	be, le := binary.BigEndian, binary.LittleEndian
+	jib := img[int64(b.jib.data.starts[0])*bs:]
+	be.PutUint32(jib, 1) // kJIJournalInFSMask
+	off := int64(b.journal.data.starts[0]) * bs
+	size := int64(len(b.journal.data.data))
+	be.PutUint64(jib[36:], uint64(off))
+	be.PutUint64(jib[44:], uint64(size))
+	copy(b.jib.data.data, jib[:bs])
+	jh := img[off:]
+	le.PutUint32(jh, 0x4a4e4c78) // "JNLx"
+	le.PutUint32(jh[4:], 0x12345678)
+	le.PutUint64(jh[8:], 512) // start: after the header
+	le.PutUint64(jh[16:], 512)
+	le.PutUint64(jh[24:], uint64(size))
+	le.PutUint32(jh[32:], 4096) // blhdr_size
+	le.PutUint32(jh[40:], 512)  // jhdr_size
+	// The checksum (xnu's calc_checksum) over the 44-byte header with a zero checksum.
+	var sum int32
+	for _, c := range jh[:44] {
+		sum = (sum << 8) ^ (sum + int32(c))
+	}
+	le.PutUint32(jh[36:], uint32(^sum))
+	copy(b.journal.data.data, jh[:len(b.journal.data.data)])
 }

@@ -247,3 +247,54 @@ func TestHFSPlusRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestHFSX builds the sample as HFSX (case-sensitive, binary order) with
+// names that differ only in case, journaled, and checks it with TSK.
+func TestHFSX(t *testing.T) {
+	requireTSK(t)
+	for _, ns := range []int{4096, 512} {
+		t.Run(strconv.Itoa(ns), func(t *testing.T) {
+			spec := HFSPlusSample(0, ns)
+			spec.CaseSensitive = true
+			spec.Journaled = true
+			spec.Entries = append(spec.Entries,
+				HFSPlusEntry{Entry: Entry{Path: "APPLE", Kind: File, Data: []byte("upper\n")}},
+				HFSPlusEntry{Entry: Entry{Path: "Apple", Kind: File, Data: []byte("title\n")}},
+				HFSPlusEntry{Entry: Entry{Path: "cherry/CAFE\u0301.TXT", Kind: Dir}})
+			img, l := HFSPlus(t, spec)
+			checkLayoutMatchesSpec(t, spec, l)
+			checkTSK(t, img, l, "HFSX")
+			stat := string(tskRun(t, "fsstat", img))
+			for _, s := range []string{"Case Sensitive: yes\n", "Last Mounted By: Mac OS X, Journaled\n", fmt.Sprintf("Journal Info Block: %d\n", journalCheck(t, img))} {
+				if !strings.Contains(stat, s) {
+					t.Errorf("fsstat does not say %q:\n%s", s, stat)
+				}
+			}
+			if _, ok := l.Private[".journal"]; !ok {
+				t.Error("no .journal")
+			}
+		})
+	}
+}
+
+// journalCheck reads the journal info block's number from the volume
+// header, checks that the block points at an empty journal ("JNLx",
+// start == end) and returns the number.
+func journalCheck(t *testing.T, img string) uint32 {
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.BigEndian.Uint32(raw[1024+12:])
+	bs := binary.BigEndian.Uint32(raw[1024+40:])
+	jib := raw[int64(n)*int64(bs):]
+	off := binary.BigEndian.Uint64(jib[36:])
+	if n == 0 || binary.BigEndian.Uint32(jib) != 1 || off == 0 || off >= uint64(len(raw)) {
+		t.Fatalf("journal info block %d: flags %#x, journal at %d", n, binary.BigEndian.Uint32(jib), off)
+	}
+	jh := raw[off:]
+	if string(jh[:4]) != "xLNJ" || binary.LittleEndian.Uint64(jh[8:]) != binary.LittleEndian.Uint64(jh[16:]) {
+		t.Errorf("journal at %d: magic %q, start %d, end %d", off, jh[:4], binary.LittleEndian.Uint64(jh[8:]), binary.LittleEndian.Uint64(jh[16:]))
+	}
+	return n
+}
