@@ -36,8 +36,8 @@ type HFSPlusEntry struct {
 
 // HFSPlusSpec describes an HFS+ (or HFSX) volume.
 type HFSPlusSpec struct {
-	// Size of the volume in bytes (a multiple of BlockSize); 0 fits the tree
-	// with some free space.
+	// Size of the volume in bytes (a multiple of BlockSize; of the HFS+
+	// volume if Wrapped); 0 fits the tree with some free space.
 	Size int64
 	// BlockSize is the allocation block size, a power of two from 512 to
 	// 65536; 0 means 4096.
@@ -56,6 +56,11 @@ type HFSPlusSpec struct {
 	// ".journal" (an empty journal: start == end) in the root, listed in
 	// HFSPlusLayout.Private, not Files.
 	Journaled bool
+	// Wrapped puts the volume inside an HFS wrapper (a classic HFS
+	// volume naming it as embedded, drEmbedSigWord "H+"): the image starts
+	// with the HFS master directory block, and HFSPlusLayout.Offset says
+	// where the HFS+ volume starts.
+	Wrapped bool
 	// Entries is the tree; parents without an entry are made with defaults.
 	// The entry with Path "" (a Dir) gives the root's mode, owner and mtime.
 	Entries []HFSPlusEntry
@@ -87,6 +92,9 @@ type HFSPlusLayout struct {
 	// "\x00\x00\x00\x00HFS+ Private Data") and its indirect node files
 	// ("<that>/iNode<CNID>"): on the volume, but no user's names.
 	Private map[string]HFSPlusFile
+	// Offset of the HFS+ volume in the image: 0, or inside a wrapper
+	// where the wrapper's drEmbedExtent says.
+	Offset int64
 	// BlockSize and the byte offsets (in the image) of the volume header
 	// and of the B-tree files, for damage tests.
 	BlockSize                       int
@@ -259,6 +267,33 @@ func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
 	img, err := b.place()
 	if err != nil {
 		return nil, nil, err
+	}
+	if spec.Wrapped {
+		// Wrapper blocks: the HFS+ block size, doubled until HFS's 16-bit
+		// block count holds the volume; the volume rounded up to them.
+		w := b.bs
+		for len(img)/w > 65000 && w < 1<<20 {
+			w *= 2
+		}
+		l := &b.layout
+		if len(img)%w != 0 {
+			inner := spec
+			inner.Wrapped = false
+			inner.Size = int64((len(img) + w - 1) / w * w)
+			if img, l, err = BuildHFSPlusBytes(inner); err != nil {
+				return nil, nil, err
+			}
+		}
+		wrapped, off, err := wrapHFS(img, w, b.spec.Label, b.volDate)
+		if err != nil {
+			return nil, nil, err
+		}
+		l.Offset = off
+		l.Header += off
+		l.Extents += off
+		l.Catalog += off
+		l.Attributes += off
+		return wrapped, l, nil
 	}
 	return img, &b.layout, nil
 }

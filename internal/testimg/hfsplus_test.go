@@ -298,3 +298,46 @@ func journalCheck(t *testing.T, img string) uint32 {
 	}
 	return n
 }
+
+// TestHFSPlusWrapped builds the sample inside an HFS wrapper: TSK finds the
+// embedded volume where the layout says and reads it whole; hfsutils mount
+// the wrapper as the classic volume it is (its root empty, no free space).
+func TestHFSPlusWrapped(t *testing.T) {
+	requireTSK(t)
+	RequireHFSTools(t, "hls")
+	for _, bs := range []int{4096, 512} {
+		t.Run(strconv.Itoa(bs), func(t *testing.T) {
+			spec := HFSPlusSample(bs, 0)
+			spec.Wrapped = true
+			spec.Label = "Wrapped"
+			spec.Size = 2 << 20 // hfsutils mount nothing under 800 KiB
+			img, l := HFSPlus(t, spec)
+			if l.Offset == 0 {
+				t.Fatal("layout says the volume is at offset 0")
+			}
+			checkTSK(t, img, l, "HFS+")
+			stat := string(tskRun(t, "fsstat", img))
+			if s := fmt.Sprintf("embedded in an HFS wrapper at offset %d\n", l.Offset); !strings.Contains(stat, s) {
+				t.Errorf("fsstat does not say %q:\n%s", s, stat)
+			}
+			home := t.TempDir()
+			hfsutil := func(args ...string) string {
+				cmd := exec.Command(args[0], args[1:]...)
+				cmd.Env = append(cmd.Environ(), "HOME="+home, "TZ=UTC", "LC_ALL=C")
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+				}
+				return string(out)
+			}
+			hfsutil("hmount", img)
+			defer hfsutil("humount")
+			if out := hfsutil("hls", "-a"); strings.TrimSpace(out) != "" {
+				t.Errorf("hls lists the wrapper's root as %q, want it empty", out)
+			}
+			if out := hfsutil("hvol"); !strings.Contains(out, `Volume name is "Wrapped"`) || !strings.Contains(out, "Volume has 0 bytes free") {
+				t.Errorf("hvol: %s", out)
+			}
+		})
+	}
+}
