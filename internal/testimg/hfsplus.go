@@ -28,6 +28,11 @@ type HFSPlusEntry struct {
 	Entry
 	// Rsrc is the resource fork of a File (nil or empty: none).
 	Rsrc []byte
+	// Compress stores the content compressed, as Mac OS X 10.6+ does
+	// (decmpfs): data fork empty, UF_COMPRESSED set, a com.apple.decmpfs
+	// attribute in the attributes B-tree, and the compressed bytes either
+	// in that attribute or in the resource fork. Rsrc must be empty.
+	Compress HFSPlusCompression
 	// Fragments splits the data fork into this many extents, each apart
 	// from the next by a free block; more than 8 need extents-overflow
 	// records. 0 means 1. At most the fork's block count.
@@ -82,6 +87,9 @@ type HFSPlusFile struct {
 	// Nlink the link count kept there. 0 and 1 for other files.
 	Inode uint32
 	Nlink uint32
+	// Compression says how Data is stored (decmpfs); a compressed file's
+	// resource fork, if the compressed data is there, is not its own.
+	Compression HFSPlusCompression
 }
 
 // HFSPlusLayout is what WriteHFSPlus placed where.
@@ -171,6 +179,11 @@ type hpObj struct {
 	finderFlags uint16
 	data, rsrc  hpFork
 	hidden      bool   // the private folder and its indirect node files
+	flags       uint16 // catalog record flags beyond kHFSThreadExistsMask
+	ownerFlags  uint8  // permissions.ownerFlags (UF_COMPRESSED)
+	decmpfs     []byte // the com.apple.decmpfs attribute of a compressed file
+	content     []byte // a compressed file's content
+	compression HFSPlusCompression
 	inode       *hpObj // a link file's indirect node file
 }
 
@@ -425,6 +438,14 @@ func (b *hpBuilder) add(parent *hpObj, base string, e HFSPlusEntry) (*hpObj, err
 		o.data.data = e.Content()
 		o.rsrc.data = e.Rsrc
 		b.files++
+		if e.Compress != NotCompressed {
+			if len(e.Rsrc) > 0 || e.Fragments > 1 {
+				return nil, fmt.Errorf("a compressed file has no resource fork or fragments of its own")
+			}
+			if err := o.compress(e.Compress); err != nil {
+				return nil, err
+			}
+		}
 	case Symlink:
 		if e.Target == "" || len(e.Target) > 1024 {
 			return nil, fmt.Errorf("symlink target must be 1..1024 bytes")
@@ -590,6 +611,7 @@ func (b *hpBuilder) forkData(f *hpFork) []byte {
 func (o *hpObj) perms(p []byte) {
 	binary.BigEndian.PutUint32(p, o.uid)
 	binary.BigEndian.PutUint32(p[4:], o.gid)
+	p[9] = o.ownerFlags
 	binary.BigEndian.PutUint16(p[10:], uint16(o.mode))
 	binary.BigEndian.PutUint32(p[12:], o.special)
 }
@@ -605,7 +627,7 @@ func (b *hpBuilder) record(o *hpObj) []byte {
 	} else {
 		r = make([]byte, 248)
 		be.PutUint16(r, hpFileRecord)
-		be.PutUint16(r[2:], hpThreadExists)
+		be.PutUint16(r[2:], hpThreadExists|o.flags)
 		be.PutUint32(r[48:], o.fileType)
 		be.PutUint32(r[52:], o.creator)
 		copy(r[88:], b.forkData(&o.data))
@@ -695,7 +717,16 @@ func (b *hpBuilder) extentRecords() []btRec {
 }
 
 // attributeRecords returns the attributes B-tree's records.
-func (b *hpBuilder) attributeRecords() []btRec { return nil }
+// (objs are in CNID order, each with one attribute at most: sorted.)
+func (b *hpBuilder) attributeRecords() []btRec {
+	var out []btRec
+	for _, o := range b.objs {
+		if o.decmpfs != nil {
+			out = append(out, attrRecord(o.cnid, hpDecmpfsName, o.decmpfs))
+		}
+	}
+	return out
+}
 
 // treeBytes rounds a tree's node count to whole blocks.
 func (b *hpBuilder) treeBytes(nodes int) int {
@@ -899,6 +930,9 @@ func (b *hpBuilder) place() ([]byte, error) {
 			}
 			if len(c.rsrc.data) > 0 {
 				f.Rsrc = c.rsrc.data
+			}
+			if c.compression != NotCompressed {
+				f.Data, f.Rsrc, f.Compression = c.content, nil, c.compression
 			}
 		}
 		switch {

@@ -241,6 +241,10 @@ func TestHFSPlusRefuses(t *testing.T) {
 		"file as a folder":              {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File}}, {Entry: Entry{Path: "f/g", Kind: File}}}},
 		"fifo":                          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "p", Kind: FIFO}}}},
 		"over 1 GiB":                    {Size: 2 << 30},
+		"inline decmpfs over a node":    {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Size: 5000, Seed: 1}, Compress: DecmpfsInline}}},
+		"compressed with a fork":        {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Data: []byte("x")}, Rsrc: []byte("r"), Compress: DecmpfsRsrc}}},
+		"hardlink to a folder":          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "d", Kind: Dir}}, {Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
+		"hardlink to nothing":           {Entries: []HFSPlusEntry{{Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
 	} {
 		if _, _, err := BuildHFSPlusBytes(spec); err == nil {
 			t.Errorf("%s: no error", name)
