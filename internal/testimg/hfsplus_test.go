@@ -248,6 +248,11 @@ func TestHFSPlusSample(t *testing.T) {
 			if n := binary.BigEndian.Uint32(raw[l.Extents+14+6:]); n != 3 {
 				t.Errorf("extents-overflow file holds %d records, want 3", n)
 			}
+			// The catalog has index levels: 2 in 4096-byte nodes, 3 in 512.
+			depth := binary.BigEndian.Uint16(raw[l.Catalog+14:])
+			if want := map[int]uint16{0: 2, 4096: 2, 512: 3}[c.ns]; depth != want {
+				t.Errorf("catalog depth %d, want %d", depth, want)
+			}
 		})
 	}
 }
