@@ -1,8 +1,8 @@
 // Package testimg builds real ext2/ext3/ext4 disk images for NTT's tests
 // (and FAT, ISO 9660 and HFS ones with their own tools, HFS+ ones with its
-// own writer)
-// from a Go description of a tree, damages them the ways rescued media are
-// damaged, and attaches and mounts them read-only for the duration of a test.
+// own writer) from a Go description of a tree, damages them the ways rescued
+// media are damaged, and attaches and mounts them read-only for the
+// duration of a test.
 //
 // # Building
 //
