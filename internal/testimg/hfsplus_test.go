@@ -3,12 +3,15 @@ package testimg
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,7 +22,7 @@ import (
 // requireTSK fails under CI, or skips, without The Sleuth Kit.
 func requireTSK(t *testing.T) {
 	t.Helper()
-	for _, name := range []string{"fls", "icat", "fsstat", "tsk_recover"} {
+	for _, name := range []string{"fls", "icat", "istat", "fsstat", "tsk_recover"} {
 		if _, err := exec.LookPath(name); err != nil {
 			testenv.SkipOrFail(t, name+" is not installed (scripts/deps.sh installs sleuthkit)")
 		}
@@ -88,7 +91,15 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 	rec := filepath.Join(t.TempDir(), "recovered")
 	tskRun(t, append(append([]string{"tsk_recover", "-e"}, extra...), img, rec)...)
 	icats := 0
+	istated := map[uint32]bool{}
+	want := map[string]HFSPlusFile{}
 	for p, f := range l.Files {
+		want[p] = f
+	}
+	for p, f := range l.Private {
+		want[strings.ReplaceAll(p, "\x00", "^")] = f // as TSK shows a NUL
+	}
+	for p, f := range want {
 		if p == "" {
 			continue
 		}
@@ -98,12 +109,23 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 			continue
 		}
 		delete(got, p)
-		want := map[Kind]string{File: "r/r", Dir: "d/d", Symlink: "l/l"}[f.Kind]
-		if g.typ != want || g.inum != uint64(f.CNID) {
-			t.Errorf("%q: fls says %s %d, want %s %d", p, g.typ, g.inum, want, f.CNID)
+		typ := map[Kind]string{File: "r/r", Dir: "d/d", Symlink: "l/l"}[f.Kind]
+		id := f.CNID
+		if f.Inode != 0 {
+			id = f.Inode // TSK follows a hardlink to its indirect node
+		}
+		if g.typ != typ || g.inum != uint64(id) {
+			t.Errorf("%q: fls says %s %d, want %s %d", p, g.typ, g.inum, typ, id)
 		}
 		if f.Kind == Dir {
 			continue
+		}
+		if f.Inode != 0 && !istated[f.Inode] {
+			istated[f.Inode] = true
+			st := tskRun(t, append(append([]string{"istat"}, extra...), img, strconv.FormatUint(uint64(f.Inode), 10))...)
+			if line := fmt.Sprintf("Link count:\t%d\n", f.Nlink); !bytes.Contains(st, []byte(line)) {
+				t.Errorf("%q: istat %d does not say %q:\n%s", p, f.Inode, line, st)
+			}
 		}
 		data, err := os.ReadFile(filepath.Join(rec, p))
 		if errors.Is(err, fs.ErrNotExist) && len(f.Data) == 0 {
@@ -129,6 +151,48 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 	}
 	for p, g := range got {
 		t.Errorf("fls lists %q (%s %d), not written", p, g.typ, g.inum)
+	}
+	checkBody(t, tskRun(t, append(append([]string{"fls", "-r", "-p", "-m", "/"}, extra...), img)...), want)
+}
+
+// checkBody checks fls's body-file lines (md5|name|inode|mode|uid|gid|
+// size|atime|mtime|ctime|crtime) against the expected permission bits,
+// owners, sizes, mtimes and symlink targets.
+func checkBody(t *testing.T, body []byte, want map[string]HFSPlusFile) {
+	t.Helper()
+	seen := 0
+	for _, line := range strings.Split(strings.TrimSuffix(string(body), "\n"), "\n") {
+		col := strings.Split(line, "|")
+		if len(col) != 11 {
+			t.Fatalf("fls -m line %q", line)
+		}
+		p := strings.TrimPrefix(col[1], "/")
+		f, ok := want[p]
+		if i := strings.Index(p, " -> "); !ok && i >= 0 {
+			f, ok = want[p[:i]]
+			if ok && p[i+4:] != string(f.Data) {
+				t.Errorf("%q: fls -m shows the target %q, want %q", p[:i], p[i+4:], f.Data)
+			}
+		}
+		if !ok {
+			continue // TSK's virtual files
+		}
+		seen++
+		perm := fs.FileMode(f.Mode & 0o777).String()[1:]
+		mtime := strconv.FormatInt(f.Mtime.Unix(), 10)
+		if f.Mtime.Unix() < 0 {
+			mtime = "0" // TSK shows Mac dates before 1970 as 0
+		}
+		size := strconv.Itoa(len(f.Data))
+		if f.Kind == Dir {
+			size = col[6]
+		}
+		if got := []string{col[3][len(col[3])-9:], col[4], col[5], col[6], col[8]}; !slices.Equal(got, []string{perm, strconv.Itoa(int(f.Uid)), strconv.Itoa(int(f.Gid)), size, mtime}) {
+			t.Errorf("%q: fls -m says perm, uid, gid, size, mtime %q, want %q", p, got, []string{perm, strconv.Itoa(int(f.Uid)), strconv.Itoa(int(f.Gid)), size, mtime})
+		}
+	}
+	if seen != len(want)-1 {
+		t.Errorf("fls -m shows %d of the %d names", seen, len(want)-1)
 	}
 }
 
@@ -156,6 +220,12 @@ func checkLayoutMatchesSpec(t *testing.T, spec HFSPlusSpec, l *HFSPlusLayout) {
 		if e.Kind != Hardlink && f.Mode != e.StatMode() {
 			t.Errorf("%q: mode %#o, want %#o", e.Path, f.Mode, e.StatMode())
 		}
+		if e.Kind == Hardlink {
+			target := l.Files[e.Target]
+			if f.Inode == 0 || f.Inode != target.Inode || !bytes.Equal(f.Data, target.Data) || f.Nlink < 2 {
+				t.Errorf("%q: hardlink to %q: inode %d (target's %d), nlink %d", e.Path, e.Target, f.Inode, target.Inode, f.Nlink)
+			}
+		}
 	}
 }
 
@@ -169,6 +239,20 @@ func TestHFSPlusSample(t *testing.T) {
 			img, l := HFSPlus(t, spec)
 			checkLayoutMatchesSpec(t, spec, l)
 			checkTSK(t, img, l, "HFS+")
+			// frag/nine and frag/twenty keep extents 9.. in the
+			// extents-overflow file: 1 + 2 records.
+			raw, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := binary.BigEndian.Uint32(raw[l.Extents+14+6:]); n != 3 {
+				t.Errorf("extents-overflow file holds %d records, want 3", n)
+			}
+			// The catalog has index levels: 2 in 4096-byte nodes, 3 in 512.
+			depth := binary.BigEndian.Uint16(raw[l.Catalog+14:])
+			if want := map[int]uint16{0: 2, 4096: 2, 512: 3}[c.ns]; depth != want {
+				t.Errorf("catalog depth %d, want %d", depth, want)
+			}
 		})
 	}
 }
@@ -205,9 +289,107 @@ func TestHFSPlusRefuses(t *testing.T) {
 		"file as a folder":              {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File}}, {Entry: Entry{Path: "f/g", Kind: File}}}},
 		"fifo":                          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "p", Kind: FIFO}}}},
 		"over 1 GiB":                    {Size: 2 << 30},
+		"inline decmpfs over a node":    {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Size: 5000, Seed: 1}, Compress: DecmpfsInline}}},
+		"compressed with a fork":        {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Data: []byte("x")}, Rsrc: []byte("r"), Compress: DecmpfsRsrc}}},
+		"hardlink to a folder":          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "d", Kind: Dir}}, {Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
+		"hardlink to nothing":           {Entries: []HFSPlusEntry{{Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
 	} {
 		if _, _, err := BuildHFSPlusBytes(spec); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// TestHFSX builds the sample as HFSX (case-sensitive, binary order) with
+// names that differ only in case, journaled, and checks it with TSK.
+func TestHFSX(t *testing.T) {
+	requireTSK(t)
+	for _, ns := range []int{4096, 512} {
+		t.Run(strconv.Itoa(ns), func(t *testing.T) {
+			spec := HFSPlusSample(0, ns)
+			spec.CaseSensitive = true
+			spec.Journaled = true
+			spec.Entries = append(spec.Entries,
+				HFSPlusEntry{Entry: Entry{Path: "APPLE", Kind: File, Data: []byte("upper\n")}},
+				HFSPlusEntry{Entry: Entry{Path: "Apple", Kind: File, Data: []byte("title\n")}},
+				HFSPlusEntry{Entry: Entry{Path: "cherry/CAFE\u0301.TXT", Kind: Dir}})
+			img, l := HFSPlus(t, spec)
+			checkLayoutMatchesSpec(t, spec, l)
+			checkTSK(t, img, l, "HFSX")
+			stat := string(tskRun(t, "fsstat", img))
+			for _, s := range []string{"Case Sensitive: yes\n", "Last Mounted By: Mac OS X, Journaled\n", fmt.Sprintf("Journal Info Block: %d\n", journalCheck(t, img))} {
+				if !strings.Contains(stat, s) {
+					t.Errorf("fsstat does not say %q:\n%s", s, stat)
+				}
+			}
+			if _, ok := l.Private[".journal"]; !ok {
+				t.Error("no .journal")
+			}
+		})
+	}
+}
+
+// journalCheck reads the journal info block's number from the volume
+// header, checks that the block points at an empty journal ("JNLx",
+// start == end) and returns the number.
+func journalCheck(t *testing.T, img string) uint32 {
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.BigEndian.Uint32(raw[1024+12:])
+	bs := binary.BigEndian.Uint32(raw[1024+40:])
+	jib := raw[int64(n)*int64(bs):]
+	off := binary.BigEndian.Uint64(jib[36:])
+	if n == 0 || binary.BigEndian.Uint32(jib) != 1 || off == 0 || off >= uint64(len(raw)) {
+		t.Fatalf("journal info block %d: flags %#x, journal at %d", n, binary.BigEndian.Uint32(jib), off)
+	}
+	jh := raw[off:]
+	if string(jh[:4]) != "xLNJ" || binary.LittleEndian.Uint64(jh[8:]) != binary.LittleEndian.Uint64(jh[16:]) {
+		t.Errorf("journal at %d: magic %q, start %d, end %d", off, jh[:4], binary.LittleEndian.Uint64(jh[8:]), binary.LittleEndian.Uint64(jh[16:]))
+	}
+	return n
+}
+
+// TestHFSPlusWrapped builds the sample inside an HFS wrapper: TSK finds the
+// embedded volume where the layout says and reads it whole; hfsutils mount
+// the wrapper as the classic volume it is (its root empty, no free space).
+func TestHFSPlusWrapped(t *testing.T) {
+	requireTSK(t)
+	RequireHFSTools(t, "hls")
+	for _, bs := range []int{4096, 512} {
+		t.Run(strconv.Itoa(bs), func(t *testing.T) {
+			spec := HFSPlusSample(bs, 0)
+			spec.Wrapped = true
+			spec.Label = "Wrapped"
+			spec.Size = 2 << 20 // hfsutils mount nothing under 800 KiB
+			img, l := HFSPlus(t, spec)
+			if l.Offset == 0 {
+				t.Fatal("layout says the volume is at offset 0")
+			}
+			checkTSK(t, img, l, "HFS+")
+			stat := string(tskRun(t, "fsstat", img))
+			if s := fmt.Sprintf("embedded in an HFS wrapper at offset %d\n", l.Offset); !strings.Contains(stat, s) {
+				t.Errorf("fsstat does not say %q:\n%s", s, stat)
+			}
+			home := t.TempDir()
+			hfsutil := func(args ...string) string {
+				cmd := exec.Command(args[0], args[1:]...)
+				cmd.Env = append(cmd.Environ(), "HOME="+home, "TZ=UTC", "LC_ALL=C")
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+				}
+				return string(out)
+			}
+			hfsutil("hmount", img)
+			defer hfsutil("humount")
+			if out := hfsutil("hls", "-a"); strings.TrimSpace(out) != "" {
+				t.Errorf("hls lists the wrapper's root as %q, want it empty", out)
+			}
+			if out := hfsutil("hvol"); !strings.Contains(out, `Volume name is "Wrapped"`) || !strings.Contains(out, "Volume has 0 bytes free") {
+				t.Errorf("hvol: %s", out)
+			}
+		})
 	}
 }
