@@ -200,3 +200,16 @@ func TestPipelineHFSFloppyFromImage(t *testing.T) {
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 	e.checkImageRun(m)
 }
+
+// An HFS+ volume (testimg.WriteHFSPlus) goes through every phase read from
+// its image: catalogued, copied byte-identical with its resource forks
+// (each found in the catalog at <file>/..namedfork/rsrc) and its symlink,
+// archived, nothing mounted.
+func TestPipelineHFSPlusFromImage(t *testing.T) {
+	e := newEnv(t)
+	m := e.medium(demo.HFSPlusDisk)
+	require.Len(t, m.Forks, 2)
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+}
