@@ -108,3 +108,33 @@ func (c *catalog) rescueDirs(dirData func(cnid uint32, valence int) []byte) {
 		c.opts.Reportf(th.off, "rescued", "directory CNID %d %q has no directory record; listed from its thread record", p, th.name)
 	}
 }
+
+// reportCycles reports the directories that hold entries but cannot be
+// reached from the root although they have a record: their chain of
+// parents comes back to itself (damage; Kind "cycle") — a directory whose
+// key names itself or one of its descendants as its parent. Their entries
+// are not listed. The search is one pass over the records.
+func (c *catalog) reportCycles() {
+	reached := map[uint32]bool{RootID: true}
+	queue := []uint32{RootID}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		for _, r := range c.children[d] {
+			if r.dir && !reached[r.id] {
+				reached[r.id] = true
+				queue = append(queue, r.id)
+			}
+		}
+	}
+	parents := make([]uint32, 0)
+	for p := range c.children {
+		if !reached[p] && c.dirs[p] != nil {
+			parents = append(parents, p)
+		}
+	}
+	slices.Sort(parents)
+	for _, p := range parents {
+		c.opts.Reportf(c.dirs[p].off, "cycle", "directory CNID %d %q is not reachable from the root: its parents (from CNID %d) come back to it; its %d entries are not listed", p, c.dirs[p].name, c.dirs[p].parent, len(c.children[p]))
+	}
+}

@@ -87,6 +87,9 @@
 // lost but whose entries were read is listed from its thread record, under
 // the parent and name the thread gives, with the Mac epoch as its mtime
 // (Kind "rescued"); without a thread its entries are reported as orphaned.
+// A directory that has its record but cannot be reached from the root (its
+// key names itself or a descendant as its parent) is reported (Kind
+// "cycle") and its entries are not listed.
 // A record whose key or data does not check out is left out. An extent past the allocation area is reported (Kind
 // "out_of_volume") and kept, and reading it fails with
 // imagefs.ErrBeyondEnd; a data fork whose extents cover less than its size

@@ -177,6 +177,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	}
 	ct.leaves(v.addCatalog)
 	v.rescueDirs(hfsDirData)
+	v.reportCycles()
 	if v.dirs[RootID] == nil {
 		opts.Reportf(-1, "corrupt", "the catalog has no record of the root directory (CNID 2); its entries are still listed")
 	}

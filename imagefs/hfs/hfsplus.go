@@ -221,6 +221,7 @@ func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, err
 	v.caseSens = v.sig == "HX" && ct.keyCompare == 0xBC
 	ct.leaves(v.addCatalog)
 	v.rescueDirs(plusDirData)
+	v.reportCycles()
 	if v.dirs[RootID] == nil {
 		opts.Reportf(-1, "corrupt", "the catalog has no record of the root directory (CNID 2); its entries are still listed")
 	}

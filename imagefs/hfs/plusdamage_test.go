@@ -174,3 +174,22 @@ func TestPlusDamage(t *testing.T) {
 		}
 	})
 }
+
+// TestPlusCycle: a directory whose key names itself as its parent cannot
+// be reached from the root: it is reported (Kind "cycle", at its record)
+// and the rest is walked.
+func TestPlusCycle(t *testing.T) {
+	img, _ := plusSample(false, 0)
+	_, whole, _, _ := openWalkPlus(t, img)
+	sub := whole["/Docs/Sub Dir"].e
+	rec := plusRecord(t, img, "Sub Dir", 1)
+	keyAt := rec - int64(len(uniBytes("Sub Dir"))) - 4 - 2 // keyLength, parentID, name
+	be.PutUint32(img[keyAt+2:], uint32(sub.ID))
+	_, got, _, probs := openWalkPlus(t, img)
+	if k := kinds(probs); len(k["cycle"]) != 1 || k["cycle"][0] != keyAt {
+		t.Errorf("problems %v, want one cycle at %d", probs, keyAt)
+	}
+	if len(got) != len(whole)-2 {
+		t.Errorf("%d entries of %d, want all but Sub Dir and its file", len(got), len(whole))
+	}
+}
