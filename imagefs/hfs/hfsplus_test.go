@@ -79,6 +79,8 @@ func plusSample(hfsx bool, nFiles int) ([]byte, map[string]plusWant) {
 	c3 := bytes.Repeat([]byte("compressible text "), 400)
 	b.compressed(2, "compressed inline", c3, 3)
 	want["/compressed inline"] = plusWant{typ: 'f', data: c3, nlink: 1}
+	b.compressedAs(2, "compressed raw", seeded(10, 200), 3, true)
+	want["/compressed raw"] = plusWant{typ: 'f', data: seeded(10, 200), nlink: 1}
 	c4 := seeded(9, 150000)
 	for i := 0; i < len(c4); i += 3 {
 		c4[i] = 0 // compressible, but not all of it

@@ -244,12 +244,20 @@ func itoa(n uint32) string {
 // compressed adds a file compressed with decmpfs type 3 (inline) or 4 (in
 // its resource fork).
 func (b *plusBuilder) compressed(parent uint32, name string, content []byte, typ uint32) uint32 {
+	return b.compressedAs(parent, name, content, typ, false)
+}
+
+// compressedAs is compressed, with raw: a type 3 file's content stored
+// after a 0xFF byte, as macOS stores what zlib does not shrink.
+func (b *plusBuilder) compressedAs(parent uint32, name string, content []byte, typ uint32, raw bool) uint32 {
 	hdr := []byte("fpmc")
 	hdr = binary.LittleEndian.AppendUint32(hdr, typ)
 	hdr = binary.LittleEndian.AppendUint64(hdr, uint64(len(content)))
 	var f plusFile
 	f.ownerFlags = 0x20
-	if typ == 3 {
+	if typ == 3 && raw {
+		hdr = append(append(hdr, 0xff), content...) // stored, not deflated
+	} else if typ == 3 {
 		hdr = append(hdr, deflate(content)...)
 	} else {
 		var blocks [][]byte
