@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 )
 
 // HFS+ volumes have no mkfs on Debian (no hfsprogs), so WriteHFSPlus writes
@@ -46,6 +47,15 @@ type HFSPlusSpec struct {
 	NodeSize int
 	// Label is the volume name (the root folder's name); "" means "Untitled".
 	Label string
+	// CaseSensitive makes an HFSX volume (signature "HX", version 5) whose
+	// catalog compares names binary (keyCompareType 0xBC), so that names
+	// differing only in case are distinct.
+	CaseSensitive bool
+	// Journaled sets the journaled attribute and writes what Mac OS writes
+	// for it: the files ".journal_info_block" (the journal info block) and
+	// ".journal" (an empty journal: start == end) in the root, listed in
+	// HFSPlusLayout.Private, not Files.
+	Journaled bool
 	// Entries is the tree; parents without an entry are made with defaults.
 	// The entry with Path "" (a Dir) gives the root's mode, owner and mtime.
 	Entries []HFSPlusEntry
@@ -62,12 +72,21 @@ type HFSPlusFile struct {
 	Gid  uint32
 	// Mtime is the content modification date (whole seconds).
 	Mtime time.Time
+	// Inode is, for a hardlinked file, the CNID of its indirect node file
+	// (the "iNode<Inode>" in the private folder, which holds the content);
+	// Nlink the link count kept there. 0 and 1 for other files.
+	Inode uint32
+	Nlink uint32
 }
 
 // HFSPlusLayout is what WriteHFSPlus placed where.
 type HFSPlusLayout struct {
 	// Files by path ('/' between components, "" is the root).
 	Files map[string]HFSPlusFile
+	// Private holds the hardlinks' private folder (at its raw name,
+	// "\x00\x00\x00\x00HFS+ Private Data") and its indirect node files
+	// ("<that>/iNode<CNID>"): on the volume, but no user's names.
+	Private map[string]HFSPlusFile
 	// BlockSize and the byte offsets (in the image) of the volume header
 	// and of the B-tree files, for damage tests.
 	BlockSize                       int
@@ -94,6 +113,7 @@ const (
 	hpFileThread     = 4
 	hpThreadExists   = 0x0002 // kHFSThreadExistsMask
 	hpVolUnmounted   = 0x0100 // kHFSVolumeUnmountedBit
+	hpVolJournaled   = 0x2000 // kHFSVolumeJournaledBit
 	hpMaxImageSize   = 1 << 30
 	hpCatalogMaxKey  = 516
 	hpExtentsMaxKey  = 10
@@ -142,6 +162,8 @@ type hpObj struct {
 	creator     uint32
 	finderFlags uint16
 	data, rsrc  hpFork
+	hidden      bool   // the private folder and its indirect node files
+	inode       *hpObj // a link file's indirect node file
 }
 
 type hpBuilder struct {
@@ -157,7 +179,11 @@ type hpBuilder struct {
 	extTree  btTree
 	attrTree btTree
 	layout   HFSPlusLayout
+	linked   map[string]bool // paths hardlinks name as Target
+	private  *hpObj          // "\x00\x00\x00\x00HFS+ Private Data"
 	sigX     bool
+	jib      *hpObj // Journaled: ".journal_info_block"
+	journal  *hpObj // and ".journal"
 	volDate  uint32
 }
 
@@ -216,6 +242,11 @@ func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
 	}
 	b.cmp = hfsPlusCompareFolded
 	b.catTree = btTree{name: "catalog", nodeSize: b.ns, maxKeyLen: hpCatalogMaxKey, attrs: btBigKeys | btVarIndexKeys}
+	if spec.CaseSensitive {
+		b.sigX = true
+		b.cmp = hfsPlusCompareBinary
+		b.catTree.compType = 0xBC // kHFSBinaryCompare
+	}
 	b.extTree = btTree{name: "extents", nodeSize: b.ns, maxKeyLen: hpExtentsMaxKey, attrs: btBigKeys}
 	b.attrTree = btTree{name: "attributes", nodeSize: b.ns, maxKeyLen: hpAttributesMaxK, attrs: btBigKeys | btVarIndexKeys}
 	var err error
@@ -245,6 +276,33 @@ func (b *hpBuilder) addTree() error {
 	root := &hpObj{path: "", cnid: hpRootID, name: name, dir: true, mode: 0o040755, mdate: b.volDate, cdate: b.volDate}
 	b.objs = append(b.objs, root)
 	b.byPath[""] = root
+	b.linked = map[string]bool{}
+	for _, e := range b.spec.Entries {
+		if e.Kind == Hardlink {
+			b.linked[e.Target] = true
+		}
+	}
+	for _, e := range b.spec.Entries {
+		if b.linked[e.Path] && e.Kind != File {
+			return fmt.Errorf("hardlink target %q is a %v: HFS+ hardlinks are made to files here", e.Path, e.Kind)
+		}
+	}
+	if b.spec.Journaled {
+		jsize := max(64*1024, 8*b.bs)
+		for _, j := range []struct {
+			name string
+			size int
+			obj  **hpObj
+		}{{".journal_info_block", b.bs, &b.jib}, {".journal", jsize, &b.journal}} {
+			o, err := b.add(root, j.name, HFSPlusEntry{Entry: Entry{Path: j.name, Kind: File, Data: make([]byte, j.size), Mode: 0o400}})
+			if err != nil {
+				return err
+			}
+			o.hidden = true
+			o.finderFlags = 0x5000 // kIsInvisible | kNameLocked
+			*j.obj = o
+		}
+	}
 	for i := range b.spec.Entries {
 		e := &b.spec.Entries[i]
 		if err := b.addEntry(e); err != nil {
@@ -281,6 +339,9 @@ func (b *hpBuilder) addEntry(e *HFSPlusEntry) error {
 	if _, dup := b.byPath[e.Path]; dup {
 		return fmt.Errorf("duplicate path")
 	}
+	if e.Kind == Hardlink || b.linked[e.Path] {
+		return b.addLink(e)
+	}
 	_, err := b.newObj(*e)
 	return err
 }
@@ -297,6 +358,16 @@ func (b *hpBuilder) newObj(e HFSPlusEntry) (*hpObj, error) {
 	if err != nil {
 		return nil, err
 	}
+	o, err := b.add(parent, base, e)
+	if err != nil {
+		return nil, err
+	}
+	b.byPath[e.Path] = o
+	return o, nil
+}
+
+// add adds the catalog object of e named base in parent.
+func (b *hpBuilder) add(parent *hpObj, base string, e HFSPlusEntry) (*hpObj, error) {
 	name, err := hfsPlusName(base)
 	if err != nil {
 		return nil, err
@@ -340,8 +411,70 @@ func (b *hpBuilder) newObj(e HFSPlusEntry) (*hpObj, error) {
 	}
 	parent.valence++
 	b.objs = append(b.objs, o)
-	b.byPath[e.Path] = o
 	return o, nil
+}
+
+// hpPrivateDir is the name of the folder of indirect node files (the
+// hardlinked files' contents): four NULs, then "HFS+ Private Data".
+const hpPrivateDir = "\x00\x00\x00\x00HFS+ Private Data"
+
+// privateDir returns the hardlinks' private folder, made on first use,
+// invisible and name-locked, as Mac OS makes it.
+func (b *hpBuilder) privateDir() (*hpObj, error) {
+	if b.private != nil {
+		return b.private, nil
+	}
+	o, err := b.add(b.byPath[""], hpPrivateDir, HFSPlusEntry{Entry: Entry{Path: hpPrivateDir, Kind: Dir, Mode: NoPerms}})
+	if err != nil {
+		return nil, err
+	}
+	o.hidden = true
+	o.finderFlags = 0x5000 // kIsInvisible | kNameLocked
+	o.cdate = b.volDate
+	b.private = o
+	return o, nil
+}
+
+// addLink adds e as a hardlink: a link file ('hlnk'/'hfs+', iNodeNum in
+// permissions.special, created when the private folder was) naming the
+// indirect node file "iNode<CNID>" in the private folder, which is made
+// from e (and holds the content) the first time.
+func (b *hpBuilder) addLink(e *HFSPlusEntry) error {
+	var inode *hpObj
+	if e.Kind == Hardlink {
+		t, ok := b.byPath[e.Target]
+		if !ok || t.inode == nil {
+			return fmt.Errorf("hardlink target %q is not an earlier file", e.Target)
+		}
+		inode = t.inode
+	} else {
+		priv, err := b.privateDir()
+		if err != nil {
+			return err
+		}
+		ie := *e
+		ie.Path = ""
+		if inode, err = b.add(priv, "iNode", ie); err != nil {
+			return err
+		}
+		inode.name, _ = hfsPlusName(fmt.Sprintf("iNode%d", inode.cnid))
+		inode.hidden = true
+	}
+	le := HFSPlusEntry{Entry: Entry{Path: e.Path, Kind: File, Mtime: e.Mtime, Uid: inode.uid, Gid: inode.gid}}
+	if e.Kind == Hardlink {
+		le.Mtime = time.Unix(int64(inode.mdate)-macEpochOffset, 0)
+	}
+	link, err := b.newObj(le)
+	if err != nil {
+		return err
+	}
+	link.mode = inode.mode
+	link.fileType, link.creator = fourCC("hlnk"), fourCC("hfs+")
+	link.special = inode.cnid
+	link.cdate = b.private.cdate
+	link.inode = inode
+	inode.special++ // the link count
+	return nil
 }
 
 func fourCC(s string) uint32 { return binary.BigEndian.Uint32([]byte(s)) }
@@ -667,6 +800,12 @@ func (b *hpBuilder) place() ([]byte, error) {
 	be.PutUint16(vh[2:], version)
 	be.PutUint32(vh[4:], hpVolUnmounted)
 	be.PutUint32(vh[8:], fourCC("10.0"))
+	if b.journal != nil {
+		be.PutUint32(vh[4:], hpVolUnmounted|hpVolJournaled)
+		be.PutUint32(vh[8:], fourCC("HFSJ"))
+		be.PutUint32(vh[12:], b.jib.data.starts[0])
+		b.writeJournal(img)
+	}
 	for _, off := range []int{16, 20, 28} { // create, modify, checked
 		be.PutUint32(vh[off:], b.volDate)
 	}
@@ -702,25 +841,71 @@ func (b *hpBuilder) place() ([]byte, error) {
 	l.Catalog, l.CatalogLen = int64(catStart)*bs, int64(catBytes)
 	l.Attributes, l.AttrLen = int64(attrStart)*bs, int64(attrBytes)
 	l.Files = map[string]HFSPlusFile{}
+	l.Private = map[string]HFSPlusFile{}
 	for _, o := range b.objs {
-		f := HFSPlusFile{CNID: o.cnid, Mode: o.mode, Uid: o.uid, Gid: o.gid, Mtime: time.Unix(int64(o.mdate)-macEpochOffset, 0).UTC()}
+		f := HFSPlusFile{CNID: o.cnid, Mode: o.mode, Uid: o.uid, Gid: o.gid, Mtime: time.Unix(int64(o.mdate)-macEpochOffset, 0).UTC(), Nlink: 1}
+		c := o
+		if o.inode != nil {
+			c = o.inode
+			f.Inode, f.Nlink = c.cnid, c.special
+		}
 		switch {
 		case o.dir:
 			f.Kind = Dir
-		case o.fileType == fourCC("slnk"):
+			f.Nlink = 0
+		case c.fileType == fourCC("slnk"):
 			f.Kind = Symlink
-			f.Data = o.data.data
+			f.Data = c.data.data
 		default:
 			f.Kind = File
-			f.Data = o.data.data
+			f.Data = c.data.data
 			if f.Data == nil {
 				f.Data = []byte{}
 			}
-			if len(o.rsrc.data) > 0 {
-				f.Rsrc = o.rsrc.data
+			if len(c.rsrc.data) > 0 {
+				f.Rsrc = c.rsrc.data
 			}
 		}
-		l.Files[o.path] = f
+		switch {
+		case o == b.private:
+			l.Private[hpPrivateDir] = f
+		case o.hidden && o.parent == b.private:
+			l.Private[hpPrivateDir+"/"+string(utf16.Decode(o.name))] = f
+		case o.hidden:
+			l.Private[o.path] = f
+		default:
+			l.Files[o.path] = f
+		}
 	}
 	return img, nil
+}
+
+// writeJournal fills the journal info block (big-endian, TN1150) and the
+// header of an empty journal (little-endian, as Intel Macs write it:
+// start == end, nothing to replay).
+func (b *hpBuilder) writeJournal(img []byte) {
+	bs := int64(b.bs)
+	be, le := binary.BigEndian, binary.LittleEndian
+	jib := img[int64(b.jib.data.starts[0])*bs:]
+	be.PutUint32(jib, 1) // kJIJournalInFSMask
+	off := int64(b.journal.data.starts[0]) * bs
+	size := int64(len(b.journal.data.data))
+	be.PutUint64(jib[36:], uint64(off))
+	be.PutUint64(jib[44:], uint64(size))
+	copy(b.jib.data.data, jib[:bs])
+	jh := img[off:]
+	le.PutUint32(jh, 0x4a4e4c78) // "JNLx"
+	le.PutUint32(jh[4:], 0x12345678)
+	le.PutUint64(jh[8:], 512) // start: after the header
+	le.PutUint64(jh[16:], 512)
+	le.PutUint64(jh[24:], uint64(size))
+	le.PutUint32(jh[32:], 4096) // blhdr_size
+	le.PutUint32(jh[40:], 512)  // jhdr_size
+	// The checksum (xnu's calc_checksum) over the 44-byte header with a zero checksum.
+	var sum int32
+	for _, c := range jh[:44] {
+		sum = (sum << 8) ^ (sum + int32(c))
+	}
+	le.PutUint32(jh[36:], uint32(^sum))
+	copy(b.journal.data.data, jh[:len(b.journal.data.data)])
 }

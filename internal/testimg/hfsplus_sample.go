@@ -10,9 +10,19 @@ import (
 // empty file, files of one byte to many blocks, names that are
 // decomposed Unicode (NFD, as HFS+ stores them) and mixed case (the
 // catalog orders them by TN1150's case folding), and a folder of 150
-// files, enough for several leaf nodes and an index level. What a reader
+// files, enough for several leaf nodes and an index level; files with
+// resource forks (one with an empty data fork), symlinks (relative,
+// absolute, dangling), hardlinks (link files naming indirect node files
+// in the private folder, which HFSPlusLayout.Private lists), and
+// fragmented files: 8 extents (all in the catalog
+// record), 9 and 20 (the rest in extents-overflow records). What a reader
 // must find is what WriteHFSPlus returns in HFSPlusLayout.Files.
 func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
+	bs := blockSize
+	if bs == 0 {
+		bs = 4096
+	}
+	blockSize = bs
 	es := []HFSPlusEntry{
 		{Entry: Entry{Path: "", Kind: Dir, Mode: 0o755, Mtime: time.Unix(1234567890, 0)}},
 		{Entry: Entry{Path: "hello.txt", Kind: File, Data: []byte("hello, archivist\n"), Mtime: time.Unix(1700000000, 0)}},
@@ -29,9 +39,30 @@ func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
 		{Entry: Entry{Path: "a/b/c/d/e/deep.txt", Kind: File, Data: []byte("deep\n")}},
 		{Entry: Entry{Path: "old", Kind: File, Data: []byte("1904\n"), Mtime: time.Date(1904, 1, 1, 0, 0, 1, 0, time.UTC)}},
 		{Entry: Entry{Path: "spaces and : colon", Kind: File, Data: []byte("colon\n")}},
+		{Entry: Entry{Path: "forks/both", Kind: File, Data: []byte("data fork\n")}, Rsrc: []byte("resource fork\n")},
+		{Entry: Entry{Path: "forks/rsrc-only", Kind: File}, Rsrc: seeded(3*blockSize+5, 11)},
+		{Entry: Entry{Path: "forks/big-both", Kind: File, Size: int64(5*blockSize + 1), Seed: 12}, Rsrc: seeded(2*blockSize+3, 13)},
+		{Entry: Entry{Path: "links/to-hello", Kind: Symlink, Target: "../hello.txt"}},
+		{Entry: Entry{Path: "links/absolute", Kind: Symlink, Target: "/System/Library"}},
+		{Entry: Entry{Path: "links/dangling", Kind: Symlink, Target: "no/such/file", Mtime: time.Unix(1500000000, 0)}},
+		{Entry: Entry{Path: "hard/first", Kind: File, Data: []byte("one content, three names\n"), Mode: 0o640}, Rsrc: []byte("and its resource fork\n")},
+		{Entry: Entry{Path: "hard/second", Kind: Hardlink, Target: "hard/first"}},
+		{Entry: Entry{Path: "cherry/third", Kind: Hardlink, Target: "hard/first"}},
+		{Entry: Entry{Path: "hard/lone", Kind: File, Size: int64(2*blockSize + 9), Seed: 17}},
+		{Entry: Entry{Path: "hard/lone-link", Kind: Hardlink, Target: "hard/lone"}},
+		{Entry: Entry{Path: "frag/eight", Kind: File, Size: int64(8 * blockSize), Seed: 14}, Fragments: 8},
+		{Entry: Entry{Path: "frag/twenty", Kind: File, Size: int64(40*blockSize - 100), Seed: 15}, Fragments: 20},
+		{Entry: Entry{Path: "frag/nine", Kind: File, Size: int64(9 * blockSize), Seed: 16}, Fragments: 9},
 	}
 	for i := 0; i < 150; i++ {
 		es = append(es, HFSPlusEntry{Entry: Entry{Path: fmt.Sprintf("many/File %03d", i), Kind: File, Size: int64(i * 37), Seed: uint64(1000 + i)}})
 	}
-	return HFSPlusSpec{BlockSize: blockSize, NodeSize: nodeSize, Label: "NTT sample", Entries: es}
+	return HFSPlusSpec{BlockSize: bs, NodeSize: nodeSize, Label: "NTT sample", Entries: es}
+}
+
+// seeded returns n bytes of ContentAt(seed).
+func seeded(n int, seed uint64) []byte {
+	p := make([]byte, n)
+	ContentAt(seed, p, 0)
+	return p
 }

@@ -3,7 +3,9 @@ package testimg
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -19,7 +21,7 @@ import (
 // requireTSK fails under CI, or skips, without The Sleuth Kit.
 func requireTSK(t *testing.T) {
 	t.Helper()
-	for _, name := range []string{"fls", "icat", "fsstat", "tsk_recover"} {
+	for _, name := range []string{"fls", "icat", "istat", "fsstat", "tsk_recover"} {
 		if _, err := exec.LookPath(name); err != nil {
 			testenv.SkipOrFail(t, name+" is not installed (scripts/deps.sh installs sleuthkit)")
 		}
@@ -88,7 +90,15 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 	rec := filepath.Join(t.TempDir(), "recovered")
 	tskRun(t, append(append([]string{"tsk_recover", "-e"}, extra...), img, rec)...)
 	icats := 0
+	istated := map[uint32]bool{}
+	want := map[string]HFSPlusFile{}
 	for p, f := range l.Files {
+		want[p] = f
+	}
+	for p, f := range l.Private {
+		want[strings.ReplaceAll(p, "\x00", "^")] = f // as TSK shows a NUL
+	}
+	for p, f := range want {
 		if p == "" {
 			continue
 		}
@@ -98,12 +108,23 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 			continue
 		}
 		delete(got, p)
-		want := map[Kind]string{File: "r/r", Dir: "d/d", Symlink: "l/l"}[f.Kind]
-		if g.typ != want || g.inum != uint64(f.CNID) {
-			t.Errorf("%q: fls says %s %d, want %s %d", p, g.typ, g.inum, want, f.CNID)
+		typ := map[Kind]string{File: "r/r", Dir: "d/d", Symlink: "l/l"}[f.Kind]
+		id := f.CNID
+		if f.Inode != 0 {
+			id = f.Inode // TSK follows a hardlink to its indirect node
+		}
+		if g.typ != typ || g.inum != uint64(id) {
+			t.Errorf("%q: fls says %s %d, want %s %d", p, g.typ, g.inum, typ, id)
 		}
 		if f.Kind == Dir {
 			continue
+		}
+		if f.Inode != 0 && !istated[f.Inode] {
+			istated[f.Inode] = true
+			st := tskRun(t, append(append([]string{"istat"}, extra...), img, strconv.FormatUint(uint64(f.Inode), 10))...)
+			if line := fmt.Sprintf("Link count:\t%d\n", f.Nlink); !bytes.Contains(st, []byte(line)) {
+				t.Errorf("%q: istat %d does not say %q:\n%s", p, f.Inode, line, st)
+			}
 		}
 		data, err := os.ReadFile(filepath.Join(rec, p))
 		if errors.Is(err, fs.ErrNotExist) && len(f.Data) == 0 {
@@ -156,6 +177,12 @@ func checkLayoutMatchesSpec(t *testing.T, spec HFSPlusSpec, l *HFSPlusLayout) {
 		if e.Kind != Hardlink && f.Mode != e.StatMode() {
 			t.Errorf("%q: mode %#o, want %#o", e.Path, f.Mode, e.StatMode())
 		}
+		if e.Kind == Hardlink {
+			target := l.Files[e.Target]
+			if f.Inode == 0 || f.Inode != target.Inode || !bytes.Equal(f.Data, target.Data) || f.Nlink < 2 {
+				t.Errorf("%q: hardlink to %q: inode %d (target's %d), nlink %d", e.Path, e.Target, f.Inode, target.Inode, f.Nlink)
+			}
+		}
 	}
 }
 
@@ -169,6 +196,15 @@ func TestHFSPlusSample(t *testing.T) {
 			img, l := HFSPlus(t, spec)
 			checkLayoutMatchesSpec(t, spec, l)
 			checkTSK(t, img, l, "HFS+")
+			// frag/nine and frag/twenty keep extents 9.. in the
+			// extents-overflow file: 1 + 2 records.
+			raw, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := binary.BigEndian.Uint32(raw[l.Extents+14+6:]); n != 3 {
+				t.Errorf("extents-overflow file holds %d records, want 3", n)
+			}
 		})
 	}
 }
@@ -210,4 +246,55 @@ func TestHFSPlusRefuses(t *testing.T) {
 			t.Errorf("%s: no error", name)
 		}
 	}
+}
+
+// TestHFSX builds the sample as HFSX (case-sensitive, binary order) with
+// names that differ only in case, journaled, and checks it with TSK.
+func TestHFSX(t *testing.T) {
+	requireTSK(t)
+	for _, ns := range []int{4096, 512} {
+		t.Run(strconv.Itoa(ns), func(t *testing.T) {
+			spec := HFSPlusSample(0, ns)
+			spec.CaseSensitive = true
+			spec.Journaled = true
+			spec.Entries = append(spec.Entries,
+				HFSPlusEntry{Entry: Entry{Path: "APPLE", Kind: File, Data: []byte("upper\n")}},
+				HFSPlusEntry{Entry: Entry{Path: "Apple", Kind: File, Data: []byte("title\n")}},
+				HFSPlusEntry{Entry: Entry{Path: "cherry/CAFE\u0301.TXT", Kind: Dir}})
+			img, l := HFSPlus(t, spec)
+			checkLayoutMatchesSpec(t, spec, l)
+			checkTSK(t, img, l, "HFSX")
+			stat := string(tskRun(t, "fsstat", img))
+			for _, s := range []string{"Case Sensitive: yes\n", "Last Mounted By: Mac OS X, Journaled\n", fmt.Sprintf("Journal Info Block: %d\n", journalCheck(t, img))} {
+				if !strings.Contains(stat, s) {
+					t.Errorf("fsstat does not say %q:\n%s", s, stat)
+				}
+			}
+			if _, ok := l.Private[".journal"]; !ok {
+				t.Error("no .journal")
+			}
+		})
+	}
+}
+
+// journalCheck reads the journal info block's number from the volume
+// header, checks that the block points at an empty journal ("JNLx",
+// start == end) and returns the number.
+func journalCheck(t *testing.T, img string) uint32 {
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.BigEndian.Uint32(raw[1024+12:])
+	bs := binary.BigEndian.Uint32(raw[1024+40:])
+	jib := raw[int64(n)*int64(bs):]
+	off := binary.BigEndian.Uint64(jib[36:])
+	if n == 0 || binary.BigEndian.Uint32(jib) != 1 || off == 0 || off >= uint64(len(raw)) {
+		t.Fatalf("journal info block %d: flags %#x, journal at %d", n, binary.BigEndian.Uint32(jib), off)
+	}
+	jh := raw[off:]
+	if string(jh[:4]) != "xLNJ" || binary.LittleEndian.Uint64(jh[8:]) != binary.LittleEndian.Uint64(jh[16:]) {
+		t.Errorf("journal at %d: magic %q, start %d, end %d", off, jh[:4], binary.LittleEndian.Uint64(jh[8:]), binary.LittleEndian.Uint64(jh[16:]))
+	}
+	return n
 }
