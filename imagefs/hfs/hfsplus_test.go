@@ -361,10 +361,15 @@ func writerSpec() testimg.HFSPlusSpec {
 // type, CNID, mtime, data fork, resource fork and symlink target of its
 // layout, and nothing else.
 func TestPlusWriterVolumes(t *testing.T) {
-	for _, sz := range [][2]int{{0, 0}, {512, 512}, {4096, 8192}, {65536, 32768}} {
-		t.Run(fmt.Sprintf("block %d node %d", sz[0], sz[1]), func(t *testing.T) {
+	for _, sz := range [][3]int{{0, 0}, {512, 512}, {4096, 8192}, {65536, 32768}, {0, 0, 1}} {
+		hfsx := sz[2] == 1
+		t.Run(fmt.Sprintf("block %d node %d HFSX and journaled %v", sz[0], sz[1], hfsx), func(t *testing.T) {
 			spec := writerSpec()
 			spec.BlockSize, spec.NodeSize = sz[0], sz[1]
+			spec.CaseSensitive, spec.Journaled = hfsx, hfsx
+			if hfsx {
+				spec.Entries = append(spec.Entries, testimg.HFSPlusEntry{Entry: testimg.Entry{Path: "HELLO.TXT", Kind: testimg.File, Data: []byte("upper\n")}})
+			}
 			for i := range spec.Entries {
 				if e := &spec.Entries[i]; e.Fragments > 0 && sz[0] > 4096 {
 					e.Size = int64(e.Fragments*sz[0] - 7) // a block per fragment
@@ -378,8 +383,8 @@ func TestPlusWriterVolumes(t *testing.T) {
 			if len(probs) != 0 {
 				t.Errorf("problems on a sound volume: %v", probs)
 			}
-			if v.Info().Label != "NTT sample" {
-				t.Errorf("label %q", v.Info().Label)
+			if info := v.Info(); info.Label != "NTT sample" || info.CaseSensitive != hfsx || info.Journaled != hfsx {
+				t.Errorf("info %+v", info)
 			}
 			n := 0
 			for p, f := range l.Files {
@@ -390,8 +395,13 @@ func TestPlusWriterVolumes(t *testing.T) {
 					continue
 				}
 				typ := map[testimg.Kind]byte{testimg.File: 'f', testimg.Dir: 'd', testimg.Symlink: 'l'}[f.Kind]
-				if g.e.Type != typ || g.e.ID != uint64(f.CNID) || !g.e.Mtime.Equal(f.Mtime) {
-					t.Errorf("%q: %c id %d mtime %v; want %c %d %v", p, g.e.Type, g.e.ID, g.e.Mtime, typ, f.CNID, f.Mtime)
+				// A hardlink is its indirect node: its CNID, its count.
+				id, nlink := f.CNID, uint64(1)
+				if f.Inode != 0 {
+					id, nlink = f.Inode, uint64(f.Nlink)
+				}
+				if g.e.Type != typ || g.e.ID != uint64(id) || !g.e.Mtime.Equal(f.Mtime) || (typ == 'f' && g.e.Nlink != nlink) {
+					t.Errorf("%q: %c id %d mtime %v nlink %d; want %c %d %v %d", p, g.e.Type, g.e.ID, g.e.Mtime, g.e.Nlink, typ, id, f.Mtime, nlink)
 				}
 				switch typ {
 				case 'f':

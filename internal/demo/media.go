@@ -145,8 +145,9 @@ func HFSFloppy(dir string) (*Medium, error) {
 // Unicode names stored decomposed (NFD) as macOS stores them, mixed case,
 // nested and empty folders, an empty file, a file in 12 extents (4 of
 // them in extents-overflow records), resource forks (one beside a data
-// fork, one of a file with an empty data fork), a symlink, and two files
-// with the same content.
+// fork, one of a file with an empty data fork), a symlink, a hardlinked
+// file with a resource fork (two names of one indirect node), and two
+// files with the same content.
 func HFSPlusDisk(dir string) (*Medium, error) {
 	f := func(p string, size int64, seed uint64) testimg.HFSPlusEntry {
 		return testimg.HFSPlusEntry{Entry: testimg.Entry{Path: p, Kind: testimg.File, Size: size, Seed: seed}}
@@ -163,6 +164,8 @@ func HFSPlusDisk(dir string) (*Medium, error) {
 		{Entry: testimg.Entry{Path: "Letters/Icon only", Kind: testimg.File}, Rsrc: rsrc(9, 70000)},
 		{Entry: testimg.Entry{Path: "Letters/empty folder", Kind: testimg.Dir}},
 		{Entry: testimg.Entry{Path: "latest letter", Kind: testimg.Symlink, Target: "Letters/Icon only"}},
+		{Entry: testimg.Entry{Path: "Letters/Drafts/draft.txt", Kind: testimg.File, Size: 2500, Seed: 10}, Rsrc: rsrc(11, 700)},
+		{Entry: testimg.Entry{Path: "Letters/draft (hardlink)", Kind: testimg.Hardlink, Target: "Letters/Drafts/draft.txt"}},
 	}}
 	tmp := filepath.Join(dir, "hfsplus-disk.tmp")
 	l, err := testimg.WriteHFSPlus(tmp, spec)
