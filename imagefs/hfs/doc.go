@@ -150,7 +150,9 @@
 //     Every name of a hardlinked file is listed with the indirect node's
 //     CNID, size, mtime, runs and forks, and Nlink is the number of link
 //     files found naming it. A link whose node is missing is reported and
-//     listed as the empty file it is.
+//     listed as the empty file it is. (The Sleuth Kit also wants a link's
+//     creation date to be the private directory's, as macOS writes it;
+//     this reader does not check it.)
 //   - Not presented: the private directories "\x00\x00\x00\x00HFS+ Private
 //     Data" and ".HFS+ Private Directory Data\r" and the journal's files
 //     ".journal" and ".journal_info_block", in the root. The journal is not
@@ -174,7 +176,10 @@
 //     ErrCompression inside an *imagefs.ReadError; a block that does not
 //     decode to its size fails with imagefs.ErrCorrupt. A header that does
 //     not check out is reported and the file's data fork read as it is.
-//     Other attributes (extended attributes, ACLs) are not read.
+//     Memory stays bounded: a type 3 content is at most what zlib makes of
+//     one attribute record, a type 4 block table at most the resource
+//     fork, one decoded 64 KiB block is held at a time. Other attributes
+//     (extended attributes, ACLs) are not read.
 //
 // # Not read
 //
