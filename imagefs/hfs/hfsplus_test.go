@@ -432,3 +432,40 @@ func TestPlusWriterVolumes(t *testing.T) {
 		})
 	}
 }
+
+// TestPlusMedium: a bare and a wrapped HFS+ volume are probed as
+// "hfsplus" and read by this reader through imagefs.OpenMediumFile, whole.
+func TestPlusMedium(t *testing.T) {
+	img, want := plusSample(false, 0)
+	for name, b := range map[string][]byte{"bare": img, "wrapped": wrap(img, 4096)} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "plus.img")
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var probs []*imagefs.MediumProblem
+			m, err := imagefs.OpenMediumFile(context.Background(), path, imagefs.MediumOptions{
+				Medium: "0123456789abcdef0123456789abcdef", Report: func(p *imagefs.MediumProblem) { probs = append(probs, p) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if len(m.Volumes) != 1 || m.Volumes[0].FSType != "hfsplus" {
+				t.Fatalf("volumes %+v, want one hfsplus", m.Volumes)
+			}
+			n := 0
+			if err := m.Walk(context.Background(), m.Volumes[0], func(p []byte, e *imagefs.Entry) error { n++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			forks := 0
+			for _, w := range want {
+				if len(w.rsrc) > 0 {
+					forks++
+				}
+			}
+			if n != len(want)+forks || len(probs) != 0 {
+				t.Errorf("%d entries, want %d; problems %v", n, len(want)+forks, probs)
+			}
+		})
+	}
+}
