@@ -28,6 +28,11 @@ type HFSPlusEntry struct {
 	Entry
 	// Rsrc is the resource fork of a File (nil or empty: none).
 	Rsrc []byte
+	// Compress stores the content compressed, as Mac OS X 10.6+ does
+	// (decmpfs): data fork empty, UF_COMPRESSED set, a com.apple.decmpfs
+	// attribute in the attributes B-tree, and the compressed bytes either
+	// in that attribute or in the resource fork. Rsrc must be empty.
+	Compress HFSPlusCompression
 	// Fragments splits the data fork into this many extents, each apart
 	// from the next by a free block; more than 8 need extents-overflow
 	// records. 0 means 1. At most the fork's block count.
@@ -36,8 +41,8 @@ type HFSPlusEntry struct {
 
 // HFSPlusSpec describes an HFS+ (or HFSX) volume.
 type HFSPlusSpec struct {
-	// Size of the volume in bytes (a multiple of BlockSize); 0 fits the tree
-	// with some free space.
+	// Size of the volume in bytes (a multiple of BlockSize; of the HFS+
+	// volume if Wrapped); 0 fits the tree with some free space.
 	Size int64
 	// BlockSize is the allocation block size, a power of two from 512 to
 	// 65536; 0 means 4096.
@@ -56,6 +61,11 @@ type HFSPlusSpec struct {
 	// ".journal" (an empty journal: start == end) in the root, listed in
 	// HFSPlusLayout.Private, not Files.
 	Journaled bool
+	// Wrapped puts the volume inside an HFS wrapper (a classic HFS
+	// volume naming it as embedded, drEmbedSigWord "H+"): the image starts
+	// with the HFS master directory block, and HFSPlusLayout.Offset says
+	// where the HFS+ volume starts.
+	Wrapped bool
 	// Entries is the tree; parents without an entry are made with defaults.
 	// The entry with Path "" (a Dir) gives the root's mode, owner and mtime.
 	Entries []HFSPlusEntry
@@ -77,6 +87,9 @@ type HFSPlusFile struct {
 	// Nlink the link count kept there. 0 and 1 for other files.
 	Inode uint32
 	Nlink uint32
+	// Compression says how Data is stored (decmpfs); a compressed file's
+	// resource fork, if the compressed data is there, is not its own.
+	Compression HFSPlusCompression
 }
 
 // HFSPlusLayout is what WriteHFSPlus placed where.
@@ -87,6 +100,9 @@ type HFSPlusLayout struct {
 	// "\x00\x00\x00\x00HFS+ Private Data") and its indirect node files
 	// ("<that>/iNode<CNID>"): on the volume, but no user's names.
 	Private map[string]HFSPlusFile
+	// Offset of the HFS+ volume in the image: 0, or inside a wrapper
+	// where the wrapper's drEmbedExtent says.
+	Offset int64
 	// BlockSize and the byte offsets (in the image) of the volume header
 	// and of the B-tree files, for damage tests.
 	BlockSize                       int
@@ -163,6 +179,11 @@ type hpObj struct {
 	finderFlags uint16
 	data, rsrc  hpFork
 	hidden      bool   // the private folder and its indirect node files
+	flags       uint16 // catalog record flags beyond kHFSThreadExistsMask
+	ownerFlags  uint8  // permissions.ownerFlags (UF_COMPRESSED)
+	decmpfs     []byte // the com.apple.decmpfs attribute of a compressed file
+	content     []byte // a compressed file's content
+	compression HFSPlusCompression
 	inode       *hpObj // a link file's indirect node file
 }
 
@@ -259,6 +280,33 @@ func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
 	img, err := b.place()
 	if err != nil {
 		return nil, nil, err
+	}
+	if spec.Wrapped {
+		// Wrapper blocks: the HFS+ block size, doubled until HFS's 16-bit
+		// block count holds the volume; the volume rounded up to them.
+		w := b.bs
+		for len(img)/w > 65000 && w < 1<<20 {
+			w *= 2
+		}
+		l := &b.layout
+		if len(img)%w != 0 {
+			inner := spec
+			inner.Wrapped = false
+			inner.Size = int64((len(img) + w - 1) / w * w)
+			if img, l, err = BuildHFSPlusBytes(inner); err != nil {
+				return nil, nil, err
+			}
+		}
+		wrapped, off, err := wrapHFS(img, w, b.spec.Label, b.volDate)
+		if err != nil {
+			return nil, nil, err
+		}
+		l.Offset = off
+		l.Header += off
+		l.Extents += off
+		l.Catalog += off
+		l.Attributes += off
+		return wrapped, l, nil
 	}
 	return img, &b.layout, nil
 }
@@ -390,6 +438,14 @@ func (b *hpBuilder) add(parent *hpObj, base string, e HFSPlusEntry) (*hpObj, err
 		o.data.data = e.Content()
 		o.rsrc.data = e.Rsrc
 		b.files++
+		if e.Compress != NotCompressed {
+			if len(e.Rsrc) > 0 || e.Fragments > 1 {
+				return nil, fmt.Errorf("a compressed file has no resource fork or fragments of its own")
+			}
+			if err := o.compress(e.Compress); err != nil {
+				return nil, err
+			}
+		}
 	case Symlink:
 		if e.Target == "" || len(e.Target) > 1024 {
 			return nil, fmt.Errorf("symlink target must be 1..1024 bytes")
@@ -555,6 +611,7 @@ func (b *hpBuilder) forkData(f *hpFork) []byte {
 func (o *hpObj) perms(p []byte) {
 	binary.BigEndian.PutUint32(p, o.uid)
 	binary.BigEndian.PutUint32(p[4:], o.gid)
+	p[9] = o.ownerFlags
 	binary.BigEndian.PutUint16(p[10:], uint16(o.mode))
 	binary.BigEndian.PutUint32(p[12:], o.special)
 }
@@ -570,7 +627,7 @@ func (b *hpBuilder) record(o *hpObj) []byte {
 	} else {
 		r = make([]byte, 248)
 		be.PutUint16(r, hpFileRecord)
-		be.PutUint16(r[2:], hpThreadExists)
+		be.PutUint16(r[2:], hpThreadExists|o.flags)
 		be.PutUint32(r[48:], o.fileType)
 		be.PutUint32(r[52:], o.creator)
 		copy(r[88:], b.forkData(&o.data))
@@ -660,7 +717,16 @@ func (b *hpBuilder) extentRecords() []btRec {
 }
 
 // attributeRecords returns the attributes B-tree's records.
-func (b *hpBuilder) attributeRecords() []btRec { return nil }
+// (objs are in CNID order, each with one attribute at most: sorted.)
+func (b *hpBuilder) attributeRecords() []btRec {
+	var out []btRec
+	for _, o := range b.objs {
+		if o.decmpfs != nil {
+			out = append(out, attrRecord(o.cnid, hpDecmpfsName, o.decmpfs))
+		}
+	}
+	return out
+}
 
 // treeBytes rounds a tree's node count to whole blocks.
 func (b *hpBuilder) treeBytes(nodes int) int {
@@ -864,6 +930,9 @@ func (b *hpBuilder) place() ([]byte, error) {
 			}
 			if len(c.rsrc.data) > 0 {
 				f.Rsrc = c.rsrc.data
+			}
+			if c.compression != NotCompressed {
+				f.Data, f.Rsrc, f.Compression = c.content, nil, c.compression
 			}
 		}
 		switch {

@@ -33,6 +33,7 @@ type btTree struct {
 	maxKeyLen int // the header's maxKeyLength; fixed index keys are padded to it
 	attrs     uint32
 	compType  uint8 // keyCompareType (HFSX catalog: 0xBC binary, 0xCF folding)
+	classic   bool  // an HFS tree: the header's fields past the node counts are reserved
 }
 
 // btLaid is a packed tree: nodes 1..len(nodes) and the header's fields.
@@ -196,10 +197,12 @@ func (t btTree) file(l btLaid, size int) ([]byte, error) {
 	be.PutUint16(hdr[20:], uint16(t.maxKeyLen))
 	be.PutUint32(hdr[22:], uint32(total))
 	be.PutUint32(hdr[26:], uint32(total-l.nodesFor()))
-	be.PutUint32(hdr[32:], uint32(size)) // clumpSize
-	hdr[36] = 0                          // btreeType: kHFSBTreeType
-	hdr[37] = t.compType
-	be.PutUint32(hdr[38:], t.attrs)
+	if !t.classic {
+		be.PutUint32(hdr[32:], uint32(size)) // clumpSize
+		hdr[36] = 0                          // btreeType: kHFSBTreeType
+		hdr[37] = t.compType
+		be.PutUint32(hdr[38:], t.attrs)
+	}
 	user := make([]byte, 128)
 	bitmap := make([]byte, mapBytes)
 	for n := 0; n < l.nodesFor(); n++ {

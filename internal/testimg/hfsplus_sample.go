@@ -1,6 +1,7 @@
 package testimg
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 )
@@ -14,7 +15,9 @@ import (
 // resource forks (one with an empty data fork), symlinks (relative,
 // absolute, dangling), hardlinks (link files naming indirect node files
 // in the private folder, which HFSPlusLayout.Private lists), and
-// fragmented files: 8 extents (all in the catalog
+// compressed files (decmpfs: zlib in the attribute, and in 64 KiB chunks in
+// the resource fork, one of them incompressible), and fragmented files: 8
+// extents (all in the catalog
 // record), 9 and 20 (the rest in extents-overflow records). What a reader
 // must find is what WriteHFSPlus returns in HFSPlusLayout.Files.
 func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
@@ -50,6 +53,11 @@ func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
 		{Entry: Entry{Path: "cherry/third", Kind: Hardlink, Target: "hard/first"}},
 		{Entry: Entry{Path: "hard/lone", Kind: File, Size: int64(2*blockSize + 9), Seed: 17}},
 		{Entry: Entry{Path: "hard/lone-link", Kind: Hardlink, Target: "hard/lone"}},
+		{Entry: Entry{Path: "compressed/inline", Kind: File, Data: bytes.Repeat([]byte("decmpfs type 3, zlib in the attribute\n"), 50)}, Compress: DecmpfsInline},
+		{Entry: Entry{Path: "compressed/rsrc", Kind: File, Data: bytes.Repeat([]byte("type 4: 64 KiB chunks in the resource fork\n"), 4000)}, Compress: DecmpfsRsrc},
+		{Entry: Entry{Path: "compressed/rsrc-seeded", Kind: File, Size: 70000, Seed: 18}, Compress: DecmpfsRsrc},
+		{Entry: Entry{Path: "compressed/empty", Kind: File}, Compress: DecmpfsInline},
+		{Entry: Entry{Path: "compressed/inline-raw", Kind: File, Size: 200, Seed: 19}, Compress: DecmpfsInline},
 		{Entry: Entry{Path: "frag/eight", Kind: File, Size: int64(8 * blockSize), Seed: 14}, Fragments: 8},
 		{Entry: Entry{Path: "frag/twenty", Kind: File, Size: int64(40*blockSize - 100), Seed: 15}, Fragments: 20},
 		{Entry: Entry{Path: "frag/nine", Kind: File, Size: int64(9 * blockSize), Seed: 16}, Fragments: 9},

@@ -241,6 +241,10 @@ func TestHFSPlusRefuses(t *testing.T) {
 		"file as a folder":              {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File}}, {Entry: Entry{Path: "f/g", Kind: File}}}},
 		"fifo":                          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "p", Kind: FIFO}}}},
 		"over 1 GiB":                    {Size: 2 << 30},
+		"inline decmpfs over a node":    {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Size: 5000, Seed: 1}, Compress: DecmpfsInline}}},
+		"compressed with a fork":        {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Data: []byte("x")}, Rsrc: []byte("r"), Compress: DecmpfsRsrc}}},
+		"hardlink to a folder":          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "d", Kind: Dir}}, {Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
+		"hardlink to nothing":           {Entries: []HFSPlusEntry{{Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
 	} {
 		if _, _, err := BuildHFSPlusBytes(spec); err == nil {
 			t.Errorf("%s: no error", name)
@@ -297,4 +301,47 @@ func journalCheck(t *testing.T, img string) uint32 {
 		t.Errorf("journal at %d: magic %q, start %d, end %d", off, jh[:4], binary.LittleEndian.Uint64(jh[8:]), binary.LittleEndian.Uint64(jh[16:]))
 	}
 	return n
+}
+
+// TestHFSPlusWrapped builds the sample inside an HFS wrapper: TSK finds the
+// embedded volume where the layout says and reads it whole; hfsutils mount
+// the wrapper as the classic volume it is (its root empty, no free space).
+func TestHFSPlusWrapped(t *testing.T) {
+	requireTSK(t)
+	RequireHFSTools(t, "hls")
+	for _, bs := range []int{4096, 512} {
+		t.Run(strconv.Itoa(bs), func(t *testing.T) {
+			spec := HFSPlusSample(bs, 0)
+			spec.Wrapped = true
+			spec.Label = "Wrapped"
+			spec.Size = 2 << 20 // hfsutils mount nothing under 800 KiB
+			img, l := HFSPlus(t, spec)
+			if l.Offset == 0 {
+				t.Fatal("layout says the volume is at offset 0")
+			}
+			checkTSK(t, img, l, "HFS+")
+			stat := string(tskRun(t, "fsstat", img))
+			if s := fmt.Sprintf("embedded in an HFS wrapper at offset %d\n", l.Offset); !strings.Contains(stat, s) {
+				t.Errorf("fsstat does not say %q:\n%s", s, stat)
+			}
+			home := t.TempDir()
+			hfsutil := func(args ...string) string {
+				cmd := exec.Command(args[0], args[1:]...)
+				cmd.Env = append(cmd.Environ(), "HOME="+home, "TZ=UTC", "LC_ALL=C")
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+				}
+				return string(out)
+			}
+			hfsutil("hmount", img)
+			defer hfsutil("humount")
+			if out := hfsutil("hls", "-a"); strings.TrimSpace(out) != "" {
+				t.Errorf("hls lists the wrapper's root as %q, want it empty", out)
+			}
+			if out := hfsutil("hvol"); !strings.Contains(out, `Volume name is "Wrapped"`) || !strings.Contains(out, "Volume has 0 bytes free") {
+				t.Errorf("hvol: %s", out)
+			}
+		})
+	}
 }
