@@ -361,12 +361,12 @@ func writerSpec() testimg.HFSPlusSpec {
 // type, CNID, mtime, data fork, resource fork and symlink target of its
 // layout, and nothing else.
 func TestPlusWriterVolumes(t *testing.T) {
-	for _, sz := range [][3]int{{0, 0}, {512, 512}, {4096, 8192}, {65536, 32768}, {0, 0, 1}} {
-		hfsx := sz[2] == 1
-		t.Run(fmt.Sprintf("block %d node %d HFSX and journaled %v", sz[0], sz[1], hfsx), func(t *testing.T) {
+	for _, sz := range [][3]int{{0, 0}, {512, 512}, {4096, 8192}, {65536, 32768}, {0, 0, 1}, {0, 0, 2}} {
+		hfsx, wrapped := sz[2] == 1, sz[2] == 2
+		t.Run(fmt.Sprintf("block %d node %d HFSX and journaled %v wrapped %v", sz[0], sz[1], hfsx, wrapped), func(t *testing.T) {
 			spec := writerSpec()
 			spec.BlockSize, spec.NodeSize = sz[0], sz[1]
-			spec.CaseSensitive, spec.Journaled = hfsx, hfsx
+			spec.CaseSensitive, spec.Journaled, spec.Wrapped = hfsx, hfsx, wrapped
 			if hfsx {
 				spec.Entries = append(spec.Entries, testimg.HFSPlusEntry{Entry: testimg.Entry{Path: "HELLO.TXT", Kind: testimg.File, Data: []byte("upper\n")}})
 			}
@@ -383,7 +383,7 @@ func TestPlusWriterVolumes(t *testing.T) {
 			if len(probs) != 0 {
 				t.Errorf("problems on a sound volume: %v", probs)
 			}
-			if info := v.Info(); info.Label != "NTT sample" || info.CaseSensitive != hfsx || info.Journaled != hfsx {
+			if info := v.Info(); info.Label != "NTT sample" || info.CaseSensitive != hfsx || info.Journaled != hfsx || info.Wrapped != wrapped {
 				t.Errorf("info %+v", info)
 			}
 			n := 0
@@ -428,6 +428,19 @@ func TestPlusWriterVolumes(t *testing.T) {
 			}
 			if f := got["/Mac/fragmented"]; len(f.e.Runs) != 12 {
 				t.Errorf("fragmented: %d runs, want 12", len(f.e.Runs))
+			}
+			// Compressed files (decmpfs types 3 and 4) read decoded above.
+			compressed := 0
+			for p, f := range l.Files {
+				if f.Compression != testimg.NotCompressed {
+					compressed++
+					if e := got["/"+p].e; !e.Encoded || len(e.Forks) != 0 {
+						t.Errorf("%q: compressed, but Encoded %v, forks %d", p, e.Encoded, len(e.Forks))
+					}
+				}
+			}
+			if compressed < 4 {
+				t.Errorf("%d compressed files in the sample", compressed)
 			}
 		})
 	}

@@ -146,8 +146,10 @@ func HFSFloppy(dir string) (*Medium, error) {
 // nested and empty folders, an empty file, a file in 12 extents (4 of
 // them in extents-overflow records), resource forks (one beside a data
 // fork, one of a file with an empty data fork), a symlink, a hardlinked
-// file with a resource fork (two names of one indirect node), and two
-// files with the same content.
+// file with a resource fork (two names of one indirect node), files
+// compressed as macOS 10.6+ compresses them (decmpfs: zlib inline in the
+// attribute, and in 64 KiB blocks in the resource fork), and two files
+// with the same content.
 func HFSPlusDisk(dir string) (*Medium, error) {
 	f := func(p string, size int64, seed uint64) testimg.HFSPlusEntry {
 		return testimg.HFSPlusEntry{Entry: testimg.Entry{Path: p, Kind: testimg.File, Size: size, Seed: seed}}
@@ -166,6 +168,8 @@ func HFSPlusDisk(dir string) (*Medium, error) {
 		{Entry: testimg.Entry{Path: "latest letter", Kind: testimg.Symlink, Target: "Letters/Icon only"}},
 		{Entry: testimg.Entry{Path: "Letters/Drafts/draft.txt", Kind: testimg.File, Size: 2500, Seed: 10}, Rsrc: rsrc(11, 700)},
 		{Entry: testimg.Entry{Path: "Letters/draft (hardlink)", Kind: testimg.Hardlink, Target: "Letters/Drafts/draft.txt"}},
+		{Entry: testimg.Entry{Path: "System/compressed inline.plist", Kind: testimg.File, Data: bytes.Repeat([]byte("<key>decmpfs</key>\n"), 100)}, Compress: testimg.DecmpfsInline},
+		{Entry: testimg.Entry{Path: "System/compressed in rsrc.dylib", Kind: testimg.File, Data: bytes.Repeat([]byte("type 4, 64 KiB zlib blocks\n"), 10000)}, Compress: testimg.DecmpfsRsrc},
 	}}
 	tmp := filepath.Join(dir, "hfsplus-disk.tmp")
 	l, err := testimg.WriteHFSPlus(tmp, spec)
