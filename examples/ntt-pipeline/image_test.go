@@ -397,3 +397,21 @@ func TestPipelineHybridCDAutoAndMount(t *testing.T) {
 		e.checkNothingLeft(m.Hash, m.Image)
 	})
 }
+
+// An HFS+ volume (testimg.WriteHFSPlus) goes through every phase read from
+// its image: catalogued, copied byte-identical with its resource forks
+// (each found in the catalog at <file>/..namedfork/rsrc), its symlink and
+// its hardlink (one inode, two paths), archived, nothing mounted.
+func TestPipelineHFSPlusFromImage(t *testing.T) {
+	e := newEnv(t)
+	m := e.medium(demo.HFSPlusDisk)
+	require.Len(t, m.Forks, 4) // two files', and a hardlinked file's under both its names
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+	var inodes, paths int64
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT count(DISTINCT (dev, ino)), count(*) FROM path
+		WHERE medium_hash = $1 AND path IN ($2, $3)`, m.Hash, []byte("/Letters/Drafts/draft.txt"), []byte("/Letters/draft (hardlink)")).
+		Scan(&inodes, &paths))
+	require.Equal(t, [2]int64{1, 2}, [2]int64{inodes, paths}, "the hardlink's two names are one inode")
+}

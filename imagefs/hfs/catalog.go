@@ -25,15 +25,16 @@ func (r *record) cnid() uint32 { return r.id }
 // directory threads to rescue a directory whose own record is lost.
 type catalog struct {
 	opts     *imagefs.Options
-	children map[uint32][]*record // by parent CNID, in catalog order
-	dirs     map[uint32]*record   // directory records by their CNID
-	files    map[uint32]*record   // file records by their CNID
-	threads  map[uint32]*record   // directory thread records by the directory's CNID
+	children map[uint32][]*record            // by parent CNID, in catalog order
+	dirs     map[uint32]*record              // directory records by their CNID
+	files    map[uint32]*record              // file records by their CNID
+	threads  map[uint32]*record              // directory thread records by the directory's CNID
+	decode   func(raw []byte) ([]byte, bool) // a raw name to UTF-8, for reports
 }
 
-func newCatalog(opts *imagefs.Options) catalog {
+func newCatalog(opts *imagefs.Options, decode func([]byte) ([]byte, bool)) catalog {
 	return catalog{opts: opts, children: map[uint32][]*record{}, dirs: map[uint32]*record{},
-		files: map[uint32]*record{}, threads: map[uint32]*record{}}
+		files: map[uint32]*record{}, threads: map[uint32]*record{}, decode: decode}
 }
 
 // add keeps a file or directory record, once its CNID is claimed.
@@ -62,7 +63,8 @@ func (c *catalog) addThread(id uint32, th *record) {
 func (c *catalog) claim(r *record) bool {
 	id := r.id
 	if c.dirs[id] != nil || c.files[id] != nil || (id == RootID && !r.dir) {
-		c.opts.Reportf(r.off, "cross_linked", "catalog record %q has CNID %d, already the CNID of another record (or the root's); left out", r.name, id)
+		name, _ := c.decode(r.name)
+		c.opts.Reportf(r.off, "cross_linked", "catalog record %q has CNID %d, already the CNID of another record (or the root's); left out", name, id)
 		return false
 	}
 	return true
@@ -105,6 +107,59 @@ func (c *catalog) rescueDirs(dirData func(cnid uint32, valence int) []byte) {
 		r := &record{parent: th.parent, name: th.name, id: p, dir: true, data: dirData(p, len(c.children[p])), off: th.off, size: th.size}
 		c.dirs[p] = r
 		c.children[th.parent] = append(c.children[th.parent], r)
-		c.opts.Reportf(th.off, "rescued", "directory CNID %d %q has no directory record; listed from its thread record", p, th.name)
+		name, _ := c.decode(th.name)
+		c.opts.Reportf(th.off, "rescued", "directory CNID %d %q has no directory record; listed from its thread record", p, name)
+	}
+}
+
+// reportCycles reports the directories that hold entries but cannot be
+// reached from the root although they have a record: their chain of
+// parents comes back to itself (damage; Kind "cycle") — a directory whose
+// key names itself or one of its descendants as its parent. Their entries
+// are not listed. The search is one pass over the records.
+func (c *catalog) reportCycles() {
+	reached := map[uint32]bool{RootID: true}
+	queue := []uint32{RootID}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		for _, r := range c.children[d] {
+			if r.dir && !reached[r.id] {
+				reached[r.id] = true
+				queue = append(queue, r.id)
+			}
+		}
+	}
+	// Of the unreached directories, those on a cycle of parents: each
+	// chain of parents is followed once (state 1 on the current chain, 2
+	// done), and a chain that meets itself has found a cycle, named by the
+	// directory where it closes.
+	var unreached []uint32
+	for id := range c.dirs {
+		if !reached[id] {
+			unreached = append(unreached, id)
+		}
+	}
+	slices.Sort(unreached)
+	state := map[uint32]int{}
+	var cycles []uint32
+	for _, id := range unreached {
+		var chain []uint32
+		p := id
+		for !reached[p] && c.dirs[p] != nil && state[p] == 0 {
+			state[p] = 1
+			chain = append(chain, p)
+			p = c.dirs[p].parent
+		}
+		if state[p] == 1 {
+			cycles = append(cycles, p)
+		}
+		for _, q := range chain {
+			state[q] = 2
+		}
+	}
+	for _, p := range cycles {
+		name, _ := c.decode(c.dirs[p].name)
+		c.opts.Reportf(c.dirs[p].off, "cycle", "directory CNID %d %q is not reachable from the root: its parents (from CNID %d) come back to it; it and what it holds are not listed", p, name, c.dirs[p].parent)
 	}
 }

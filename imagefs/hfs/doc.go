@@ -87,6 +87,9 @@
 // lost but whose entries were read is listed from its thread record, under
 // the parent and name the thread gives, with the Mac epoch as its mtime
 // (Kind "rescued"); without a thread its entries are reported as orphaned.
+// A directory that has its record but cannot be reached from the root (its
+// key names itself or a descendant as its parent) is reported (Kind
+// "cycle") and its entries are not listed.
 // A record whose key or data does not check out is left out. An extent past the allocation area is reported (Kind
 // "out_of_volume") and kept, and reading it fails with
 // imagefs.ErrBeyondEnd; a data fork whose extents cover less than its size
@@ -147,7 +150,9 @@
 //     Every name of a hardlinked file is listed with the indirect node's
 //     CNID, size, mtime, runs and forks, and Nlink is the number of link
 //     files found naming it. A link whose node is missing is reported and
-//     listed as the empty file it is.
+//     listed as the empty file it is. (The Sleuth Kit also wants a link's
+//     creation date to be the private directory's, as macOS writes it;
+//     this reader does not check it.)
 //   - Not presented: the private directories "\x00\x00\x00\x00HFS+ Private
 //     Data" and ".HFS+ Private Directory Data\r" and the journal's files
 //     ".journal" and ".journal_info_block", in the root. The journal is not
@@ -171,7 +176,10 @@
 //     ErrCompression inside an *imagefs.ReadError; a block that does not
 //     decode to its size fails with imagefs.ErrCorrupt. A header that does
 //     not check out is reported and the file's data fork read as it is.
-//     Other attributes (extended attributes, ACLs) are not read.
+//     Memory stays bounded: a type 3 content is at most what zlib makes of
+//     one attribute record, a type 4 block table at most the resource
+//     fork, one decoded 64 KiB block is held at a time. Other attributes
+//     (extended attributes, ACLs) are not read.
 //
 // # Not read
 //

@@ -142,39 +142,36 @@ func TestFuzzSeeds(t *testing.T) {
 	}
 }
 
-// plusSeedVolume is a small HFS+ volume of 512-byte blocks and B-tree
-// nodes with one of each thing the HFS+ reader reads: nested directories,
-// a Unicode name, a resource fork, a fork of ten extents (two in an
+// plusSeedSpec is a small HFS+ volume (512-byte blocks and B-tree nodes)
+// with one of each thing the HFS+ reader reads: nested folders, a
+// decomposed name, a resource fork, a fork of ten extents (two in an
 // extents-overflow record), a symlink, a hardlink, files compressed inline
-// and in their resource fork, and the hidden private directory and
-// journal file.
-func plusSeedVolume() ([]byte, map[string]plusWant) {
-	b := newPlusBuilderSized(512, 160, 512, 48)
-	want := map[string]plusWant{}
-	d := b.dir(2, "dir")
-	sub := b.dir(d, "sub")
-	b.file(sub, "f", plusFile{data: seeded(1, 700)})
-	want["/dir/sub/f"] = plusWant{typ: 'f', data: seeded(1, 700)}
-	b.file(2, "A\u0308 r", plusFile{data: seeded(2, 30), rsrc: seeded(3, 40)})
-	want["/A\u0308 r"] = plusWant{typ: 'f', data: seeded(2, 30), rsrc: seeded(3, 40)}
-	b.file(d, "frag", plusFile{data: seeded(4, 10*512-5), gap: true})
-	want["/dir/frag"] = plusWant{typ: 'f', data: seeded(4, 10*512-5)}
-	b.file(2, "link", plusFile{data: []byte("dir/sub/f"), typ: "slnk", creator: "rhap", mode: 0o120777})
-	b.hardlinks(seeded(5, 100), map[uint32]string{2: "h1", sub: "h2"})
-	want["/h1"] = plusWant{typ: 'f', data: seeded(5, 100)}
-	b.file(2, ".journal", plusFile{data: seeded(6, 10)})
+// and in their resource fork, and the journal's files.
+func plusSeedSpec(wrapped bool) testimg.HFSPlusSpec {
+	f := func(p string, size int64, seed uint64) testimg.HFSPlusEntry {
+		return testimg.HFSPlusEntry{Entry: testimg.Entry{Path: p, Kind: testimg.File, Size: size, Seed: seed}}
+	}
 	c := bytes.Repeat([]byte("abc"), 100)
-	b.compressed(2, "c3", c, 3)
-	b.compressed(d, "c4", c, 4)
-	want["/c3"] = plusWant{typ: 'f', data: c}
-	want["/dir/c4"] = plusWant{typ: 'f', data: c}
-	return b.build(), want
+	return testimg.HFSPlusSpec{BlockSize: 512, NodeSize: 512, Journaled: true, Wrapped: wrapped, Entries: []testimg.HFSPlusEntry{
+		f("dir/sub/f", 700, 1),
+		{Entry: testimg.Entry{Path: "A\u0308 r", Kind: testimg.File, Size: 30, Seed: 2}, Rsrc: seeded(3, 40)},
+		{Entry: testimg.Entry{Path: "dir/frag", Kind: testimg.File, Size: 10*512 - 5, Seed: 4}, Fragments: 10},
+		{Entry: testimg.Entry{Path: "link", Kind: testimg.Symlink, Target: "dir/sub/f"}},
+		f("h1", 100, 5),
+		{Entry: testimg.Entry{Path: "dir/sub/h2", Kind: testimg.Hardlink, Target: "h1"}},
+		{Entry: testimg.Entry{Path: "c3", Kind: testimg.File, Data: c}, Compress: testimg.DecmpfsInline},
+		{Entry: testimg.Entry{Path: "dir/c4", Kind: testimg.File, Data: c}, Compress: testimg.DecmpfsRsrc},
+	}}
 }
 
 // plusFuzzSeeds are the seed volume, bare and wrapped in HFS.
-func plusFuzzSeeds() [][]byte {
-	img, _ := plusSeedVolume()
-	return [][]byte{img, wrap(img, 512)}
+func plusFuzzSeeds(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, w := range []bool{false, true} {
+		img, _ := buildPlus(t, plusSeedSpec(w))
+		out = append(out, img)
+	}
+	return out
 }
 
 // FuzzPlusVolume opens any bytes as an HFS+ volume (or an HFS wrapper of
@@ -182,7 +179,7 @@ func plusFuzzSeeds() [][]byte {
 // panic, hang or allocate without bound, and what it returns keeps the
 // imagefs invariants.
 func FuzzPlusVolume(f *testing.F) {
-	for _, s := range plusFuzzSeeds() {
+	for _, s := range plusFuzzSeeds(f) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -203,28 +200,19 @@ func checkPlusVolume(t *testing.T, data []byte) int {
 
 // TestPlusFuzzSeeds: the seeds are small and read whole.
 func TestPlusFuzzSeeds(t *testing.T) {
-	_, want := plusSeedVolume()
-	for i, s := range plusFuzzSeeds() {
-		if len(s) > 96<<10 {
+	for i, s := range plusFuzzSeeds(t) {
+		if len(s) > 128<<10 {
 			t.Errorf("seed %d is %d bytes", i, len(s))
 		}
-		// Root, dir, sub, f, the fork, frag, link, h1, h2, c3, c4, "Ä r".
-		if n := checkPlusVolume(t, s); n != 12 {
-			t.Errorf("seed %d: %d entries, want 12", i, n)
+		_, l := buildPlus(t, plusSeedSpec(i == 1))
+		want := len(l.Files) + 1 // and the resource fork
+		if n := checkPlusVolume(t, s); n != want {
+			t.Errorf("seed %d: %d entries, want %d", i, n, want)
 		}
 		_, got, _, probs := openWalkPlus(t, s)
 		if len(probs) != 0 {
 			t.Errorf("seed %d: problems %v", i, probs)
 		}
-		for p, w := range want {
-			if g := got[p]; g.err != nil || !bytes.Equal(g.data, w.data) {
-				t.Errorf("seed %d: %q: %d bytes, %v", i, p, len(g.data), g.err)
-			}
-			if w.rsrc != nil {
-				if g := got[p+"/..namedfork/rsrc"]; g.err != nil || !bytes.Equal(g.data, w.rsrc) {
-					t.Errorf("seed %d: %q fork: %d bytes, %v", i, p, len(g.data), g.err)
-				}
-			}
-		}
+		checkLayout(t, got, l)
 	}
 }

@@ -129,7 +129,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	}
 	v := &Volume{size: size, opts: opts}
 	v.allocation = allocation{r: r, report: &v.opts, maxFABN: 0xffff, overflow: map[extKey][]extent{}}
-	v.catalog = newCatalog(&v.opts)
+	v.catalog = newCatalog(&v.opts, DecodeName)
 	v.nBlocks = uint32(be.Uint16(m[0x12:]))
 	v.blkSize = int64(be.Uint32(m[0x14:]))
 	v.base = int64(be.Uint16(m[0x1c:])) * 512
@@ -177,6 +177,7 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	}
 	ct.leaves(v.addCatalog)
 	v.rescueDirs(hfsDirData)
+	v.reportCycles()
 	if v.dirs[RootID] == nil {
 		opts.Reportf(-1, "corrupt", "the catalog has no record of the root directory (CNID 2); its entries are still listed")
 	}

@@ -128,7 +128,7 @@ func (v *PlusVolume) Info() PlusInfo {
 func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, error) {
 	v := &PlusVolume{size: size, opts: opts, decmpfs: map[uint32]attr{}, inodes: map[uint32]*record{}, links: map[uint32]uint64{}}
 	v.allocation = allocation{r: r, report: &v.opts, maxFABN: 0xffffffff, overflow: map[extKey][]extent{}}
-	v.catalog = newCatalog(&v.opts)
+	v.catalog = newCatalog(&v.opts, DecodeUnicode)
 	bad := func(off int64, field string, val int64, msg string) error {
 		return &FormatError{Offset: off, Field: field, Value: val, Msg: msg, Plus: true}
 	}
@@ -221,6 +221,7 @@ func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, err
 	v.caseSens = v.sig == "HX" && ct.keyCompare == 0xBC
 	ct.leaves(v.addCatalog)
 	v.rescueDirs(plusDirData)
+	v.reportCycles()
 	if v.dirs[RootID] == nil {
 		opts.Reportf(-1, "corrupt", "the catalog has no record of the root directory (CNID 2); its entries are still listed")
 	}

@@ -192,6 +192,66 @@ func NTFSDisk(dir string) (*Medium, error) {
 	return m, nil
 }
 
+// HFSPlusDisk builds an HFS+ (Mac OS Extended) volume in dir as
+// <md5>.img with testimg.WriteHFSPlus (no mkfs for HFS+ exists here):
+// Unicode names stored decomposed (NFD) as macOS stores them, mixed case,
+// nested and empty folders, an empty file, a file in 12 extents (4 of
+// them in extents-overflow records), resource forks (one beside a data
+// fork, one of a file with an empty data fork), a symlink, a hardlinked
+// file with a resource fork (two names of one indirect node), files
+// compressed as macOS 10.6+ compresses them (decmpfs: zlib inline in the
+// attribute, and in 64 KiB blocks in the resource fork), and two files
+// with the same content.
+func HFSPlusDisk(dir string) (*Medium, error) {
+	f := func(p string, size int64, seed uint64) testimg.HFSPlusEntry {
+		return testimg.HFSPlusEntry{Entry: testimg.Entry{Path: p, Kind: testimg.File, Size: size, Seed: seed}}
+	}
+	spec := testimg.HFSPlusSpec{Label: "NTT Mac Disk", Entries: []testimg.HFSPlusEntry{
+		f("Read Me", 1200, 1),
+		f("empty", 0, 2),
+		f("Interviews/Café notes.txt", 7000, 3), // NFC as given; stored as given
+		f("Interviews/Café transcript.txt", 9000, 4),
+		f("Interviews/copy of Read Me", 1200, 1),
+		f("Scans/page 1.tiff", 300000, 5),
+		{Entry: testimg.Entry{Path: "Scans/fragmented.pdf", Kind: testimg.File, Size: 12*4096 - 100, Seed: 6}, Fragments: 12},
+		{Entry: testimg.Entry{Path: "Letters/Letter to Ελλάδα", Kind: testimg.File, Size: 333, Seed: 7}, Rsrc: rsrc(8, 5000)},
+		{Entry: testimg.Entry{Path: "Letters/Icon only", Kind: testimg.File}, Rsrc: rsrc(9, 70000)},
+		{Entry: testimg.Entry{Path: "Letters/empty folder", Kind: testimg.Dir}},
+		{Entry: testimg.Entry{Path: "latest letter", Kind: testimg.Symlink, Target: "Letters/Icon only"}},
+		{Entry: testimg.Entry{Path: "Letters/Drafts/draft.txt", Kind: testimg.File, Size: 2500, Seed: 10}, Rsrc: rsrc(11, 700)},
+		{Entry: testimg.Entry{Path: "Letters/draft (hardlink)", Kind: testimg.Hardlink, Target: "Letters/Drafts/draft.txt"}},
+		{Entry: testimg.Entry{Path: "System/compressed inline.plist", Kind: testimg.File, Data: bytes.Repeat([]byte("<key>decmpfs</key>\n"), 100)}, Compress: testimg.DecmpfsInline},
+		{Entry: testimg.Entry{Path: "System/compressed in rsrc.dylib", Kind: testimg.File, Data: bytes.Repeat([]byte("type 4, 64 KiB zlib blocks\n"), 10000)}, Compress: testimg.DecmpfsRsrc},
+	}}
+	tmp := filepath.Join(dir, "hfsplus-disk.tmp")
+	l, err := testimg.WriteHFSPlus(tmp, spec)
+	if err != nil {
+		return nil, err
+	}
+	tree := Tree{}
+	forks := map[string][]byte{}
+	for p, e := range l.Files {
+		switch {
+		case p == "":
+		case e.Kind == testimg.Dir:
+			tree[p] = TreeEntry{Type: 'd'}
+		case e.Kind == testimg.Symlink:
+			tree[p] = TreeEntry{Type: 'l', Target: string(e.Data)}
+		default:
+			tree[p] = TreeEntry{Type: 'f', Data: e.Data}
+			if len(e.Rsrc) > 0 {
+				forks[p] = e.Rsrc
+			}
+		}
+	}
+	m, err := named(dir, tmp, tree)
+	if err != nil {
+		return nil, err
+	}
+	m.addForks(forks)
+	return m, nil
+}
+
 // rsrc is n bytes of seeded content for a resource fork.
 func rsrc(seed uint64, n int) []byte {
 	b := make([]byte, n)
