@@ -223,3 +223,26 @@ func TestTruncated(t *testing.T) {
 		t.Errorf("no file lies past byte %d", len(cut))
 	}
 }
+
+// TestTruncatedMFT: an image cut inside the MFT is reported once for the
+// volume and once for the range of records lost, and the resident files
+// whose records lie before the cut (their content is in the record) are
+// still read whole.
+func TestTruncatedMFT(t *testing.T) {
+	img := sampleImage(t)
+	_, ref, _ := openWalk(t, img)
+	lost := ref["/frag/a"].e.ID
+	cut := img[:recordAt(img, lost)]
+	_, got, probs := openWalk(t, cut)
+	if offs := kinds(probs)["truncated"]; len(offs) != 2 || !contains(offs, int64(len(cut))) {
+		t.Errorf("truncated problems at %v; want the volume's and one for the records from %d (at %d)", offs, lost, len(cut))
+	}
+	if _, ok := got["/frag/a"]; ok {
+		t.Errorf("frag/a, whose record is cut off, is listed")
+	}
+	for _, p := range []string{"/small.txt", "/resident.bin", "/docs/a long name with spaces.and.dots"} { // resident
+		if g := got[p]; g.e == nil || g.err != nil || string(g.data) != string(ref[p].data) {
+			t.Errorf("%q, whose record lies before the cut, not read whole", p)
+		}
+	}
+}

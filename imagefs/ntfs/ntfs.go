@@ -342,6 +342,15 @@ func (v *Volume) scan() {
 		off  int64
 	}
 	var exts []extRef
+	// Records that cannot be read (past the image, an I/O error) are
+	// reported a range at a time.
+	unreadable := int64(-1)
+	flushUnreadable := func(end int64) {
+		if unreadable >= 0 {
+			v.opts.Reportf(v.recOffset(uint64(unreadable)), "truncated", "MFT records %d to %d cannot be read", unreadable, end-1)
+			unreadable = -1
+		}
+	}
 	for first := int64(0); first < v.nrec; first += scanChunk {
 		n := min(scanChunk, v.nrec-first)
 		m, _ := v.mft.ReadAt(buf[:n*v.recSize], first*v.recSize)
@@ -350,9 +359,16 @@ func (v *Volume) scan() {
 			off := v.recOffset(num)
 			b := buf[i*v.recSize : (i+1)*v.recSize]
 			if int64(m) < (i+1)*v.recSize {
-				v.opts.Reportf(off, "truncated", "MFT record %d cannot be read", num)
-				continue
+				// Past a failed read, one record at a time: a later run
+				// of the MFT may still be readable.
+				if k, _ := v.mft.ReadAt(b, int64(num)*v.recSize); int64(k) < v.recSize {
+					if unreadable < 0 {
+						unreadable = int64(num)
+					}
+					continue
+				}
 			}
+			flushUnreadable(int64(num))
 			if isEmpty(b) {
 				continue // never used
 			}
@@ -382,6 +398,7 @@ func (v *Volume) scan() {
 			}
 		}
 	}
+	flushUnreadable(v.nrec)
 	for _, e := range exts {
 		if e.base >= uint64(v.nrec) || !v.recs[e.base].ok || v.recs[e.base].seq != e.seq || e.num > 1<<32-1 {
 			v.opts.Reportf(e.off, "orphaned", "MFT record %d extends record %d (sequence %d), which is not a base record in use with that sequence; left out", e.num, e.base, e.seq)
