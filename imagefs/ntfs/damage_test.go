@@ -79,6 +79,12 @@ func TestDamage(t *testing.T) {
 				img[off+1022] ^= 0xff
 				return int64(le.Uint64(img[0x38:])) * 4096 // read from $MFTMirr
 			}},
+		{name: "torn $Volume record", kind: "rescued",
+			damage: func(img []byte) int64 {
+				off := recordAt(img, 3)
+				img[off+510] ^= 0xff
+				return int64(le.Uint64(img[0x38:]))*4096 + 3*1024
+			}},
 		{name: "run past the volume", kind: "out_of_volume", failing: []string{"/big.bin", "/hard 3", "/docs/hard 2"}, err: imagefs.ErrBeyondEnd,
 			damage: func(img []byte) int64 {
 				a := attrAt(t, img, recordAt(img, id("/big.bin")), 0x80)

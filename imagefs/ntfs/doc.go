@@ -26,8 +26,9 @@
 // entry fits and whose run lengths are positive and no longer than the
 // volume. A record that does not check out is reported (Kind "corrupt",
 // with its volume offset) and left out; records 0–3 ($MFT, $MFTMirr,
-// $LogFile, $Volume) are then read from $MFTMirr instead (Kind "rescued"
-// for record 0, which Open needs).
+// $LogFile, $Volume) are then read from their copies in $MFTMirr instead
+// (Kind "rescued", at the copy's offset; record 0 first "corrupt" at its
+// own, as Open cannot go on without it).
 //
 // # Names: from $FILE_NAME parent references
 //

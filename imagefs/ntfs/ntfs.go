@@ -252,7 +252,7 @@ func (v *Volume) bootRecord(off int64) (*parsed, error) {
 	if why2 != "" {
 		return nil, &FormatError{Offset: v.mirrOff, Field: "$MFTMirr record 0", Msg: why2}
 	}
-	v.opts.Reportf(v.mirrOff, "rescued", "MFT record 0 ($MFT) read from $MFTMirr")
+	v.opts.Reportf(v.mirrOff, "rescued", "MFT record 0 ($MFT) read from its copy in $MFTMirr")
 	return p, nil
 }
 
@@ -312,15 +312,22 @@ func (v *Volume) readRecord(num uint64) (*parsed, string) {
 	return v.parseMaybeMirror(b, off, num)
 }
 
+// A record 0–3 that does not check out is read from its copy in $MFTMirr
+// and reported (Kind "rescued", at the copy's offset); record 0's rescue
+// was reported by Open already.
 func (v *Volume) parseMaybeMirror(b []byte, off int64, num uint64) (*parsed, string) {
 	p, why := v.parse(b, off, num)
 	if why == "" || num >= 4 || v.mirrOff < 0 {
 		return p, why
 	}
 	m := make([]byte, v.recSize)
-	p2, why2 := v.parseAt(m, v.mirrOff+int64(num)*v.recSize, num)
+	moff := v.mirrOff + int64(num)*v.recSize
+	p2, why2 := v.parseAt(m, moff, num)
 	if why2 != "" {
 		return nil, why
+	}
+	if num != mftID {
+		v.opts.Reportf(moff, "rescued", "MFT record %d at byte offset %d: %s; read from its copy in $MFTMirr", num, off, why)
 	}
 	return p2, ""
 }
