@@ -135,7 +135,11 @@
 //
 // # Not read
 //
-// Encrypted ($EFS) streams are read as stored (ciphertext). Security
+// Encrypted ($EFS) streams are read as stored (ciphertext). Files that
+// Windows 10 compresses with WOF ("compact OS", reparse tag 0x80000017) are
+// not decoded: their unnamed stream is what NTFS holds (sparse, usually
+// empty) and their compressed content is kept, as stored, as the fork
+// WofCompressedData. Security
 // descriptors, owners, DOS attributes, object IDs, the $LogFile (an
 // unclean volume is read as it lies, not replayed), $UsnJrnl, the volume
 // label and deleted records' remains are not read. The Sleuth Kit (fls,
