@@ -49,11 +49,14 @@
 // Records with extension records (more attributes than one record holds)
 // are put together by each extension record's base reference (checked
 // against the base record's sequence number), found in the same pass; the
-// $ATTRIBUTE_LIST, which lists the same records, is not read. A $DATA
+// $ATTRIBUTE_LIST, which lists the same records, is read only for the
+// $MFT (below). A $DATA
 // stream split across records is joined by its fragments' starting VCNs.
-// The $MFT's own runlist is read from record 0 only: an $MFT so fragmented
-// that its runlist spills into an extension record is read as far as record
-// 0 maps it (reported).
+// The $MFT itself cannot be mapped that way (its records are what is being
+// mapped): an $MFT so fragmented that its runlist spills into extension
+// records is followed through record 0's $ATTRIBUTE_LIST, each further
+// $DATA fragment read from its extension record through the fragments
+// before it, in VCN order; what they do not map is reported and not read.
 //
 // # Entries
 //
