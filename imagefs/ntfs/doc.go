@@ -50,8 +50,8 @@
 // are put together by each extension record's base reference (checked
 // against the base record's sequence number), found in the same pass; the
 // $ATTRIBUTE_LIST, which lists the same records, is read only for the
-// $MFT (below). A $DATA
-// stream split across records is joined by its fragments' starting VCNs.
+// $MFT (below). A $DATA stream split across records is joined by its
+// fragments' starting VCNs.
 // The $MFT itself cannot be mapped that way (its records are what is being
 // mapped): an $MFT so fragmented that its runlist spills into extension
 // records is followed through record 0's $ATTRIBUTE_LIST, each further
