@@ -59,6 +59,12 @@ type Entry struct {
 	// bytes, and a directory's own records (so that a directory whose
 	// content is an ancestor's is recognised, whatever its ID).
 	Runs []Run
+	// Encoded marks a file whose content is not its runs' bytes: the runs
+	// locate its stored, encoded form (a compressed HFS+ file's decmpfs
+	// attribute or resource fork), Logical counting in that form, and
+	// only FS.Open decodes the content (Size bytes). Damage maps and the
+	// order of reads may use such runs; nothing reads them as content.
+	Encoded bool
 	// Forks are the file's non-empty named forks and streams (a Mac
 	// resource fork, NTFS alternate data streams), each an Entry of Type
 	// 'f' named as the fork (ResourceFork, the stream's name) with ID

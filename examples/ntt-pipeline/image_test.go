@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"github.com/zeebo/blake3"
 
 	"github.com/HRDAG/ntt/archive"
 	"github.com/HRDAG/ntt/internal/demo"
@@ -61,6 +63,19 @@ func (e *env) checkImageRun(m *demo.Medium) {
 	require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM path p JOIN inode i USING (medium_hash, dev, ino)
 		WHERE p.medium_hash = $1 AND i.fs_type = 'f' AND i.status = 'success'`, m.Hash).Scan(&files))
 	require.Equal(t, int64(m.Tree.Files()), files)
+	// Every resource fork is catalogued at <file>/..namedfork/rsrc, an
+	// inode of its own holding its bytes' blob.
+	for p, data := range m.Forks {
+		var size int64
+		var blobid *string
+		require.NoError(t, e.db.QueryRow(ctx, `SELECT i.size, i.blobid FROM path p JOIN inode i USING (medium_hash, dev, ino)
+			WHERE p.medium_hash = $1 AND p.path = $2 AND i.fs_type = 'f' AND i.status = 'success'`, m.Hash, []byte("/"+p)).
+			Scan(&size, &blobid), "fork %s in the catalog", p)
+		sum := blake3.Sum256(data)
+		require.Equal(t, int64(len(data)), size, "%s", p)
+		require.NotNil(t, blobid, "%s", p)
+		require.Equal(t, hex.EncodeToString(sum[:]), *blobid, "%s", p)
+	}
 	_, err = os.Stat(filepath.Join(e.root, m.Hash))
 	require.ErrorIs(t, err, os.ErrNotExist, "image mode makes no mount point")
 	e.checkNothingLeft(m.Hash, m.Image)
@@ -177,7 +192,9 @@ func TestPipelineImageModeTruncatedFloppy(t *testing.T) {
 }
 
 // A classic HFS floppy (hfsutils) goes through every phase read from its
-// image: catalogued, copied byte-identical, archived, nothing mounted.
+// image: catalogued, copied byte-identical with its resource forks (each
+// found in the catalog at <file>/..namedfork/rsrc), archived, nothing
+// mounted.
 func TestPipelineHFSFloppyFromImage(t *testing.T) {
 	testimg.RequireHFSTools(t)
 	e := newEnv(t)
@@ -272,6 +289,22 @@ func TestPipelineHybridCDFromImage(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, len(distinct), stored, "the store's blobs")
+}
+
+// An NTFS disk (mkntfs, written through ntfs-3g) goes through every phase
+// read from its image: every file byte-identical (sparse and compressed
+// ones too), hardlinks, symlinks and reparse points, every alternate data
+// stream stored and found in the catalog at <file>/..namedfork/<stream>,
+// the deleted file and the metadata files absent, archived, nothing
+// mounted.
+func TestPipelineNTFSDiskFromImage(t *testing.T) {
+	testimg.RequireNTFSTools(t)
+	e := newEnv(t)
+	m := e.medium(demo.NTFSDisk)
+	require.NotEmpty(t, m.Forks)
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
 }
 
 // A UDF-only disc (mkudffs) has no image reader yet: --read image, and

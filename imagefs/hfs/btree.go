@@ -11,10 +11,12 @@ import (
 
 var be = binary.BigEndian
 
-// HFS B-tree nodes are 512 bytes; a node starts with a 14-byte descriptor
-// and ends with the offsets of its records, the first at the very end.
+// HFS B-tree nodes are 512 bytes, HFS+ ones 512 to 32768 (a power of two
+// the header node gives); a node starts with a 14-byte descriptor and ends
+// with the offsets of its records, the first at the very end.
 const (
-	nodeSize      = 512
+	nodeSize      = 512 // HFS's, and the least of HFS+
+	maxNodeSize   = 32768
 	descSize      = 14
 	kindIndex     = 0
 	kindHeader    = 1
@@ -23,21 +25,27 @@ const (
 	maxLeafHeight = 1
 )
 
-// btree is one of the volume's B-tree files (catalog, extents overflow),
-// read through its extents.
+// btree is one of the volume's B-tree files (catalog, extents overflow,
+// attributes), read through its extents.
 type btree struct {
-	name  string        // "catalog" or "extents overflow", for reports
-	file  io.ReaderAt   // the file's content (a run reader)
-	runs  []imagefs.Run // where the file lies on the volume
-	nodes uint32        // nodes the file holds (its size / 512)
-	first uint32        // bthFNode: the first leaf node
-	opts  *imagefs.Options
+	name     string        // "catalog", "extents overflow", "attributes", for reports
+	file     io.ReaderAt   // the file's content (a run reader)
+	runs     []imagefs.Run // where the file lies on the volume
+	size     int64         // the file's bytes
+	plus     bool          // HFS+: nodes of the size the header gives
+	nodeSize int           // bytes per node (set by header)
+	nodes    uint32        // nodes the file holds (its size / nodeSize)
+	first    uint32        // bthFNode: the first leaf node
+	// keyCompare is the header's keyCompareType (HFSX catalog: 0xCF
+	// case-folding, 0xBC binary — case-sensitive names).
+	keyCompare byte
+	opts       *imagefs.Options
 }
 
 // nodeOffset is the volume byte offset of node n, for reports (-1 if the
 // file's runs do not map it).
 func (t *btree) nodeOffset(n uint32) int64 {
-	pos := int64(n) * nodeSize
+	pos := int64(n) * int64(t.nodeSize)
 	for _, r := range t.runs {
 		if pos >= r.Logical && pos < r.Logical+r.Length {
 			return r.Offset + pos - r.Logical
@@ -57,8 +65,9 @@ func (t *btree) node(n uint32, want int8) ([]byte, [][]byte, error) {
 	if n >= t.nodes {
 		return nil, nil, fmt.Errorf("node %d is past the %d nodes of the %s file: %w", n, t.nodes, t.name, errNode)
 	}
+	nodeSize := t.nodeSize
 	b := make([]byte, nodeSize)
-	if _, err := t.file.ReadAt(b, int64(n)*nodeSize); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := t.file.ReadAt(b, int64(n)*int64(nodeSize)); err != nil && !errors.Is(err, io.EOF) {
 		return nil, nil, fmt.Errorf("reading node %d of the %s file: %w", n, t.name, err)
 	}
 	kind := int8(b[8])
@@ -161,8 +170,25 @@ func (t *btree) rescue(visited map[uint32]bool, fn func(rec []byte, off int64)) 
 	}
 }
 
-// header reads the header node (node 0) and returns its first leaf node.
+// header reads the header node (node 0): the node size (HFS: 512; HFS+:
+// a power of two from 512 to 32768, read from the header record in the
+// node's first 512 bytes before the whole node is checked), the number of
+// nodes and the first leaf node.
 func (t *btree) header() error {
+	t.nodeSize = nodeSize
+	t.nodes = uint32(min(t.size/nodeSize, 1<<32-1))
+	if t.plus {
+		b := make([]byte, nodeSize)
+		if _, err := t.file.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("reading the header node of the %s file: %w", t.name, err)
+		}
+		ns := int(be.Uint16(b[descSize+18:]))
+		if ns < nodeSize || ns > maxNodeSize || ns&(ns-1) != 0 || int64(ns) > t.size {
+			return fmt.Errorf("the %s file's header gives nodes of %d bytes, HFS+ has a power of two from 512 to 32768 inside the file: %w", t.name, ns, errNode)
+		}
+		t.nodeSize = ns
+		t.nodes = uint32(min(t.size/int64(ns), 1<<32-1))
+	}
 	_, recs, err := t.node(0, kindHeader)
 	if err != nil {
 		return err
@@ -171,13 +197,16 @@ func (t *btree) header() error {
 		return fmt.Errorf("the %s file's header node has no header record: %w", t.name, errNode)
 	}
 	h := recs[0]
-	if ns := be.Uint16(h[18:]); ns != nodeSize {
-		return fmt.Errorf("the %s file's header gives nodes of %d bytes, HFS has %d: %w", t.name, ns, nodeSize, errNode)
+	if ns := int(be.Uint16(h[18:])); ns != t.nodeSize {
+		return fmt.Errorf("the %s file's header gives nodes of %d bytes, want %d: %w", t.name, ns, t.nodeSize, errNode)
 	}
 	if total := be.Uint32(h[22:]); total < t.nodes {
 		t.nodes = total // nodes past bthNNodes are not part of the tree
 	}
 	t.first = be.Uint32(h[10:])
+	if len(h) >= 38 {
+		t.keyCompare = h[37]
+	}
 	return nil
 }
 
@@ -196,4 +225,22 @@ func recordKey(rec []byte) (key, data []byte, ok bool) {
 		return nil, nil, false
 	}
 	return rec[1 : 1+kl], rec[d:], true
+}
+
+// recordKeyPlus splits an HFS+ leaf record into its key (after its 16-bit
+// length) and its data, which starts at the next even offset after the
+// key.
+func recordKeyPlus(rec []byte) (key, data []byte, ok bool) {
+	if len(rec) < 2 {
+		return nil, nil, false
+	}
+	kl := int(be.Uint16(rec))
+	d := 2 + kl
+	if d%2 == 1 {
+		d++
+	}
+	if kl == 0 || d > len(rec) {
+		return nil, nil, false
+	}
+	return rec[2 : 2+kl], rec[d:], true
 }

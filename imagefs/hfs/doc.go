@@ -1,9 +1,15 @@
 // Package hfs reads classic HFS (Mac OS Standard) volumes — Mac floppies,
-// old hard disks and the HFS side of CDs — straight from an image, in user
-// space, as an imagefs reader registered for probe's type "hfs". Import it
-// (or imagefs/all) and use imagefs.Open, or call Open directly.
+// old hard disks and the HFS side of CDs — and HFS+ (Mac OS Extended) and
+// HFSX volumes, bare or embedded in an HFS wrapper, straight from an image,
+// in user space, as imagefs readers registered for probe's types "hfs"
+// (Open, Volume) and "hfsplus" (OpenPlus, PlusVolume). Import it (or
+// imagefs/all) and use imagefs.Open, or call Open or OpenPlus directly.
+// Both share the B-tree code (the node format is one; HFS nodes are 512
+// bytes, HFS+ ones up to 32 KiB, and keys differ) and the catalog's
+// records, checks and rescue; the first sections say it of HFS, the
+// section HFS+ what differs.
 //
-// # Layout and checks
+// # Layout and checks (HFS)
 //
 // Open reads the master directory block at byte 1024 (signature "BD") and
 // checks every field it uses before use: allocation blocks (drNmAlBlks > 0),
@@ -45,10 +51,6 @@
 //     1904-01-01. HFS stores the local time of the Mac that wrote it, without
 //     a zone; it is taken as UTC.
 //   - Nlink is 1 for a file, 2 + its subdirectories for a directory.
-//   - Forks: a file's non-empty resource fork (filRLgLen, its extents in
-//     filRExtRec and the extents-overflow records of fork type 0xFF), as
-//     an Entry named imagefs.ResourceFork with ID imagefs.ForkID(CNID, 1),
-//     read with Open like the data fork (see imagefs/fork.go).
 //   - Runs: a file's are its data fork's extents — the three in its catalog
 //     record, then the extents-overflow records keyed by (fork type 0x00,
 //     CNID, the file allocation block where the previous extents end) —
@@ -95,13 +97,92 @@
 // extents-overflow header is reported and only the catalog records' own
 // extents are used.
 //
+// # Resource forks
+//
+// A file's non-empty resource fork (HFS: filRLgLen and filRExtRec, HFS+:
+// the resourceFork fork data, continued in both by extents-overflow
+// records of fork type 0xFF) is in its Entry.Forks: one Entry of type 'f'
+// named "rsrc" (imagefs.ResourceFork) with ID imagefs.ForkID(CNID, 1), its
+// size, the file's mtime and its runs, read with Open like the file; the
+// walk visits it at <file>/..namedfork/rsrc (see imagefs/fork.go). An
+// empty resource fork is not listed. Damage to a resource fork's extents
+// is reported and read as a data fork's is.
+//
+// # HFS+ and HFSX
+//
+// OpenPlus reads the volume header at byte 1024 (signature "H+" or "HX",
+// version 4 or 5, blockSize a power of two from 512, totalBlocks > 0; a
+// field that does not check out is a *FormatError wrapping ErrNotHFSPlus).
+// An HFS master directory block there whose drEmbedSigWord is "H+" is a
+// wrapper: the HFS+ volume lies in its drEmbedExtent (in the wrapper's
+// allocation blocks), and is read there; every offset, run and Problem is
+// still a byte offset of the volume OpenPlus was given (Info().Offset is
+// where the embedded volume starts). HFS+ allocation blocks count from the
+// volume's first byte. Each special file is read through the eight extents
+// of its fork data, the catalog's and the attributes file's continued by
+// their extents-overflow records; each B-tree is read as an HFS one is
+// (header node, leaf chain, checks, rescue from the node map), with the
+// node size its header gives.
+//   - Names are UTF-16 (at most 255 units), decoded to UTF-8 as stored:
+//     in Apple's decomposed form (NFD), not normalised. A '/' in a name is
+//     shown as ':', as Linux's hfsplus driver shows it (macOS stores a ':'
+//     typed in Terminal as '/'); a NUL becomes U+2400 and an unpaired
+//     surrogate U+FFFD (reported, Kind "bad_name"). HFSX with binary key
+//     comparison (Info().CaseSensitive) may hold names that differ only
+//     in case; as the leaves are walked in stored order, no key is ever
+//     compared and both kinds are read alike.
+//   - ID is the CNID. Type is 'd' for a folder record; for a file record
+//     the type its BSD fileMode gives ('l', 'p', 'c', 'b', 's'), else 'f'
+//     (a file of classic Mac OS has no mode). A symlink (mode S_IFLNK, or
+//     type 'slnk' creator 'rhap') has its data fork (at most 4096 bytes)
+//     as its Target; one that cannot be read is reported and listed as a
+//     file. Devices, FIFOs and sockets have no content.
+//   - Mtime is contentModDate: HFS+ dates are UTC (seconds since
+//     1904-01-01), unlike HFS's.
+//   - Size, Nlink, directory runs as for HFS; a directory's Size and
+//     Nlink leave out the hidden directories below.
+//   - Hardlinks: a link file (type 'hlnk', creator 'hfs+') names its
+//     indirect node file iNode<n> (n in its BSD special field) in the
+//     private directory "\x00\x00\x00\x00HFS+ Private Data" of the root.
+//     Every name of a hardlinked file is listed with the indirect node's
+//     CNID, size, mtime, runs and forks, and Nlink is the number of link
+//     files found naming it. A link whose node is missing is reported and
+//     listed as the empty file it is.
+//   - Not presented: the private directories "\x00\x00\x00\x00HFS+ Private
+//     Data" and ".HFS+ Private Directory Data\r" and the journal's files
+//     ".journal" and ".journal_info_block", in the root. The journal is not
+//     replayed: a volume not unmounted cleanly is read as its B-trees are.
+//   - A fork whose logical size is larger than the volume is reported and
+//     read as the volume's size. A fork whose extents cover less than its
+//     size (a sparse tail: HFS+ has no holes) is listed with its size and
+//     reading past its extents fails with imagefs.ErrCorrupt, never zeros.
+//   - Compressed files (decmpfs): a file with a com.apple.decmpfs
+//     attribute (in the attributes B-tree, an inline record) and either
+//     UF_COMPRESSED in its BSD flags or an empty data fork is presented
+//     with its uncompressed size and content: type 3 (zlib, or stored raw
+//     after a 0x?F byte, inline after the attribute's 16-byte header) and
+//     type 4 (zlib blocks of 64 KiB in the resource fork, after the
+//     resource header and a block table) are decoded by Open. Such an
+//     Entry is Encoded (imagefs.Entry.Encoded): its Runs locate the
+//     compressed form (the attribute's bytes, or the resource fork's
+//     runs), not the content; a type 4 file's resource fork is its
+//     content and is not listed as a fork. Other types (LZVN 7/8, LZFSE
+//     11/12) and an attribute stored in a fork fail when read, with
+//     ErrCompression inside an *imagefs.ReadError; a block that does not
+//     decode to its size fails with imagefs.ErrCorrupt. A header that does
+//     not check out is reported and the file's data fork read as it is.
+//     Other attributes (extended attributes, ACLs) are not read.
+//
 // # Not read
 //
-// An HFS volume that only wraps
-// an embedded HFS+ volume (drEmbedSigWord "H+") is not read by this reader:
-// Open returns ErrWrappedHFSPlus and probe calls such a volume "hfsplus".
-// The volume bitmap, Finder info, file types and creators, backup and
-// creation dates are not carried. The Sleuth Kit reads HFS+ only (fls -f
-// hfs refuses classic HFS), so hfsutils (hls, hcopy) is this reader's
-// reference in the tests.
+// Open (HFS) does not read an HFS volume that only wraps an embedded HFS+
+// volume (drEmbedSigWord "H+"): it returns ErrWrappedHFSPlus, and probe
+// calls such a volume "hfsplus", which OpenPlus reads.
+// The volume bitmap, Finder info, file types and creators (but for links),
+// owners and modes, backup and creation dates are not carried; directory
+// hard links (Time Machine's, to ".HFS+ Private Directory Data\r") are
+// listed as the empty files the link records are. The Sleuth Kit reads
+// HFS+ only (fls -f hfs refuses classic HFS), so hfsutils (hls, hcopy) is
+// the HFS reader's reference in the tests and TSK (fls, icat) the HFS+
+// reader's.
 package hfs

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -96,12 +97,26 @@ func FuzzVolume(f *testing.F) {
 }
 
 func checkVolume(t *testing.T, data []byte) int {
+	return checkOpened(t, data, "fd", func(r io.ReaderAt, size int64, opts imagefs.Options) (imagefs.FS, error) {
+		v, err := hfs.Open(r, size, opts)
+		if err != nil {
+			return nil, err
+		}
+		_ = v.Info()
+		return v, nil
+	})
+}
+
+// checkOpened opens data with open and checks what it gives, as
+// imagefstest.CheckWalks does, with entries of the given types; an error
+// must be a FormatError, ErrWrappedHFSPlus, ErrCorrupt or a ReadError.
+func checkOpened(t *testing.T, data []byte, types string, open func(io.ReaderAt, int64, imagefs.Options) (imagefs.FS, error)) int {
 	opts := imagefs.Options{Report: func(p *imagefs.Problem) {
 		if p.Kind == "" {
 			t.Fatalf("a problem without a kind: %v", p)
 		}
 	}}
-	v, err := hfs.Open(bytes.NewReader(data), int64(len(data)), opts)
+	v, err := open(bytes.NewReader(data), int64(len(data)), opts)
 	if err != nil {
 		var fe *hfs.FormatError
 		var re *imagefs.ReadError
@@ -110,8 +125,7 @@ func checkVolume(t *testing.T, data []byte) int {
 		}
 		return 0
 	}
-	_ = v.Info()
-	return imagefstest.CheckWalks(t, v, &opts, "fd")
+	return imagefstest.CheckWalks(t, v, &opts, types)
 }
 
 // TestFuzzSeeds: the seeds are small real volumes, read whole (what lies
@@ -146,6 +160,93 @@ func TestFuzzSeeds(t *testing.T) {
 		}
 		if f := got["/dir/frag"]; f.e == nil || len(f.e.Runs) != 5 {
 			t.Errorf("seed %d: /dir/frag: %+v, want 5 runs", i, f.e)
+		}
+	}
+}
+
+// plusSeedVolume is a small HFS+ volume of 512-byte blocks and B-tree
+// nodes with one of each thing the HFS+ reader reads: nested directories,
+// a Unicode name, a resource fork, a fork of ten extents (two in an
+// extents-overflow record), a symlink, a hardlink, files compressed inline
+// and in their resource fork, and the hidden private directory and
+// journal file.
+func plusSeedVolume() ([]byte, map[string]plusWant) {
+	b := newPlusBuilderSized(512, 160, 512, 48)
+	want := map[string]plusWant{}
+	d := b.dir(2, "dir")
+	sub := b.dir(d, "sub")
+	b.file(sub, "f", plusFile{data: seeded(1, 700)})
+	want["/dir/sub/f"] = plusWant{typ: 'f', data: seeded(1, 700)}
+	b.file(2, "A\u0308 r", plusFile{data: seeded(2, 30), rsrc: seeded(3, 40)})
+	want["/A\u0308 r"] = plusWant{typ: 'f', data: seeded(2, 30), rsrc: seeded(3, 40)}
+	b.file(d, "frag", plusFile{data: seeded(4, 10*512-5), gap: true})
+	want["/dir/frag"] = plusWant{typ: 'f', data: seeded(4, 10*512-5)}
+	b.file(2, "link", plusFile{data: []byte("dir/sub/f"), typ: "slnk", creator: "rhap", mode: 0o120777})
+	b.hardlinks(seeded(5, 100), map[uint32]string{2: "h1", sub: "h2"})
+	want["/h1"] = plusWant{typ: 'f', data: seeded(5, 100)}
+	b.file(2, ".journal", plusFile{data: seeded(6, 10)})
+	c := bytes.Repeat([]byte("abc"), 100)
+	b.compressed(2, "c3", c, 3)
+	b.compressed(d, "c4", c, 4)
+	want["/c3"] = plusWant{typ: 'f', data: c}
+	want["/dir/c4"] = plusWant{typ: 'f', data: c}
+	return b.build(), want
+}
+
+// plusFuzzSeeds are the seed volume, bare and wrapped in HFS.
+func plusFuzzSeeds() [][]byte {
+	img, _ := plusSeedVolume()
+	return [][]byte{img, wrap(img, 512)}
+}
+
+// FuzzPlusVolume opens any bytes as an HFS+ volume (or an HFS wrapper of
+// one), walks it whole and reads every file and fork: it must never
+// panic, hang or allocate without bound, and what it returns keeps the
+// imagefs invariants.
+func FuzzPlusVolume(f *testing.F) {
+	for _, s := range plusFuzzSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkPlusVolume(t, data)
+	})
+}
+
+func checkPlusVolume(t *testing.T, data []byte) int {
+	return checkOpened(t, data, "fdlp", func(r io.ReaderAt, size int64, opts imagefs.Options) (imagefs.FS, error) {
+		v, err := hfs.OpenPlus(r, size, opts)
+		if err != nil {
+			return nil, err
+		}
+		_ = v.Info()
+		return v, nil
+	})
+}
+
+// TestPlusFuzzSeeds: the seeds are small and read whole.
+func TestPlusFuzzSeeds(t *testing.T) {
+	_, want := plusSeedVolume()
+	for i, s := range plusFuzzSeeds() {
+		if len(s) > 96<<10 {
+			t.Errorf("seed %d is %d bytes", i, len(s))
+		}
+		// Root, dir, sub, f, the fork, frag, link, h1, h2, c3, c4, "Ä r".
+		if n := checkPlusVolume(t, s); n != 12 {
+			t.Errorf("seed %d: %d entries, want 12", i, n)
+		}
+		_, got, _, probs := openWalkPlus(t, s)
+		if len(probs) != 0 {
+			t.Errorf("seed %d: problems %v", i, probs)
+		}
+		for p, w := range want {
+			if g := got[p]; g.err != nil || !bytes.Equal(g.data, w.data) {
+				t.Errorf("seed %d: %q: %d bytes, %v", i, p, len(g.data), g.err)
+			}
+			if w.rsrc != nil {
+				if g := got[p+"/..namedfork/rsrc"]; g.err != nil || !bytes.Equal(g.data, w.rsrc) {
+					t.Errorf("seed %d: %q fork: %d bytes, %v", i, p, len(g.data), g.err)
+				}
+			}
 		}
 	}
 }

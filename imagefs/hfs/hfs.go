@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -40,22 +39,35 @@ var (
 	ErrWrappedHFSPlus = errors.New("an HFS wrapper around an embedded HFS+ volume: not read by the HFS reader (probe type hfsplus)")
 )
 
-// FormatError is a master directory block field that does not check out:
-// its byte offset on the volume, its name in Inside Macintosh, its value
-// and why. It wraps ErrNotHFS and imagefs.ErrCorrupt.
+// FormatError is a master directory block (HFS) or volume header (HFS+)
+// field that does not check out: its byte offset on the volume, its name
+// in Inside Macintosh or TN1150, its value and why. It wraps ErrNotHFS
+// (HFS) or ErrNotHFSPlus (HFS+), and imagefs.ErrCorrupt.
 type FormatError struct {
 	Offset int64
 	Field  string
 	Value  int64
 	Msg    string
+	// Plus marks a field of an HFS+ volume (or of the HFS wrapper around
+	// it, read by the HFS+ reader).
+	Plus bool
 }
 
 func (e *FormatError) Error() string {
+	if e.Plus {
+		return fmt.Sprintf("hfsplus: volume header field %s at byte offset %d is %d: %s", e.Field, e.Offset, e.Value, e.Msg)
+	}
 	return fmt.Sprintf("hfs: master directory block field %s at byte offset %d is %d: %s", e.Field, e.Offset, e.Value, e.Msg)
 }
 
-// Unwrap lets errors.Is find ErrNotHFS and imagefs.ErrCorrupt.
-func (e *FormatError) Unwrap() []error { return []error{ErrNotHFS, imagefs.ErrCorrupt} }
+// Unwrap lets errors.Is find ErrNotHFS or ErrNotHFSPlus, and
+// imagefs.ErrCorrupt.
+func (e *FormatError) Unwrap() []error {
+	if e.Plus {
+		return []error{ErrNotHFSPlus, imagefs.ErrCorrupt}
+	}
+	return []error{ErrNotHFS, imagefs.ErrCorrupt}
+}
 
 // The master directory block lies at byte 1024.
 const mdbOffset = 1024
@@ -66,59 +78,15 @@ var macEpoch = time.Date(1904, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func macTime(s uint32) time.Time { return macEpoch.Add(time.Duration(s) * time.Second) }
 
-// extent is an HFS extent descriptor: a start allocation block and a count.
-type extent struct{ start, count uint16 }
-
-func extents(b []byte) [3]extent {
-	var x [3]extent
-	for i := range x {
-		x[i] = extent{be.Uint16(b[4*i:]), be.Uint16(b[4*i+2:])}
-	}
-	return x
-}
-
-// extKey keys an extents-overflow record: fork (0 data, 0xFF resource),
-// file CNID, the first file allocation block the record maps.
-type extKey struct {
-	fork  byte
-	cnid  uint32
-	start uint16
-}
-
-// record is one catalog leaf record of a file or directory.
-type record struct {
-	parent uint32
-	name   []byte // raw MacRoman
-	dir    bool
-	data   []byte // the record's data (70 bytes for a directory, 102 for a file)
-	off    int64  // volume byte offset of the record (-1: not mapped)
-	size   int64  // the record's length in bytes
-}
-
-func (r *record) cnid() uint32 {
-	if r.dir {
-		return be.Uint32(r.data[6:])
-	}
-	return be.Uint32(r.data[20:])
-}
-
 // Volume is a classic HFS volume opened from an image. Everything it needs
 // is read at Open; its methods may be called from several goroutines.
 type Volume struct {
-	r        io.ReaderAt
-	size     int64
-	readSize int64 // where content may be read: the allocation area's end, or the image's
-	opts     imagefs.Options
-	label    []byte
-	blkSize  int64
-	alStart  int64 // byte offset of allocation block 0
-	nBlocks  uint32
-	lsMod    time.Time
-	overflow map[extKey][3]extent
-	children map[uint32][]*record // by parent CNID, in catalog order
-	dirs     map[uint32]*record   // directory records by their CNID
-	fileOff  map[uint32]int64     // file records' volume offsets by CNID
-	threads  map[uint32]*record   // directory thread records by the directory's CNID
+	size       int64
+	opts       imagefs.Options
+	label      []byte
+	lsMod      time.Time
+	allocation // block 0 at drAlBlSt; readSize: the allocation area's end, or the image's
+	catalog
 }
 
 // Info describes a volume.
@@ -132,12 +100,8 @@ type Info struct {
 
 // Info returns the volume's layout.
 func (v *Volume) Info() Info {
-	n := 0
-	for _, c := range v.children {
-		n += len(c)
-	}
 	l, _ := DecodeName(v.label)
-	return Info{Label: string(l), BlockSize: v.blkSize, Blocks: v.nBlocks, AllocStart: v.alStart, CatalogRecords: n}
+	return Info{Label: string(l), BlockSize: v.blkSize, Blocks: v.nBlocks, AllocStart: v.base, CatalogRecords: v.records()}
 }
 
 // Open reads the master directory block and the extents-overflow and
@@ -163,26 +127,27 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	if string(m[0x7c:0x7e]) == "H+" {
 		return nil, fmt.Errorf("hfs: %w", ErrWrappedHFSPlus)
 	}
-	v := &Volume{r: r, size: size, opts: opts, overflow: map[extKey][3]extent{},
-		children: map[uint32][]*record{}, dirs: map[uint32]*record{}, fileOff: map[uint32]int64{}, threads: map[uint32]*record{}}
+	v := &Volume{size: size, opts: opts}
+	v.allocation = allocation{r: r, report: &v.opts, maxFABN: 0xffff, overflow: map[extKey][]extent{}}
+	v.catalog = newCatalog(&v.opts)
 	v.nBlocks = uint32(be.Uint16(m[0x12:]))
 	v.blkSize = int64(be.Uint32(m[0x14:]))
-	v.alStart = int64(be.Uint16(m[0x1c:])) * 512
+	v.base = int64(be.Uint16(m[0x1c:])) * 512
 	v.lsMod = macTime(be.Uint32(m[0x06:]))
 	switch {
 	case v.nBlocks == 0:
 		return nil, bad(0x12, "drNmAlBlks", 0, "no allocation blocks")
 	case v.blkSize == 0 || v.blkSize%512 != 0 || v.blkSize > 1<<30:
 		return nil, bad(0x14, "drAlBlkSiz", v.blkSize, "not a positive multiple of 512")
-	case v.alStart < mdbOffset+512:
-		return nil, bad(0x1c, "drAlBlSt", v.alStart/512, "the allocation area starts before the end of the master directory block")
-	case v.alStart >= size:
-		return nil, bad(0x1c, "drAlBlSt", v.alStart/512, "the allocation area starts past the end of the volume")
+	case v.base < mdbOffset+512:
+		return nil, bad(0x1c, "drAlBlSt", v.base/512, "the allocation area starts before the end of the master directory block")
+	case v.base >= size:
+		return nil, bad(0x1c, "drAlBlSt", v.base/512, "the allocation area starts past the end of the volume")
 	}
 	if n := int(m[0x24]); n <= 27 {
 		v.label = append([]byte(nil), m[0x25:0x25+n]...)
 	}
-	end := v.alStart + int64(v.nBlocks)*v.blkSize
+	end := v.base + int64(v.nBlocks)*v.blkSize
 	v.readSize = min(end, size)
 	if end > size {
 		opts.Reportf(size, "truncated", "the image ends at byte %d, the master directory block gives the allocation area up to byte %d: content past the end cannot be read", size, end)
@@ -194,106 +159,38 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 		name string
 		val  int64
 	}{{0x82, "drXTFlSize", xtSize}, {0x92, "drCTFlSize", ctSize}} {
-		if f.val < nodeSize || f.val%nodeSize != 0 || f.val > end-v.alStart {
+		if f.val < nodeSize || f.val%nodeSize != 0 || f.val > end-v.base {
 			return nil, bad(f.off, f.name, f.val, "not a multiple of 512 B-tree nodes inside the allocation area")
 		}
 	}
 
 	// The extents-overflow file has only its three extents.
-	xt := v.btree("extents overflow", extentsCNID, extents(m[0x86:]), xtSize, mdbOffset+0x86)
+	xt := v.btree("extents overflow", extentsCNID, extents(m[0x86:]), xtSize, mdbOffset+0x86, false)
 	if err := xt.header(); err != nil {
 		opts.Reportf(xt.nodeOffset(0), "corrupt", "%v; no extents-overflow records are read", err)
 	} else {
 		xt.leaves(v.addOverflow)
 	}
-	ct := v.btree("catalog", catalogCNID, extents(m[0x96:]), ctSize, mdbOffset+0x96)
+	ct := v.btree("catalog", catalogCNID, extents(m[0x96:]), ctSize, mdbOffset+0x96, false)
 	if err := ct.header(); err != nil {
 		return nil, fmt.Errorf("hfs: %w", err)
 	}
 	ct.leaves(v.addCatalog)
-	v.rescueDirs()
+	v.rescueDirs(hfsDirData)
 	if v.dirs[RootID] == nil {
 		opts.Reportf(-1, "corrupt", "the catalog has no record of the root directory (CNID 2); its entries are still listed")
 	}
 	return v, nil
 }
 
-// rescueDirs finds the directories whose entries were read but whose own
-// record was not (it lay in a lost leaf node): a directory with a thread
-// record is put back under the parent and name its thread gives, with the
-// Mac epoch as its mtime (Kind "rescued"); the entries of one without are
-// reported as orphaned (Kind "orphaned"), not reachable from the root.
-func (v *Volume) rescueDirs() {
-	parents := make([]uint32, 0, len(v.children))
-	for p := range v.children {
-		parents = append(parents, p)
-	}
-	slices.Sort(parents) // reports and rescued entries in a stable order
-	for _, p := range parents {
-		if p == 1 || v.dirs[p] != nil {
-			continue // 1 is the root's parent, which has no record
-		}
-		th := v.threads[p]
-		if th == nil || th.parent == p || v.isFile(p) {
-			v.opts.Reportf(v.children[p][0].off, "orphaned", "%d catalog records name directory CNID %d as their parent, which has neither a directory record nor a thread; not reachable from the root", len(v.children[p]), p)
-			continue
-		}
-		data := make([]byte, 70)
-		data[0] = 1
-		be.PutUint16(data[4:], uint16(min(len(v.children[p]), 0xffff)))
-		be.PutUint32(data[6:], p)
-		r := &record{parent: th.parent, name: th.name, dir: true, data: data, off: th.off, size: th.size}
-		v.dirs[p] = r
-		v.children[th.parent] = append(v.children[th.parent], r)
-		v.opts.Reportf(th.off, "rescued", "directory CNID %d %q has no directory record; listed from its thread record", p, th.name)
-	}
-}
-
-// btree opens the B-tree file cnid whose first extents are first and
-// whose size is size bytes.
-func (v *Volume) btree(name string, cnid uint32, first [3]extent, size int64, recOff int64) *btree {
-	runs, covered := v.forkRuns(first, cnid, 0, size, name+" file", recOff)
-	if covered < size {
-		size = covered - covered%nodeSize
-	}
-	return &btree{name: name, file: imagefs.NewRunReader(v.r, v.readSize, runs, size), runs: runs,
-		nodes: uint32(min(size/nodeSize, 1<<32-1)), opts: &v.opts}
-}
-
-// maxRuns bounds the extents of one fork (a 65535-block volume has at most
-// that many).
-const maxRuns = 65536
-
-// forkRuns maps a fork of size bytes: its three first extents, then the
-// extents-overflow records of (fork, cnid) from the block where the
-// previous ones end, until size is covered. An extent past the allocation
-// area is reported and kept (reading it fails with ErrBeyondEnd). It
-// returns the runs, trimmed to size, and how many bytes they cover.
-func (v *Volume) forkRuns(first [3]extent, cnid uint32, fork byte, size int64, what string, recOff int64) ([]imagefs.Run, int64) {
-	var runs []imagefs.Run
-	var covered int64
-	fabn := uint32(0)
-	x, ok := first, true
-	for ok && covered < size && len(runs) < maxRuns {
-		for _, e := range x {
-			if e.count == 0 || covered >= size {
-				ok = false
-				break
-			}
-			if uint32(e.start)+uint32(e.count) > v.nBlocks {
-				v.opts.Reportf(recOff, "out_of_volume", "%s (CNID %d): extent of blocks %d+%d runs past the %d allocation blocks of the volume", what, cnid, e.start, e.count, v.nBlocks)
-			}
-			n := min(int64(e.count)*v.blkSize, size-covered)
-			runs = append(runs, imagefs.Run{Logical: covered, Offset: v.alStart + int64(e.start)*v.blkSize, Length: n})
-			covered += n
-			fabn += uint32(e.count)
-		}
-		if !ok || covered >= size || fabn > 0xffff {
-			break
-		}
-		x, ok = v.overflow[extKey{fork, cnid, uint16(fabn)}]
-	}
-	return runs, covered
+// hfsDirData is the data of a directory record rescued from its thread:
+// its valence and CNID, all dates the Mac epoch.
+func hfsDirData(cnid uint32, valence int) []byte {
+	data := make([]byte, 70)
+	data[0] = 1
+	be.PutUint16(data[4:], uint16(min(valence, 0xffff)))
+	be.PutUint32(data[6:], cnid)
+	return data
 }
 
 // addOverflow keeps one extents-overflow leaf record.
@@ -303,16 +200,11 @@ func (v *Volume) addOverflow(rec []byte, off int64) {
 		v.opts.Reportf(off, "corrupt", "an extents-overflow record of %d bytes does not check out; left out", len(rec))
 		return
 	}
-	k := extKey{key[0], be.Uint32(key[1:]), be.Uint16(key[5:])}
-	if _, dup := v.overflow[k]; dup {
-		v.opts.Reportf(off, "corrupt", "a second extents-overflow record for CNID %d fork %#x block %d; left out", k.cnid, k.fork, k.start)
-		return
-	}
-	v.overflow[k] = extents(data)
+	v.allocation.addOverflow(extKey{key[0], be.Uint32(key[1:]), uint32(be.Uint16(key[5:]))}, extents(data), off)
 }
 
-// addCatalog keeps one catalog leaf record of a file or a directory;
-// thread records (which name a CNID's parent) are not needed for a walk.
+// addCatalog keeps one catalog leaf record of a file or a directory, and
+// the directory threads (which name a directory's parent and name).
 func (v *Volume) addCatalog(rec []byte, off int64) {
 	key, data, ok := recordKey(rec)
 	if !ok || len(key) < 6 || int(key[5]) > 31 || 6+int(key[5]) > len(key) || len(data) < 2 {
@@ -328,30 +220,20 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 		}
 		r.dir = true
 		r.data = append([]byte(nil), data[:70]...)
-		// One record per directory CNID: a second one (damage) would
-		// list the same entries again, under another name.
-		if !v.claim(r, off) {
-			return
-		}
-		v.dirs[r.cnid()] = r
+		r.id = be.Uint32(r.data[6:])
 	case 2:
 		if len(data) < 102 {
 			v.opts.Reportf(off, "corrupt", "file record %q of %d bytes, want 102; left out", r.name, len(data))
 			return
 		}
 		r.data = append([]byte(nil), data[:102]...)
-		if !v.claim(r, off) {
-			return
-		}
-		v.fileOff[r.cnid()] = off
+		r.id = be.Uint32(r.data[20:])
 	case 3:
 		// A directory thread: its key is (CNID, ""), its data names the
 		// directory's parent and name; kept to rescue a directory whose
 		// own record is lost.
 		if len(data) >= 15 && int(data[14]) <= 31 && 15+int(data[14]) <= len(data) {
-			if _, dup := v.threads[r.parent]; !dup {
-				v.threads[r.parent] = &record{parent: be.Uint32(data[10:]), name: append([]byte(nil), data[15:15+int(data[14])]...), off: off, size: int64(len(rec))}
-			}
+			v.addThread(r.parent, &record{parent: be.Uint32(data[10:]), name: append([]byte(nil), data[15:15+int(data[14])]...), off: off, size: int64(len(rec))})
 		}
 		return
 	case 4:
@@ -360,22 +242,10 @@ func (v *Volume) addCatalog(rec []byte, off int64) {
 		v.opts.Reportf(off, "corrupt", "catalog record %q of unknown type %d; left out", r.name, data[0])
 		return
 	}
-	v.children[r.parent] = append(v.children[r.parent], r)
+	// One record per CNID: a second directory record (damage) would list
+	// the same entries again, under another name.
+	v.add(r)
 }
-
-// claim takes r's CNID for r: a CNID is one file or directory, so a second
-// record with a CNID already taken (damage) is reported and left out — no
-// ID stands for two contents, no directory is entered twice.
-func (v *Volume) claim(r *record, off int64) bool {
-	id := r.cnid()
-	if v.dirs[id] != nil || v.isFile(id) || (id == RootID && !r.dir) {
-		v.opts.Reportf(off, "cross_linked", "catalog record %q has CNID %d, already the CNID of another record (or the root's); left out", r.name, id)
-		return false
-	}
-	return true
-}
-
-func (v *Volume) isFile(id uint32) bool { _, ok := v.fileOff[id]; return ok }
 
 // Type returns "hfs".
 func (v *Volume) Type() string { return Type }
@@ -388,16 +258,6 @@ func (v *Volume) Root() (*imagefs.Entry, error) {
 		return e, nil
 	}
 	return &imagefs.Entry{ID: RootID, Type: 'd', Mtime: v.lsMod, Nlink: 2 + v.subdirs(RootID)}, nil
-}
-
-func (v *Volume) subdirs(cnid uint32) uint64 {
-	n := uint64(0)
-	for _, c := range v.children[cnid] {
-		if c.dir {
-			n++
-		}
-	}
-	return n
 }
 
 // ReadDir returns the files and directories whose catalog records name dir
@@ -436,37 +296,31 @@ func (v *Volume) entry(r *record) *imagefs.Entry {
 	runs, _ := v.forkRuns(extents(r.data[74:]), id, 0, size, fmt.Sprintf("the data fork of %q", name), r.off)
 	e := &imagefs.Entry{ID: uint64(id), Type: 'f', Name: name, Size: size,
 		Mtime: macTime(be.Uint32(r.data[48:])), Nlink: 1, Runs: runs}
-	// The resource fork: filRLgLen at 36, filRExtRec at 86, overflow
-	// extents under fork type 0xFF.
 	if rsize := int64(be.Uint32(r.data[36:])); rsize > 0 {
-		rruns, _ := v.forkRuns(extents(r.data[86:]), id, 0xff, rsize, fmt.Sprintf("the resource fork of %q", name), r.off)
-		e.Forks = []*imagefs.Entry{{ID: imagefs.ForkID(uint64(id), 1), Type: 'f', Name: []byte(imagefs.ResourceFork),
-			Size: rsize, Mtime: e.Mtime, Nlink: 1, Runs: rruns}}
+		f := &imagefs.Entry{ID: imagefs.ForkID(uint64(id), 1), Type: 'f', Name: []byte(imagefs.ResourceFork),
+			Size: rsize, Mtime: e.Mtime, Nlink: 1}
+		f.Runs, _ = v.forkRuns(extents(r.data[86:]), id, 0xff, rsize, fmt.Sprintf("the resource fork of %q", name), r.off)
+		e.Forks = []*imagefs.Entry{f}
 	}
 	return e
 }
 
-// Open returns a reader of a file's data fork, or of its resource fork
-// (the Entry in its Forks). If its extents cover fewer bytes than its
-// size, reading the missing tail fails with imagefs.ErrCorrupt (never
-// zeros); a run past the image or the allocation area fails with
+// Open returns a reader of a file's data fork, or of the resource fork
+// its Forks hold. If the fork's extents cover fewer bytes than its size,
+// reading the missing tail fails with imagefs.ErrCorrupt (never zeros); a
+// run past the image or the allocation area fails with
 // imagefs.ErrBeyondEnd.
 func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	if e == nil || e.Type != 'f' {
 		return nil, fmt.Errorf("hfs: Open of a non-file")
 	}
-	rr := imagefs.NewRunReader(v.r, v.readSize, e.Runs, e.Size)
-	var covered int64
-	for _, r := range e.Runs {
-		covered = max(covered, r.Logical+r.Length)
+	return v.forkReader(e, v.fileOff(uint32(e.ID))), nil
+}
+
+// fileOff is the volume offset of file cnid's record (-1: none).
+func (v *Volume) fileOff(cnid uint32) int64 {
+	if r := v.files[cnid]; r != nil {
+		return r.off
 	}
-	if covered >= e.Size {
-		return rr, nil
-	}
-	fork := "data"
-	if e.ID>>32 != 0 { // imagefs.ForkID: the file's CNID below bit 32
-		fork = "resource"
-	}
-	return imagefs.NewShortReader(rr, covered, e.Size, v.fileOff[uint32(e.ID)],
-		fmt.Sprintf("the extents of CNID %d end %d bytes into a %s fork of %d", uint32(e.ID), covered, fork, e.Size)), nil
+	return -1
 }

@@ -88,8 +88,14 @@ func sampleSpec(n int) testimg.HFSSpec {
 func checkTree(t *testing.T, spec testimg.HFSSpec, got map[string]walked, built time.Time) {
 	t.Helper()
 	want := testimg.HFSTree(spec)
-	if len(got) != len(want)+1 {
-		t.Errorf("walk has %d entries, the medium %d and the root", len(got), len(want))
+	forks := testimg.HFSForks(spec)
+	if len(got) != len(want)+len(forks)+1 {
+		t.Errorf("walk has %d entries, the medium %d, %d resource forks and the root", len(got), len(want), len(forks))
+	}
+	for p, data := range forks {
+		if g := got["/"+p+"/..namedfork/rsrc"]; g.e == nil || g.err != nil || !bytes.Equal(g.data, data) {
+			t.Errorf("%q: resource fork differs", p)
+		}
 	}
 	root, ok := got["/"]
 	if !ok || root.e.ID != hfs.RootID || root.e.Type != 'd' {
@@ -276,6 +282,10 @@ func bigSpec(n int) testimg.HFSSpec {
 		add(fmt.Sprintf("frag:small %02d", i), testimg.File, 0, true)
 	}
 	add("frag:fragmented", testimg.File, 15*512+100, false)
+	// Its resource fork takes the last 4 holes: one extent past the 3 of
+	// its catalog record, in a record of fork type 0xFF.
+	s.Steps[len(s.Steps)-1].Rsrc = make([]byte, 3*512+5)
+	testimg.ContentAt(99, s.Steps[len(s.Steps)-1].Rsrc, 0)
 	add("filler", testimg.File, 0, true)
 	return s
 }
@@ -300,6 +310,11 @@ func TestManyFilesAndOverflowExtents(t *testing.T) {
 	if f.e == nil || len(f.e.Runs) != 16 {
 		t.Fatalf("the fragmented file has runs %+v: want 16 one-block extents, 13 of them in extents-overflow records", f.e)
 	}
+	rsrc := testimg.HFSForks(spec)["frag/fragmented"]
+	fr := got["/frag/fragmented/..namedfork/rsrc"]
+	if fr.e == nil || len(fr.e.Runs) != 4 || fr.err != nil || !bytes.Equal(fr.data, rsrc) {
+		t.Fatalf("the fragmented file's resource fork: %+v, %v; want 4 one-block extents (one in an extents-overflow record of fork 0xFF) read as put", fr.e, fr.err)
+	}
 }
 
 // TestMedium: a whole-disk HFS floppy is probed as "hfs" and read by this
@@ -323,5 +338,84 @@ func TestMedium(t *testing.T) {
 	}
 	if n != len(testimg.HFSTree(spec))+1 || len(probs) != 0 {
 		t.Errorf("%d entries, want %d; problems %v", n, len(testimg.HFSTree(spec))+1, probs)
+	}
+}
+
+// TestResourceForks: files put with resource forks (hcopy -m of MacBinary)
+// have them in Entry.Forks, named "rsrc" with ForkID(file, 1), read byte
+// for byte as put and as hcopy -m copies them out; a file without one has
+// none; the walk visits each at <file>/..namedfork/rsrc.
+func TestResourceForks(t *testing.T) {
+	rsrc := func(seed uint64, n int) []byte {
+		b := make([]byte, n)
+		testimg.ContentAt(seed, b, 0)
+		return b
+	}
+	spec := testimg.HFSSpec{Label: "Forks"}
+	spec.Steps = []testimg.HFSStep{
+		{Entry: testimg.Entry{Path: "both", Kind: testimg.File, Size: 3000, Seed: 1}, Rsrc: rsrc(2, 700)},
+		{Entry: testimg.Entry{Path: "rsrc only", Kind: testimg.File, Size: 0, Seed: 3}, Rsrc: rsrc(4, 20000)},
+		{Entry: testimg.Entry{Path: "data only", Kind: testimg.File, Size: 100, Seed: 5}},
+		{Entry: testimg.Entry{Path: "d", Kind: testimg.Dir}},
+		{Entry: testimg.Entry{Path: "d:deep", Kind: testimg.File, Size: 1, Seed: 6}, Rsrc: rsrc(7, 1)},
+	}
+	path := testimg.BuildHFS(t, spec)
+	img, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got, order, probs := openWalk(t, img)
+	if len(probs) != 0 {
+		t.Errorf("problems: %v", probs)
+	}
+	for _, s := range spec.Steps {
+		if s.Kind != testimg.File {
+			continue
+		}
+		p := "/" + strings.ReplaceAll(s.Path, ":", "/")
+		f, fork := got[p], got[p+"/..namedfork/rsrc"]
+		if f.err != nil || !bytes.Equal(f.data, s.Content()) {
+			t.Errorf("%s: data fork differs: %d bytes, %v", p, len(f.data), f.err)
+		}
+		if len(s.Rsrc) == 0 {
+			if fork.e != nil || len(f.e.Forks) != 0 {
+				t.Errorf("%s: a resource fork where none was put", p)
+			}
+			continue
+		}
+		if fork.e == nil || len(f.e.Forks) != 1 || fork.e != f.e.Forks[0] {
+			t.Fatalf("%s: no resource fork walked", p)
+		}
+		if fork.e.ID != imagefs.ForkID(f.e.ID, 1) || string(fork.e.Name) != "rsrc" || fork.e.Size != int64(len(s.Rsrc)) {
+			t.Errorf("%s: fork %+v", p, fork.e)
+		}
+		if fork.err != nil || !bytes.Equal(fork.data, s.Rsrc) {
+			t.Errorf("%s: resource fork differs: %d bytes, %v", p, len(fork.data), fork.err)
+		}
+		// The fork follows its file in the walk.
+		for i, q := range order {
+			if q == p && (i+1 >= len(order) || order[i+1] != p+"/..namedfork/rsrc") {
+				t.Errorf("%s: the walk does not visit its fork right after it", p)
+			}
+		}
+		// hcopy -m (the reference reader) copies out the same fork.
+		out := filepath.Join(t.TempDir(), "out.bin")
+		home := t.TempDir()
+		for _, args := range [][]string{{"hmount", path}, {"hcopy", "-m", ":" + s.Path, out}, {"humount"}} {
+			cmd := exec.Command(args[0], args[1:]...)
+			cmd.Env = append(os.Environ(), "HOME="+home, "TZ=UTC", "LC_ALL=C")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v: %s", args, err, b)
+			}
+		}
+		mb, err := os.ReadFile(out)
+		if err != nil || len(mb) < 128 {
+			t.Fatalf("hcopy -m: %v", err)
+		}
+		dl, rl := int(be.Uint32(mb[83:])), int(be.Uint32(mb[87:]))
+		start := 128 + (dl+127)/128*128
+		if rl != len(fork.data) || start+rl > len(mb) || !bytes.Equal(mb[start:start+rl], fork.data) {
+			t.Errorf("%s: hcopy -m gives a resource fork of %d bytes, the reader %d", p, rl, len(fork.data))
+		}
 	}
 }

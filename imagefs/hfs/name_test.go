@@ -42,3 +42,33 @@ func TestNames(t *testing.T) {
 		t.Error("EncodeName of CJK succeeded")
 	}
 }
+
+func TestUnicodeNames(t *testing.T) {
+	u16 := func(units ...uint16) []byte {
+		b := make([]byte, 2*len(units))
+		for i, u := range units {
+			b[2*i], b[2*i+1] = byte(u>>8), byte(u)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		raw  []byte
+		want string
+		chg  bool
+	}{
+		{u16('a', 'b'), "ab", false},
+		{u16('a', '/', 'b'), "a:b", false},
+		// Decomposed as stored: A + COMBINING DIAERESIS stays two runes.
+		{u16('A', 0x0308, 'r'), "A\u0308r", false},
+		{u16(0xD83D, 0xDE00), "😀", false},
+		{u16(0, 0, 'H'), "\u2400\u2400H", true},
+		{u16('x', 0xD800), "x\uFFFD", true},
+		{u16(0xDC00, 'y'), "\uFFFDy", true},
+		{u16(0xD800, 'z'), "\uFFFDz", true},
+	} {
+		got, chg := hfs.DecodeUnicode(c.raw)
+		if string(got) != c.want || chg != c.chg {
+			t.Errorf("DecodeUnicode(% x) = %q, %v; want %q, %v", c.raw, got, chg, c.want, c.chg)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testimg"
 )
@@ -55,6 +56,25 @@ type Medium struct {
 	Hash  string // md5 of the image, as the seed's media are named
 	Image string // <dir>/<hash>.img
 	Tree  Tree
+	// Forks are the resource forks put on the medium, by the catalog
+	// path of each ("<file>/..namedfork/rsrc", relative); Tree holds each
+	// where the copier's tree keeps it (imagefs.ForkTreePath).
+	Forks map[string][]byte
+}
+
+// addForks puts the resource forks of the files at the keys of forks in
+// m.Forks and m.Tree, with the directories their tree paths need.
+func (m *Medium) addForks(forks map[string][]byte) {
+	m.Forks = map[string][]byte{}
+	for file, data := range forks {
+		cat := string(imagefs.ForkPath([]byte(file), []byte(imagefs.ResourceFork)))
+		m.Forks[cat] = data
+		tp := imagefs.ForkTreePath(cat)
+		m.Tree[tp] = TreeEntry{Type: 'f', Data: data}
+		for d := path.Dir(tp); d != "." && m.Tree[d].Type == 0; d = path.Dir(d) {
+			m.Tree[d] = TreeEntry{Type: 'd'}
+		}
+	}
 }
 
 // Floppy builds a 1.44 MB FAT12 floppy in dir as <md5>.img: long VFAT
@@ -90,13 +110,16 @@ func Floppy(dir string) (*Medium, error) {
 // as <md5>.img with hfsutils (hformat, hmkdir, hcopy -r): MacRoman names
 // with spaces, accents and a '/' (shown as ':' by a reader, as Linux's hfs
 // driver shows it), nested and empty directories, an empty file, a file of
-// many allocation blocks, and two files with the same content.
+// many allocation blocks, two files with the same content, and resource
+// forks (hcopy -m): one beside a data fork, one of a file with an empty
+// data fork.
 func HFSFloppy(dir string) (*Medium, error) {
 	spec := testimg.HFSSpec{Label: "NTT Mac Floppy"}
 	add := func(p string, k testimg.Kind, size int64, seed uint64) {
 		spec.Steps = append(spec.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: p, Kind: k, Size: size, Seed: seed}})
 	}
 	add("Read Me", testimg.File, 1200, 1)
+	spec.Steps[0].Rsrc = rsrc(11, 5000)
 	add("empty", testimg.File, 0, 2)
 	add("Interview 1/2", testimg.File, 7000, 3)
 	add("Ärger über Öl", testimg.File, 2048, 4)
@@ -106,11 +129,74 @@ func HFSFloppy(dir string) (*Medium, error) {
 	add("Letters:Drafts", testimg.Dir, 0, 0)
 	add("Letters:Drafts:draft 1", testimg.File, 333, 6)
 	add("Letters:empty folder", testimg.Dir, 0, 0)
+	add("Letters:Drafts:only a resource fork", testimg.File, 0, 7)
+	spec.Steps[len(spec.Steps)-1].Rsrc = rsrc(12, 70000)
 	tmp := filepath.Join(dir, "hfs-floppy.tmp")
 	if err := testimg.BuildHFSImage(tmp, spec); err != nil {
 		return nil, err
 	}
-	return named(dir, tmp, filesTree(testimg.HFSTree(spec)))
+	m, err := named(dir, tmp, filesTree(testimg.HFSTree(spec)))
+	if err != nil {
+		return nil, err
+	}
+	m.addForks(testimg.HFSForks(spec))
+	return m, nil
+}
+
+// NTFSDisk builds a 16 MiB NTFS volume in dir as <md5>.img with mkntfs
+// and ntfs-3g (testimg.NTFSSample): nested directories, names in several
+// scripts, resident and multi-cluster files, hardlinks in two directories,
+// alternate data streams (two on a hardlinked file, one on a directory),
+// an Interix symlink, a Windows symlink and a junction, a sparse file,
+// compressed files, and a deleted file (which must not come back). Its
+// Forks are the streams, by catalog path ("<file>/..namedfork/<stream>",
+// under every name of a hardlinked file). It needs root and FUSE.
+func NTFSDisk(dir string) (*Medium, error) {
+	for _, tool := range testimg.NTFSTools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err := exec.LookPath("/usr/sbin/" + tool); err != nil {
+				return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs ntfs-3g): %w", tool, err)
+			}
+		}
+	}
+	spec := testimg.NTFSSample()
+	tmp := filepath.Join(dir, "ntfs-disk.tmp")
+	if err := testimg.BuildNTFSImage(tmp, spec); err != nil {
+		return nil, err
+	}
+	m, err := named(dir, tmp, Tree{})
+	if err != nil {
+		return nil, err
+	}
+	m.Forks = map[string][]byte{}
+	for p, e := range testimg.NTFSTree(spec) {
+		switch {
+		case strings.Contains(p, "/"+imagefs.ForkDir+"/"):
+			m.Forks[p] = e.Content()
+			tp := imagefs.ForkTreePath(p)
+			m.Tree[tp] = TreeEntry{Type: 'f', Data: e.Content()}
+			for d := path.Dir(tp); d != "." && m.Tree[d].Type == 0; d = path.Dir(d) {
+				m.Tree[d] = TreeEntry{Type: 'd'}
+			}
+		case e.Kind == testimg.Dir:
+			m.Tree[p] = TreeEntry{Type: 'd'}
+		case e.Kind == testimg.Symlink:
+			m.Tree[p] = TreeEntry{Type: 'l', Target: e.Target}
+		default:
+			m.Tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
+		}
+	}
+	// The reparse points, as the reader shows them.
+	m.Tree["winlink"] = TreeEntry{Type: 'l', Target: "docs/sub"}
+	m.Tree["junction"] = TreeEntry{Type: 'l', Target: "C:/Users/Public"}
+	return m, nil
+}
+
+// rsrc is n bytes of seeded content for a resource fork.
+func rsrc(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	testimg.ContentAt(seed, b, 0)
+	return b
 }
 
 // CDROM builds an ISO 9660 CD-ROM with Rock Ridge and Joliet in dir as

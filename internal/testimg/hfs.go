@@ -2,6 +2,7 @@ package testimg
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testenv"
@@ -39,10 +41,14 @@ func RequireHFSTools(t testing.TB, more ...string) {
 // space of the volume (as hvol says it), so that the next files go into the
 // holes deleted files leave; a later step must delete it (HFSTree does not
 // know its size).
+//
+// With Rsrc, a File step's file gets that resource fork too (hcopy -m of
+// a MacBinary II file holding both forks, type and creator "TEXTttxt").
 type HFSStep struct {
 	Entry
 	Delete bool
 	Fill   bool
+	Rsrc   []byte
 }
 
 // HFSSpec describes a classic HFS volume made by hfsutils: hformat, then
@@ -144,10 +150,16 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 			fallthrough
 		case s.Kind == File:
 			src := filepath.Join(home, "stage"+strconv.Itoa(i))
-			if err := os.WriteFile(src, s.Content(), 0o644); err != nil {
+			content, mode := s.Content(), "-r"
+			if len(s.Rsrc) > 0 {
+				// Stamped with the time of the copy, as hcopy -r stamps
+				// files (HFS keeps local time; TZ is UTC here).
+				content, mode = MacBinary(raw[bytes.LastIndexByte(raw, ':')+1:], content, s.Rsrc, time.Now()), "-m"
+			}
+			if err := os.WriteFile(src, content, 0o644); err != nil {
 				return fail("%v", err)
 			}
-			err = run("hcopy", "-r", src, target)
+			err = run("hcopy", mode, src, target)
 			os.Remove(src)
 		default:
 			return fail("step %d: kind %v; HFS is built here with files and directories only", i, s.Kind)
@@ -165,16 +177,71 @@ func BuildHFSImage(path string, spec HFSSpec) error {
 func HFSTree(spec HFSSpec) map[string]Entry {
 	out := map[string]Entry{}
 	for _, s := range spec.Steps {
-		parts := strings.Split(s.Path, ":")
-		for i := range parts {
-			parts[i] = strings.ReplaceAll(parts[i], "/", ":")
-		}
-		p := strings.Join(parts, "/")
+		p := hfsReaderPath(s.Path)
 		if s.Delete {
 			delete(out, p)
 			continue
 		}
 		out[p] = s.Entry
 	}
+	return out
+}
+
+// HFSForks returns the resource forks spec leaves on the volume, by the
+// path of their file as HFSTree gives it.
+func HFSForks(spec HFSSpec) map[string][]byte {
+	out := map[string][]byte{}
+	for _, s := range spec.Steps {
+		p := hfsReaderPath(s.Path)
+		delete(out, p)
+		if !s.Delete && len(s.Rsrc) > 0 {
+			out[p] = s.Rsrc
+		}
+	}
+	return out
+}
+
+// hfsReaderPath is an HFS path as a reader gives it.
+func hfsReaderPath(hfsPath string) string {
+	parts := strings.Split(hfsPath, ":")
+	for i := range parts {
+		parts[i] = strings.ReplaceAll(parts[i], "/", ":")
+	}
+	return strings.Join(parts, "/")
+}
+
+// MacBinary encodes a Mac file as MacBinary II (the format hcopy -m
+// reads): a 128-byte header naming it (name in MacRoman, at most 63
+// bytes; type and creator "TEXTttxt") with its forks' lengths, mtime as
+// its creation and modification dates (Mac epoch, mtime's wall clock) and
+// the header's CRC-16/XMODEM, then the data fork and the resource fork,
+// each padded to 128 bytes.
+func MacBinary(name, data, rsrc []byte, mtime time.Time) []byte {
+	pad := func(n int) int { return (n + 127) / 128 * 128 }
+	out := make([]byte, 128+pad(len(data))+pad(len(rsrc)))
+	h := out[:128]
+	h[1] = byte(copy(h[2:65], name))
+	copy(h[65:], "TEXTttxt")
+	binary.BigEndian.PutUint32(h[83:], uint32(len(data)))
+	binary.BigEndian.PutUint32(h[87:], uint32(len(rsrc)))
+	_, off := mtime.Zone()
+	mac := uint32(mtime.Unix() + int64(off) + 2082844800) // seconds 1904 → 1970
+	binary.BigEndian.PutUint32(h[91:], mac)
+	binary.BigEndian.PutUint32(h[95:], mac)
+	h[122], h[123] = 129, 129
+	crc := uint16(0)
+	for _, c := range h[:124] {
+		crc ^= uint16(c) << 8
+		for k := 0; k < 8; k++ {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	binary.BigEndian.PutUint16(h[124:], crc)
+	copy(out[128:], data)
+	copy(out[128+pad(len(data)):], rsrc)
 	return out
 }

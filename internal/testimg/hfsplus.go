@@ -1,0 +1,726 @@
+package testimg
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// HFS+ volumes have no mkfs on Debian (no hfsprogs), so WriteHFSPlus writes
+// them itself, field by field after Apple's TN1150 "HFS Plus Volume Format":
+// the volume header at byte 1024 (and its copy 1024 bytes before the end),
+// the allocation file (one bit per block), the extents-overflow, catalog
+// and attributes B-trees, and the forks' blocks. The Sleuth Kit (fls, icat,
+// fsstat) is the reference reader its tests check every volume against.
+
+// HFSPlusEntry is one name on an HFS+ volume: an Entry of kind File, Dir,
+// Symlink or Hardlink (Path components are UTF-8, stored as the UTF-16 they
+// encode, unnormalized: write names in NFD, as HFS+ keeps them) and the
+// forks HFS+ adds.
+type HFSPlusEntry struct {
+	Entry
+	// Rsrc is the resource fork of a File (nil or empty: none).
+	Rsrc []byte
+	// Fragments splits the data fork into this many extents, each apart
+	// from the next by a free block; more than 8 need extents-overflow
+	// records. 0 means 1. At most the fork's block count.
+	Fragments int
+}
+
+// HFSPlusSpec describes an HFS+ (or HFSX) volume.
+type HFSPlusSpec struct {
+	// Size of the volume in bytes (a multiple of BlockSize); 0 fits the tree
+	// with some free space.
+	Size int64
+	// BlockSize is the allocation block size, a power of two from 512 to
+	// 65536; 0 means 4096.
+	BlockSize int
+	// NodeSize is the node size of the three B-trees, a power of two from
+	// 512 to 32768; 0 means 4096.
+	NodeSize int
+	// Label is the volume name (the root folder's name); "" means "Untitled".
+	Label string
+	// Entries is the tree; parents without an entry are made with defaults.
+	// The entry with Path "" (a Dir) gives the root's mode, owner and mtime.
+	Entries []HFSPlusEntry
+}
+
+// HFSPlusFile is what a reader must find at a path of a built volume.
+type HFSPlusFile struct {
+	Kind Kind   // File, Dir or Symlink
+	CNID uint32 // catalog node ID of the record at this path
+	Data []byte // a file's data (a symlink's target)
+	Rsrc []byte // a file's resource fork (nil: none)
+	Mode uint32 // st_mode: type and permission bits, as the record's fileMode
+	Uid  uint32
+	Gid  uint32
+	// Mtime is the content modification date (whole seconds).
+	Mtime time.Time
+}
+
+// HFSPlusLayout is what WriteHFSPlus placed where.
+type HFSPlusLayout struct {
+	// Files by path ('/' between components, "" is the root).
+	Files map[string]HFSPlusFile
+	// BlockSize and the byte offsets (in the image) of the volume header
+	// and of the B-tree files, for damage tests.
+	BlockSize                       int
+	Header                          int64
+	Extents, Catalog, Attributes    int64
+	ExtentsLen, CatalogLen, AttrLen int64
+}
+
+// HFS+ constants from TN1150.
+const (
+	hfsPlusSigH      = 0x482B // "H+"
+	hfsPlusSigX      = 0x4858 // "HX"
+	macEpochOffset   = 2082844800
+	hpRootParentID   = 1
+	hpRootID         = 2
+	hpExtentsID      = 3
+	hpCatalogID      = 4
+	hpAllocationID   = 6
+	hpAttributesID   = 8
+	hpFirstUserID    = 16
+	hpFolderRecord   = 1
+	hpFileRecord     = 2
+	hpFolderThread   = 3
+	hpFileThread     = 4
+	hpThreadExists   = 0x0002 // kHFSThreadExistsMask
+	hpVolUnmounted   = 0x0100 // kHFSVolumeUnmountedBit
+	hpMaxImageSize   = 1 << 30
+	hpCatalogMaxKey  = 516
+	hpExtentsMaxKey  = 10
+	hpAttributesMaxK = 266
+)
+
+// macDate converts t to seconds since 1904-01-01 UTC.
+func macDate(t time.Time) (uint32, error) {
+	s := t.Unix() + macEpochOffset
+	if s < 0 || s > math.MaxUint32 {
+		return 0, fmt.Errorf("date %v outside HFS+'s 1904..2040", t)
+	}
+	return uint32(s), nil
+}
+
+// hpFork is a fork being placed: its bytes and the block counts of its
+// extents (decided before placing), then their start blocks.
+type hpFork struct {
+	data   []byte
+	lens   []uint32
+	starts []uint32
+}
+
+func (f *hpFork) blocks() uint32 {
+	var n uint32
+	for _, l := range f.lens {
+		n += l
+	}
+	return n
+}
+
+// hpObj is one catalog record (file or folder) with its thread.
+type hpObj struct {
+	path        string
+	cnid        uint32
+	parent      *hpObj
+	name        []uint16
+	dir         bool
+	valence     uint32
+	mode        uint32
+	uid, gid    uint32
+	special     uint32
+	mdate       uint32
+	cdate       uint32
+	fileType    uint32
+	creator     uint32
+	finderFlags uint16
+	data, rsrc  hpFork
+}
+
+type hpBuilder struct {
+	spec     HFSPlusSpec
+	bs, ns   int
+	objs     []*hpObj
+	byPath   map[string]*hpObj
+	nextID   uint32
+	files    uint32
+	folders  uint32
+	cmp      func(a, b []uint16) int
+	catTree  btTree
+	extTree  btTree
+	attrTree btTree
+	layout   HFSPlusLayout
+	sigX     bool
+	volDate  uint32
+}
+
+func (s HFSPlusSpec) blockSize() int {
+	if s.BlockSize == 0 {
+		return 4096
+	}
+	return s.BlockSize
+}
+
+func (s HFSPlusSpec) nodeSize() int {
+	if s.NodeSize == 0 {
+		return 4096
+	}
+	return s.NodeSize
+}
+
+func pow2(n, lo, hi int) bool { return n >= lo && n <= hi && n&(n-1) == 0 }
+
+// HFSPlus writes spec's volume to a file in the test's temporary
+// directory and returns its path and layout; it fails the test on error.
+func HFSPlus(t testing.TB, spec HFSPlusSpec) (string, *HFSPlusLayout) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "hfsplus.img")
+	l, err := WriteHFSPlus(p, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, l
+}
+
+// WriteHFSPlus writes the volume of spec to path (replacing it) and says
+// where everything went. The same spec gives the same bytes. Input the
+// format cannot hold (a name longer than a node, a tree needing map nodes,
+// a volume over 1 GiB or 2^32 blocks, dates outside 1904..2040) is an
+// error naming the entry.
+func WriteHFSPlus(path string, spec HFSPlusSpec) (*HFSPlusLayout, error) {
+	img, l, err := BuildHFSPlusBytes(spec)
+	if err != nil {
+		return nil, fmt.Errorf("testimg: HFS+ image %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		return nil, fmt.Errorf("testimg: %w", err)
+	}
+	return l, nil
+}
+
+// BuildHFSPlusBytes returns the image of spec's volume and its layout.
+func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
+	b := &hpBuilder{spec: spec, bs: spec.blockSize(), ns: spec.nodeSize(), byPath: map[string]*hpObj{}, nextID: hpFirstUserID}
+	if !pow2(b.bs, 512, 65536) {
+		return nil, nil, fmt.Errorf("block size %d: want a power of two from 512 to 65536", b.bs)
+	}
+	if !pow2(b.ns, 512, 32768) {
+		return nil, nil, fmt.Errorf("node size %d: want a power of two from 512 to 32768", b.ns)
+	}
+	b.cmp = hfsPlusCompareFolded
+	b.catTree = btTree{name: "catalog", nodeSize: b.ns, maxKeyLen: hpCatalogMaxKey, attrs: btBigKeys | btVarIndexKeys}
+	b.extTree = btTree{name: "extents", nodeSize: b.ns, maxKeyLen: hpExtentsMaxKey, attrs: btBigKeys}
+	b.attrTree = btTree{name: "attributes", nodeSize: b.ns, maxKeyLen: hpAttributesMaxK, attrs: btBigKeys | btVarIndexKeys}
+	var err error
+	if b.volDate, err = macDate(DefaultMtime); err != nil {
+		return nil, nil, err
+	}
+	if err := b.addTree(); err != nil {
+		return nil, nil, err
+	}
+	img, err := b.place()
+	if err != nil {
+		return nil, nil, err
+	}
+	return img, &b.layout, nil
+}
+
+// addTree turns the spec's entries into catalog objects.
+func (b *hpBuilder) addTree() error {
+	label := b.spec.Label
+	if label == "" {
+		label = "Untitled"
+	}
+	name, err := hfsPlusName(label)
+	if err != nil {
+		return fmt.Errorf("volume name: %w", err)
+	}
+	root := &hpObj{path: "", cnid: hpRootID, name: name, dir: true, mode: 0o040755, mdate: b.volDate, cdate: b.volDate}
+	b.objs = append(b.objs, root)
+	b.byPath[""] = root
+	for i := range b.spec.Entries {
+		e := &b.spec.Entries[i]
+		if err := b.addEntry(e); err != nil {
+			return fmt.Errorf("entry %d %q: %w", i, e.Path, err)
+		}
+	}
+	return nil
+}
+
+// dirFor returns the folder at p, made with defaults if no entry made it.
+func (b *hpBuilder) dirFor(p string) (*hpObj, error) {
+	if o, ok := b.byPath[p]; ok {
+		if !o.dir {
+			return nil, fmt.Errorf("%q is not a directory", p)
+		}
+		return o, nil
+	}
+	return b.newObj(HFSPlusEntry{Entry: Entry{Path: p, Kind: Dir}})
+}
+
+func (b *hpBuilder) addEntry(e *HFSPlusEntry) error {
+	if e.Path == "" {
+		if e.Kind != Dir {
+			return fmt.Errorf("the root must be a Dir")
+		}
+		root := b.byPath[""]
+		d, err := macDate(e.mtime())
+		if err != nil {
+			return err
+		}
+		root.mode, root.uid, root.gid, root.mdate = 0o040000|e.perm(), e.Uid, e.Gid, d
+		return nil
+	}
+	if _, dup := b.byPath[e.Path]; dup {
+		return fmt.Errorf("duplicate path")
+	}
+	_, err := b.newObj(*e)
+	return err
+}
+
+// newObj adds the catalog object of e (its parents first).
+func (b *hpBuilder) newObj(e HFSPlusEntry) (*hpObj, error) {
+	dirPath, base := split(e.Path)
+	for _, c := range strings.Split(e.Path, "/") {
+		if c == "" || c == "." || c == ".." {
+			return nil, fmt.Errorf("bad path component %q", c)
+		}
+	}
+	parent, err := b.dirFor(dirPath)
+	if err != nil {
+		return nil, err
+	}
+	name, err := hfsPlusName(base)
+	if err != nil {
+		return nil, err
+	}
+	if b.nextID == math.MaxUint32 {
+		return nil, fmt.Errorf("out of catalog node IDs")
+	}
+	d, err := macDate(e.mtime())
+	if err != nil {
+		return nil, err
+	}
+	o := &hpObj{path: e.Path, cnid: b.nextID, parent: parent, name: name, uid: e.Uid, gid: e.Gid, mdate: d, cdate: d}
+	b.nextID++
+	o.mode = e.Kind.typeBits() | e.perm()
+	switch e.Kind {
+	case Dir:
+		o.dir = true
+		b.folders++
+	case File:
+		o.data.data = e.Content()
+		o.rsrc.data = e.Rsrc
+		b.files++
+	case Symlink:
+		if e.Target == "" || len(e.Target) > 1024 {
+			return nil, fmt.Errorf("symlink target must be 1..1024 bytes")
+		}
+		o.data.data = []byte(e.Target)
+		o.fileType, o.creator = fourCC("slnk"), fourCC("rhap")
+		b.files++
+	default:
+		return nil, fmt.Errorf("kind %v: HFS+ is written here with files, directories, symlinks and hardlinks", e.Kind)
+	}
+	if e.Kind != File && (len(e.Rsrc) > 0 || e.Fragments > 1) {
+		return nil, fmt.Errorf("a resource fork or fragments need a File")
+	}
+	if err := b.planFork(&o.data, e.Fragments); err != nil {
+		return nil, fmt.Errorf("data fork: %w", err)
+	}
+	if err := b.planFork(&o.rsrc, 1); err != nil {
+		return nil, fmt.Errorf("resource fork: %w", err)
+	}
+	parent.valence++
+	b.objs = append(b.objs, o)
+	b.byPath[e.Path] = o
+	return o, nil
+}
+
+func fourCC(s string) uint32 { return binary.BigEndian.Uint32([]byte(s)) }
+
+// planFork decides the block counts of a fork's extents.
+func (b *hpBuilder) planFork(f *hpFork, frags int) error {
+	nb := (int64(len(f.data)) + int64(b.bs) - 1) / int64(b.bs)
+	if nb > hpMaxImageSize/512 {
+		return fmt.Errorf("%d bytes: too big", len(f.data))
+	}
+	if frags <= 0 {
+		frags = 1
+	}
+	if nb == 0 {
+		if frags > 1 {
+			return fmt.Errorf("an empty fork has no fragments")
+		}
+		return nil
+	}
+	if int64(frags) > nb {
+		return fmt.Errorf("%d fragments of %d blocks", frags, nb)
+	}
+	for i := 0; i < frags; i++ {
+		l := nb / int64(frags)
+		if int64(i) < nb%int64(frags) {
+			l++
+		}
+		f.lens = append(f.lens, uint32(l))
+	}
+	return nil
+}
+
+// catKey is a catalog key: key length, parent ID, name.
+func catKey(parent uint32, name []uint16) []byte {
+	k := make([]byte, 8+2*len(name))
+	binary.BigEndian.PutUint16(k, uint16(6+2*len(name)))
+	binary.BigEndian.PutUint32(k[2:], parent)
+	putName(k[6:], name)
+	return k
+}
+
+// putName writes an HFSUniStr255: length and UTF-16BE units.
+func putName(p []byte, name []uint16) {
+	binary.BigEndian.PutUint16(p, uint16(len(name)))
+	for i, u := range name {
+		binary.BigEndian.PutUint16(p[2+2*i:], u)
+	}
+}
+
+// compareCatKeys orders catalog keys: parent ID, then name.
+func (b *hpBuilder) compareCatKeys(pa uint32, na []uint16, pb uint32, nb []uint16) int {
+	switch {
+	case pa < pb:
+		return -1
+	case pa > pb:
+		return 1
+	}
+	return b.cmp(na, nb)
+}
+
+// forkData is an HFSPlusForkData: size, blocks, the first 8 extents.
+func (b *hpBuilder) forkData(f *hpFork) []byte {
+	p := make([]byte, 80)
+	binary.BigEndian.PutUint64(p, uint64(len(f.data)))
+	binary.BigEndian.PutUint32(p[12:], f.blocks())
+	for i := 0; i < len(f.lens) && i < 8; i++ {
+		var s uint32
+		if i < len(f.starts) {
+			s = f.starts[i]
+		}
+		binary.BigEndian.PutUint32(p[16+8*i:], s)
+		binary.BigEndian.PutUint32(p[20+8*i:], f.lens[i])
+	}
+	return p
+}
+
+// perms writes an HFSPlusBSDInfo.
+func (o *hpObj) perms(p []byte) {
+	binary.BigEndian.PutUint32(p, o.uid)
+	binary.BigEndian.PutUint32(p[4:], o.gid)
+	binary.BigEndian.PutUint16(p[10:], uint16(o.mode))
+	binary.BigEndian.PutUint32(p[12:], o.special)
+}
+
+// record returns the object's catalog record (folder or file).
+func (b *hpBuilder) record(o *hpObj) []byte {
+	be := binary.BigEndian
+	var r []byte
+	if o.dir {
+		r = make([]byte, 88)
+		be.PutUint16(r, hpFolderRecord)
+		be.PutUint32(r[4:], o.valence)
+	} else {
+		r = make([]byte, 248)
+		be.PutUint16(r, hpFileRecord)
+		be.PutUint16(r[2:], hpThreadExists)
+		be.PutUint32(r[48:], o.fileType)
+		be.PutUint32(r[52:], o.creator)
+		copy(r[88:], b.forkData(&o.data))
+		copy(r[168:], b.forkData(&o.rsrc))
+	}
+	be.PutUint32(r[8:], o.cnid)
+	be.PutUint32(r[12:], o.cdate)
+	be.PutUint32(r[16:], o.mdate) // content
+	be.PutUint32(r[20:], o.mdate) // attributes
+	be.PutUint32(r[24:], o.mdate) // access
+	o.perms(r[32:48])
+	be.PutUint16(r[56:], o.finderFlags)
+	return r
+}
+
+// catalogRecords returns the catalog's leaf records in key order.
+func (b *hpBuilder) catalogRecords() ([]btRec, error) {
+	type keyed struct {
+		parent uint32
+		name   []uint16
+		rec    btRec
+		obj    *hpObj
+	}
+	var ks []keyed
+	for _, o := range b.objs {
+		parentID := uint32(hpRootParentID)
+		if o.parent != nil {
+			parentID = o.parent.cnid
+		}
+		ks = append(ks, keyed{parentID, o.name, btRec{catKey(parentID, o.name), b.record(o)}, o})
+		thread := make([]byte, 10+2*len(o.name))
+		typ := uint16(hpFileThread)
+		if o.dir {
+			typ = hpFolderThread
+		}
+		binary.BigEndian.PutUint16(thread, typ)
+		binary.BigEndian.PutUint32(thread[4:], parentID)
+		putName(thread[8:], o.name)
+		ks = append(ks, keyed{o.cnid, nil, btRec{catKey(o.cnid, nil), thread}, nil})
+	}
+	sort.SliceStable(ks, func(i, j int) bool {
+		return b.compareCatKeys(ks[i].parent, ks[i].name, ks[j].parent, ks[j].name) < 0
+	})
+	out := make([]btRec, len(ks))
+	for i, k := range ks {
+		if i > 0 && b.compareCatKeys(ks[i-1].parent, ks[i-1].name, k.parent, k.name) == 0 {
+			return nil, fmt.Errorf("%q and another name in its folder are one name to HFS+", k.obj.path)
+		}
+		out[i] = k.rec
+	}
+	return out, nil
+}
+
+// extentRecords returns the extents-overflow records of every fork with
+// more than 8 extents, keyed (file ID, fork type, first file block).
+func (b *hpBuilder) extentRecords() []btRec {
+	var out []btRec
+	for _, o := range b.objs { // objs are in CNID order
+		for _, fk := range []struct {
+			typ byte
+			f   *hpFork
+		}{{0, &o.data}, {0xFF, &o.rsrc}} {
+			var fileBlock uint32
+			for i := 0; i < len(fk.f.lens); i++ {
+				if i >= 8 && i%8 == 0 {
+					key := make([]byte, 12)
+					binary.BigEndian.PutUint16(key, hpExtentsMaxKey)
+					key[2] = fk.typ
+					binary.BigEndian.PutUint32(key[4:], o.cnid)
+					binary.BigEndian.PutUint32(key[8:], fileBlock)
+					val := make([]byte, 64)
+					for j := 0; j < 8 && i+j < len(fk.f.lens); j++ {
+						if i+j < len(fk.f.starts) {
+							binary.BigEndian.PutUint32(val[8*j:], fk.f.starts[i+j])
+						}
+						binary.BigEndian.PutUint32(val[8*j+4:], fk.f.lens[i+j])
+					}
+					out = append(out, btRec{key, val})
+				}
+				fileBlock += fk.f.lens[i]
+			}
+		}
+	}
+	// Data forks (type 0) sort before resource forks (0xFF) of one file,
+	// and the loop above emits them in that order: already sorted.
+	return out
+}
+
+// attributeRecords returns the attributes B-tree's records.
+func (b *hpBuilder) attributeRecords() []btRec { return nil }
+
+// treeBytes rounds a tree's node count to whole blocks.
+func (b *hpBuilder) treeBytes(nodes int) int {
+	n := nodes * b.ns
+	return (n + b.bs - 1) / b.bs * b.bs
+}
+
+// place lays the volume out and writes it.
+func (b *hpBuilder) place() ([]byte, error) {
+	bs := int64(b.bs)
+	// Pass 1: the trees' sizes (record sizes do not depend on placement).
+	cat, err := b.catalogRecords()
+	if err != nil {
+		return nil, err
+	}
+	catL, err := b.catTree.pack(cat)
+	if err != nil {
+		return nil, err
+	}
+	extL, err := b.extTree.pack(b.extentRecords())
+	if err != nil {
+		return nil, err
+	}
+	attrL, err := b.attrTree.pack(b.attributeRecords())
+	if err != nil {
+		return nil, err
+	}
+	extBytes := b.treeBytes(extL.nodesFor())
+	catBytes := b.treeBytes(catL.nodesFor())
+	attrBytes := b.treeBytes(attrL.nodesFor())
+
+	// Blocks: boot blocks and header, the trees, the forks (a free block
+	// after each fragment but the last), the alternate header at the end.
+	headBlocks := (1536 + bs - 1) / bs
+	tailBlocks := (1024 + bs - 1) / bs
+	need := headBlocks + tailBlocks + int64(extBytes+catBytes+attrBytes)/bs
+	for _, o := range b.objs {
+		for _, f := range []*hpFork{&o.data, &o.rsrc} {
+			need += int64(f.blocks()) + int64(max(len(f.lens)-1, 0))
+		}
+	}
+	var total int64
+	if b.spec.Size != 0 {
+		if b.spec.Size%bs != 0 || b.spec.Size < 32*1024 {
+			return nil, fmt.Errorf("size %d: want a multiple of the block size %d, at least 32 KiB", b.spec.Size, bs)
+		}
+		total = b.spec.Size / bs
+	} else {
+		total = need + need/8 + 16
+		total += (total+7)/8/bs + 1 // the allocation file
+		if least := (int64(64*1024) + bs - 1) / bs; total < least {
+			total = least
+		}
+	}
+	if total*bs > hpMaxImageSize || total > math.MaxUint32 {
+		return nil, fmt.Errorf("%d blocks of %d bytes: over the 1 GiB this writer builds in memory", total, bs)
+	}
+	allocBytes := ((total+7)/8 + bs - 1) / bs * bs
+	if need+allocBytes/bs > total {
+		return nil, fmt.Errorf("the tree needs %d blocks of %d bytes; the volume has %d", need+allocBytes/bs, bs, total)
+	}
+	img := make([]byte, total*bs)
+	used := make([]bool, total)
+	next := int64(0)
+	alloc := func(n int64) uint32 {
+		s := next
+		for i := s; i < s+n; i++ {
+			used[i] = true
+		}
+		next += n
+		return uint32(s)
+	}
+	alloc(headBlocks)
+	allocStart := alloc(allocBytes / bs)
+	extStart := alloc(int64(extBytes) / bs)
+	catStart := alloc(int64(catBytes) / bs)
+	attrStart := alloc(int64(attrBytes) / bs)
+	for _, o := range b.objs {
+		for _, f := range []*hpFork{&o.data, &o.rsrc} {
+			f.starts = make([]uint32, len(f.lens))
+			for i, l := range f.lens {
+				if i > 0 {
+					next++ // a free block between fragments
+				}
+				f.starts[i] = alloc(int64(l))
+			}
+			var off int64
+			for i, s := range f.starts {
+				n := copy(img[int64(s)*bs:int64(s+f.lens[i])*bs], f.data[off:])
+				off += int64(n)
+			}
+		}
+	}
+	for i := total - tailBlocks; i < total; i++ {
+		used[i] = true
+	}
+
+	// Pass 2: the trees with the extents placed.
+	if cat, err = b.catalogRecords(); err != nil {
+		return nil, err
+	}
+	if catL, err = b.catTree.pack(cat); err != nil {
+		return nil, err
+	}
+	if extL, err = b.extTree.pack(b.extentRecords()); err != nil {
+		return nil, err
+	}
+	for _, t := range []struct {
+		tree  btTree
+		laid  btLaid
+		start uint32
+		size  int
+	}{{b.extTree, extL, extStart, extBytes}, {b.catTree, catL, catStart, catBytes}, {b.attrTree, attrL, attrStart, attrBytes}} {
+		f, err := t.tree.file(t.laid, t.size)
+		if err != nil {
+			return nil, err
+		}
+		copy(img[int64(t.start)*bs:], f)
+	}
+	var free uint32
+	for i, u := range used {
+		if u {
+			img[int64(allocStart)*bs+int64(i/8)] |= 0x80 >> (i % 8)
+		} else {
+			free++
+		}
+	}
+
+	// The volume header and its copy.
+	vh := make([]byte, 512)
+	be := binary.BigEndian
+	sig, version := uint16(hfsPlusSigH), uint16(4)
+	if b.sigX {
+		sig, version = hfsPlusSigX, 5
+	}
+	be.PutUint16(vh[0:], sig)
+	be.PutUint16(vh[2:], version)
+	be.PutUint32(vh[4:], hpVolUnmounted)
+	be.PutUint32(vh[8:], fourCC("10.0"))
+	for _, off := range []int{16, 20, 28} { // create, modify, checked
+		be.PutUint32(vh[off:], b.volDate)
+	}
+	be.PutUint32(vh[32:], b.files)
+	be.PutUint32(vh[36:], b.folders)
+	be.PutUint32(vh[40:], uint32(bs))
+	be.PutUint32(vh[44:], uint32(total))
+	be.PutUint32(vh[48:], free)
+	be.PutUint32(vh[52:], uint32(next))
+	be.PutUint32(vh[56:], uint32(bs))
+	be.PutUint32(vh[60:], uint32(bs))
+	be.PutUint32(vh[64:], b.nextID)
+	be.PutUint32(vh[68:], 1)
+	be.PutUint64(vh[72:], 1) // encodingsBitmap: MacRoman
+	putSpecialFork := func(off int, start uint32, size int64) {
+		be.PutUint64(vh[off:], uint64(size))
+		be.PutUint32(vh[off+8:], uint32(size))
+		be.PutUint32(vh[off+12:], uint32(size/bs))
+		be.PutUint32(vh[off+16:], start)
+		be.PutUint32(vh[off+20:], uint32(size/bs))
+	}
+	putSpecialFork(112, allocStart, allocBytes)
+	putSpecialFork(192, extStart, int64(extBytes))
+	putSpecialFork(272, catStart, int64(catBytes))
+	putSpecialFork(352, attrStart, int64(attrBytes))
+	copy(img[1024:], vh)
+	copy(img[total*bs-1024:], vh)
+
+	l := &b.layout
+	l.BlockSize = b.bs
+	l.Header = 1024
+	l.Extents, l.ExtentsLen = int64(extStart)*bs, int64(extBytes)
+	l.Catalog, l.CatalogLen = int64(catStart)*bs, int64(catBytes)
+	l.Attributes, l.AttrLen = int64(attrStart)*bs, int64(attrBytes)
+	l.Files = map[string]HFSPlusFile{}
+	for _, o := range b.objs {
+		f := HFSPlusFile{CNID: o.cnid, Mode: o.mode, Uid: o.uid, Gid: o.gid, Mtime: time.Unix(int64(o.mdate)-macEpochOffset, 0).UTC()}
+		switch {
+		case o.dir:
+			f.Kind = Dir
+		case o.fileType == fourCC("slnk"):
+			f.Kind = Symlink
+			f.Data = o.data.data
+		default:
+			f.Kind = File
+			f.Data = o.data.data
+			if f.Data == nil {
+				f.Data = []byte{}
+			}
+			if len(o.rsrc.data) > 0 {
+				f.Rsrc = o.rsrc.data
+			}
+		}
+		l.Files[o.path] = f
+	}
+	return img, nil
+}
