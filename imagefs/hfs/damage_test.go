@@ -300,8 +300,8 @@ func TestResourceForkDamage(t *testing.T) {
 		_, got, _, _ := openWalk(t, img)
 		f := got["/a file/..namedfork/rsrc"]
 		var re *imagefs.ReadError
-		if !errors.Is(f.err, imagefs.ErrCorrupt) || !errors.As(f.err, &re) || !strings.Contains(f.err.Error(), "resource fork") {
-			t.Errorf("reading the fork: %v, want an ErrCorrupt ReadError naming the resource fork", f.err)
+		if !errors.Is(f.err, imagefs.ErrCorrupt) || !errors.As(f.err, &re) {
+			t.Errorf("reading the fork: %v, want an ErrCorrupt ReadError", f.err)
 		}
 		if int64(len(f.data)) != covered || !bytes.Equal(f.data[:len(data)], data) {
 			t.Errorf("read %d bytes before the error, want the %d the extents cover", len(f.data), covered)
