@@ -119,7 +119,7 @@ func HFSFloppy(dir string) (*Medium, error) {
 		spec.Steps = append(spec.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: p, Kind: k, Size: size, Seed: seed}})
 	}
 	add("Read Me", testimg.File, 1200, 1)
-	spec.Steps[0].Rsrc = rsrc(11, 5000)
+	spec.Steps[0].Rsrc = seeded(11, 5000)
 	add("empty", testimg.File, 0, 2)
 	add("Interview 1/2", testimg.File, 7000, 3)
 	add("Ärger über Öl", testimg.File, 2048, 4)
@@ -130,7 +130,7 @@ func HFSFloppy(dir string) (*Medium, error) {
 	add("Letters:Drafts:draft 1", testimg.File, 333, 6)
 	add("Letters:empty folder", testimg.Dir, 0, 0)
 	add("Letters:Drafts:only a resource fork", testimg.File, 0, 7)
-	spec.Steps[len(spec.Steps)-1].Rsrc = rsrc(12, 70000)
+	spec.Steps[len(spec.Steps)-1].Rsrc = seeded(12, 70000)
 	tmp := filepath.Join(dir, "hfs-floppy.tmp")
 	if err := testimg.BuildHFSImage(tmp, spec); err != nil {
 		return nil, err
@@ -190,13 +190,6 @@ func NTFSDisk(dir string) (*Medium, error) {
 	m.Tree["winlink"] = TreeEntry{Type: 'l', Target: "docs/sub"}
 	m.Tree["junction"] = TreeEntry{Type: 'l', Target: "C:/Users/Public"}
 	return m, nil
-}
-
-// rsrc is n bytes of seeded content for a resource fork.
-func rsrc(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	testimg.ContentAt(seed, b, 0)
-	return b
 }
 
 // CDROM builds an ISO 9660 CD-ROM with Rock Ridge and Joliet in dir as
@@ -334,14 +327,23 @@ func HybridCD(dir string) (*Medium, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
 	}
-	side, err := hfsSide(tmp, dir)
+	side, forks, err := hfsSide(tmp, dir)
 	if err != nil {
 		return nil, err
 	}
 	for p, e := range side {
 		tree["p2/"+p] = e
 	}
-	return named(dir, tmp, tree)
+	m, err := named(dir, tmp, tree)
+	if err != nil {
+		return nil, err
+	}
+	onP2 := map[string][]byte{}
+	for p, data := range forks {
+		onP2["p2/"+p] = data
+	}
+	m.addForks(onP2)
+	return m, nil
 }
 
 // UDFDisc builds a UDF-only disc in dir as <md5>.img with mkudffs (UDF
@@ -425,12 +427,13 @@ func seeded(seed uint64, n int) []byte {
 }
 
 // hfsSide reads the HFS volume of img with hfsutils, the reference reader
-// of classic HFS: every directory and file (its data fork, hcopy -r), by
-// path with names decoded from MacRoman and a '/' in a name shown as ':'.
-func hfsSide(img, dir string) (Tree, error) {
+// of classic HFS: every directory and file (its data fork, hcopy -m), by
+// path with names decoded from MacRoman and a '/' in a name shown as ':',
+// and the non-empty resource forks by their file's path.
+func hfsSide(img, dir string) (Tree, map[string][]byte, error) {
 	home, err := os.MkdirTemp(dir, "hfsutils-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(home)
 	run := func(args ...string) ([]byte, error) {
@@ -443,12 +446,12 @@ func hfsSide(img, dir string) (Tree, error) {
 		return out, nil
 	}
 	if _, err := run("hmount", img); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer run("humount")
 	out, err := run("hls", "-R", "-1a")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type name struct{ raw, path string } // raw: hcopy's HFS path; path: the tree's
 	var names []name
@@ -469,7 +472,7 @@ func hfsSide(img, dir string) (Tree, error) {
 			names = append(names, name{rawDir + l, pathDir + macRoman(l)})
 		}
 	}
-	tree := Tree{}
+	tree, forks := Tree{}, map[string][]byte{}
 	copied := filepath.Join(home, "fork")
 	for _, n := range names {
 		if dirs[n.path] {
@@ -477,27 +480,23 @@ func hfsSide(img, dir string) (Tree, error) {
 			continue
 		}
 		if _, err := run("hcopy", "-m", n.raw, copied); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		b, err := os.ReadFile(copied)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		os.Remove(copied)
 		data, rsrc, err := macBinary(b)
 		if err != nil {
-			return nil, fmt.Errorf("demo: hcopy -m %q: %w", n.raw, err)
+			return nil, nil, fmt.Errorf("demo: hcopy -m %q: %w", n.raw, err)
 		}
 		tree[n.path] = TreeEntry{Type: 'f', Data: data}
 		if len(rsrc) > 0 {
-			// Where the copier's tree keeps a fork (imagefs.ForkTreePath).
-			dir, file := path.Split(n.path)
-			tree[dir+"..namedfork"] = TreeEntry{Type: 'd'}
-			tree[dir+"..namedfork/"+file] = TreeEntry{Type: 'd'}
-			tree[dir+"..namedfork/"+file+"/rsrc"] = TreeEntry{Type: 'f', Data: rsrc}
+			forks[n.path] = rsrc
 		}
 	}
-	return tree, nil
+	return tree, forks, nil
 }
 
 // macBinary splits a MacBinary II file (hcopy -m) into its forks: a
@@ -515,22 +514,19 @@ func macBinary(b []byte) (data, rsrc []byte, err error) {
 	return b[128 : 128+dlen], b[at : at+rlen], nil
 }
 
-// CatalogPaths returns t keyed by catalog path (relative to the medium
-// root, no leading '/'): a fork the copier's tree keeps at
-// <dir>/..namedfork/<file>/<name> is catalogued at
-// <dir>/<file>/..namedfork/<name>, and the tree's ..namedfork directories,
-// which the catalog does not hold, are left out.
-func (t Tree) CatalogPaths() Tree {
+// CatalogTree is m's tree as the catalog has it (paths relative to the
+// medium root, no leading '/'): the forks at their catalog paths
+// (<file>/..namedfork/<name>, m.Forks), not where the copier's tree keeps
+// them, and without the tree's ..namedfork directories.
+func (m *Medium) CatalogTree() Tree {
 	out := Tree{}
-	for p, e := range t {
-		c := strings.Split(p, "/")
-		i := slices.Index(c, "..namedfork")
-		switch {
-		case i < 0:
+	for p, e := range m.Tree {
+		if !slices.Contains(strings.Split(p, "/"), imagefs.ForkDir) {
 			out[p] = e
-		case e.Type == 'f' && i == len(c)-3:
-			out[strings.Join(append(c[:i:i], c[i+1], "..namedfork", c[i+2]), "/")] = e
 		}
+	}
+	for p, data := range m.Forks {
+		out[p] = TreeEntry{Type: 'f', Data: data}
 	}
 	return out
 }
