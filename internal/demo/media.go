@@ -21,6 +21,7 @@ import (
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/HRDAG/ntt/loopdev/probe"
 )
 
 // The media of an image reader's demo and end-to-end tests: a FAT12
@@ -344,6 +345,112 @@ func HybridCD(dir string) (*Medium, error) {
 	}
 	m.addForks(onP2)
 	return m, nil
+}
+
+// HybridHFSPlusCD builds a hybrid ISO 9660 / HFS+ CD in dir as <md5>.img
+// with xorriso -as mkisofs -hfsplus: an Apple partition map whose entry 3
+// is the HFS+ side over the ISO side's sectors, read as /p1 (the ISO side)
+// and /p2 (the HFS+ side). Its tree holds p1/… as staged and p2/… as The
+// Sleuth Kit reads the HFS+ side (fls -r -p, icat): the same files, names
+// in Unicode decomposed (NFD) as HFS+ stores them. It needs xorriso and
+// sleuthkit.
+func HybridHFSPlusCD(dir string) (*Medium, error) {
+	for _, tool := range []string{"xorriso", "fls", "icat"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs it): %w", tool, err)
+		}
+	}
+	stage, staged, err := stageFiles(dir, map[string][]byte{
+		"README.TXT":                 []byte("Testimony archive, disc 3, for Macs and PCs.\n"),
+		"Interviews/witness one.txt": seeded(31, 40000),
+		"Interviews/copy of one.txt": seeded(31, 40000),
+		"Scans/page-001.tif":         seeded(32, 1<<20),
+		"Scans/empty.tif":            {},
+		"Notes/Ärger über Öl.txt":    []byte("Umlauts in the name.\n"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
+	for p, e := range staged {
+		tree["p1/"+p] = e
+	}
+	tmp := filepath.Join(dir, "hybrid-plus.tmp")
+	os.Remove(tmp)
+	cmd := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-r", "-J", "-hfsplus", "-V", "TESTIMONY_3", "-o", tmp, stage)
+	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: xorriso: %v: %s", err, out)
+	}
+	side, err := tskSide(tmp, "Apple_HFS")
+	if err != nil {
+		return nil, err
+	}
+	for p, e := range side {
+		tree["p2/"+p] = e
+	}
+	return named(dir, tmp, tree)
+}
+
+// partitionSector is the first 512-byte sector, as fls -o takes it, of
+// the partition of img whose table type is ptype.
+func partitionSector(img, ptype string) (string, error) {
+	f, err := os.Open(img)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	res, err := probe.Probe(f, st.Size())
+	if err != nil {
+		return "", err
+	}
+	for _, p := range res.Partitions {
+		if p.Type == ptype {
+			return fmt.Sprint(p.Start / 512), nil
+		}
+	}
+	return "", fmt.Errorf("demo: no %s partition in %s", ptype, img)
+}
+
+// tskSide reads the filesystem in the partition of img whose table type
+// is ptype with The Sleuth Kit: every directory and regular file (fls -r
+// -p, icat), by path, leaving out TSK's own virtual files ($CatalogFile …).
+func tskSide(img, ptype string) (Tree, error) {
+	sector, err := partitionSector(img, ptype)
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.Command("fls", "-r", "-p", "-o", sector, img).Output()
+	if err != nil {
+		return nil, fmt.Errorf("demo: fls -r -p -o %s %s: %w", sector, img, err)
+	}
+	tree := Tree{}
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		// "r/r 17:\tDocs/a.txt": type, inode, path.
+		kind, rest, ok := strings.Cut(l, " ")
+		inode, p, ok2 := strings.Cut(rest, ":\t")
+		if !ok || !ok2 || strings.HasPrefix(p, "$") {
+			continue
+		}
+		switch kind {
+		case "d/d":
+			tree[p] = TreeEntry{Type: 'd'}
+		case "r/r":
+			b, err := exec.Command("icat", "-o", sector, img, inode).Output()
+			if err != nil {
+				return nil, fmt.Errorf("demo: icat -o %s %s %s: %w", sector, img, inode, err)
+			}
+			tree[p] = TreeEntry{Type: 'f', Data: b}
+		default:
+			return nil, fmt.Errorf("demo: fls lists %q, which this sample does not hold", l)
+		}
+	}
+	return tree, nil
 }
 
 // UDFDisc builds a UDF-only disc in dir as <md5>.img with mkudffs (UDF
