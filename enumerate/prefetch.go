@@ -42,6 +42,9 @@ type PrefetchResult struct {
 	InodeTableBytes int64    // inode-table bytes read
 	DirectoryBytes  int64    // directory-block bytes advised
 	Skipped         []string // roots not read ahead, and why
+	// Elapsed is how long the read-ahead ran: until it had read everything,
+	// or until the walk ended first (zero when nothing was read ahead).
+	Elapsed time.Duration
 }
 
 const (
@@ -64,8 +67,16 @@ type prefetcher struct {
 // filesystem roots on block devices, in its own goroutine.
 func startPrefetch(paths []string) *prefetcher {
 	p := &prefetcher{stop: make(chan struct{}), done: make(chan struct{})}
+	start := time.Now()
 	go func() {
 		defer close(p.done)
+		defer func() {
+			if p.itBytes.Load() > 0 {
+				p.mu.Lock()
+				p.res.Elapsed = time.Since(start)
+				p.mu.Unlock()
+			}
+		}()
 		seen := map[uint64]bool{}
 		for _, path := range paths {
 			var st unix.Stat_t

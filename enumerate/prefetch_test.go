@@ -57,6 +57,8 @@ func TestWalkPrefetchesExtMedium(t *testing.T) {
 			require.Positive(t, res.Prefetch.DirectoryBytes)
 			require.Less(t, res.Prefetch.DirectoryBytes, fi.Size())
 			require.Empty(t, res.Prefetch.Skipped)
+			require.Positive(t, res.Prefetch.Elapsed)
+			require.Less(t, res.Prefetch.Elapsed, res.Elapsed, "prefetchFirst: the read-ahead ends before the walk")
 			require.Equal(t, before, opens(), "the device is still open after Walk returned")
 
 			got, res, _ = walkRecords(t, []string{mnt}, Options{NoPrefetch: true, prefetchFirst: true})

@@ -666,6 +666,18 @@ func (k *worker) readDir(t *dirTask) {
 		}
 	}
 	if len(k.subdirs) > 0 && !w.stopping.Load() {
+		// Highest inode first onto the stack, so the lowest is read next:
+		// the walk then moves up the inode tables as the read-ahead does
+		// (prefetch.go), instead of meeting it half-way from the other end.
+		slices.SortFunc(k.subdirs, func(a, b *dirTask) int {
+			switch {
+			case a.ino > b.ino:
+				return -1
+			case a.ino < b.ino:
+				return 1
+			}
+			return 0
+		})
 		h.refs.Add(int32(len(k.subdirs)))
 		w.push(k.subdirs)
 		k.subdirs = k.subdirs[:0]

@@ -201,7 +201,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"ignored", res.Ignored, "dirs", res.Dirs, "errors", res.Errors, "elapsed_s", res.Elapsed.Seconds(),
 		"rate", int64(float64(res.Records)/max(res.Elapsed.Seconds(), 1e-9)),
 		"prefetch_devices", res.Prefetch.Devices, "prefetch_inode_table_bytes", res.Prefetch.InodeTableBytes,
-		"prefetch_directory_bytes", res.Prefetch.DirectoryBytes, "prefetch_skipped", res.Prefetch.Skipped)
+		"prefetch_directory_bytes", res.Prefetch.DirectoryBytes, "prefetch_skipped", res.Prefetch.Skipped, "prefetch_s", res.Prefetch.Elapsed.Seconds())
 	fmt.Fprintf(stdout, "✓ Enumeration complete: %d records written to %s\n", res.Records, out)
 	if res.Errors > 0 {
 		fmt.Fprintf(stderr, "⚠ %d director(ies) or entries could not be read and are missing from %s\n", res.Errors, out)
