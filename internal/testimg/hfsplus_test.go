@@ -97,7 +97,12 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 		want[p] = f
 	}
 	for p, f := range l.Private {
-		want[strings.ReplaceAll(p, "\x00", "^")] = f // as TSK shows a NUL
+		want[strings.Map(func(r rune) rune { // TSK shows control characters as '^'
+			if r < 0x20 {
+				return '^'
+			}
+			return r
+		}, p)] = f
 	}
 	for p, f := range want {
 		if p == "" {
@@ -178,7 +183,7 @@ func checkBody(t *testing.T, body []byte, want map[string]HFSPlusFile) {
 			continue // TSK's virtual files
 		}
 		seen++
-		perm := fs.FileMode(f.Mode & 0o777).String()[1:]
+		perm := lsPerm(f.Mode)
 		mtime := strconv.FormatInt(f.Mtime.Unix(), 10)
 		if f.Mtime.Unix() < 0 {
 			mtime = "0" // TSK shows Mac dates before 1970 as 0
@@ -291,7 +296,9 @@ func TestHFSPlusRefuses(t *testing.T) {
 		"over 1 GiB":                    {Size: 2 << 30},
 		"inline decmpfs over a node":    {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Size: 5000, Seed: 1}, Compress: DecmpfsInline}}},
 		"compressed with a fork":        {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Data: []byte("x")}, Rsrc: []byte("r"), Compress: DecmpfsRsrc}}},
-		"hardlink to a folder":          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "d", Kind: Dir}}, {Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
+		"hardlink to the root":          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "l", Kind: Hardlink, Target: ""}}}},
+		"folder link in itself":         {Entries: []HFSPlusEntry{{Entry: Entry{Path: "d", Kind: Dir}}, {Entry: Entry{Path: "d/l", Kind: Hardlink, Target: "d"}}}},
+		"hardlink to a symlink":         {Entries: []HFSPlusEntry{{Entry: Entry{Path: "s", Kind: Symlink, Target: "x"}}, {Entry: Entry{Path: "l", Kind: Hardlink, Target: "s"}}}},
 		"hardlink to nothing":           {Entries: []HFSPlusEntry{{Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
 	} {
 		if _, _, err := BuildHFSPlusBytes(spec); err == nil {
@@ -392,4 +399,24 @@ func TestHFSPlusWrapped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lsPerm is ls's rwx string of st_mode's permission bits, with setuid,
+// setgid and sticky as s/S, s/S and t/T.
+func lsPerm(mode uint32) string {
+	b := []byte(fs.FileMode(mode & 0o777).String()[1:])
+	for _, x := range []struct {
+		bit  uint32
+		at   int
+		l, u byte
+	}{{0o4000, 2, 's', 'S'}, {0o2000, 5, 's', 'S'}, {0o1000, 8, 't', 'T'}} {
+		if mode&x.bit != 0 {
+			if b[x.at] == 'x' {
+				b[x.at] = x.l
+			} else {
+				b[x.at] = x.u
+			}
+		}
+	}
+	return string(b)
 }
