@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/internal/testenv"
 )
@@ -419,4 +420,36 @@ func lsPerm(mode uint32) string {
 		}
 	}
 	return string(b)
+}
+
+// TestHFSPlusLongNames fills one folder with names of every length class
+// in 512-byte nodes: names whose records fit build (and TSK lists them
+// all); longer ones are an error (a record over a node, or index records
+// so big that a level would not shrink) — promptly, never a hang.
+func TestHFSPlusLongNames(t *testing.T) {
+	requireTSK(t)
+	for _, n := range []int{100, 117, 118, 119, 120, 200, 255} {
+		spec := HFSPlusSpec{NodeSize: 512, BlockSize: 512}
+		for i := 0; i < 40; i++ {
+			name := fmt.Sprintf("%03d", i) + strings.Repeat("x", n-3)
+			spec.Entries = append(spec.Entries, HFSPlusEntry{Entry: Entry{Path: "d/" + name, Kind: File, Data: []byte(name[:3])}})
+		}
+		start := time.Now()
+		img, l, err := BuildHFSPlusBytes(spec)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%d units: %v to build", n, d)
+		}
+		if n <= 117 {
+			if err != nil {
+				t.Fatalf("%d-unit names: %v", n, err)
+			}
+			p := filepath.Join(t.TempDir(), "long.img")
+			if err := os.WriteFile(p, img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			checkTSK(t, p, l, "HFS+")
+		} else if err == nil {
+			t.Errorf("%d-unit names in 512-byte nodes: no error", n)
+		}
+	}
 }
