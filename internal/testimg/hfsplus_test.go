@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/HRDAG/ntt/internal/testenv"
 )
@@ -251,6 +252,7 @@ func TestHFSPlusSample(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkCatalogOrder(t, raw, l, false)
 			if n := binary.BigEndian.Uint32(raw[l.Extents+14+6:]); n != 3 {
 				t.Errorf("extents-overflow file holds %d records, want 3", n)
 			}
@@ -324,6 +326,11 @@ func TestHFSX(t *testing.T) {
 			img, l := HFSPlus(t, spec)
 			checkLayoutMatchesSpec(t, spec, l)
 			checkTSK(t, img, l, "HFSX")
+			raw, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCatalogOrder(t, raw, l, true)
 			stat := string(tskRun(t, "fsstat", img))
 			for _, s := range []string{"Case Sensitive: yes\n", "Last Mounted By: Mac OS X, Journaled\n", fmt.Sprintf("Journal Info Block: %d\n", journalCheck(t, img))} {
 				if !strings.Contains(stat, s) {
@@ -450,6 +457,113 @@ func TestHFSPlusLongNames(t *testing.T) {
 			checkTSK(t, p, l, "HFS+")
 		} else if err == nil {
 			t.Errorf("%d-unit names in 512-byte nodes: no error", n)
+		}
+	}
+}
+
+// TestHFSPlusFold checks the case folding against TN1150's table at the
+// points that tell it apart from a plain lowercase: NUL sorts last, the
+// ignorables are skipped, precomposed letters are left alone (HFS+ names
+// are decomposed) and the non-decomposable ones are folded.
+func TestHFSPlusFold(t *testing.T) {
+	for c, want := range map[uint16]uint16{
+		0: 0xFFFF, 'A': 'a', 'z': 'z', '_': '_', 0xC6: 0xE6, 0xC9: 0xC9, 0xD0: 0xF0, 0xD8: 0xF8,
+		0x130: 0x130, 0x141: 0x142, 0x1C5: 0x1C6, 0x1CD: 0x1CD, 0x391: 0x3B1, 0x386: 0x386,
+		0x401: 0x401, 0x402: 0x452, 0x410: 0x430, 0x531: 0x561, 0x10A0: 0x10D0,
+		0x200D: 0, 0x202A: 0, 0xFEFF: 0, 0x2160: 0x2170, 0xFF21: 0xFF41, 0x4E00: 0x4E00,
+	} {
+		if got := hfsPlusFold(c); got != want {
+			t.Errorf("fold(%#04x) = %#04x, want %#04x", c, got, want)
+		}
+	}
+	u := func(s string) []uint16 { n, _ := hfsPlusName(s); return n }
+	for _, c := range []struct {
+		a, b      string
+		fold, bin int
+	}{
+		{"Ωmega", "αlpha", 1, -1}, // ω > α, but Ω < α
+		{"Жук", "аист", 1, -1},
+		{"apple", "APPLE", 0, 1},
+		{"zw\u200dj", "zwj", 0, 1},
+		{"a", "ab", -1, -1},
+		{"a\x00", "ab", 1, -1}, // NUL folds to 0xFFFF
+	} {
+		if got := hfsPlusCompareFolded(u(c.a), u(c.b)); got != c.fold {
+			t.Errorf("folded %q vs %q = %d, want %d", c.a, c.b, got, c.fold)
+		}
+		if got := hfsPlusCompareBinary(u(c.a), u(c.b)); got != c.bin {
+			t.Errorf("binary %q vs %q = %d, want %d", c.a, c.b, got, c.bin)
+		}
+	}
+}
+
+// checkCatalogOrder reads the catalog B-tree of a built volume back from
+// its bytes: the leaf chain from the header's first leaf holds every leaf
+// record, in strictly increasing key order (parent ID, then names as the
+// volume compares them), and each index record's key is the first key of
+// the node it points to. TSK finds a folder's records by parent ID alone,
+// so this is what checks the name order.
+func checkCatalogOrder(t *testing.T, raw []byte, l *HFSPlusLayout, caseSensitive bool) {
+	t.Helper()
+	be := binary.BigEndian
+	cat := raw[l.Catalog : l.Catalog+l.CatalogLen]
+	ns := int(be.Uint16(cat[14+18:]))
+	node := func(n uint32) []byte { return cat[int(n)*ns : int(n+1)*ns] }
+	recs := func(nd []byte) [][]byte {
+		var out [][]byte
+		for i := 0; i < int(be.Uint16(nd[10:])); i++ {
+			a, b := be.Uint16(nd[ns-2*(i+1):]), be.Uint16(nd[ns-2*(i+2):])
+			out = append(out, nd[a:b])
+		}
+		return out
+	}
+	type key struct {
+		parent uint32
+		name   []uint16
+	}
+	parse := func(r []byte) key {
+		k := key{parent: be.Uint32(r[2:])}
+		for i := 0; i < int(be.Uint16(r[6:])); i++ {
+			k.name = append(k.name, be.Uint16(r[8+2*i:]))
+		}
+		return k
+	}
+	cmp := hfsPlusCompareFolded
+	if caseSensitive {
+		cmp = hfsPlusCompareBinary
+	}
+	less := func(a, b key) bool { return a.parent < b.parent || a.parent == b.parent && cmp(a.name, b.name) < 0 }
+	var prev *key
+	n, count := be.Uint32(cat[14+10:]), 0
+	for steps := 0; n != 0; steps++ {
+		if steps > len(cat)/ns {
+			t.Fatal("catalog leaf chain loops")
+		}
+		for _, r := range recs(node(n)) {
+			k := parse(r)
+			if prev != nil && !less(*prev, k) {
+				t.Errorf("catalog leaf %d: key %d/%q not after %d/%q", n, k.parent, string(utf16.Decode(k.name)), prev.parent, string(utf16.Decode(prev.name)))
+			}
+			prev = &k
+			count++
+		}
+		n = be.Uint32(node(n))
+	}
+	if want := int(be.Uint32(cat[14+6:])); count != want {
+		t.Errorf("leaf chain holds %d records, header says %d", count, want)
+	}
+	// Index records point at nodes whose first key they are.
+	for i := 1; i < len(cat)/ns; i++ {
+		nd := node(uint32(i))
+		if nd[8] != btIndexKind || be.Uint16(nd[10:]) == 0 {
+			continue
+		}
+		for _, r := range recs(nd) {
+			kl := 2 + int(be.Uint16(r))
+			child := recs(node(be.Uint32(r[kl:])))
+			if len(child) == 0 || !bytes.Equal(child[0][:2+int(be.Uint16(child[0]))], r[:kl]) {
+				t.Errorf("index node %d: a key is not its child's first key", i)
+			}
 		}
 	}
 }
