@@ -92,7 +92,16 @@ type HFSPlusFile struct {
 	// Compression says how Data is stored (decmpfs); a compressed file's
 	// resource fork, if the compressed data is there, is not its own.
 	Compression HFSPlusCompression
+	// DataRuns and RsrcRuns are where the data and resource forks lie, as
+	// stored (a compressed file's data fork is empty; type 4 keeps the
+	// compressed bytes in RsrcRuns), in file order, each extent trimmed to
+	// the fork's size. Offsets count from the start of the image.
+	DataRuns, RsrcRuns []HFSPlusRun
 }
+
+// HFSPlusRun is one extent of a fork: Length bytes at image offset Offset
+// holding the fork's bytes from Logical on.
+type HFSPlusRun struct{ Logical, Offset, Length int64 }
 
 // HFSPlusLayout is what WriteHFSPlus placed where.
 type HFSPlusLayout struct {
@@ -153,6 +162,22 @@ type hpFork struct {
 	data   []byte
 	lens   []uint32
 	starts []uint32
+}
+
+// runs returns the fork's extents as byte runs (blocks of bs bytes),
+// trimmed to its size.
+func (f *hpFork) runs(bs int64) []HFSPlusRun {
+	var out []HFSPlusRun
+	var logical int64
+	for i, s := range f.starts {
+		n := min(int64(f.lens[i])*bs, int64(len(f.data))-logical)
+		if n <= 0 {
+			break
+		}
+		out = append(out, HFSPlusRun{logical, int64(s) * bs, n})
+		logical += n
+	}
+	return out
 }
 
 func (f *hpFork) blocks() uint32 {
@@ -308,6 +333,19 @@ func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
 			return nil, nil, err
 		}
 		l.Offset = off
+		shift := func(rs []HFSPlusRun) []HFSPlusRun {
+			var out []HFSPlusRun
+			for _, r := range rs {
+				out = append(out, HFSPlusRun{r.Logical, r.Offset + off, r.Length})
+			}
+			return out
+		}
+		for _, m := range []map[string]HFSPlusFile{l.Files, l.Private} {
+			for p, f := range m {
+				f.DataRuns, f.RsrcRuns = shift(f.DataRuns), shift(f.RsrcRuns)
+				m[p] = f
+			}
+		}
 		l.Header += off
 		l.Extents += off
 		l.Catalog += off
@@ -1010,6 +1048,7 @@ func (b *hpBuilder) place() ([]byte, error) {
 			c = o.inode
 			f.Inode, f.Nlink = c.cnid, c.special
 		}
+		f.DataRuns, f.RsrcRuns = c.data.runs(bs), c.rsrc.runs(bs)
 		switch {
 		case o.dir:
 			f.Kind = Dir
