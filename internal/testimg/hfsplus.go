@@ -3,8 +3,10 @@ package testimg
 import (
 	"encoding/binary"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -18,12 +20,16 @@ import (
 // the volume header at byte 1024 (and its copy 1024 bytes before the end),
 // the allocation file (one bit per block), the extents-overflow, catalog
 // and attributes B-trees, and the forks' blocks. The Sleuth Kit (fls, icat,
-// fsstat) is the reference reader its tests check every volume against.
+// fsstat, istat, tsk_recover) is the reference reader its tests check every
+// volume against.
 
 // HFSPlusEntry is one name on an HFS+ volume: an Entry of kind File, Dir,
 // Symlink or Hardlink (Path components are UTF-8, stored as the UTF-16 they
-// encode, unnormalized: write names in NFD, as HFS+ keeps them) and the
-// forks HFS+ adds.
+// encode, unnormalized: write names in NFD, as HFS+ keeps them; a ':' is
+// stored as is, where Mac OS shows '/') and the forks HFS+ adds. A
+// Hardlink's Target is an earlier File (a file hardlink) or Dir (a folder
+// hardlink, as Time Machine makes them; not inside another linked folder).
+// Mode, Uid, Gid and Mtime are kept (dates in whole seconds, 1904..2040).
 type HFSPlusEntry struct {
 	Entry
 	// Rsrc is the resource fork of a File (nil or empty: none).
@@ -83,22 +89,35 @@ type HFSPlusFile struct {
 	// Mtime is the content modification date (whole seconds).
 	Mtime time.Time
 	// Inode is, for a hardlinked file, the CNID of its indirect node file
-	// (the "iNode<Inode>" in the private folder, which holds the content);
-	// Nlink the link count kept there. 0 and 1 for other files.
+	// (the "iNode<Inode>" in the private folder, which holds the content),
+	// for a hardlinked folder that of its "dir_<Inode>"; CNID is then the
+	// link file's. Nlink is the link count kept there; 1 for other files,
+	// 0 for other folders.
 	Inode uint32
 	Nlink uint32
 	// Compression says how Data is stored (decmpfs); a compressed file's
 	// resource fork, if the compressed data is there, is not its own.
 	Compression HFSPlusCompression
+	// DataRuns and RsrcRuns are where the data and resource forks lie, as
+	// stored (a compressed file's data fork is empty; type 4 keeps the
+	// compressed bytes in RsrcRuns), in file order, each extent trimmed to
+	// the fork's size. Offsets count from the start of the image.
+	DataRuns, RsrcRuns []HFSPlusRun
 }
+
+// HFSPlusRun is one extent of a fork: Length bytes at image offset Offset
+// holding the fork's bytes from Logical on.
+type HFSPlusRun struct{ Logical, Offset, Length int64 }
 
 // HFSPlusLayout is what WriteHFSPlus placed where.
 type HFSPlusLayout struct {
 	// Files by path ('/' between components, "" is the root).
 	Files map[string]HFSPlusFile
-	// Private holds the hardlinks' private folder (at its raw name,
-	// "\x00\x00\x00\x00HFS+ Private Data") and its indirect node files
-	// ("<that>/iNode<CNID>"): on the volume, but no user's names.
+	// Private holds what is on the volume but no user's name: the
+	// hardlinks' private folders at their raw names ("\x00\x00\x00\x00HFS+
+	// Private Data" with files "iNode<CNID>", ".HFS+ Private Directory
+	// Data\r" with folders "dir_<CNID>" and their trees) and the journal's
+	// files (".journal", ".journal_info_block").
 	Private map[string]HFSPlusFile
 	// Offset of the HFS+ volume in the image: 0, or inside a wrapper
 	// where the wrapper's drEmbedExtent says.
@@ -118,10 +137,6 @@ const (
 	macEpochOffset   = 2082844800
 	hpRootParentID   = 1
 	hpRootID         = 2
-	hpExtentsID      = 3
-	hpCatalogID      = 4
-	hpAllocationID   = 6
-	hpAttributesID   = 8
 	hpFirstUserID    = 16
 	hpFolderRecord   = 1
 	hpFileRecord     = 2
@@ -151,6 +166,22 @@ type hpFork struct {
 	data   []byte
 	lens   []uint32
 	starts []uint32
+}
+
+// runs returns the fork's extents as byte runs (blocks of bs bytes),
+// trimmed to its size.
+func (f *hpFork) runs(bs int64) []HFSPlusRun {
+	var out []HFSPlusRun
+	var logical int64
+	for i, s := range f.starts {
+		n := min(int64(f.lens[i])*bs, int64(len(f.data))-logical)
+		if n <= 0 {
+			break
+		}
+		out = append(out, HFSPlusRun{logical, int64(s) * bs, n})
+		logical += n
+	}
+	return out
 }
 
 func (f *hpFork) blocks() uint32 {
@@ -184,28 +215,32 @@ type hpObj struct {
 	decmpfs     []byte // the com.apple.decmpfs attribute of a compressed file
 	content     []byte // a compressed file's content
 	compression HFSPlusCompression
-	inode       *hpObj // a link file's indirect node file
+	inode       *hpObj   // a link file's indirect node file (or folder)
+	dirInode    bool     // a hardlinked folder ("dir_<CNID>")
+	links       []*hpObj // its link files
 }
 
 type hpBuilder struct {
-	spec     HFSPlusSpec
-	bs, ns   int
-	objs     []*hpObj
-	byPath   map[string]*hpObj
-	nextID   uint32
-	files    uint32
-	folders  uint32
-	cmp      func(a, b []uint16) int
-	catTree  btTree
-	extTree  btTree
-	attrTree btTree
-	layout   HFSPlusLayout
-	linked   map[string]bool // paths hardlinks name as Target
-	private  *hpObj          // "\x00\x00\x00\x00HFS+ Private Data"
-	sigX     bool
-	jib      *hpObj // Journaled: ".journal_info_block"
-	journal  *hpObj // and ".journal"
-	volDate  uint32
+	spec       HFSPlusSpec
+	bs, ns     int
+	objs       []*hpObj
+	byPath     map[string]*hpObj
+	nextID     uint32
+	files      uint32
+	folders    uint32
+	cmp        func(a, b []uint16) int
+	catTree    btTree
+	extTree    btTree
+	attrTree   btTree
+	layout     HFSPlusLayout
+	linked     map[string]bool   // paths hardlinks name as Target
+	private    *hpObj            // "\x00\x00\x00\x00HFS+ Private Data"
+	dirPrivate *hpObj            // ".HFS+ Private Directory Data\r"
+	linkAt     map[string]*hpObj // folder links by the paths they are seen at
+	sigX       bool
+	jib        *hpObj // Journaled: ".journal_info_block"
+	journal    *hpObj // and ".journal"
+	volDate    uint32
 }
 
 func (s HFSPlusSpec) blockSize() int {
@@ -302,6 +337,19 @@ func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
 			return nil, nil, err
 		}
 		l.Offset = off
+		shift := func(rs []HFSPlusRun) []HFSPlusRun {
+			var out []HFSPlusRun
+			for _, r := range rs {
+				out = append(out, HFSPlusRun{r.Logical, r.Offset + off, r.Length})
+			}
+			return out
+		}
+		for _, m := range []map[string]HFSPlusFile{l.Files, l.Private} {
+			for p, f := range m {
+				f.DataRuns, f.RsrcRuns = shift(f.DataRuns), shift(f.RsrcRuns)
+				m[p] = f
+			}
+		}
 		l.Header += off
 		l.Extents += off
 		l.Catalog += off
@@ -331,8 +379,8 @@ func (b *hpBuilder) addTree() error {
 		}
 	}
 	for _, e := range b.spec.Entries {
-		if b.linked[e.Path] && e.Kind != File {
-			return fmt.Errorf("hardlink target %q is a %v: HFS+ hardlinks are made to files here", e.Path, e.Kind)
+		if b.linked[e.Path] && e.Kind != File && (e.Kind != Dir || e.Path == "") {
+			return fmt.Errorf("hardlink target %q is a %v: HFS+ hardlinks are made to files and folders", e.Path, e.Kind)
 		}
 	}
 	if b.spec.Journaled {
@@ -499,38 +547,118 @@ func (b *hpBuilder) addLink(e *HFSPlusEntry) error {
 	var inode *hpObj
 	if e.Kind == Hardlink {
 		t, ok := b.byPath[e.Target]
-		if !ok || t.inode == nil {
-			return fmt.Errorf("hardlink target %q is not an earlier file", e.Target)
+		switch {
+		case ok && t.dirInode:
+			inode = t
+		case ok && t.inode != nil:
+			inode = t.inode
+		default:
+			return fmt.Errorf("hardlink target %q is not an earlier file or folder", e.Target)
 		}
-		inode = t.inode
 	} else {
 		priv, err := b.privateDir()
+		prefix := "iNode"
+		if e.Kind == Dir {
+			priv, err = b.dirPrivateDir()
+			prefix = "dir_"
+		}
 		if err != nil {
 			return err
 		}
 		ie := *e
 		ie.Path = ""
-		if inode, err = b.add(priv, "iNode", ie); err != nil {
+		if inode, err = b.add(priv, prefix, ie); err != nil {
 			return err
 		}
-		inode.name, _ = hfsPlusName(fmt.Sprintf("iNode%d", inode.cnid))
+		inode.name, _ = hfsPlusName(fmt.Sprintf("%s%d", prefix, inode.cnid))
 		inode.hidden = true
+		inode.dirInode = e.Kind == Dir
 	}
 	le := HFSPlusEntry{Entry: Entry{Path: e.Path, Kind: File, Mtime: e.Mtime, Uid: inode.uid, Gid: inode.gid}}
 	if e.Kind == Hardlink {
 		le.Mtime = time.Unix(int64(inode.mdate)-macEpochOffset, 0)
+	}
+	if inode.dirInode {
+		// A folder linked from inside a linked folder could hold itself.
+		dir, _ := split(e.Path)
+		for p := b.byPath[dir]; p != nil; p = p.parent {
+			if p.dirInode {
+				return fmt.Errorf("a folder hardlink inside a hardlinked folder")
+			}
+		}
 	}
 	link, err := b.newObj(le)
 	if err != nil {
 		return err
 	}
 	link.mode = inode.mode
-	link.fileType, link.creator = fourCC("hlnk"), fourCC("hfs+")
 	link.special = inode.cnid
-	link.cdate = b.private.cdate
 	link.inode = inode
+	if inode.dirInode {
+		// Mac OS X 10.5's folder links: an alias file ('fdrp'/'MACS')
+		// created when the root was; the folder is reached by its path.
+		link.mode = 0o100000 | inode.mode&0o7777
+		link.fileType, link.creator = fourCC("fdrp"), fourCC("MACS")
+		link.finderFlags = 0x8000 // kIsAlias
+		link.cdate = b.byPath[""].cdate
+		b.byPath[e.Path] = inode
+		inode.links = append(inode.links, link)
+	} else {
+		link.fileType, link.creator = fourCC("hlnk"), fourCC("hfs+")
+		link.cdate = b.private.cdate
+	}
 	inode.special++ // the link count
 	return nil
+}
+
+// hpDirPrivateDir is the folder of hardlinked folders (Mac OS X 10.5).
+const hpDirPrivateDir = ".HFS+ Private Directory Data\r"
+
+// dirPrivateDir returns the private folder of hardlinked folders.
+func (b *hpBuilder) dirPrivateDir() (*hpObj, error) {
+	if b.dirPrivate != nil {
+		return b.dirPrivate, nil
+	}
+	o, err := b.add(b.byPath[""], hpDirPrivateDir, HFSPlusEntry{Entry: Entry{Path: hpDirPrivateDir, Kind: Dir, Mode: 0o333 | fs.ModeSticky}})
+	if err != nil {
+		return nil, err
+	}
+	o.hidden = true
+	o.finderFlags = 0x5000 // kIsInvisible | kNameLocked
+	o.cdate = b.volDate
+	b.dirPrivate = o
+	return o, nil
+}
+
+// where returns the paths o is seen at: user paths (through every link
+// of a hardlinked folder it is in) and paths in the private folders and
+// metadata files (Layout.Private). Folder links never nest (addLink), so
+// the recursion ends.
+func (b *hpBuilder) where(o *hpObj) (user, private []string) {
+	name := string(utf16.Decode(o.name))
+	switch {
+	case o.parent == nil:
+		return []string{""}, nil
+	case o == b.private || o == b.dirPrivate:
+		return nil, []string{name}
+	case o.parent == b.private || o.parent == b.dirPrivate:
+		pname := string(utf16.Decode(o.parent.name))
+		for _, l := range o.links {
+			u, _ := b.where(l)
+			user = append(user, u...)
+		}
+		return user, []string{pname + "/" + name}
+	case o.hidden:
+		return nil, []string{o.path}
+	}
+	pu, pp := b.where(o.parent)
+	for _, p := range pu {
+		user = append(user, path.Join(p, name))
+	}
+	for _, p := range pp {
+		private = append(private, p+"/"+name)
+	}
+	return user, private
 }
 
 func fourCC(s string) uint32 { return binary.BigEndian.Uint32([]byte(s)) }
@@ -908,6 +1036,15 @@ func (b *hpBuilder) place() ([]byte, error) {
 	l.Attributes, l.AttrLen = int64(attrStart)*bs, int64(attrBytes)
 	l.Files = map[string]HFSPlusFile{}
 	l.Private = map[string]HFSPlusFile{}
+	b.linkAt = map[string]*hpObj{}
+	for _, o := range b.objs {
+		if o.inode != nil && o.inode.dirInode {
+			u, _ := b.where(o)
+			for _, p := range u {
+				b.linkAt[p] = o
+			}
+		}
+	}
 	for _, o := range b.objs {
 		f := HFSPlusFile{CNID: o.cnid, Mode: o.mode, Uid: o.uid, Gid: o.gid, Mtime: time.Unix(int64(o.mdate)-macEpochOffset, 0).UTC(), Nlink: 1}
 		c := o
@@ -915,6 +1052,7 @@ func (b *hpBuilder) place() ([]byte, error) {
 			c = o.inode
 			f.Inode, f.Nlink = c.cnid, c.special
 		}
+		f.DataRuns, f.RsrcRuns = c.data.runs(bs), c.rsrc.runs(bs)
 		switch {
 		case o.dir:
 			f.Kind = Dir
@@ -935,15 +1073,19 @@ func (b *hpBuilder) place() ([]byte, error) {
 				f.Data, f.Rsrc, f.Compression = c.content, nil, c.compression
 			}
 		}
-		switch {
-		case o == b.private:
-			l.Private[hpPrivateDir] = f
-		case o.hidden && o.parent == b.private:
-			l.Private[hpPrivateDir+"/"+string(utf16.Decode(o.name))] = f
-		case o.hidden:
-			l.Private[o.path] = f
-		default:
-			l.Files[o.path] = f
+		if o.inode != nil && o.inode.dirInode {
+			continue // the folder is seen at the link's path
+		}
+		user, private := b.where(o)
+		for _, p := range private {
+			l.Private[p] = f
+		}
+		for _, p := range user {
+			if o.dirInode {
+				link := b.linkAt[p]
+				f.CNID, f.Inode, f.Nlink = link.cnid, o.cnid, o.special
+			}
+			l.Files[p] = f
 		}
 	}
 	return img, nil
