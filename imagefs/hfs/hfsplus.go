@@ -78,7 +78,6 @@ type attr struct {
 // embedded in an HFS wrapper. Everything it needs is read at Open; its
 // methods may be called from several goroutines.
 type PlusVolume struct {
-	size     int64
 	opts     imagefs.Options
 	sig      string
 	modify   time.Time
@@ -126,7 +125,7 @@ func (v *PlusVolume) Info() PlusInfo {
 // *FormatError wrapping ErrNotHFSPlus; a catalog header node that does not
 // check out wraps imagefs.ErrCorrupt.
 func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, error) {
-	v := &PlusVolume{size: size, opts: opts, decmpfs: map[uint32]attr{}, inodes: map[uint32]*record{}, links: map[uint32]uint64{}}
+	v := &PlusVolume{opts: opts, decmpfs: map[uint32]attr{}, inodes: map[uint32]*record{}, links: map[uint32]uint64{}}
 	v.allocation = allocation{r: r, report: &v.opts, maxFABN: 0xffffffff, overflow: map[extKey][]extent{}}
 	v.catalog = newCatalog(&v.opts, DecodeUnicode)
 	bad := func(off int64, field string, val int64, msg string) error {
