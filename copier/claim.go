@@ -20,7 +20,7 @@ import (
 // in batches by one statement,
 //
 //	UPDATE inode_p_<h> SET claimed_by = $w, claimed_at = now()
-//	WHERE (medium_hash, dev, ino) IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n)
+//	WHERE ctid = ANY(ARRAY(SELECT ctid … FOR UPDATE SKIP LOCKED LIMIT n))
 //
 // on the medium's own partition only, in (dev, ino) order from a cursor, so
 // concurrent workers and processes never take the same row and a claim
@@ -167,38 +167,46 @@ func (n *inode) key() key { return key{n.Dev, n.Ino} }
 // cursorStart is before every (dev, ino).
 var cursorStart = key{math.MinInt64, math.MinInt64}
 
-// claimSQL claims up to $6 pending file inodes after ($4, $5) for worker
-// $1, and no more of them than fit in $7 bytes (the first always does); a
+// claimSQL claims up to n pending file inodes after ($4, $5) for worker
+// $1, and no more of them than fit in $6 bytes (the first always does); a
 // claim older than the lease ($3) counts as pending. It returns each claimed
 // inode once per non-excluded path (once with a NULL path if it has none).
 // The byte bound keeps a claim of large files small: one worker never
-// holds much more than $7 bytes of work that idle workers cannot take.
-func claimSQL(h medium.Hash) string {
+// holds much more than $6 bytes of work that idle workers cannot take.
+//
+// Two things keep a claim of 100 inodes on a 1M-inode medium under 2 ms
+// (BenchmarkClaim: 2.4 ms before, 1.8 ms after, measured A/B): the rows
+// locked by the candidate scan are updated by their ctid (a TID scan,
+// where a join back through the primary key cost 100 index probes), and n
+// is part of the statement's text, not a parameter. With LIMIT $n the
+// generic plan's estimate (10 % of the pending rows) never beat the custom
+// one, so PostgreSQL planned every execution anew (0.3-0.4 ms); with a
+// literal limit it settles on the same plan, cached, after five. A ctid is
+// safe here: the row is locked by this statement, no one can move it.
+func claimSQL(h medium.Hash, n int) string {
 	return fmt.Sprintf(`
 		WITH cand AS (
-			SELECT dev, ino, size FROM %[1]s
+			SELECT ctid AS tid, dev, ino, size FROM %[1]s
 			WHERE medium_hash = $2 AND NOT copied AND fs_type = 'f'
 			  AND (claimed_by IS NULL OR claimed_at IS NULL OR claimed_at < now() - $3::float8 * interval '1 second')
 			  AND (dev, ino) > ($4, $5)
 			ORDER BY dev, ino
-			LIMIT $6
+			LIMIT %[3]d
 			FOR UPDATE SKIP LOCKED),
-		pick AS (
-			SELECT dev, ino FROM (SELECT dev, ino, sum(size) OVER (ORDER BY dev, ino) - size AS before FROM cand) s
-			WHERE before < $7),
 		c AS (
 			UPDATE %[1]s AS i SET claimed_by = $1, claimed_at = now()
-			FROM pick
-			WHERE i.medium_hash = $2 AND i.dev = pick.dev AND i.ino = pick.ino
+			WHERE i.ctid = ANY(ARRAY(
+				SELECT tid FROM (SELECT tid, sum(size) OVER (ORDER BY dev, ino) - size AS before FROM cand) s
+				WHERE before < $6))
 			RETURNING i.dev, i.ino, i.size, i.error_count)
 		SELECT c.dev, c.ino, c.size, c.error_count, p.path
 		FROM c LEFT JOIN %[2]s p
 		  ON p.medium_hash = $2 AND p.dev = c.dev AND p.ino = c.ino AND p.exclude_reason IS NULL
-		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable())
+		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable(), n)
 }
 
 // peekSQL is claimSQL without claiming, for dry runs.
-func peekSQL(h medium.Hash) string {
+func peekSQL(h medium.Hash, n int) string {
 	return fmt.Sprintf(`
 		WITH cand AS (
 			SELECT dev, ino, size, error_count FROM %[1]s
@@ -206,25 +214,25 @@ func peekSQL(h medium.Hash) string {
 			  AND (claimed_by IS NULL OR claimed_at IS NULL OR claimed_at < now() - $3::float8 * interval '1 second')
 			  AND (dev, ino) > ($4, $5) AND $1::text IS NOT NULL
 			ORDER BY dev, ino
-			LIMIT $6),
+			LIMIT %[3]d),
 		c AS (
 			SELECT dev, ino, size, error_count FROM (
 				SELECT *, sum(size) OVER (ORDER BY dev, ino) - size AS before FROM cand) s
-			WHERE before < $7)
+			WHERE before < $6)
 		SELECT c.dev, c.ino, c.size, c.error_count, p.path
 		FROM c LEFT JOIN %[2]s p
 		  ON p.medium_hash = $2 AND p.dev = c.dev AND p.ino = c.ino AND p.exclude_reason IS NULL
-		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable())
+		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable(), n)
 }
 
 // claimBatch claims up to n inodes after cursor, at most batchBytes of
 // them (but at least one). With peek set it only reads them (dry run).
 func claimBatch(ctx context.Context, q querier, h medium.Hash, worker string, lease time.Duration, after key, n int, peek bool) ([]*inode, error) {
-	sql := claimSQL(h)
+	sql := claimSQL(h, n)
 	if peek {
-		sql = peekSQL(h)
+		sql = peekSQL(h, n)
 	}
-	rows, err := q.Query(ctx, sql, worker, string(h), lease.Seconds(), after.dev, after.ino, n, batchBytes)
+	rows, err := q.Query(ctx, sql, worker, string(h), lease.Seconds(), after.dev, after.ino, batchBytes)
 	if err != nil {
 		return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
 	}

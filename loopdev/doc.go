@@ -16,9 +16,14 @@
 // a reason in the Layout. Layout.Findings turns what an archivist must be
 // told (partitions left out of the catalog, journals not replayed) into
 // medium.problems flags with each partition's extent and the image size;
-// loopdev has no catalog, so the first program that has one records them. Hybrid discs whose whole disk is ISO9660/UDF are
-// mounted whole; if nothing mounts at offset 0 a filesystem at byte 16384
-// (Zip disks) is tried. Archives (tar, gzip, bzip2, xz, zstd, zip) and
+// loopdev has no catalog, so the first program that has one records them. Discs whose whole disk is ISO9660/UDF are
+// mounted whole (the entries of an Apple or MBR table in their system area
+// are skipped as whole_disk);
+// a hybrid disc that also carries an HFS or HFS+ volume over the same
+// sectors (an Apple_HFS map entry, or an HFS volume header at byte 1024)
+// is two views of one medium, mounted as p1 (the ISO side) and p2 (the
+// HFS side) — see Plan. If nothing mounts at offset 0 a filesystem at byte
+// 16384 (Zip disks) is tried. Archives (tar, gzip, bzip2, xz, zstd, zip) and
 // erased images are refused with ErrNotADisk and ErrErased.
 //
 // Every mount is ro,nosuid,nodev,noexec,noatime, plus noload for ext4 and

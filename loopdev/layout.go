@@ -33,7 +33,8 @@ type Layout struct {
 	// Table is the partition table found: mbr, gpt, apm, or "".
 	Table string `json:"table,omitempty"`
 	// Partitions lists every partition of the table with what was done
-	// with it (empty for a whole-disk filesystem).
+	// with it (empty for a whole-disk filesystem). A hybrid disc's are its
+	// two views instead (PartitionStatus.View; see Plan).
 	Partitions []PartitionStatus `json:"partitions"`
 	// AlreadyMounted is set when Mount found the medium mounted and
 	// returned the existing layout.
@@ -70,6 +71,11 @@ type PartitionStatus struct {
 	// while mounted); it is mounted without replaying it, so its files are
 	// those of the last checkpoint.
 	DirtyJournal bool `json:"dirty_journal,omitempty"`
+	// View is set on the partitions of a hybrid disc (see Plan), which
+	// are its views of the one medium, not entries of its table: which
+	// side it is and where it was found, in words ("ISO 9660 side: the
+	// whole disc", "HFS side: Apple partition map entry 2").
+	View string `json:"view,omitempty"`
 }
 
 // Partition statuses.
@@ -186,6 +192,11 @@ func Plan(res *probe.Result, mediumHash medium.Hash, root string) (*Layout, []Vo
 	// media: the whole disk is the filesystem.
 	whole := res.Whole != nil && res.Whole.Usage == probe.UsageFilesystem &&
 		(res.Table == "" || isOptical(res.Whole.Type) || !hasFilesystem(res.Partitions))
+	if whole && isOptical(res.Whole.Type) {
+		if lay, vols, ok := planHybrid(res, lay); ok {
+			return lay, vols, nil
+		}
+	}
 	var vols []Volume
 	for _, p := range res.Partitions {
 		ps := PartitionStatus{Num: p.Num, Offset: p.Start, Size: p.Size, Type: p.Type}
@@ -240,6 +251,99 @@ func Plan(res *probe.Result, mediumHash medium.Hash, root string) (*Layout, []Vo
 		return lay, nil, fmt.Errorf("medium %s: %w: the whole disk is a %s", h, ErrNothingMounted, res.Whole.Type)
 	}
 	return lay, vols, nil
+}
+
+// A hybrid disc is one medium with two views: its whole disc is ISO 9660
+// (or a UDF bridge) for PCs, and an HFS or HFS+ volume whose allocation
+// blocks are the same sectors shows the same files to a Mac, with Mac
+// names, types and forks, and often files of its own (the Finder's
+// Desktop DB) — or the two sides hold different trees. Neither view holds
+// the other, so both are read: view 1 (/p1) is the ISO 9660 side, the
+// whole disc; view 2 (/p2) is the HFS side, an Apple_HFS entry of the
+// disc's partition map (genisoimage -hfs -part, xorriso -hfsplus) or,
+// without a map, the volume at byte 0 whose master directory block is at
+// byte 1024 (genisoimage -hfs). The numbers are the views', not the map's
+// entries (the map's own entry 1 never holds a filesystem): the catalog's
+// dev 1 and 2. A file on both sides is catalogued twice and stored once,
+// its content being the same bytes.
+
+// planHybrid plans a hybrid disc as its two views, or reports false when
+// the disc has no HFS side (a plain CD, or an APM whose entries hold no
+// HFS volume: the whole disc is then read alone).
+func planHybrid(res *probe.Result, lay *Layout) (*Layout, []Volume, bool) {
+	iso := PartitionStatus{Num: 1, Offset: 0, Size: res.Size, FSType: res.Whole.Type,
+		View: sideName(res.Whole) + " side: the whole disc"}
+	var mac PartitionStatus
+	var macContent *probe.Content
+	for _, p := range res.Partitions {
+		if p.Content != nil && (p.Content.Type == "hfs" || p.Content.Type == "hfsplus") {
+			mac = PartitionStatus{Num: 2, Offset: p.Start, Size: p.Size, FSType: p.Content.Type, Type: p.Type,
+				View: fmt.Sprintf("%s side: %s entry %d", sideName(p.Content), tableName(res.Table), p.Num)}
+			if p.Truncated {
+				mac.Status, mac.Reason = StatusSkipped, ReasonTruncated
+				mac.Detail = fmt.Sprintf("partition %d spans bytes %d–%d but the image has %d bytes", p.Num, p.Start, p.End(), res.Size)
+			}
+			macContent = p.Content
+			break
+		}
+	}
+	if macContent == nil && res.Hybrid != nil {
+		macContent = res.Hybrid
+		mac = PartitionStatus{Num: 2, Offset: 0, Size: res.Size, FSType: res.Hybrid.Type,
+			View: sideName(res.Hybrid) + " side: the whole disc, its volume header at byte 1024"}
+	}
+	if macContent == nil {
+		return nil, nil, false
+	}
+	lay.Partitions = []PartitionStatus{iso, mac}
+	vols := []Volume{{Num: 1, Content: res.Whole, Part: 0}}
+	lay.Partitions[0].Status, lay.Partitions[0].Reason = StatusFailed, ReasonNotMounted
+	if mac.Status == "" {
+		lay.Partitions[1].Status, lay.Partitions[1].Reason = StatusFailed, ReasonNotMounted
+		size := mac.Size
+		if mac.Offset == 0 {
+			size = 0 // the whole disc
+		}
+		vols = append(vols, Volume{Num: 2, Offset: mac.Offset, Size: size, Content: macContent, Part: 1})
+	}
+	lay.Layout = LayoutSingle
+	if len(vols) > 1 {
+		lay.Layout = LayoutMulti
+	}
+	return lay, vols, true
+}
+
+// sideName names a hybrid disc's side by its filesystem.
+func sideName(c *probe.Content) string {
+	switch c.Type {
+	case "iso9660":
+		return "ISO 9660"
+	case "udf":
+		for _, a := range c.Alternates {
+			if a == "iso9660" {
+				return "UDF and ISO 9660"
+			}
+		}
+		return "UDF"
+	case "hfs":
+		return "HFS"
+	case "hfsplus":
+		return "HFS+"
+	}
+	return c.Type
+}
+
+// tableName names a partition table in words.
+func tableName(table string) string {
+	switch table {
+	case "apm":
+		return "Apple partition map"
+	case "mbr":
+		return "MBR"
+	case "gpt":
+		return "GPT"
+	}
+	return table
 }
 
 // ZipOffset is where Zip disks keep their filesystem, behind a table the

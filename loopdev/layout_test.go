@@ -78,11 +78,12 @@ func TestPlanMultiAndSkips(t *testing.T) {
 }
 
 func TestPlanHybridAndRefusals(t *testing.T) {
-	// APM hybrid whose whole disk is ISO9660: the whole disk is mounted,
-	// trying ISO9660 then UDF.
+	// APM hybrid whose whole disk is ISO9660 and whose Apple_HFS entry
+	// holds nothing known: the whole disk is mounted, trying ISO9660 then
+	// UDF.
 	res := &probe.Result{Kind: probe.KindDisk, Size: 600 * mib, Table: "apm", Whole: fs("iso9660"), Partitions: []probe.Partition{
 		{Num: 1, Start: 512, Size: 1024, Type: "Apple_partition_map"},
-		{Num: 2, Start: 32768, Size: 500 * mib, Type: "Apple_HFS", Content: fs("hfs")},
+		{Num: 2, Start: 32768, Size: 500 * mib, Type: "Apple_HFS"},
 	}}
 	lay, ts, err := planMount(res, testHash, "/r")
 	require.NoError(t, err)
@@ -92,6 +93,50 @@ func TestPlanHybridAndRefusals(t *testing.T) {
 	require.Equal(t, int64(0), ts[0].offset)
 	require.Equal(t, []string{"iso9660", "udf"}, ts[0].fstypes)
 	require.Equal(t, ReasonWholeDisk, lay.Partitions[1].Reason)
+
+	// With an HFS volume in the Apple_HFS entry it is a hybrid disc: two
+	// views, p1 the ISO side (the whole disc), p2 the HFS side.
+	res.Partitions[1].Content = fs("hfs")
+	lay, ts, err = planMount(res, testHash, "/r")
+	require.NoError(t, err)
+	require.Equal(t, LayoutMulti, lay.Layout)
+	require.Equal(t, "apm", lay.Table)
+	require.Len(t, ts, 2)
+	require.Equal(t, target{num: 1, offset: 0, size: 0, fstypes: []string{"iso9660", "udf"}, part: 0}, ts[0])
+	require.Equal(t, target{num: 2, offset: 32768, size: 500 * mib, fstypes: []string{"hfs"}, part: 1}, ts[1])
+	require.Len(t, lay.Partitions, 2, "the views, not the map's entries")
+	require.Equal(t, "ISO 9660 side: the whole disc", lay.Partitions[0].View)
+	require.Equal(t, "HFS side: Apple partition map entry 2", lay.Partitions[1].View)
+	require.Equal(t, "Apple_HFS", lay.Partitions[1].Type)
+	require.Equal(t, "/r/"+string(testHash)+"/p2", partitionMount(testHash, "/r", lay.Layout, ts[1].num))
+	for _, p := range lay.Partitions {
+		require.Equal(t, StatusFailed, p.Status)
+		require.Equal(t, ReasonNotMounted, p.Reason)
+	}
+
+	// Its HFS side cut off by the end of the image: the ISO side alone is
+	// read, the HFS side is a finding.
+	res.Partitions[1].Truncated = true
+	lay, ts, err = planMount(res, testHash, "/r")
+	require.NoError(t, err)
+	require.Equal(t, LayoutSingle, lay.Layout)
+	require.Len(t, ts, 1)
+	require.Equal(t, 1, ts[0].num)
+	require.Equal(t, ReasonTruncated, lay.Partitions[1].Reason)
+	require.Equal(t, []string{FlagPartitionNotMounted, FlagPartitionTruncated}, flags(lay.Findings()),
+		"p1 pending until mounted or read; p2 truncated")
+	res.Partitions[1].Truncated = false
+
+	// No map (genisoimage -hfs): the HFS side is the whole disc too, its
+	// master directory block at byte 1024; a UDF bridge disc likewise.
+	nomap := &probe.Result{Kind: probe.KindDisk, Size: 2 * mib, Whole: &probe.Content{Type: "udf", Usage: probe.UsageFilesystem,
+		Alternates: []string{"iso9660"}}, Hybrid: fs("hfs")}
+	lay, ts, err = planMount(nomap, testHash, "/r")
+	require.NoError(t, err)
+	require.Equal(t, LayoutMulti, lay.Layout)
+	require.Equal(t, []target{{num: 1, fstypes: []string{"udf", "iso9660"}, part: 0}, {num: 2, fstypes: []string{"hfs"}, part: 1}}, ts)
+	require.Equal(t, "UDF and ISO 9660 side: the whole disc", lay.Partitions[0].View)
+	require.Equal(t, "HFS side: the whole disc, its volume header at byte 1024", lay.Partitions[1].View)
 
 	udf := &probe.Content{Type: "udf", Usage: probe.UsageFilesystem, Alternates: []string{"iso9660"}}
 	require.Equal(t, []string{"udf", "iso9660"}, mountTypes(udf.Type, udf.Alternates...))
@@ -184,4 +229,12 @@ func TestLayoutFindings(t *testing.T) {
 	require.Len(t, fs, 1)
 	require.Equal(t, Finding{Flag: FlagJournalNotReplayed, Size: 8 * mib, End: 8 * mib, ImageSize: 8 * mib, FSType: ""}, fs[0])
 	require.Contains(t, fs[0].String(), "the whole disk: the journal needs recovery")
+}
+
+func flags(fs []Finding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Flag)
+	}
+	return out
 }

@@ -842,6 +842,52 @@ func TestMountAPMHybridTriesWholeDisk(t *testing.T) {
 	e.requireGone(h1, img)
 }
 
+// A hybrid ISO 9660 / HFS CD (genisoimage -hfs -part) is two views of one
+// medium: Mount mounts the ISO side at p1 and the HFS side at p2, the
+// partitions the image reader reads. This kernel has neither driver: each
+// view fails naming its partition and the types tried, and nothing is
+// left; a kernel with both mounts both, the same file in each.
+func TestMountHybridCDViews(t *testing.T) {
+	if _, err := exec.LookPath("genisoimage"); err != nil {
+		testenv.SkipOrFail(t, "genisoimage is not installed (scripts/deps.sh installs it)")
+	}
+	e := newEnv(t)
+	stage := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(stage, "README.TXT"), []byte("both sides\n"), 0o644))
+	img := filepath.Join(e.dir, "hybrid.img")
+	out, err := exec.Command("genisoimage", "-quiet", "-r", "-hfs", "-part", "-o", img, stage).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	lay, err := e.mount(h1, img)
+	if !fsSupported("iso9660") && !fsSupported("hfs") {
+		require.ErrorIs(t, err, ErrNothingMounted)
+		require.Regexp(t, `partition 1: mount \S+ on \S+/p1 \(type iso9660`, err.Error())
+		require.Regexp(t, `partition 2: mount \S+ on \S+/p2 \(type hfs`, err.Error())
+		require.Equal(t, LayoutMulti, lay.Layout)
+		require.Len(t, lay.Partitions, 2)
+		for i, p := range lay.Partitions {
+			require.Equal(t, i+1, p.Num)
+			require.Equal(t, StatusFailed, p.Status)
+			require.Equal(t, ReasonMountFailed, p.Reason)
+			require.NotEmpty(t, p.View)
+		}
+		e.requireGone(h1, img)
+		return
+	}
+	require.NoError(t, err)
+	t.Cleanup(func() { Unmount(context.Background(), h1, e.root, nil) })
+	require.Equal(t, LayoutMulti, lay.Layout)
+	for _, p := range lay.Partitions {
+		if !fsSupported(map[int]string{1: "iso9660", 2: "hfs"}[p.Num]) {
+			require.Equal(t, StatusFailed, p.Status, "partition %d", p.Num)
+			continue
+		}
+		require.Equal(t, StatusMounted, p.Status, "partition %d", p.Num)
+		b, err := os.ReadFile(filepath.Join(p.Mount, "README.TXT"))
+		require.NoError(t, err)
+		require.Equal(t, "both sides\n", string(b))
+	}
+}
+
 // Reap touches only NTT's loops: a deleted <hash>.img, a file deleted from
 // an images directory, a loop mounted under the mount root. A loop of
 // someone else's deleted file stays attached, and the log says so.

@@ -19,6 +19,10 @@ declare -A need=(
   [mkudffs]=udftools
   # Classic HFS (Mac floppies): hfsutils makes and lists them.
   [hformat]=hfsutils [hcopy]=hfsutils
+  # NTFS: mkntfs makes the volumes, ntfs-3g (FUSE) writes them and is the
+  # reference reader beside The Sleuth Kit; setfattr/getfattr reach its
+  # streams (user.* xattrs) from the shell.
+  [mkntfs]=ntfs-3g [ntfs-3g]=ntfs-3g [setfattr]=attr
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/HRDAG/ntt/internal/demo"
 	"github.com/HRDAG/ntt/internal/testenv"
+	"github.com/HRDAG/ntt/internal/testimg"
 )
 
 // ntt-enum --image reads a CD-ROM the kernel cannot mount, as an
@@ -76,4 +78,82 @@ func TestEnumImageUnprivileged(t *testing.T) {
 	require.Equal(t, 2, rc, "OUT.raw exists")
 	rc, _, stderr = runEnum("--image", m.Image, "not-a-hash", filepath.Join(dir, "y.raw"))
 	require.Equal(t, 1, rc, stderr)
+}
+
+// demoMedium builds a sample medium in a fresh directory, skipping (or
+// failing under CI) when its tool is not installed.
+func demoMedium(t *testing.T, build func(string) (*demo.Medium, error)) (*demo.Medium, string) {
+	t.Helper()
+	dir := t.TempDir()
+	m, err := build(dir)
+	if err != nil && strings.Contains(err.Error(), "not installed") {
+		testenv.SkipOrFail(t, err.Error())
+	}
+	require.NoError(t, err)
+	return m, dir
+}
+
+// A UDF-only disc (mkudffs): no image reader reads UDF yet, and
+// ntt-enum --image says so naming the medium and the partition (0: the
+// whole disc), writes nothing and fails.
+func TestEnumImageUDFNamedAsMissing(t *testing.T) {
+	m, dir := demoMedium(t, demo.UDFDisc)
+	out := filepath.Join(dir, "udf.raw")
+	rc, _, stderr := runEnum("--image", m.Image, m.Hash, out)
+	require.Equal(t, 1, rc, stderr)
+	require.Contains(t, stderr, "medium "+m.Hash)
+	require.Contains(t, stderr, "partition 0 (udf): UDF: no image reader yet")
+	_, err := os.Stat(out)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	noTemp(t, dir)
+}
+
+// checkImageRecords checks the raw records ntt-enum wrote to out for a
+// medium read under base: one record per name of tree (forks at their
+// catalog paths) and the medium root, each of the type put on the medium, files of their size, and dev
+// as devOf says for the name (relative to base).
+func checkImageRecords(t *testing.T, out, base string, tree demo.Tree, devOf func(rel string) string) {
+	t.Helper()
+	tree = tree.CatalogPaths()
+	recs := rawSorted(t, out)
+	require.Len(t, recs, len(tree)+1)
+	for _, rec := range recs {
+		f := strings.SplitN(rec, "\x1c", 7)
+		require.Len(t, f, 7)
+		if f[6] == base {
+			require.Equal(t, "d", f[0])
+			continue
+		}
+		rel := strings.TrimPrefix(f[6], base+"/")
+		want, ok := tree[rel]
+		require.True(t, ok, "%q was not put on the disc", f[6])
+		require.Equal(t, string(want.Type), f[0], "%q", f[6])
+		require.Equal(t, devOf(rel), f[1], "%q: dev", f[6])
+		if want.Type == 'f' {
+			require.Equal(t, fmt.Sprint(len(want.Data)), f[4], "%q: size", f[6])
+		}
+	}
+}
+
+// A UDF bridge disc (genisoimage -udf) is read through its ISO 9660 side:
+// one record per name put on it, as a whole-disc filesystem (dev 0).
+func TestEnumImageUDFBridgeReadsISOSide(t *testing.T) {
+	m, dir := demoMedium(t, demo.BridgeDisc)
+	out := filepath.Join(dir, "bridge.raw")
+	rc, _, stderr := runEnum("--image", m.Image, "--root", "/media/archive", m.Hash, out)
+	require.Equal(t, 0, rc, stderr)
+	checkImageRecords(t, out, "/media/archive/"+m.Hash, m.Tree, func(string) string { return "0" })
+}
+
+// A hybrid ISO 9660 / HFS CD: both views, the ISO side as partition 1
+// under <root>/<hash>/p1, the HFS side as partition 2 under …/p2.
+func TestEnumImageHybridCDViews(t *testing.T) {
+	testimg.RequireHFSTools(t, "hls")
+	m, dir := demoMedium(t, demo.HybridCD)
+	out := filepath.Join(dir, "hybrid.raw")
+	rc, _, stderr := runEnum("--image", m.Image, "--root", "/media/archive", m.Hash, out)
+	require.Equal(t, 0, rc, stderr)
+	checkImageRecords(t, out, "/media/archive/"+m.Hash, m.Tree, func(rel string) string {
+		return strings.TrimPrefix(strings.SplitN(rel, "/", 2)[0], "p") // p1/… is dev 1, p2/… dev 2
+	})
 }

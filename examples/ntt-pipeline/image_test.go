@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/zeebo/blake3"
 
@@ -199,6 +202,200 @@ func TestPipelineHFSFloppyFromImage(t *testing.T) {
 	code, out, errs := e.pipeline(m.Image, "--read", "image")
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 	e.checkImageRun(m)
+}
+
+// A hybrid ISO 9660 / HFS CD (genisoimage -hfs -part) goes through every
+// phase read from its image: both views of the one medium are catalogued,
+// the ISO side as partition 1 under /p1, the HFS side as partition 2 under
+// /p2 (with the files only the HFS side has, and a file's resource fork),
+// every file and fork stored byte-identical; a file on both sides is one
+// blob, its bytes being the same sectors of the disc.
+func TestPipelineHybridCDFromImage(t *testing.T) {
+	testimg.RequireHFSTools(t, "hls")
+	e := newEnv(t)
+	m := e.medium(demo.HybridCD)
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+
+	ctx := context.Background()
+	type entry struct {
+		Path []byte
+		Dev  int64
+		Type string
+	}
+	rows, err := e.db.Query(ctx, `SELECT p.path, i.dev, i.fs_type FROM path p JOIN inode i USING (medium_hash, dev, ino)
+		WHERE p.medium_hash = $1`, m.Hash)
+	require.NoError(t, err)
+	catalog, err := pgx.CollectRows(rows, pgx.RowToStructByPos[entry])
+	require.NoError(t, err)
+	perDev := map[int64]int{}
+	for _, c := range catalog {
+		rel := string(c.Path) // relative to the medium root, with a leading "/"
+		switch {
+		case rel == "/":
+			continue
+		case rel == "/p1" || strings.HasPrefix(rel, "/p1/"):
+			require.Equal(t, int64(1), c.Dev, "%s: the ISO side is partition 1", rel)
+		case rel == "/p2" || strings.HasPrefix(rel, "/p2/"):
+			require.Equal(t, int64(2), c.Dev, "%s: the HFS side is partition 2", rel)
+		default:
+			t.Fatalf("%s: outside the views", rel)
+		}
+		if c.Type == "f" {
+			perDev[c.Dev]++
+		}
+	}
+	files := map[int64]int{}
+	for p, te := range m.Tree {
+		if te.Type == 'f' {
+			files[map[bool]int64{true: 1, false: 2}[strings.HasPrefix(p, "p1/")]]++
+		}
+	}
+	require.Equal(t, files, perDev, "files catalogued per view")
+	require.Greater(t, perDev[2], perDev[1], "the HFS side has the Finder's desktop files too")
+	// The Mac file's resource fork is catalogued on the HFS side, found
+	// from its file, and stored beside it in the tree (checkImageRun
+	// compared its bytes).
+	fork := slices.IndexFunc(catalog, func(c entry) bool { return string(c.Path) == "/p2/Letters/Dear archivist/..namedfork/rsrc" })
+	require.GreaterOrEqual(t, fork, 0, "the resource fork's catalog path")
+	require.Equal(t, "f", catalog[fork].Type)
+	require.Equal(t, int64(2), catalog[fork].Dev)
+	require.Equal(t, m.Tree["p2/Letters/..namedfork/Dear archivist/rsrc"].Type, byte('f'))
+
+	// Stored once: the files on both sides are one blob each, and the
+	// store holds one blob per distinct content.
+	st := e.state(m.Hash)
+	for _, p := range []string{"README.TXT", "Interviews/witness one.txt", "Scans/page-001.tif", "deep/1/2/3/4/5/6/7/8/9/bottom.txt"} {
+		a, err := os.Stat(filepath.Join(e.store, "archived", m.Hash, "p1", p))
+		require.NoError(t, err)
+		b, err := os.Stat(filepath.Join(e.store, "archived", m.Hash, "p2", p))
+		require.NoError(t, err)
+		require.True(t, os.SameFile(a, b), "%s: both views' names are links to the one stored blob", p)
+	}
+	distinct := map[string]bool{}
+	for _, te := range m.Tree {
+		if te.Type == 'f' {
+			distinct[string(te.Data)] = true
+		}
+	}
+	require.Len(t, st.Blobs, len(distinct), "one blob per distinct content")
+	stored := 0
+	require.NoError(t, filepath.WalkDir(filepath.Join(e.store, "by-hash"), func(p string, d os.DirEntry, err error) error {
+		require.NoError(t, err)
+		if d.Type().IsRegular() {
+			stored++
+		}
+		return nil
+	}))
+	require.Equal(t, len(distinct), stored, "the store's blobs")
+}
+
+// An NTFS disk (mkntfs, written through ntfs-3g) goes through every phase
+// read from its image: every file byte-identical (sparse and compressed
+// ones too), hardlinks, symlinks and reparse points, every alternate data
+// stream stored and found in the catalog at <file>/..namedfork/<stream>,
+// the deleted file and the metadata files absent, archived, nothing
+// mounted.
+func TestPipelineNTFSDiskFromImage(t *testing.T) {
+	testimg.RequireNTFSTools(t)
+	e := newEnv(t)
+	m := e.medium(demo.NTFSDisk)
+	require.NotEmpty(t, m.Forks)
+	code, out, errs := e.pipeline(m.Image, "--read", "image")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+	e.checkImageRun(m)
+}
+
+// A UDF-only disc (mkudffs) has no image reader yet: --read image, and
+// --read auto on a kernel without a UDF driver, fail in enumerate with the
+// medium, the partition (0: the whole disc) and "UDF: no image reader
+// yet" in the error and in medium.problems (enum_failed); nothing is
+// catalogued.
+func TestPipelineUDFNamedAsMissing(t *testing.T) {
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	for _, mode := range []string{"image", "auto"} {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "auto" && kernel["udf"] {
+				testenv.SkipOrFail(t, "this kernel mounts udf: auto would mount")
+			}
+			e := newEnv(t)
+			m := e.medium(demo.UDFDisc)
+			code, out, errs := e.pipeline(m.Image, "--read", mode)
+			require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			require.Contains(t, errs, "medium "+m.Hash)
+			require.Contains(t, errs, "partition 0 (udf): UDF: no image reader yet")
+			ctx := context.Background()
+			var problems map[string]map[string]any
+			var reader *string
+			var inodes int64
+			require.NoError(t, e.db.QueryRow(ctx, `SELECT problems, reader, (SELECT count(*) FROM inode WHERE medium_hash = $1)
+				FROM medium WHERE medium_hash = $1`, m.Hash).Scan(&problems, &reader, &inodes))
+			require.Contains(t, problems, "enum_failed")
+			require.Contains(t, fmt.Sprint(problems["enum_failed"]), "UDF: no image reader yet")
+			require.NotNil(t, reader)
+			require.Equal(t, "image", *reader)
+			require.Zero(t, inodes)
+			e.checkNothingLeft(m.Hash, m.Image)
+		})
+	}
+}
+
+// A UDF bridge disc (genisoimage -udf) goes through every phase read from
+// its image by its ISO 9660 side, under --read image and --read auto.
+func TestPipelineUDFBridgeReadsISOSide(t *testing.T) {
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	for _, mode := range []string{"image", "auto"} {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "auto" && (kernel["udf"] || kernel["iso9660"]) {
+				testenv.SkipOrFail(t, "this kernel mounts udf or iso9660: auto would mount")
+			}
+			e := newEnv(t)
+			m := e.medium(demo.BridgeDisc)
+			code, out, errs := e.pipeline(m.Image, "--read", mode)
+			require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+			e.checkImageRun(m)
+		})
+	}
+}
+
+// A hybrid ISO 9660 / HFS CD under --read auto is read from its image
+// when the kernel lacks a driver for either view; under --read mount on
+// such a kernel it fails naming each view and its type, and nothing is
+// catalogued, mounted or attached.
+func TestPipelineHybridCDAutoAndMount(t *testing.T) {
+	testimg.RequireHFSTools(t, "hls")
+	kernel, err := kernelFilesystems("/proc/filesystems")
+	require.NoError(t, err)
+	if kernel["iso9660"] && kernel["hfs"] {
+		testenv.SkipOrFail(t, "this kernel mounts iso9660 and hfs: auto would mount")
+	}
+	t.Run("auto", func(t *testing.T) {
+		e := newEnv(t)
+		m := e.medium(demo.HybridCD)
+		code, out, errs := e.pipeline(m.Image)
+		require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+		e.checkImageRun(m)
+	})
+	t.Run("mount", func(t *testing.T) {
+		if kernel["iso9660"] || kernel["hfs"] {
+			testenv.SkipOrFail(t, "this kernel mounts one of the views")
+		}
+		testenv.RequireRoot(t)
+		e := newEnv(t)
+		m := e.medium(demo.HybridCD)
+		code, out, errs := e.pipeline(m.Image, "--read", "mount")
+		require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errs)
+		require.Contains(t, errs, "medium "+m.Hash)
+		require.Regexp(t, `partition 1: mount \S+ on \S+/p1 \(type iso9660`, errs)
+		require.Regexp(t, `partition 2: mount \S+ on \S+/p2 \(type hfs`, errs)
+		var inodes int64
+		require.NoError(t, e.db.QueryRow(context.Background(), `SELECT count(*) FROM inode WHERE medium_hash = $1`, m.Hash).Scan(&inodes))
+		require.Zero(t, inodes)
+		e.checkNothingLeft(m.Hash, m.Image)
+	})
 }
 
 // An HFS+ volume (testimg.WriteHFSPlus) goes through every phase read from

@@ -8,4 +8,5 @@ import (
 	_ "github.com/HRDAG/ntt/imagefs/fat"     // FAT12, FAT16, FAT32 with VFAT names
 	_ "github.com/HRDAG/ntt/imagefs/hfs"     // classic HFS (Mac OS Standard)
 	_ "github.com/HRDAG/ntt/imagefs/iso9660" // ISO 9660 with Rock Ridge and Joliet
+	_ "github.com/HRDAG/ntt/imagefs/ntfs"    // NTFS with streams, sparse and compressed files
 )

@@ -1,12 +1,12 @@
 package fat
 
 import (
-	"context"
 	"fmt"
-	"os"
+	"io"
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/imagefs/imagefstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 )
 
@@ -24,30 +24,7 @@ func BenchmarkWalkFAT32(b *testing.B) {
 			})
 		}
 	}
-	img := testimg.BuildFAT(b, spec)
-	f, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		v, err := Open(f, st.Size(), imagefs.Options{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		n := 0
-		err = imagefs.Walk(context.Background(), v, nil, func(p []byte, e *imagefs.Entry) error {
-			n++
-			return nil
-		})
-		if err != nil || n != 1+30+3000 {
-			b.Fatalf("walk: %d entries, %v", n, err)
-		}
-	}
-	b.ReportMetric(float64(3031*b.N)/b.Elapsed().Seconds(), "entries/s")
+	imagefstest.BenchWalk(b, testimg.BuildFAT(b, spec), func(r io.ReaderAt, size int64) (imagefs.FS, error) {
+		return Open(r, size, imagefs.Options{})
+	}, 1+30+3000)
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -28,8 +29,9 @@ var errEnough = errors.New("enough entries")
 // CheckWalks walks fsys twice and returns the number of entries seen. It
 // fails t when an entry other than the first (the root) has an empty name,
 // ".", "..", or a name holding '/' or NUL; when its type is not in types;
-// when a file's runs are empty, holes, out of order or (unless the file
-// is Encoded) longer than its size; when a walk fails; when reading a file fails with anything but an
+// when a file's runs are empty, out of order or (unless the file is
+// Encoded) longer than its size (holes are allowed: sparse files); when a
+// walk fails; when reading a file fails with anything but an
 // *imagefs.ReadError; or when the two walks differ.
 func CheckWalks(t testing.TB, fsys imagefs.FS, opts *imagefs.Options, types string) int {
 	t.Helper()
@@ -83,7 +85,7 @@ func CheckWalks(t testing.TB, fsys imagefs.FS, opts *imagefs.Options, types stri
 func checkFile(t testing.TB, fsys imagefs.FS, p []byte, e *imagefs.Entry, buf []byte, budget *int64) {
 	var logical int64
 	for _, r := range e.Runs {
-		if r.Length <= 0 || r.Logical != logical || r.Hole {
+		if r.Length <= 0 || r.Logical != logical {
 			t.Fatalf("%q: bad run %+v", p, r)
 		}
 		logical += r.Length
@@ -110,4 +112,33 @@ func checkFile(t testing.TB, fsys imagefs.FS, p []byte, e *imagefs.Entry, buf []
 			return
 		}
 	}
+}
+
+// BenchWalk opens the image at path with open and walks it whole, b.N
+// times, as enumeration does (every entry, no content), failing unless
+// each walk sees want entries; it reports entries/s.
+func BenchWalk(b *testing.B, path string, open func(r io.ReaderAt, size int64) (imagefs.FS, error), want int) {
+	b.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		fsys, err := open(f, st.Size())
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		err = imagefs.Walk(context.Background(), fsys, nil, func([]byte, *imagefs.Entry) error { n++; return nil })
+		if err != nil || n != want {
+			b.Fatalf("walk: %d entries, want %d: %v", n, want, err)
+		}
+	}
+	b.ReportMetric(float64(want*b.N)/b.Elapsed().Seconds(), "entries/s")
 }

@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"crypto/md5"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,11 +13,13 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testimg"
 )
 
@@ -140,6 +143,55 @@ func HFSFloppy(dir string) (*Medium, error) {
 	return m, nil
 }
 
+// NTFSDisk builds a 16 MiB NTFS volume in dir as <md5>.img with mkntfs
+// and ntfs-3g (testimg.NTFSSample): nested directories, names in several
+// scripts, resident and multi-cluster files, hardlinks in two directories,
+// alternate data streams (two on a hardlinked file, one on a directory),
+// an Interix symlink, a Windows symlink and a junction, a sparse file,
+// compressed files, and a deleted file (which must not come back). Its
+// Forks are the streams, by catalog path ("<file>/..namedfork/<stream>",
+// under every name of a hardlinked file). It needs root and FUSE.
+func NTFSDisk(dir string) (*Medium, error) {
+	for _, tool := range testimg.NTFSTools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err := exec.LookPath("/usr/sbin/" + tool); err != nil {
+				return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs ntfs-3g): %w", tool, err)
+			}
+		}
+	}
+	spec := testimg.NTFSSample()
+	tmp := filepath.Join(dir, "ntfs-disk.tmp")
+	if err := testimg.BuildNTFSImage(tmp, spec); err != nil {
+		return nil, err
+	}
+	m, err := named(dir, tmp, Tree{})
+	if err != nil {
+		return nil, err
+	}
+	m.Forks = map[string][]byte{}
+	for p, e := range testimg.NTFSTree(spec) {
+		switch {
+		case strings.Contains(p, "/"+imagefs.ForkDir+"/"):
+			m.Forks[p] = e.Content()
+			tp := imagefs.ForkTreePath(p)
+			m.Tree[tp] = TreeEntry{Type: 'f', Data: e.Content()}
+			for d := path.Dir(tp); d != "." && m.Tree[d].Type == 0; d = path.Dir(d) {
+				m.Tree[d] = TreeEntry{Type: 'd'}
+			}
+		case e.Kind == testimg.Dir:
+			m.Tree[p] = TreeEntry{Type: 'd'}
+		case e.Kind == testimg.Symlink:
+			m.Tree[p] = TreeEntry{Type: 'l', Target: e.Target}
+		default:
+			m.Tree[p] = TreeEntry{Type: 'f', Data: e.Content()}
+		}
+	}
+	// The reparse points, as the reader shows them.
+	m.Tree["winlink"] = TreeEntry{Type: 'l', Target: "docs/sub"}
+	m.Tree["junction"] = TreeEntry{Type: 'l', Target: "C:/Users/Public"}
+	return m, nil
+}
+
 // HFSPlusDisk builds an HFS+ (Mac OS Extended) volume in dir as
 // <md5>.img with testimg.WriteHFSPlus (no mkfs for HFS+ exists here):
 // Unicode names stored decomposed (NFD) as macOS stores them, mixed case,
@@ -230,11 +282,6 @@ func CDROM(dir string) (*Medium, error) {
 		tree[p] = TreeEntry{Type: 'f', Data: data}
 		return os.WriteFile(full, data, 0o644)
 	}
-	seeded := func(seed uint64, n int) []byte {
-		b := make([]byte, n)
-		testimg.ContentAt(seed, b, 0)
-		return b
-	}
 	files := []struct {
 		p    string
 		data []byte
@@ -296,6 +343,273 @@ func CDROM(dir string) (*Medium, error) {
 		return nil, fmt.Errorf("demo: xorriso: %v: %s", err, out)
 	}
 	return named(dir, tmp, tree)
+}
+
+// HybridCD builds a hybrid ISO 9660 / HFS CD in dir as <md5>.img with
+// genisoimage -hfs -part (Rock Ridge and Joliet on the ISO side, an Apple
+// partition map whose entry 2 is the HFS side): one medium, two views of
+// the same sectors, read as /p1 (the ISO side) and /p2 (the HFS side). Its
+// tree holds p1/… as staged and p2/… as hfsutils reads the HFS side (hls
+// -R, hcopy -m): the staged files again, a name with umlauts as
+// genisoimage writes it in MacRoman, a file's resource fork (where the
+// copier's tree keeps it, p2/Letters/..namedfork/Dear archivist/rsrc), and
+// the Finder's Desktop DB and Desktop DF that genisoimage adds. It needs
+// genisoimage and hfsutils.
+func HybridCD(dir string) (*Medium, error) {
+	for _, tool := range []string{"genisoimage", "hmount", "hls", "hcopy", "humount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs it): %w", tool, err)
+		}
+	}
+	stage, staged, err := stageFiles(dir, map[string][]byte{
+		"README.TXT":                        []byte("Testimony archive, disc 2, for Macs and PCs.\n"),
+		"Interviews/witness one.txt":        seeded(11, 40000),
+		"Interviews/witness two.txt":        seeded(12, 52000),
+		"Interviews/copy of one.txt":        seeded(11, 40000),
+		"Scans/page-001.tif":                seeded(14, 1<<20),
+		"Scans/empty.tif":                   {},
+		"Notes/Ärger über Öl.txt":           []byte("Umlauts in the name.\n"),
+		"deep/1/2/3/4/5/6/7/8/9/bottom.txt": []byte("nine levels down\n"),
+		// A Mac file with a resource fork: genisoimage --osx-double takes
+		// the AppleDouble file beside it as its forks on the HFS side.
+		"Letters/Dear archivist":   []byte("Dear archivist,\n"),
+		"Letters/._Dear archivist": testimg.AppleDouble(seeded(15, 7000), "TEXT", "ttxt"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	delete(staged, "Letters/._Dear archivist")
+	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
+	for p, e := range staged {
+		tree["p1/"+p] = e
+	}
+	// genisoimage relocates the ninth level into /rr_moved, which Rock
+	// Ridge readers (Linux's too) show as an empty directory.
+	tree["p1/rr_moved"] = TreeEntry{Type: 'd'}
+	tmp := filepath.Join(dir, "hybrid.tmp")
+	os.Remove(tmp)
+	cmd := exec.Command("genisoimage", "-quiet", "-r", "-J", "-hfs", "-part", "--osx-double", "-V", "TESTIMONY_2", "-o", tmp, stage)
+	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
+	}
+	side, err := hfsSide(tmp, dir)
+	if err != nil {
+		return nil, err
+	}
+	for p, e := range side {
+		tree["p2/"+p] = e
+	}
+	return named(dir, tmp, tree)
+}
+
+// UDFDisc builds a UDF-only disc in dir as <md5>.img with mkudffs (UDF
+// 2.01, no ISO 9660 side): a medium no image reader reads yet, which must
+// be named as such. Its tree is empty (the kernel here cannot mount UDF to
+// put files on it).
+func UDFDisc(dir string) (*Medium, error) {
+	if _, err := exec.LookPath("mkudffs"); err != nil {
+		return nil, fmt.Errorf("demo: mkudffs is not installed (scripts/deps.sh installs udftools): %w", err)
+	}
+	tmp := filepath.Join(dir, "udf.tmp")
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Truncate(tmp, 8<<20); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("mkudffs", "--media-type=cdrw", "--label=UDF ONLY", tmp).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: mkudffs: %v: %s", err, out)
+	}
+	return named(dir, tmp, Tree{})
+}
+
+// BridgeDisc builds a UDF bridge disc in dir as <md5>.img with
+// genisoimage -udf (UDF and ISO 9660 with Rock Ridge over the same files):
+// read through its ISO 9660 side until a UDF reader exists.
+func BridgeDisc(dir string) (*Medium, error) {
+	if _, err := exec.LookPath("genisoimage"); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage is not installed (scripts/deps.sh installs it): %w", err)
+	}
+	stage, tree, err := stageFiles(dir, map[string][]byte{
+		"VIDEO_TS/VIDEO_TS.IFO":  []byte("not really a DVD\n"),
+		"Interviews/witness.txt": seeded(21, 70000),
+		"Interviews/copy.txt":    seeded(21, 70000),
+		"empty":                  {},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	tmp := filepath.Join(dir, "bridge.tmp")
+	os.Remove(tmp)
+	if out, err := exec.Command("genisoimage", "-quiet", "-udf", "-r", "-V", "BRIDGE", "-o", tmp, stage).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
+	}
+	return named(dir, tmp, tree)
+}
+
+// stageFiles writes files (by relative path) into a new directory in dir,
+// to be mastered onto a disc, and returns it with their Tree (the files
+// and every directory above them).
+func stageFiles(dir string, files map[string][]byte) (string, Tree, error) {
+	stage, err := os.MkdirTemp(dir, "stage-")
+	if err != nil {
+		return "", nil, err
+	}
+	tree := Tree{}
+	for p, data := range files {
+		full := filepath.Join(stage, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			os.RemoveAll(stage)
+			return "", nil, err
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			os.RemoveAll(stage)
+			return "", nil, err
+		}
+		tree[p] = TreeEntry{Type: 'f', Data: data}
+		for d := filepath.Dir(p); d != "."; d = filepath.Dir(d) {
+			tree[d] = TreeEntry{Type: 'd'}
+		}
+	}
+	return stage, tree, nil
+}
+
+// seeded is n bytes of testimg's content for seed.
+func seeded(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	testimg.ContentAt(seed, b, 0)
+	return b
+}
+
+// hfsSide reads the HFS volume of img with hfsutils, the reference reader
+// of classic HFS: every directory and file (its data fork, hcopy -r), by
+// path with names decoded from MacRoman and a '/' in a name shown as ':'.
+func hfsSide(img, dir string) (Tree, error) {
+	home, err := os.MkdirTemp(dir, "hfsutils-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(home)
+	run := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "LC_ALL=C") // hfsutils keeps its volume in $HOME/.hcwd
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("demo: %s: %w", strings.Join(args, " "), err)
+		}
+		return out, nil
+	}
+	if _, err := run("hmount", img); err != nil {
+		return nil, err
+	}
+	defer run("humount")
+	out, err := run("hls", "-R", "-1a")
+	if err != nil {
+		return nil, err
+	}
+	type name struct{ raw, path string } // raw: hcopy's HFS path; path: the tree's
+	var names []name
+	dirs := map[string]bool{}
+	rawDir, pathDir := ":", ""
+	for _, l := range strings.Split(string(out), "\n") {
+		switch {
+		case l == "":
+		case strings.HasPrefix(l, ":") && strings.HasSuffix(l, ":"):
+			rawDir = l
+			var parts []string
+			for _, c := range strings.Split(strings.Trim(l, ":"), ":") {
+				parts = append(parts, macRoman(c))
+			}
+			pathDir = strings.Join(parts, "/") + "/"
+			dirs[strings.TrimSuffix(pathDir, "/")] = true
+		default:
+			names = append(names, name{rawDir + l, pathDir + macRoman(l)})
+		}
+	}
+	tree := Tree{}
+	copied := filepath.Join(home, "fork")
+	for _, n := range names {
+		if dirs[n.path] {
+			tree[n.path] = TreeEntry{Type: 'd'}
+			continue
+		}
+		if _, err := run("hcopy", "-m", n.raw, copied); err != nil {
+			return nil, err
+		}
+		b, err := os.ReadFile(copied)
+		if err != nil {
+			return nil, err
+		}
+		os.Remove(copied)
+		data, rsrc, err := macBinary(b)
+		if err != nil {
+			return nil, fmt.Errorf("demo: hcopy -m %q: %w", n.raw, err)
+		}
+		tree[n.path] = TreeEntry{Type: 'f', Data: data}
+		if len(rsrc) > 0 {
+			// Where the copier's tree keeps a fork (imagefs.ForkTreePath).
+			dir, file := path.Split(n.path)
+			tree[dir+"..namedfork"] = TreeEntry{Type: 'd'}
+			tree[dir+"..namedfork/"+file] = TreeEntry{Type: 'd'}
+			tree[dir+"..namedfork/"+file+"/rsrc"] = TreeEntry{Type: 'f', Data: rsrc}
+		}
+	}
+	return tree, nil
+}
+
+// macBinary splits a MacBinary II file (hcopy -m) into its forks: a
+// 128-byte header with the data fork's length at 83 and the resource
+// fork's at 87, then each fork padded to 128 bytes.
+func macBinary(b []byte) (data, rsrc []byte, err error) {
+	if len(b) < 128 {
+		return nil, nil, fmt.Errorf("MacBinary of %d bytes", len(b))
+	}
+	dlen, rlen := int64(binary.BigEndian.Uint32(b[83:])), int64(binary.BigEndian.Uint32(b[87:]))
+	at := 128 + (dlen+127)/128*128
+	if 128+dlen > int64(len(b)) || at+rlen > int64(len(b)) {
+		return nil, nil, fmt.Errorf("MacBinary of %d bytes holds no forks of %d and %d bytes", len(b), dlen, rlen)
+	}
+	return b[128 : 128+dlen], b[at : at+rlen], nil
+}
+
+// CatalogPaths returns t keyed by catalog path (relative to the medium
+// root, no leading '/'): a fork the copier's tree keeps at
+// <dir>/..namedfork/<file>/<name> is catalogued at
+// <dir>/<file>/..namedfork/<name>, and the tree's ..namedfork directories,
+// which the catalog does not hold, are left out.
+func (t Tree) CatalogPaths() Tree {
+	out := Tree{}
+	for p, e := range t {
+		c := strings.Split(p, "/")
+		i := slices.Index(c, "..namedfork")
+		switch {
+		case i < 0:
+			out[p] = e
+		case e.Type == 'f' && i == len(c)-3:
+			out[strings.Join(append(c[:i:i], c[i+1], "..namedfork", c[i+2]), "/")] = e
+		}
+	}
+	return out
+}
+
+// macRoman decodes an HFS name from MacRoman, '/' shown as ':' (as Linux's
+// hfs driver shows it).
+func macRoman(raw string) string {
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '/':
+			b.WriteByte(':')
+		case c < 0x80:
+			b.WriteByte(c)
+		default:
+			b.WriteRune(macroman.Runes[c-0x80])
+		}
+	}
+	return b.String()
 }
 
 // named renames the image at tmp to <md5>.img in dir.

@@ -1,6 +1,8 @@
 // Package testimg builds real ext2/ext3/ext4 disk images for NTT's tests
-// from a Go description of a tree, damages them the ways rescued media are
-// damaged, and attaches and mounts them read-only for the duration of a test.
+// (and FAT, ISO 9660 and HFS ones with their own tools, HFS+ ones with its
+// own writer) from a Go description of a tree, damages them the ways rescued
+// media are damaged, and attaches and mounts them read-only for the
+// duration of a test.
 //
 // # Building
 //
@@ -16,6 +18,25 @@
 // the clock or mke2fs's 32-bit time handling, and the same Spec gives the
 // same bytes (fixed UUID, hash seed and E2FSPROGS_FAKE_TIME). Check compares
 // a mounted tree with a Spec byte for byte.
+//
+// # HFS+
+//
+// HFS+ has no mkfs on this system, so WriteHFSPlus (HFSPlus in tests,
+// BuildHFSPlusBytes in memory) writes HFS+ and HFSX volumes itself after
+// Apple's TN1150: volume header and its copy, allocation bitmap, the
+// catalog (folder, file and thread records, index levels, keys ordered by
+// parent ID and FastUnicodeCompare, or binary for HFSX), extents-overflow
+// and attributes B-trees. An HFSPlusSpec holds files with data and resource
+// forks, folders, symlinks, hardlinks (link files and indirect node files
+// in the private folder), fragmented files whose extents overflow the
+// catalog record, decmpfs-compressed files (types 3 and 4), and can be
+// journaled or wrapped in a classic HFS volume, with 512..64K blocks and
+// 512..32K nodes. Input the format cannot hold is an error, never a loop.
+// HFSPlusSample is the tree readers test against; the HFSPlusLayout that
+// writing returns is what a reader must find (CNIDs, bytes, forks, modes,
+// dates) and where the metadata lies. The Sleuth Kit (fsstat, fls,
+// tsk_recover, icat, istat) reads every variant back in this package's
+// tests.
 //
 // # Damage and disks
 //

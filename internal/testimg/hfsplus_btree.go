@@ -105,22 +105,28 @@ func (t btTree) pack(recs []btRec) (btLaid, error) {
 		node uint32
 		key  []byte
 	}
-	var level []child
-	start := uint32(1)
-	i := 0
-	for g, grp := range groups {
-		num := start + uint32(g)
-		var fl, bl uint32
-		if g > 0 {
-			bl = num - 1
+	// addLevel appends one level's nodes, linked left to right, and
+	// returns them with their first keys (firstKey(i): of record i).
+	addLevel := func(groups [][][]byte, kind byte, height uint8, firstKey func(int) []byte) []child {
+		var level []child
+		start := uint32(len(l.nodes)) + 1
+		i := 0
+		for g, grp := range groups {
+			num := start + uint32(g)
+			var fl, bl uint32
+			if g > 0 {
+				bl = num - 1
+			}
+			if g < len(groups)-1 {
+				fl = num + 1
+			}
+			l.nodes = append(l.nodes, btNode(t.nodeSize, kind, height, fl, bl, grp))
+			level = append(level, child{num, firstKey(i)})
+			i += len(grp)
 		}
-		if g < len(groups)-1 {
-			fl = num + 1
-		}
-		l.nodes = append(l.nodes, btNode(t.nodeSize, btLeafKind, 1, fl, bl, grp))
-		level = append(level, child{num, recs[i].key})
-		i += len(grp)
+		return level
 	}
+	level := addLevel(groups, btLeafKind, 1, func(i int) []byte { return recs[i].key })
 	l.leafRecs = uint32(len(recs))
 	l.first, l.last = 1, uint32(len(groups))
 	height := uint8(1)
@@ -148,23 +154,8 @@ func (t btTree) pack(recs []btRec) (btLaid, error) {
 		if len(groups) >= len(level) {
 			return l, fmt.Errorf("%s B-tree: index records too big for %d-byte nodes (a level of %d nodes needs %d above it)", t.name, t.nodeSize, len(level), len(groups))
 		}
-		start = uint32(len(l.nodes)) + 1
-		var next []child
-		j := 0
-		for g, grp := range groups {
-			num := start + uint32(g)
-			var fl, bl uint32
-			if g > 0 {
-				bl = num - 1
-			}
-			if g < len(groups)-1 {
-				fl = num + 1
-			}
-			l.nodes = append(l.nodes, btNode(t.nodeSize, btIndexKind, height, fl, bl, grp))
-			next = append(next, child{num, level[j].key})
-			j += len(grp)
-		}
-		level = next
+		below := level
+		level = addLevel(groups, btIndexKind, height, func(i int) []byte { return below[i].key })
 	}
 	l.root = level[0].node
 	l.depth = uint32(height)

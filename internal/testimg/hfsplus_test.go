@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,6 +152,48 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 	for p, g := range got {
 		t.Errorf("fls lists %q (%s %d), not written", p, g.typ, g.inum)
 	}
+	checkBody(t, tskRun(t, append(append([]string{"fls", "-r", "-p", "-m", "/"}, extra...), img)...), want)
+}
+
+// checkBody checks fls's body-file lines (md5|name|inode|mode|uid|gid|
+// size|atime|mtime|ctime|crtime) against the expected permission bits,
+// owners, sizes, mtimes and symlink targets.
+func checkBody(t *testing.T, body []byte, want map[string]HFSPlusFile) {
+	t.Helper()
+	seen := 0
+	for _, line := range strings.Split(strings.TrimSuffix(string(body), "\n"), "\n") {
+		col := strings.Split(line, "|")
+		if len(col) != 11 {
+			t.Fatalf("fls -m line %q", line)
+		}
+		p := strings.TrimPrefix(col[1], "/")
+		f, ok := want[p]
+		if i := strings.Index(p, " -> "); !ok && i >= 0 {
+			f, ok = want[p[:i]]
+			if ok && p[i+4:] != string(f.Data) {
+				t.Errorf("%q: fls -m shows the target %q, want %q", p[:i], p[i+4:], f.Data)
+			}
+		}
+		if !ok {
+			continue // TSK's virtual files
+		}
+		seen++
+		perm := fs.FileMode(f.Mode & 0o777).String()[1:]
+		mtime := strconv.FormatInt(f.Mtime.Unix(), 10)
+		if f.Mtime.Unix() < 0 {
+			mtime = "0" // TSK shows Mac dates before 1970 as 0
+		}
+		size := strconv.Itoa(len(f.Data))
+		if f.Kind == Dir {
+			size = col[6]
+		}
+		if got := []string{col[3][len(col[3])-9:], col[4], col[5], col[6], col[8]}; !slices.Equal(got, []string{perm, strconv.Itoa(int(f.Uid)), strconv.Itoa(int(f.Gid)), size, mtime}) {
+			t.Errorf("%q: fls -m says perm, uid, gid, size, mtime %q, want %q", p, got, []string{perm, strconv.Itoa(int(f.Uid)), strconv.Itoa(int(f.Gid)), size, mtime})
+		}
+	}
+	if seen != len(want)-1 {
+		t.Errorf("fls -m shows %d of the %d names", seen, len(want)-1)
+	}
 }
 
 // checkLayoutMatchesSpec checks the layout's expected files against the
@@ -204,6 +247,11 @@ func TestHFSPlusSample(t *testing.T) {
 			}
 			if n := binary.BigEndian.Uint32(raw[l.Extents+14+6:]); n != 3 {
 				t.Errorf("extents-overflow file holds %d records, want 3", n)
+			}
+			// The catalog has index levels: 2 in 4096-byte nodes, 3 in 512.
+			depth := binary.BigEndian.Uint16(raw[l.Catalog+14:])
+			if want := map[int]uint16{0: 2, 4096: 2, 512: 3}[c.ns]; depth != want {
+				t.Errorf("catalog depth %d, want %d", depth, want)
 			}
 		})
 	}

@@ -34,6 +34,10 @@ func FuzzProbe(f *testing.F) {
 	if iso := newImg(40 * 2048); true {
 		iso.iso(0, "CDROM")
 		f.Add([]byte(iso))
+		// A hybrid disc's HFS side: its master directory block at 1024.
+		iso.str(1024, "BD")
+		iso.u32be(1024+0x14, 2048)
+		f.Add([]byte(iso))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		size := int64(len(in))

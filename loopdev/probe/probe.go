@@ -2,7 +2,8 @@
 // partition table (MBR with extended and logical partitions, GPT, Apple
 // Partition Map), and for the whole disk and each partition the filesystem or
 // member type (ext2/3/4, FAT12/16/32, exFAT, NTFS, ISO9660, UDF, HFS, HFS+,
-// XFS, btrfs, squashfs, swap, Linux RAID, LVM1/LVM2). It also recognises
+// XFS, btrfs, squashfs, swap, Linux RAID, LVM1/LVM2), and the HFS side of
+// a hybrid CD that shares byte 0 with its ISO 9660 side. It also recognises
 // files that are not disk images at all (tar, gzip, bzip2, xz, zstd, zip) and
 // erased media (all sampled bytes equal).
 //
@@ -116,6 +117,13 @@ type Result struct {
 	Partitions []Partition `json:"partitions,omitempty"`
 	// Whole is a filesystem starting at byte 0 of the image, if any.
 	Whole *Content `json:"whole,omitempty"`
+	// Hybrid is a second filesystem at byte 0 beside an optical Whole:
+	// the HFS or HFS+ side of a hybrid disc mastered without a partition
+	// map (genisoimage -hfs writes its master directory block at byte
+	// 1024 of the disc, in the ISO 9660 system area, and its allocation
+	// blocks are the ISO side's sectors). A hybrid with an Apple
+	// partition map has its HFS side in Partitions instead.
+	Hybrid *Content `json:"hybrid,omitempty"`
 	// Notes are oddities worth recording (bad GPT checksum, EBR loop…).
 	Notes []string `json:"notes,omitempty"`
 }
@@ -160,6 +168,11 @@ func Probe(r io.ReaderAt, size int64) (*Result, error) {
 		return res, rd.err
 	}
 	res.Whole = identify(rd, 0, size)
+	if res.Whole != nil && (res.Whole.Type == "iso9660" || res.Whole.Type == "udf") {
+		// identify stops at the disc's volume descriptors; an HFS
+		// volume sharing byte 0 is the disc's other view.
+		res.Hybrid = probeHFS(rd)
+	}
 	if rd.err != nil {
 		return nil, rd.err
 	}

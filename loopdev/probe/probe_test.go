@@ -648,6 +648,47 @@ func TestAPMHybridISO(t *testing.T) {
 	require.Equal(t, "hfsplus", r.Partitions[1].Content.Type)
 }
 
+// A hybrid disc mastered without a partition map (genisoimage -hfs): the
+// HFS master directory block sits at byte 1024 of the disc, in the ISO
+// 9660 system area. The whole disc is ISO 9660 and Hybrid is its HFS side;
+// an HFS signature beside no optical filesystem is the whole disk itself,
+// and a plain CD has no Hybrid.
+func TestHybridHFSWithoutMap(t *testing.T) {
+	hfsMDB := func(m img) {
+		m.str(1024, "BD")
+		m.u32be(1024+0x14, 2048)
+		m[1024+0x24] = 6
+		m.str(1024+0x25, "HYBRID")
+	}
+	m := newImg(128 << 10)
+	m.iso(0, "HYBRID")
+	hfsMDB(m)
+	r := m.probe(t)
+	require.Equal(t, "iso9660", r.Whole.Type)
+	require.NotNil(t, r.Hybrid)
+	require.Equal(t, "hfs", r.Hybrid.Type)
+	require.Equal(t, "HYBRID", r.Hybrid.Label)
+	require.Empty(t, r.Table)
+
+	b := newImg(128 << 10)
+	b.iso(0, "BRIDGE")
+	b.udfVRS(0, true)
+	hfsMDB(b)
+	r = b.probe(t)
+	require.Equal(t, "udf", r.Whole.Type)
+	require.Equal(t, "hfs", r.Hybrid.Type, "a UDF bridge disc can carry an HFS side too")
+
+	h := newImg(128 << 10)
+	hfsMDB(h)
+	r = h.probe(t)
+	require.Equal(t, "hfs", r.Whole.Type)
+	require.Nil(t, r.Hybrid)
+
+	c := newImg(128 << 10)
+	c.iso(0, "PLAIN")
+	require.Nil(t, c.probe(t).Hybrid)
+}
+
 func TestFilesystemAt16384(t *testing.T) {
 	// Zip disks: the filesystem begins at byte 16384 with nothing at 0.
 	m := newImg(2 << 20)

@@ -1,6 +1,7 @@
 // Command ntt-demo-image writes one of NTT's sample media (see
 // internal/demo) into a directory and prints its medium hash: the rescued
-// hard disk (default), a FAT12 floppy, or a Rock Ridge + Joliet CD-ROM.
+// hard disk (default), a FAT12 floppy, a Rock Ridge + Joliet CD-ROM, a
+// hybrid ISO 9660 / HFS CD, a UDF-only disc or a UDF bridge disc.
 package main
 
 import (
@@ -11,13 +12,16 @@ import (
 	"github.com/HRDAG/ntt/internal/demo"
 )
 
-const usage = `usage: ntt-demo-image [--kind disk|floppy|cdrom] DIR
+const usage = `usage: ntt-demo-image [--kind disk|floppy|cdrom|hybrid|udf|bridge] DIR
 
 Writes a sample medium into DIR as <md5>.img and prints the medium hash:
   disk    MBR with ext4 + ext2, its ddrescue mapfile with one unrescued
           region, and a ddrescue log (the default)
   floppy  a 1.44 MB FAT12 floppy (mkfs.fat + mtools)
   cdrom   an ISO 9660 CD-ROM with Rock Ridge and Joliet (xorriso)
+  hybrid  a hybrid ISO 9660 / HFS CD (genisoimage -hfs -part; hfsutils)
+  udf     a UDF-only disc (mkudffs), which no image reader reads yet
+  bridge  a UDF bridge disc (genisoimage -udf), read by its ISO 9660 side
 `
 
 func main() {
@@ -37,11 +41,9 @@ func main() {
 		if s, err = demo.Generate(dir); err == nil {
 			hash = s.Hash
 		}
-	case "floppy", "cdrom":
-		build := demo.Floppy
-		if *kind == "cdrom" {
-			build = demo.CDROM
-		}
+	case "floppy", "cdrom", "hybrid", "udf", "bridge":
+		build := map[string]func(string) (*demo.Medium, error){"floppy": demo.Floppy, "cdrom": demo.CDROM,
+			"hybrid": demo.HybridCD, "udf": demo.UDFDisc, "bridge": demo.BridgeDisc}[*kind]
 		var m *demo.Medium
 		if err = os.MkdirAll(dir, 0o755); err == nil {
 			if m, err = build(dir); err == nil {
