@@ -10,21 +10,24 @@
 #   find MNT -xdev -printf '%y\034%D\034%i\034%n\034%s\034%Ts\034%p\0' > OUT
 # warm (page cache kept; one untimed run of each first) and cold (echo 3 >
 # /proc/sys/vm/drop_caches before every run), RUNS runs each (default 5),
-# and prints the medians, the ratio ours/find and the peak RSS. It also
-# checks that both outputs hold the same record set. Targets: ratio <= 0.66
-# warm and cold, ntt-enum peak RSS <= 64 MiB.
+# and prints the medians, the ratio ours/find and the peak RSS. With AB=1
+# (the default) it also times `ntt-enum --no-prefetch` in the same rounds,
+# the A/B that keeps the read-ahead on by default (enumerate/doc.go). It
+# also checks that both outputs hold the same record set. Targets: ratio
+# <= 0.35 cold and <= 0.5 warm, ntt-enum peak RSS <= 64 MiB.
 #
 # find runs with TZ=UTC (FIND_TZ): with TZ unset, glibc re-reads
 # /etc/localtime for every %Ts and find takes 3-4 times longer; the output
 # is the same (seconds since the epoch), so the faster reference is used.
 #
-# Usage: sudo bench/enum.sh     (RUNS=5 WORKERS=<ntt-enum default> by default)
+# Usage: sudo bench/enum.sh     (RUNS=5 AB=1 WORKERS=<ntt-enum default> by default)
 set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-5}
 WORKERS=${WORKERS:-}
+AB=${AB:-1}
 FIND_TZ=${FIND_TZ:-UTC}
 HASH=00000000000000000000000000e0c0de
 IMG=$BENCH/enum-300k-v1.img
@@ -145,7 +148,7 @@ mount -t ext4 -o ro,noload,nosuid,nodev,noexec,noatime "$LOOP" "$MNT"
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # run_ntt / run_find append "seconds rss_kib" to the named file.
 run_ntt() {
-	/usr/bin/time -f '%e %M' -a -o "$1" "$WORK/ntt-enum" --force ${WORKERS:+--workers "$WORKERS"} \
+	/usr/bin/time -f '%e %M' -a -o "$1" "$WORK/ntt-enum" --force ${WORKERS:+--workers "$WORKERS"} "${@:2}" \
 		"$MNT" "$HASH" "$WORK/ntt.raw" >/dev/null 2>"$WORK/ntt.log"
 }
 run_find() {
@@ -164,35 +167,46 @@ if ! cmp -s <(tr '\0' '\n' <"$WORK/ntt.raw" | LC_ALL=C sort) <(tr '\0' '\n' <"$W
 fi
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-: >"$WORK/warm.ntt"
-: >"$WORK/warm.find"
-: >"$WORK/cold.ntt"
-: >"$WORK/cold.find"
+prefetched=$(grep -o '"prefetch_inode_table_bytes":[0-9]*,"prefetch_directory_bytes":[0-9]*' "$WORK/ntt.log" || true)
+for f in warm.ntt warm.find warm.nopf cold.ntt cold.find cold.nopf; do : >"$WORK/$f"; done
 for ((i = 0; i < RUNS; i++)); do
 	run_ntt "$WORK/warm.ntt"
 	run_find "$WORK/warm.find"
+	if ((AB)); then run_ntt "$WORK/warm.nopf" --no-prefetch; fi
 done
 for ((i = 0; i < RUNS; i++)); do
 	drop
 	run_ntt "$WORK/cold.ntt"
 	drop
 	run_find "$WORK/cold.find"
+	if ((AB)); then
+		drop
+		run_ntt "$WORK/cold.nopf" --no-prefetch
+	fi
 done
 
 report() {
-	local name=$1 ours theirs
+	local name=$1 target=$2 ours theirs nopf
 	ours=$(col "$WORK/$name.ntt" 1 | median)
 	theirs=$(col "$WORK/$name.find" 1 | median)
-	awk -v n="$name" -v o="$ours" -v t="$theirs" 'BEGIN {
+	awk -v n="$name" -v o="$ours" -v t="$theirs" -v g="$target" 'BEGIN {
 		r = o / t
-		printf "%-5s ntt-enum %6.2f s   find %6.2f s   ratio %.2f  %s\n", n, o, t, r, (r <= 0.66 ? "(target <= 0.66: met)" : "(target <= 0.66: MISSED)")
+		printf "%-5s ntt-enum %6.2f s   find %6.2f s   ratio %.2f  (target <= %s: %s)\n", n, o, t, r, g, (r <= g ? "met" : "MISSED")
 	}'
 	echo "      runs: ntt-enum $(col "$WORK/$name.ntt" 1 | xargs)  find $(col "$WORK/$name.find" 1 | xargs)"
+	if ((AB)); then
+		nopf=$(col "$WORK/$name.nopf" 1 | median)
+		awk -v n="$name" -v o="$ours" -v p="$nopf" -v t="$theirs" 'BEGIN {
+			printf "      ntt-enum --no-prefetch %.2f s (ratio %.2f); read-ahead on/off %.2f\n", p, p / t, o / p
+		}'
+		echo "      runs: --no-prefetch $(col "$WORK/$name.nopf" 1 | xargs)"
+	fi
 }
 echo "load average before/after: $LOAD0 / $(cut -d' ' -f1-3 /proc/loadavg) (others' work and drop_caches skew timings)"
 echo "enum benchmark: $records records, image $IMG, median of $RUNS, $(nproc) cores, workers ${WORKERS:-default}, find with TZ=$FIND_TZ"
-report warm
-report cold
+echo "read-ahead in the record-set check run: ${prefetched:-none}"
+report warm 0.5
+report cold 0.35
 rss=$(cat "$WORK/warm.ntt" "$WORK/cold.ntt" | col /dev/stdin 2 | sort -n | tail -1)
 frss=$(cat "$WORK/warm.find" "$WORK/cold.find" | col /dev/stdin 2 | sort -n | tail -1)
 awk -v r="$rss" -v f="$frss" 'BEGIN {

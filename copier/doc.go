@@ -30,6 +30,29 @@
 // beyond_eof, or io for a corrupt structure). With a mapfile, the runs ∩
 // the unrescued ranges are the file's inode.damage (RunDamageMapper).
 //
+// # Concurrency
+//
+// Three things overlap, so that a cold medium of small files is read at
+// its own speed rather than one request at a time:
+//
+//   - Read-ahead (ahead.go): each worker's batch is opened ahead of it by
+//     32 opener goroutines, in the batch's order (inode number on a mount,
+//     the first byte run's offset on an image), at most 128 files ahead,
+//     and each opened file's first 4 MiB are asked for at once
+//     (posix_fadvise WILLNEED, on the file or on the image's runs). The
+//     worker then finds most of its reads done; it hashes, stores and
+//     links while the medium works on the next ones.
+//   - Finishing: a batch's syncfs and catalog commit run while its worker
+//     claims and copies the next batch (one batch being finished per
+//     worker at most).
+//   - Workers: Options.Workers (default DefaultWorkers, 8) is an upper
+//     bound. The run starts with 2 workers copying and moves that number
+//     by hill climbing on the measured throughput (bytes read plus 32 KiB
+//     per file, every 2 s): one more while it gains more than 5 %, back
+//     when it loses as much, steady in between (tune.go). A worker above
+//     the current number waits before claiming, holding no claim.
+//     Options.FixedWorkers runs exactly Workers.
+//
 // # Invariants
 //
 //   - A blob is named by the BLAKE3 of its content, written once, never

@@ -141,8 +141,10 @@ func (f *fixture) setStore(dir string) {
 }
 
 func (f *fixture) options() copier.Options {
+	// One worker, as these tests count files and batches of one worker;
+	// image_test.go and the process tests run several.
 	return copier.Options{Medium: string(f.h), StoreRoot: f.store, MountRoot: f.mountRoot, WorkerID: "test-worker",
-		Logger: testLogger(f.t)}
+		Workers: 1, Logger: testLogger(f.t)}
 }
 
 func (f *fixture) run(o copier.Options) (copier.Stats, error) {

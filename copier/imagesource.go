@@ -11,6 +11,7 @@ import (
 
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/internal/medium"
+	"golang.org/x/sys/unix"
 )
 
 // mediumSource is where the copier reads a medium's files: its kernel
@@ -27,8 +28,12 @@ type mediumSource interface {
 	// p, checking that it is a symlink with inode number ino.
 	readSymlink(p []byte, rel string, ino int64) (string, error)
 	// order sorts a claimed batch into the order its files are best read
-	// in (the image's byte order; the mount's claim order is kept).
+	// in (the image's byte order; the mount's claim order, inode number, is
+	// kept).
 	order(batch []*inode)
+	// advise asks the source for the first n bytes of an opened file
+	// without waiting for them (read-ahead; see ahead.go).
+	advise(f *openedFile, n int64)
 	close()
 }
 
@@ -97,6 +102,7 @@ type imageSource struct {
 	m     *imagefs.Medium
 	image string
 	index map[string]imageEntry // catalogued path ("/", "/p2/etc/x") → entry
+	fd    int                   // the image, for read-ahead advice only (-1: none)
 }
 
 type imageEntry struct {
@@ -109,7 +115,13 @@ func openImageSource(ctx context.Context, o Options, h medium.Hash) (*imageSourc
 	if err != nil {
 		return nil, fmt.Errorf("medium %s: reading image %s: %w", h, o.Image, err)
 	}
-	s := &imageSource{m: m, image: o.Image, index: map[string]imageEntry{}}
+	s := &imageSource{m: m, image: o.Image, index: map[string]imageEntry{}, fd: -1}
+	// Advice goes to the image's page cache through a descriptor of our
+	// own: the readers' file is imagefs's. Without it, reads are merely
+	// not ahead.
+	if fd, err := unix.Open(o.Image, unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		s.fd = fd
+	}
 	multi := len(m.Volumes) > 1 || (len(m.Volumes) == 1 && m.Volumes[0].Prefix != "")
 	for _, v := range m.Volumes {
 		prefix := v.Prefix
@@ -132,7 +144,27 @@ func openImageSource(ctx context.Context, o Options, h medium.Hash) (*imageSourc
 	return s, nil
 }
 
-func (s *imageSource) close() { s.m.Close() }
+func (s *imageSource) close() {
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+	}
+	s.m.Close()
+}
+
+// advise asks for the image bytes of the file's first n bytes, run by run.
+func (s *imageSource) advise(f *openedFile, n int64) {
+	if s.fd < 0 {
+		return
+	}
+	for _, r := range f.runs {
+		if r.Logical >= n {
+			return
+		}
+		if !r.Hole {
+			unix.Fadvise(s.fd, r.Offset, min(r.Length, n-r.Logical), unix.FADV_WILLNEED)
+		}
+	}
+}
 
 func (s *imageSource) lookup(p []byte) (imageEntry, error) {
 	ie, ok := s.index[string(p)]

@@ -26,6 +26,8 @@ const (
 	DefaultBatchSize    = 1000
 	DefaultLease        = 5 * time.Minute
 	DefaultStallTimeout = 10 * time.Minute
+	// DefaultWorkers is the default bound of Options.Workers.
+	DefaultWorkers = 8
 )
 
 // batchBytes bounds a batch by the catalogued size of its files: a claim
@@ -41,8 +43,13 @@ type Options struct {
 	// WorkerID is recorded in claimed_by; one id is one process at a time
 	// (default <hostname>-<pid>).
 	WorkerID string
-	// Workers is the number of concurrent workers in this process (default 1).
+	// Workers bounds the number of concurrent workers in this process
+	// (default DefaultWorkers); how many copy at once within the bound is
+	// found by measuring the throughput as the run goes (see the package
+	// documentation, "Concurrency"), unless FixedWorkers is set.
 	Workers int
+	// FixedWorkers runs exactly Workers workers, without measuring.
+	FixedWorkers bool
 	// BatchSize is the number of inodes per claim and per catalog
 	// transaction (default 1000). A batch holds fewer when its files add
 	// up to more than 1 GiB, or when the medium has fewer than BatchSize
@@ -210,6 +217,7 @@ type run struct {
 	lockDown time.Time     // when the lock's session was found gone (zero: held)
 
 	source sourceWatch // the medium's health, as the policy sees it
+	tune   *tuner      // how many workers copy at once
 }
 
 func (o *Options) defaults() error {
@@ -227,7 +235,7 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("%w: worker id %q is a reserved claimed_by value", ErrInvalidOptions, o.WorkerID)
 	}
 	if o.Workers <= 0 {
-		o.Workers = 1
+		o.Workers = DefaultWorkers
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
@@ -276,6 +284,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		r.policy = SimplePolicy{}
 	}
 	r.retry = dbconn.Retry{Bound: opts.DBRetry, Logger: r.log, OnRetry: r.outageIsNoStall}
+	r.tune = newTuner(opts.Workers, opts.FixedWorkers)
 	if opts.Limit > 0 {
 		r.quota.Store(opts.Limit)
 	} else {
@@ -377,14 +386,16 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	if opts.Progress != nil {
 		opts.Progress.Started(startTotals)
 	}
-	r.log.Info("copy started", "medium", h, "worker", opts.WorkerID, "workers", opts.Workers,
+	r.log.Info("copy started", "medium", h, "worker", opts.WorkerID, "workers_max", opts.Workers,
+		"workers", r.tune.current(), "fixed_workers", opts.FixedWorkers,
 		"batch_size", opts.BatchSize, "pending_files", files, "pending_bytes", bytes, "dry_run", opts.DryRun)
 
 	var runErr error
 	if files-claimed > 0 {
 		// Every worker gets a share, however small the medium. Claims of
 		// others count: they come back if their worker turns out dead.
-		perWorker := (files + int64(opts.Workers) - 1) / int64(opts.Workers)
+		active := int64(r.tune.current())
+		perWorker := (files + active - 1) / active
 		r.claimSize = int(min(int64(opts.BatchSize), max(perWorker, 1)))
 		runErr = r.copyAll(ctx)
 	}
@@ -482,6 +493,9 @@ func (r *run) copyAll(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	go r.tune.climb(wctx, func(limit int, rate float64) {
+		r.log.Debug("concurrency", "medium", r.h, "worker", r.o.WorkerID, "workers", limit, "work_mb_s", rate/1e6)
+	})
 
 	beat := time.NewTicker(max(r.o.Lease/3, 100*time.Millisecond))
 	defer beat.Stop()
@@ -728,42 +742,89 @@ func (r *run) unreserve(n int) {
 
 // work is one worker: claim a batch, copy it, commit it, until nothing is
 // left, the limit is reached or ctx is done.
+//
+// A batch's sync and commit run while the worker claims and copies the
+// next one (at most one batch is being finished per worker): a batch of
+// small files spends as long in the catalog and in syncfs as in its reads,
+// and the medium would sit idle meanwhile. The invariants hold as before:
+// a batch's blobs are written before its sync starts and committed after
+// it returns; a batch whose predecessor failed to finish is not recorded
+// (its claims are released when the run ends).
 func (r *run) work(ctx context.Context, wid int) error {
 	w := newWorker(r, wid)
 	defer w.close()
+	var finishing chan error // the previous batch's finish, if one runs
+	finished := func() error {
+		if finishing == nil {
+			return nil
+		}
+		err := <-finishing
+		finishing = nil
+		return err
+	}
+	defer finished()
 	for ctx.Err() == nil {
+		// Waiting for a turn is not a stall.
+		r.lastMove[wid].Store(math.MaxInt64)
+		ok := r.tune.enter(ctx)
+		r.touch(wid)
+		if !ok {
+			break
+		}
 		n := r.reserve(r.claimSize)
 		if n == 0 {
-			return nil
+			r.tune.leave()
+			return finished()
 		}
 		t0 := time.Now()
 		batch, err := r.nextBatch(ctx, n)
 		if err != nil {
+			r.tune.leave()
 			r.unreserve(n)
-			return err
+			return errors.Join(err, finished())
 		}
 		if len(batch) == 0 {
+			r.tune.leave()
 			r.unreserve(n)
+			if finishing != nil {
+				// The batch being finished may give inodes back (a
+				// retry, a blob found quarantined): look again after it.
+				if err := finished(); err != nil {
+					return err
+				}
+				continue
+			}
 			return nil
 		}
 		t1 := time.Now()
 		outs, abort := w.process(ctx, batch)
+		r.tune.leave()
 		times := batchTimes{claim: t1.Sub(t0), copy: time.Since(t1)}
-		unused := 0
+		unused, copiedN, failedN := 0, 0, 0
 		for _, o := range outs {
-			if o.kind == released {
+			switch o.kind {
+			case released:
 				unused++
+			case copied:
+				copiedN++
+			case failed:
+				failedN++
 			}
 		}
 		r.unreserve(n - len(batch) + unused)
-		res, err := r.finishBatch(ctx, wid, outs, t0, &times)
-		if err != nil {
+		if err := finished(); err != nil {
 			return errors.Join(abort, err)
 		}
 		if abort != nil {
-			return abort
+			_, err := r.finishBatch(ctx, wid, outs, t0, &times)
+			return errors.Join(abort, err)
 		}
-		if res.Copied == 0 && res.Failed > 0 && res.Failed == res.Files {
+		finishing = make(chan error, 1)
+		go func() {
+			_, err := r.finishBatch(ctx, wid, outs, t0, &times)
+			finishing <- err
+		}()
+		if copiedN == 0 && failedN > 0 && failedN == len(outs) {
 			// Only failures: give the medium a moment before the retries.
 			select {
 			case <-ctx.Done():
@@ -771,7 +832,7 @@ func (r *run) work(ctx context.Context, wid int) error {
 			}
 		}
 	}
-	return nil
+	return finished()
 }
 
 // nextBatch claims up to n inodes from the cursor, wrapping around once to

@@ -64,28 +64,19 @@ type fileErr struct {
 	fileDev uint64
 }
 
-// copyInode copies one claimed inode: open beneath the mount, check it
-// against the catalog, read it once while hashing, store the blob, link
-// every path into the tree.
-func (w *worker) copyInode(ctx context.Context, n *inode) (outcome, *fileErr, FileResult) {
+// copyInode copies one claimed inode, opened ahead (prepare: checked
+// beneath the mount against the catalog): read it once while hashing,
+// store the blob, link every path into the tree.
+func (w *worker) copyInode(ctx context.Context, n *inode, pr prepared) (outcome, *fileErr, FileResult) {
 	res := FileResult{Dev: n.Dev, Ino: n.Ino, Size: n.Size}
-	if len(n.Paths) == 0 {
+	if pr.excluded {
 		return outcome{n: n, kind: excluded}, nil, res
 	}
 	res.Path = n.Paths[0]
-	rels := make([]string, len(n.Paths))
-	for i, p := range n.Paths {
-		rel, err := relPath(p)
-		if err != nil {
-			return outcome{n: n}, &fileErr{err: err, path: p}, res
-		}
-		rels[i] = rel
+	if pr.ferr != nil {
+		return outcome{n: n}, pr.ferr, res
 	}
-	of, ferr := w.r.src.openInode(n, rels)
-	if ferr != nil {
-		return outcome{n: n}, ferr, res
-	}
-	defer of.close()
+	of, rels := pr.of, pr.rels
 	p := n.Paths[of.idx]
 	mount, liveDev := of.mount, of.dev
 	failRead := func(err error) (outcome, *fileErr, FileResult) {
@@ -161,9 +152,17 @@ func (s *source) openInode(n *inode, rels []string) (*openedFile, *fileErr) {
 		fd: fd, done: func() { unix.Close(fd) }}, nil
 }
 
-// order keeps a mount's claim order: the kernel's readahead and the
-// filesystem's allocator serve it well enough.
+// order keeps a mount's claim order, by inode number: the filesystem's
+// allocator mostly places inodes, and their data, in that order.
 func (s *source) order([]*inode) {}
+
+// advise asks for the file's first n bytes (posix_fadvise WILLNEED: the
+// kernel starts the reads and returns).
+func (s *source) advise(f *openedFile, n int64) {
+	if n > 0 {
+		unix.Fadvise(f.fd, 0, n, unix.FADV_WILLNEED)
+	}
+}
 
 // open tries the inode's paths in order (hardlinks) and returns the first
 // that opens beneath the mount.
@@ -218,6 +217,7 @@ func (w *worker) store(f io.Reader, p []byte, size int64) (id, mime string, crea
 		created, err = w.r.store.putBytes(id, data, w.r.blobs.suspected(id))
 		if created {
 			written = size
+			w.r.blobs.trust([]string{id}) // see the large files' case below
 		}
 		return id, mime, created, read, written, storeErr(err)
 	}
@@ -253,6 +253,14 @@ func (w *worker) store(f io.Reader, p []byte, size int64) (id, mime string, crea
 	}
 	created, err = bw.commit(id, size, w.r.blobs.suspected(id))
 	err = storeErr(err)
+	if created && err == nil {
+		// What this run wrote at the name is right by construction: the
+		// other copies of it in this run dedupe against it rather than
+		// replace it (a tree link made to it would be left behind). Its
+		// batch's commit clears the catalog's mark; a copy committed
+		// before that is refused and copied again.
+		w.r.blobs.trust([]string{id})
+	}
 	if !created {
 		// Stored already (or by another writer meanwhile): the unnamed
 		// file is dropped, normally before its pages reach the disk.
@@ -436,15 +444,18 @@ func (r *run) mimeOf(id string, data []byte) string {
 // released, and the error is returned.
 func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error) {
 	w.r.src.order(batch)
+	ah := startAhead(batch, w.r.prepare, aheadOpeners, aheadWindow)
+	defer ah.stop()
 	outs := make([]outcome, 0, len(batch))
 	var abort error
-	for _, n := range batch {
+	for i, n := range batch {
 		if ctx.Err() != nil || abort != nil {
 			outs = append(outs, outcome{n: n, kind: released})
 			continue
 		}
 		w.r.touch(w.id)
-		o, ferr, res := w.copyInode(ctx, n)
+		o, ferr, res := w.copyInode(ctx, n, ah.take(i))
+		ah.done(i)
 		if ferr != nil {
 			var se *StoreError
 			if errors.As(ferr.err, &se) {
@@ -469,6 +480,7 @@ func (w *worker) process(ctx context.Context, batch []*inode) ([]outcome, error)
 		}
 		w.r.touch(w.id)
 		o.read, o.written = res.BytesRead, res.BytesWritten
+		w.r.tune.done(res.BytesRead)
 		outs = append(outs, o)
 		if w.r.o.Progress != nil {
 			w.r.o.Progress.FileDone(res)

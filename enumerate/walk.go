@@ -112,8 +112,15 @@ type Options struct {
 	OnError func(*EntryError) error
 	// Logger receives debug and warning lines; nil is silent.
 	Logger *slog.Logger
+	// NoPrefetch turns off the read-ahead of an ext filesystem's inode
+	// tables and directory blocks (see PrefetchResult), which a walk of a
+	// whole mounted ext medium does by default.
+	NoPrefetch bool
 
 	fs dirFS // nil: the real system calls
+	// prefetchFirst lets the read-ahead finish before the workers start
+	// (tests: what it reads no longer depends on the walk's speed).
+	prefetchFirst bool
 }
 
 // Result counts what a walk did.
@@ -124,6 +131,8 @@ type Result struct {
 	Dirs    int64 // directories read
 	Errors  int64 // directories or entries that could not be read
 	Elapsed time.Duration
+	// Prefetch is what the read-ahead did (nothing with NoPrefetch).
+	Prefetch PrefetchResult
 }
 
 const (
@@ -197,6 +206,7 @@ type walker struct {
 	errMu    sync.Mutex
 	state    []workerState
 	start    time.Time
+	prefetch atomic.Pointer[prefetcher] // nil: none
 }
 
 func newWalker(opts Options, sink io.Writer) *walker {
@@ -255,6 +265,13 @@ func (w *walker) run(ctx context.Context, roots []string) (Result, error) {
 		if err := w.startRoots(roots); err != nil {
 			w.stop(err)
 		} else {
+			if !w.opts.NoPrefetch && w.opts.fs == nil {
+				pf := startPrefetch(append(slices.Clone(roots), w.opts.EnterMounts...))
+				w.prefetch.Store(pf)
+				if w.opts.prefetchFirst {
+					<-pf.done
+				}
+			}
 			var wg sync.WaitGroup
 			wg.Add(w.workers)
 			for i := 0; i < w.workers; i++ {
@@ -328,6 +345,17 @@ loop:
 		result = *p
 	}
 	res := w.result()
+	if pf := w.prefetch.Load(); pf != nil {
+		// After a stall or a cancellation the disk may hang: do not wait
+		// for the read-ahead longer than for the workers.
+		wait := stall
+		if result != nil {
+			wait = 50 * time.Millisecond
+		} else if stall <= 0 {
+			wait = -1
+		}
+		res.Prefetch = pf.close(wait)
+	}
 	if w.opts.Progress != nil {
 		w.opts.Progress(w.progress(true))
 	}
@@ -638,6 +666,18 @@ func (k *worker) readDir(t *dirTask) {
 		}
 	}
 	if len(k.subdirs) > 0 && !w.stopping.Load() {
+		// Highest inode first onto the stack, so the lowest is read next:
+		// the walk then moves up the inode tables as the read-ahead does
+		// (prefetch.go), instead of meeting it half-way from the other end.
+		slices.SortFunc(k.subdirs, func(a, b *dirTask) int {
+			switch {
+			case a.ino > b.ino:
+				return -1
+			case a.ino < b.ino:
+				return 1
+			}
+			return 0
+		})
 		h.refs.Add(int32(len(k.subdirs)))
 		w.push(k.subdirs)
 		k.subdirs = k.subdirs[:0]

@@ -216,9 +216,8 @@ func TestMediumHybridCD(t *testing.T) {
 
 // A hybrid ISO 9660 / HFS+ CD as xorriso makes it (-as mkisofs -hfsplus):
 // an Apple partition map whose entry 3 is the HFS+ side, over the same
-// sectors as the ISO side. p1 is the ISO side, p2 the HFS+ side, read by
-// the HFS+ reader (imagefs/hfs): each file's bytes on it are the ISO
-// side's, in the same sectors.
+// sectors as the ISO side. p1 is the ISO side, p2 the HFS+ side; every
+// file of the ISO side has its twin in the same sectors on the HFS+ side.
 func TestMediumHybridHFSPlusCD(t *testing.T) {
 	if _, err := exec.LookPath("xorriso"); err != nil {
 		testenv.SkipOrFail(t, "xorriso is not installed (scripts/deps.sh installs it)")

@@ -144,7 +144,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.db, "db", "", "catalog database `URL` (default $NTT_DB_URL, then libpq's PG* variables)")
 	fs.StringVar(&c.hash, "medium-hash", "", "the medium to copy (its `HASH`)")
 	fs.StringVar(&c.worker, "worker-id", "", "`ID` recorded in claimed_by; one process per id (default HOST-PID)")
-	fs.IntVar(&c.workers, "workers", 1, "concurrent workers in this process (`N`)")
+	fs.IntVar(&c.workers, "workers", copier.DefaultWorkers, "at most `N` concurrent workers in this process; how many run is measured as the copy goes")
 	fs.IntVar(&c.batch, "batch-size", copier.DefaultBatchSize, "inodes per claim and per catalog transaction (`N`)")
 	fs.Int64Var(&c.limit, "limit", 0, "stop after `N` inodes (0: no limit)")
 	fs.StringVar(&c.store, "store", copier.DefaultStore, "the content store `DIR` (must exist)")
@@ -193,6 +193,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
+	workersSet := false
+	fs.Visit(func(f *flag.Flag) { workersSet = workersSet || f.Name == "workers" })
+	if verb == "verify-store" && !workersSet {
+		c.workers = 1 // verify-store's own default: one reader besides the hasher
+	}
 	switch verb {
 	case "reset-failed":
 		return resetFailed(ctx, &c, stdout, stderr)

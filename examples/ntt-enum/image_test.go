@@ -109,12 +109,12 @@ func TestEnumImageUDFNamedAsMissing(t *testing.T) {
 }
 
 // checkImageRecords checks the raw records ntt-enum wrote to out for a
-// medium read under base: one record per name of tree (forks at their
+// medium read under base: one record per name of m (forks at their
 // catalog paths) and the medium root, each of the type put on the medium, files of their size, and dev
 // as devOf says for the name (relative to base).
-func checkImageRecords(t *testing.T, out, base string, tree demo.Tree, devOf func(rel string) string) {
+func checkImageRecords(t *testing.T, out, base string, m *demo.Medium, devOf func(rel string) string) {
 	t.Helper()
-	tree = tree.CatalogPaths()
+	tree := m.CatalogTree()
 	recs := rawSorted(t, out)
 	require.Len(t, recs, len(tree)+1)
 	for _, rec := range recs {
@@ -142,7 +142,7 @@ func TestEnumImageUDFBridgeReadsISOSide(t *testing.T) {
 	out := filepath.Join(dir, "bridge.raw")
 	rc, _, stderr := runEnum("--image", m.Image, "--root", "/media/archive", m.Hash, out)
 	require.Equal(t, 0, rc, stderr)
-	checkImageRecords(t, out, "/media/archive/"+m.Hash, m.Tree, func(string) string { return "0" })
+	checkImageRecords(t, out, "/media/archive/"+m.Hash, m, func(string) string { return "0" })
 }
 
 // A hybrid ISO 9660 / HFS CD: both views, the ISO side as partition 1
@@ -153,7 +153,7 @@ func TestEnumImageHybridCDViews(t *testing.T) {
 	out := filepath.Join(dir, "hybrid.raw")
 	rc, _, stderr := runEnum("--image", m.Image, "--root", "/media/archive", m.Hash, out)
 	require.Equal(t, 0, rc, stderr)
-	checkImageRecords(t, out, "/media/archive/"+m.Hash, m.Tree, func(rel string) string {
+	checkImageRecords(t, out, "/media/archive/"+m.Hash, m, func(rel string) string {
 		return strings.TrimPrefix(strings.SplitN(rel, "/", 2)[0], "p") // p1/… is dev 1, p2/… dev 2
 	})
 }

@@ -67,6 +67,7 @@ type config struct {
 	image       string
 	root        string
 	codePage    string
+	noPrefetch  bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -76,6 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.ignore, "ignore", "", "leave out paths matching any regular expression in `FILE` (one per line, # comments)")
 	fs.IntVar(&c.workers, "workers", enumerate.DefaultWorkers, "directories read at once (`N`)")
 	fs.DurationVar(&c.stall, "stall-timeout", enumerate.DefaultStallTimeout, "fail when the walk makes no progress for `D` (a dying disk)")
+	fs.BoolVar(&c.noPrefetch, "no-prefetch", false, "do not read an ext medium's inode tables and directory blocks ahead of the walk")
 	fs.BoolVar(&c.force, "force", false, "replace an existing OUT.raw")
 	fs.BoolVar(&c.allowErrors, "allow-errors", false, "write OUT.raw even if some directories or entries could not be read (they are logged)")
 	fs.BoolVar(&c.plainDir, "allow-unmounted", false, "walk MOUNT_POINT even if nothing is mounted there")
@@ -140,6 +142,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Ignore:       ignore,
 		EnterMounts:  enter,
 		StallTimeout: c.stall,
+		NoPrefetch:   c.noPrefetch,
 		OnError: func(e *enumerate.EntryError) error {
 			// The library already logged it as JSON; on a terminal show a
 			// readable line, but not thousands of them.
@@ -196,7 +199,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("enumeration complete", "mount_point", mount, "out", out, "records", res.Records, "bytes", res.Bytes,
 		"ignored", res.Ignored, "dirs", res.Dirs, "errors", res.Errors, "elapsed_s", res.Elapsed.Seconds(),
-		"rate", int64(float64(res.Records)/max(res.Elapsed.Seconds(), 1e-9)))
+		"rate", int64(float64(res.Records)/max(res.Elapsed.Seconds(), 1e-9)),
+		"prefetch_devices", res.Prefetch.Devices, "prefetch_inode_table_bytes", res.Prefetch.InodeTableBytes,
+		"prefetch_directory_bytes", res.Prefetch.DirectoryBytes, "prefetch_skipped", res.Prefetch.Skipped, "prefetch_s", res.Prefetch.Elapsed.Seconds())
 	fmt.Fprintf(stdout, "✓ Enumeration complete: %d records written to %s\n", res.Records, out)
 	if res.Errors > 0 {
 		fmt.Fprintf(stderr, "⚠ %d director(ies) or entries could not be read and are missing from %s\n", res.Errors, out)

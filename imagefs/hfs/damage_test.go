@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ type layout struct {
 	leaves           []int64 // byte offsets of its leaf nodes, in chain order
 }
 
-func layoutOf(t *testing.T, img []byte) layout {
+func layoutOf(t testing.TB, img []byte) layout {
 	t.Helper()
 	m := img[1024:]
 	l := layout{alStart: int64(be.Uint16(m[0x1c:])) * 512, blkSize: int64(be.Uint32(m[0x14:]))}
@@ -41,14 +42,14 @@ func layoutOf(t *testing.T, img []byte) layout {
 
 // fileRecord returns the offset of the data of the file record of name (in
 // the catalog, whatever its parent).
-func fileRecord(t *testing.T, img []byte, l layout, name string) int64 {
+func fileRecord(t testing.TB, img []byte, l layout, name string) int64 {
 	t.Helper()
 	return catalogRecord(t, img, l, name, 2)
 }
 
 // catalogRecord returns the offset of the data of the record of name and
 // type typ (1 directory, 2 file).
-func catalogRecord(t *testing.T, img []byte, l layout, name string, typ byte) int64 {
+func catalogRecord(t testing.TB, img []byte, l layout, name string, typ byte) int64 {
 	t.Helper()
 	key := append([]byte{byte(len(name))}, name...)
 	for _, leaf := range l.leaves {
@@ -252,4 +253,58 @@ func TestDamage(t *testing.T) {
 		}
 	})
 	_ = io.EOF
+}
+
+// A resource fork is read like the data fork, and its damage is found
+// like the data fork's: an extent past the allocation area is reported at
+// its file record, naming the fork, and reading it fails with
+// ErrBeyondEnd; extents that cover less than filRLgLen read the covered
+// part and fail past it with ErrCorrupt, never zeros.
+func TestResourceForkDamage(t *testing.T) {
+	testimg.RequireHFSTools(t)
+	seed := fuzzSeeds(t)[1]
+	clean := withFork(t, seed, "a file")
+	d := fileRecord(t, clean, layoutOf(t, clean), "a file")
+	_, got, _, probs := openWalk(t, clean)
+	if len(probs) != 0 {
+		t.Fatalf("problems on the clean volume: %v", probs)
+	}
+	data := got["/a file"].data
+	f := got["/a file/..namedfork/rsrc"]
+	if f.e == nil || f.err != nil || !bytes.Equal(f.data, data) || f.e.ID != imagefs.ForkID(got["/a file"].e.ID, 1) {
+		t.Fatalf("the resource fork: %+v", f)
+	}
+
+	t.Run("extent past the volume", func(t *testing.T) {
+		img := bytes.Clone(clean)
+		be.PutUint16(img[d+86:], 0xfff0) // first resource extent's start block
+		_, got, _, probs := openWalk(t, img)
+		// Reported at the file's catalog record, whose key (at most 38
+		// bytes) comes before the data at d.
+		k := kinds(probs)
+		if len(probs) != 1 || len(k["out_of_volume"]) != 1 || k["out_of_volume"][0] < d-38 || k["out_of_volume"][0] >= d ||
+			!strings.Contains(probs[0].Detail, `the resource fork of "a file"`) {
+			t.Errorf("problems %v, want one out_of_volume at the record before byte %d naming the resource fork", probs, d)
+		}
+		if f := got["/a file/..namedfork/rsrc"]; !errors.Is(f.err, imagefs.ErrBeyondEnd) {
+			t.Errorf("reading the fork: %v, want ErrBeyondEnd", f.err)
+		}
+		if !bytes.Equal(got["/a file"].data, data) {
+			t.Errorf("the data fork changed")
+		}
+	})
+	t.Run("extents short of the size", func(t *testing.T) {
+		img := bytes.Clone(clean)
+		covered := int64(be.Uint16(img[d+88:])) * layoutOf(t, img).blkSize
+		be.PutUint32(img[d+36:], uint32(covered+4096)) // filRLgLen past the extents
+		_, got, _, _ := openWalk(t, img)
+		f := got["/a file/..namedfork/rsrc"]
+		var re *imagefs.ReadError
+		if !errors.Is(f.err, imagefs.ErrCorrupt) || !errors.As(f.err, &re) {
+			t.Errorf("reading the fork: %v, want an ErrCorrupt ReadError", f.err)
+		}
+		if int64(len(f.data)) != covered || !bytes.Equal(f.data[:len(data)], data) {
+			t.Errorf("read %d bytes before the error, want the %d the extents cover", len(f.data), covered)
+		}
+	})
 }

@@ -67,7 +67,20 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	whole := bytes.Clone(cut)
 	alStart := int(be.Uint16(whole[1024+0x1c:])) * 512
 	be.PutUint16(whole[1024+0x12:], uint16((len(whole)-alStart)/512))
-	return [][]byte{cut, whole}
+	return [][]byte{cut, whole, withFork(t, whole, "a file")}
+}
+
+// withFork returns img with a resource fork given to the file name: its
+// record's filRLgLen and filRExtRec copied from its data fork's, so that
+// the fork's bytes are the data fork's (hfsutils cannot write a fork but
+// from MacBinary or BinHex).
+func withFork(t testing.TB, img []byte, name string) []byte {
+	out := bytes.Clone(img)
+	d := fileRecord(t, out, layoutOf(t, out), name)
+	copy(out[d+36:d+40], out[d+26:d+30]) // filRLgLen = filLgLen
+	copy(out[d+40:d+44], out[d+30:d+34]) // filRPyLen = filPyLen
+	copy(out[d+86:d+98], out[d+74:d+86]) // filRExtRec = filExtRec
+	return out
 }
 
 // FuzzVolume opens any bytes as an HFS volume, walks it whole and reads
@@ -126,10 +139,19 @@ func TestFuzzSeeds(t *testing.T) {
 		if len(s) > 64<<10 {
 			t.Errorf("seed %d is %d bytes", i, len(s))
 		}
-		if n := checkVolume(t, s); n != len(want)+1 {
-			t.Errorf("seed %d: %d entries, want %d", i, n, len(want)+1)
+		forks := 0
+		if i == 2 {
+			forks = 1 // "a file"'s resource fork
+		}
+		if n := checkVolume(t, s); n != len(want)+1+forks {
+			t.Errorf("seed %d: %d entries, want %d", i, n, len(want)+1+forks)
 		}
 		_, got, _, _ := openWalk(t, s)
+		if i == 2 {
+			if f := got["/a file/..namedfork/rsrc"]; f.err != nil || !bytes.Equal(f.data, got["/a file"].data) {
+				t.Errorf("seed %d: the resource fork of /a file: %d bytes, %v", i, len(f.data), f.err)
+			}
+		}
 		for p, e := range want {
 			g := got["/"+p]
 			if e.Kind == testimg.File && (g.err != nil || !bytes.Equal(g.data, e.Content())) {

@@ -79,6 +79,12 @@ func TestDamage(t *testing.T) {
 				img[off+1022] ^= 0xff
 				return int64(le.Uint64(img[0x38:])) * 4096 // read from $MFTMirr
 			}},
+		{name: "torn $Volume record", kind: "rescued",
+			damage: func(img []byte) int64 {
+				off := recordAt(img, 3)
+				img[off+510] ^= 0xff
+				return int64(le.Uint64(img[0x38:]))*4096 + 3*1024
+			}},
 		{name: "run past the volume", kind: "out_of_volume", failing: []string{"/big.bin", "/hard 3", "/docs/hard 2"}, err: imagefs.ErrBeyondEnd,
 			damage: func(img []byte) int64 {
 				a := attrAt(t, img, recordAt(img, id("/big.bin")), 0x80)
@@ -221,5 +227,161 @@ func TestTruncated(t *testing.T) {
 	}
 	if failed == 0 {
 		t.Errorf("no file lies past byte %d", len(cut))
+	}
+}
+
+// TestTruncatedMFT: an image cut inside the MFT is reported once for the
+// volume and once for the range of records lost, and the resident files
+// whose records lie before the cut (their content is in the record) are
+// still read whole.
+func TestTruncatedMFT(t *testing.T) {
+	img := sampleImage(t)
+	_, ref, _ := openWalk(t, img)
+	lost := ref["/frag/a"].e.ID
+	cut := img[:recordAt(img, lost)]
+	_, got, probs := openWalk(t, cut)
+	if offs := kinds(probs)["truncated"]; len(offs) != 2 || !contains(offs, int64(len(cut))) {
+		t.Errorf("truncated problems at %v; want the volume's and one for the records from %d (at %d)", offs, lost, len(cut))
+	}
+	if _, ok := got["/frag/a"]; ok {
+		t.Errorf("frag/a, whose record is cut off, is listed")
+	}
+	for _, p := range []string{"/small.txt", "/resident.bin", "/docs/a long name with spaces.and.dots"} { // resident
+		if g := got[p]; g.e == nil || g.err != nil || string(g.data) != string(ref[p].data) {
+			t.Errorf("%q, whose record lies before the cut, not read whole", p)
+		}
+	}
+}
+
+// refix applies an update sequence to a record (the inverse of the
+// reader's fixup): each 512-byte stride's last two bytes are saved in the
+// update sequence array and replaced by the update sequence number.
+func refix(rec []byte) {
+	usa := int(le.Uint16(rec[4:]))
+	for i := 0; i < len(rec)/512; i++ {
+		end := (i+1)*512 - 2
+		copy(rec[usa+2+2*i:], rec[end:end+2])
+		copy(rec[end:], rec[usa:usa+2])
+	}
+}
+
+// unfix undoes refix.
+func unfix(rec []byte) {
+	usa := int(le.Uint16(rec[4:]))
+	for i := 0; i < len(rec)/512; i++ {
+		end := (i+1)*512 - 2
+		copy(rec[end:end+2], rec[usa+2+2*i:])
+	}
+}
+
+// splitMFT rewrites the sample's $MFT (one run of clusters) as two
+// fragments, as Windows leaves an $MFT grown in pieces: record 0's $DATA
+// maps its first 8 clusters (records 0–31), and an extension record (16)
+// the rest, from VCN 8; with list, record 0 gets the $ATTRIBUTE_LIST that
+// names that extension record.
+func splitMFT(t *testing.T, img []byte, list bool) {
+	t.Helper()
+	const split = 8
+	mftLCN := le.Uint64(img[0x30:])
+	off0 := recordAt(img, 0)
+	rec0 := img[off0 : off0+1024]
+	unfix(rec0)
+	seq0 := le.Uint16(rec0[0x10:])
+	data := attrAt(t, img, off0, 0x80) - off0
+	clusters := (le.Uint64(rec0[data+0x18:]) + 1)
+	if clusters <= split || mftLCN+split > 127 {
+		t.Fatalf("the $MFT: %d clusters at %d, cannot be split so", clusters, mftLCN)
+	}
+	le.PutUint64(rec0[data+0x18:], split-1) // last VCN
+	ro := data + int64(le.Uint16(rec0[data+0x20:]))
+	copy(rec0[ro:], []byte{0x11, split, byte(mftLCN), 0})
+	if list {
+		// Where the end marker is, the $ATTRIBUTE_LIST (resident, two
+		// entries of 32 bytes: $DATA from VCN 0 in record 0, from VCN 8
+		// in record 16).
+		end := findAttr(rec0, 0, 0xFFFFFFFF)
+		a := rec0[end:]
+		clear(a[:88+8])
+		le.PutUint32(a, 0x20)
+		le.PutUint32(a[4:], 88)
+		a[0x0A] = 0x18
+		le.PutUint16(a[0x0E:], 9)
+		le.PutUint32(a[0x10:], 64)
+		le.PutUint16(a[0x14:], 0x18)
+		for i, e := range []struct{ vcn, rec uint64 }{{0, 0}, {split, 16}} {
+			v := a[0x18+32*i:]
+			le.PutUint32(v, 0x80)
+			le.PutUint16(v[4:], 32)
+			v[7] = 0x1A
+			le.PutUint64(v[8:], e.vcn)
+			le.PutUint64(v[0x10:], e.rec|uint64(seq0)<<48)
+		}
+		le.PutUint32(a[88:], 0xFFFFFFFF)
+		le.PutUint32(rec0[0x18:], uint32(end+88+8))
+	}
+	refix(rec0)
+
+	// Record 16: an extension record of record 0 holding the $DATA
+	// fragment from VCN 8.
+	off16 := recordAt(img, 16)
+	r := img[off16 : off16+1024]
+	clear(r)
+	copy(r, "FILE")
+	le.PutUint16(r[4:], 0x30) // update sequence array
+	le.PutUint16(r[6:], 3)
+	le.PutUint16(r[0x30:], 7) // the update sequence number
+	le.PutUint16(r[0x10:], 1)
+	le.PutUint16(r[0x14:], 0x38)
+	le.PutUint16(r[0x16:], 1) // in use
+	le.PutUint32(r[0x18:], 0x88)
+	le.PutUint32(r[0x1C:], 1024)
+	le.PutUint64(r[0x20:], uint64(seq0)<<48) // base record 0
+	le.PutUint32(r[0x2C:], 16)
+	d := r[0x38:]
+	le.PutUint32(d, 0x80)
+	le.PutUint32(d[4:], 0x48)
+	d[8] = 1
+	le.PutUint16(d[0x0A:], 0x40)
+	le.PutUint64(d[0x10:], split)
+	le.PutUint64(d[0x18:], clusters-1)
+	le.PutUint16(d[0x20:], 0x40)
+	copy(d[0x40:], []byte{0x11, byte(clusters - split), byte(mftLCN + split), 0})
+	le.PutUint32(r[0x80:], 0xFFFFFFFF)
+	refix(r)
+}
+
+// TestFragmentedMFT: an $MFT whose runlist continues in an extension
+// record (named by record 0's $ATTRIBUTE_LIST) is read whole — every
+// entry and byte as from the one-run $MFT it was made of; without the
+// list, only the records of the first fragment are read, and that is
+// reported.
+func TestFragmentedMFT(t *testing.T) {
+	clean := sampleImage(t)
+	v, ref, _ := openWalk(t, clean)
+	records := v.Info().Records
+
+	img := sampleImage(t)
+	splitMFT(t, img, true)
+	v, got, probs := openWalk(t, img)
+	for _, p := range probs {
+		t.Errorf("problem: %v", p)
+	}
+	if n := v.Info().Records; n != records {
+		t.Errorf("%d MFT records read, want %d", n, records)
+	}
+	for p, w := range ref {
+		if g, ok := got[p]; !ok || g.e.ID != w.e.ID || g.err != nil || string(g.data) != string(w.data) {
+			t.Errorf("%q: not read as from the one-run $MFT", p)
+		}
+	}
+
+	img = sampleImage(t)
+	splitMFT(t, img, false)
+	v, got, probs = openWalk(t, img)
+	if n := v.Info().Records; n != 32 {
+		t.Errorf("without the list: %d records read, want the first fragment's 32", n)
+	}
+	if len(kinds(probs)["corrupt"]) == 0 || len(got) >= len(ref) {
+		t.Errorf("without the list: %d entries, problems %v; want fewer, reported", len(got), probs)
 	}
 }

@@ -26,8 +26,9 @@
 // entry fits and whose run lengths are positive and no longer than the
 // volume. A record that does not check out is reported (Kind "corrupt",
 // with its volume offset) and left out; records 0–3 ($MFT, $MFTMirr,
-// $LogFile, $Volume) are then read from $MFTMirr instead (Kind "rescued"
-// for record 0, which Open needs).
+// $LogFile, $Volume) are then read from their copies in $MFTMirr instead
+// (Kind "rescued", at the copy's offset; record 0 first "corrupt" at its
+// own, as Open cannot go on without it).
 //
 // # Names: from $FILE_NAME parent references
 //
@@ -48,11 +49,14 @@
 // Records with extension records (more attributes than one record holds)
 // are put together by each extension record's base reference (checked
 // against the base record's sequence number), found in the same pass; the
-// $ATTRIBUTE_LIST, which lists the same records, is not read. A $DATA
-// stream split across records is joined by its fragments' starting VCNs.
-// The $MFT's own runlist is read from record 0 only: an $MFT so fragmented
-// that its runlist spills into an extension record is read as far as record
-// 0 maps it (reported).
+// $ATTRIBUTE_LIST, which lists the same records, is read only for the
+// $MFT (below). A $DATA stream split across records is joined by its
+// fragments' starting VCNs.
+// The $MFT itself cannot be mapped that way (its records are what is being
+// mapped): an $MFT so fragmented that its runlist spills into extension
+// records is followed through record 0's $ATTRIBUTE_LIST, each further
+// $DATA fragment read from its extension record through the fragments
+// before it, in VCN order; what they do not map is reported and not read.
 //
 // # Entries
 //
@@ -120,12 +124,25 @@
 // not a directory in use with the sequence number the name gives is
 // reported (Kind "orphaned"), and directories whose parent references run
 // in a cycle (Kind "cycle"): neither is reachable from the root, and the
-// walk goes on. A boot sector that does not check out, or an $MFT record
+// walk goes on. MFT records that cannot be read (past the end of a cut
+// image) are reported a range at a time (Kind "truncated"), the scan going
+// on record by record past them. A lost root record (5) is reported and
+// the root still listed, its entries being known by their parent
+// references. A boot sector that does not check out, or an $MFT record
 // that does not check out in the MFT nor in $MFTMirr, is an error at Open.
+//
+// ReadDir reads each entry's record (and extension records) again rather
+// than keeping every record's attributes from the scan: memory stays one
+// small record per MFT record, at the cost of a second read (from the page
+// cache, usually) of each record walked. BenchmarkWalkNTFS measures it.
 //
 // # Not read
 //
-// Encrypted ($EFS) streams are read as stored (ciphertext). Security
+// Encrypted ($EFS) streams are read as stored (ciphertext). Files that
+// Windows 10 compresses with WOF ("compact OS", reparse tag 0x80000017) are
+// not decoded: their unnamed stream is what NTFS holds (sparse, usually
+// empty) and their compressed content is kept, as stored, as the fork
+// WofCompressedData. Security
 // descriptors, owners, DOS attributes, object IDs, the $LogFile (an
 // unclean volume is read as it lies, not replayed), $UsnJrnl, the volume
 // label and deleted records' remains are not read. The Sleuth Kit (fls,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -198,10 +199,11 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	if data == nil {
 		return nil, &FormatError{Offset: rec0.off, Field: "$MFT record", Msg: "no non-resident unnamed $DATA attribute"}
 	}
-	runs, covered := v.streamRuns(data.runs, "$MFT", rec0.off)
+	vruns := v.moreMFTRuns(rec0, data.runs, data.dataSize)
+	runs, covered := v.streamRuns(vruns, "$MFT", rec0.off)
 	mftSize := min(data.dataSize, covered)
 	if data.dataSize > covered {
-		opts.Reportf(data.off, "corrupt", "the $MFT's runlist in its own record covers %d of its %d bytes (the rest would be in extension records, not read); only the records it covers are read", covered, data.dataSize)
+		opts.Reportf(data.off, "corrupt", "the $MFT's runlists cover %d of its %d bytes; only the records they cover are read", covered, data.dataSize)
 	}
 	v.mftRuns = trimRuns(runs, mftSize)
 	v.mft = imagefs.NewRunReader(r, size, v.mftRuns, mftSize)
@@ -211,6 +213,121 @@ func Open(r io.ReaderAt, size int64, opts imagefs.Options) (*Volume, error) {
 	}
 	v.scan()
 	return v, nil
+}
+
+// maxAttrList bounds an $ATTRIBUTE_LIST (NTFS keeps them under 256 KiB).
+const maxAttrList = 256 << 10
+
+// moreMFTRuns returns the $MFT's runs: those of record 0's own $DATA
+// (first), then — when they cover less than its size bytes — those of the
+// further $DATA fragments record 0's $ATTRIBUTE_LIST names, each read from
+// its extension record through the runs found so far, in VCN order, as
+// long as each continues where the previous ended. So an $MFT too
+// fragmented for one record is read whole.
+func (v *Volume) moreMFTRuns(rec0 *parsed, first []vrun, size int64) []vrun {
+	runs := first
+	end := func() int64 {
+		if len(runs) == 0 {
+			return 0
+		}
+		return runs[len(runs)-1].vcn + runs[len(runs)-1].n
+	}
+	if end()*v.clusterSize >= size {
+		return runs
+	}
+	var list []byte
+	var listOff int64
+	for _, a := range rec0.attrs {
+		if a.typ != atAttrList {
+			continue
+		}
+		listOff = a.off
+		if a.resident {
+			list = a.value
+			break
+		}
+		n := min(a.dataSize, maxAttrList)
+		list = make([]byte, n)
+		if k, _ := imagefs.NewRunReader(v.r, v.size, v.byteRuns(a.runs), n).ReadAt(list, 0); int64(k) < n {
+			v.opts.Reportf(a.off, "corrupt", "the $MFT's $ATTRIBUTE_LIST cannot be read")
+			return runs
+		}
+		break
+	}
+	type frag struct {
+		vcn int64
+		rec uint64
+	}
+	var frags []frag
+	for p := 0; p+0x18 <= len(list); {
+		n := int(le.Uint16(list[p+4:]))
+		if n < 0x1A || p+n > len(list) {
+			v.opts.Reportf(listOff, "corrupt", "the $MFT's $ATTRIBUTE_LIST has an entry of %d bytes at %d; the rest is not read", n, p)
+			break
+		}
+		if le.Uint32(list[p:]) == atData && list[p+6] == 0 {
+			if vcn := int64(le.Uint64(list[p+8:])); vcn > 0 {
+				frags = append(frags, frag{vcn, le.Uint64(list[p+0x10:]) & refMask})
+			}
+		}
+		p += n
+	}
+	slices.SortFunc(frags, func(a, b frag) int { return int(min(max(a.vcn-b.vcn, -1), 1)) })
+	b := make([]byte, v.recSize)
+	bruns := v.byteRuns(runs) // kept in step with runs
+	for _, f := range frags {
+		if f.vcn != end() || end()*v.clusterSize >= size {
+			break
+		}
+		at := int64(f.rec) * v.recSize
+		off := mftOffset(bruns, at)
+		if k, _ := imagefs.NewRunReader(v.r, v.size, bruns, end()*v.clusterSize).ReadAt(b, at); int64(k) < v.recSize {
+			v.opts.Reportf(listOff, "corrupt", "the $MFT's fragment from VCN %d is in record %d, which the fragments before it do not map", f.vcn, f.rec)
+			break
+		}
+		p, why := v.parse(b, off, f.rec)
+		if why != "" {
+			v.opts.Reportf(off, "corrupt", "MFT record %d, holding the $MFT's fragment from VCN %d: %s", f.rec, f.vcn, why)
+			break
+		}
+		var more []vrun
+		for _, a := range p.attrs {
+			if a.typ == atData && a.name == "" && !a.resident && a.startVCN == f.vcn {
+				more = a.runs
+				break
+			}
+		}
+		if len(more) == 0 || len(runs)+len(more) > maxRuns {
+			v.opts.Reportf(off, "corrupt", "MFT record %d holds no $MFT fragment from VCN %d, or one of too many runs", f.rec, f.vcn)
+			break
+		}
+		runs = append(slices.Clip(runs), more...)
+		bruns = append(bruns, v.byteRuns(more)...)
+	}
+	return runs
+}
+
+// byteRuns converts runs to volume byte runs (holes kept), unreported.
+func (v *Volume) byteRuns(runs []vrun) []imagefs.Run {
+	out := make([]imagefs.Run, 0, len(runs))
+	for _, r := range runs {
+		run := imagefs.Run{Logical: r.vcn * v.clusterSize, Length: r.n * v.clusterSize, Hole: r.sparse}
+		if !r.sparse {
+			run.Offset = r.lcn * v.clusterSize
+		}
+		out = append(out, run)
+	}
+	return out
+}
+
+// mftOffset is the volume offset of byte at of the $MFT mapped by runs
+// (-1 if they do not map it).
+func mftOffset(runs []imagefs.Run, at int64) int64 {
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].Logical+runs[i].Length > at })
+	if i < len(runs) && runs[i].Logical <= at && !runs[i].Hole {
+		return runs[i].Offset + at - runs[i].Logical
+	}
+	return -1
 }
 
 // recordSize decodes the boot sector's clusters-per-record byte: a
@@ -252,7 +369,7 @@ func (v *Volume) bootRecord(off int64) (*parsed, error) {
 	if why2 != "" {
 		return nil, &FormatError{Offset: v.mirrOff, Field: "$MFTMirr record 0", Msg: why2}
 	}
-	v.opts.Reportf(v.mirrOff, "rescued", "MFT record 0 ($MFT) read from $MFTMirr")
+	v.opts.Reportf(v.mirrOff, "rescued", "MFT record 0 ($MFT) read from its copy in $MFTMirr")
 	return p, nil
 }
 
@@ -286,16 +403,7 @@ func (v *Volume) parse(b []byte, off int64, num uint64) (*parsed, string) {
 // recOffset is the volume offset of record num, -1 if the MFT's runs do
 // not map it.
 func (v *Volume) recOffset(num uint64) int64 {
-	lo := int64(num) * v.recSize
-	for _, r := range v.mftRuns {
-		if lo >= r.Logical && lo < r.Logical+r.Length {
-			if r.Hole {
-				return -1
-			}
-			return r.Offset + lo - r.Logical
-		}
-	}
-	return -1
+	return mftOffset(v.mftRuns, int64(num)*v.recSize)
 }
 
 // readRecord reads record num through the $MFT's runs, fixed up and
@@ -312,15 +420,22 @@ func (v *Volume) readRecord(num uint64) (*parsed, string) {
 	return v.parseMaybeMirror(b, off, num)
 }
 
+// A record 0–3 that does not check out is read from its copy in $MFTMirr
+// and reported (Kind "rescued", at the copy's offset); record 0's rescue
+// was reported by Open already.
 func (v *Volume) parseMaybeMirror(b []byte, off int64, num uint64) (*parsed, string) {
 	p, why := v.parse(b, off, num)
 	if why == "" || num >= 4 || v.mirrOff < 0 {
 		return p, why
 	}
 	m := make([]byte, v.recSize)
-	p2, why2 := v.parseAt(m, v.mirrOff+int64(num)*v.recSize, num)
+	moff := v.mirrOff + int64(num)*v.recSize
+	p2, why2 := v.parseAt(m, moff, num)
 	if why2 != "" {
 		return nil, why
+	}
+	if num != mftID {
+		v.opts.Reportf(moff, "rescued", "MFT record %d at byte offset %d: %s; read from its copy in $MFTMirr", num, off, why)
 	}
 	return p2, ""
 }
@@ -342,6 +457,15 @@ func (v *Volume) scan() {
 		off  int64
 	}
 	var exts []extRef
+	// Records that cannot be read (past the image, an I/O error) are
+	// reported a range at a time.
+	unreadable := int64(-1)
+	flushUnreadable := func(end int64) {
+		if unreadable >= 0 {
+			v.opts.Reportf(v.recOffset(uint64(unreadable)), "truncated", "MFT records %d to %d cannot be read", unreadable, end-1)
+			unreadable = -1
+		}
+	}
 	for first := int64(0); first < v.nrec; first += scanChunk {
 		n := min(scanChunk, v.nrec-first)
 		m, _ := v.mft.ReadAt(buf[:n*v.recSize], first*v.recSize)
@@ -350,9 +474,16 @@ func (v *Volume) scan() {
 			off := v.recOffset(num)
 			b := buf[i*v.recSize : (i+1)*v.recSize]
 			if int64(m) < (i+1)*v.recSize {
-				v.opts.Reportf(off, "truncated", "MFT record %d cannot be read", num)
-				continue
+				// Past a failed read, one record at a time: a later run
+				// of the MFT may still be readable.
+				if k, _ := v.mft.ReadAt(b, int64(num)*v.recSize); int64(k) < v.recSize {
+					if unreadable < 0 {
+						unreadable = int64(num)
+					}
+					continue
+				}
 			}
+			flushUnreadable(int64(num))
 			if isEmpty(b) {
 				continue // never used
 			}
@@ -382,6 +513,7 @@ func (v *Volume) scan() {
 			}
 		}
 	}
+	flushUnreadable(v.nrec)
 	for _, e := range exts {
 		if e.base >= uint64(v.nrec) || !v.recs[e.base].ok || v.recs[e.base].seq != e.seq || e.num > 1<<32-1 {
 			v.opts.Reportf(e.off, "orphaned", "MFT record %d extends record %d (sequence %d), which is not a base record in use with that sequence; left out", e.num, e.base, e.seq)
@@ -679,18 +811,15 @@ func (v *Volume) streams(f *file) []*stream {
 // streamRuns turns runs into volume byte runs (holes kept), reporting a
 // run past the volume; it returns them and how many bytes they cover.
 func (v *Volume) streamRuns(runs []vrun, what string, off int64) ([]imagefs.Run, int64) {
-	out := make([]imagefs.Run, 0, len(runs))
-	var covered int64
 	for _, r := range runs {
-		run := imagefs.Run{Logical: r.vcn * v.clusterSize, Length: r.n * v.clusterSize, Hole: r.sparse}
-		if !r.sparse {
-			run.Offset = r.lcn * v.clusterSize
-			if r.lcn+r.n > v.clusters {
-				v.opts.Reportf(off, "out_of_volume", "%s: a run of clusters %d+%d lies past the %d clusters of the volume", what, r.lcn, r.n, v.clusters)
-			}
+		if !r.sparse && r.lcn+r.n > v.clusters && what != "" {
+			v.opts.Reportf(off, "out_of_volume", "%s: a run of clusters %d+%d lies past the %d clusters of the volume", what, r.lcn, r.n, v.clusters)
 		}
-		out = append(out, run)
-		covered = run.Logical + run.Length
+	}
+	out := v.byteRuns(runs)
+	var covered int64
+	if len(out) > 0 {
+		covered = out[len(out)-1].Logical + out[len(out)-1].Length
 	}
 	return out, covered
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/imagefs/hfs/macroman"
 	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/HRDAG/ntt/loopdev/probe"
 )
 
 // The media of an image reader's demo and end-to-end tests: a FAT12
@@ -119,7 +120,7 @@ func HFSFloppy(dir string) (*Medium, error) {
 		spec.Steps = append(spec.Steps, testimg.HFSStep{Entry: testimg.Entry{Path: p, Kind: k, Size: size, Seed: seed}})
 	}
 	add("Read Me", testimg.File, 1200, 1)
-	spec.Steps[0].Rsrc = rsrc(11, 5000)
+	spec.Steps[0].Rsrc = seeded(11, 5000)
 	add("empty", testimg.File, 0, 2)
 	add("Interview 1/2", testimg.File, 7000, 3)
 	add("Ärger über Öl", testimg.File, 2048, 4)
@@ -130,7 +131,7 @@ func HFSFloppy(dir string) (*Medium, error) {
 	add("Letters:Drafts:draft 1", testimg.File, 333, 6)
 	add("Letters:empty folder", testimg.Dir, 0, 0)
 	add("Letters:Drafts:only a resource fork", testimg.File, 0, 7)
-	spec.Steps[len(spec.Steps)-1].Rsrc = rsrc(12, 70000)
+	spec.Steps[len(spec.Steps)-1].Rsrc = seeded(12, 70000)
 	tmp := filepath.Join(dir, "hfs-floppy.tmp")
 	if err := testimg.BuildHFSImage(tmp, spec); err != nil {
 		return nil, err
@@ -394,7 +395,62 @@ func HybridCD(dir string) (*Medium, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("demo: genisoimage: %v: %s", err, out)
 	}
-	side, err := hfsSide(tmp, dir)
+	side, forks, err := hfsSide(tmp, dir)
+	if err != nil {
+		return nil, err
+	}
+	for p, e := range side {
+		tree["p2/"+p] = e
+	}
+	m, err := named(dir, tmp, tree)
+	if err != nil {
+		return nil, err
+	}
+	onP2 := map[string][]byte{}
+	for p, data := range forks {
+		onP2["p2/"+p] = data
+	}
+	m.addForks(onP2)
+	return m, nil
+}
+
+// HybridHFSPlusCD builds a hybrid ISO 9660 / HFS+ CD in dir as <md5>.img
+// with xorriso -as mkisofs -hfsplus: an Apple partition map whose entry 3
+// is the HFS+ side over the ISO side's sectors, read as /p1 (the ISO side)
+// and /p2 (the HFS+ side). Its tree holds p1/… as staged and p2/… as The
+// Sleuth Kit reads the HFS+ side (fls -r -p, icat): the same files, names
+// in Unicode decomposed (NFD) as HFS+ stores them. It needs xorriso and
+// sleuthkit.
+func HybridHFSPlusCD(dir string) (*Medium, error) {
+	for _, tool := range []string{"xorriso", "fls", "icat"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("demo: %s is not installed (scripts/deps.sh installs it): %w", tool, err)
+		}
+	}
+	stage, staged, err := stageFiles(dir, map[string][]byte{
+		"README.TXT":                 []byte("Testimony archive, disc 3, for Macs and PCs.\n"),
+		"Interviews/witness one.txt": seeded(31, 40000),
+		"Interviews/copy of one.txt": seeded(31, 40000),
+		"Scans/page-001.tif":         seeded(32, 1<<20),
+		"Scans/empty.tif":            {},
+		"Notes/Ärger über Öl.txt":    []byte("Umlauts in the name.\n"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+	tree := Tree{"p1": {Type: 'd'}, "p2": {Type: 'd'}}
+	for p, e := range staged {
+		tree["p1/"+p] = e
+	}
+	tmp := filepath.Join(dir, "hybrid-plus.tmp")
+	os.Remove(tmp)
+	cmd := exec.Command("xorriso", "-as", "mkisofs", "-quiet", "-r", "-J", "-hfsplus", "-V", "TESTIMONY_3", "-o", tmp, stage)
+	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("demo: xorriso: %v: %s", err, out)
+	}
+	side, err := tskSide(tmp, "Apple_HFS")
 	if err != nil {
 		return nil, err
 	}
@@ -402,6 +458,66 @@ func HybridCD(dir string) (*Medium, error) {
 		tree["p2/"+p] = e
 	}
 	return named(dir, tmp, tree)
+}
+
+// partitionSector is the first 512-byte sector, as fls -o takes it, of
+// the partition of img whose table type is ptype.
+func partitionSector(img, ptype string) (string, error) {
+	f, err := os.Open(img)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	res, err := probe.Probe(f, st.Size())
+	if err != nil {
+		return "", err
+	}
+	for _, p := range res.Partitions {
+		if p.Type == ptype {
+			return fmt.Sprint(p.Start / 512), nil
+		}
+	}
+	return "", fmt.Errorf("demo: no %s partition in %s", ptype, img)
+}
+
+// tskSide reads the filesystem in the partition of img whose table type
+// is ptype with The Sleuth Kit: every directory and regular file (fls -r
+// -p, icat), by path, leaving out TSK's own virtual files ($CatalogFile …).
+func tskSide(img, ptype string) (Tree, error) {
+	sector, err := partitionSector(img, ptype)
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.Command("fls", "-r", "-p", "-o", sector, img).Output()
+	if err != nil {
+		return nil, fmt.Errorf("demo: fls -r -p -o %s %s: %w", sector, img, err)
+	}
+	tree := Tree{}
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		// "r/r 17:\tDocs/a.txt": type, inode, path.
+		kind, rest, ok := strings.Cut(l, " ")
+		inode, p, ok2 := strings.Cut(rest, ":\t")
+		if !ok || !ok2 || strings.HasPrefix(p, "$") {
+			continue
+		}
+		switch kind {
+		case "d/d":
+			tree[p] = TreeEntry{Type: 'd'}
+		case "r/r":
+			b, err := exec.Command("icat", "-o", sector, img, inode).Output()
+			if err != nil {
+				return nil, fmt.Errorf("demo: icat -o %s %s %s: %w", sector, img, inode, err)
+			}
+			tree[p] = TreeEntry{Type: 'f', Data: b}
+		default:
+			return nil, fmt.Errorf("demo: fls lists %q, which this sample does not hold", l)
+		}
+	}
+	return tree, nil
 }
 
 // UDFDisc builds a UDF-only disc in dir as <md5>.img with mkudffs (UDF
@@ -485,12 +601,13 @@ func seeded(seed uint64, n int) []byte {
 }
 
 // hfsSide reads the HFS volume of img with hfsutils, the reference reader
-// of classic HFS: every directory and file (its data fork, hcopy -r), by
-// path with names decoded from MacRoman and a '/' in a name shown as ':'.
-func hfsSide(img, dir string) (Tree, error) {
+// of classic HFS: every directory and file (its data fork, hcopy -m), by
+// path with names decoded from MacRoman and a '/' in a name shown as ':',
+// and the non-empty resource forks by their file's path.
+func hfsSide(img, dir string) (Tree, map[string][]byte, error) {
 	home, err := os.MkdirTemp(dir, "hfsutils-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(home)
 	run := func(args ...string) ([]byte, error) {
@@ -503,12 +620,12 @@ func hfsSide(img, dir string) (Tree, error) {
 		return out, nil
 	}
 	if _, err := run("hmount", img); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer run("humount")
 	out, err := run("hls", "-R", "-1a")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type name struct{ raw, path string } // raw: hcopy's HFS path; path: the tree's
 	var names []name
@@ -529,7 +646,7 @@ func hfsSide(img, dir string) (Tree, error) {
 			names = append(names, name{rawDir + l, pathDir + macRoman(l)})
 		}
 	}
-	tree := Tree{}
+	tree, forks := Tree{}, map[string][]byte{}
 	copied := filepath.Join(home, "fork")
 	for _, n := range names {
 		if dirs[n.path] {
@@ -537,27 +654,23 @@ func hfsSide(img, dir string) (Tree, error) {
 			continue
 		}
 		if _, err := run("hcopy", "-m", n.raw, copied); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		b, err := os.ReadFile(copied)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		os.Remove(copied)
 		data, rsrc, err := macBinary(b)
 		if err != nil {
-			return nil, fmt.Errorf("demo: hcopy -m %q: %w", n.raw, err)
+			return nil, nil, fmt.Errorf("demo: hcopy -m %q: %w", n.raw, err)
 		}
 		tree[n.path] = TreeEntry{Type: 'f', Data: data}
 		if len(rsrc) > 0 {
-			// Where the copier's tree keeps a fork (imagefs.ForkTreePath).
-			dir, file := path.Split(n.path)
-			tree[dir+"..namedfork"] = TreeEntry{Type: 'd'}
-			tree[dir+"..namedfork/"+file] = TreeEntry{Type: 'd'}
-			tree[dir+"..namedfork/"+file+"/rsrc"] = TreeEntry{Type: 'f', Data: rsrc}
+			forks[n.path] = rsrc
 		}
 	}
-	return tree, nil
+	return tree, forks, nil
 }
 
 // macBinary splits a MacBinary II file (hcopy -m) into its forks: a
@@ -575,22 +688,19 @@ func macBinary(b []byte) (data, rsrc []byte, err error) {
 	return b[128 : 128+dlen], b[at : at+rlen], nil
 }
 
-// CatalogPaths returns t keyed by catalog path (relative to the medium
-// root, no leading '/'): a fork the copier's tree keeps at
-// <dir>/..namedfork/<file>/<name> is catalogued at
-// <dir>/<file>/..namedfork/<name>, and the tree's ..namedfork directories,
-// which the catalog does not hold, are left out.
-func (t Tree) CatalogPaths() Tree {
+// CatalogTree is m's tree as the catalog has it (paths relative to the
+// medium root, no leading '/'): the forks at their catalog paths
+// (<file>/..namedfork/<name>, m.Forks), not where the copier's tree keeps
+// them, and without the tree's ..namedfork directories.
+func (m *Medium) CatalogTree() Tree {
 	out := Tree{}
-	for p, e := range t {
-		c := strings.Split(p, "/")
-		i := slices.Index(c, "..namedfork")
-		switch {
-		case i < 0:
+	for p, e := range m.Tree {
+		if !slices.Contains(strings.Split(p, "/"), imagefs.ForkDir) {
 			out[p] = e
-		case e.Type == 'f' && i == len(c)-3:
-			out[strings.Join(append(c[:i:i], c[i+1], "..namedfork", c[i+2]), "/")] = e
 		}
+	}
+	for p, data := range m.Forks {
+		out[p] = TreeEntry{Type: 'f', Data: data}
 	}
 	return out
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/HRDAG/ntt/internal/demo"
 )
 
-const usage = `usage: ntt-demo-image [--kind disk|floppy|cdrom|hybrid|udf|bridge] DIR
+const usage = `usage: ntt-demo-image [--kind disk|floppy|cdrom|hybrid|hybrid+|udf|bridge] DIR
 
 Writes a sample medium into DIR as <md5>.img and prints the medium hash:
   disk    MBR with ext4 + ext2, its ddrescue mapfile with one unrescued
@@ -20,6 +20,7 @@ Writes a sample medium into DIR as <md5>.img and prints the medium hash:
   floppy  a 1.44 MB FAT12 floppy (mkfs.fat + mtools)
   cdrom   an ISO 9660 CD-ROM with Rock Ridge and Joliet (xorriso)
   hybrid  a hybrid ISO 9660 / HFS CD (genisoimage -hfs -part; hfsutils)
+  hybrid+ a hybrid ISO 9660 / HFS+ CD (xorriso -hfsplus; sleuthkit)
   udf     a UDF-only disc (mkudffs), which no image reader reads yet
   bridge  a UDF bridge disc (genisoimage -udf), read by its ISO 9660 side
 `
@@ -41,9 +42,9 @@ func main() {
 		if s, err = demo.Generate(dir); err == nil {
 			hash = s.Hash
 		}
-	case "floppy", "cdrom", "hybrid", "udf", "bridge":
+	case "floppy", "cdrom", "hybrid", "hybrid+", "udf", "bridge":
 		build := map[string]func(string) (*demo.Medium, error){"floppy": demo.Floppy, "cdrom": demo.CDROM,
-			"hybrid": demo.HybridCD, "udf": demo.UDFDisc, "bridge": demo.BridgeDisc}[*kind]
+			"hybrid": demo.HybridCD, "hybrid+": demo.HybridHFSPlusCD, "udf": demo.UDFDisc, "bridge": demo.BridgeDisc}[*kind]
 		var m *demo.Medium
 		if err = os.MkdirAll(dir, 0o755); err == nil {
 			if m, err = build(dir); err == nil {

@@ -1,0 +1,213 @@
+package enumerate
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"slices"
+)
+
+// The ext2/3/4 layout the prefetcher needs: where each block group's inode
+// table lies and how much of it is in use, and which blocks hold the
+// directories whose inodes are found there. Only hints come out of it (a
+// wrong range costs a useless read, never a wrong record), but it reads a
+// medium's bytes like any parser: every count and offset is bounded by the
+// device size, nothing a superblock says makes it loop or allocate without
+// bound, and bytes it does not understand end the prefetch, not the walk.
+
+// span is a byte range of the device.
+type span struct{ off, n int64 }
+
+type extLayout struct {
+	blockSize  int64
+	inodeSize  int64
+	blocks     int64 // blocks in the filesystem
+	itables    []itable
+	itableSize int64 // bytes of all used inode-table ranges
+}
+
+// itable is the used part of one group's inode table.
+type itable struct {
+	span
+	first uint64 // inode number of its first inode
+}
+
+var errNotExt = errors.New("not an ext2/3/4 filesystem")
+
+// maxGDT bounds the group descriptor table read: 32 MiB is 512Ki groups
+// of 64-byte descriptors, a 64 TiB ext4 with 128 MiB groups.
+const maxGDT = 32 << 20
+
+// readExtLayout reads the superblock and group descriptors of the ext
+// filesystem on r, a device of size bytes.
+func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
+	sb := make([]byte, 1024)
+	if _, err := r.ReadAt(sb, 1024); err != nil {
+		return nil, err
+	}
+	le16 := func(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint16(b[o:])) }
+	le32 := func(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint32(b[o:])) }
+	if le16(sb, 0x38) != 0xEF53 {
+		return nil, errNotExt
+	}
+	logBlock := le32(sb, 0x18)
+	if logBlock > 6 {
+		return nil, errNotExt
+	}
+	l := &extLayout{blockSize: 1024 << logBlock, inodeSize: 128}
+	incompat, roCompat := le32(sb, 0x60), le32(sb, 0x64)
+	const (
+		incompat64bit  = 0x80
+		incompatMetaBG = 0x10
+		roGDTCsum      = 0x10
+		roMetadataCsum = 0x400
+	)
+	if incompat&incompatMetaBG != 0 {
+		return nil, errors.New("ext: meta_bg group descriptors are not followed")
+	}
+	if le32(sb, 0x4C) >= 1 { // dynamic revision: inode size in the superblock
+		l.inodeSize = le16(sb, 0x58)
+	}
+	if l.inodeSize < 128 || l.inodeSize > l.blockSize || l.inodeSize&(l.inodeSize-1) != 0 {
+		return nil, errNotExt
+	}
+	l.blocks = le32(sb, 0x04)
+	descSize := int64(32)
+	if incompat&incompat64bit != 0 {
+		l.blocks |= le32(sb, 0x150) << 32
+		descSize = le16(sb, 0xFE)
+		if descSize < 64 || descSize > 1024 || descSize&(descSize-1) != 0 {
+			return nil, errNotExt
+		}
+	}
+	firstData := le32(sb, 0x14)
+	perGroup, inodesPerGroup := le32(sb, 0x20), le32(sb, 0x28)
+	if l.blocks <= firstData || perGroup == 0 || inodesPerGroup == 0 || inodesPerGroup > 8*l.blockSize {
+		return nil, errNotExt
+	}
+	if l.blocks > size/l.blockSize {
+		l.blocks = size / l.blockSize // a truncated medium: nothing past its end
+	}
+	groups := (l.blocks - firstData + perGroup - 1) / perGroup
+	if groups <= 0 || groups > maxGDT/descSize {
+		return nil, errNotExt
+	}
+	lazy := roCompat&(roGDTCsum|roMetadataCsum) != 0 // bg_itable_unused is kept
+	gdtOff := (firstData + 1) * l.blockSize
+	if gdtOff+groups*descSize > size {
+		return nil, errNotExt
+	}
+	gdt := make([]byte, groups*descSize)
+	if _, err := r.ReadAt(gdt, gdtOff); err != nil {
+		return nil, err
+	}
+	for g := int64(0); g < groups; g++ {
+		d := gdt[g*descSize : (g+1)*descSize]
+		start := le32(d, 0x08)
+		used := inodesPerGroup
+		if descSize >= 64 {
+			start |= le32(d, 0x28) << 32
+		}
+		if lazy {
+			if le16(d, 0x12)&0x1 != 0 { // INODE_UNINIT
+				continue
+			}
+			unused := le16(d, 0x1C)
+			if descSize >= 64 {
+				unused |= le16(d, 0x32) << 16
+			}
+			used = max(inodesPerGroup-unused, 0)
+		}
+		n := (used*l.inodeSize + l.blockSize - 1) / l.blockSize * l.blockSize
+		if used == 0 || start == 0 || start > l.blocks || n/l.blockSize > l.blocks-start {
+			continue
+		}
+		l.itables = append(l.itables, itable{span{start * l.blockSize, n}, uint64(g*inodesPerGroup + 1)})
+	}
+	// Tables that overlap are damage; keeping only the first of them bounds
+	// the bytes to read by the device size.
+	slices.SortFunc(l.itables, func(a, b itable) int { return cmpInt64(a.off, b.off) })
+	kept := l.itables[:0]
+	for _, t := range l.itables {
+		if len(kept) > 0 && t.off < kept[len(kept)-1].off+kept[len(kept)-1].n {
+			continue
+		}
+		kept = append(kept, t)
+		l.itableSize += t.n
+	}
+	l.itables = kept
+	return l, nil
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// maxDirSpans bounds the ranges taken from one directory inode.
+const maxDirSpans = 16
+
+// dirSpans appends the device ranges of the directory blocks named by the
+// inodes in buf (a run of whole inodes from an inode table): for an extent
+// tree, its in-inode extents or, for a deeper tree, its first index blocks;
+// for a block map, its direct blocks and its indirect block. Inline
+// directories have no blocks. Block numbers past the filesystem are
+// dropped.
+func (l *extLayout) dirSpans(buf []byte, out []span) []span {
+	le16 := func(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint16(b[o:])) }
+	le32 := func(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint32(b[o:])) }
+	add := func(out []span, block, n int64) []span {
+		if block <= 0 || n <= 0 || block >= l.blocks || n > l.blocks-block {
+			return out
+		}
+		s := span{block * l.blockSize, n * l.blockSize}
+		if k := len(out) - 1; k >= 0 && out[k].off+out[k].n == s.off {
+			out[k].n += s.n
+			return out
+		}
+		return append(out, s)
+	}
+	for len(buf) >= int(l.inodeSize) {
+		ino := buf[:l.inodeSize]
+		buf = buf[l.inodeSize:]
+		if le16(ino, 0x00)&0xF000 != 0x4000 || le16(ino, 0x1A) == 0 || le32(ino, 0x14) != 0 {
+			continue // not a live directory
+		}
+		flags := le32(ino, 0x20)
+		iblock := ino[0x28 : 0x28+60]
+		taken := len(out)
+		switch {
+		case flags&0x10000000 != 0: // inline data: no blocks
+		case flags&0x80000 != 0: // extents
+			if le16(iblock, 0) != 0xF30A {
+				continue
+			}
+			entries, depth := min(le16(iblock, 2), 4), le16(iblock, 6)
+			for e := int64(0); e < entries; e++ {
+				x := iblock[12+12*e : 24+12*e]
+				if depth == 0 {
+					n := le16(x, 4)
+					if n > 32768 {
+						continue // unwritten: nothing on the disk to read
+					}
+					out = add(out, le16(x, 6)<<32|le32(x, 8), n)
+				} else {
+					out = add(out, le16(x, 8)<<32|le32(x, 4), 1)
+				}
+			}
+		default: // block map: 12 direct blocks, then the indirect block
+			for k := 0; k < 13; k++ {
+				out = add(out, le32(iblock, 4*k), 1)
+			}
+		}
+		if len(out)-taken > maxDirSpans {
+			out = out[:taken+maxDirSpans]
+		}
+	}
+	return out
+}

@@ -1,0 +1,248 @@
+package enumerate
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Read-ahead of an ext2/3/4 medium's metadata for a cold walk.
+//
+// A cold walk's time goes to the stat of each entry, which waits for the
+// disk block of the inode table holding it, and to each directory's own
+// blocks. The workers ask for those one at a time each, in an order the
+// disk does not like (depth first, not by block). When a walk root is the
+// root of an ext filesystem on a block device (a mounted medium), the
+// prefetcher reads what the walk is going to need, in disk order, through
+// the block device's page cache, which is the cache the filesystem reads
+// its metadata from:
+//
+//   - the used part of every group's inode table (bg_itable_unused), as one
+//     sequential stream, a window of prefetchWindow bytes advised
+//     (posix_fadvise WILLNEED) ahead of the chunk being read;
+//   - the blocks of every directory whose inode it finds there, advised as
+//     soon as the inode is read, so the workers' getdents find them.
+//
+// It gives up quietly at the first read error (the walk reports the
+// damage), reads at most a quarter of the available memory, and stops when
+// the walk ends. It is only a hint: the records are the walk's, whatever
+// the prefetcher read.
+
+// PrefetchResult says what the read-ahead did.
+type PrefetchResult struct {
+	Devices         []string // block devices read ahead, e.g. "/dev/loop3"
+	InodeTableBytes int64    // inode-table bytes read
+	DirectoryBytes  int64    // directory-block bytes advised
+	Skipped         []string // roots not read ahead, and why
+	// Elapsed is how long the read-ahead ran: until it had read everything,
+	// or until the walk ended first (zero when nothing was read ahead).
+	Elapsed time.Duration
+}
+
+const (
+	prefetchChunk  = 1 << 20  // inode-table bytes read (and parsed) at once
+	prefetchWindow = 16 << 20 // bytes advised ahead of the read
+	extRootIno     = 2
+)
+
+type prefetcher struct {
+	stop chan struct{}
+	done chan struct{}
+
+	mu  sync.Mutex
+	res PrefetchResult
+
+	itBytes, dirBytes atomic.Int64
+}
+
+// startPrefetch reads ahead for the roots and mount points that are ext
+// filesystem roots on block devices, in its own goroutine.
+func startPrefetch(paths []string) *prefetcher {
+	p := &prefetcher{stop: make(chan struct{}), done: make(chan struct{})}
+	start := time.Now()
+	go func() {
+		defer close(p.done)
+		defer func() {
+			if p.itBytes.Load() > 0 {
+				p.mu.Lock()
+				p.res.Elapsed = time.Since(start)
+				p.mu.Unlock()
+			}
+		}()
+		seen := map[uint64]bool{}
+		for _, path := range paths {
+			var st unix.Stat_t
+			if err := unix.Lstat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || seen[st.Dev] {
+				continue
+			}
+			seen[st.Dev] = true
+			if st.Ino != extRootIno {
+				p.skip(path, "not the root of an ext filesystem")
+				continue
+			}
+			if err := p.device(st.Dev); err != nil {
+				p.skip(path, err.Error())
+			}
+			if p.stopped() {
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func (p *prefetcher) skip(path, why string) {
+	p.mu.Lock()
+	p.res.Skipped = append(p.res.Skipped, fmt.Sprintf("%q: %s", path, why))
+	p.mu.Unlock()
+}
+
+func (p *prefetcher) stopped() bool {
+	select {
+	case <-p.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// close ends the read-ahead and waits up to wait (forever if negative)
+// until it has: one chunk's read at most, unless the disk hangs. Its
+// device stays open until then.
+func (p *prefetcher) close(wait time.Duration) PrefetchResult {
+	close(p.stop)
+	if wait < 0 {
+		<-p.done
+	} else {
+		select {
+		case <-p.done:
+		case <-time.After(wait):
+		}
+	}
+	p.mu.Lock()
+	r := p.res
+	r.Devices = slices.Clone(r.Devices)
+	r.Skipped = slices.Clone(r.Skipped)
+	p.mu.Unlock()
+	r.InodeTableBytes, r.DirectoryBytes = p.itBytes.Load(), p.dirBytes.Load()
+	return r
+}
+
+// blockDevice opens the block device whose number is dev, read only.
+func blockDevice(dev uint64) (*os.File, error) {
+	uevent, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/uevent", unix.Major(dev), unix.Minor(dev)))
+	if err != nil {
+		return nil, fmt.Errorf("no block device %d:%d", unix.Major(dev), unix.Minor(dev))
+	}
+	var name string
+	for _, line := range strings.Split(string(uevent), "\n") {
+		if v, ok := strings.CutPrefix(line, "DEVNAME="); ok {
+			name = v
+		}
+	}
+	if name == "" || strings.Contains(name, "..") {
+		return nil, fmt.Errorf("block device %d:%d has no name", unix.Major(dev), unix.Minor(dev))
+	}
+	f, err := os.OpenFile("/dev/"+name, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != dev {
+		f.Close()
+		return nil, fmt.Errorf("/dev/%s is not block device %d:%d", name, unix.Major(dev), unix.Minor(dev))
+	}
+	return f, nil
+}
+
+// device reads ahead on the ext filesystem of block device dev.
+func (p *prefetcher) device(dev uint64) error {
+	f, err := blockDevice(dev)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		return err
+	}
+	l, err := readExtLayout(f, size)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	p.mu.Lock()
+	p.res.Devices = append(p.res.Devices, f.Name())
+	p.mu.Unlock()
+
+	// The chunks of the used inode tables, in disk order, up to the budget.
+	budget := memAvailable() / 4
+	var chunks []itable
+	for _, t := range l.itables {
+		for off := int64(0); off < t.n && budget > 0; off += prefetchChunk {
+			n := min(prefetchChunk, t.n-off, budget)
+			chunks = append(chunks, itable{span{t.off + off, n}, t.first + uint64(off/l.inodeSize)})
+			budget -= n
+		}
+	}
+	fd := int(f.Fd())
+	buf := make([]byte, prefetchChunk)
+	var dirs []span
+	advised, ahead := 0, int64(0)
+	for _, c := range chunks {
+		for ; advised < len(chunks) && ahead < prefetchWindow; advised++ {
+			a := chunks[advised]
+			unix.Fadvise(fd, a.off, a.n, unix.FADV_WILLNEED)
+			ahead += a.n
+		}
+		if p.stopped() {
+			return nil
+		}
+		n, err := unix.Pread(fd, buf[:c.n], c.off)
+		if err != nil || int64(n) != c.n {
+			return nil // damage is the walk's to report
+		}
+		ahead -= c.n
+		p.itBytes.Add(c.n)
+		dirs = l.dirSpans(buf[:n], dirs[:0])
+		slices.SortFunc(dirs, func(a, b span) int { return cmpInt64(a.off, b.off) })
+		var advisedDirs int64
+		for i := 0; i < len(dirs); {
+			s := dirs[i]
+			for i++; i < len(dirs) && dirs[i].off <= s.off+s.n; i++ {
+				s.n = max(s.n, dirs[i].off+dirs[i].n-s.off)
+			}
+			unix.Fadvise(fd, s.off, s.n, unix.FADV_WILLNEED)
+			advisedDirs += s.n
+		}
+		p.dirBytes.Add(advisedDirs)
+	}
+	return nil
+}
+
+// memAvailable is the kernel's estimate of the memory available without
+// swapping (1 GiB if it cannot be read).
+func memAvailable() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 1 << 30
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err == nil && kb > 0 {
+				return kb << 10
+			}
+		}
+	}
+	return 1 << 30
+}

@@ -1,0 +1,79 @@
+package enumerate
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/stretchr/testify/require"
+)
+
+// A walk of a mounted ext medium reads its used inode tables ahead through
+// the loop device (all of them: exactly the bytes the layout names), and
+// its directory blocks; the records are find's either way; the device is
+// closed when Walk returns; NoPrefetch and a root below the filesystem's
+// root read nothing ahead.
+func TestWalkPrefetchesExtMedium(t *testing.T) {
+	testimg.RequireRoot(t)
+	requireE2fsTools(t)
+	for _, tc := range prefetchSpecs {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, _ := prefetchTree(tc.spec)
+			img := testimg.Build(t, spec)
+			f, err := os.Open(img)
+			require.NoError(t, err)
+			fi, err := f.Stat()
+			require.NoError(t, err)
+			l, err := readExtLayout(f, fi.Size())
+			f.Close()
+			require.NoError(t, err)
+			fsType := "ext4"
+			if tc.spec.FSType != "" {
+				fsType = tc.spec.FSType
+			}
+			mnt := testimg.MountImage(t, img, 0, 0, fsType)
+			want, stderr := findRecords(t, mnt)
+			require.Empty(t, stderr)
+
+			opens := func() (n int) {
+				fds, err := os.ReadDir("/proc/self/fd")
+				require.NoError(t, err)
+				for _, fd := range fds {
+					if target, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); strings.HasPrefix(target, "/dev/loop") {
+						n++
+					}
+				}
+				return n
+			}
+			before := opens()
+			got, res, _ := walkRecords(t, []string{mnt}, Options{prefetchFirst: true})
+			requireSameRecords(t, want, got)
+			require.Len(t, res.Prefetch.Devices, 1, "skipped: %q", res.Prefetch.Skipped)
+			dev := res.Prefetch.Devices[0]
+			require.True(t, strings.HasPrefix(dev, "/dev/loop"), dev)
+			require.Equal(t, l.itableSize, res.Prefetch.InodeTableBytes)
+			require.Positive(t, res.Prefetch.DirectoryBytes)
+			require.Less(t, res.Prefetch.DirectoryBytes, fi.Size())
+			require.Empty(t, res.Prefetch.Skipped)
+			require.Positive(t, res.Prefetch.Elapsed)
+			require.Less(t, res.Prefetch.Elapsed, res.Elapsed, "prefetchFirst: the read-ahead ends before the walk")
+			require.Equal(t, before, opens(), "the device is still open after Walk returned")
+
+			got, res, _ = walkRecords(t, []string{mnt}, Options{NoPrefetch: true, prefetchFirst: true})
+			requireSameRecords(t, want, got)
+			require.Zero(t, res.Prefetch.InodeTableBytes)
+			require.Empty(t, res.Prefetch.Devices)
+
+			sub := filepath.Join(mnt, "d03")
+			want, _ = findRecords(t, sub)
+			got, res, _ = walkRecords(t, []string{sub}, Options{prefetchFirst: true})
+			requireSameRecords(t, want, got)
+			require.Empty(t, res.Prefetch.Devices)
+			require.Zero(t, res.Prefetch.InodeTableBytes)
+			require.Len(t, res.Prefetch.Skipped, 1)
+			require.Contains(t, res.Prefetch.Skipped[0], "not the root of an ext filesystem")
+		})
+	}
+}
