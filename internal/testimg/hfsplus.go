@@ -3,8 +3,10 @@ package testimg
 import (
 	"encoding/binary"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -184,28 +186,32 @@ type hpObj struct {
 	decmpfs     []byte // the com.apple.decmpfs attribute of a compressed file
 	content     []byte // a compressed file's content
 	compression HFSPlusCompression
-	inode       *hpObj // a link file's indirect node file
+	inode       *hpObj   // a link file's indirect node file (or folder)
+	dirInode    bool     // a hardlinked folder ("dir_<CNID>")
+	links       []*hpObj // its link files
 }
 
 type hpBuilder struct {
-	spec     HFSPlusSpec
-	bs, ns   int
-	objs     []*hpObj
-	byPath   map[string]*hpObj
-	nextID   uint32
-	files    uint32
-	folders  uint32
-	cmp      func(a, b []uint16) int
-	catTree  btTree
-	extTree  btTree
-	attrTree btTree
-	layout   HFSPlusLayout
-	linked   map[string]bool // paths hardlinks name as Target
-	private  *hpObj          // "\x00\x00\x00\x00HFS+ Private Data"
-	sigX     bool
-	jib      *hpObj // Journaled: ".journal_info_block"
-	journal  *hpObj // and ".journal"
-	volDate  uint32
+	spec       HFSPlusSpec
+	bs, ns     int
+	objs       []*hpObj
+	byPath     map[string]*hpObj
+	nextID     uint32
+	files      uint32
+	folders    uint32
+	cmp        func(a, b []uint16) int
+	catTree    btTree
+	extTree    btTree
+	attrTree   btTree
+	layout     HFSPlusLayout
+	linked     map[string]bool   // paths hardlinks name as Target
+	private    *hpObj            // "\x00\x00\x00\x00HFS+ Private Data"
+	dirPrivate *hpObj            // ".HFS+ Private Directory Data\r"
+	linkAt     map[string]*hpObj // folder links by the paths they are seen at
+	sigX       bool
+	jib        *hpObj // Journaled: ".journal_info_block"
+	journal    *hpObj // and ".journal"
+	volDate    uint32
 }
 
 func (s HFSPlusSpec) blockSize() int {
@@ -331,8 +337,8 @@ func (b *hpBuilder) addTree() error {
 		}
 	}
 	for _, e := range b.spec.Entries {
-		if b.linked[e.Path] && e.Kind != File {
-			return fmt.Errorf("hardlink target %q is a %v: HFS+ hardlinks are made to files here", e.Path, e.Kind)
+		if b.linked[e.Path] && e.Kind != File && (e.Kind != Dir || e.Path == "") {
+			return fmt.Errorf("hardlink target %q is a %v: HFS+ hardlinks are made to files and folders", e.Path, e.Kind)
 		}
 	}
 	if b.spec.Journaled {
@@ -499,38 +505,118 @@ func (b *hpBuilder) addLink(e *HFSPlusEntry) error {
 	var inode *hpObj
 	if e.Kind == Hardlink {
 		t, ok := b.byPath[e.Target]
-		if !ok || t.inode == nil {
-			return fmt.Errorf("hardlink target %q is not an earlier file", e.Target)
+		switch {
+		case ok && t.dirInode:
+			inode = t
+		case ok && t.inode != nil:
+			inode = t.inode
+		default:
+			return fmt.Errorf("hardlink target %q is not an earlier file or folder", e.Target)
 		}
-		inode = t.inode
 	} else {
 		priv, err := b.privateDir()
+		prefix := "iNode"
+		if e.Kind == Dir {
+			priv, err = b.dirPrivateDir()
+			prefix = "dir_"
+		}
 		if err != nil {
 			return err
 		}
 		ie := *e
 		ie.Path = ""
-		if inode, err = b.add(priv, "iNode", ie); err != nil {
+		if inode, err = b.add(priv, prefix, ie); err != nil {
 			return err
 		}
-		inode.name, _ = hfsPlusName(fmt.Sprintf("iNode%d", inode.cnid))
+		inode.name, _ = hfsPlusName(fmt.Sprintf("%s%d", prefix, inode.cnid))
 		inode.hidden = true
+		inode.dirInode = e.Kind == Dir
 	}
 	le := HFSPlusEntry{Entry: Entry{Path: e.Path, Kind: File, Mtime: e.Mtime, Uid: inode.uid, Gid: inode.gid}}
 	if e.Kind == Hardlink {
 		le.Mtime = time.Unix(int64(inode.mdate)-macEpochOffset, 0)
+	}
+	if inode.dirInode {
+		// A folder linked from inside a linked folder could hold itself.
+		dir, _ := split(e.Path)
+		for p := b.byPath[dir]; p != nil; p = p.parent {
+			if p.dirInode {
+				return fmt.Errorf("a folder hardlink inside a hardlinked folder")
+			}
+		}
 	}
 	link, err := b.newObj(le)
 	if err != nil {
 		return err
 	}
 	link.mode = inode.mode
-	link.fileType, link.creator = fourCC("hlnk"), fourCC("hfs+")
 	link.special = inode.cnid
-	link.cdate = b.private.cdate
 	link.inode = inode
+	if inode.dirInode {
+		// Mac OS X 10.5's folder links: an alias file ('fdrp'/'MACS')
+		// created when the root was; the folder is reached by its path.
+		link.mode = 0o100000 | inode.mode&0o7777
+		link.fileType, link.creator = fourCC("fdrp"), fourCC("MACS")
+		link.finderFlags = 0x8000 // kIsAlias
+		link.cdate = b.byPath[""].cdate
+		b.byPath[e.Path] = inode
+		inode.links = append(inode.links, link)
+	} else {
+		link.fileType, link.creator = fourCC("hlnk"), fourCC("hfs+")
+		link.cdate = b.private.cdate
+	}
 	inode.special++ // the link count
 	return nil
+}
+
+// hpDirPrivateDir is the folder of hardlinked folders (Mac OS X 10.5).
+const hpDirPrivateDir = ".HFS+ Private Directory Data\r"
+
+// dirPrivateDir returns the private folder of hardlinked folders.
+func (b *hpBuilder) dirPrivateDir() (*hpObj, error) {
+	if b.dirPrivate != nil {
+		return b.dirPrivate, nil
+	}
+	o, err := b.add(b.byPath[""], hpDirPrivateDir, HFSPlusEntry{Entry: Entry{Path: hpDirPrivateDir, Kind: Dir, Mode: 0o333 | fs.ModeSticky}})
+	if err != nil {
+		return nil, err
+	}
+	o.hidden = true
+	o.finderFlags = 0x5000 // kIsInvisible | kNameLocked
+	o.cdate = b.volDate
+	b.dirPrivate = o
+	return o, nil
+}
+
+// where returns the paths o is seen at: user paths (through every link
+// of a hardlinked folder it is in) and paths in the private folders and
+// metadata files (Layout.Private). Folder links never nest (addLink), so
+// the recursion ends.
+func (b *hpBuilder) where(o *hpObj) (user, private []string) {
+	name := string(utf16.Decode(o.name))
+	switch {
+	case o.parent == nil:
+		return []string{""}, nil
+	case o == b.private || o == b.dirPrivate:
+		return nil, []string{name}
+	case o.parent == b.private || o.parent == b.dirPrivate:
+		pname := string(utf16.Decode(o.parent.name))
+		for _, l := range o.links {
+			u, _ := b.where(l)
+			user = append(user, u...)
+		}
+		return user, []string{pname + "/" + name}
+	case o.hidden:
+		return nil, []string{o.path}
+	}
+	pu, pp := b.where(o.parent)
+	for _, p := range pu {
+		user = append(user, path.Join(p, name))
+	}
+	for _, p := range pp {
+		private = append(private, p+"/"+name)
+	}
+	return user, private
 }
 
 func fourCC(s string) uint32 { return binary.BigEndian.Uint32([]byte(s)) }
@@ -908,6 +994,15 @@ func (b *hpBuilder) place() ([]byte, error) {
 	l.Attributes, l.AttrLen = int64(attrStart)*bs, int64(attrBytes)
 	l.Files = map[string]HFSPlusFile{}
 	l.Private = map[string]HFSPlusFile{}
+	b.linkAt = map[string]*hpObj{}
+	for _, o := range b.objs {
+		if o.inode != nil && o.inode.dirInode {
+			u, _ := b.where(o)
+			for _, p := range u {
+				b.linkAt[p] = o
+			}
+		}
+	}
 	for _, o := range b.objs {
 		f := HFSPlusFile{CNID: o.cnid, Mode: o.mode, Uid: o.uid, Gid: o.gid, Mtime: time.Unix(int64(o.mdate)-macEpochOffset, 0).UTC(), Nlink: 1}
 		c := o
@@ -935,15 +1030,19 @@ func (b *hpBuilder) place() ([]byte, error) {
 				f.Data, f.Rsrc, f.Compression = c.content, nil, c.compression
 			}
 		}
-		switch {
-		case o == b.private:
-			l.Private[hpPrivateDir] = f
-		case o.hidden && o.parent == b.private:
-			l.Private[hpPrivateDir+"/"+string(utf16.Decode(o.name))] = f
-		case o.hidden:
-			l.Private[o.path] = f
-		default:
-			l.Files[o.path] = f
+		if o.inode != nil && o.inode.dirInode {
+			continue // the folder is seen at the link's path
+		}
+		user, private := b.where(o)
+		for _, p := range private {
+			l.Private[p] = f
+		}
+		for _, p := range user {
+			if o.dirInode {
+				link := b.linkAt[p]
+				f.CNID, f.Inode, f.Nlink = link.cnid, o.cnid, o.special
+			}
+			l.Files[p] = f
 		}
 	}
 	return img, nil

@@ -133,7 +133,7 @@ func (t btTree) pack(recs []btRec) (btLaid, error) {
 	for len(level) > 1 {
 		height++
 		if height > 32 {
-			return l, fmt.Errorf("%s B-tree: deeper than 32 levels", t.name)
+			return l, fmt.Errorf("%s B-tree: index records too big for %d-byte nodes (over 32 levels)", t.name, t.nodeSize)
 		}
 		idx := make([][]byte, len(level))
 		for k, c := range level {

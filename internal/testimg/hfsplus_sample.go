@@ -3,6 +3,7 @@ package testimg
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"time"
 )
 
@@ -14,7 +15,8 @@ import (
 // files, enough for several leaf nodes and an index level; files with
 // resource forks (one with an empty data fork), symlinks (relative,
 // absolute, dangling), hardlinks (link files naming indirect node files
-// in the private folder, which HFSPlusLayout.Private lists), and
+// in the private folder, which HFSPlusLayout.Private lists; and a folder
+// hardlink, whose tree is seen at both its names), and
 // compressed files (decmpfs: zlib in the attribute, and in 64 KiB chunks in
 // the resource fork, one of them incompressible), and fragmented files: 8
 // extents (all in the catalog
@@ -38,7 +40,14 @@ func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
 		{Entry: Entry{Path: "cherry/Cafe\u0301.txt", Kind: File, Data: []byte("café, decomposed\n"), Mode: 0o600, Uid: 501, Gid: 20}},
 		{Entry: Entry{Path: "cherry/\u0395\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac", Kind: File, Data: []byte("greek\n")}},
 		{Entry: Entry{Path: "cherry/\u041a\u0438\u0440\u0438\u043b\u043b\u0438\u0446\u0430", Kind: File, Data: []byte("cyrillic\n")}},
+		{Entry: Entry{Path: "cherry/Ωmega", Kind: File, Data: []byte("omega\n")}},
+		{Entry: Entry{Path: "cherry/αlpha", Kind: File, Data: []byte("alpha\n")}},
+		{Entry: Entry{Path: "cherry/Жук", Kind: File, Data: []byte("beetle\n")}},
+		{Entry: Entry{Path: "cherry/аист", Kind: File, Data: []byte("stork\n")}},
+		{Entry: Entry{Path: "cherry/zw‍j", Kind: File, Data: []byte("zero-width joiner\n")}},
 		{Entry: Entry{Path: "emptydir", Kind: Dir}},
+		{Entry: Entry{Path: "setuid", Kind: File, Data: []byte("#!/bin/false\n"), Mode: 0o755 | fs.ModeSetuid | fs.ModeSetgid}},
+		{Entry: Entry{Path: "sticky", Kind: Dir, Mode: 0o777 | fs.ModeSticky}},
 		{Entry: Entry{Path: "a/b/c/d/e/deep.txt", Kind: File, Data: []byte("deep\n")}},
 		{Entry: Entry{Path: "old", Kind: File, Data: []byte("1904\n"), Mtime: time.Date(1904, 1, 1, 0, 0, 1, 0, time.UTC)}},
 		{Entry: Entry{Path: "spaces and : colon", Kind: File, Data: []byte("colon\n")}},
@@ -53,6 +62,11 @@ func HFSPlusSample(blockSize, nodeSize int) HFSPlusSpec {
 		{Entry: Entry{Path: "cherry/third", Kind: Hardlink, Target: "hard/first"}},
 		{Entry: Entry{Path: "hard/lone", Kind: File, Size: int64(2*blockSize + 9), Seed: 17}},
 		{Entry: Entry{Path: "hard/lone-link", Kind: Hardlink, Target: "hard/lone"}},
+		{Entry: Entry{Path: "backup/2020", Kind: Dir, Mtime: time.Unix(1600000000, 0)}},
+		{Entry: Entry{Path: "backup/2020/notes.txt", Kind: File, Data: []byte("kept by a folder hardlink\n")}},
+		{Entry: Entry{Path: "backup/2021", Kind: Hardlink, Target: "backup/2020"}},
+		{Entry: Entry{Path: "backup/2020/sub/deep.bin", Kind: File, Size: 3000, Seed: 20}},
+		{Entry: Entry{Path: "backup/2020/hello-link", Kind: Hardlink, Target: "hard/first"}},
 		{Entry: Entry{Path: "compressed/inline", Kind: File, Data: bytes.Repeat([]byte("decmpfs type 3, zlib in the attribute\n"), 50)}, Compress: DecmpfsInline},
 		{Entry: Entry{Path: "compressed/rsrc", Kind: File, Data: bytes.Repeat([]byte("type 4: 64 KiB chunks in the resource fork\n"), 4000)}, Compress: DecmpfsRsrc},
 		{Entry: Entry{Path: "compressed/rsrc-seeded", Kind: File, Size: 70000, Seed: 18}, Compress: DecmpfsRsrc},

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf16"
 
 	"github.com/HRDAG/ntt/internal/testenv"
 )
@@ -97,7 +99,12 @@ func checkTSK(t *testing.T, img string, l *HFSPlusLayout, fstype string, extra .
 		want[p] = f
 	}
 	for p, f := range l.Private {
-		want[strings.ReplaceAll(p, "\x00", "^")] = f // as TSK shows a NUL
+		want[strings.Map(func(r rune) rune { // TSK shows control characters as '^'
+			if r < 0x20 {
+				return '^'
+			}
+			return r
+		}, p)] = f
 	}
 	for p, f := range want {
 		if p == "" {
@@ -178,7 +185,7 @@ func checkBody(t *testing.T, body []byte, want map[string]HFSPlusFile) {
 			continue // TSK's virtual files
 		}
 		seen++
-		perm := fs.FileMode(f.Mode & 0o777).String()[1:]
+		perm := lsPerm(f.Mode)
 		mtime := strconv.FormatInt(f.Mtime.Unix(), 10)
 		if f.Mtime.Unix() < 0 {
 			mtime = "0" // TSK shows Mac dates before 1970 as 0
@@ -245,6 +252,7 @@ func TestHFSPlusSample(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			checkCatalogOrder(t, raw, l, false)
 			if n := binary.BigEndian.Uint32(raw[l.Extents+14+6:]); n != 3 {
 				t.Errorf("extents-overflow file holds %d records, want 3", n)
 			}
@@ -291,7 +299,9 @@ func TestHFSPlusRefuses(t *testing.T) {
 		"over 1 GiB":                    {Size: 2 << 30},
 		"inline decmpfs over a node":    {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Size: 5000, Seed: 1}, Compress: DecmpfsInline}}},
 		"compressed with a fork":        {Entries: []HFSPlusEntry{{Entry: Entry{Path: "f", Kind: File, Data: []byte("x")}, Rsrc: []byte("r"), Compress: DecmpfsRsrc}}},
-		"hardlink to a folder":          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "d", Kind: Dir}}, {Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
+		"hardlink to the root":          {Entries: []HFSPlusEntry{{Entry: Entry{Path: "l", Kind: Hardlink, Target: ""}}}},
+		"folder link in itself":         {Entries: []HFSPlusEntry{{Entry: Entry{Path: "d", Kind: Dir}}, {Entry: Entry{Path: "d/l", Kind: Hardlink, Target: "d"}}}},
+		"hardlink to a symlink":         {Entries: []HFSPlusEntry{{Entry: Entry{Path: "s", Kind: Symlink, Target: "x"}}, {Entry: Entry{Path: "l", Kind: Hardlink, Target: "s"}}}},
 		"hardlink to nothing":           {Entries: []HFSPlusEntry{{Entry: Entry{Path: "l", Kind: Hardlink, Target: "d"}}}},
 	} {
 		if _, _, err := BuildHFSPlusBytes(spec); err == nil {
@@ -316,6 +326,11 @@ func TestHFSX(t *testing.T) {
 			img, l := HFSPlus(t, spec)
 			checkLayoutMatchesSpec(t, spec, l)
 			checkTSK(t, img, l, "HFSX")
+			raw, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCatalogOrder(t, raw, l, true)
 			stat := string(tskRun(t, "fsstat", img))
 			for _, s := range []string{"Case Sensitive: yes\n", "Last Mounted By: Mac OS X, Journaled\n", fmt.Sprintf("Journal Info Block: %d\n", journalCheck(t, img))} {
 				if !strings.Contains(stat, s) {
@@ -391,5 +406,164 @@ func TestHFSPlusWrapped(t *testing.T) {
 				t.Errorf("hvol: %s", out)
 			}
 		})
+	}
+}
+
+// lsPerm is ls's rwx string of st_mode's permission bits, with setuid,
+// setgid and sticky as s/S, s/S and t/T.
+func lsPerm(mode uint32) string {
+	b := []byte(fs.FileMode(mode & 0o777).String()[1:])
+	for _, x := range []struct {
+		bit  uint32
+		at   int
+		l, u byte
+	}{{0o4000, 2, 's', 'S'}, {0o2000, 5, 's', 'S'}, {0o1000, 8, 't', 'T'}} {
+		if mode&x.bit != 0 {
+			if b[x.at] == 'x' {
+				b[x.at] = x.l
+			} else {
+				b[x.at] = x.u
+			}
+		}
+	}
+	return string(b)
+}
+
+// TestHFSPlusLongNames fills one folder with names of every length class
+// in 512-byte nodes: names whose records fit build (and TSK lists them
+// all); longer ones are an error (a record over a node, or index records
+// so big that a level would not shrink) — promptly, never a hang.
+func TestHFSPlusLongNames(t *testing.T) {
+	requireTSK(t)
+	for _, n := range []int{100, 117, 118, 119, 120, 200, 255} {
+		spec := HFSPlusSpec{NodeSize: 512, BlockSize: 512}
+		for i := 0; i < 40; i++ {
+			name := fmt.Sprintf("%03d", i) + strings.Repeat("x", n-3)
+			spec.Entries = append(spec.Entries, HFSPlusEntry{Entry: Entry{Path: "d/" + name, Kind: File, Data: []byte(name[:3])}})
+		}
+		start := time.Now()
+		img, l, err := BuildHFSPlusBytes(spec)
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%d units: %v to build", n, d)
+		}
+		if n <= 117 {
+			if err != nil {
+				t.Fatalf("%d-unit names: %v", n, err)
+			}
+			p := filepath.Join(t.TempDir(), "long.img")
+			if err := os.WriteFile(p, img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			checkTSK(t, p, l, "HFS+")
+		} else if err == nil {
+			t.Errorf("%d-unit names in 512-byte nodes: no error", n)
+		}
+	}
+}
+
+// TestHFSPlusFold checks the case folding against TN1150's table at the
+// points that tell it apart from a plain lowercase: NUL sorts last, the
+// ignorables are skipped, precomposed letters are left alone (HFS+ names
+// are decomposed) and the non-decomposable ones are folded.
+func TestHFSPlusFold(t *testing.T) {
+	for c, want := range map[uint16]uint16{
+		0: 0xFFFF, 'A': 'a', 'z': 'z', '_': '_', 0xC6: 0xE6, 0xC9: 0xC9, 0xD0: 0xF0, 0xD8: 0xF8,
+		0x130: 0x130, 0x141: 0x142, 0x1C5: 0x1C6, 0x1CD: 0x1CD, 0x391: 0x3B1, 0x386: 0x386,
+		0x401: 0x401, 0x402: 0x452, 0x410: 0x430, 0x531: 0x561, 0x10A0: 0x10D0,
+		0x200D: 0, 0x202A: 0, 0xFEFF: 0, 0x2160: 0x2170, 0xFF21: 0xFF41, 0x4E00: 0x4E00,
+	} {
+		if got := hfsPlusFold(c); got != want {
+			t.Errorf("fold(%#04x) = %#04x, want %#04x", c, got, want)
+		}
+	}
+	u := func(s string) []uint16 { n, _ := hfsPlusName(s); return n }
+	for _, c := range []struct {
+		a, b      string
+		fold, bin int
+	}{
+		{"Ωmega", "αlpha", 1, -1}, // ω > α, but Ω < α
+		{"Жук", "аист", 1, -1},
+		{"apple", "APPLE", 0, 1},
+		{"zw\u200dj", "zwj", 0, 1},
+		{"a", "ab", -1, -1},
+		{"a\x00", "ab", 1, -1}, // NUL folds to 0xFFFF
+	} {
+		if got := hfsPlusCompareFolded(u(c.a), u(c.b)); got != c.fold {
+			t.Errorf("folded %q vs %q = %d, want %d", c.a, c.b, got, c.fold)
+		}
+		if got := hfsPlusCompareBinary(u(c.a), u(c.b)); got != c.bin {
+			t.Errorf("binary %q vs %q = %d, want %d", c.a, c.b, got, c.bin)
+		}
+	}
+}
+
+// checkCatalogOrder reads the catalog B-tree of a built volume back from
+// its bytes: the leaf chain from the header's first leaf holds every leaf
+// record, in strictly increasing key order (parent ID, then names as the
+// volume compares them), and each index record's key is the first key of
+// the node it points to. TSK finds a folder's records by parent ID alone,
+// so this is what checks the name order.
+func checkCatalogOrder(t *testing.T, raw []byte, l *HFSPlusLayout, caseSensitive bool) {
+	t.Helper()
+	be := binary.BigEndian
+	cat := raw[l.Catalog : l.Catalog+l.CatalogLen]
+	ns := int(be.Uint16(cat[14+18:]))
+	node := func(n uint32) []byte { return cat[int(n)*ns : int(n+1)*ns] }
+	recs := func(nd []byte) [][]byte {
+		var out [][]byte
+		for i := 0; i < int(be.Uint16(nd[10:])); i++ {
+			a, b := be.Uint16(nd[ns-2*(i+1):]), be.Uint16(nd[ns-2*(i+2):])
+			out = append(out, nd[a:b])
+		}
+		return out
+	}
+	type key struct {
+		parent uint32
+		name   []uint16
+	}
+	parse := func(r []byte) key {
+		k := key{parent: be.Uint32(r[2:])}
+		for i := 0; i < int(be.Uint16(r[6:])); i++ {
+			k.name = append(k.name, be.Uint16(r[8+2*i:]))
+		}
+		return k
+	}
+	cmp := hfsPlusCompareFolded
+	if caseSensitive {
+		cmp = hfsPlusCompareBinary
+	}
+	less := func(a, b key) bool { return a.parent < b.parent || a.parent == b.parent && cmp(a.name, b.name) < 0 }
+	var prev *key
+	n, count := be.Uint32(cat[14+10:]), 0
+	for steps := 0; n != 0; steps++ {
+		if steps > len(cat)/ns {
+			t.Fatal("catalog leaf chain loops")
+		}
+		for _, r := range recs(node(n)) {
+			k := parse(r)
+			if prev != nil && !less(*prev, k) {
+				t.Errorf("catalog leaf %d: key %d/%q not after %d/%q", n, k.parent, string(utf16.Decode(k.name)), prev.parent, string(utf16.Decode(prev.name)))
+			}
+			prev = &k
+			count++
+		}
+		n = be.Uint32(node(n))
+	}
+	if want := int(be.Uint32(cat[14+6:])); count != want {
+		t.Errorf("leaf chain holds %d records, header says %d", count, want)
+	}
+	// Index records point at nodes whose first key they are.
+	for i := 1; i < len(cat)/ns; i++ {
+		nd := node(uint32(i))
+		if nd[8] != btIndexKind || be.Uint16(nd[10:]) == 0 {
+			continue
+		}
+		for _, r := range recs(nd) {
+			kl := 2 + int(be.Uint16(r))
+			child := recs(node(be.Uint32(r[kl:])))
+			if len(child) == 0 || !bytes.Equal(child[0][:2+int(be.Uint16(child[0]))], r[:kl]) {
+				t.Errorf("index node %d: a key is not its child's first key", i)
+			}
+		}
 	}
 }
