@@ -20,12 +20,16 @@ import (
 // the volume header at byte 1024 (and its copy 1024 bytes before the end),
 // the allocation file (one bit per block), the extents-overflow, catalog
 // and attributes B-trees, and the forks' blocks. The Sleuth Kit (fls, icat,
-// fsstat) is the reference reader its tests check every volume against.
+// fsstat, istat, tsk_recover) is the reference reader its tests check every
+// volume against.
 
 // HFSPlusEntry is one name on an HFS+ volume: an Entry of kind File, Dir,
 // Symlink or Hardlink (Path components are UTF-8, stored as the UTF-16 they
-// encode, unnormalized: write names in NFD, as HFS+ keeps them) and the
-// forks HFS+ adds.
+// encode, unnormalized: write names in NFD, as HFS+ keeps them; a ':' is
+// stored as is, where Mac OS shows '/') and the forks HFS+ adds. A
+// Hardlink's Target is an earlier File (a file hardlink) or Dir (a folder
+// hardlink, as Time Machine makes them; not inside another linked folder).
+// Mode, Uid, Gid and Mtime are kept (dates in whole seconds, 1904..2040).
 type HFSPlusEntry struct {
 	Entry
 	// Rsrc is the resource fork of a File (nil or empty: none).
@@ -85,22 +89,35 @@ type HFSPlusFile struct {
 	// Mtime is the content modification date (whole seconds).
 	Mtime time.Time
 	// Inode is, for a hardlinked file, the CNID of its indirect node file
-	// (the "iNode<Inode>" in the private folder, which holds the content);
-	// Nlink the link count kept there. 0 and 1 for other files.
+	// (the "iNode<Inode>" in the private folder, which holds the content),
+	// for a hardlinked folder that of its "dir_<Inode>"; CNID is then the
+	// link file's. Nlink is the link count kept there; 1 for other files,
+	// 0 for other folders.
 	Inode uint32
 	Nlink uint32
 	// Compression says how Data is stored (decmpfs); a compressed file's
 	// resource fork, if the compressed data is there, is not its own.
 	Compression HFSPlusCompression
+	// DataRuns and RsrcRuns are where the data and resource forks lie, as
+	// stored (a compressed file's data fork is empty; type 4 keeps the
+	// compressed bytes in RsrcRuns), in file order, each extent trimmed to
+	// the fork's size. Offsets count from the start of the image.
+	DataRuns, RsrcRuns []HFSPlusRun
 }
+
+// HFSPlusRun is one extent of a fork: Length bytes at image offset Offset
+// holding the fork's bytes from Logical on.
+type HFSPlusRun struct{ Logical, Offset, Length int64 }
 
 // HFSPlusLayout is what WriteHFSPlus placed where.
 type HFSPlusLayout struct {
 	// Files by path ('/' between components, "" is the root).
 	Files map[string]HFSPlusFile
-	// Private holds the hardlinks' private folder (at its raw name,
-	// "\x00\x00\x00\x00HFS+ Private Data") and its indirect node files
-	// ("<that>/iNode<CNID>"): on the volume, but no user's names.
+	// Private holds what is on the volume but no user's name: the
+	// hardlinks' private folders at their raw names ("\x00\x00\x00\x00HFS+
+	// Private Data" with files "iNode<CNID>", ".HFS+ Private Directory
+	// Data\r" with folders "dir_<CNID>" and their trees) and the journal's
+	// files (".journal", ".journal_info_block").
 	Private map[string]HFSPlusFile
 	// Offset of the HFS+ volume in the image: 0, or inside a wrapper
 	// where the wrapper's drEmbedExtent says.
@@ -120,10 +137,6 @@ const (
 	macEpochOffset   = 2082844800
 	hpRootParentID   = 1
 	hpRootID         = 2
-	hpExtentsID      = 3
-	hpCatalogID      = 4
-	hpAllocationID   = 6
-	hpAttributesID   = 8
 	hpFirstUserID    = 16
 	hpFolderRecord   = 1
 	hpFileRecord     = 2
@@ -153,6 +166,22 @@ type hpFork struct {
 	data   []byte
 	lens   []uint32
 	starts []uint32
+}
+
+// runs returns the fork's extents as byte runs (blocks of bs bytes),
+// trimmed to its size.
+func (f *hpFork) runs(bs int64) []HFSPlusRun {
+	var out []HFSPlusRun
+	var logical int64
+	for i, s := range f.starts {
+		n := min(int64(f.lens[i])*bs, int64(len(f.data))-logical)
+		if n <= 0 {
+			break
+		}
+		out = append(out, HFSPlusRun{logical, int64(s) * bs, n})
+		logical += n
+	}
+	return out
 }
 
 func (f *hpFork) blocks() uint32 {
@@ -308,6 +337,19 @@ func BuildHFSPlusBytes(spec HFSPlusSpec) ([]byte, *HFSPlusLayout, error) {
 			return nil, nil, err
 		}
 		l.Offset = off
+		shift := func(rs []HFSPlusRun) []HFSPlusRun {
+			var out []HFSPlusRun
+			for _, r := range rs {
+				out = append(out, HFSPlusRun{r.Logical, r.Offset + off, r.Length})
+			}
+			return out
+		}
+		for _, m := range []map[string]HFSPlusFile{l.Files, l.Private} {
+			for p, f := range m {
+				f.DataRuns, f.RsrcRuns = shift(f.DataRuns), shift(f.RsrcRuns)
+				m[p] = f
+			}
+		}
 		l.Header += off
 		l.Extents += off
 		l.Catalog += off
@@ -1010,6 +1052,7 @@ func (b *hpBuilder) place() ([]byte, error) {
 			c = o.inode
 			f.Inode, f.Nlink = c.cnid, c.special
 		}
+		f.DataRuns, f.RsrcRuns = c.data.runs(bs), c.rsrc.runs(bs)
 		switch {
 		case o.dir:
 			f.Kind = Dir

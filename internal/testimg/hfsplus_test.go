@@ -246,6 +246,7 @@ func TestHFSPlusSample(t *testing.T) {
 			img, l := HFSPlus(t, spec)
 			checkLayoutMatchesSpec(t, spec, l)
 			checkTSK(t, img, l, "HFS+")
+			checkRuns(t, img, l)
 			// frag/nine and frag/twenty keep extents 9.. in the
 			// extents-overflow file: 1 + 2 records.
 			raw, err := os.ReadFile(img)
@@ -382,6 +383,7 @@ func TestHFSPlusWrapped(t *testing.T) {
 			if l.Offset == 0 {
 				t.Fatal("layout says the volume is at offset 0")
 			}
+			checkRuns(t, img, l)
 			checkTSK(t, img, l, "HFS+")
 			stat := string(tskRun(t, "fsstat", img))
 			if s := fmt.Sprintf("embedded in an HFS wrapper at offset %d\n", l.Offset); !strings.Contains(stat, s) {
@@ -564,6 +566,41 @@ func checkCatalogOrder(t *testing.T, raw []byte, l *HFSPlusLayout, caseSensitive
 			if len(child) == 0 || !bytes.Equal(child[0][:2+int(be.Uint16(child[0]))], r[:kl]) {
 				t.Errorf("index node %d: a key is not its child's first key", i)
 			}
+		}
+	}
+}
+
+// checkRuns reads every fork back from the image through the layout's
+// runs: a file's data fork (unless compressed) is its Data, its resource
+// fork its Rsrc.
+func checkRuns(t *testing.T, img string, l *HFSPlusLayout) {
+	t.Helper()
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string, runs []HFSPlusRun) []byte {
+		var out []byte
+		for _, r := range runs {
+			if r.Logical != int64(len(out)) || r.Length <= 0 || r.Offset < l.Offset || r.Offset+r.Length > int64(len(raw)) {
+				t.Errorf("%q: run %+v out of place", p, r)
+				return nil
+			}
+			out = append(out, raw[r.Offset:r.Offset+r.Length]...)
+		}
+		return out
+	}
+	for p, f := range l.Files {
+		if f.Kind == Dir {
+			continue
+		}
+		if data := read(p, f.DataRuns); f.Compression == NotCompressed && !bytes.Equal(data, f.Data) {
+			t.Errorf("%q: its runs hold %d bytes, not its data (%d)", p, len(data), len(f.Data))
+		} else if f.Compression != NotCompressed && len(data) != 0 {
+			t.Errorf("%q: compressed, and its data fork has %d bytes", p, len(data))
+		}
+		if rsrc := read(p, f.RsrcRuns); f.Compression == NotCompressed && !bytes.Equal(rsrc, f.Rsrc) {
+			t.Errorf("%q: its resource runs hold %d bytes, not its fork (%d)", p, len(rsrc), len(f.Rsrc))
 		}
 	}
 }
