@@ -53,6 +53,26 @@
 //     the current number waits before claiming, holding no claim.
 //     Options.FixedWorkers runs exactly Workers.
 //
+// Measured on 2 shared cores (load average 7 to 21 from other work, so
+// single runs, read as rough), cold caches, the second bench tree
+// (bench/copy.sh SHAPES=deep: 253,553 files, 24,000 directories, three
+// quarters duplicates): one worker without read-ahead 103.3 s, with it
+// 71.0 s (the batch's reads took 41.0 s instead of 66.7 s); four fixed
+// workers without read-ahead 51.7 s. At a quarter of that tree (63,200
+// files): four fixed workers without read-ahead 35.4 s, one 41.2 s; the
+// default of this design (read-ahead, finishing overlapped, 2 to 8
+// workers by measurement) 21.0 s; cp -a 46.0 s. Where a batch's time goes
+// with one worker and no read-ahead (per 1000 small, mostly duplicate
+// files: claim 63 ms, reads and hashing 463 ms, syncfs 32 ms, commit 56
+// ms) is why the finishing overlaps the next batch: the catalog costs one
+// round trip to claim and one to commit per batch, not per file, and a
+// duplicate costs no write (a tree link only). The 32 openers, the
+// 128-file window and the 4 MiB advice come from an earlier attempt's
+// measurements, not repeated here; the tuner's start (2), period (2 s) and
+// threshold (5 %) are judgement, not measurement: under the load above it
+// wanders between 3 and 8 workers on the 300k tree. Both deserve a
+// measurement on a quiet machine.
+//
 // # Invariants
 //
 //   - A blob is named by the BLAKE3 of its content, written once, never

@@ -493,8 +493,13 @@ func (r *run) copyAll(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	last := r.tune.current()
 	go r.tune.climb(wctx, func(limit int, rate float64) {
-		r.log.Debug("concurrency", "medium", r.h, "worker", r.o.WorkerID, "workers", limit, "work_mb_s", rate/1e6)
+		if limit != last {
+			r.log.Info("workers copying", "medium", r.h, "worker", r.o.WorkerID, "workers", limit, "was", last,
+				"work_mb_s", rate/1e6)
+			last = limit
+		}
 	})
 
 	beat := time.NewTicker(max(r.o.Lease/3, 100*time.Millisecond))
@@ -514,7 +519,7 @@ func (r *run) copyAll(ctx context.Context) error {
 			}
 		case <-done:
 			close(errs)
-			return errors.Join(collect(errs)...)
+			return r.firstErr(errs)
 		case <-beat.C:
 			if !r.o.DryRun {
 				r.heartbeat(ctx)
@@ -539,12 +544,19 @@ func (r *run) copyAll(ctx context.Context) error {
 	}
 }
 
-func collect(errs chan error) []error {
-	var out []error
+// firstErr returns the first worker error, the one that ended the run:
+// the others' come after it cancelled them (a retry cut short, the same
+// lost source), and are logged only.
+func (r *run) firstErr(errs chan error) error {
+	var first error
 	for e := range errs {
-		out = append(out, e)
+		if first == nil {
+			first = e
+		} else if e.Error() != first.Error() {
+			r.log.Debug("a worker stopped after the run's first error", "medium", r.h, "err", e)
+		}
 	}
-	return out
+	return first
 }
 
 func (r *run) touch(wid int) {

@@ -38,11 +38,10 @@ type worker struct {
 	tc     *treeCursor
 }
 
+// newWorker makes a worker; its buffers are made when first needed, so
+// that a worker the tuner never lets in costs no memory.
 func newWorker(r *run, id int) *worker {
-	w := &worker{r: r, id: id, buf: make([]byte, smallMax+1), hasher: blake3.New()}
-	for i := range w.chunks {
-		w.chunks[i] = make([]byte, streamChunk)
-	}
+	w := &worker{r: r, id: id, hasher: blake3.New()}
 	if r.tree != nil {
 		w.tc = r.tree.cursor()
 	}
@@ -191,6 +190,9 @@ func isPathErr(err error) bool {
 func (w *worker) store(f io.Reader, p []byte, size int64) (id, mime string, created bool, read, written int64, err error) {
 	dry := w.r.o.DryRun
 	if size <= smallMax {
+		if w.buf == nil {
+			w.buf = make([]byte, smallMax+1)
+		}
 		// Exactly size bytes: fstat said so, and the mount is read-only.
 		n, err := readFull(f, w.buf[:size])
 		read = int64(n)
@@ -282,6 +284,11 @@ func (w *worker) stream(f io.Reader, bw *blobWriter) (read, written int64, head 
 	type chunk struct {
 		b   []byte
 		err error
+	}
+	if w.chunks[0] == nil {
+		for i := range w.chunks {
+			w.chunks[i] = make([]byte, streamChunk)
+		}
 	}
 	n := len(w.chunks)
 	free := make(chan []byte, n)
