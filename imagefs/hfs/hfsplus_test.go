@@ -144,6 +144,18 @@ func checkLayout(t *testing.T, got map[string]walked, l *testimg.HFSPlusLayout, 
 			if (f.Compression != testimg.NotCompressed) != g.e.Encoded {
 				t.Errorf("%q: compression %v, Encoded %v", p, f.Compression, g.e.Encoded)
 			}
+			// The runs are where the writer put the fork (a type 4 file's:
+			// its compressed resource fork; type 3's are its attribute).
+			want := f.DataRuns
+			if f.Compression == testimg.DecmpfsRsrc {
+				want = f.RsrcRuns
+			}
+			if f.Compression != testimg.DecmpfsInline && !sameRuns(g.e.Runs, want) {
+				t.Errorf("%q: runs %v, the writer's %v", p, g.e.Runs, want)
+			}
+			if len(g.e.Forks) == 1 && !sameRuns(g.e.Forks[0].Runs, f.RsrcRuns) {
+				t.Errorf("%q: resource fork runs %v, the writer's %v", p, g.e.Forks[0].Runs, f.RsrcRuns)
+			}
 			fk, ok := got["/"+p+"/..namedfork/rsrc"]
 			if len(f.Rsrc) > 0 {
 				n++
@@ -392,4 +404,16 @@ func TestPlusMedium(t *testing.T) {
 			}
 		})
 	}
+}
+
+func sameRuns(a []imagefs.Run, b []testimg.HFSPlusRun) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Hole || a[i].Logical != b[i].Logical || a[i].Offset != b[i].Offset || a[i].Length != b[i].Length {
+			return false
+		}
+	}
+	return true
 }
