@@ -153,6 +153,15 @@
 //     listed as the empty file it is. (The Sleuth Kit also wants a link's
 //     creation date to be the private directory's, as macOS writes it;
 //     this reader does not check it.)
+//   - Directory hardlinks (Mac OS X 10.5, Time Machine): an alias file of
+//     type 'fdrp', creator 'MACS' whose BSD special field n names the
+//     directory dir_<n> in ".HFS+ Private Directory Data\r" is listed as
+//     that directory — its CNID, its record as its run — under every
+//     name. imagefs.Walk enters a directory once: at its first name; the
+//     later names are listed and reported (Kind "cross_linked") but not
+//     entered, so what lies below is catalogued once, below the first.
+//     Such an alias whose directory is missing (or a Finder alias) is the
+//     file it is.
 //   - Not presented: the private directories "\x00\x00\x00\x00HFS+ Private
 //     Data" and ".HFS+ Private Directory Data\r" and the journal's files
 //     ".journal" and ".journal_info_block", in the root. The journal is not
@@ -187,10 +196,8 @@
 // volume (drEmbedSigWord "H+"): it returns ErrWrappedHFSPlus, and probe
 // calls such a volume "hfsplus", which OpenPlus reads.
 // The volume bitmap, Finder info, file types and creators (but for links),
-// owners and modes, backup and creation dates are not carried; directory
-// hard links (Time Machine's, to ".HFS+ Private Directory Data\r") are
-// listed as the empty files the link records are. The Sleuth Kit reads
-// HFS+ only (fls -f hfs refuses classic HFS), so hfsutils (hls, hcopy) is
-// the HFS reader's reference in the tests and TSK (fls, icat) the HFS+
+// owners and modes, backup and creation dates are not carried. The Sleuth
+// Kit reads HFS+ only (fls -f hfs refuses classic HFS), so hfsutils (hls,
+// hcopy) is the HFS reader's reference in the tests and TSK (fls, icat) the HFS+
 // reader's.
 package hfs

@@ -232,9 +232,6 @@ func TestPlusFuzzSeeds(t *testing.T) {
 			t.Errorf("seed %d: %d entries, want %d", i, n, want)
 		}
 		_, got, _, probs := openWalkPlus(t, s)
-		if len(probs) != 0 {
-			t.Errorf("seed %d: problems %v", i, probs)
-		}
-		checkLayout(t, got, l)
+		checkLayout(t, got, l, notEntered(t, probs))
 	}
 }

@@ -78,7 +78,6 @@ type attr struct {
 // embedded in an HFS wrapper. Everything it needs is read at Open; its
 // methods may be called from several goroutines.
 type PlusVolume struct {
-	size     int64
 	opts     imagefs.Options
 	sig      string
 	modify   time.Time
@@ -93,6 +92,7 @@ type PlusVolume struct {
 	private  uint32             // CNID of the hardlinks' private directory (0: none)
 	privDirs uint32             // CNID of the directory hardlinks' private directory (0: none)
 	inodes   map[uint32]*record // indirect node files by their number (iNode<n>)
+	dirNodes map[uint32]*record // hardlinked directories by their number (dir_<n>)
 	links    map[uint32]uint64  // names found per indirect node number
 }
 
@@ -126,7 +126,7 @@ func (v *PlusVolume) Info() PlusInfo {
 // *FormatError wrapping ErrNotHFSPlus; a catalog header node that does not
 // check out wraps imagefs.ErrCorrupt.
 func OpenPlus(r io.ReaderAt, size int64, opts imagefs.Options) (*PlusVolume, error) {
-	v := &PlusVolume{size: size, opts: opts, decmpfs: map[uint32]attr{}, inodes: map[uint32]*record{}, links: map[uint32]uint64{}}
+	v := &PlusVolume{opts: opts, decmpfs: map[uint32]attr{}, inodes: map[uint32]*record{}, dirNodes: map[uint32]*record{}, links: map[uint32]uint64{}}
 	v.allocation = allocation{r: r, report: &v.opts, maxFABN: 0xffffffff, overflow: map[extKey][]extent{}}
 	v.catalog = newCatalog(&v.opts, DecodeUnicode)
 	bad := func(off int64, field string, val int64, msg string) error {
@@ -241,7 +241,8 @@ func plusDirData(cnid uint32, valence int) []byte {
 
 // hardlinks finds the private directory of indirect node files
 // ("\0\0\0\0HFS+ Private Data" in the root), its iNode<n> files, and counts
-// the link files (type 'hlnk', creator 'hfs+') naming each.
+// the link files (type 'hlnk', creator 'hfs+') naming each; and the
+// private directory of hardlinked directories with its dir_<n>.
 func (v *PlusVolume) hardlinks() {
 	for _, r := range v.children[RootID] {
 		switch {
@@ -249,6 +250,17 @@ func (v *PlusVolume) hardlinks() {
 			v.private = r.id
 		case r.dir && bytes.Equal(r.name, privateDirData):
 			v.privDirs = r.id
+		}
+	}
+	if v.privDirs != 0 {
+		for _, r := range v.children[v.privDirs] {
+			name, _ := DecodeUnicode(r.name)
+			if !r.dir || !bytes.HasPrefix(name, []byte("dir_")) {
+				continue
+			}
+			if n, err := strconv.ParseUint(string(name[4:]), 10, 32); err == nil {
+				v.dirNodes[uint32(n)] = r
+			}
 		}
 	}
 	if v.private == 0 {
@@ -274,6 +286,29 @@ func (v *PlusVolume) hardlinks() {
 
 func isHardlink(r *record) bool {
 	return !r.dir && string(r.data[48:52]) == "hlnk" && string(r.data[52:56]) == "hfs+"
+}
+
+// dirLink returns the directory a directory hardlink (Mac OS X 10.5: an
+// alias file of type 'fdrp', creator 'MACS', naming dir_<n> in the private
+// directory of directories) stands for; nil if r is none, or its
+// directory is missing.
+func (v *PlusVolume) dirLink(r *record) *record {
+	if r.dir || string(r.data[48:52]) != "fdrp" || string(r.data[52:56]) != "MACS" {
+		return nil
+	}
+	return v.dirNodes[be.Uint32(r.data[44:])]
+}
+
+// subdirsShown counts the directories listed in dir: its subdirectories
+// and directory hardlinks, less the hidden private directories.
+func (v *PlusVolume) subdirsShown(dir uint32) uint64 {
+	n := v.subdirs(dir) - v.hiddenDirs(dir)
+	for _, r := range v.children[dir] {
+		if v.dirLink(r) != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // btree opens the special file cnid whose fork data (80 bytes) is fd.
@@ -389,7 +424,7 @@ func (v *PlusVolume) Root() (*imagefs.Entry, error) {
 		e.Name = nil
 		return e, nil
 	}
-	return &imagefs.Entry{ID: RootID, Type: 'd', Mtime: v.modify, Nlink: 2 + v.subdirs(RootID) - v.hiddenDirs(RootID)}, nil
+	return &imagefs.Entry{ID: RootID, Type: 'd', Mtime: v.modify, Nlink: 2 + v.subdirsShown(RootID)}, nil
 }
 
 // hidden reports whether r is not presented: the private directories of
@@ -460,9 +495,16 @@ func (v *PlusVolume) entry(r *record) *imagefs.Entry {
 	case changed:
 		v.opts.Reportf(r.off, "bad_name", "CNID %d: a NUL or an unpaired surrogate in the name %q is shown as U+2400 or U+FFFD", r.id, name)
 	}
+	if d := v.dirLink(r); d != nil {
+		// Every name of a hardlinked directory is the directory: its
+		// CNID, its record as its run — so the walk enters it once.
+		e := v.entry(d)
+		e.Name = name
+		return e
+	}
 	if r.dir {
 		id := r.id
-		sub := v.subdirs(id) - v.hiddenDirs(id)
+		sub := v.subdirsShown(id)
 		e := &imagefs.Entry{ID: uint64(id), Type: 'd', Name: name, Size: int64(be.Uint32(r.data[4:])) + 2 - int64(v.hiddenDirs(id)),
 			Mtime: macTime(be.Uint32(r.data[16:])), Nlink: 2 + sub}
 		if r.off >= 0 {

@@ -201,7 +201,8 @@ func NTFSDisk(dir string) (*Medium, error) {
 // fork, one of a file with an empty data fork), a symlink, a hardlinked
 // file with a resource fork (two names of one indirect node), files
 // compressed as macOS 10.6+ compresses them (decmpfs: zlib inline in the
-// attribute, and in 64 KiB blocks in the resource fork), and two files
+// attribute, and in 64 KiB blocks in the resource fork), a directory
+// hardlink (Mac OS X 10.5's, as Time Machine makes them), and two files
 // with the same content.
 func HFSPlusDisk(dir string) (*Medium, error) {
 	f := func(p string, size int64, seed uint64) testimg.HFSPlusEntry {
@@ -223,7 +224,13 @@ func HFSPlusDisk(dir string) (*Medium, error) {
 		{Entry: testimg.Entry{Path: "Letters/draft (hardlink)", Kind: testimg.Hardlink, Target: "Letters/Drafts/draft.txt"}},
 		{Entry: testimg.Entry{Path: "System/compressed inline.plist", Kind: testimg.File, Data: bytes.Repeat([]byte("<key>decmpfs</key>\n"), 100)}, Compress: testimg.DecmpfsInline},
 		{Entry: testimg.Entry{Path: "System/compressed in rsrc.dylib", Kind: testimg.File, Data: bytes.Repeat([]byte("type 4, 64 KiB zlib blocks\n"), 10000)}, Compress: testimg.DecmpfsRsrc},
+		{Entry: testimg.Entry{Path: "Backups/2020", Kind: testimg.Dir}},
+		{Entry: testimg.Entry{Path: "Backups/2020/ledger.txt", Kind: testimg.File, Size: 4000, Seed: 12}},
+		{Entry: testimg.Entry{Path: "Backups/latest", Kind: testimg.Hardlink, Target: "Backups/2020"}},
 	}}
+	// A hardlinked directory is entered once, at its first name: what
+	// lies below its later name is catalogued and stored at the first.
+	const notEntered = "Backups/latest"
 	tmp := filepath.Join(dir, "hfsplus-disk.tmp")
 	l, err := testimg.WriteHFSPlus(tmp, spec)
 	if err != nil {
@@ -233,7 +240,7 @@ func HFSPlusDisk(dir string) (*Medium, error) {
 	forks := map[string][]byte{}
 	for p, e := range l.Files {
 		switch {
-		case p == "":
+		case p == "" || strings.HasPrefix(p, notEntered+"/"):
 		case e.Kind == testimg.Dir:
 			tree[p] = TreeEntry{Type: 'd'}
 		case e.Kind == testimg.Symlink:
