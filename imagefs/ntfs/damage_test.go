@@ -134,6 +134,16 @@ func TestDamage(t *testing.T) {
 				}
 				return -2 // no second fragment: the problem is not found
 			}},
+		{name: "size past the runlist", kind: "corrupt", failing: []string{"/big.bin", "/hard 3", "/docs/hard 2"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// big.bin's $DATA claims 20 MiB (allocated and data
+				// size) over a runlist of its 300000 bytes: what the
+				// runlist does not map must fail, not read as zeros.
+				a := attrAt(t, img, recordAt(img, id("/big.bin")), 0x80)
+				le.PutUint64(img[a+0x28:], 20<<20)
+				le.PutUint64(img[a+0x30:], 20<<20)
+				return a
+			}},
 		{name: "orphan", kind: "orphaned", missing: []string{"/packed", "/packed/text.txt"},
 			damage: func(img []byte) int64 {
 				// packed's $FILE_NAME names a parent with another sequence.

@@ -960,7 +960,10 @@ func (v *Volume) entryRuns(f *file, s *stream) []imagefs.Run {
 		}
 		return []imagefs.Run{{Offset: s.valueOff, Length: int64(len(s.data))}}
 	}
-	runs, _ := v.streamRuns(s.runs, fmt.Sprintf("MFT record %d stream %q", f.num, s.name), s.off)
+	runs, covered := v.streamRuns(s.runs, fmt.Sprintf("MFT record %d stream %q", f.num, s.name), s.off)
+	if covered < s.size {
+		v.opts.Reportf(s.off, "corrupt", "MFT record %d: the runlist of stream %q maps %d of its %d bytes; reading past them fails", f.num, s.name, covered, s.size)
+	}
 	limit := s.init
 	if s.compressed {
 		limit = s.size
@@ -1091,11 +1094,14 @@ func (v *Volume) open(s *stream) (io.ReaderAt, error) {
 	}
 	runs = trimRuns(runs, s.init)
 	rr := imagefs.NewRunReader(v.r, v.size, runs, s.size)
-	if covered >= s.init {
+	if covered >= s.size {
 		return rr, nil
 	}
+	// NTFS allocates every VCN up to the size (holes included), so bytes
+	// past the runlist — even past the initialized size — are damage, not
+	// zeros: a damaged size must not read as megabytes of zeros.
 	return imagefs.NewShortReader(rr, covered, s.size, s.off,
-		fmt.Sprintf("the runlist of stream %q ends %d bytes into its %d initialized bytes", s.name, covered, s.init)), nil
+		fmt.Sprintf("the runlist of stream %q ends %d bytes into its %d (%d initialized)", s.name, covered, s.size, s.init)), nil
 }
 
 // compReader reads a compressed stream one compression unit at a time.
