@@ -2,12 +2,14 @@ package ntfs
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/HRDAG/ntt/imagefs"
 )
@@ -533,7 +535,12 @@ func (v *Volume) scan() {
 		}
 	}
 	for p, cs := range v.children {
-		slices.SortFunc(cs, func(a, b child) int { return strings.Compare(a.name, b.name) })
+		slices.SortFunc(cs, func(a, b child) int {
+			if c := strings.Compare(a.name, b.name); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.rec, b.rec)
+		})
 		v.children[p] = cs
 	}
 	v.checkTree()
@@ -560,7 +567,9 @@ func presentedNames(names []fileName) []fileName {
 		if n.ns == nsDOS && hasLong {
 			continue
 		}
-		if slices.ContainsFunc(out, func(o fileName) bool { return o.parent == n.parent && o.name == n.name }) {
+		// The same name twice is one link; but names that held unpaired
+		// surrogates decode alike and may be distinct links.
+		if !n.lossy && slices.ContainsFunc(out, func(o fileName) bool { return o.parent == n.parent && o.name == n.name && !o.lossy }) {
 			continue
 		}
 		out = append(out, n)
@@ -668,6 +677,7 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 	}
 	seq := v.recs[dir.ID].seq
 	var out []*imagefs.Entry
+	taken := map[string]bool{}
 	for _, c := range v.children[dir.ID] {
 		if dir.ID == RootID && c.rec < firstUserID {
 			continue
@@ -680,8 +690,21 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 			v.opts.Reportf(v.recOffset(c.rec), "corrupt", "MFT record %d %q: %v; left out", c.rec, c.name, err)
 			continue
 		}
+		if taken[string(e.Name)] {
+			// Names distinct on the medium that show alike (unpaired
+			// surrogates as U+FFFD, '/' as U+2215): each link keeps an
+			// entry of its own, under a name of its own.
+			name := fmt.Sprintf("%s_mft_%d", e.Name, c.rec)
+			for k := 2; taken[name]; k++ {
+				name = fmt.Sprintf("%s_mft_%d_%d", e.Name, c.rec, k)
+			}
+			v.opts.Reportf(v.recOffset(c.rec), "bad_name", "MFT record %d: a second entry named %q in directory %d; named %q", c.rec, e.Name, dir.ID, name)
+			e.Name = []byte(name)
+		}
+		taken[string(e.Name)] = true
 		out = append(out, e)
 	}
+	slices.SortStableFunc(out, func(a, b *imagefs.Entry) int { return bytes.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
@@ -1047,6 +1070,9 @@ func (v *Volume) cleanName(num uint64, name string) string {
 	clean := strings.NewReplacer("/", "\u2215", "\x00", "\u2400").Replace(name)
 	if clean == "" || clean == "." || clean == ".." {
 		clean = fmt.Sprintf("_mft_%d", num)
+	}
+	if strings.ContainsRune(name, utf8.RuneError) {
+		v.opts.Reportf(v.recOffset(num), "bad_name", "MFT record %d has the name %q: U+FFFD stands for an unpaired surrogate (or is the name's own)", num, name)
 	}
 	if clean != name {
 		v.opts.Reportf(v.recOffset(num), "bad_name", "MFT record %d has the name %q; named %q", num, name, clean)

@@ -276,11 +276,34 @@ func decodeUTF16(b []byte) string {
 	return string(utf16.Decode(u))
 }
 
+// lossyUTF16 reports whether a little-endian UTF-16 name holds an unpaired
+// surrogate (which decodeUTF16 turns into U+FFFD, so two names that differ
+// only there decode alike).
+func lossyUTF16(b []byte) bool {
+	for i := 0; i+1 < len(b); i += 2 {
+		u := le.Uint16(b[i:])
+		switch {
+		case u >= 0xD800 && u < 0xDC00:
+			if i+3 >= len(b) {
+				return true
+			}
+			if n := le.Uint16(b[i+2:]); n < 0xDC00 || n >= 0xE000 {
+				return true
+			}
+			i += 2
+		case u >= 0xDC00 && u < 0xE000:
+			return true
+		}
+	}
+	return false
+}
+
 // fileName is a checked $FILE_NAME value.
 type fileName struct {
 	parent    uint64 // record number
 	parentSeq uint16
 	ns        byte
+	lossy     bool // the name held an unpaired surrogate (now U+FFFD)
 	name      string
 }
 
@@ -293,7 +316,8 @@ func parseFileName(v []byte) (fileName, bool) {
 		return fileName{}, false
 	}
 	ref := le.Uint64(v)
-	return fileName{parent: ref & refMask, parentSeq: uint16(ref >> 48), ns: v[0x41], name: decodeUTF16(v[0x42 : 0x42+2*n])}, true
+	raw := v[0x42 : 0x42+2*n]
+	return fileName{parent: ref & refMask, parentSeq: uint16(ref >> 48), ns: v[0x41], lossy: lossyUTF16(raw), name: decodeUTF16(raw)}, true
 }
 
 // refMask keeps the record number of an MFT reference (its low 48 bits).
