@@ -76,3 +76,44 @@ func TestLoneSurrogates(t *testing.T) {
 		t.Errorf("no bad_name problem for names with unpaired surrogates: %v", probs)
 	}
 }
+
+// TestLoneSurrogateStreams: two streams of one file whose names differ
+// only in an unpaired surrogate are two forks, each with its own bytes —
+// not one stream made of both.
+func TestLoneSurrogateStreams(t *testing.T) {
+	img := sampleImage(t)
+	_, ref, _ := openWalk(t, img)
+	zone, thumb := ref["/big.bin/..namedfork/Zone.Identifier"], ref["/big.bin/..namedfork/thumb"]
+	// Both streams of big.bin renamed "thum" and a lone surrogate.
+	rec := recordAt(img, ref["/big.bin"].e.ID)
+	n := 0
+	for p := rec + int64(le.Uint16(img[rec+0x14:])); le.Uint32(img[p:]) != 0xFFFFFFFF; p += int64(le.Uint32(img[p+4:])) {
+		if le.Uint32(img[p:]) != 0x80 || img[p+9] == 0 {
+			continue
+		}
+		no := p + int64(le.Uint16(img[p+0x0A:]))
+		img[p+9] = 5
+		copy(img[no:], utf16le("thum"))
+		le.PutUint16(img[no+8:], 0xD800+uint16(n))
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("%d named streams in big.bin's record, want 2", n)
+	}
+	_, got, _ := openWalk(t, img)
+	var forks [][]byte
+	for p, g := range got {
+		if strings.HasPrefix(p, "/big.bin/..namedfork/thum\uFFFD") {
+			forks = append(forks, g.data)
+			if g.err != nil {
+				t.Errorf("%q: %v", p, g.err)
+			}
+		}
+	}
+	if len(forks) != 2 {
+		t.Fatalf("%d forks for the two streams, want 2", len(forks))
+	}
+	if !(bytes.Equal(forks[0], zone.data) && bytes.Equal(forks[1], thumb.data) || bytes.Equal(forks[1], zone.data) && bytes.Equal(forks[0], thumb.data)) {
+		t.Errorf("the two forks hold %d and %d bytes, not the two streams' %d and %d", len(forks[0]), len(forks[1]), len(zone.data), len(thumb.data))
+	}
+}

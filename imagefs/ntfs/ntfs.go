@@ -767,22 +767,30 @@ type stream struct {
 // named ones by name. A fragment that does not continue where the previous
 // one ended ends its stream's runs (reported).
 func (v *Volume) streams(f *file) []*stream {
+	// By key, not name: names distinct on the medium that show alike
+	// (unpaired surrogates) are distinct streams.
 	by := map[string][]*attr{}
-	var names []string
+	var keys []string
 	for i := range f.attrs {
 		a := &f.attrs[i]
 		if a.typ != atData {
 			continue
 		}
-		if _, seen := by[a.name]; !seen {
-			names = append(names, a.name)
+		if _, seen := by[a.key]; !seen {
+			keys = append(keys, a.key)
 		}
-		by[a.name] = append(by[a.name], a)
+		by[a.key] = append(by[a.key], a)
 	}
-	slices.Sort(names) // "" first
+	slices.SortFunc(keys, func(a, b string) int { // by name ("" first), then key
+		if c := strings.Compare(by[a][0].name, by[b][0].name); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
 	var out []*stream
-	for _, n := range names {
-		frags := by[n]
+	for _, key := range keys {
+		frags := by[key]
+		n := frags[0].name
 		slices.SortStableFunc(frags, func(a, b *attr) int { return int(min(max(a.startVCN-b.startVCN, -1), 1)) })
 		first := frags[0]
 		s := &stream{name: n, off: first.off, valueOff: -1}
@@ -944,16 +952,28 @@ func (v *Volume) entry(num uint64, name string) (*imagefs.Entry, error) {
 // addForks lists the non-empty named streams ss of e's record (a file's
 // or a directory's) as e's forks.
 func (v *Volume) addForks(e *imagefs.Entry, f *file, ss []*stream) {
+	taken := map[string]bool{}
 	for k, s := range ss {
 		if s.name == "" || s.size == 0 {
 			continue
 		}
+		name := v.cleanName(f.num, s.name)
+		if taken[name] {
+			// Stream names distinct on the medium that show alike.
+			alias := fmt.Sprintf("%s_%d", name, forkIndex(ss, k))
+			for j := 2; taken[alias]; j++ {
+				alias = fmt.Sprintf("%s_%d_%d", name, forkIndex(ss, k), j)
+			}
+			v.opts.Reportf(s.off, "bad_name", "MFT record %d: a second stream named %q; named %q", f.num, name, alias)
+			name = alias
+		}
+		taken[name] = true
 		if len(e.Forks) >= imagefs.MaxForks {
 			v.opts.Reportf(s.off, "corrupt", "MFT record %d %q has more than %d named streams; the rest are left out", f.num, e.Name, imagefs.MaxForks)
 			break
 		}
 		e.Forks = append(e.Forks, &imagefs.Entry{ID: imagefs.ForkID(f.num, forkIndex(ss, k)), Type: 'f',
-			Name: []byte(v.cleanName(f.num, s.name)), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s), Encoded: s.encoded()})
+			Name: []byte(name), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s), Encoded: s.encoded()})
 	}
 }
 

@@ -103,6 +103,7 @@ func parseHeader(b []byte) (header, string) {
 type attr struct {
 	typ      uint32
 	name     string // UTF-8; "" for the unnamed attribute
+	key      string // name, or the UTF-16 bytes of a name with an unpaired surrogate (which name shows as U+FFFD)
 	flags    uint16
 	resident bool
 	value    []byte // resident value (a copy)
@@ -178,7 +179,13 @@ func parseAttr(b []byte, totalClusters, maxCluster int64) (attr, string) {
 		if no+2*nl > len(b) {
 			return a, "its name runs past the attribute"
 		}
-		a.name = decodeUTF16(b[no : no+2*nl])
+		a.name, a.key = decodeUTF16(b[no:no+2*nl]), ""
+		if lossyUTF16(b[no : no+2*nl]) {
+			a.key = "\x00" + string(b[no:no+2*nl]) // a name never starts with NUL
+		}
+	}
+	if a.key == "" {
+		a.key = a.name
 	}
 	if a.resident {
 		vl, vo := int(le.Uint32(b[0x10:])), int(le.Uint16(b[0x14:]))
