@@ -144,6 +144,15 @@ func TestDamage(t *testing.T) {
 				le.PutUint64(img[a+0x30:], 20<<20)
 				return a
 			}},
+		{name: "compression unit 2^31", kind: "corrupt", failing: []string{"/packed/text.txt"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// A compression unit NTFS never writes: the stored
+				// clusters are not the content, so reading must fail
+				// rather than give them as it.
+				a := attrAt(t, img, recordAt(img, id("/packed/text.txt")), 0x80)
+				img[a+0x22] = 31
+				return a
+			}},
 		{name: "orphan", kind: "orphaned", missing: []string{"/packed", "/packed/text.txt"},
 			damage: func(img []byte) int64 {
 				// packed's $FILE_NAME names a parent with another sequence.

@@ -756,7 +756,7 @@ type stream struct {
 	runs       []vrun
 	size, init int64
 	compressed bool
-	unit       int64 // clusters per compression unit
+	unit       int64 // clusters per compression unit; 0 for one NTFS does not write (reading fails)
 	encrypted  bool
 	off        int64 // volume offset of the first fragment's header
 	valueOff   int64 // volume offset of a resident value, -1 if unknown
@@ -812,8 +812,9 @@ func (v *Volume) streams(f *file) []*stream {
 		s.encrypted = first.flags&attrEncrypted != 0
 		if s.compressed {
 			if first.compUnit > 8 || v.clusterSize > 4096 {
-				v.opts.Reportf(first.off, "corrupt", "MFT record %d: stream %q is compressed in units of 2^%d clusters of %d bytes, which NTFS does not write; read as stored", f.num, n, first.compUnit, v.clusterSize)
-				s.compressed = false
+				// Its stored clusters are not its content: it stays
+				// Encoded, and reading it fails (unit 0).
+				v.opts.Reportf(first.off, "corrupt", "MFT record %d: stream %q is compressed in units of 2^%d clusters of %d bytes, which NTFS does not write; it cannot be read", f.num, n, first.compUnit, v.clusterSize)
 			} else {
 				s.unit = 1 << first.compUnit
 			}
@@ -1135,6 +1136,10 @@ func (v *Volume) open(s *stream) (io.ReaderAt, error) {
 		return bytes.NewReader(s.data), nil
 	}
 	runs, covered := v.streamRuns(s.runs, "", -1)
+	if s.compressed && s.unit == 0 {
+		return imagefs.NewShortReader(bytes.NewReader(nil), 0, s.size, s.off,
+			fmt.Sprintf("stream %q is compressed in units NTFS does not write", s.name)), nil
+	}
 	if s.compressed {
 		return &compReader{v: v, s: s, runs: runs, unit: s.unit * v.clusterSize, cur: -1}, nil
 	}
