@@ -678,6 +678,9 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 	seq := v.recs[dir.ID].seq
 	var out []*imagefs.Entry
 	taken := map[string]bool{}
+	// Each record is read once, however many of its names the directory
+	// holds (each name read anew would cost names × extension records).
+	built := map[uint64]*imagefs.Entry{}
 	for _, c := range v.children[dir.ID] {
 		if dir.ID == RootID && c.rec < firstUserID {
 			continue
@@ -685,10 +688,21 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 		if !v.linked(c, dir.ID, seq) {
 			continue
 		}
-		e, err := v.entry(c.rec, c.name)
-		if err != nil {
-			v.opts.Reportf(v.recOffset(c.rec), "corrupt", "MFT record %d %q: %v; left out", c.rec, c.name, err)
-			continue
+		var e *imagefs.Entry
+		if e0, seen := built[c.rec]; seen {
+			if e0 == nil {
+				continue // reported already
+			}
+			e = cloneEntry(e0)
+			e.Name = []byte(v.cleanName(c.rec, c.name))
+		} else {
+			var err error
+			if e, err = v.entry(c.rec, c.name); err != nil {
+				built[c.rec] = nil
+				v.opts.Reportf(v.recOffset(c.rec), "corrupt", "MFT record %d %q: %v; left out", c.rec, c.name, err)
+				continue
+			}
+			built[c.rec] = cloneEntry(e)
 		}
 		if taken[string(e.Name)] {
 			// Names distinct on the medium that show alike (unpaired
@@ -706,6 +720,20 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 	}
 	slices.SortStableFunc(out, func(a, b *imagefs.Entry) int { return bytes.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// cloneEntry copies e and its forks (their runs and target shared).
+func cloneEntry(e *imagefs.Entry) *imagefs.Entry {
+	c := *e
+	c.Forks = make([]*imagefs.Entry, len(e.Forks))
+	for i, f := range e.Forks {
+		fc := *f
+		c.Forks[i] = &fc
+	}
+	if e.Forks == nil {
+		c.Forks = nil
+	}
+	return &c
 }
 
 // linked reports whether c's name in parent carries parent's sequence.
