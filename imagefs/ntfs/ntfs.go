@@ -68,6 +68,23 @@ type recInfo struct {
 	ext   []uint32   // its extension records, in record order
 }
 
+// maxNames bounds the $FILE_NAMEs kept of one record: NTFS allows 1024
+// links, each of which may have a DOS alias.
+const maxNames = 2048
+
+// maxExt bounds a record's extension records: no more than an
+// $ATTRIBUTE_LIST (of at most maxAttrList bytes, 32 or more a record)
+// can name.
+const maxExt = maxAttrList / 32
+
+// addNames adds names to the record's, up to maxNames; it returns how
+// many it dropped.
+func (ri *recInfo) addNames(names []fileName) int {
+	n := min(len(names), maxNames-len(ri.names))
+	ri.names = append(ri.names, names[:n]...)
+	return len(names) - n
+}
+
 // child is one name of a record in its parent directory.
 type child struct {
 	rec  uint64
@@ -507,7 +524,7 @@ func (v *Volume) scan() {
 			for _, a := range p.attrs {
 				if a.typ == atFileName && a.resident {
 					if fn, ok := parseFileName(a.value); ok {
-						ri.names = append(ri.names, fn)
+						ri.names = append(ri.names, fn) // a record holds fewer than maxNames
 					} else {
 						v.opts.Reportf(a.off, "corrupt", "MFT record %d: a $FILE_NAME that does not check out; left out", num)
 					}
@@ -522,8 +539,14 @@ func (v *Volume) scan() {
 			continue
 		}
 		b := &v.recs[e.base]
+		if len(b.ext) >= maxExt {
+			v.opts.Reportf(e.off, "corrupt", "MFT record %d extends record %d, which has %d extension records already; left out", e.num, e.base, maxExt)
+			continue
+		}
 		b.ext = append(b.ext, uint32(e.num))
-		b.names = append(b.names, v.recs[e.num].names...)
+		if dropped := b.addNames(v.recs[e.num].names); dropped > 0 {
+			v.opts.Reportf(e.off, "corrupt", "MFT record %d: %d names of record %d past the %d NTFS allows; left out", e.num, dropped, e.base, maxNames)
+		}
 	}
 	for num := range v.recs {
 		ri := &v.recs[num]
@@ -562,15 +585,29 @@ func presentedNames(names []fileName) []fileName {
 			hasLong = true
 		}
 	}
+	type link struct {
+		parent uint64
+		name   string
+	}
 	var out []fileName
+	var seen map[link]bool // for the rare record of many names; else a scan of out
+	if len(names) > 8 {
+		seen = map[link]bool{}
+	}
 	for _, n := range names {
 		if n.ns == nsDOS && hasLong {
 			continue
 		}
 		// The same name twice is one link; but names that held unpaired
 		// surrogates decode alike and may be distinct links.
-		if !n.lossy && slices.ContainsFunc(out, func(o fileName) bool { return o.parent == n.parent && o.name == n.name && !o.lossy }) {
-			continue
+		if !n.lossy {
+			l := link{n.parent, n.name}
+			if seen != nil && seen[l] || seen == nil && slices.ContainsFunc(out, func(o fileName) bool { return !o.lossy && o.parent == l.parent && o.name == l.name }) {
+				continue
+			}
+			if seen != nil {
+				seen[l] = true
+			}
 		}
 		out = append(out, n)
 	}
