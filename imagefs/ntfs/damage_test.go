@@ -3,6 +3,8 @@ package ntfs_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -184,6 +186,8 @@ func TestDamage(t *testing.T) {
 				var re *imagefs.ReadError
 				if g := got[p]; !errors.As(g.err, &re) || !errors.Is(g.err, c.err) {
 					t.Errorf("%q: read error %v, want a ReadError wrapping %v", p, g.err, c.err)
+				} else if rec := fmt.Sprintf("MFT record %d", ref[p].e.ID&(1<<48-1)); !strings.Contains(g.err.Error(), rec) {
+					t.Errorf("%q: read error %q does not name %s", p, g.err, rec)
 				}
 			}
 			for p, w := range ref {

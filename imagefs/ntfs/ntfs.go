@@ -1187,7 +1187,11 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	ss := v.streams(f)
 	for i, s := range ss {
 		if (k == 0 && s.name == "") || (k > 0 && s.name != "" && forkIndex(ss, i) == k) {
-			return v.open(s)
+			r, err := v.open(s)
+			if err != nil {
+				return nil, err
+			}
+			return &recordReader{r: r, rec: num, stream: s.name}, nil
 		}
 	}
 	if k == 0 {
@@ -1218,6 +1222,26 @@ func (v *Volume) open(s *stream) (io.ReaderAt, error) {
 	// zeros: a damaged size must not read as megabytes of zeros.
 	return imagefs.NewShortReader(rr, covered, s.size, s.off,
 		fmt.Sprintf("the runlist of stream %q ends %d bytes into its %d (%d initialized)", s.name, covered, s.size, s.init)), nil
+}
+
+// recordReader names a stream's record in its read errors (which stay
+// *imagefs.ReadError, with the volume offset, for errors.As).
+type recordReader struct {
+	r      io.ReaderAt
+	rec    uint64
+	stream string
+}
+
+func (r *recordReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.r.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		what := "its unnamed stream"
+		if r.stream != "" {
+			what = fmt.Sprintf("stream %q", r.stream)
+		}
+		err = fmt.Errorf("ntfs: MFT record %d, %s, at byte %d: %w", r.rec, what, off, err)
+	}
+	return n, err
 }
 
 // compReader reads a compressed stream one compression unit at a time.
