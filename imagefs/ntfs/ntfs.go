@@ -1289,7 +1289,13 @@ func (c *compReader) load(u int64) error {
 	lo, hi := u*c.unit, (u+1)*c.unit
 	var stored []imagefs.Run
 	var mapped, holes int64
-	for _, r := range c.runs {
+	// The runs are in logical order: from the first that reaches into
+	// the unit, not from the start (a stream may have 2^20 runs).
+	first := sort.Search(len(c.runs), func(i int) bool { return c.runs[i].Logical+c.runs[i].Length > lo })
+	for _, r := range c.runs[first:] {
+		if r.Logical >= hi {
+			break
+		}
 		s, e := max(r.Logical, lo), min(r.Logical+r.Length, hi)
 		if s >= e {
 			continue
