@@ -155,6 +155,46 @@ func TestDamage(t *testing.T) {
 				img[a+0x22] = 31
 				return a
 			}},
+		{name: "extension records lost", kind: "corrupt", missing: []string{"/frag/a"},
+			damage: func(img []byte) int64 {
+				// Every extension record of frag/a torn: they hold its
+				// $FILE_NAME (ntfs-3g moved it out with the $DATA
+				// fragments), so frag/a is lost — reported at the first
+				// torn record — never listed as a file of other bytes.
+				base := id("/frag/a")
+				first := int64(-2)
+				for num := uint64(16); num < 4096; num++ {
+					off := recordAt(img, num)
+					if string(img[off:off+4]) == "FILE" && le.Uint64(img[off+0x20:])&(1<<48-1) == base {
+						img[off+510] ^= 0xff
+						if first < 0 {
+							first = off
+						}
+					}
+				}
+				return first
+			}},
+		{name: "fragment records lost", kind: "corrupt", failing: []string{"/frag/b"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// frag/b's extension records holding only later $DATA
+				// fragments torn: it must fail where they began, not
+				// read zeros.
+				base := id("/frag/b")
+				first := int64(-2)
+				for num := uint64(16); num < 4096; num++ {
+					off := recordAt(img, num)
+					if string(img[off:off+4]) != "FILE" || le.Uint64(img[off+0x20:])&(1<<48-1) != base || findAttr(img, off, 0x30) >= 0 {
+						continue
+					}
+					if a := findAttr(img, off, 0x80); a > 0 && le.Uint64(img[a+0x10:]) > 0 {
+						img[off+510] ^= 0xff
+						if first < 0 {
+							first = off
+						}
+					}
+				}
+				return first
+			}},
 		{name: "orphan", kind: "orphaned", missing: []string{"/packed", "/packed/text.txt"},
 			damage: func(img []byte) int64 {
 				// packed's $FILE_NAME names a parent with another sequence.
