@@ -23,8 +23,8 @@
 // bytes), the header's bytes in use and first attribute inside the record,
 // every attribute's length inside the bytes in use, a resident value inside
 // its attribute, a name inside its attribute, and a runlist whose every
-// entry fits and whose run lengths are positive and no longer than the
-// volume. A record that does not check out is reported (Kind "corrupt",
+// entry fits and whose run lengths are positive and, but for holes (a
+// sparse file may be larger than its volume), no longer than the volume. A record that does not check out is reported (Kind "corrupt",
 // with its volume offset) and left out; records 0–3 ($MFT, $MFTMirr,
 // $LogFile, $Volume) are then read from their copies in $MFTMirr instead
 // (Kind "rescued", at the copy's offset; record 0 first "corrupt" at its

@@ -217,7 +217,9 @@ func parseAttr(b []byte, totalClusters, maxCluster int64) (attr, string) {
 }
 
 // decodeRuns decodes a runlist (mapping pairs) starting at VCN vcn. Every
-// length must be positive and fit the volume's cluster count; an LCN is
+// length must be positive and a stored run's fit the volume's cluster
+// count (a hole's may not: a sparse file may be larger than its volume);
+// an LCN is
 // not checked against the volume here (a run past it is kept and reported
 // by the caller, reading it fails).
 //
@@ -236,7 +238,9 @@ func decodeRuns(b []byte, vcn, totalClusters, maxCluster int64) ([]vrun, string)
 			return nil, fmt.Sprintf("a runlist entry header %#02x at %d does not fit", h, p)
 		}
 		n := leInt(b[p+1:p+1+nl], false)
-		if n <= 0 || n > totalClusters {
+		// A hole may be longer than the volume (a sparse file larger
+		// than its disk); stored clusters may not.
+		if n <= 0 || n > maxCluster || ol > 0 && n > totalClusters {
 			return nil, fmt.Sprintf("a run of %d clusters on a volume of %d", n, totalClusters)
 		}
 		r := vrun{vcn: vcn, n: n, sparse: ol == 0}

@@ -40,6 +40,10 @@ func semanticsSpec() testimg.NTFSSpec {
 	file("both names.txt", 50)
 	add(testimg.NTFSStep{Entry: testimg.Entry{Path: "both names.txt"}, DOSName: "BOTHNA~1.TXT"})
 	add(testimg.NTFSStep{Entry: testimg.Entry{Path: "both posix", Kind: testimg.Hardlink, Target: "both names.txt"}})
+	// A sparse file five times the volume's size: its hole is one run of
+	// more clusters than the volume has.
+	file("bigger than the volume", 40<<20)
+	s.Steps[len(s.Steps)-1].Sparse = true
 	add(testimg.NTFSStep{Entry: testimg.Entry{Path: "adsdir", Kind: testimg.Dir}})
 	add(testimg.NTFSStep{Entry: testimg.Entry{Path: "adsdir", Kind: testimg.File, Size: 7}, Stream: "s"})
 	return s
@@ -77,6 +81,9 @@ func TestSemantics(t *testing.T) {
 	_, got, probs := openWalk(t, img)
 	for _, p := range probs {
 		t.Errorf("problem on an undamaged volume: %v", p)
+	}
+	if g := got["/bigger than the volume"]; g.e == nil || g.e.Size != 40<<20 || g.err != nil || !bytes.Equal(g.data, testimg.NTFSTree(semanticsSpec())["bigger than the volume"].Content()) {
+		t.Errorf("bigger than the volume: %+v (%v), want the sparse file of 40 MiB", g.e, g.err)
 	}
 	for _, p := range []string{"/Case", "/case", "/CASE", `/a*b?c"d<e>f|g\h:i `, "/nrzero", "/both names.txt", "/both posix", "/adsdir/..namedfork/s"} {
 		if _, ok := got[p]; !ok {
