@@ -1083,7 +1083,14 @@ func (v *Volume) entryRuns(f *file, s *stream) []imagefs.Run {
 // reparseTarget returns the target of a symlink or junction reparse point.
 func (v *Volume) reparseTarget(f *file) (string, bool) {
 	for _, a := range f.attrs {
-		if a.typ != atReparse || !a.resident || len(a.value) < 8 {
+		if a.typ != atReparse {
+			continue
+		}
+		if !a.resident {
+			// A long target makes the reparse point non-resident.
+			a.value = v.readSmall(&a, maxReparse)
+		}
+		if len(a.value) < 8 {
 			continue
 		}
 		tag := le.Uint32(a.value)
@@ -1128,6 +1135,27 @@ func (v *Volume) reparseTarget(f *file) (string, bool) {
 		return strings.ReplaceAll(t, `\`, "/"), true
 	}
 	return "", false
+}
+
+// maxReparse is the most a reparse point holds (16 KiB, as NTFS allows).
+const maxReparse = 16 << 10
+
+// readSmall reads a non-resident attribute's value of at most max bytes
+// (its first fragment's runs); nil if it is larger or cannot be read
+// (reported).
+func (v *Volume) readSmall(a *attr, max int64) []byte {
+	if a.startVCN != 0 || a.dataSize > max {
+		v.opts.Reportf(a.off, "corrupt", "a non-resident attribute type %#x of %d bytes (from VCN %d); not read", a.typ, a.dataSize, a.startVCN)
+		return nil
+	}
+	init := min(a.initSize, a.dataSize)
+	b := make([]byte, a.dataSize)
+	runs := trimRuns(v.byteRuns(a.runs), init)
+	if n, err := imagefs.NewRunReader(v.r, v.size, runs, init).ReadAt(b[:init], 0); int64(n) < init {
+		v.opts.Reportf(a.off, "corrupt", "a non-resident attribute type %#x of %d bytes cannot be read: %v", a.typ, a.dataSize, err)
+		return nil
+	}
+	return b
 }
 
 // interixTarget returns the target of an Interix symlink stream s.

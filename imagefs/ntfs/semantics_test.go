@@ -44,10 +44,16 @@ func semanticsSpec() testimg.NTFSSpec {
 	// more clusters than the volume has.
 	file("bigger than the volume", 40<<20)
 	s.Steps[len(s.Steps)-1].Sparse = true
+	// A Windows symlink whose reparse point is too long for its record
+	// (non-resident).
+	file("longlink", 0)
+	add(testimg.NTFSStep{Entry: testimg.Entry{Path: "longlink"}, Reparse: testimg.SymlinkReparse(longTarget, true)})
 	add(testimg.NTFSStep{Entry: testimg.Entry{Path: "adsdir", Kind: testimg.Dir}})
 	add(testimg.NTFSStep{Entry: testimg.Entry{Path: "adsdir", Kind: testimg.File, Size: 7}, Stream: "s"})
 	return s
 }
+
+var longTarget = strings.Repeat(`sub\`, 300) + "end"
 
 // TestSemantics reads semanticsSpec's volume and holds it against
 // ntfs-3g's view (paths, types, sizes, bytes, a file's link count,
@@ -84,6 +90,9 @@ func TestSemantics(t *testing.T) {
 	}
 	if g := got["/bigger than the volume"]; g.e == nil || g.e.Size != 40<<20 || g.err != nil || !bytes.Equal(g.data, testimg.NTFSTree(semanticsSpec())["bigger than the volume"].Content()) {
 		t.Errorf("bigger than the volume: %+v (%v), want the sparse file of 40 MiB", g.e, g.err)
+	}
+	if g := got["/longlink"]; g.e == nil || g.e.Type != 'l' || string(g.e.Target) != strings.ReplaceAll(longTarget, `\`, "/") {
+		t.Errorf("longlink: %+v, want a symlink (its reparse point non-resident)", g.e)
 	}
 	for _, p := range []string{"/Case", "/case", "/CASE", `/a*b?c"d<e>f|g\h:i `, "/nrzero", "/both names.txt", "/both posix", "/adsdir/..namedfork/s"} {
 		if _, ok := got[p]; !ok {
