@@ -76,7 +76,9 @@
 //     allocation size, else its index root's (as ntfs-3g shows them).
 //   - Mtime: $STANDARD_INFORMATION's modification time, a FILETIME (100 ns
 //     since 1601-01-01 UTC, the Windows epoch).
-//   - Nlink: a file's names (as above); a directory's 2 + subdirectories.
+//   - Nlink: a file's names (as above: the paths it is found by;
+//     ntfs-3g's st_nlink, the record's link count, also counts a DOS
+//     alias); a directory's 2 + subdirectories.
 //   - Runs: a non-resident stream's clusters, sparse runs as holes
 //     (imagefs.Run.Hole), up to its initialized size (the bytes past it
 //     read as zeros, as NTFS defines them); a resident stream's value
