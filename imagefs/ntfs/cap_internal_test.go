@@ -46,7 +46,7 @@ func TestCompressedManyRuns(t *testing.T) {
 	for i := range runs {
 		runs[i] = imagefs.Run{Logical: int64(i) * cluster, Length: cluster, Hole: true}
 	}
-	s := &stream{size: n * cluster, compressed: true, unit: 16}
+	s := &stream{size: n * cluster, init: n * cluster, compressed: true, unit: 16}
 	c := &compReader{v: v, s: s, runs: runs, unit: s.unit * cluster, cur: -1}
 	buf := make([]byte, 1<<20)
 	done := make(chan error, 1)

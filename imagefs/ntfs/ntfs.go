@@ -1294,11 +1294,21 @@ func (c *compReader) ReadAt(p []byte, off int64) (int, error) {
 			return n, io.EOF
 		}
 		u := pos / c.unit
+		in := pos - u*c.unit
+		end := min(c.unit, c.s.size-u*c.unit)
+		if pos >= c.s.init {
+			// Past the initialized size: zeros, as NTFS defines them
+			// (and ntfs-3g reads them), whatever the clusters hold.
+			n += len(clear0(p[n:min(len(p), n+int(end-in))]))
+			continue
+		}
 		if err := c.load(u); err != nil {
 			return n, err
 		}
-		in := pos - u*c.unit
-		m := copy(p[n:], c.buf[in:min(c.unit, c.s.size-u*c.unit)])
+		m := copy(p[n:], c.buf[in:end])
+		if pos+int64(m) > c.s.init {
+			clear(p[n+int(c.s.init-pos) : n+m])
+		}
 		n += m
 	}
 	return n, nil
@@ -1370,6 +1380,12 @@ func (c *compReader) load(u int64) error {
 		clear(c.buf[n:])
 	}
 	return nil
+}
+
+// clear0 zeroes b and returns it.
+func clear0(b []byte) []byte {
+	clear(b)
+	return b
 }
 
 // packRuns lays stored runs end to end from logical 0.

@@ -196,3 +196,33 @@ func TestSemantics(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressedInitialized: a compressed stream's bytes past its
+// initialized size read as zeros, as ntfs-3g reads them.
+func TestCompressedInitialized(t *testing.T) {
+	img := sampleImage(t)
+	_, ref, _ := openWalk(t, img)
+	const init = 100_000
+	e := ref["/packed/text.txt"].e
+	if e == nil || e.Size <= init {
+		t.Fatalf("packed/text.txt: %+v", e)
+	}
+	a := attrAt(t, img, recordAt(img, e.ID), 0x80)
+	le.PutUint64(img[a+0x38:], init)
+	path := filepath.Join(t.TempDir(), "init.img")
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, got, _ := openWalk(t, img)
+	mnt := testimg.MountNTFS(t, path)
+	want, err := os.ReadFile(filepath.Join(mnt, "packed", "text.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(want)) != e.Size || !bytes.Equal(want[:init], ref["/packed/text.txt"].data[:init]) || bytes.ContainsFunc(want[init:], func(r rune) bool { return r != 0 }) {
+		t.Fatalf("ntfs-3g reads %d bytes, not the first %d and zeros", len(want), init)
+	}
+	if g := got["/packed/text.txt"]; g.err != nil || !bytes.Equal(g.data, want) {
+		t.Errorf("the reader reads %d bytes (%v), not ntfs-3g's: the first %d and zeros", len(g.data), g.err, init)
+	}
+}
