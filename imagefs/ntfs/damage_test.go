@@ -3,6 +3,8 @@ package ntfs_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -134,6 +136,65 @@ func TestDamage(t *testing.T) {
 				}
 				return -2 // no second fragment: the problem is not found
 			}},
+		{name: "size past the runlist", kind: "corrupt", failing: []string{"/big.bin", "/hard 3", "/docs/hard 2"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// big.bin's $DATA claims 20 MiB (allocated and data
+				// size) over a runlist of its 300000 bytes: what the
+				// runlist does not map must fail, not read as zeros.
+				a := attrAt(t, img, recordAt(img, id("/big.bin")), 0x80)
+				le.PutUint64(img[a+0x28:], 20<<20)
+				le.PutUint64(img[a+0x30:], 20<<20)
+				return a
+			}},
+		{name: "compression unit 2^31", kind: "corrupt", failing: []string{"/packed/text.txt"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// A compression unit NTFS never writes: the stored
+				// clusters are not the content, so reading must fail
+				// rather than give them as it.
+				a := attrAt(t, img, recordAt(img, id("/packed/text.txt")), 0x80)
+				img[a+0x22] = 31
+				return a
+			}},
+		{name: "extension records lost", kind: "corrupt", missing: []string{"/frag/a"},
+			damage: func(img []byte) int64 {
+				// Every extension record of frag/a torn: they hold its
+				// $FILE_NAME (ntfs-3g moved it out with the $DATA
+				// fragments), so frag/a is lost — reported at the first
+				// torn record — never listed as a file of other bytes.
+				base := id("/frag/a")
+				first := int64(-2)
+				for num := uint64(16); num < 4096; num++ {
+					off := recordAt(img, num)
+					if string(img[off:off+4]) == "FILE" && le.Uint64(img[off+0x20:])&(1<<48-1) == base {
+						img[off+510] ^= 0xff
+						if first < 0 {
+							first = off
+						}
+					}
+				}
+				return first
+			}},
+		{name: "fragment records lost", kind: "corrupt", failing: []string{"/frag/b"}, err: imagefs.ErrCorrupt,
+			damage: func(img []byte) int64 {
+				// frag/b's extension records holding only later $DATA
+				// fragments torn: it must fail where they began, not
+				// read zeros.
+				base := id("/frag/b")
+				first := int64(-2)
+				for num := uint64(16); num < 4096; num++ {
+					off := recordAt(img, num)
+					if string(img[off:off+4]) != "FILE" || le.Uint64(img[off+0x20:])&(1<<48-1) != base || findAttr(img, off, 0x30) >= 0 {
+						continue
+					}
+					if a := findAttr(img, off, 0x80); a > 0 && le.Uint64(img[a+0x10:]) > 0 {
+						img[off+510] ^= 0xff
+						if first < 0 {
+							first = off
+						}
+					}
+				}
+				return first
+			}},
 		{name: "orphan", kind: "orphaned", missing: []string{"/packed", "/packed/text.txt"},
 			damage: func(img []byte) int64 {
 				// packed's $FILE_NAME names a parent with another sequence.
@@ -165,6 +226,8 @@ func TestDamage(t *testing.T) {
 				var re *imagefs.ReadError
 				if g := got[p]; !errors.As(g.err, &re) || !errors.Is(g.err, c.err) {
 					t.Errorf("%q: read error %v, want a ReadError wrapping %v", p, g.err, c.err)
+				} else if rec := fmt.Sprintf("MFT record %d", ref[p].e.ID&(1<<48-1)); !strings.Contains(g.err.Error(), rec) {
+					t.Errorf("%q: read error %q does not name %s", p, g.err, rec)
 				}
 			}
 			for p, w := range ref {

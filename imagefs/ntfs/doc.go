@@ -23,8 +23,8 @@
 // bytes), the header's bytes in use and first attribute inside the record,
 // every attribute's length inside the bytes in use, a resident value inside
 // its attribute, a name inside its attribute, and a runlist whose every
-// entry fits and whose run lengths are positive and no longer than the
-// volume. A record that does not check out is reported (Kind "corrupt",
+// entry fits and whose run lengths are positive and, but for holes (a
+// sparse file may be larger than its volume), no longer than the volume. A record that does not check out is reported (Kind "corrupt",
 // with its volume offset) and left out; records 0–3 ($MFT, $MFTMirr,
 // $LogFile, $Volume) are then read from their copies in $MFTMirr instead
 // (Kind "rescued", at the copy's offset; record 0 first "corrupt" at its
@@ -76,7 +76,9 @@
 //     allocation size, else its index root's (as ntfs-3g shows them).
 //   - Mtime: $STANDARD_INFORMATION's modification time, a FILETIME (100 ns
 //     since 1601-01-01 UTC, the Windows epoch).
-//   - Nlink: a file's names (as above); a directory's 2 + subdirectories.
+//   - Nlink: a file's names (as above: the paths it is found by;
+//     ntfs-3g's st_nlink, the record's link count, also counts a DOS
+//     alias); a directory's 2 + subdirectories.
 //   - Runs: a non-resident stream's clusters, sparse runs as holes
 //     (imagefs.Run.Hole), up to its initialized size (the bytes past it
 //     read as zeros, as NTFS defines them); a resident stream's value
@@ -96,8 +98,12 @@
 // reserved ones) — are left out of the root's listing, and with $Extend
 // everything under it ($ObjId, $Quota, $Reparse, $UsnJrnl, …). A name
 // holding '/' or NUL (which Windows never writes) has it shown as U+2215 or
-// U+2400, an empty name or "." or ".." becomes "_mft_<record>"; each is
-// reported (Kind "bad_name").
+// U+2400, an empty name or "." or ".." becomes "_mft_<record>", an unpaired
+// surrogate (NTFS stores any 16-bit units) U+FFFD; each is reported (Kind
+// "bad_name"). Names distinct on the medium that show alike so stay
+// distinct links: the second in a directory is named
+// "<name>_mft_<record>", the second of a file's streams "<name>_<k>"
+// (reported, Kind "bad_name").
 //
 // # Compressed files
 //
@@ -107,20 +113,28 @@
 // are all stored is stored as it is (incompressible), one whose stored
 // clusters are followed by holes is LZNT1 (DecompressLZNT1). Open keeps one
 // decoded unit per reader. A unit that does not decode fails with
-// imagefs.ErrCorrupt at its first cluster's offset.
+// imagefs.ErrCorrupt at its first cluster's offset; a stream compressed in
+// units NTFS does not write (over 2^8 clusters, or clusters over 4 KiB) is
+// reported and fails to read, its stored clusters not being its content.
 //
 // # Failure model
 //
 // Nothing is allocated in proportion to a number read from the medium
 // beyond the MFT itself (one small record per MFT record, at most the
-// volume's size over the record size) and 2^20 runs per stream. Damage is
+// volume's size over the record size) and 2^20 runs per stream; a record
+// keeps at most 2048 names (1024 links, each with a DOS alias) and 8192
+// extension records (what an $ATTRIBUTE_LIST can name), the rest reported
+// and left out. ReadDir reads each record once however many of its names
+// the directory holds. Damage is
 // reported through Options.Report with the volume byte offset of the
 // damaged record or attribute, and reading goes on: a damaged attribute
 // ends its record's attribute list (those before it are kept); a run past
 // the volume is reported (Kind "out_of_volume") and kept, reading it fails
-// with imagefs.ErrBeyondEnd; a runlist that covers less than the initialized
-// size, or a fragment missing from the middle of a stream, makes reading the
-// rest fail with imagefs.ErrCorrupt, never zeros; a name whose parent is
+// with imagefs.ErrBeyondEnd; a runlist that covers less than the stream's
+// size (NTFS allocates every cluster up to it, holes included; reported),
+// or a fragment missing from the middle of a stream, makes reading the
+// rest fail with imagefs.ErrCorrupt, never zeros; read errors name the
+// MFT record and stream, and are *imagefs.ReadError with the volume offset; a name whose parent is
 // not a directory in use with the sequence number the name gives is
 // reported (Kind "orphaned"), and directories whose parent references run
 // in a cycle (Kind "cycle"): neither is reachable from the root, and the

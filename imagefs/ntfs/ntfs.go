@@ -2,12 +2,14 @@ package ntfs
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/HRDAG/ntt/imagefs"
 )
@@ -64,6 +66,23 @@ type recInfo struct {
 	ok    bool       // fixed up and parsed; a base record in use
 	names []fileName // its $FILE_NAMEs (and its extension records')
 	ext   []uint32   // its extension records, in record order
+}
+
+// maxNames bounds the $FILE_NAMEs kept of one record: NTFS allows 1024
+// links, each of which may have a DOS alias.
+const maxNames = 2048
+
+// maxExt bounds a record's extension records: no more than an
+// $ATTRIBUTE_LIST (of at most maxAttrList bytes, 32 or more a record)
+// can name.
+const maxExt = maxAttrList / 32
+
+// addNames adds names to the record's, up to maxNames; it returns how
+// many it dropped.
+func (ri *recInfo) addNames(names []fileName) int {
+	n := min(len(names), maxNames-len(ri.names))
+	ri.names = append(ri.names, names[:n]...)
+	return len(names) - n
 }
 
 // child is one name of a record in its parent directory.
@@ -505,7 +524,7 @@ func (v *Volume) scan() {
 			for _, a := range p.attrs {
 				if a.typ == atFileName && a.resident {
 					if fn, ok := parseFileName(a.value); ok {
-						ri.names = append(ri.names, fn)
+						ri.names = append(ri.names, fn) // a record holds fewer than maxNames
 					} else {
 						v.opts.Reportf(a.off, "corrupt", "MFT record %d: a $FILE_NAME that does not check out; left out", num)
 					}
@@ -520,8 +539,14 @@ func (v *Volume) scan() {
 			continue
 		}
 		b := &v.recs[e.base]
+		if len(b.ext) >= maxExt {
+			v.opts.Reportf(e.off, "corrupt", "MFT record %d extends record %d, which has %d extension records already; left out", e.num, e.base, maxExt)
+			continue
+		}
 		b.ext = append(b.ext, uint32(e.num))
-		b.names = append(b.names, v.recs[e.num].names...)
+		if dropped := b.addNames(v.recs[e.num].names); dropped > 0 {
+			v.opts.Reportf(e.off, "corrupt", "MFT record %d: %d names of record %d past the %d NTFS allows; left out", e.num, dropped, e.base, maxNames)
+		}
 	}
 	for num := range v.recs {
 		ri := &v.recs[num]
@@ -533,7 +558,12 @@ func (v *Volume) scan() {
 		}
 	}
 	for p, cs := range v.children {
-		slices.SortFunc(cs, func(a, b child) int { return strings.Compare(a.name, b.name) })
+		slices.SortFunc(cs, func(a, b child) int {
+			if c := strings.Compare(a.name, b.name); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.rec, b.rec)
+		})
 		v.children[p] = cs
 	}
 	v.checkTree()
@@ -555,13 +585,29 @@ func presentedNames(names []fileName) []fileName {
 			hasLong = true
 		}
 	}
+	type link struct {
+		parent uint64
+		name   string
+	}
 	var out []fileName
+	var seen map[link]bool // for the rare record of many names; else a scan of out
+	if len(names) > 8 {
+		seen = map[link]bool{}
+	}
 	for _, n := range names {
 		if n.ns == nsDOS && hasLong {
 			continue
 		}
-		if slices.ContainsFunc(out, func(o fileName) bool { return o.parent == n.parent && o.name == n.name }) {
-			continue
+		// The same name twice is one link; but names that held unpaired
+		// surrogates decode alike and may be distinct links.
+		if !n.lossy {
+			l := link{n.parent, n.name}
+			if seen != nil && seen[l] || seen == nil && slices.ContainsFunc(out, func(o fileName) bool { return !o.lossy && o.parent == l.parent && o.name == l.name }) {
+				continue
+			}
+			if seen != nil {
+				seen[l] = true
+			}
 		}
 		out = append(out, n)
 	}
@@ -668,6 +714,10 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 	}
 	seq := v.recs[dir.ID].seq
 	var out []*imagefs.Entry
+	taken := map[string]bool{}
+	// Each record is read once, however many of its names the directory
+	// holds (each name read anew would cost names × extension records).
+	built := map[uint64]*imagefs.Entry{}
 	for _, c := range v.children[dir.ID] {
 		if dir.ID == RootID && c.rec < firstUserID {
 			continue
@@ -675,14 +725,52 @@ func (v *Volume) ReadDir(dir *imagefs.Entry) ([]*imagefs.Entry, error) {
 		if !v.linked(c, dir.ID, seq) {
 			continue
 		}
-		e, err := v.entry(c.rec, c.name)
-		if err != nil {
-			v.opts.Reportf(v.recOffset(c.rec), "corrupt", "MFT record %d %q: %v; left out", c.rec, c.name, err)
-			continue
+		var e *imagefs.Entry
+		if e0, seen := built[c.rec]; seen {
+			if e0 == nil {
+				continue // reported already
+			}
+			e = cloneEntry(e0)
+			e.Name = []byte(v.cleanName(c.rec, c.name))
+		} else {
+			var err error
+			if e, err = v.entry(c.rec, c.name); err != nil {
+				built[c.rec] = nil
+				v.opts.Reportf(v.recOffset(c.rec), "corrupt", "MFT record %d %q: %v; left out", c.rec, c.name, err)
+				continue
+			}
+			built[c.rec] = cloneEntry(e)
 		}
+		if taken[string(e.Name)] {
+			// Names distinct on the medium that show alike (unpaired
+			// surrogates as U+FFFD, '/' as U+2215): each link keeps an
+			// entry of its own, under a name of its own.
+			name := fmt.Sprintf("%s_mft_%d", e.Name, c.rec)
+			for k := 2; taken[name]; k++ {
+				name = fmt.Sprintf("%s_mft_%d_%d", e.Name, c.rec, k)
+			}
+			v.opts.Reportf(v.recOffset(c.rec), "bad_name", "MFT record %d: a second entry named %q in directory %d; named %q", c.rec, e.Name, dir.ID, name)
+			e.Name = []byte(name)
+		}
+		taken[string(e.Name)] = true
 		out = append(out, e)
 	}
+	slices.SortStableFunc(out, func(a, b *imagefs.Entry) int { return bytes.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// cloneEntry copies e and its forks (their runs and target shared).
+func cloneEntry(e *imagefs.Entry) *imagefs.Entry {
+	c := *e
+	c.Forks = make([]*imagefs.Entry, len(e.Forks))
+	for i, f := range e.Forks {
+		fc := *f
+		c.Forks[i] = &fc
+	}
+	if e.Forks == nil {
+		c.Forks = nil
+	}
+	return &c
 }
 
 // linked reports whether c's name in parent carries parent's sequence.
@@ -733,7 +821,7 @@ type stream struct {
 	runs       []vrun
 	size, init int64
 	compressed bool
-	unit       int64 // clusters per compression unit
+	unit       int64 // clusters per compression unit; 0 for one NTFS does not write (reading fails)
 	encrypted  bool
 	off        int64 // volume offset of the first fragment's header
 	valueOff   int64 // volume offset of a resident value, -1 if unknown
@@ -744,22 +832,30 @@ type stream struct {
 // named ones by name. A fragment that does not continue where the previous
 // one ended ends its stream's runs (reported).
 func (v *Volume) streams(f *file) []*stream {
+	// By key, not name: names distinct on the medium that show alike
+	// (unpaired surrogates) are distinct streams.
 	by := map[string][]*attr{}
-	var names []string
+	var keys []string
 	for i := range f.attrs {
 		a := &f.attrs[i]
 		if a.typ != atData {
 			continue
 		}
-		if _, seen := by[a.name]; !seen {
-			names = append(names, a.name)
+		if _, seen := by[a.key]; !seen {
+			keys = append(keys, a.key)
 		}
-		by[a.name] = append(by[a.name], a)
+		by[a.key] = append(by[a.key], a)
 	}
-	slices.Sort(names) // "" first
+	slices.SortFunc(keys, func(a, b string) int { // by name ("" first), then key
+		if c := strings.Compare(by[a][0].name, by[b][0].name); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
 	var out []*stream
-	for _, n := range names {
-		frags := by[n]
+	for _, key := range keys {
+		frags := by[key]
+		n := frags[0].name
 		slices.SortStableFunc(frags, func(a, b *attr) int { return int(min(max(a.startVCN-b.startVCN, -1), 1)) })
 		first := frags[0]
 		s := &stream{name: n, off: first.off, valueOff: -1}
@@ -781,8 +877,9 @@ func (v *Volume) streams(f *file) []*stream {
 		s.encrypted = first.flags&attrEncrypted != 0
 		if s.compressed {
 			if first.compUnit > 8 || v.clusterSize > 4096 {
-				v.opts.Reportf(first.off, "corrupt", "MFT record %d: stream %q is compressed in units of 2^%d clusters of %d bytes, which NTFS does not write; read as stored", f.num, n, first.compUnit, v.clusterSize)
-				s.compressed = false
+				// Its stored clusters are not its content: it stays
+				// Encoded, and reading it fails (unit 0).
+				v.opts.Reportf(first.off, "corrupt", "MFT record %d: stream %q is compressed in units of 2^%d clusters of %d bytes, which NTFS does not write; it cannot be read", f.num, n, first.compUnit, v.clusterSize)
 			} else {
 				s.unit = 1 << first.compUnit
 			}
@@ -921,16 +1018,28 @@ func (v *Volume) entry(num uint64, name string) (*imagefs.Entry, error) {
 // addForks lists the non-empty named streams ss of e's record (a file's
 // or a directory's) as e's forks.
 func (v *Volume) addForks(e *imagefs.Entry, f *file, ss []*stream) {
+	taken := map[string]bool{}
 	for k, s := range ss {
 		if s.name == "" || s.size == 0 {
 			continue
 		}
+		name := v.cleanName(f.num, s.name)
+		if taken[name] {
+			// Stream names distinct on the medium that show alike.
+			alias := fmt.Sprintf("%s_%d", name, forkIndex(ss, k))
+			for j := 2; taken[alias]; j++ {
+				alias = fmt.Sprintf("%s_%d_%d", name, forkIndex(ss, k), j)
+			}
+			v.opts.Reportf(s.off, "bad_name", "MFT record %d: a second stream named %q; named %q", f.num, name, alias)
+			name = alias
+		}
+		taken[name] = true
 		if len(e.Forks) >= imagefs.MaxForks {
 			v.opts.Reportf(s.off, "corrupt", "MFT record %d %q has more than %d named streams; the rest are left out", f.num, e.Name, imagefs.MaxForks)
 			break
 		}
 		e.Forks = append(e.Forks, &imagefs.Entry{ID: imagefs.ForkID(f.num, forkIndex(ss, k)), Type: 'f',
-			Name: []byte(v.cleanName(f.num, s.name)), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s), Encoded: s.encoded()})
+			Name: []byte(name), Size: s.size, Mtime: e.Mtime, Nlink: 1, Runs: v.entryRuns(f, s), Encoded: s.encoded()})
 	}
 }
 
@@ -960,7 +1069,10 @@ func (v *Volume) entryRuns(f *file, s *stream) []imagefs.Run {
 		}
 		return []imagefs.Run{{Offset: s.valueOff, Length: int64(len(s.data))}}
 	}
-	runs, _ := v.streamRuns(s.runs, fmt.Sprintf("MFT record %d stream %q", f.num, s.name), s.off)
+	runs, covered := v.streamRuns(s.runs, fmt.Sprintf("MFT record %d stream %q", f.num, s.name), s.off)
+	if covered < s.size {
+		v.opts.Reportf(s.off, "corrupt", "MFT record %d: the runlist of stream %q maps %d of its %d bytes; reading past them fails", f.num, s.name, covered, s.size)
+	}
 	limit := s.init
 	if s.compressed {
 		limit = s.size
@@ -971,7 +1083,14 @@ func (v *Volume) entryRuns(f *file, s *stream) []imagefs.Run {
 // reparseTarget returns the target of a symlink or junction reparse point.
 func (v *Volume) reparseTarget(f *file) (string, bool) {
 	for _, a := range f.attrs {
-		if a.typ != atReparse || !a.resident || len(a.value) < 8 {
+		if a.typ != atReparse {
+			continue
+		}
+		if !a.resident {
+			// A long target makes the reparse point non-resident.
+			a.value = v.readSmall(&a, maxReparse)
+		}
+		if len(a.value) < 8 {
 			continue
 		}
 		tag := le.Uint32(a.value)
@@ -1018,6 +1137,27 @@ func (v *Volume) reparseTarget(f *file) (string, bool) {
 	return "", false
 }
 
+// maxReparse is the most a reparse point holds (16 KiB, as NTFS allows).
+const maxReparse = 16 << 10
+
+// readSmall reads a non-resident attribute's value of at most max bytes
+// (its first fragment's runs); nil if it is larger or cannot be read
+// (reported).
+func (v *Volume) readSmall(a *attr, max int64) []byte {
+	if a.startVCN != 0 || a.dataSize > max {
+		v.opts.Reportf(a.off, "corrupt", "a non-resident attribute type %#x of %d bytes (from VCN %d); not read", a.typ, a.dataSize, a.startVCN)
+		return nil
+	}
+	init := min(a.initSize, a.dataSize)
+	b := make([]byte, a.dataSize)
+	runs := trimRuns(v.byteRuns(a.runs), init)
+	if n, err := imagefs.NewRunReader(v.r, v.size, runs, init).ReadAt(b[:init], 0); int64(n) < init {
+		v.opts.Reportf(a.off, "corrupt", "a non-resident attribute type %#x of %d bytes cannot be read: %v", a.typ, a.dataSize, err)
+		return nil
+	}
+	return b
+}
+
 // interixTarget returns the target of an Interix symlink stream s.
 func (v *Volume) interixTarget(f *file, s *stream) (string, bool) {
 	r, err := v.open(s)
@@ -1044,6 +1184,9 @@ func (v *Volume) cleanName(num uint64, name string) string {
 	clean := strings.NewReplacer("/", "\u2215", "\x00", "\u2400").Replace(name)
 	if clean == "" || clean == "." || clean == ".." {
 		clean = fmt.Sprintf("_mft_%d", num)
+	}
+	if strings.ContainsRune(name, utf8.RuneError) {
+		v.opts.Reportf(v.recOffset(num), "bad_name", "MFT record %d has the name %q: U+FFFD stands for an unpaired surrogate (or is the name's own)", num, name)
 	}
 	if clean != name {
 		v.opts.Reportf(v.recOffset(num), "bad_name", "MFT record %d has the name %q; named %q", num, name, clean)
@@ -1072,7 +1215,11 @@ func (v *Volume) Open(e *imagefs.Entry) (io.ReaderAt, error) {
 	ss := v.streams(f)
 	for i, s := range ss {
 		if (k == 0 && s.name == "") || (k > 0 && s.name != "" && forkIndex(ss, i) == k) {
-			return v.open(s)
+			r, err := v.open(s)
+			if err != nil {
+				return nil, err
+			}
+			return &recordReader{r: r, rec: num, stream: s.name}, nil
 		}
 	}
 	if k == 0 {
@@ -1086,16 +1233,43 @@ func (v *Volume) open(s *stream) (io.ReaderAt, error) {
 		return bytes.NewReader(s.data), nil
 	}
 	runs, covered := v.streamRuns(s.runs, "", -1)
+	if s.compressed && s.unit == 0 {
+		return imagefs.NewShortReader(bytes.NewReader(nil), 0, s.size, s.off,
+			fmt.Sprintf("stream %q is compressed in units NTFS does not write", s.name)), nil
+	}
 	if s.compressed {
 		return &compReader{v: v, s: s, runs: runs, unit: s.unit * v.clusterSize, cur: -1}, nil
 	}
 	runs = trimRuns(runs, s.init)
 	rr := imagefs.NewRunReader(v.r, v.size, runs, s.size)
-	if covered >= s.init {
+	if covered >= s.size {
 		return rr, nil
 	}
+	// NTFS allocates every VCN up to the size (holes included), so bytes
+	// past the runlist — even past the initialized size — are damage, not
+	// zeros: a damaged size must not read as megabytes of zeros.
 	return imagefs.NewShortReader(rr, covered, s.size, s.off,
-		fmt.Sprintf("the runlist of stream %q ends %d bytes into its %d initialized bytes", s.name, covered, s.init)), nil
+		fmt.Sprintf("the runlist of stream %q ends %d bytes into its %d (%d initialized)", s.name, covered, s.size, s.init)), nil
+}
+
+// recordReader names a stream's record in its read errors (which stay
+// *imagefs.ReadError, with the volume offset, for errors.As).
+type recordReader struct {
+	r      io.ReaderAt
+	rec    uint64
+	stream string
+}
+
+func (r *recordReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.r.ReadAt(p, off)
+	if err != nil && err != io.EOF {
+		what := "its unnamed stream"
+		if r.stream != "" {
+			what = fmt.Sprintf("stream %q", r.stream)
+		}
+		err = fmt.Errorf("ntfs: MFT record %d, %s, at byte %d: %w", r.rec, what, off, err)
+	}
+	return n, err
 }
 
 // compReader reads a compressed stream one compression unit at a time.
@@ -1120,11 +1294,21 @@ func (c *compReader) ReadAt(p []byte, off int64) (int, error) {
 			return n, io.EOF
 		}
 		u := pos / c.unit
+		in := pos - u*c.unit
+		end := min(c.unit, c.s.size-u*c.unit)
+		if pos >= c.s.init {
+			// Past the initialized size: zeros, as NTFS defines them
+			// (and ntfs-3g reads them), whatever the clusters hold.
+			n += len(clear0(p[n:min(len(p), n+int(end-in))]))
+			continue
+		}
 		if err := c.load(u); err != nil {
 			return n, err
 		}
-		in := pos - u*c.unit
-		m := copy(p[n:], c.buf[in:min(c.unit, c.s.size-u*c.unit)])
+		m := copy(p[n:], c.buf[in:end])
+		if pos+int64(m) > c.s.init {
+			clear(p[n+int(c.s.init-pos) : n+m])
+		}
 		n += m
 	}
 	return n, nil
@@ -1143,7 +1327,13 @@ func (c *compReader) load(u int64) error {
 	lo, hi := u*c.unit, (u+1)*c.unit
 	var stored []imagefs.Run
 	var mapped, holes int64
-	for _, r := range c.runs {
+	// The runs are in logical order: from the first that reaches into
+	// the unit, not from the start (a stream may have 2^20 runs).
+	first := sort.Search(len(c.runs), func(i int) bool { return c.runs[i].Logical+c.runs[i].Length > lo })
+	for _, r := range c.runs[first:] {
+		if r.Logical >= hi {
+			break
+		}
 		s, e := max(r.Logical, lo), min(r.Logical+r.Length, hi)
 		if s >= e {
 			continue
@@ -1190,6 +1380,12 @@ func (c *compReader) load(u int64) error {
 		clear(c.buf[n:])
 	}
 	return nil
+}
+
+// clear0 zeroes b and returns it.
+func clear0(b []byte) []byte {
+	clear(b)
+	return b
 }
 
 // packRuns lays stored runs end to end from logical 0.

@@ -103,6 +103,7 @@ func parseHeader(b []byte) (header, string) {
 type attr struct {
 	typ      uint32
 	name     string // UTF-8; "" for the unnamed attribute
+	key      string // name, or the UTF-16 bytes of a name with an unpaired surrogate (which name shows as U+FFFD)
 	flags    uint16
 	resident bool
 	value    []byte // resident value (a copy)
@@ -178,7 +179,13 @@ func parseAttr(b []byte, totalClusters, maxCluster int64) (attr, string) {
 		if no+2*nl > len(b) {
 			return a, "its name runs past the attribute"
 		}
-		a.name = decodeUTF16(b[no : no+2*nl])
+		a.name, a.key = decodeUTF16(b[no:no+2*nl]), ""
+		if lossyUTF16(b[no : no+2*nl]) {
+			a.key = "\x00" + string(b[no:no+2*nl]) // a name never starts with NUL
+		}
+	}
+	if a.key == "" {
+		a.key = a.name
 	}
 	if a.resident {
 		vl, vo := int(le.Uint32(b[0x10:])), int(le.Uint16(b[0x14:]))
@@ -210,7 +217,9 @@ func parseAttr(b []byte, totalClusters, maxCluster int64) (attr, string) {
 }
 
 // decodeRuns decodes a runlist (mapping pairs) starting at VCN vcn. Every
-// length must be positive and fit the volume's cluster count; an LCN is
+// length must be positive and a stored run's fit the volume's cluster
+// count (a hole's may not: a sparse file may be larger than its volume);
+// an LCN is
 // not checked against the volume here (a run past it is kept and reported
 // by the caller, reading it fails).
 //
@@ -229,7 +238,9 @@ func decodeRuns(b []byte, vcn, totalClusters, maxCluster int64) ([]vrun, string)
 			return nil, fmt.Sprintf("a runlist entry header %#02x at %d does not fit", h, p)
 		}
 		n := leInt(b[p+1:p+1+nl], false)
-		if n <= 0 || n > totalClusters {
+		// A hole may be longer than the volume (a sparse file larger
+		// than its disk); stored clusters may not.
+		if n <= 0 || n > maxCluster || ol > 0 && n > totalClusters {
 			return nil, fmt.Sprintf("a run of %d clusters on a volume of %d", n, totalClusters)
 		}
 		r := vrun{vcn: vcn, n: n, sparse: ol == 0}
@@ -276,11 +287,34 @@ func decodeUTF16(b []byte) string {
 	return string(utf16.Decode(u))
 }
 
+// lossyUTF16 reports whether a little-endian UTF-16 name holds an unpaired
+// surrogate (which decodeUTF16 turns into U+FFFD, so two names that differ
+// only there decode alike).
+func lossyUTF16(b []byte) bool {
+	for i := 0; i+1 < len(b); i += 2 {
+		u := le.Uint16(b[i:])
+		switch {
+		case u >= 0xD800 && u < 0xDC00:
+			if i+3 >= len(b) {
+				return true
+			}
+			if n := le.Uint16(b[i+2:]); n < 0xDC00 || n >= 0xE000 {
+				return true
+			}
+			i += 2
+		case u >= 0xDC00 && u < 0xE000:
+			return true
+		}
+	}
+	return false
+}
+
 // fileName is a checked $FILE_NAME value.
 type fileName struct {
 	parent    uint64 // record number
 	parentSeq uint16
 	ns        byte
+	lossy     bool // the name held an unpaired surrogate (now U+FFFD)
 	name      string
 }
 
@@ -293,7 +327,8 @@ func parseFileName(v []byte) (fileName, bool) {
 		return fileName{}, false
 	}
 	ref := le.Uint64(v)
-	return fileName{parent: ref & refMask, parentSeq: uint16(ref >> 48), ns: v[0x41], name: decodeUTF16(v[0x42 : 0x42+2*n])}, true
+	raw := v[0x42 : 0x42+2*n]
+	return fileName{parent: ref & refMask, parentSeq: uint16(ref >> 48), ns: v[0x41], lossy: lossyUTF16(raw), name: decodeUTF16(raw)}, true
 }
 
 // refMask keeps the record number of an MFT reference (its low 48 bits).
