@@ -74,6 +74,7 @@
 //	cold, read-ahead on / off                 median      runs
 //	bench/enum.sh, RUNS=5 [20-25]             6.71 / 7.20 s   5 + 5
 //	bench/enum.sh, RUNS=5 [12-19]             7.35 / 6.27 s   5 + 5
+//	bench/enum.sh, RUNS=5 [11-15]             5.15 / 4.76 s   5 + 5
 //	by hand [17]                              4.54 / 3.67 s   7 + 7
 //	by hand, 16 MiB / no window / off [16]    5.0 / 4.4 / 4.0 s  6 each
 //	by hand, --workers 1 [12-15]              4.12 / 4.10 s   3 + 3
@@ -89,8 +90,9 @@
 // cache kept (echo 2 > drop_caches) takes as long as a cold one. On a
 // medium with real seek latency (a spinning disk, USB, a network block
 // device) the read-ahead should pay; re-measure with bench/enum.sh, which
-// times --prefetch beside the default, before turning it on there. Warm it
-// costs nothing measurable (0.94-0.96 on/off).
+// times --prefetch beside the default, before turning it on there. Warm,
+// reading 75 MB of inode tables from the page cache is CPU a loaded
+// machine misses: on/off 0.96, 0.94 and 1.39 in the three bench runs.
 //
 // # Failure model
 //
