@@ -20,14 +20,8 @@ func TestWalkPrefetchesExtMedium(t *testing.T) {
 	requireE2fsTools(t)
 	for _, tc := range prefetchSpecs {
 		t.Run(tc.name, func(t *testing.T) {
-			spec, _ := prefetchTree(tc.spec)
-			img := testimg.Build(t, spec)
-			f, err := os.Open(img)
-			require.NoError(t, err)
-			fi, err := f.Stat()
-			require.NoError(t, err)
-			l, err := readExtLayout(f, fi.Size())
-			f.Close()
+			img, _, l := buildPrefetchImage(t, tc.spec)
+			fi, err := os.Stat(img)
 			require.NoError(t, err)
 			fsType := "ext4"
 			if tc.spec.FSType != "" {
