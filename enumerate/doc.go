@@ -71,28 +71,35 @@
 // jobs (load average in brackets), caches dropped before each run, runs
 // alternating:
 //
-//	cold, read-ahead on / off                 median      runs
-//	bench/enum.sh, RUNS=5 [20-25]             6.71 / 7.20 s   5 + 5
-//	bench/enum.sh, RUNS=5 [12-19]             7.35 / 6.27 s   5 + 5
-//	bench/enum.sh, RUNS=5 [11-15]             5.15 / 4.76 s   5 + 5
-//	by hand [17]                              4.54 / 3.67 s   7 + 7
-//	by hand, 16 MiB / no window / off [16]    5.0 / 4.4 / 4.0 s  6 each
+//	cold, read-ahead on / off                 median          runs
+//	bench/enum.sh [20-25], 16 MiB window      6.71 / 7.20 s   5 + 5
+//	bench/enum.sh [12-19], 16 MiB window      7.35 / 6.27 s   5 + 5
+//	by hand [17], 16 MiB window               4.54 / 3.67 s   7 + 7
+//	by hand [16], 16 MiB / none / off         5.0 / 4.4 / 4.0 s  6 each
 //	by hand, --workers 1 [12-15]              4.12 / 4.10 s   3 + 3
+//	bench/enum.sh [11-15], 2 MiB window       5.15 / 4.76 s   5 + 5
+//	bench/enum.sh [7-9], 2 MiB window         2.38 / 2.50 s   5 + 5
+//	by hand [9], 2 MiB window                 2.41 / 2.59 s   6 + 6
 //	lowest / highest inode first, on [~13]    3.27 / 3.90 s   5 + 5
+//	lowest / highest inode first, off [~8]    2.86 / 3.12 s   6 + 6
 //
-// The last but one row says why: even one worker walks as fast cold as
+// It gains 5-7 % when the machine is less loaded and loses as much or
+// more when it is busy: not enough to be on for everyone.
+//
+// The --workers 1 row says why: even one worker walks as fast cold as
 // sixteen, and as fast with the read-ahead as without, so on this machine
 // a cold walk does not wait on the disk (a virtio disk reading 280 MB/s;
 // ext4 already reads 32 inode-table blocks at a time). Its time is the
 // kernel building 300,000 inodes and dentries (system time 1.7-2.3 s cold
 // against 0.9-1.0 s warm), which a loaded machine stretches and no
-// read-ahead removes; a walk with dentries and inodes dropped but the page
-// cache kept (echo 2 > drop_caches) takes as long as a cold one. On a
+// read-ahead removes; at load 21-24 a walk with dentries and inodes
+// dropped but the page cache kept (echo 2 > drop_caches) took as long as
+// a cold one. On a
 // medium with real seek latency (a spinning disk, USB, a network block
 // device) the read-ahead should pay; re-measure with bench/enum.sh, which
 // times --prefetch beside the default, before turning it on there. Warm,
 // reading 75 MB of inode tables from the page cache is CPU a loaded
-// machine misses: on/off 0.96, 0.94 and 1.39 in the three bench runs.
+// machine misses: on/off 0.96, 0.94, 1.39 and 0.86 in the four bench runs.
 //
 // # Failure model
 //
