@@ -11,8 +11,9 @@
 # warm (page cache kept; one untimed run of each first) and cold (echo 3 >
 # /proc/sys/vm/drop_caches before every run), RUNS runs each (default 5),
 # and prints the medians, the ratio ours/find and the peak RSS. With AB=1
-# (the default) it also times `ntt-enum --no-prefetch` in the same rounds,
-# the A/B that keeps the read-ahead on by default (enumerate/doc.go). It
+# (the default) it also times `ntt-enum --prefetch` in the same rounds,
+# the A/B that decides whether the read-ahead should be on by default
+# (enumerate/doc.go). It
 # also checks that both outputs hold the same record set. Targets: ratio
 # <= 0.35 cold and <= 0.5 warm, ntt-enum peak RSS <= 64 MiB.
 #
@@ -167,12 +168,11 @@ if ! cmp -s <(tr '\0' '\n' <"$WORK/ntt.raw" | LC_ALL=C sort) <(tr '\0' '\n' <"$W
 fi
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
-prefetched=$(grep -o '"prefetch_inode_table_bytes":[0-9]*,"prefetch_directory_bytes":[0-9]*' "$WORK/ntt.log" || true)
-for f in warm.ntt warm.find warm.nopf cold.ntt cold.find cold.nopf; do : >"$WORK/$f"; done
+for f in warm.ntt warm.find warm.pf cold.ntt cold.find cold.pf; do : >"$WORK/$f"; done
 for ((i = 0; i < RUNS; i++)); do
 	run_ntt "$WORK/warm.ntt"
 	run_find "$WORK/warm.find"
-	if ((AB)); then run_ntt "$WORK/warm.nopf" --no-prefetch; fi
+	if ((AB)); then run_ntt "$WORK/warm.pf" --prefetch; fi
 done
 for ((i = 0; i < RUNS; i++)); do
 	drop
@@ -181,12 +181,13 @@ for ((i = 0; i < RUNS; i++)); do
 	run_find "$WORK/cold.find"
 	if ((AB)); then
 		drop
-		run_ntt "$WORK/cold.nopf" --no-prefetch
+		run_ntt "$WORK/cold.pf" --prefetch
+		prefetched=$(grep -o '"prefetch_inode_table_bytes":[0-9]*,"prefetch_directory_bytes":[0-9]*' "$WORK/ntt.log" || true)
 	fi
 done
 
 report() {
-	local name=$1 target=$2 ours theirs nopf
+	local name=$1 target=$2 ours theirs pf
 	ours=$(col "$WORK/$name.ntt" 1 | median)
 	theirs=$(col "$WORK/$name.find" 1 | median)
 	awk -v n="$name" -v o="$ours" -v t="$theirs" -v g="$target" 'BEGIN {
@@ -195,16 +196,16 @@ report() {
 	}'
 	echo "      runs: ntt-enum $(col "$WORK/$name.ntt" 1 | xargs)  find $(col "$WORK/$name.find" 1 | xargs)"
 	if ((AB)); then
-		nopf=$(col "$WORK/$name.nopf" 1 | median)
-		awk -v n="$name" -v o="$ours" -v p="$nopf" -v t="$theirs" 'BEGIN {
-			printf "      ntt-enum --no-prefetch %.2f s (ratio %.2f); read-ahead on/off %.2f\n", p, p / t, o / p
+		pf=$(col "$WORK/$name.pf" 1 | median)
+		awk -v n="$name" -v o="$ours" -v p="$pf" -v t="$theirs" 'BEGIN {
+			printf "      ntt-enum --prefetch %.2f s (ratio %.2f); read-ahead on/off %.2f\n", p, p / t, p / o
 		}'
-		echo "      runs: --no-prefetch $(col "$WORK/$name.nopf" 1 | xargs)"
+		echo "      runs: --prefetch $(col "$WORK/$name.pf" 1 | xargs)"
 	fi
 }
 echo "load average before/after: $LOAD0 / $(cut -d' ' -f1-3 /proc/loadavg) (others' work and drop_caches skew timings)"
 echo "enum benchmark: $records records, image $IMG, median of $RUNS, $(nproc) cores, workers ${WORKERS:-default}, find with TZ=$FIND_TZ"
-echo "read-ahead in the record-set check run: ${prefetched:-none}"
+((AB)) && echo "read-ahead of the last --prefetch run: ${prefetched:-none}"
 report warm 0.5
 report cold 0.35
 rss=$(cat "$WORK/warm.ntt" "$WORK/cold.ntt" | col /dev/stdin 2 | sort -n | tail -1)

@@ -175,14 +175,17 @@ var cursorStart = key{math.MinInt64, math.MinInt64}
 // holds much more than $6 bytes of work that idle workers cannot take.
 //
 // Two things keep a claim of 100 inodes on a 1M-inode medium under 2 ms
-// (BenchmarkClaim: 2.4 ms before, 1.8 ms after, measured A/B): the rows
-// locked by the candidate scan are updated by their ctid (a TID scan,
-// where a join back through the primary key cost 100 index probes), and n
-// is part of the statement's text, not a parameter. With LIMIT $n the
-// generic plan's estimate (10 % of the pending rows) never beat the custom
-// one, so PostgreSQL planned every execution anew (0.3-0.4 ms); with a
-// literal limit it settles on the same plan, cached, after five. A ctid is
-// safe here: the row is locked by this statement, no one can move it.
+// (BenchmarkClaim's medium, old and new statement interleaved on one
+// connection: 2.4 -> 1.8 ms at load average 3.5, 0.76-0.79x in four runs
+// at loads 3-22): the rows locked by the candidate scan are updated by
+// their ctid (a TID scan, where a join back through the primary key cost
+// 100 index probes), and n is part of the statement's text, not a
+// parameter. With LIMIT $n the generic plan's estimate (10 % of the
+// pending rows) never beat the custom one, so PostgreSQL planned every
+// execution anew (0.3-0.4 ms); with a literal limit it settles on the same
+// plan, cached, after five (a medium 90 % done keeps custom plans, and is
+// still 0.88x). A ctid is safe here: the row is locked by this statement,
+// no one can move it.
 func claimSQL(h medium.Hash, n int) string {
 	return fmt.Sprintf(`
 		WITH cand AS (

@@ -47,45 +47,59 @@
 //
 // A cold walk of a mounted medium waits on two kinds of reads: the inode
 // table block behind each entry's stat, and each directory's own blocks.
-// Workers alone give the disk DefaultWorkers (16) requests at a time, one
-// per worker, in depth-first order, which a disk serves as random reads;
-// 16 beat 4 by 15-25 % cold, and warm the number makes no difference (the
-// kernel's stat path is the bound; see DefaultWorkers).
+// Workers give the disk DefaultWorkers (16) requests at a time, one per
+// worker; 16 beat 4 by 15-25 % cold, and warm the number makes no
+// difference (the kernel's stat path is the bound; see DefaultWorkers).
+// Workers take subdirectories lowest inode first, so that the walk moves
+// up the inode tables, the direction of the disk and of the read-ahead.
 //
-// On top of that, when a walk root is the root of an ext2/3/4 filesystem
-// on a block device (st_ino 2, a /sys/dev/block entry), a read-ahead
-// goroutine reads, through the device's page cache that the filesystem
-// itself reads its metadata from, every group's inode table up to its last
-// used inode (bg_itable_unused) in disk order, as one sequential stream
-// with 16 MiB advised (posix_fadvise WILLNEED) ahead of the 1 MiB it
-// parses, and advises the blocks of every directory whose inode it parses
-// there, so that they are in flight long before a worker's getdents asks
-// for them. It reads at most a quarter of MemAvailable, stops at the first
-// read error or when the walk ends, and is only a hint: records come from
-// the walk's own system calls. Workers take subdirectories lowest inode
-// first, moving up the inode tables with the read-ahead rather than
-// towards it from the other end. Options.NoPrefetch turns it off;
-// Result.Prefetch says what it read, and ntt-enum logs it.
+// Options.Prefetch adds a read-ahead, for a walk root that is the root of
+// an ext2/3/4 filesystem on a block device (st_ino 2, a /sys/dev/block
+// entry): a goroutine reads, through the device's page cache that the
+// filesystem itself reads its metadata from, every group's inode table up
+// to its last used inode (bg_itable_unused) in disk order, as one
+// sequential stream with 2 MiB advised (posix_fadvise WILLNEED) ahead of
+// the 1 MiB it parses, and advises the blocks of every directory whose
+// inode it parses there. It reads at most a quarter of MemAvailable, stops
+// at the first read error or when the walk ends, and is only a hint:
+// records come from the walk's own system calls. Result.Prefetch says what
+// it read; ntt-enum --prefetch turns it on.
 //
-// Measured with bench/enum.sh (300,112 entries, ext4 on a loop device,
-// 75 MB of used inode tables, 12.7 MB of directory blocks; a 2-core VM
-// shared with other jobs, load average in brackets; median of 5, caches
-// dropped before each cold run):
+// It is off by default because it did not pay where it was measured:
+// bench/enum.sh's 300,112-entry ext4 on a loop device (75 MB of used inode
+// tables, 12.7 MB of directory blocks) on a 2-core VM shared with other
+// jobs (load average in brackets), caches dropped before each run, runs
+// alternating:
 //
-//	                          cold            warm
-//	read-ahead on             6.71 s          3.33 s      [20-25]
-//	read-ahead off            7.20 s          3.46 s      [20-25]
-//	find -printf             15.87 s         10.20 s      [20-25]
-//	lowest inode first        3.27 s (read-ahead on)      [~13]
-//	highest inode first       3.90 s (read-ahead on)      [~13]
+//	cold, read-ahead on / off                 median          runs
+//	bench/enum.sh [20-25], 16 MiB window      6.71 / 7.20 s   5 + 5
+//	bench/enum.sh [12-19], 16 MiB window      7.35 / 6.27 s   5 + 5
+//	by hand [17], 16 MiB window               4.54 / 3.67 s   7 + 7
+//	by hand [16], 16 MiB / none / off         5.0 / 4.4 / 4.0 s  6 each
+//	by hand, --workers 1 [12-15]              4.12 / 4.10 s   3 + 3
+//	bench/enum.sh [11-15], 2 MiB window       5.15 / 4.76 s   5 + 5
+//	bench/enum.sh [7-9], 2 MiB window         2.38 / 2.50 s   5 + 5
+//	by hand [9], 2 MiB window                 2.41 / 2.59 s   6 + 6
+//	lowest / highest inode first, on [~13]    3.27 / 3.90 s   5 + 5
+//	lowest / highest inode first, off [~8]    2.86 / 3.12 s   6 + 6
 //
-// With the read-ahead, a cold walk (echo 3 > drop_caches) takes as long as
-// one with only dentries and inodes dropped and the page cache kept (echo
-// 2): the walk no longer waits on the disk. What remains between cold and
-// warm is the kernel building 300,000 inodes and dentries (system time 1.7-
-// 2.3 s cold against 0.9-1.0 s warm), which no read-ahead removes and
-// which a loaded machine stretches. The read-ahead costs nothing
-// measurable warm (its reads hit the page cache).
+// It gains 5-7 % when the machine is less loaded and loses as much or
+// more when it is busy: not enough to be on for everyone.
+//
+// The --workers 1 row says why: even one worker walks as fast cold as
+// sixteen, and as fast with the read-ahead as without, so on this machine
+// a cold walk does not wait on the disk (a virtio disk reading 280 MB/s;
+// ext4 already reads 32 inode-table blocks at a time). Its time is the
+// kernel building 300,000 inodes and dentries (system time 1.7-2.3 s cold
+// against 0.9-1.0 s warm), which a loaded machine stretches and no
+// read-ahead removes; at load 21-24 a walk with dentries and inodes
+// dropped but the page cache kept (echo 2 > drop_caches) took as long as
+// a cold one. On a
+// medium with real seek latency (a spinning disk, USB, a network block
+// device) the read-ahead should pay; re-measure with bench/enum.sh, which
+// times --prefetch beside the default, before turning it on there. Warm,
+// reading 75 MB of inode tables from the page cache is CPU a loaded
+// machine misses: on/off 0.96, 0.94, 1.39 and 0.86 in the four bench runs.
 //
 // # Failure model
 //

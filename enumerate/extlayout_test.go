@@ -49,6 +49,21 @@ var prefetchSpecs = []struct {
 	{"ext2-1k", testimg.Spec{FSType: "ext2", BlockSize: 1024}},
 }
 
+// buildPrefetchImage builds prefetchTree on spec and reads its layout.
+func buildPrefetchImage(t *testing.T, spec testimg.Spec) (img string, dirs []string, l *extLayout) {
+	t.Helper()
+	spec, dirs = prefetchTree(spec)
+	img = testimg.Build(t, spec)
+	f, err := os.Open(img)
+	require.NoError(t, err)
+	defer f.Close()
+	fi, err := f.Stat()
+	require.NoError(t, err)
+	l, err = readExtLayout(f, fi.Size())
+	require.NoError(t, err)
+	return img, dirs, l
+}
+
 func requireE2fsTools(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"mkfs.ext4", "dumpe2fs", "debugfs"} {
@@ -73,15 +88,10 @@ func TestExtLayoutMatchesE2fsprogs(t *testing.T) {
 	requireE2fsTools(t)
 	for _, tc := range prefetchSpecs {
 		t.Run(tc.name, func(t *testing.T) {
-			spec, dirs := prefetchTree(tc.spec)
-			img := testimg.Build(t, spec)
+			img, dirs, l := buildPrefetchImage(t, tc.spec)
 			f, err := os.Open(img)
 			require.NoError(t, err)
 			defer f.Close()
-			fi, err := f.Stat()
-			require.NoError(t, err)
-			l, err := readExtLayout(f, fi.Size())
-			require.NoError(t, err)
 
 			out, err := exec.Command("dumpe2fs", img).CombinedOutput()
 			require.NoError(t, err, "%s", out)

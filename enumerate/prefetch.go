@@ -19,11 +19,11 @@ import (
 // A cold walk's time goes to the stat of each entry, which waits for the
 // disk block of the inode table holding it, and to each directory's own
 // blocks. The workers ask for those one at a time each, in an order the
-// disk does not like (depth first, not by block). When a walk root is the
-// root of an ext filesystem on a block device (a mounted medium), the
-// prefetcher reads what the walk is going to need, in disk order, through
-// the block device's page cache, which is the cache the filesystem reads
-// its metadata from:
+// disk does not like (depth first, not by block). With Options.Prefetch,
+// when a walk root is the root of an ext filesystem on a block device (a
+// mounted medium), the prefetcher reads what the walk is going to need, in
+// disk order, through the block device's page cache, which is the cache
+// the filesystem reads its metadata from:
 //
 //   - the used part of every group's inode table (bg_itable_unused), as one
 //     sequential stream, a window of prefetchWindow bytes advised
@@ -34,7 +34,7 @@ import (
 // It gives up quietly at the first read error (the walk reports the
 // damage), reads at most a quarter of the available memory, and stops when
 // the walk ends. It is only a hint: the records are the walk's, whatever
-// the prefetcher read.
+// the prefetcher read. The package doc says why it is off by default.
 
 // PrefetchResult says what the read-ahead did.
 type PrefetchResult struct {
@@ -48,13 +48,14 @@ type PrefetchResult struct {
 }
 
 const (
-	prefetchChunk  = 1 << 20  // inode-table bytes read (and parsed) at once
-	prefetchWindow = 16 << 20 // bytes advised ahead of the read
+	prefetchChunk  = 1 << 20 // inode-table bytes read (and parsed) at once
+	prefetchWindow = 2 << 20 // bytes advised ahead of the read (16 MiB queued too much ahead of the workers' own reads)
 	extRootIno     = 2
 )
 
 type prefetcher struct {
-	stop chan struct{}
+	stop chan struct{}   // closed by close
+	quit <-chan struct{} // closed when the walk stops early
 	done chan struct{}
 
 	mu  sync.Mutex
@@ -64,9 +65,10 @@ type prefetcher struct {
 }
 
 // startPrefetch reads ahead for the roots and mount points that are ext
-// filesystem roots on block devices, in its own goroutine.
-func startPrefetch(paths []string) *prefetcher {
-	p := &prefetcher{stop: make(chan struct{}), done: make(chan struct{})}
+// filesystem roots on block devices, in its own goroutine, until close is
+// called or quit is closed.
+func startPrefetch(paths []string, quit <-chan struct{}) *prefetcher {
+	p := &prefetcher{stop: make(chan struct{}), quit: quit, done: make(chan struct{})}
 	start := time.Now()
 	go func() {
 		defer close(p.done)
@@ -108,6 +110,8 @@ func (p *prefetcher) skip(path, why string) {
 func (p *prefetcher) stopped() bool {
 	select {
 	case <-p.stop:
+		return true
+	case <-p.quit:
 		return true
 	default:
 		return false

@@ -13,21 +13,15 @@ import (
 // A walk of a mounted ext medium reads its used inode tables ahead through
 // the loop device (all of them: exactly the bytes the layout names), and
 // its directory blocks; the records are find's either way; the device is
-// closed when Walk returns; NoPrefetch and a root below the filesystem's
-// root read nothing ahead.
+// closed when Walk returns; without Options.Prefetch, or with a root below
+// the filesystem's root, nothing is read ahead.
 func TestWalkPrefetchesExtMedium(t *testing.T) {
 	testimg.RequireRoot(t)
 	requireE2fsTools(t)
 	for _, tc := range prefetchSpecs {
 		t.Run(tc.name, func(t *testing.T) {
-			spec, _ := prefetchTree(tc.spec)
-			img := testimg.Build(t, spec)
-			f, err := os.Open(img)
-			require.NoError(t, err)
-			fi, err := f.Stat()
-			require.NoError(t, err)
-			l, err := readExtLayout(f, fi.Size())
-			f.Close()
+			img, _, l := buildPrefetchImage(t, tc.spec)
+			fi, err := os.Stat(img)
 			require.NoError(t, err)
 			fsType := "ext4"
 			if tc.spec.FSType != "" {
@@ -48,7 +42,7 @@ func TestWalkPrefetchesExtMedium(t *testing.T) {
 				return n
 			}
 			before := opens()
-			got, res, _ := walkRecords(t, []string{mnt}, Options{prefetchFirst: true})
+			got, res, _ := walkRecords(t, []string{mnt}, Options{Prefetch: true, prefetchFirst: true})
 			requireSameRecords(t, want, got)
 			require.Len(t, res.Prefetch.Devices, 1, "skipped: %q", res.Prefetch.Skipped)
 			dev := res.Prefetch.Devices[0]
@@ -61,14 +55,14 @@ func TestWalkPrefetchesExtMedium(t *testing.T) {
 			require.Less(t, res.Prefetch.Elapsed, res.Elapsed, "prefetchFirst: the read-ahead ends before the walk")
 			require.Equal(t, before, opens(), "the device is still open after Walk returned")
 
-			got, res, _ = walkRecords(t, []string{mnt}, Options{NoPrefetch: true, prefetchFirst: true})
+			got, res, _ = walkRecords(t, []string{mnt}, Options{prefetchFirst: true})
 			requireSameRecords(t, want, got)
 			require.Zero(t, res.Prefetch.InodeTableBytes)
 			require.Empty(t, res.Prefetch.Devices)
 
 			sub := filepath.Join(mnt, "d03")
 			want, _ = findRecords(t, sub)
-			got, res, _ = walkRecords(t, []string{sub}, Options{prefetchFirst: true})
+			got, res, _ = walkRecords(t, []string{sub}, Options{Prefetch: true, prefetchFirst: true})
 			requireSameRecords(t, want, got)
 			require.Empty(t, res.Prefetch.Devices)
 			require.Zero(t, res.Prefetch.InodeTableBytes)

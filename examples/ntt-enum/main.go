@@ -67,7 +67,7 @@ type config struct {
 	image       string
 	root        string
 	codePage    string
-	noPrefetch  bool
+	prefetch    bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -77,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.ignore, "ignore", "", "leave out paths matching any regular expression in `FILE` (one per line, # comments)")
 	fs.IntVar(&c.workers, "workers", enumerate.DefaultWorkers, "directories read at once (`N`)")
 	fs.DurationVar(&c.stall, "stall-timeout", enumerate.DefaultStallTimeout, "fail when the walk makes no progress for `D` (a dying disk)")
-	fs.BoolVar(&c.noPrefetch, "no-prefetch", false, "do not read an ext medium's inode tables and directory blocks ahead of the walk")
+	fs.BoolVar(&c.prefetch, "prefetch", false, "read an ext medium's inode tables and directory blocks ahead of the walk (see enumerate's package doc)")
 	fs.BoolVar(&c.force, "force", false, "replace an existing OUT.raw")
 	fs.BoolVar(&c.allowErrors, "allow-errors", false, "write OUT.raw even if some directories or entries could not be read (they are logged)")
 	fs.BoolVar(&c.plainDir, "allow-unmounted", false, "walk MOUNT_POINT even if nothing is mounted there")
@@ -142,7 +142,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Ignore:       ignore,
 		EnterMounts:  enter,
 		StallTimeout: c.stall,
-		NoPrefetch:   c.noPrefetch,
+		Prefetch:     c.prefetch,
 		OnError: func(e *enumerate.EntryError) error {
 			// The library already logged it as JSON; on a terminal show a
 			// readable line, but not thousands of them.
