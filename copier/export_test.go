@@ -22,3 +22,10 @@ func SetBatchBytes(n int64) (restore func()) {
 	batchBytes = n
 	return func() { batchBytes = old }
 }
+
+// SetReadAhead changes the read-ahead's openers and window (tests).
+func SetReadAhead(openers, window int) (restore func()) {
+	o, w := aheadOpeners, aheadWindow
+	aheadOpeners, aheadWindow = openers, window
+	return func() { aheadOpeners, aheadWindow = o, w }
+}
