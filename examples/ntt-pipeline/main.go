@@ -27,12 +27,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/enumerate"
 	"github.com/HRDAG/ntt/internal/cli"
 	"github.com/HRDAG/ntt/internal/dbconn"
@@ -93,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.state, "state", "", "`DIR` of the private database (default "+dbconn.DefaultStateDir()+")")
 	fs.StringVar(&c.metrics, "metrics", "", "metrics JSON `FILE` (default <work>/<hash8>.metrics.json)")
 	fs.StringVar(&c.ignore, "ignore", "", "ignore-pattern `FILE` for enumeration and load")
-	fs.IntVar(&c.workers, "workers", runtime.NumCPU(), "copy workers (`N`)")
+	fs.IntVar(&c.workers, "workers", copier.DefaultWorkers, "at most `N` copy workers, shared by --all's jobs (each copier finds how many of its share pay)")
 	fs.BoolVar(&c.keepSources, "keep-sources", false, "keep the image files after a verified archive")
 	fs.DurationVar(&c.mountTimeout, "mount-timeout", 10*time.Second, "give up on a mount after `D`")
 	fs.DurationVar(&c.stall, "stall-timeout", 60*time.Second, "fail enumeration when it makes no progress for `D`")
