@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/imagefs/hfs"
+	"github.com/HRDAG/ntt/imagefs/imagefstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 )
 
@@ -36,22 +36,10 @@ func openWalk(t *testing.T, img []byte) (*hfs.Volume, map[string]walked, []strin
 	}
 	got := map[string]walked{}
 	var order []string
-	err = imagefs.Walk(context.Background(), v, &opts, func(p []byte, e *imagefs.Entry) error {
-		w := walked{e: e}
-		if e.Type == 'f' {
-			r, err := v.Open(e)
-			if err != nil {
-				t.Fatalf("Open %q: %v", p, err)
-			}
-			w.data, w.err = io.ReadAll(io.NewSectionReader(r, 0, e.Size))
-		}
-		got[string(p)] = w
-		order = append(order, string(p))
-		return nil
+	imagefstest.ReadWalk(t, v, &opts, func(p string, e *imagefs.Entry, data []byte, err error) {
+		got[p] = walked{e: e, data: data, err: err}
+		order = append(order, p)
 	})
-	if err != nil {
-		t.Fatalf("Walk: %v", err)
-	}
 	return v, got, order, probs
 }
 

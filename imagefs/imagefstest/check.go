@@ -142,3 +142,32 @@ func BenchWalk(b *testing.B, path string, open func(r io.ReaderAt, size int64) (
 	}
 	b.ReportMetric(float64(want*b.N)/b.Elapsed().Seconds(), "entries/s")
 }
+
+// ReadWalk walks fsys whole, reads every file (forks included) to its
+// size, and calls visit with each path, its entry and what reading it gave
+// (nil for a non-file). It fails t when Open fails, when a path is walked
+// twice, or when the walk fails; a read error is the caller's to judge.
+func ReadWalk(t testing.TB, fsys imagefs.FS, opts *imagefs.Options, visit func(p string, e *imagefs.Entry, data []byte, err error)) {
+	t.Helper()
+	seen := map[string]bool{}
+	err := imagefs.Walk(context.Background(), fsys, opts, func(p []byte, e *imagefs.Entry) error {
+		var data []byte
+		var rerr error
+		if e.Type == 'f' {
+			r, err := fsys.Open(e)
+			if err != nil {
+				t.Fatalf("Open %q: %v", p, err)
+			}
+			data, rerr = io.ReadAll(io.NewSectionReader(r, 0, e.Size))
+		}
+		if seen[string(p)] {
+			t.Errorf("%q walked twice", p)
+		}
+		seen[string(p)] = true
+		visit(string(p), e, data, rerr)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Walk: %v", err)
+	}
+}

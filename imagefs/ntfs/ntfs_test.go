@@ -2,7 +2,6 @@ package ntfs_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -16,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/imagefs/imagefstest"
 	"github.com/HRDAG/ntt/imagefs/ntfs"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"golang.org/x/sys/unix"
@@ -75,24 +75,9 @@ func openWalk(t *testing.T, img []byte) (*ntfs.Volume, map[string]walked, []*ima
 		t.Fatalf("Open: %v", err)
 	}
 	got := map[string]walked{}
-	err = imagefs.Walk(context.Background(), v, &opts, func(p []byte, e *imagefs.Entry) error {
-		w := walked{e: e}
-		if e.Type == 'f' {
-			r, err := v.Open(e)
-			if err != nil {
-				t.Fatalf("Open %q: %v", p, err)
-			}
-			w.data, w.err = io.ReadAll(io.NewSectionReader(r, 0, e.Size))
-		}
-		if _, dup := got[string(p)]; dup {
-			t.Errorf("%q walked twice", p)
-		}
-		got[string(p)] = w
-		return nil
+	imagefstest.ReadWalk(t, v, &opts, func(p string, e *imagefs.Entry, data []byte, err error) {
+		got[p] = walked{e: e, data: data, err: err}
 	})
-	if err != nil {
-		t.Fatalf("Walk: %v", err)
-	}
 	return v, got, probs
 }
 
