@@ -19,13 +19,16 @@
 # removal, unmount), cold cache; phase times from its metrics file.
 # Target: ntt-pipeline total <= 0.5 x the reference sum.
 #
-# Usage: sudo bench/pipeline.sh   (env: NTT_BENCH_DIR, WORKERS=4)
+# Usage: sudo bench/pipeline.sh   (env: NTT_BENCH_DIR; WORKERS=N passes
+# --workers N, unset: ntt-pipeline's default, as issue 16 measures)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORKERS=${WORKERS:-4}
+WORKERS=${WORKERS:-}
+WFLAG=()
+[[ -n $WORKERS ]] && WFLAG=(--workers "$WORKERS")
 HASH=00000000000000000000000000c0b1e5 # bench/copy.sh's tree medium
 IMG=$BENCH/copy-300k-v2.img
 FMT='%y\034%D\034%i\034%n\034%s\034%Ts\034%p\0'
@@ -95,7 +98,7 @@ mkdir -p "$WORK/img" "$WORK/cold/img-read" "$WORK/work"
 cp --sparse=always "$IMG" "$WORK/img/$HASH.img"
 drop; t=$(now)
 "$WORK/ntt-pipeline" --db "$(url ours)" --root "$WORK/mnt" --store "$WORK/cold" --dest "$WORK/cold/img-read" \
-	--work "$WORK/work" --workers "$WORKERS" "$WORK/img/$HASH.img" >"$WORK/ours.out" 2>"$WORK/ours.err" || {
+	--work "$WORK/work" "${WFLAG[@]}" "$WORK/img/$HASH.img" >"$WORK/ours.out" 2>"$WORK/ours.err" || {
 	cat "$WORK/ours.out" "$WORK/ours.err" >&2
 	exit 1
 }
@@ -103,7 +106,7 @@ t_ours=$(since "$t")
 M=$WORK/work/${HASH:0:8}.metrics.json
 phase() { python3 -c "import json,sys; m=json.load(open('$M')); print('%.2f' % sum(p['seconds'] for p in m['phases'] if p['name'] in sys.argv[1:]))" "$@"; }
 
-echo "pipeline benchmark: $records records, image $IMG, $(nproc) cores, $WORKERS copy workers"
+echo "pipeline benchmark: $records records, image $IMG, $(nproc) cores, copy workers ${WORKERS:-default}"
 printf '%-26s %8s   %-34s %8s\n' "ntt-pipeline phase" "seconds" "reference" "seconds"
 printf '%-26s %8s   %-34s %8s\n' "preflight + mount" "$(phase preflight mount)" "" ""
 printf '%-26s %8s   %-34s %8s\n' "enumerate" "$(phase enumerate)" "find -printf" "$t_find"
