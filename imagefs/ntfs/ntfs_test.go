@@ -16,6 +16,7 @@ import (
 
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/imagefs/imagefstest"
+	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/imagefs/ntfs"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"golang.org/x/sys/unix"
@@ -303,7 +304,7 @@ func userXattrs(t *testing.T, p string) map[string][]byte {
 func TestTSK(t *testing.T) {
 	for _, tool := range []string{"fls", "icat"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
+			testenv.SkipOrFail(t, tool+" is not installed (scripts/deps.sh installs sleuthkit)")
 		}
 	}
 	img := samplePath(t)
