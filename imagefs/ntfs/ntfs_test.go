@@ -16,8 +16,8 @@ import (
 
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/imagefs/imagefstest"
-	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/imagefs/ntfs"
+	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"golang.org/x/sys/unix"
 )
