@@ -209,6 +209,43 @@ func TestNTFS3G(t *testing.T) {
 	img := samplePath(t)
 	_, got, _ := openWalk(t, sampleImage(t))
 	mnt := testimg.MountNTFS(t, img)
+	compareNTFS3G(t, mnt, got, func(rel, p string, fi fs.FileInfo, g walked) error {
+		if !fi.ModTime().Equal(g.e.Mtime) {
+			t.Errorf("%q: ntfs-3g: mtime %v; reader: %v", rel, fi.ModTime(), g.e.Mtime)
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			tgt, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if g.e.Type != 'l' || (!otherReparse[rel] && string(g.e.Target) != tgt) {
+				t.Errorf("%q: ntfs-3g: a symlink to %q; reader: %c %q", rel, tgt, g.e.Type, g.e.Target)
+			}
+		case fi.IsDir():
+			if g.e.Type != 'd' {
+				t.Errorf("%q: ntfs-3g: a directory; reader: %c", rel, g.e.Type)
+			}
+		default:
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if g.e.Type != 'f' || g.e.Size != fi.Size() || !bytes.Equal(g.data, b) {
+				t.Errorf("%q: ntfs-3g: %d bytes; reader: %c of %d, %d read", rel, len(b), g.e.Type, g.e.Size, len(g.data))
+			}
+		}
+		return nil
+	})
+}
+
+// compareNTFS3G walks ntfs-3g's mount of a volume (streams as user.*
+// xattrs) against the reader's walk got: every path ntfs-3g lists is
+// passed to check with its Lstat and the reader's entry, every stream of a
+// non-symlink is compared byte for byte with the reader's fork, and the
+// two must list the same paths.
+func compareNTFS3G(t *testing.T, mnt string, got map[string]walked, check func(rel, p string, fi fs.FileInfo, g walked) error) {
+	t.Helper()
 	seen := map[string]bool{}
 	err := filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -225,37 +262,11 @@ func TestNTFS3G(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !fi.ModTime().Equal(g.e.Mtime) {
-			t.Errorf("%q: ntfs-3g: mtime %v; reader: %v", rel, fi.ModTime(), g.e.Mtime)
-		}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			tgt, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			if g.e.Type != 'l' || (!otherReparse[rel] && string(g.e.Target) != tgt) {
-				t.Errorf("%q: ntfs-3g: a symlink to %q; reader: %c %q", rel, tgt, g.e.Type, g.e.Target)
-			}
-			return nil
-		case fi.IsDir():
-			if g.e.Type != 'd' {
-				t.Errorf("%q: ntfs-3g: a directory; reader: %c", rel, g.e.Type)
-			}
-		default:
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			if g.e.Type != 'f' || g.e.Size != fi.Size() || !bytes.Equal(g.data, b) {
-				t.Errorf("%q: ntfs-3g: %d bytes; reader: %c of %d, %d read", rel, len(b), g.e.Type, g.e.Size, len(g.data))
-			}
+		if err := check(rel, p, fi, g); err != nil || fi.Mode()&fs.ModeSymlink != 0 {
+			return err
 		}
 		for name, val := range userXattrs(t, p) {
 			fp := strings.TrimSuffix(rel, "/") + "/" + imagefs.ForkDir + "/" + name
-			if rel == "/" {
-				fp = "/" + imagefs.ForkDir + "/" + name
-			}
 			seen[fp] = true
 			if f, ok := got[fp]; !ok || !bytes.Equal(f.data, val) {
 				t.Errorf("%q: ntfs-3g: stream of %d bytes; reader: %d", fp, len(val), len(f.data))
