@@ -52,6 +52,18 @@ func buildPlus(t testing.TB, spec testimg.HFSPlusSpec) ([]byte, *testimg.HFSPlus
 	return img, l
 }
 
+// buildPlusFile is buildPlus with the volume also written to a file of
+// the test's, for the tools and functions that take a path.
+func buildPlusFile(t testing.TB, spec testimg.HFSPlusSpec) ([]byte, *testimg.HFSPlusLayout, string) {
+	t.Helper()
+	img, l := buildPlus(t, spec)
+	path := filepath.Join(t.TempDir(), "plus.img")
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return img, l, path
+}
+
 func openWalkPlus(t *testing.T, img []byte) (*hfs.PlusVolume, map[string]walked, []string, []*imagefs.Problem) {
 	t.Helper()
 	var probs []*imagefs.Problem
@@ -282,11 +294,7 @@ func TestPlusTSK(t *testing.T) {
 		t.Run(fmt.Sprintf("wrapped %v", wrapped), func(t *testing.T) {
 			spec := writerSpec()
 			spec.Wrapped = wrapped
-			img, l := buildPlus(t, spec)
-			path := filepath.Join(t.TempDir(), "plus.img")
-			if err := os.WriteFile(path, img, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			img, l, path := buildPlusFile(t, spec)
 			_, got, _, probs := openWalkPlus(t, img)
 			skip := notEntered(t, probs)
 			out, err := exec.Command("fls", "-r", "-p", path).Output()
@@ -358,11 +366,7 @@ func TestPlusMedium(t *testing.T) {
 		t.Run(fmt.Sprintf("wrapped %v", wrapped), func(t *testing.T) {
 			spec := writerSpec()
 			spec.Wrapped = wrapped
-			img, l := buildPlus(t, spec)
-			path := filepath.Join(t.TempDir(), "plus.img")
-			if err := os.WriteFile(path, img, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			_, l, path := buildPlusFile(t, spec)
 			var probs []*imagefs.MediumProblem
 			m, err := imagefs.OpenMediumFile(context.Background(), path, imagefs.MediumOptions{
 				Medium: "0123456789abcdef0123456789abcdef", Report: func(p *imagefs.MediumProblem) { probs = append(probs, p) }})
