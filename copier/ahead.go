@@ -25,7 +25,8 @@ import (
 // source) lets the openers finish the open they are in, opens nothing more,
 // and closes every file the worker did not take.
 
-// Read-ahead parameters, chosen by measurement (see doc.go, "Concurrency").
+// Read-ahead parameters: an earlier attempt's measured choice, not measured
+// again (see doc.go, "Concurrency").
 var (
 	aheadOpeners = 32      // opener goroutines per worker
 	aheadWindow  = 128     // files open ahead of a worker, at most
