@@ -119,7 +119,7 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 			used = max(inodesPerGroup-unused, 0)
 		}
 		n := (used*l.inodeSize + l.blockSize - 1) / l.blockSize * l.blockSize
-		if used == 0 || start == 0 || start > l.blocks || n/l.blockSize > l.blocks-start {
+		if used == 0 || start <= 0 || start > l.blocks || n/l.blockSize > l.blocks-start { // start < 0: bit 63 of a 64-bit descriptor
 			continue
 		}
 		l.itables = append(l.itables, itable{span{start * l.blockSize, n}, uint64(g*inodesPerGroup + 1)})
