@@ -24,12 +24,23 @@ type extLayout struct {
 	blocks     int64 // blocks in the filesystem
 	itables    []itable
 	itableSize int64 // bytes of all used inode-table ranges
+
+	// What the direct reader (extscan.go) checks besides.
+	incompat, roCompat int64
+	inodes             int64 // s_inodes_count
+	inodesPerGroup     int64
+	groups             int64
+	uuid               []byte // s_uuid
+	csumSeed           uint32 // s_checksum_seed (incompat csum_seed)
+	truncated          bool   // the superblock counts blocks past the device's end
+	overlaps           bool   // two groups' inode tables overlap: damage
 }
 
 // itable is the used part of one group's inode table.
 type itable struct {
 	span
 	first uint64 // inode number of its first inode
+	used  int64  // inodes in use from first on (n rounds up to a block)
 }
 
 var errNotExt = errors.New("not an ext2/3/4 filesystem")
@@ -87,11 +98,17 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	}
 	if l.blocks > size/l.blockSize {
 		l.blocks = size / l.blockSize // a truncated medium: nothing past its end
+		l.truncated = true
 	}
+	l.incompat, l.roCompat = incompat, roCompat
+	l.inodes, l.inodesPerGroup = le32(sb, 0x00), inodesPerGroup
+	l.uuid = slices.Clone(sb[0x68:0x78])
+	l.csumSeed = uint32(le32(sb, 0x270))
 	groups := (l.blocks - firstData + perGroup - 1) / perGroup
 	if groups <= 0 || groups > maxGDT/descSize {
 		return nil, errNotExt
 	}
+	l.groups = groups
 	lazy := roCompat&(roGDTCsum|roMetadataCsum) != 0 // bg_itable_unused is kept
 	gdtOff := (firstData + 1) * l.blockSize
 	if gdtOff+groups*descSize > size {
@@ -122,7 +139,7 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 		if used == 0 || start <= 0 || start > l.blocks || n/l.blockSize > l.blocks-start { // start < 0: bit 63 of a 64-bit descriptor
 			continue
 		}
-		l.itables = append(l.itables, itable{span{start * l.blockSize, n}, uint64(g*inodesPerGroup + 1)})
+		l.itables = append(l.itables, itable{span{start * l.blockSize, n}, uint64(g*inodesPerGroup + 1), used})
 	}
 	// Tables that overlap are damage; keeping only the first of them bounds
 	// the bytes to read by the device size.
@@ -130,6 +147,7 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	kept := l.itables[:0]
 	for _, t := range l.itables {
 		if len(kept) > 0 && t.off < kept[len(kept)-1].off+kept[len(kept)-1].n {
+			l.overlaps = true
 			continue
 		}
 		kept = append(kept, t)

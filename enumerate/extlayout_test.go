@@ -128,7 +128,7 @@ func TestExtLayoutMatchesE2fsprogs(t *testing.T) {
 					used -= n
 				}
 				if used > 0 {
-					want = append(want, itable{span{start * bs, (used*isz + bs - 1) / bs * bs}, uint64(num*ipg + 1)})
+					want = append(want, itable{span{start * bs, (used*isz + bs - 1) / bs * bs}, uint64(num*ipg + 1), used})
 				}
 			}
 			slices.SortFunc(want, func(a, b itable) int { return cmpInt64(a.off, b.off) })

@@ -192,7 +192,7 @@ func (p *prefetcher) device(dev uint64) error {
 	for _, t := range l.itables {
 		for off := int64(0); off < t.n && budget > 0; off += prefetchChunk {
 			n := min(prefetchChunk, t.n-off, budget)
-			chunks = append(chunks, itable{span{t.off + off, n}, t.first + uint64(off/l.inodeSize)})
+			chunks = append(chunks, itable{span: span{t.off + off, n}, first: t.first + uint64(off/l.inodeSize)})
 			budget -= n
 		}
 	}

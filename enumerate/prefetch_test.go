@@ -42,7 +42,7 @@ func TestWalkPrefetchesExtMedium(t *testing.T) {
 				return n
 			}
 			before := opens()
-			got, res, _ := walkRecords(t, []string{mnt}, Options{Prefetch: true, prefetchFirst: true})
+			got, res, _ := walkRecords(t, []string{mnt}, Options{Prefetch: true, prefetchFirst: true, KernelOnly: true})
 			requireSameRecords(t, want, got)
 			require.Len(t, res.Prefetch.Devices, 1, "skipped: %q", res.Prefetch.Skipped)
 			dev := res.Prefetch.Devices[0]
@@ -55,14 +55,14 @@ func TestWalkPrefetchesExtMedium(t *testing.T) {
 			require.Less(t, res.Prefetch.Elapsed, res.Elapsed, "prefetchFirst: the read-ahead ends before the walk")
 			require.Equal(t, before, opens(), "the device is still open after Walk returned")
 
-			got, res, _ = walkRecords(t, []string{mnt}, Options{prefetchFirst: true})
+			got, res, _ = walkRecords(t, []string{mnt}, Options{prefetchFirst: true, KernelOnly: true})
 			requireSameRecords(t, want, got)
 			require.Zero(t, res.Prefetch.InodeTableBytes)
 			require.Empty(t, res.Prefetch.Devices)
 
 			sub := filepath.Join(mnt, "d03")
 			want, _ = findRecords(t, sub)
-			got, res, _ = walkRecords(t, []string{sub}, Options{Prefetch: true, prefetchFirst: true})
+			got, res, _ = walkRecords(t, []string{sub}, Options{Prefetch: true, prefetchFirst: true, KernelOnly: true})
 			requireSameRecords(t, want, got)
 			require.Empty(t, res.Prefetch.Devices)
 			require.Zero(t, res.Prefetch.InodeTableBytes)

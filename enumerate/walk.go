@@ -112,6 +112,10 @@ type Options struct {
 	OnError func(*EntryError) error
 	// Logger receives debug and warning lines; nil is silent.
 	Logger *slog.Logger
+	// KernelOnly walks every root through system calls, never reading a
+	// mounted ext medium's metadata from its block device (see
+	// DirectResult and the package doc).
+	KernelOnly bool
 	// Prefetch reads a whole mounted ext medium's inode tables and
 	// directory blocks ahead of the workers (see PrefetchResult). Off by
 	// default: on the machine it was measured on it did not pay (see the
@@ -134,6 +138,8 @@ type Result struct {
 	Elapsed time.Duration
 	// Prefetch is what the read-ahead did (nothing without Options.Prefetch).
 	Prefetch PrefetchResult
+	// Direct says which roots were read from their block device.
+	Direct DirectResult
 }
 
 const (
@@ -208,6 +214,9 @@ type walker struct {
 	state    []workerState
 	start    time.Time
 	prefetch atomic.Pointer[prefetcher] // nil: none
+	// directRes is written by direct() before the workers start and
+	// read after they end.
+	directRes DirectResult
 }
 
 func newWalker(opts Options, sink io.Writer) *walker {
@@ -266,7 +275,10 @@ func (w *walker) run(ctx context.Context, roots []string) (Result, error) {
 		if err := w.startRoots(roots); err != nil {
 			w.stop(err)
 		} else {
-			if w.opts.Prefetch && w.opts.fs == nil {
+			if !w.opts.KernelOnly && w.opts.fs == nil {
+				w.direct()
+			}
+			if w.opts.Prefetch && w.opts.fs == nil && len(w.directRes.Roots) < len(roots) {
 				pf := startPrefetch(append(slices.Clone(roots), w.opts.EnterMounts...), w.quit)
 				w.prefetch.Store(pf)
 				if w.opts.prefetchFirst {
@@ -346,6 +358,9 @@ loop:
 		result = *p
 	}
 	res := w.result()
+	if result == nil {
+		res.Direct = w.directRes
+	}
 	if pf := w.prefetch.Load(); pf != nil {
 		// After a stall or a cancellation the disk may hang: do not wait
 		// for the read-ahead longer than for the workers.

@@ -68,6 +68,7 @@ type config struct {
 	root        string
 	codePage    string
 	prefetch    bool
+	kernelOnly  bool
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -78,6 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.workers, "workers", enumerate.DefaultWorkers, "directories read at once (`N`)")
 	fs.DurationVar(&c.stall, "stall-timeout", enumerate.DefaultStallTimeout, "fail when the walk makes no progress for `D` (a dying disk)")
 	fs.BoolVar(&c.prefetch, "prefetch", false, "read an ext medium's inode tables and directory blocks ahead of the walk (see enumerate's package doc)")
+	fs.BoolVar(&c.kernelOnly, "kernel-walk", false, "walk through system calls only, even where a read-only ext medium could be read from its block device (see enumerate's package doc)")
 	fs.BoolVar(&c.force, "force", false, "replace an existing OUT.raw")
 	fs.BoolVar(&c.allowErrors, "allow-errors", false, "write OUT.raw even if some directories or entries could not be read (they are logged)")
 	fs.BoolVar(&c.plainDir, "allow-unmounted", false, "walk MOUNT_POINT even if nothing is mounted there")
@@ -143,6 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		EnterMounts:  enter,
 		StallTimeout: c.stall,
 		Prefetch:     c.prefetch,
+		KernelOnly:   c.kernelOnly,
 		OnError: func(e *enumerate.EntryError) error {
 			// The library already logged it as JSON; on a terminal show a
 			// readable line, but not thousands of them.
@@ -200,6 +203,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log.Info("enumeration complete", "mount_point", mount, "out", out, "records", res.Records, "bytes", res.Bytes,
 		"ignored", res.Ignored, "dirs", res.Dirs, "errors", res.Errors, "elapsed_s", res.Elapsed.Seconds(),
 		"rate", int64(float64(res.Records)/max(res.Elapsed.Seconds(), 1e-9)),
+		"direct_roots", res.Direct.Roots, "direct_devices", res.Direct.Devices, "direct_inode_table_bytes", res.Direct.InodeTableBytes,
+		"direct_directory_bytes", res.Direct.DirectoryBytes, "direct_skipped", res.Direct.Skipped, "direct_s", res.Direct.Elapsed.Seconds(),
 		"prefetch_devices", res.Prefetch.Devices, "prefetch_inode_table_bytes", res.Prefetch.InodeTableBytes,
 		"prefetch_directory_bytes", res.Prefetch.DirectoryBytes, "prefetch_skipped", res.Prefetch.Skipped, "prefetch_s", res.Prefetch.Elapsed.Seconds())
 	fmt.Fprintf(stdout, "✓ Enumeration complete: %d records written to %s\n", res.Records, out)

@@ -1,0 +1,770 @@
+package enumerate
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+)
+
+// Reading an ext2/3/4 directory tree straight from its block device.
+//
+// A cold walk through system calls spends its time in the kernel building
+// an inode and a dentry for every entry (see the package doc), not in the
+// disk. The same facts are on the device in two compact places: the used
+// part of every group's inode table and the directories' blocks. extScan
+// reads both in disk order, in large reads, and builds the tree in memory;
+// the walk then writes the records lstat would have given (extwalk.go says
+// when that is allowed).
+//
+// The scan is all or nothing. It keeps to the filesystem as the kernel
+// reads it and refuses, with an error saying why, anything it does not
+// read exactly as the kernel would: a feature it does not know or follow
+// (meta_bg, inline data, encryption, a journal to recover), a structure
+// that does not check out (a directory entry the kernel would reject, an
+// extent or a block map leaving the filesystem, a checksum that does not
+// match under metadata_csum, an entry naming a free inode, a directory
+// reached twice). The walk then falls back to the system calls, which
+// report such damage entry by entry. Every count and offset is bounded by
+// the device and by scanMaxInodes / scanMaxDirBytes, so that no input makes
+// it loop or allocate without bound.
+
+// Bounds of a direct scan; a larger medium is walked through system calls.
+const (
+	scanMaxInodes   = 16 << 20 // used inode slots kept (24 bytes each)
+	scanMaxDirBytes = 1 << 30  // directory blocks read
+	scanChunk       = 4 << 20  // bytes read at once
+	scanGap         = 64 << 10 // a gap this small between two ranges is read rather than skipped
+	extentMagic     = 0xF30A
+	maxExtentDepth  = 5
+)
+
+// Feature bits the scan follows (anything else refuses it).
+const (
+	incompatFiletype = 0x2
+	incompatExtents  = 0x40
+	incompat64bit    = 0x80
+	incompatMMP      = 0x100
+	incompatFlexBG   = 0x200
+	incompatEAInode  = 0x400
+	incompatCsumSeed = 0x2000
+	incompatLargeDir = 0x4000
+	incompatCasefold = 0x20000
+	scanIncompat     = incompatFiletype | incompatExtents | incompat64bit | incompatMMP | incompatFlexBG |
+		incompatEAInode | incompatCsumSeed | incompatLargeDir | incompatCasefold
+	roMetadataCsum = 0x400
+)
+
+// Inode flags.
+const (
+	inodeEncrypt   = 0x800
+	inodeExtents   = 0x80000
+	inodeInline    = 0x10000000
+	inodeIndexDir  = 0x1000
+	modeTypeMask   = 0xF000
+	modeDir        = 0x4000
+	inodeBadCsum   = 1 << 0 // extInode.flags: checksum mismatch
+	inodeScanned   = 1 << 1 // extInode.flags: a live inode was read here
+	extRootInodeNo = 2
+)
+
+// errScan marks what the direct reader refuses; the walk falls back.
+var errScan = errors.New("ext: not read directly")
+
+func scanErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errScan, fmt.Sprintf(format, args...))
+}
+
+// extInode is what lstat shows of one inode.
+type extInode struct {
+	size  int64
+	mtime int64
+	mode  uint16
+	nlink uint16
+	flags uint8
+}
+
+// extDir is a directory inode whose blocks are to be read.
+type extDir struct {
+	ino    uint32
+	gen    uint32 // i_generation, in its blocks' checksums
+	size   int64
+	flags  int64
+	iblock [60]byte // i_block: the extent tree's root or the block map
+	runs   []dirRun
+	// After the scan, its entries are ents[first : first+count].
+	first, count int32
+}
+
+// dirRun maps n blocks of a directory, from its block lblk, to the
+// device's block pblk.
+type dirRun struct {
+	lblk, pblk, n int64
+}
+
+// extEnt is one directory entry.
+type extEnt struct {
+	child        uint32
+	nameOff      int64
+	nameLen      uint8
+	dir          int32 // index into dirs of the directory holding it
+	lblk, offset int32 // where in that directory: the stored order
+}
+
+// extTree is a filesystem's tree as its device holds it.
+type extTree struct {
+	l      *extLayout
+	r      io.ReaderAt
+	advise func(off, n int64) // asks for a range ahead of reading it (may be nil)
+	tick   func() error       // called between reads: progress, and a stop (non-nil error)
+	seed   uint32             // metadata_csum seed (0 without checksums)
+	csum   bool
+
+	tables  []itable   // used inode tables
+	base    []int64    // index into inodes of each table's first inode
+	groupOf []int32    // group → index into tables, -1 when none is used
+	inodes  []extInode // every used inode slot
+	dirs    []extDir
+	dirOf   map[uint32]int32 // directory inode → index into dirs
+	ents    []extEnt
+	names   []byte
+	buf     []byte
+	meta    int64 // index and indirect blocks read
+
+	ItableBytes, DirBytes int64 // read from the device
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// crc32cRaw is the kernel's crc32c(): no inversion on the way in or out.
+func crc32cRaw(crc uint32, p []byte) uint32 {
+	return ^crc32.Update(^crc, castagnoli, p)
+}
+
+// scanExt reads the ext filesystem on r (size bytes) into an extTree.
+func scanExt(r io.ReaderAt, size int64, advise func(off, n int64), tick func() error) (*extTree, error) {
+	l, err := readExtLayout(r, size)
+	if err != nil {
+		return nil, scanErr("%v", err)
+	}
+	switch {
+	case l.incompat&^scanIncompat != 0:
+		return nil, scanErr("incompatible features %#x", l.incompat&^scanIncompat)
+	case l.truncated:
+		return nil, scanErr("the device is smaller than the filesystem")
+	case l.overlaps:
+		return nil, scanErr("inode tables overlap")
+	case l.inodes <= extRootInodeNo || l.inodes > l.groups*l.inodesPerGroup:
+		return nil, scanErr("%d inodes in %d groups of %d", l.inodes, l.groups, l.inodesPerGroup)
+	}
+	if tick == nil {
+		tick = func() error { return nil }
+	}
+	t := &extTree{l: l, r: r, advise: advise, tick: tick, dirOf: map[uint32]int32{}}
+	if l.roCompat&roMetadataCsum != 0 {
+		t.csum = true
+		t.seed = l.csumSeed
+		if l.incompat&incompatCsumSeed == 0 {
+			t.seed = crc32cRaw(^uint32(0), l.uuid)
+		}
+	}
+	if err := t.readInodes(); err != nil {
+		return nil, err
+	}
+	if err := t.mapDirs(); err != nil {
+		return nil, err
+	}
+	if err := t.readDirs(); err != nil {
+		return nil, err
+	}
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func le16(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint16(b[o:])) }
+func le32(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint32(b[o:])) }
+
+// readSpans reads the ranges in order, coalescing near ones into reads of
+// at most scanChunk bytes, advising the next read before parsing this one,
+// and hands each range's bytes to fn.
+func (t *extTree) readSpans(spans []span, fn func(i int, b []byte) error) error {
+	type read struct {
+		span
+		first, last int // spans[first:last]
+	}
+	var reads []read
+	for i, s := range spans {
+		if k := len(reads) - 1; k >= 0 && s.off >= reads[k].off+reads[k].n && s.off-(reads[k].off+reads[k].n) <= scanGap &&
+			s.off+s.n-reads[k].off <= scanChunk {
+			reads[k].n = s.off + s.n - reads[k].off
+			reads[k].last = i + 1
+			continue
+		}
+		reads = append(reads, read{s, i, i + 1})
+	}
+	advised := 0
+	for k, rd := range reads {
+		if err := t.tick(); err != nil {
+			return err
+		}
+		if t.advise != nil {
+			for ahead := int64(0); advised < len(reads) && (advised <= k+1 || ahead < 2*scanChunk); advised++ {
+				t.advise(reads[advised].off, reads[advised].n)
+				ahead += reads[advised].n
+			}
+		}
+		if int64(cap(t.buf)) < rd.n {
+			t.buf = make([]byte, rd.n)
+		}
+		b := t.buf[:rd.n]
+		if n, err := t.r.ReadAt(b, rd.off); n != len(b) {
+			return fmt.Errorf("ext: reading %d bytes at byte offset %d: %w", rd.n, rd.off, err)
+		}
+		for i := rd.first; i < rd.last; i++ {
+			s := spans[i]
+			if err := fn(i, b[s.off-rd.off:s.off-rd.off+s.n]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readInodes reads the used part of every inode table, in disk order.
+func (t *extTree) readInodes() error {
+	l := t.l
+	var total int64
+	for _, it := range l.itables {
+		total += it.used
+	}
+	if total > scanMaxInodes {
+		return scanErr("%d inodes in use, more than %d", total, scanMaxInodes)
+	}
+	t.tables = slices.Clone(l.itables)
+	slices.SortFunc(t.tables, func(a, b itable) int { return cmpInt64(int64(a.first), int64(b.first)) })
+	t.base = make([]int64, len(t.tables))
+	var next int64
+	for i, it := range t.tables {
+		t.base[i] = next
+		next += it.used
+	}
+	t.inodes = make([]extInode, next)
+	groups := (l.inodes + l.inodesPerGroup - 1) / l.inodesPerGroup
+	t.groupOf = make([]int32, groups)
+	for g := range t.groupOf {
+		t.groupOf[g] = -1
+	}
+	for i, it := range t.tables {
+		if g := int64(it.first-1) / l.inodesPerGroup; g < groups {
+			t.groupOf[g] = int32(i)
+		}
+	}
+	// The tables in disk order, cut into chunks of whole inodes.
+	per := scanChunk / l.inodeSize
+	var spans []span
+	var owner []struct {
+		table int
+		first int64
+	}
+	byOff := make([]int, len(t.tables))
+	for i := range byOff {
+		byOff[i] = i
+	}
+	slices.SortFunc(byOff, func(a, b int) int { return cmpInt64(t.tables[a].off, t.tables[b].off) })
+	for _, ti := range byOff {
+		it := t.tables[ti]
+		for k := int64(0); k < it.used; k += per {
+			n := min(per, it.used-k)
+			spans = append(spans, span{it.off + k*l.inodeSize, n * l.inodeSize})
+			owner = append(owner, struct {
+				table int
+				first int64
+			}{ti, k})
+		}
+	}
+	return t.readSpans(spans, func(i int, b []byte) error {
+		t.ItableBytes += int64(len(b))
+		o := owner[i]
+		it := t.tables[o.table]
+		for k := int64(0); int64(len(b)) >= l.inodeSize; k++ {
+			raw := b[:l.inodeSize]
+			b = b[l.inodeSize:]
+			ino := uint32(it.first) + uint32(o.first+k)
+			if err := t.inode(t.base[o.table]+o.first+k, ino, raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// inode parses one raw inode into slot idx.
+func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
+	mode, links := le16(raw, 0x00), le16(raw, 0x1A)
+	if mode == 0 || links == 0 {
+		return nil // free
+	}
+	in := &t.inodes[idx]
+	in.mode, in.nlink, in.flags = uint16(mode), uint16(links), inodeScanned
+	in.size = le32(raw, 0x04)
+	if t.l.incompat&incompatLargeDir != 0 || mode&modeTypeMask == 0x8000 {
+		in.size |= le32(raw, 0x6C) << 32
+	}
+	in.mtime = int64(int32(binary.LittleEndian.Uint32(raw[0x10:])))
+	extra := int64(0)
+	if len(raw) > 128 {
+		extra = le16(raw, 0x80)
+		if extra >= 12 && 128+extra <= int64(len(raw)) {
+			if e := le32(raw, 0x88) & 3; e != 0 {
+				in.mtime += e << 32
+			}
+		}
+	}
+	if t.csum && !t.inodeCsumOK(ino, raw, extra) {
+		in.flags |= inodeBadCsum
+		return nil
+	}
+	if mode&modeTypeMask != modeDir {
+		return nil
+	}
+	flags := le32(raw, 0x20)
+	if flags&(inodeEncrypt|inodeInline) != 0 {
+		return scanErr("directory inode %d: encrypted or inline data (flags %#x)", ino, flags)
+	}
+	if in.size < 0 || in.size > scanMaxDirBytes {
+		return scanErr("directory inode %d: size %d", ino, in.size)
+	}
+	t.dirOf[ino] = int32(len(t.dirs))
+	t.dirs = append(t.dirs, extDir{ino: ino, gen: uint32(le32(raw, 0x64)), size: in.size, flags: flags, iblock: [60]byte(raw[0x28 : 0x28+60])})
+	return nil
+}
+
+// inodeCsumOK checks an inode's metadata_csum checksum as the kernel does
+// (ext4_inode_csum): the seed, the inode number and generation, then the
+// inode with its checksum fields as zeros.
+func (t *extTree) inodeCsumOK(ino uint32, raw []byte, extra int64) bool {
+	var b4 [4]byte
+	binary.LittleEndian.PutUint32(b4[:], ino)
+	c := crc32cRaw(t.seed, b4[:])
+	c = crc32cRaw(c, raw[0x64:0x68]) // i_generation
+	var zero [2]byte
+	c = crc32cRaw(c, raw[:0x7C])
+	c = crc32cRaw(c, zero[:])
+	c = crc32cRaw(c, raw[0x7E:128])
+	hi := false
+	if len(raw) > 128 {
+		c = crc32cRaw(c, raw[128:0x82])
+		off := 0x82
+		if extra >= 4 { // i_checksum_hi fits in the inode
+			c = crc32cRaw(c, zero[:])
+			off += 2
+			hi = true
+		}
+		c = crc32cRaw(c, raw[off:])
+	}
+	stored := uint32(le16(raw, 0x7C))
+	if hi {
+		stored |= uint32(le16(raw, 0x82)) << 16
+		return stored == c
+	}
+	return stored == c&0xFFFF
+}
+
+// lookup returns the inode slot of ino, or nil if it lies outside the
+// used inode tables.
+func (t *extTree) lookup(ino uint32) *extInode {
+	if ino == 0 || int64(ino) > t.l.inodes {
+		return nil
+	}
+	g, k := int64(ino-1)/t.l.inodesPerGroup, int64(ino-1)%t.l.inodesPerGroup
+	if g >= int64(len(t.groupOf)) || t.groupOf[g] < 0 {
+		return nil
+	}
+	ti := t.groupOf[g]
+	if k >= t.tables[ti].used {
+		return nil
+	}
+	return &t.inodes[t.base[ti]+k]
+}
+
+// block reads one filesystem block (an extent index or leaf, an indirect
+// block), bounded in count over the whole scan.
+func (t *extTree) block(p int64) ([]byte, error) {
+	if p <= 0 || p >= t.l.blocks {
+		return nil, scanErr("block %d outside the filesystem", p)
+	}
+	if t.meta++; t.meta > scanMaxDirBytes/t.l.blockSize {
+		return nil, scanErr("more than %d index blocks", t.meta-1)
+	}
+	b := make([]byte, t.l.blockSize)
+	if n, err := t.r.ReadAt(b, p*t.l.blockSize); n != len(b) {
+		return nil, fmt.Errorf("ext: reading block %d: %w", p, err)
+	}
+	return b, nil
+}
+
+// mapDirs finds every directory's blocks: its extent tree, or its block
+// map with the indirect blocks it needs, up to its size.
+func (t *extTree) mapDirs() error {
+	bs := t.l.blockSize
+	budget := scanMaxDirBytes / bs
+	for i := range t.dirs {
+		if err := t.tick(); err != nil {
+			return err
+		}
+		d := &t.dirs[i]
+		nb := (d.size + bs - 1) / bs
+		if budget -= nb; budget < 0 {
+			return scanErr("more than %d bytes of directories", int64(scanMaxDirBytes))
+		}
+		var err error
+		if d.flags&inodeExtents != 0 {
+			err = t.extents(d, d.iblock[:], maxExtentDepth+1, nb)
+		} else {
+			err = t.blockMap(d, nb)
+		}
+		if err != nil {
+			return fmt.Errorf("%w (directory inode %d)", err, d.ino)
+		}
+	}
+	return nil
+}
+
+func (d *extDir) add(lblk, pblk, n int64) {
+	if k := len(d.runs) - 1; k >= 0 && d.runs[k].lblk+d.runs[k].n == lblk && d.runs[k].pblk+d.runs[k].n == pblk {
+		d.runs[k].n += n
+		return
+	}
+	d.runs = append(d.runs, dirRun{lblk, pblk, n})
+}
+
+// extents follows an extent tree node (b: header and entries) whose depth
+// must be below limit, adding the runs below nb blocks.
+func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
+	if le16(b, 0) != extentMagic {
+		return scanErr("bad extent header")
+	}
+	entries, depth := le16(b, 2), le16(b, 6)
+	if depth >= limit || 12+12*entries > int64(len(b)) {
+		return scanErr("bad extent header (depth %d, %d entries)", depth, entries)
+	}
+	for e := int64(0); e < entries; e++ {
+		x := b[12+12*e : 24+12*e]
+		if depth > 0 {
+			child, err := t.block(le16(x, 8)<<32 | le32(x, 4))
+			if err != nil {
+				return err
+			}
+			if err := t.extents(d, child, depth, nb); err != nil {
+				return err
+			}
+			continue
+		}
+		lblk, n, p := le32(x, 0), le16(x, 4), le16(x, 6)<<32|le32(x, 8)
+		if n > 32768 {
+			return scanErr("unwritten extent in a directory")
+		}
+		if lblk >= nb {
+			continue
+		}
+		n = min(n, nb-lblk)
+		if n == 0 || p <= 0 || p >= t.l.blocks || n > t.l.blocks-p {
+			return scanErr("extent of %d blocks at %d outside the filesystem", n, p)
+		}
+		d.add(lblk, p, n)
+	}
+	return nil
+}
+
+// blockMap follows an ext2/3-style block map: 12 direct blocks, then the
+// single, double and triple indirect blocks.
+func (t *extTree) blockMap(d *extDir, nb int64) error {
+	per := t.l.blockSize / 4
+	ptr := func(p int64) error {
+		if p >= t.l.blocks {
+			return scanErr("block %d outside the filesystem", p)
+		}
+		return nil
+	}
+	for i := int64(0); i < 12 && i < nb; i++ {
+		if p := le32(d.iblock[:], int(4*i)); p != 0 {
+			if err := ptr(p); err != nil {
+				return err
+			}
+			d.add(i, p, 1)
+		}
+	}
+	var walk func(p, level, lblk int64) error
+	walk = func(p, level, lblk int64) error {
+		b, err := t.block(p)
+		if err != nil {
+			return err
+		}
+		span := int64(1)
+		for range level - 1 {
+			span *= per
+		}
+		for j := int64(0); j < per; j++ {
+			l := lblk + j*span
+			if l >= nb {
+				break
+			}
+			c := le32(b, int(4*j))
+			if c == 0 {
+				continue
+			}
+			if err := ptr(c); err != nil {
+				return err
+			}
+			if level == 1 {
+				d.add(l, c, 1)
+			} else if err := walk(c, level-1, l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	lblk, span := int64(12), per
+	for level := int64(1); level <= 3 && lblk < nb; level++ {
+		if p := le32(d.iblock[:], int(4*(11+level))); p != 0 {
+			if err := ptr(p); err != nil {
+				return err
+			}
+			if err := walk(p, level, lblk); err != nil {
+				return err
+			}
+		}
+		lblk += span
+		span *= per
+	}
+	return nil
+}
+
+// readDirs reads every directory's blocks in disk order and parses their
+// entries.
+func (t *extTree) readDirs() error {
+	bs := t.l.blockSize
+	type piece struct {
+		dir int32
+		run dirRun
+	}
+	var pieces []piece
+	for i, d := range t.dirs {
+		for _, r := range d.runs {
+			for k := int64(0); k < r.n; k += scanChunk / bs { // no read larger than a chunk
+				n := min(r.n-k, scanChunk/bs)
+				pieces = append(pieces, piece{int32(i), dirRun{r.lblk + k, r.pblk + k, n}})
+			}
+		}
+	}
+	slices.SortFunc(pieces, func(a, b piece) int { return cmpInt64(a.run.pblk, b.run.pblk) })
+	spans := make([]span, len(pieces))
+	for i, p := range pieces {
+		spans[i] = span{p.run.pblk * bs, p.run.n * bs}
+	}
+	return t.readSpans(spans, func(i int, b []byte) error {
+		t.DirBytes += int64(len(b))
+		p := pieces[i]
+		for k := int64(0); k < p.run.n; k++ {
+			if err := t.dirBlock(p.dir, p.run.lblk+k, b[k*bs:(k+1)*bs]); err != nil {
+				return fmt.Errorf("%w (directory inode %d, block %d)", err, t.dirs[p.dir].ino, p.run.lblk+k)
+			}
+		}
+		return nil
+	})
+}
+
+// dirBlock parses one directory block's entries as the kernel's
+// ext4_check_dir_entry accepts them.
+func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
+	bs := int64(len(b))
+	last := int64(-1)
+	for off := int64(0); off < bs; {
+		if bs-off < 12 {
+			return scanErr("entry at %d runs past the block", off)
+		}
+		e := b[off:]
+		ino := uint32(le32(e, 0))
+		rl := le16(e, 4)
+		if bs >= 65536 && (rl == 65535 || rl == 0) {
+			rl = bs
+		} else {
+			rl = rl&65532 | (rl&3)<<16
+		}
+		nl := le16(e, 6) & 0xFF
+		if t.l.incompat&incompatFiletype == 0 && e[7] != 0 {
+			return scanErr("name length above 255 at %d", off)
+		}
+		if rl < 12 || rl%4 != 0 || rl < (8+nl+3)&^3 || off+rl > bs || int64(ino) > t.l.inodes {
+			return scanErr("bad entry at %d (inode %d, rec_len %d, name_len %d)", off, ino, rl, nl)
+		}
+		last = off
+		if ino != 0 && nl > 0 {
+			name := e[8 : 8+nl]
+			if !(nl == 1 && name[0] == '.' || nl == 2 && name[0] == '.' && name[1] == '.') {
+				for _, c := range name {
+					if c == 0 || c == '/' {
+						return scanErr("name with a NUL or a slash at %d", off)
+					}
+				}
+				if int64(len(t.ents)) >= scanMaxInodes {
+					return scanErr("more than %d entries", scanMaxInodes)
+				}
+				t.ents = append(t.ents, extEnt{child: ino, nameOff: int64(len(t.names)), nameLen: uint8(nl), dir: dir, lblk: int32(lblk), offset: int32(off)})
+				t.names = append(t.names, name...)
+			}
+		}
+		off += rl
+	}
+	if t.csum && last == bs-12 && le32(b, int(last)) == 0 && le16(b, int(last)+4) == 12 && b[last+6] == 0 && b[last+7] == 0xDE {
+		// A leaf block's checksum tail: crc32c over the seed, the
+		// directory's inode number and generation, and the block up to
+		// the tail.
+		d := &t.dirs[dir]
+		var b8 [8]byte
+		binary.LittleEndian.PutUint32(b8[:], d.ino)
+		binary.LittleEndian.PutUint32(b8[4:], d.gen)
+		c := crc32cRaw(t.seed, b8[:4])
+		c = crc32cRaw(c, b8[4:])
+		c = crc32cRaw(c, b[:bs-12])
+		if uint32(le32(b, int(bs-4))) != c {
+			return scanErr("directory block checksum mismatch")
+		}
+	}
+	return nil
+}
+
+// check makes sure every entry names a live inode the scan read, of a type
+// lstat knows, and groups the entries by directory in stored order.
+func (t *extTree) check() error {
+	if _, ok := t.dirOf[extRootInodeNo]; !ok {
+		return scanErr("no root directory")
+	}
+	for i := range t.ents {
+		e := &t.ents[i]
+		in := t.lookup(e.child)
+		switch {
+		case in == nil || in.flags&inodeScanned == 0:
+			return scanErr("directory inode %d: entry %q names inode %d, which is not in use", t.dirs[e.dir].ino, t.name(e), e.child)
+		case in.flags&inodeBadCsum != 0:
+			return scanErr("inode %d: checksum mismatch", e.child)
+		case typeOfMode(in.mode) == 0:
+			return scanErr("inode %d: mode %#o", e.child, in.mode)
+		}
+		if in.mode&modeTypeMask == modeDir {
+			if _, ok := t.dirOf[e.child]; !ok {
+				return scanErr("directory inode %d not read", e.child)
+			}
+		}
+	}
+	// Group by directory (counting sort keeps the disk order), then each
+	// directory's entries in stored order.
+	counts := make([]int32, len(t.dirs)+1)
+	for _, e := range t.ents {
+		counts[e.dir+1]++
+	}
+	for i := 1; i < len(counts); i++ {
+		counts[i] += counts[i-1]
+	}
+	for i := range t.dirs {
+		t.dirs[i].first, t.dirs[i].count = counts[i], counts[i+1]-counts[i]
+	}
+	sorted := make([]extEnt, len(t.ents))
+	for _, e := range t.ents {
+		sorted[counts[e.dir]] = e
+		counts[e.dir]++
+	}
+	t.ents = sorted
+	for _, d := range t.dirs {
+		es := t.ents[d.first : d.first+d.count]
+		if !slices.IsSortedFunc(es, entOrder) {
+			slices.SortFunc(es, entOrder)
+		}
+	}
+	return nil
+}
+
+func entOrder(a, b extEnt) int {
+	if a.lblk != b.lblk {
+		return int(a.lblk - b.lblk)
+	}
+	return int(a.offset - b.offset)
+}
+
+func (t *extTree) name(e *extEnt) []byte { return t.names[e.nameOff : e.nameOff+int64(e.nameLen)] }
+
+// typeOfMode is find's %y letter of an inode mode, 0 if none.
+func typeOfMode(mode uint16) byte {
+	switch mode & modeTypeMask {
+	case 0x8000:
+		return TypeFile
+	case modeDir:
+		return TypeDir
+	case 0xA000:
+		return TypeSymlink
+	case 0x6000:
+		return TypeBlock
+	case 0x2000:
+		return TypeChar
+	case 0x1000:
+		return TypeFIFO
+	case 0xC000:
+		return TypeSocket
+	}
+	return 0
+}
+
+// walkTree calls fn for every entry below the root, depth first, each
+// directory's entries in stored order, with the path relative to the root
+// ("name", "dir/name"). A directory reached a second time (a hardlinked
+// directory: damage) ends the walk with an error before fn sees it, so
+// nothing is listed twice; callers run it once dry (fn nil) to know.
+func (t *extTree) walkTree(fn func(rel []byte, ino uint32, in *extInode) error) error {
+	seen := make([]bool, len(t.dirs))
+	type frame struct {
+		dir  int32
+		next int32 // index into the directory's entries
+		plen int   // path length before this directory's own name
+	}
+	root := t.dirOf[extRootInodeNo]
+	seen[root] = true
+	stack := []frame{{dir: root}}
+	var path []byte
+	for len(stack) > 0 {
+		f := &stack[len(stack)-1]
+		d := &t.dirs[f.dir]
+		if f.next >= d.count {
+			path = path[:f.plen]
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		e := &t.ents[d.first+f.next]
+		f.next++
+		base := len(path)
+		if base > 0 {
+			path = append(path, '/')
+		}
+		path = append(path, t.name(e)...)
+		in := t.lookup(e.child)
+		if fn != nil {
+			if err := fn(path, e.child, in); err != nil {
+				return err
+			}
+		}
+		if in.mode&modeTypeMask == modeDir {
+			di := t.dirOf[e.child]
+			if seen[di] {
+				return scanErr("directory inode %d reached twice", e.child)
+			}
+			seen[di] = true
+			stack = append(stack, frame{dir: di, plen: base})
+			continue
+		}
+		path = path[:base]
+	}
+	return nil
+}

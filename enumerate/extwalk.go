@@ -1,0 +1,295 @@
+package enumerate
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Direct reading of a mounted ext medium (see extscan.go for the reader).
+//
+// A walk root is read from its block device instead of through system
+// calls when all of these hold, checked before anything is read:
+//
+//   - it is the root directory of an ext2/3/4 filesystem (inode 2, statfs
+//     type 0xEF53) on a block device (a /sys/dev/block entry);
+//   - that filesystem is mounted read-only at its superblock (the mount
+//     options of /proc/self/mountinfo say ro for the superblock, not only
+//     for this mount): nothing can change on the device or wait in the
+//     page cache while it is read, so the device holds what lstat would
+//     say;
+//   - nothing is mounted beneath it (a partition to enter, anything
+//     else): find -xdev would record a mount point's own root there, which
+//     the device does not hold;
+//   - the scan reads the whole tree and every check passes (extscan.go).
+//
+// Otherwise the root is walked through system calls, as before, and
+// Result.Direct.Skipped says why. Nothing is written to the sink before the
+// scan has passed, so a fallback never duplicates a record. The records
+// are the ones lstat gives (TestDirectMatchesKernel compares them on
+// every layout the tests build); Options.KernelOnly turns the direct read
+// off.
+
+// DirectResult says which roots were read straight from their block
+// device, and why the others were not.
+type DirectResult struct {
+	Roots           []string // walk roots read from their device
+	Devices         []string // their devices, e.g. "/dev/loop3"
+	InodeTableBytes int64    // inode-table bytes read
+	DirectoryBytes  int64    // directory bytes read
+	Skipped         []string // roots walked through system calls, and why
+	Elapsed         time.Duration
+}
+
+// direct reads the queued roots it may from their devices, writes their
+// records and takes them off the queue. It runs before the workers start.
+func (w *walker) direct() {
+	start := time.Now()
+	defer func() {
+		if len(w.directRes.Roots) > 0 {
+			w.directRes.Elapsed = time.Since(start)
+		}
+	}()
+	w.mu.Lock()
+	roots := append([]*dirTask(nil), w.stack...)
+	w.mu.Unlock()
+	var mounts []mountInfo
+	var merr error
+	if len(roots) > 0 {
+		mounts, merr = readMountInfo()
+	}
+	for _, t := range roots {
+		if w.stopping.Load() {
+			return
+		}
+		root := string(t.fullPath())
+		why := ""
+		if merr != nil {
+			why = merr.Error()
+		} else {
+			why = w.directRoot(t, mounts)
+		}
+		if why != "" {
+			w.directRes.Skipped = append(w.directRes.Skipped, fmt.Sprintf("%q: %s", root, why))
+			if w.opts.Logger != nil {
+				w.opts.Logger.Debug("walking through system calls", pathAttr(root), "why", why)
+			}
+			continue
+		}
+		w.mu.Lock()
+		for i, q := range w.stack {
+			if q == t {
+				w.stack = append(w.stack[:i], w.stack[i+1:]...)
+				w.pending--
+				break
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+// directRoot reads one root from its device, or says why it did not.
+func (w *walker) directRoot(t *dirTask, mounts []mountInfo) string {
+	root := string(t.fullPath())
+	if t.ino != extRootIno {
+		return "not the root of an ext filesystem"
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(root, &sfs); err != nil {
+		return err.Error()
+	}
+	if sfs.Type != unix.EXT4_SUPER_MAGIC {
+		return fmt.Sprintf("filesystem type %#x, not ext", sfs.Type)
+	}
+	abs, err := filepath.Abs(root)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		return err.Error()
+	}
+	var self *mountInfo
+	for i, m := range mounts {
+		switch {
+		case m.point == abs && m.dev == t.dev:
+			self = &mounts[i]
+		case strings.HasPrefix(m.point, abs+"/") || abs == "/" && m.point != "/":
+			return fmt.Sprintf("%q is mounted beneath it", m.point)
+		}
+	}
+	if self == nil {
+		return "not found in /proc/self/mountinfo"
+	}
+	if !self.superRO {
+		return "its filesystem is mounted read-write"
+	}
+	f, err := blockDevice(t.dev)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		return err.Error()
+	}
+	fd := int(f.Fd())
+	ws := &w.state[0]
+	ws.current.Store(t)
+	defer ws.current.Store(nil)
+	tree, err := scanExt(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, func() error {
+		ws.ops.Add(1)
+		if w.stopping.Load() {
+			return errStopped
+		}
+		return nil
+	})
+	if err == nil {
+		err = tree.walkTree(nil) // a directory reached twice refuses it before anything is written
+	}
+	if err != nil {
+		if errors.Is(err, errStopped) {
+			return "" // the walk is over; nothing was written
+		}
+		return fmt.Sprintf("%s: %v", f.Name(), err)
+	}
+	w.directRes.Roots = append(w.directRes.Roots, root)
+	w.directRes.Devices = append(w.directRes.Devices, f.Name())
+	w.directRes.InodeTableBytes += tree.ItableBytes
+	w.directRes.DirectoryBytes += tree.DirBytes
+	if w.opts.Logger != nil {
+		w.opts.Logger.Debug("read from the block device", pathAttr(root), "device", f.Name(),
+			"inode_table_bytes", tree.ItableBytes, "directory_bytes", tree.DirBytes)
+	}
+	w.emitTree(tree, t)
+	return ""
+}
+
+var errStopped = errors.New("walk stopped")
+
+// emitTree writes the records of every entry of tree below the root t.
+func (w *walker) emitTree(tree *extTree, t *dirTask) {
+	ws := &w.state[0]
+	out := w.getBuf()
+	path := append([]byte(nil), t.fullPath()...)
+	if len(path) == 0 || path[len(path)-1] != '/' {
+		path = append(path, '/') // as find joins: "dir/" + name, never "//"
+	}
+	base := len(path)
+	ws.dirs.Add(1)
+	tree.walkTree(func(rel []byte, ino uint32, in *extInode) error {
+		if w.stopping.Load() {
+			return errStopped
+		}
+		path = append(path[:base], rel...)
+		ws.entries.Add(1)
+		ws.ops.Add(1)
+		if in.mode&modeTypeMask == modeDir {
+			ws.dirs.Add(1)
+		}
+		if w.opts.Ignore != nil && w.opts.Ignore.Match(path) {
+			w.ignored.Add(1)
+			return nil
+		}
+		rec := Record{Type: typeOfMode(in.mode), Dev: t.dev, Ino: uint64(ino), Nlink: uint64(in.nlink), Size: in.size, Mtime: in.mtime, Path: path}
+		out = AppendRecord(out, &rec)
+		if len(out) >= outBuffer {
+			select {
+			case w.out <- out:
+				out = w.getBuf()
+			case <-w.quit:
+				return errStopped
+			}
+		}
+		return nil
+	})
+	if len(out) > 0 && !w.stopping.Load() {
+		select {
+		case w.out <- out:
+		case <-w.quit:
+		}
+	}
+}
+
+// mountInfo is one line of /proc/self/mountinfo.
+type mountInfo struct {
+	point   string
+	dev     uint64
+	superRO bool // the superblock's options say ro
+}
+
+func readMountInfo() ([]mountInfo, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var ms []mountInfo
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		m, ok := parseMountInfo(sc.Text())
+		if !ok {
+			return nil, fmt.Errorf("/proc/self/mountinfo: cannot parse %q", sc.Text())
+		}
+		ms = append(ms, m)
+	}
+	return ms, sc.Err()
+}
+
+// parseMountInfo reads "id parent maj:min root point options [tags] - type
+// source superoptions".
+func parseMountInfo(line string) (mountInfo, bool) {
+	f := strings.Fields(line)
+	sep := -1
+	for i := 6; i < len(f); i++ {
+		if f[i] == "-" {
+			sep = i
+			break
+		}
+	}
+	if len(f) < 5 || sep < 0 || sep+3 >= len(f) {
+		return mountInfo{}, false
+	}
+	majMin := strings.SplitN(f[2], ":", 2)
+	if len(majMin) != 2 {
+		return mountInfo{}, false
+	}
+	maj, err1 := strconv.ParseUint(majMin[0], 10, 32)
+	mnr, err2 := strconv.ParseUint(majMin[1], 10, 32)
+	if err1 != nil || err2 != nil {
+		return mountInfo{}, false
+	}
+	m := mountInfo{point: unescapeMount(f[4]), dev: unix.Mkdev(uint32(maj), uint32(mnr))}
+	for _, o := range strings.Split(f[sep+3], ",") {
+		if o == "ro" {
+			m.superRO = true
+		}
+	}
+	return m, true
+}
+
+// unescapeMount undoes the kernel's octal escapes (\040 for a space …).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
