@@ -106,11 +106,12 @@ type dirRun struct {
 
 // extEnt is one directory entry.
 type extEnt struct {
-	child        uint32
-	nameOff      int64
-	nameLen      uint8
-	dir          int32 // index into dirs of the directory holding it
-	lblk, offset int32 // where in that directory: the stored order
+	child   uint32
+	nameOff uint32 // into extTree.names
+	dir     int32  // index into dirs of the directory holding it
+	lblk    int32  // where in that directory (block, offset in it): the stored order
+	offset  uint16 // below the block size, at most 64 KiB
+	nameLen uint8
 }
 
 // extTree is a filesystem's tree as its device holds it.
@@ -611,10 +612,14 @@ func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
 						return scanErr("name with a NUL or a slash at %d", off)
 					}
 				}
-				if int64(len(t.ents)) >= scanMaxInodes {
-					return scanErr("more than %d entries", scanMaxInodes)
+				if int64(len(t.ents)) >= scanMaxInodes || len(t.names) > 1<<32-256 {
+					return scanErr("more than %d entries", len(t.ents))
 				}
-				t.ents = append(t.ents, extEnt{child: ino, nameOff: int64(len(t.names)), nameLen: uint8(nl), dir: dir, lblk: int32(lblk), offset: int32(off)})
+				if t.ents == nil {
+					// One entry per used inode, about: grown once at most.
+					t.ents = make([]extEnt, 0, len(t.inodes)+len(t.inodes)/8+16)
+				}
+				t.ents = append(t.ents, extEnt{child: ino, nameOff: uint32(len(t.names)), nameLen: uint8(nl), dir: dir, lblk: int32(lblk), offset: uint16(off)})
 				t.names = append(t.names, name...)
 			}
 		}
@@ -661,29 +666,22 @@ func (t *extTree) check() error {
 			}
 		}
 	}
-	// Group by directory (counting sort keeps the disk order), then each
-	// directory's entries in stored order.
-	counts := make([]int32, len(t.dirs)+1)
-	for _, e := range t.ents {
-		counts[e.dir+1]++
-	}
-	for i := 1; i < len(counts); i++ {
-		counts[i] += counts[i-1]
-	}
-	for i := range t.dirs {
-		t.dirs[i].first, t.dirs[i].count = counts[i], counts[i+1]-counts[i]
-	}
-	sorted := make([]extEnt, len(t.ents))
-	for _, e := range t.ents {
-		sorted[counts[e.dir]] = e
-		counts[e.dir]++
-	}
-	t.ents = sorted
-	for _, d := range t.dirs {
-		es := t.ents[d.first : d.first+d.count]
-		if !slices.IsSortedFunc(es, entOrder) {
-			slices.SortFunc(es, entOrder)
+	// Group by directory, each directory's entries in stored order (in
+	// place: a second copy of the entries would double the memory).
+	slices.SortFunc(t.ents, func(a, b extEnt) int {
+		if a.dir != b.dir {
+			return int(a.dir - b.dir)
 		}
+		return entOrder(a, b)
+	})
+	for i := 0; i < len(t.ents); {
+		d := t.ents[i].dir
+		j := i + 1
+		for j < len(t.ents) && t.ents[j].dir == d {
+			j++
+		}
+		t.dirs[d].first, t.dirs[d].count = int32(i), int32(j-i)
+		i = j
 	}
 	return nil
 }
@@ -695,7 +693,7 @@ func entOrder(a, b extEnt) int {
 	return int(a.offset - b.offset)
 }
 
-func (t *extTree) name(e *extEnt) []byte { return t.names[e.nameOff : e.nameOff+int64(e.nameLen)] }
+func (t *extTree) name(e *extEnt) []byte { return t.names[e.nameOff : e.nameOff+uint32(e.nameLen)] }
 
 // typeOfMode is find's %y letter of an inode mode, 0 if none.
 func typeOfMode(mode uint16) byte {
