@@ -398,7 +398,7 @@ func (t *extTree) block(p int64) ([]byte, error) {
 	if p <= 0 || p >= t.l.blocks {
 		return nil, scanErr("block %d outside the filesystem", p)
 	}
-	if t.meta++; t.meta > scanMaxDirBytes/t.l.blockSize {
+	if t.meta++; t.meta > min(scanMaxDirBytes/t.l.blockSize, t.l.blocks) {
 		return nil, scanErr("more than %d index blocks", t.meta-1)
 	}
 	b := make([]byte, t.l.blockSize)
@@ -412,7 +412,7 @@ func (t *extTree) block(p int64) ([]byte, error) {
 // map with the indirect blocks it needs, up to its size.
 func (t *extTree) mapDirs() error {
 	bs := t.l.blockSize
-	budget := scanMaxDirBytes / bs
+	budget := min(scanMaxDirBytes/bs, t.l.blocks) // no more directory blocks than the filesystem has
 	for i := range t.dirs {
 		if err := t.tick(); err != nil {
 			return err

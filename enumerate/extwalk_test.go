@@ -259,3 +259,52 @@ func TestParseMountInfo(t *testing.T) {
 	_, ok = parseMountInfo(`36 35 7:1 / /m ro`)
 	require.False(t, ok)
 }
+
+// Whatever bytes a device holds, the direct reader returns an error or a
+// tree whose walk ends, lists no more entries than it parsed, and reads no
+// more than the device's size of directories.
+func FuzzExtScan(f *testing.F) {
+	if _, err := exec.LookPath("mkfs.ext4"); err == nil {
+		for _, tc := range directLayouts {
+			spec := smallSpec("fuzz", "a/one", "a/two", "b/c/three", "d/four")
+			spec.FSType, spec.InodeSize, spec.Features = tc.spec.FSType, tc.spec.InodeSize, tc.spec.Features
+			spec.BlockSize, spec.Size, spec.Inodes = 1024, 256<<10, 32
+			spec.Features = append(spec.Features[:len(spec.Features):len(spec.Features)], "^has_journal", "^resize_inode")
+			if spec.FSType != "ext2" && spec.FSType != "ext3" {
+				spec.Features = append(spec.Features, "^flex_bg")
+			}
+			b, err := os.ReadFile(testimg.Build(f, spec))
+			if err != nil {
+				f.Fatal(err)
+			}
+			if _, err := scanExt(bytes.NewReader(b), int64(len(b)), nil, nil); err != nil {
+				f.Fatalf("%s: seed not read: %v", tc.name, err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		size := int64(len(data))
+		tree, err := scanExt(bytes.NewReader(data), size, nil, nil)
+		if err != nil {
+			return
+		}
+		if tree.DirBytes > size {
+			t.Fatalf("%d directory bytes read from a %d-byte device", tree.DirBytes, size)
+		}
+		if err := tree.walkTree(nil); err != nil {
+			return
+		}
+		n := 0
+		tree.walkTree(func(rel []byte, ino uint32, in *extInode) error {
+			n++
+			if len(rel) == 0 || typeOfMode(in.mode) == 0 {
+				t.Fatalf("entry %q of inode %d, mode %#o", rel, ino, in.mode)
+			}
+			return nil
+		})
+		if n > len(tree.ents) {
+			t.Fatalf("%d entries walked, %d parsed", n, len(tree.ents))
+		}
+	})
+}
