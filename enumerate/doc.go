@@ -43,7 +43,51 @@
 // Options.Image). Structural damage is reported through the Report given
 // to imagefs.OpenMedium and counted in Result.Errors; the walk goes on.
 //
-// # Concurrency and read-ahead
+// # Reading a mounted ext medium from its block device
+//
+// A cold walk through system calls is not bound by the disk: its time is
+// the kernel building an inode and a dentry for every entry (system time
+// 1.7-2.3 s cold against 0.9-1.0 s warm for 300,000 entries), which no
+// number of workers and no read-ahead removes (measurements below). The
+// facts lstat gives are on the device in two compact places: the used part
+// of every group's inode table (75 MB for bench/enum.sh's 300,112 entries)
+// and the directories' blocks (12.7 MB). So when a walk root is the root of
+// an ext2/3/4 filesystem on a block device, mounted read-only at its
+// superblock, with nothing mounted beneath it, Walk reads both straight
+// from the device, in disk order, in reads of up to 4 MiB with the next
+// one advised (posix_fadvise WILLNEED) while this one is parsed, builds the
+// tree in memory and writes the records lstat would have given: the same
+// dev (the mount's), inode numbers, link counts, sizes and mtimes as
+// find -xdev, in each directory's stored order (extwalk.go, extscan.go).
+//
+// The read is all or nothing, and it is checked before a single record is
+// written: an unknown or unfollowed feature (meta_bg, inline data,
+// encryption, a journal to recover), a directory entry the kernel would
+// reject, a metadata_csum checksum that does not match, an entry naming a
+// free inode, a directory reached twice — any of these, and the root is
+// walked through system calls instead, which report such damage entry by
+// entry as before. Result.Direct names the roots read directly and why the
+// others were not; Options.KernelOnly (ntt-enum --kernel-walk) turns it
+// off. Memory: about 24 bytes per used inode and 20 per entry plus the
+// names (48.6 MiB peak RSS for the 300,112 entries); a medium of more than
+// 16 Mi used inodes is walked through system calls.
+//
+// Measured with bench/enum.sh (RUNS=3, caches dropped before each cold
+// run, load average 1.4-2 from other work on the 2 cores):
+//
+//	                         cold                  warm
+//	find -xdev -printf       3.44 s                1.78 s
+//	ntt-enum --kernel-walk   1.77 s (0.51 x find)  0.81 s (0.46)
+//	ntt-enum (direct)        0.68 s (0.20 x find)  0.54 s (0.30)
+//
+// and in a second run without the A/B (RUNS=3 AB=0): cold 0.63 s against
+// 4.04 s (0.16), warm 0.38 s against 1.37 s (0.28).
+//
+// # Walking through system calls: concurrency and read-ahead
+//
+// Roots that are not read directly (a subdirectory, a multi-partition
+// medium's root, another filesystem, a read-write mount) are walked
+// through system calls.
 //
 // A cold walk of a mounted medium waits on two kinds of reads: the inode
 // table block behind each entry's stat, and each directory's own blocks.

@@ -51,36 +51,11 @@ type DirectResult struct {
 // direct reads the queued roots it may from their devices, writes their
 // records and takes them off the queue. It runs before the workers start.
 func (w *walker) direct() {
-	start := time.Now()
-	defer func() {
-		if len(w.directRes.Roots) > 0 {
-			w.directRes.Elapsed = time.Since(start)
-		}
-	}()
 	w.mu.Lock()
 	roots := append([]*dirTask(nil), w.stack...)
 	w.mu.Unlock()
-	var mounts []mountInfo
-	var merr error
-	if len(roots) > 0 {
-		mounts, merr = readMountInfo()
-	}
 	for _, t := range roots {
-		if w.stopping.Load() {
-			return
-		}
-		root := string(t.fullPath())
-		why := ""
-		if merr != nil {
-			why = merr.Error()
-		} else {
-			why = w.directRoot(t, mounts)
-		}
-		if why != "" {
-			w.directRes.Skipped = append(w.directRes.Skipped, fmt.Sprintf("%q: %s", root, why))
-			if w.opts.Logger != nil {
-				w.opts.Logger.Debug("walking through system calls", pathAttr(root), "why", why)
-			}
+		if w.stopping.Load() || !w.tryDirect(t, &w.state[0]) {
 			continue
 		}
 		w.mu.Lock()
@@ -95,8 +70,37 @@ func (w *walker) direct() {
 	}
 }
 
+// tryDirect reads the directory t (a walk root, or a partition mount the
+// walk enters) from its device and writes its records, counting its work
+// in ws; false if it may not, and t is to be walked through system calls.
+func (w *walker) tryDirect(t *dirTask, ws *workerState) bool {
+	if w.opts.KernelOnly || w.opts.fs != nil {
+		return false
+	}
+	w.mountsOnce.Do(func() { w.mounts, w.mountsErr = readMountInfo() })
+	start := time.Now()
+	why := ""
+	if w.mountsErr != nil {
+		why = w.mountsErr.Error()
+	} else {
+		why = w.directRoot(t, w.mounts, ws)
+	}
+	root := string(t.fullPath())
+	w.directMu.Lock()
+	defer w.directMu.Unlock()
+	if why != "" {
+		w.directRes.Skipped = append(w.directRes.Skipped, fmt.Sprintf("%q: %s", root, why))
+		if w.opts.Logger != nil {
+			w.opts.Logger.Debug("walking through system calls", pathAttr(root), "why", why)
+		}
+		return false
+	}
+	w.directRes.Elapsed += time.Since(start)
+	return true
+}
+
 // directRoot reads one root from its device, or says why it did not.
-func (w *walker) directRoot(t *dirTask, mounts []mountInfo) string {
+func (w *walker) directRoot(t *dirTask, mounts []mountInfo, ws *workerState) string {
 	root := string(t.fullPath())
 	if t.ino != extRootIno {
 		return "not the root of an ext filesystem"
@@ -140,9 +144,8 @@ func (w *walker) directRoot(t *dirTask, mounts []mountInfo) string {
 		return err.Error()
 	}
 	fd := int(f.Fd())
-	ws := &w.state[0]
-	ws.current.Store(t)
-	defer ws.current.Store(nil)
+	prev := ws.current.Swap(t)
+	defer ws.current.Store(prev)
 	tree, err := scanExt(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, func() error {
 		ws.ops.Add(1)
 		if w.stopping.Load() {
@@ -159,23 +162,24 @@ func (w *walker) directRoot(t *dirTask, mounts []mountInfo) string {
 		}
 		return fmt.Sprintf("%s: %v", f.Name(), err)
 	}
+	w.directMu.Lock()
 	w.directRes.Roots = append(w.directRes.Roots, root)
 	w.directRes.Devices = append(w.directRes.Devices, f.Name())
 	w.directRes.InodeTableBytes += tree.ItableBytes
 	w.directRes.DirectoryBytes += tree.DirBytes
+	w.directMu.Unlock()
 	if w.opts.Logger != nil {
 		w.opts.Logger.Debug("read from the block device", pathAttr(root), "device", f.Name(),
 			"inode_table_bytes", tree.ItableBytes, "directory_bytes", tree.DirBytes)
 	}
-	w.emitTree(tree, t)
+	w.emitTree(tree, t, ws)
 	return ""
 }
 
 var errStopped = errors.New("walk stopped")
 
 // emitTree writes the records of every entry of tree below the root t.
-func (w *walker) emitTree(tree *extTree, t *dirTask) {
-	ws := &w.state[0]
+func (w *walker) emitTree(tree *extTree, t *dirTask, ws *workerState) {
 	out := w.getBuf()
 	path := append([]byte(nil), t.fullPath()...)
 	if len(path) == 0 || path[len(path)-1] != '/' {

@@ -214,9 +214,13 @@ type walker struct {
 	state    []workerState
 	start    time.Time
 	prefetch atomic.Pointer[prefetcher] // nil: none
-	// directRes is written by direct() before the workers start and
-	// read after they end.
-	directRes DirectResult
+	// The direct reads (extwalk.go): roots before the workers start,
+	// partition mounts by the workers that meet them.
+	directMu   sync.Mutex
+	directRes  DirectResult
+	mountsOnce sync.Once
+	mounts     []mountInfo
+	mountsErr  error
 }
 
 func newWalker(opts Options, sink io.Writer) *walker {
@@ -730,7 +734,11 @@ func (k *worker) entry(h *dirHandle, dev uint64, base int, name []byte) {
 	}
 	p := make([]byte, len(k.path)+1)
 	copy(p, k.path)
-	k.subdirs = append(k.subdirs, &dirTask{parent: h, path: p, nameOff: base, dev: st.Dev, ino: st.Ino})
+	t := &dirTask{parent: h, path: p, nameOff: base, dev: st.Dev, ino: st.Ino}
+	if st.Dev != dev && w.tryDirect(t, k.ws) {
+		return // a partition read from its device
+	}
+	k.subdirs = append(k.subdirs, t)
 }
 
 func recordOf(st *unix.Stat_t, path []byte) Record {

@@ -245,8 +245,13 @@ func TestWalkMultiPartitionMedium(t *testing.T) {
 		}
 	}
 	slices.Sort(want)
-	got, _, raw := walkRecords(t, []string{root}, Options{EnterMounts: mounts})
+	got, res, raw := walkRecords(t, []string{root}, Options{EnterMounts: mounts})
 	requireSameRecords(t, want, got)
+	// p2 is read from its device; p1, with a filesystem mounted beneath
+	// it, and the medium root, a plain directory, through system calls.
+	require.Equal(t, []string{root + "/p2"}, res.Direct.Roots)
+	require.Len(t, res.Direct.Skipped, 2)
+	require.Contains(t, strings.Join(res.Direct.Skipped, "\n"), root+"/p1/home\" is mounted beneath it")
 	require.True(t, bytes.HasPrefix(raw, []byte("d\x1c")))
 	require.Contains(t, string(raw), root+"/p2/data/y\x00")
 	require.NotContains(t, string(raw), "do-not-enter")
