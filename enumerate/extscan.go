@@ -65,7 +65,7 @@ const (
 	inodeIndexDir  = 0x1000
 	modeTypeMask   = 0xF000
 	modeDir        = 0x4000
-	inodeBadCsum   = 1 << 0 // extInode.flags: checksum mismatch
+	inodeRefused   = 1 << 0 // extInode.flags: the kernel would refuse it (checksum, bad fields)
 	inodeScanned   = 1 << 1 // extInode.flags: a live inode was read here
 	extRootInodeNo = 2
 )
@@ -325,8 +325,11 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 			}
 		}
 	}
-	if t.csum && !t.inodeCsumOK(ino, raw, extra) {
-		in.flags |= inodeBadCsum
+	// What ext4_iget refuses (EFSCORRUPTED, EFSBADCRC): lstat fails on
+	// such an inode, so the walk must not list it.
+	if len(raw) > 128 && (128+extra > int64(len(raw)) || extra&3 != 0) || in.size < 0 ||
+		t.csum && !t.inodeCsumOK(ino, raw, extra) {
+		in.flags |= inodeRefused
 		return nil
 	}
 	if mode&modeTypeMask != modeDir {
@@ -655,8 +658,8 @@ func (t *extTree) check() error {
 		switch {
 		case in == nil || in.flags&inodeScanned == 0:
 			return scanErr("directory inode %d: entry %q names inode %d, which is not in use", t.dirs[e.dir].ino, t.name(e), e.child)
-		case in.flags&inodeBadCsum != 0:
-			return scanErr("inode %d: checksum mismatch", e.child)
+		case in.flags&inodeRefused != 0:
+			return scanErr("inode %d: checksum mismatch or bad fields", e.child)
 		case typeOfMode(in.mode) == 0:
 			return scanErr("inode %d: mode %#o", e.child, in.mode)
 		}
