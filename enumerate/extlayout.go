@@ -26,14 +26,14 @@ type extLayout struct {
 	itableSize int64 // bytes of all used inode-table ranges
 
 	// What the direct reader (extscan.go) checks besides.
-	incompat, roCompat int64
-	inodes             int64 // s_inodes_count
-	inodesPerGroup     int64
-	groups             int64
-	uuid               []byte // s_uuid
-	csumSeed           uint32 // s_checksum_seed (incompat csum_seed)
-	truncated          bool   // the superblock counts blocks past the device's end
-	overlaps           bool   // two groups' inode tables overlap: damage
+	compat, incompat, roCompat int64
+	inodes                     int64 // s_inodes_count
+	inodesPerGroup             int64
+	groups                     int64
+	uuid                       []byte // s_uuid
+	csumSeed                   uint32 // s_checksum_seed (incompat csum_seed)
+	truncated                  bool   // the superblock counts blocks past the device's end
+	overlaps                   bool   // two groups' inode tables overlap: damage
 }
 
 // itable is the used part of one group's inode table.
@@ -100,7 +100,7 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 		l.blocks = size / l.blockSize // a truncated medium: nothing past its end
 		l.truncated = true
 	}
-	l.incompat, l.roCompat = incompat, roCompat
+	l.compat, l.incompat, l.roCompat = le32(sb, 0x5C), incompat, roCompat
 	l.inodes, l.inodesPerGroup = le32(sb, 0x00), inodesPerGroup
 	l.uuid = slices.Clone(sb[0x68:0x78])
 	l.csumSeed = uint32(le32(sb, 0x270))

@@ -94,6 +94,7 @@ type extDir struct {
 	flags  int64
 	iblock [60]byte // i_block: the extent tree's root or the block map
 	runs   []dirRun
+	dx     map[int64][]byte // an indexed directory's root and node blocks, by logical block
 	// After the scan, its entries are ents[first : first+count].
 	first, count int32
 }
@@ -586,6 +587,16 @@ func (t *extTree) readDirs() error {
 // ext4_check_dir_entry accepts them.
 func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
 	bs := int64(len(b))
+	if d := &t.dirs[dir]; t.indexed(d) && (lblk == 0 || le32(b, 0) == 0 && le16(b, 4) == bs%65536) {
+		// Perhaps an htree root or node: kept for checkIndex.
+		if d.dx == nil {
+			d.dx = map[int64][]byte{}
+		}
+		if len(d.dx) > 1024 {
+			return scanErr("more than 1024 index blocks in one directory")
+		}
+		d.dx[lblk] = append([]byte(nil), b...)
+	}
 	last := int64(-1)
 	for off := int64(0); off < bs; {
 		if bs-off < 12 {
@@ -628,6 +639,10 @@ func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
 		}
 		off += rl
 	}
+	if t.csum && last != bs-12 && !(t.indexed(&t.dirs[dir]) && (lblk == 0 || le32(b, 0) == 0)) {
+		// A leaf without its checksum tail: the kernel refuses it.
+		return scanErr("directory block without a checksum")
+	}
 	if t.csum && last == bs-12 && le32(b, int(last)) == 0 && le16(b, int(last)+4) == 12 && b[last+6] == 0 && b[last+7] == 0xDE {
 		// A leaf block's checksum tail: crc32c over the seed, the
 		// directory's inode number and generation, and the block up to
@@ -651,6 +666,14 @@ func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
 func (t *extTree) check() error {
 	if _, ok := t.dirOf[extRootInodeNo]; !ok {
 		return scanErr("no root directory")
+	}
+	for i := range t.dirs {
+		if d := &t.dirs[i]; t.indexed(d) {
+			if err := t.checkIndex(d); err != nil {
+				return fmt.Errorf("%w (directory inode %d)", err, d.ino)
+			}
+			d.dx = nil
+		}
 	}
 	for i := range t.ents {
 		e := &t.ents[i]
@@ -768,4 +791,113 @@ func (t *extTree) walkTree(fn func(rel []byte, ino uint32, in *extInode) error) 
 		path = path[:base]
 	}
 	return nil
+}
+
+const compatDirIndex = 0x20
+
+// indexed reports whether the kernel reads d through its hash tree.
+func (t *extTree) indexed(d *extDir) bool {
+	return t.l.compat&compatDirIndex != 0 && d.flags&inodeIndexDir != 0
+}
+
+// checkIndex checks an htree directory's index as the kernel's dx_probe
+// does, and that it names every leaf block exactly once: the kernel lists
+// an indexed directory through its index, the scan reads its blocks in
+// order, and the two agree only then. Anything else refuses the scan (the
+// kernel then says what it makes of the directory).
+func (t *extTree) checkIndex(d *extDir) error {
+	bs := t.l.blockSize
+	root, ok := d.dx[0]
+	if !ok {
+		return scanErr("hash-indexed directory without its root block")
+	}
+	if le16(root, 4) != 12 || le16(root, 12+4) != bs-12 {
+		return scanErr("bad htree root entries")
+	}
+	hashVersion, infoLen, levels, flags := root[0x1C], root[0x1D], int(root[0x1E]), root[0x1F]
+	maxLevels := 2
+	if t.l.incompat&incompatLargeDir != 0 {
+		maxLevels = 3
+	}
+	if hashVersion > 6 || infoLen != 8 || flags&1 != 0 || levels >= maxLevels {
+		return scanErr("bad htree root (hash %d, info %d, levels %d, flags %#x)", hashVersion, infoLen, levels, flags)
+	}
+	csum := int64(0)
+	if t.csum {
+		csum = 8
+	}
+	mapped := map[int64]bool{}
+	for _, r := range d.runs {
+		for k := int64(0); k < r.n; k++ {
+			mapped[r.lblk+k] = true
+		}
+	}
+	nodes := map[int64]bool{0: true}
+	leaves := map[int64]int{}
+	// block is an index block: its count/limit at off, entries from off.
+	var walk func(b []byte, off int64, limit int64, level int) error
+	walk = func(b []byte, off, limit int64, level int) error {
+		lim, count := le16(b, int(off)), le16(b, int(off)+2)
+		if lim != limit || count == 0 || count > lim {
+			return scanErr("bad htree limit %d or count %d (limit %d expected)", lim, count, limit)
+		}
+		if t.csum && !t.dxCsumOK(d, b, off, count, lim) {
+			return scanErr("htree block checksum mismatch")
+		}
+		for i := int64(0); i < count; i++ {
+			blk := le32(b, int(off+8*i+4))
+			if !mapped[blk] || blk == 0 {
+				return scanErr("htree entry names block %d, not in the directory", blk)
+			}
+			if level == 0 {
+				leaves[blk]++
+				continue
+			}
+			node, ok := d.dx[blk]
+			if !ok || nodes[blk] {
+				return scanErr("htree node %d missing or named twice", blk)
+			}
+			nodes[blk] = true
+			if err := walk(node, 8, (bs-8-csum)/8, level-1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(root, 0x20, (bs-24-8-csum)/8, levels); err != nil {
+		return err
+	}
+	for blk := range mapped {
+		if nodes[blk] {
+			continue
+		}
+		if leaves[blk] != 1 {
+			return scanErr("leaf block %d named %d times by the htree", blk, leaves[blk])
+		}
+	}
+	for blk := range leaves {
+		if nodes[blk] {
+			return scanErr("block %d is both an htree node and a leaf", blk)
+		}
+	}
+	return nil
+}
+
+// dxCsumOK checks an htree block's dx_tail (ext4_dx_csum): crc32c over the
+// seed, the inode number and generation, the block up to its last entry,
+// the tail's reserved word and its checksum field as zeros.
+func (t *extTree) dxCsumOK(d *extDir, b []byte, off, count, limit int64) bool {
+	tail := off + 8*limit
+	if tail+8 > int64(len(b)) {
+		return false
+	}
+	var b8 [8]byte
+	binary.LittleEndian.PutUint32(b8[:], d.ino)
+	binary.LittleEndian.PutUint32(b8[4:], d.gen)
+	c := crc32cRaw(t.seed, b8[:4])
+	c = crc32cRaw(c, b8[4:])
+	c = crc32cRaw(c, b[:off+8*count])
+	c = crc32cRaw(c, b[tail:tail+4])
+	c = crc32cRaw(c, make([]byte, 4)) // the checksum field as zeros
+	return uint32(le32(b, int(tail+4))) == c
 }

@@ -161,9 +161,40 @@ func TestDirectKernelGrownDirectories(t *testing.T) {
 				require.NotZero(t, flags&0x1000, "a hashed directory: %s", out)
 				require.Contains(t, string(out), "(ETB0)", "an extent tree below the inode: %s", out)
 			}
+			// A copy whose index names one leaf twice and another not at
+			// all: the kernel lists the directory through its index, so
+			// the scan, which reads the blocks, must not vouch for it.
+			bad := filepath.Join(t.TempDir(), "bad.img")
+			out, err = exec.Command("cp", "--sparse=always", img, bad).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			out, err = exec.Command("debugfs", "-R", "bmap /big1 0", bad).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			rootBlk, err := strconv.ParseInt(strings.TrimSpace(string(out[strings.LastIndexByte(strings.TrimSpace(string(out)), '\n')+1:])), 10, 64)
+			require.NoError(t, err, "%s", out)
+			bs := int64(4096)
+			if tc.spec.BlockSize != 0 {
+				bs = int64(tc.spec.BlockSize)
+			}
+			entry2 := make([]byte, 4)
+			f, err := os.OpenFile(bad, os.O_RDWR, 0)
+			require.NoError(t, err)
+			_, err = f.ReadAt(entry2, rootBlk*bs+0x34) // entries[2].block
+			require.NoError(t, err)
+			_, err = f.WriteAt(entry2, rootBlk*bs+0x2C) // over entries[1].block
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+
 			mnt := testimg.MountImage(t, img, 0, 0, fstype)
 			res := requireDirect(t, mnt)
 			require.EqualValues(t, 3*2003+3, res.Records) // root, seed, lost+found, 3 × (dir + 2000 + 2)
+
+			mnt = testimg.MountImage(t, bad, 0, 0, fstype)
+			want, _ := findRecords(t, mnt)
+			got, res, _ := walkRecords(t, []string{mnt}, Options{})
+			requireSameRecords(t, want, got)
+			require.Empty(t, res.Direct.Roots)
+			require.Len(t, res.Direct.Skipped, 1)
+			require.Regexp(t, `htree (block checksum mismatch|.*named)`, res.Direct.Skipped[0])
 		})
 	}
 }
