@@ -17,7 +17,7 @@
 # Ours: ntt-pipeline IMAGE (pre-flight, mount, enumerate, load, copy with
 # the diagnose policy, seal + read-back verification, catalog, source
 # removal, unmount), cold cache; phase times from its metrics file.
-# Target: ntt-pipeline total <= 0.5 x the reference sum.
+# Target: ntt-pipeline total <= 0.4 x the reference sum (issue 16; 0.5 before).
 #
 # Usage: sudo bench/pipeline.sh   (env: NTT_BENCH_DIR; WORKERS=N passes
 # --workers N, unset: ntt-pipeline's default, as issue 16 measures)
@@ -118,5 +118,5 @@ sums=$(awk -v s="$sum" -v a="$t_cpsync" -v b="$t_tarsync" 'BEGIN {printf "%.2f",
 printf '%-26s %8s   %-34s %8s\n' "total (wall, whole run)" "$t_ours" "sum (with syncs: $sums)" "$sum"
 awk -v o="$t_ours" -v s="$sum" -v ss="$sums" 'BEGIN {
 	r = o / s
-	printf "ratio ours/reference %.2f (%.2f against the synced sum)  %s\n", r, o / ss, (r <= 0.5 ? "(target <= 0.5: met)" : "(target <= 0.5: MISSED)")
+	printf "ratio ours/reference %.2f (%.2f against the synced sum)  %s\n", r, o / ss, (r <= 0.4 ? "(target <= 0.4: met)" : "(target <= 0.4: MISSED)")
 }'
