@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/HRDAG/ntt/internal/medium"
+	"github.com/HRDAG/ntt/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,22 +206,15 @@ func trustPartition(h medium.Hash, mountRoot, name, mp string, id uint64) string
 }
 
 // mountSource returns the source of the mount with the given id, from
-// /proc/self/mountinfo (the field after the fstype, behind " - ").
+// /proc/self/mountinfo.
 func mountSource(id uint64) (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	es, err := mountinfo.Read()
 	if err != nil {
 		return "", err
 	}
-	want := strconv.FormatUint(id, 10)
-	for line := range strings.SplitSeq(string(b), "\n") {
-		f := strings.Split(line, " ")
-		if len(f) < 10 || f[0] != want {
-			continue
-		}
-		for i := 6; i+2 < len(f); i++ {
-			if f[i] == "-" {
-				return f[i+2], nil
-			}
+	for _, e := range es {
+		if e.ID == id {
+			return e.Source, nil
 		}
 	}
 	return "", fmt.Errorf("mount %d is not in /proc/self/mountinfo", id)

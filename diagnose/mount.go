@@ -1,7 +1,6 @@
 package diagnose
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/HRDAG/ntt/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,55 +25,21 @@ type MountEntry struct {
 // FindMount returns the entry mounted last at mountPoint in mountinfo text
 // (the one a path lookup sees when mounts are stacked).
 func FindMount(r io.Reader, mountPoint string) (MountEntry, bool, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	es, err := mountinfo.Scan(r)
+	if err != nil {
+		return MountEntry{}, false, err
+	}
 	var found MountEntry
 	ok := false
-	line := 0
-	for sc.Scan() {
-		line++
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i := 6; i < len(f); i++ {
-			if f[i] == "-" {
-				sep = i
-				break
-			}
+	for _, e := range es {
+		if e.MountPoint == mountPoint {
+			found = MountEntry{MajorMinor: e.MajorMinor, Root: e.Root, MountPoint: e.MountPoint, Options: e.Options,
+				FSType: e.FSType, Source: e.Source}
+			ok = true
 		}
-		if len(f) < 7 || sep < 0 || sep+2 >= len(f) {
-			return MountEntry{}, false, fmt.Errorf("mountinfo line %d: malformed: %.80q", line, sc.Text())
-		}
-		mp := unescapeMount(f[4])
-		if mp != mountPoint {
-			continue
-		}
-		found = MountEntry{
-			MajorMinor: f[2], Root: unescapeMount(f[3]), MountPoint: mp, Options: f[5],
-			FSType: f[sep+1], Source: unescapeMount(f[sep+2]),
-		}
-		ok = true
 	}
-	return found, ok, sc.Err()
+	return found, ok, nil
 }
-
-// unescapeMount undoes the kernel's octal escapes (\040 for space, …).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOct(s[i+1]) && isOct(s[i+2]) && isOct(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOct(c byte) bool { return '0' <= c && c <= '7' }
 
 // MountStatus is the answer of CheckMount.
 type MountStatus struct {

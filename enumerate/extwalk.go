@@ -1,15 +1,13 @@
 package enumerate
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/HRDAG/ntt/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +75,7 @@ func (w *walker) tryDirect(t *dirTask, ws *workerState) bool {
 	if w.opts.KernelOnly || w.opts.fs != nil {
 		return false
 	}
-	w.mountsOnce.Do(func() { w.mounts, w.mountsErr = readMountInfo() })
+	w.mountsOnce.Do(func() { w.mounts, w.mountsErr = mountinfo.Read() })
 	start := time.Now()
 	why := ""
 	if w.mountsErr != nil {
@@ -100,7 +98,7 @@ func (w *walker) tryDirect(t *dirTask, ws *workerState) bool {
 }
 
 // directRoot reads one root from its device, or says why it did not.
-func (w *walker) directRoot(t *dirTask, mounts []mountInfo, ws *workerState) string {
+func (w *walker) directRoot(t *dirTask, mounts []mountinfo.Entry, ws *workerState) string {
 	root := string(t.fullPath())
 	if t.ino != extRootIno {
 		return "not the root of an ext filesystem"
@@ -119,19 +117,19 @@ func (w *walker) directRoot(t *dirTask, mounts []mountInfo, ws *workerState) str
 	if err != nil {
 		return err.Error()
 	}
-	var self *mountInfo
+	var self *mountinfo.Entry
 	for i, m := range mounts {
 		switch {
-		case m.point == abs && m.dev == t.dev:
+		case m.MountPoint == abs && m.Dev == t.dev:
 			self = &mounts[i]
-		case strings.HasPrefix(m.point, abs+"/") || abs == "/" && m.point != "/":
-			return fmt.Sprintf("%q is mounted beneath it", m.point)
+		case strings.HasPrefix(m.MountPoint, abs+"/") || abs == "/" && m.MountPoint != "/":
+			return fmt.Sprintf("%q is mounted beneath it", m.MountPoint)
 		}
 	}
 	if self == nil {
 		return "not found in /proc/self/mountinfo"
 	}
-	if !self.superRO {
+	if !self.SuperReadOnly() {
 		return "its filesystem is mounted read-write"
 	}
 	f, err := blockDevice(t.dev)
@@ -219,81 +217,4 @@ func (w *walker) emitTree(tree *extTree, t *dirTask, ws *workerState) {
 		case <-w.quit:
 		}
 	}
-}
-
-// mountInfo is one line of /proc/self/mountinfo.
-type mountInfo struct {
-	point   string
-	dev     uint64
-	superRO bool // the superblock's options say ro
-}
-
-func readMountInfo() ([]mountInfo, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var ms []mountInfo
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		m, ok := parseMountInfo(sc.Text())
-		if !ok {
-			return nil, fmt.Errorf("/proc/self/mountinfo: cannot parse %q", sc.Text())
-		}
-		ms = append(ms, m)
-	}
-	return ms, sc.Err()
-}
-
-// parseMountInfo reads "id parent maj:min root point options [tags] - type
-// source superoptions".
-func parseMountInfo(line string) (mountInfo, bool) {
-	f := strings.Fields(line)
-	sep := -1
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if len(f) < 5 || sep < 0 || sep+3 >= len(f) {
-		return mountInfo{}, false
-	}
-	majMin := strings.SplitN(f[2], ":", 2)
-	if len(majMin) != 2 {
-		return mountInfo{}, false
-	}
-	maj, err1 := strconv.ParseUint(majMin[0], 10, 32)
-	mnr, err2 := strconv.ParseUint(majMin[1], 10, 32)
-	if err1 != nil || err2 != nil {
-		return mountInfo{}, false
-	}
-	m := mountInfo{point: unescapeMount(f[4]), dev: unix.Mkdev(uint32(maj), uint32(mnr))}
-	for _, o := range strings.Split(f[sep+3], ",") {
-		if o == "ro" {
-			m.superRO = true
-		}
-	}
-	return m, true
-}
-
-// unescapeMount undoes the kernel's octal escapes (\040 for a space …).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -278,19 +278,6 @@ func inodeOffset(t *testing.T, img, path string) int64 {
 	return blk*4096 + off
 }
 
-func TestParseMountInfo(t *testing.T) {
-	m, ok := parseMountInfo(`36 35 98:0 / /mnt/with\040space rw,noatime master:1 - ext4 /dev/loop3 ro,errors=continue`)
-	require.True(t, ok)
-	require.Equal(t, "/mnt/with space", m.point)
-	require.Equal(t, unix.Mkdev(98, 0), m.dev)
-	require.True(t, m.superRO)
-	m, ok = parseMountInfo(`36 35 7:1 / /m ro - ext4 /dev/loop1 rw,relatime`)
-	require.True(t, ok)
-	require.False(t, m.superRO, "a read-only bind of a read-write superblock is read-write")
-	_, ok = parseMountInfo(`36 35 7:1 / /m ro`)
-	require.False(t, ok)
-}
-
 // Whatever bytes a device holds, the direct reader returns an error or a
 // tree whose walk ends, lists no more entries than it parsed, and reads no
 // more than the device's size of directories.

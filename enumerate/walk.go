@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/HRDAG/ntt/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -219,7 +220,7 @@ type walker struct {
 	directMu   sync.Mutex
 	directRes  DirectResult
 	mountsOnce sync.Once
-	mounts     []mountInfo
+	mounts     []mountinfo.Entry
 	mountsErr  error
 }
 

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/HRDAG/ntt/internal/mountinfo"
 	"github.com/HRDAG/ntt/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -184,43 +184,14 @@ func MountImage(t testing.TB, image string, offset, size int64, fstype string) s
 
 // Mounted reports whether dir is a mount point listed in /proc/self/mountinfo.
 func Mounted(dir string) (bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	es, err := mountinfo.Read()
 	if err != nil {
 		return false, err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+	for _, e := range es {
+		if e.MountPoint == dir {
 			return true, nil
 		}
 	}
 	return false, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 etc.).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range []byte(s[i+1 : i+4]) {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + (c - '0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

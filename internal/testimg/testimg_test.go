@@ -292,20 +292,6 @@ func TestGUID(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/mnt/a\040b`:   "/mnt/a b",
-		`/x\011y\012z`:  "/x\ty\nz",
-		`/back\134here`: `/back\here`,
-		`/plain`:        "/plain",
-		`/short\04`:     `/short\04`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // readAll reads the whole file.
 func readAll(t *testing.T, path string) []byte {
 	t.Helper()
