@@ -80,6 +80,17 @@
 // wanders between 3 and 8 workers on the 300k tree. Both deserve a
 // measurement on a quiet machine.
 //
+// One large file gains nothing from any of this: it is one worker's
+// stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
+// the copier before the read-ahead and the tuner (7a5990b, one worker)
+// copied a 2 GiB file in 3.47-3.62 s and this design in 3.58-3.72 s,
+// alternating, 3 runs each: no regression. What moved between sessions
+// is the disk: that day a cold cat took 0.6-0.9 s, its sync 1.1-2.0 s;
+// the copier's stream 1.2-2.3 s (read, BLAKE3 and write overlapped) and
+// its syncfs 1.4-2.0 s. A durable copy costs at least the write of its
+// bytes, so against cat without sync (issue 16's 90 %) it is bound by
+// the disk's write speed, not by the copier.
+//
 // # Invariants
 //
 //   - A blob is named by the BLAKE3 of its content, written once, never
