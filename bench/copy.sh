@@ -42,7 +42,8 @@
 # Usage: sudo bench/copy.sh   (env: RUNS=3 SHAPES="wide deep" DEEP_SCALE=1
 #        BATCH=1000; WORKERS=N passes --workers N, unset: the copier's
 #        default; SKIP_TREE=1, SKIP_BIG=1, SKIP_CLAIM=1 leave a part out;
-#        BUILD_ONLY=1 builds the images and stops)
+#        BUILD_ONLY=1 builds the images and stops; PERF=1 records the whole
+#        machine with perf during the copier's tree runs, to BENCH/perf-SHAPE.data)
 # The load average is printed next to every run: on a shared machine, read
 # the figures of runs taken under load as noisy.
 set -euo pipefail
@@ -369,14 +370,19 @@ timed() {
 	local out=$1
 	shift
 	/usr/bin/time -f '%e %I %M' -o "$WORK/time.tmp" "$@" &
-	local tpid=$! pid="" last=0
+	local tpid=$! pid="" last=0 k v
+	# The sampling costs next to nothing (bash builtins, 4 samples a
+	# second): a loop of awk and sleep every 20 ms took a fifth of this
+	# 2-core machine away from the program it measured.
+	exec {tick}<> <(:)
 	while kill -0 "$tpid" 2>/dev/null; do
 		[[ -z $pid ]] && pid=$(pgrep -P "$tpid" | head -n 1 || true)
 		if [[ -n $pid && -r /proc/$pid/io ]]; then
-			last=$(awk '/^read_bytes/ {print $2}' "/proc/$pid/io" 2>/dev/null || echo "$last")
+			while read -r k v; do [[ $k == read_bytes: ]] && last=$v; done <"/proc/$pid/io" 2>/dev/null || true
 		fi
-		sleep 0.02
+		read -r -t 0.25 -u "$tick" || true
 	done
+	exec {tick}<&-
 	wait "$tpid"
 	awk '{printf "%s %.0f\n", $1, $2 * 512}' "$WORK/time.tmp" >>"$out"
 	awk '{print $3}' "$WORK/time.tmp" >"$WORK/time.rss"
@@ -407,7 +413,9 @@ copy_tree() { # shape hash image
 		mkdir -p "$WORK/store"
 		reset_medium "$hash"
 		drop
-		timed "$WORK/ntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
+		PERFCMD=()
+		[[ -n ${PERF:-} ]] && PERFCMD=(perf record -q -a -g -F 499 -o "$BENCH/perf-$shape.data" --)
+		timed "$WORK/ntt.t" "${PERFCMD[@]}" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
 			--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
 			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"

@@ -65,6 +65,7 @@ type source struct {
 	root    int
 	parts   map[string]mountDir
 	foreign map[string]string // partition name → why it is not the medium's
+	dirs    dirCache          // directories files were opened in (dircache.go)
 }
 
 type mountDir struct {
@@ -230,6 +231,7 @@ func readDirNames(dir string) ([]string, error) {
 }
 
 func (s *source) close() {
+	s.dirs.close()
 	for _, m := range s.parts {
 		unix.Close(m.fd)
 	}
@@ -283,11 +285,24 @@ func (s *source) openFile(p []byte, rel string) (int, string, error) {
 	if rest == "" {
 		return -1, mount, &PathError{Op: "open", Path: p, Err: fmt.Errorf("%w: a mount root is not a file", ErrMismatch)}
 	}
-	fd, err := openat2(dfd, rest, &unix.OpenHow{
+	how := unix.OpenHow{
 		// O_NONBLOCK: a FIFO where the catalog says file must not block the open.
 		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NOCTTY | unix.O_NONBLOCK,
 		Resolve: beneath,
-	})
+	}
+	if parent, leaf := splitRel(rest); parent != "" {
+		if d, ok := s.dirs.get(dfd, parent); ok {
+			fd, err := openat2(d.fd, leaf, &how)
+			s.dirs.put(d)
+			if err != nil {
+				return -1, mount, unsafe("open", p, err)
+			}
+			return fd, mount, nil
+		}
+	}
+	// The whole path: a file at the top, or one whose directory would not
+	// open (the walk then fails where it fails, with that error).
+	fd, err := openat2(dfd, rest, &how)
 	if err != nil {
 		return -1, mount, unsafe("open", p, err)
 	}
