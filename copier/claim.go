@@ -153,6 +153,12 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// pipeliner sends several statements in one round trip (pgx's pool,
+// connection and transaction all do).
+type pipeliner interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
 // inode is a claimed inode with its non-excluded paths.
 type inode struct {
 	Dev, Ino, Size int64
@@ -230,33 +236,41 @@ func peekSQL(h medium.Hash, n int) string {
 
 // claimBatch claims up to n inodes after cursor, at most batchBytes of
 // them (but at least one). With peek set it only reads them (dry run).
-func claimBatch(ctx context.Context, q querier, h medium.Hash, worker string, lease time.Duration, after key, n int, peek bool) ([]*inode, error) {
+func claimBatch(ctx context.Context, q pipeliner, h medium.Hash, worker string, lease time.Duration, after key, n int, peek bool) ([]*inode, error) {
 	sql := claimSQL(h, n)
 	if peek {
 		sql = peekSQL(h, n)
 	}
-	rows, err := q.Query(ctx, sql, worker, string(h), lease.Seconds(), after.dev, after.ino, batchBytes)
-	if err != nil {
-		return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
-	}
-	defer rows.Close()
 	var out []*inode
-	for rows.Next() {
-		var dev, ino, size int64
-		var errs int
-		var path []byte
-		if err := rows.Scan(&dev, &ino, &size, &errs, &path); err != nil {
-			return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
+	scan := func(rows pgx.Rows) error {
+		for rows.Next() {
+			var dev, ino, size int64
+			var errs int
+			var path []byte
+			if err := rows.Scan(&dev, &ino, &size, &errs, &path); err != nil {
+				return err
+			}
+			if len(out) == 0 || out[len(out)-1].Dev != dev || out[len(out)-1].Ino != ino {
+				out = append(out, &inode{Dev: dev, Ino: ino, Size: size, Errors: errs})
+			}
+			if path != nil {
+				last := out[len(out)-1]
+				last.Paths = append(last.Paths, path)
+			}
 		}
-		if len(out) == 0 || out[len(out)-1].Dev != dev || out[len(out)-1].Ino != ino {
-			out = append(out, &inode{Dev: dev, Ino: ino, Size: size, Errors: errs})
-		}
-		if path != nil {
-			last := out[len(out)-1]
-			last.Paths = append(last.Paths, path)
-		}
+		return rows.Err()
 	}
-	if err := rows.Err(); err != nil {
+	// One round trip, one transaction (a pipeline: both statements before
+	// one Sync). Its commit does not wait for the WAL to reach the disk: a
+	// claim promises nothing durable. Lost in a crash of the database, it
+	// only leaves its inodes pending again, and the worker's commit, which
+	// applies only to rows it still holds, records them as lost, to be
+	// copied again (to the same blob). Commits that record copies stay
+	// synchronous.
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	b.Queue(sql, worker, string(h), lease.Seconds(), after.dev, after.ino, batchBytes).Query(scan)
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("medium %s: claiming inodes: %w", h, err)
 	}
 	return out, nil

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -78,4 +79,36 @@ func TestClaimBatchesExactWithCachedPlan(t *testing.T) {
 		require.Equal(t, "a", seen[in.key()], "inode %d was not a's", in.Ino)
 	}
 
+}
+
+// A claim's transaction commits without waiting for the WAL (a claim
+// promises nothing durable), and only it: the setting is local to the
+// pipeline's one transaction and does not outlive it on the connection.
+func TestClaimCommitsAsynchronouslyAlone(t *testing.T) {
+	db, h := benchMedium(t, 10)
+	ctx := context.Background()
+	conn, err := db.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(ctx, `SET synchronous_commit = on`)
+	require.NoError(t, err)
+
+	// The pipeline claimBatch sends: a local setting and a statement
+	// before one Sync share a transaction.
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	var inside string
+	b.Queue(`SELECT current_setting('synchronous_commit')`).QueryRow(func(r pgx.Row) error { return r.Scan(&inside) })
+	require.NoError(t, conn.SendBatch(ctx, b).Close())
+	require.Equal(t, "off", inside)
+
+	got, err := claimBatch(ctx, conn, h, "w", time.Minute, cursorStart, 10, false)
+	require.NoError(t, err)
+	require.Len(t, got, 10)
+	var after string
+	require.NoError(t, conn.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&after))
+	require.Equal(t, "on", after, "the claim's setting leaked into the session")
+	var claimed int
+	require.NoError(t, conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s WHERE claimed_by = 'w'`, h.InodeTable())).Scan(&claimed))
+	require.Equal(t, 10, claimed, "the claim committed")
 }
