@@ -112,7 +112,9 @@
 // (HOT updates need room on the page for a claim's 100 new versions). A
 // fillfactor that low doubles every medium's inode table for the claim's
 // sake, and the claimed index spares the commit a scan, so neither was
-// taken.
+// taken. What was taken: a claim's commit does not wait for the WAL (it
+// promises nothing durable, see claimBatch), 15-16 % off a claim on a
+// durable cluster (2.34 -> 1.97 and 2.92 -> 2.47 ms, interleaved).
 //
 // One large file gains nothing from any of this: it is one worker's
 // stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
