@@ -30,10 +30,13 @@ type extLayout struct {
 	inodes                     int64 // s_inodes_count
 	inodesPerGroup             int64
 	groups                     int64
-	uuid                       []byte // s_uuid
-	csumSeed                   uint32 // s_checksum_seed (incompat csum_seed)
-	truncated                  bool   // the superblock counts blocks past the device's end
-	overlaps                   bool   // two groups' inode tables overlap: damage
+	uuid                       []byte    // s_uuid
+	csumSeed                   uint32    // s_checksum_seed (incompat csum_seed)
+	firstData                  int64     // s_first_data_block
+	firstIno                   int64     // s_first_ino: below it, only the root may be named
+	special                    [4]uint32 // s_usr/grp/prj_quota_inum, s_orphan_file_inum: never named either
+	truncated                  bool      // the superblock counts blocks past the device's end
+	overlaps                   bool      // two groups' inode tables overlap: damage
 }
 
 // itable is the used part of one group's inode table.
@@ -104,6 +107,13 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	l.inodes, l.inodesPerGroup = le32(sb, 0x00), inodesPerGroup
 	l.uuid = slices.Clone(sb[0x68:0x78])
 	l.csumSeed = uint32(le32(sb, 0x270))
+	l.firstData, l.firstIno = firstData, 11
+	if le32(sb, 0x4C) >= 1 {
+		l.firstIno = le32(sb, 0x54)
+	}
+	for i, o := range []int{0x240, 0x244, 0x26C, 0x280} {
+		l.special[i] = uint32(le32(sb, o))
+	}
 	groups := (l.blocks - firstData + perGroup - 1) / perGroup
 	if groups <= 0 || groups > maxGDT/descSize {
 		return nil, errNotExt

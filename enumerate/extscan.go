@@ -320,7 +320,14 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 	extra := int64(0)
 	if len(raw) > 128 {
 		extra = le16(raw, 0x80)
-		if extra >= 12 && 128+extra <= int64(len(raw)) {
+		// ext4_iget takes an i_extra_isize of 0 for the whole struct
+		// ext4_inode (32 bytes past the first 128), and reads the times'
+		// extra fields there.
+		tx := extra
+		if tx == 0 {
+			tx = 32
+		}
+		if tx >= 12 && 128+tx <= int64(len(raw)) {
 			if e := le32(raw, 0x88) & 3; e != 0 {
 				in.mtime += e << 32
 			}
@@ -333,19 +340,74 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 		in.flags |= inodeRefused
 		return nil
 	}
+	flags := le32(raw, 0x20)
+	if typ := mode & modeTypeMask; (typ == 0x8000 || typ == modeDir) && flags&inodeInline == 0 && !t.iblockOK(raw[0x28:0x28+60], flags) {
+		in.flags |= inodeRefused // ext4_iget checks a file's or directory's block references
+		return nil
+	}
 	if mode&modeTypeMask != modeDir {
 		return nil
 	}
-	flags := le32(raw, 0x20)
 	if flags&(inodeEncrypt|inodeInline) != 0 {
 		return scanErr("directory inode %d: encrypted or inline data (flags %#x)", ino, flags)
 	}
-	if in.size < 0 || in.size > scanMaxDirBytes {
+	if in.size < 0 || in.size > scanMaxDirBytes || in.size%t.l.blockSize != 0 {
+		// A size that is not whole blocks: readdir stops at it within a
+		// block, lookups do not search that block; not read directly.
 		return scanErr("directory inode %d: size %d", ino, in.size)
 	}
 	t.dirOf[ino] = int32(len(t.dirs))
 	t.dirs = append(t.dirs, extDir{ino: ino, gen: uint32(le32(raw, 0x64)), size: in.size, flags: flags, iblock: [60]byte(raw[0x28 : 0x28+60])})
 	return nil
+}
+
+// blockOK reports whether n blocks from p are blocks an inode may name, as
+// ext4_inode_block_valid checks them (less its system zone test).
+func (t *extTree) blockOK(p, n int64) bool {
+	return p > t.l.firstData && n > 0 && p+n > p && p+n <= t.l.blocks
+}
+
+// iblockOK checks a file's or directory's i_block as ext4_iget does before
+// it hands out the inode (ext4_ext_check_inode, ext4_ind_check_inode):
+// lstat fails with EFSCORRUPTED on an inode that does not pass, so the
+// scan must not list it. It is at least as strict as the kernel.
+func (t *extTree) iblockOK(ib []byte, flags int64) bool {
+	if flags&inodeExtents == 0 {
+		for i := 0; i < 60; i += 4 {
+			if p := le32(ib, i); p != 0 && !t.blockOK(p, 1) {
+				return false
+			}
+		}
+		return true
+	}
+	entries, limit, depth := le16(ib, 2), le16(ib, 4), le16(ib, 6)
+	if le16(ib, 0) != extentMagic || limit == 0 || limit > 4 || entries > limit || depth > maxExtentDepth || entries == 0 && depth > 0 {
+		return false
+	}
+	next := int64(0)
+	for e := int64(0); e < entries; e++ {
+		x := ib[12+12*e : 24+12*e]
+		lblk := le32(x, 0)
+		if lblk < next {
+			return false // out of order or overlapping
+		}
+		if depth > 0 {
+			if !t.blockOK(le16(x, 8)<<32|le32(x, 4), 1) {
+				return false
+			}
+			next = lblk + 1
+			continue
+		}
+		n := le16(x, 4)
+		if n > 32768 {
+			n -= 32768
+		}
+		if !t.blockOK(le16(x, 6)<<32|le32(x, 8), n) {
+			return false
+		}
+		next = lblk + n
+	}
+	return true
 }
 
 // inodeCsumOK checks an inode's metadata_csum checksum as the kernel does
@@ -439,12 +501,20 @@ func (t *extTree) mapDirs() error {
 	return nil
 }
 
-func (d *extDir) add(lblk, pblk, n int64) {
-	if k := len(d.runs) - 1; k >= 0 && d.runs[k].lblk+d.runs[k].n == lblk && d.runs[k].pblk+d.runs[k].n == pblk {
+// add maps n more blocks; they must follow the ones mapped so far (an
+// extent tree whose extents overlap or go back is damage: the kernel does
+// not read both).
+func (d *extDir) add(lblk, pblk, n int64) error {
+	k := len(d.runs) - 1
+	if k >= 0 && lblk < d.runs[k].lblk+d.runs[k].n {
+		return scanErr("block %d mapped twice or out of order", lblk)
+	}
+	if k >= 0 && d.runs[k].lblk+d.runs[k].n == lblk && d.runs[k].pblk+d.runs[k].n == pblk {
 		d.runs[k].n += n
-		return
+		return nil
 	}
 	d.runs = append(d.runs, dirRun{lblk, pblk, n})
+	return nil
 }
 
 // extents follows an extent tree node (b: header and entries) whose depth
@@ -480,7 +550,9 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 		if n == 0 || p <= 0 || p >= t.l.blocks || n > t.l.blocks-p {
 			return scanErr("extent of %d blocks at %d outside the filesystem", n, p)
 		}
-		d.add(lblk, p, n)
+		if err := d.add(lblk, p, n); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -500,7 +572,9 @@ func (t *extTree) blockMap(d *extDir, nb int64) error {
 			if err := ptr(p); err != nil {
 				return err
 			}
-			d.add(i, p, 1)
+			if err := d.add(i, p, 1); err != nil {
+				return err
+			}
 		}
 	}
 	var walk func(p, level, lblk int64) error
@@ -526,7 +600,9 @@ func (t *extTree) blockMap(d *extDir, nb int64) error {
 				return err
 			}
 			if level == 1 {
-				d.add(l, c, 1)
+				if err := d.add(l, c, 1); err != nil {
+					return err
+				}
 			} else if err := walk(c, level-1, l); err != nil {
 				return err
 			}
@@ -679,6 +755,9 @@ func (t *extTree) check() error {
 		e := &t.ents[i]
 		in := t.lookup(e.child)
 		switch {
+		case e.child != extRootInodeNo && (int64(e.child) < t.l.firstIno || slices.Contains(t.l.special[:], e.child)):
+			// ext4_lookup and ext4_iget refuse to hand such an inode to lstat.
+			return scanErr("directory inode %d: entry %q names reserved inode %d", t.dirs[e.dir].ino, t.name(e), e.child)
 		case in == nil || in.flags&inodeScanned == 0:
 			return scanErr("directory inode %d: entry %q names inode %d, which is not in use", t.dirs[e.dir].ino, t.name(e), e.child)
 		case in.flags&inodeRefused != 0:

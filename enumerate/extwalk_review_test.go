@@ -1,0 +1,131 @@
+package enumerate
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/HRDAG/ntt/internal/testimg"
+	"github.com/stretchr/testify/require"
+)
+
+// debugfsW runs debugfs -w on img with the commands, one a line.
+func debugfsW(t *testing.T, img string, cmds ...string) {
+	t.Helper()
+	cmd := exec.Command("debugfs", "-w", "-f", "-", img)
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Logf("debugfs: %s", out)
+}
+
+// debugfsR runs one read-only debugfs request and returns its output.
+func debugfsR(t *testing.T, img, req string) string {
+	t.Helper()
+	out, err := exec.Command("debugfs", "-R", req, img).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return string(out)
+}
+
+// requireAgrees walks mnt directly (or falling back) and requires find's
+// records; it returns the result to say which it did.
+func requireAgrees(t *testing.T, mnt string) Result {
+	t.Helper()
+	want, stderr := findRecords(t, mnt)
+	got, res, _ := walkRecords(t, []string{mnt}, Options{})
+	t.Logf("find stderr: %q; direct roots %q, skipped %q", stderr, res.Direct.Roots, res.Direct.Skipped)
+	requireSameRecords(t, want, got)
+	return res
+}
+
+func reviewSpec(features ...string) testimg.Spec {
+	spec := smallSpec("review", "a/one", "a/two", "b/three", "c/four")
+	spec.Features = features
+	return spec
+}
+
+func mountReview(t *testing.T, img, fstype string) string {
+	return testimg.MountImage(t, img, 0, 0, fstype)
+}
+
+// reviewCase is an image made with mkfs features and then changed with
+// debugfs -w; direct says whether the scan must read it (true) or fall
+// back with the reason why (the kernel refuses something the scan would
+// otherwise have listed).
+type reviewCase struct {
+	name     string
+	features []string
+	cmds     func(t *testing.T, img string) []string
+	why      string // "" : read directly
+}
+
+func runReviewCases(t *testing.T, cases []reviewCase) {
+	testimg.RequireRoot(t)
+	requireE2fsTools(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			img := testimg.Build(t, reviewSpec(tc.features...))
+			if tc.cmds != nil {
+				debugfsW(t, img, tc.cmds(t, img)...)
+			}
+			mnt := mountReview(t, img, "ext4")
+			res := requireAgrees(t, mnt)
+			if tc.why == "" {
+				require.Equal(t, []string{mnt}, res.Direct.Roots, "skipped: %q", res.Direct.Skipped)
+				return
+			}
+			require.Empty(t, res.Direct.Roots)
+			require.Len(t, res.Direct.Skipped, 1)
+			require.Contains(t, res.Direct.Skipped[0], tc.why)
+		})
+	}
+}
+
+func debugfsCmds(cmds ...string) func(*testing.T, string) []string {
+	return func(*testing.T, string) []string { return cmds }
+}
+
+// Features the scan reads or refuses as a whole.
+func TestReviewFeatures(t *testing.T) {
+	runReviewCases(t, []reviewCase{
+		{name: "plain"},
+		{name: "bigalloc", features: []string{"bigalloc"}},
+		{name: "inline_data", features: []string{"inline_data"}, why: "incompatible features 0x8000"},
+		{name: "meta_bg", features: []string{"meta_bg", "^resize_inode"}, why: "meta_bg"},
+		// dir_nlink: a directory's link count of 1 is what lstat says too.
+		{name: "directory nlink 1", cmds: debugfsCmds("sif /a links_count 1")},
+	})
+}
+
+// An inode whose i_extra_isize is 0 in a 256-byte inode: ext4_iget takes
+// 32 and reads the extra time fields, so a time past 2038 is lstat's.
+func TestReviewExtraIsizeZero(t *testing.T) {
+	runReviewCases(t, []reviewCase{
+		{name: "mtime 2050", cmds: debugfsCmds("sif /a/two mtime 20500101000000", "sif /a/two extra_isize 0")},
+		{name: "mtime 1960", cmds: debugfsCmds("sif /a/two mtime 19600101000000", "sif /a/two extra_isize 0")},
+	})
+}
+
+// Damage the kernel refuses (lstat or lookup fails, or readdir and lookup
+// disagree) where the scan listed the entries anyway: it must fall back.
+func TestReviewDamageFallsBack(t *testing.T) {
+	runReviewCases(t, []reviewCase{
+		{name: "entry names the resize inode", cmds: debugfsCmds("ln <7> /a/resize"), why: "names reserved inode 7"},
+		{name: "entry names the journal inode", cmds: debugfsCmds("ln <8> /a/journal"), why: "names reserved inode 8"},
+		{name: "file extent header", cmds: debugfsCmds("sif /a/one block[0] 0x1234"), why: "inode 13: checksum mismatch or bad fields"},
+		{name: "file extent past the end", cmds: debugfsCmds("sif /a/two block[5] 0x7fffffff"), why: "inode 14: checksum mismatch or bad fields"},
+		{name: "directory block mapped twice", cmds: func(t *testing.T, img string) []string {
+			out := debugfsR(t, img, "bmap /a 0")
+			p := strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:])
+			return []string{"sif /a block[0] 0x2F30A", "sif /a block[6] 0", "sif /a block[7] 1", "sif /a block[8] " + p}
+		}, why: "inode 12: checksum mismatch or bad fields"},
+		{name: "directory size not whole blocks", cmds: func(t *testing.T, img string) []string {
+			var c []string
+			for i := range 60 {
+				c = append(c, fmt.Sprintf("write /dev/null /b/long-name-to-fill-the-block-%040d", i))
+			}
+			return append(c, "sif /b size 2048")
+		}, why: "size 2048"},
+	})
+}
