@@ -341,8 +341,8 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 		return nil
 	}
 	flags := le32(raw, 0x20)
-	if typ := mode & modeTypeMask; (typ == 0x8000 || typ == modeDir) && flags&inodeInline == 0 && !t.iblockOK(raw[0x28:0x28+60], flags) {
-		in.flags |= inodeRefused // ext4_iget checks a file's or directory's block references
+	if !t.igetOK(raw, uint16(mode), flags, in.size) {
+		in.flags |= inodeRefused
 		return nil
 	}
 	if mode&modeTypeMask != modeDir {
@@ -359,6 +359,65 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 	t.dirOf[ino] = int32(len(t.dirs))
 	t.dirs = append(t.dirs, extDir{ino: ino, gen: uint32(le32(raw, 0x64)), size: in.size, flags: flags, iblock: [60]byte(raw[0x28 : 0x28+60])})
 	return nil
+}
+
+// More inode flags, and features ext4_iget checks them against.
+const (
+	inodeImmutable = 0x10
+	inodeAppend    = 0x20
+	inodeHugeFile  = 0x40000
+	inodeEAInode   = 0x200000
+	inodeCasefold  = 0x40000000
+)
+
+// igetOK reports whether ext4_iget hands out the inode rather than
+// failing with EFSCORRUPTED (lstat fails then, so the scan must not list
+// it): its extended attribute block, its block references (a file's, a
+// directory's, a slow symlink's), a fast symlink's length, flags that its
+// type or the filesystem's features do not allow. Where the kernel's test
+// needs more than the scan reads, it refuses: at least as strict as the
+// kernel.
+func (t *extTree) igetOK(raw []byte, mode uint16, flags, size int64) bool {
+	acl := le32(raw, 0x68)
+	if t.l.incompat&incompat64bit != 0 {
+		acl |= le16(raw, 0x76) << 32
+	}
+	typ := mode & modeTypeMask
+	switch {
+	case acl != 0 && !t.blockOK(acl, 1),
+		flags&inodeInline != 0,  // the scan refuses inline_data filesystems: an inline inode is damage
+		flags&inodeEAInode != 0, // an extended attribute's inode, never named by a directory
+		flags&inodeCasefold != 0 && (typ != modeDir || t.l.incompat&incompatCasefold == 0),
+		typ == modeDir && flags&inodeIndexDir != 0 && t.csum && t.l.compat&compatDirIndex == 0:
+		return false
+	}
+	ib := raw[0x28 : 0x28+60]
+	switch typ {
+	case 0x8000, modeDir:
+		return t.iblockOK(ib, flags)
+	case 0xA000:
+		if flags&(inodeImmutable|inodeAppend|inodeEncrypt|inodeHugeFile) != 0 || acl != 0 {
+			return false
+		}
+		var fast bool
+		if t.l.incompat&incompatEAInode != 0 {
+			fast = size > 0 && size < 60
+		} else {
+			fast = le32(raw, 0x1C)|le16(raw, 0x74)<<32 == 0 // no blocks
+		}
+		if !fast {
+			return t.iblockOK(ib, flags)
+		}
+		if size <= 0 || size >= 60 {
+			return false
+		}
+		for _, c := range ib[:size] {
+			if c == 0 {
+				return false // the kernel's strnlen must come to the size
+			}
+		}
+	}
+	return true
 }
 
 // blockOK reports whether n blocks from p are blocks an inode may name, as
