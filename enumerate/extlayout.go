@@ -35,6 +35,8 @@ type extLayout struct {
 	firstData                  int64     // s_first_data_block
 	firstIno                   int64     // s_first_ino: below it, only the root may be named
 	special                    [4]uint32 // s_usr/grp/prj_quota_inum, s_orphan_file_inum: never named either
+	hashSeed                   [4]uint32 // s_hash_seed, for the htree's name hashes
+	flags                      int64     // s_flags: signed or unsigned name hashes
 	truncated                  bool      // the superblock counts blocks past the device's end
 	overlaps                   bool      // two groups' inode tables overlap: damage
 }
@@ -114,6 +116,10 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	for i, o := range []int{0x240, 0x244, 0x26C, 0x280} {
 		l.special[i] = uint32(le32(sb, o))
 	}
+	for i := range l.hashSeed {
+		l.hashSeed[i] = uint32(le32(sb, 0xEC+4*i))
+	}
+	l.flags = le32(sb, 0x160)
 	groups := (l.blocks - firstData + perGroup - 1) / perGroup
 	if groups <= 0 || groups > maxGDT/descSize {
 		return nil, errNotExt

@@ -94,9 +94,19 @@ type extDir struct {
 	flags  int64
 	iblock [60]byte // i_block: the extent tree's root or the block map
 	runs   []dirRun
-	dx     map[int64][]byte // an indexed directory's root and node blocks, by logical block
+	dx     map[int64][]byte    // an indexed directory's root and node blocks, by logical block
+	leaves map[int64]hashRange // an indexed directory's leaf blocks: the hashes the index sends there
+	hashV  int                 // an indexed directory's hash version
 	// After the scan, its entries are ents[first : first+count].
 	first, count int32
+}
+
+// hashRange is the name hashes an htree index sends to one leaf block:
+// from lo, below hi, or up to hi too when cont (a hash continued in the
+// next leaf).
+type hashRange struct {
+	lo, hi int64
+	cont   bool
 }
 
 // dirRun maps n blocks of a directory, from its block lblk, to the
@@ -847,6 +857,23 @@ func (t *extTree) check() error {
 		t.dirs[d].first, t.dirs[d].count = int32(i), int32(j-i)
 		i = j
 	}
+	// In a hash-indexed directory, readdir and lookup find an entry only
+	// in the leaf its name's hash leads to (one written elsewhere, or a
+	// superblock whose hash seed changed, is missing from both).
+	for i := range t.dirs {
+		d := &t.dirs[i]
+		if d.leaves == nil {
+			continue
+		}
+		for _, e := range t.ents[d.first : d.first+d.count] {
+			h, ok := dxHash(t.name(&e), d.hashV, t.l.hashSeed)
+			r, in := d.leaves[int64(e.lblk)]
+			if !ok || !in || int64(h) < r.lo || int64(h) > r.hi || int64(h) == r.hi && !r.cont {
+				return scanErr("directory inode %d: entry %q (hash %#x) is not where its hash leads", d.ino, t.name(&e), h)
+			}
+		}
+		d.leaves = nil
+	}
 	return nil
 }
 
@@ -960,6 +987,21 @@ func (t *extTree) checkIndex(d *extDir) error {
 	if hashVersion > 6 || infoLen != 8 || flags&1 != 0 || levels >= maxLevels {
 		return scanErr("bad htree root (hash %d, info %d, levels %d, flags %#x)", hashVersion, infoLen, levels, flags)
 	}
+	// The hash the kernel's dx_probe uses: the root's version, unsigned
+	// per the superblock (neither flag: the kernel's char decides; not
+	// followed). Casefolded names are hashed folded: not followed.
+	d.hashV = int(hashVersion)
+	switch {
+	case d.flags&inodeCasefold != 0:
+		return scanErr("casefolded hash-indexed directory")
+	case d.hashV <= hashTEA && t.l.flags&2 != 0:
+		d.hashV += 3
+	case d.hashV <= hashTEA && t.l.flags&1 == 0:
+		return scanErr("neither signed nor unsigned name hashes")
+	}
+	if d.hashV > hashTEAUnsigned {
+		return scanErr("htree hash version %d", d.hashV)
+	}
 	csum := int64(0)
 	if t.csum {
 		csum = 8
@@ -972,9 +1014,11 @@ func (t *extTree) checkIndex(d *extDir) error {
 	}
 	nodes := map[int64]bool{0: true}
 	leaves := map[int64]int{}
-	// block is an index block: its count/limit at off, entries from off.
-	var walk func(b []byte, off int64, limit int64, level int) error
-	walk = func(b []byte, off, limit int64, level int) error {
+	d.leaves = map[int64]hashRange{}
+	// block is an index block: its count/limit at off, entries from off,
+	// sending the hashes of r there.
+	var walk func(b []byte, off int64, limit int64, level int, r hashRange) error
+	walk = func(b []byte, off, limit int64, level int, r hashRange) error {
 		lim, count := le16(b, int(off)), le16(b, int(off)+2)
 		if lim != limit || count == 0 || count > lim {
 			return scanErr("bad htree limit %d or count %d (limit %d expected)", lim, count, limit)
@@ -987,8 +1031,17 @@ func (t *extTree) checkIndex(d *extDir) error {
 			if !mapped[blk] || blk == 0 {
 				return scanErr("htree entry names block %d, not in the directory", blk)
 			}
+			sub := r
+			if i > 0 {
+				sub.lo = le32(b, int(off+8*i)) &^ 1
+			}
+			if i+1 < count {
+				next := le32(b, int(off+8*(i+1)))
+				sub.hi, sub.cont = next&^1, next&1 != 0
+			}
 			if level == 0 {
 				leaves[blk]++
+				d.leaves[blk] = sub
 				continue
 			}
 			node, ok := d.dx[blk]
@@ -996,13 +1049,13 @@ func (t *extTree) checkIndex(d *extDir) error {
 				return scanErr("htree node %d missing or named twice", blk)
 			}
 			nodes[blk] = true
-			if err := walk(node, 8, (bs-8-csum)/8, level-1); err != nil {
+			if err := walk(node, 8, (bs-8-csum)/8, level-1, sub); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	if err := walk(root, 0x20, (bs-24-8-csum)/8, levels); err != nil {
+	if err := walk(root, 0x20, (bs-24-8-csum)/8, levels, hashRange{0, 1 << 32, false}); err != nil {
 		return err
 	}
 	for blk := range mapped {

@@ -2,7 +2,9 @@ package enumerate
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -156,4 +158,92 @@ func TestReviewIgetRefusals(t *testing.T) {
 		{name: "mode 0", cmds: debugfsCmds("sif /a/one mode 0"), why: "names inode 13, which is not in use"},
 		{name: "mode of no type", cmds: debugfsCmds("sif /a/one mode 0170644"), why: "inode 13: mode 0170644"},
 	})
+}
+
+// kernelGrown builds an ext4 image, runs prepare on it (tune2fs), mounts
+// it read-write, runs fill on it and unmounts it cleanly.
+func kernelGrown(t *testing.T, spec testimg.Spec, prepare func(img string), fill func(rw string)) string {
+	t.Helper()
+	if len(spec.Entries) == 0 {
+		spec.Entries = []testimg.Entry{{Path: "seed", Kind: testimg.File, Data: []byte("x")}}
+	}
+	img := testimg.Build(t, spec)
+	if prepare != nil {
+		prepare(img)
+	}
+	rw := t.TempDir()
+	out, err := exec.Command("mount", "-t", "ext4", "-o", "loop,rw", img, rw).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	mounted := true
+	defer func() {
+		if mounted {
+			exec.Command("umount", rw).Run()
+		}
+	}()
+	fill(rw)
+	out, err = exec.Command("umount", rw).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	mounted = false
+	return img
+}
+
+// In a hash-indexed directory the kernel finds an entry (readdir, lookup)
+// only in the leaf its name's hash leads to. A directory the kernel grew
+// is read directly, with each hash (half_md4, tea, legacy; names with
+// bytes above 0x7F, whose hash depends on signed or unsigned chars); a
+// superblock whose hash seed or hash signedness changed afterwards makes
+// the kernel miss entries (readdir skips them or lstat does not find
+// them): the scan, which listed them all, must fall back.
+func TestReviewHtreeHashes(t *testing.T) {
+	testimg.RequireRoot(t)
+	requireE2fsTools(t)
+	for _, alg := range []string{"half_md4", "tea", "legacy"} {
+		t.Run(alg, func(t *testing.T) {
+			img := kernelGrown(t, testimg.Spec{Size: 32 << 20}, func(img string) {
+				out, err := exec.Command("tune2fs", "-E", "hash_alg="+alg, img).CombinedOutput()
+				require.NoError(t, err, "%s", out)
+			}, func(rw string) {
+				require.NoError(t, os.Mkdir(filepath.Join(rw, "big"), 0o755))
+				for i := range 1500 {
+					name := fmt.Sprintf("file-%05d", i)
+					if i%2 == 0 {
+						name += "-\xc3\xa9\xff"
+					}
+					require.NoError(t, os.WriteFile(filepath.Join(rw, "big", name), nil, 0o644))
+				}
+			})
+			out := debugfsR(t, img, "htree /big")
+			require.Contains(t, out, "Hash Version: ", "%.300s", out)
+			t.Run("as grown", func(t *testing.T) {
+				mnt := mountReview(t, img, "ext4")
+				res := requireAgrees(t, mnt)
+				require.Equal(t, []string{mnt}, res.Direct.Roots, "skipped: %q", res.Direct.Skipped)
+			})
+			for _, tc := range []struct {
+				name string
+				cmd  string
+				why  string
+			}{
+				{"seed changed", "ssv hash_seed 01234567-89ab-cdef-0123-456789abcdef", map[bool]string{true: "", false: "is not where its hash leads"}[alg == "legacy"]}, // legacy takes no seed
+				{"unsigned", "ssv flags 2", "is not where its hash leads"},
+				{"neither signed nor unsigned", "ssv flags 0", "neither signed nor unsigned"},
+				{"default hash changed", "ssv def_hash_version tea", ""},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					c := filepath.Join(t.TempDir(), "c.img")
+					out, err := exec.Command("cp", "--sparse=always", img, c).CombinedOutput()
+					require.NoError(t, err, "%s", out)
+					debugfsW(t, c, tc.cmd)
+					mnt := mountReview(t, c, "ext4")
+					res := requireAgrees(t, mnt)
+					if tc.why == "" {
+						require.Equal(t, []string{mnt}, res.Direct.Roots, "skipped: %q", res.Direct.Skipped)
+						return
+					}
+					require.Empty(t, res.Direct.Roots)
+					require.Contains(t, res.Direct.Skipped[0], tc.why)
+				})
+			}
+		})
+	}
 }
