@@ -603,6 +603,9 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 			if err != nil {
 				return err
 			}
+			if err := t.extentBlockOK(d, child, depth-1); err != nil {
+				return err
+			}
 			if err := t.extents(d, child, depth, nb); err != nil {
 				return err
 			}
@@ -622,6 +625,35 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 		if err := d.add(lblk, p, n); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// extentBlockOK checks an extent tree block below the inode as the
+// kernel's __ext4_ext_check does when it reads one: its header, the depth
+// its parent expects, and under metadata_csum its checksum (crc32c over
+// the seed, the inode number and generation, and the block up to its
+// tail). Readdir fails on a block that does not pass.
+func (t *extTree) extentBlockOK(d *extDir, b []byte, depth int64) error {
+	entries, limit := le16(b, 2), le16(b, 4)
+	if le16(b, 0) != extentMagic || le16(b, 6) != depth || limit == 0 || limit > (int64(len(b))-12)/12 || entries > limit || entries == 0 && depth > 0 {
+		return scanErr("bad extent header in an extent block")
+	}
+	if !t.csum {
+		return nil
+	}
+	tail := 12 + 12*limit
+	if tail+4 > int64(len(b)) {
+		return scanErr("bad extent header in an extent block")
+	}
+	var b8 [8]byte
+	binary.LittleEndian.PutUint32(b8[:], d.ino)
+	binary.LittleEndian.PutUint32(b8[4:], d.gen)
+	c := crc32cRaw(t.seed, b8[:4])
+	c = crc32cRaw(c, b8[4:])
+	c = crc32cRaw(c, b[:tail])
+	if uint32(le32(b, int(tail))) != c {
+		return scanErr("extent block checksum mismatch")
 	}
 	return nil
 }

@@ -1,10 +1,13 @@
 package enumerate
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -244,6 +247,66 @@ func TestReviewHtreeHashes(t *testing.T) {
 					require.Contains(t, res.Direct.Skipped[0], tc.why)
 				})
 			}
+		})
+	}
+}
+
+var etbRE = regexp.MustCompile(`\(ETB0\):(\d+)`)
+
+// A directory's extent tree below the inode: the kernel checks each
+// index or leaf block it reads (its header, its depth, its checksum under
+// metadata_csum) and readdir fails on one that does not pass.
+func TestReviewDirectoryExtentBlocks(t *testing.T) {
+	testimg.RequireRoot(t)
+	requireE2fsTools(t)
+	img := kernelGrown(t, testimg.Spec{Size: 64 << 20}, nil, func(rw string) {
+		for d := range 3 {
+			require.NoError(t, os.Mkdir(filepath.Join(rw, fmt.Sprintf("big%d", d)), 0o755))
+		}
+		for i := range 2500 {
+			for d := range 3 {
+				require.NoError(t, os.WriteFile(filepath.Join(rw, fmt.Sprintf("big%d", d), fmt.Sprintf("f%05d-%s", i, strings.Repeat("n", i%40))), nil, 0o644))
+			}
+		}
+	})
+	m := etbRE.FindStringSubmatch(debugfsR(t, img, "stat /big1"))
+	require.NotNil(t, m, "an extent tree below the inode")
+	etb, _ := strconv.ParseInt(m[1], 10, 64)
+	t.Run("as grown", func(t *testing.T) {
+		mnt := mountReview(t, img, "ext4")
+		res := requireAgrees(t, mnt)
+		require.Equal(t, []string{mnt}, res.Direct.Roots, "skipped: %q", res.Direct.Skipped)
+	})
+	for _, tc := range []struct {
+		name string
+		off  func(hdr []byte) int64 // byte of the block to flip
+		why  string
+	}{
+		{"checksum", func(hdr []byte) int64 { return 12 + 12*int64(binary.LittleEndian.Uint16(hdr[4:])) }, "extent block checksum mismatch"},
+		{"eh_max", func(hdr []byte) int64 { return 5 }, "extent block"},
+		{"depth", func(hdr []byte) int64 { return 6 }, "bad extent header"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := filepath.Join(t.TempDir(), "c.img")
+			out, err := exec.Command("cp", "--sparse=always", img, c).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			f, err := os.OpenFile(c, os.O_RDWR, 0)
+			require.NoError(t, err)
+			hdr := make([]byte, 12)
+			_, err = f.ReadAt(hdr, etb*4096)
+			require.NoError(t, err)
+			off := etb*4096 + tc.off(hdr)
+			b := make([]byte, 1)
+			_, err = f.ReadAt(b, off)
+			require.NoError(t, err)
+			b[0] ^= 0x01
+			_, err = f.WriteAt(b, off)
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+			mnt := mountReview(t, c, "ext4")
+			res := requireAgrees(t, mnt)
+			require.Empty(t, res.Direct.Roots)
+			require.Contains(t, res.Direct.Skipped[0], tc.why)
 		})
 	}
 }
