@@ -1,6 +1,7 @@
 package enumerate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -55,9 +56,9 @@ func mountReview(t *testing.T, img, fstype string) string {
 }
 
 // reviewCase is an image made with mkfs features and then changed with
-// debugfs -w; direct says whether the scan must read it (true) or fall
-// back with the reason why (the kernel refuses something the scan would
-// otherwise have listed).
+// debugfs -w; the scan must read it directly (why "") or fall back with a
+// reason containing why (the kernel refuses something the scan would
+// otherwise have listed). Either way the records must be find's.
 type reviewCase struct {
 	name     string
 	features []string
@@ -309,4 +310,54 @@ func TestReviewDirectoryExtentBlocks(t *testing.T) {
 			require.Contains(t, res.Direct.Skipped[0], tc.why)
 		})
 	}
+}
+
+// Directory blocks punched out (holes): readdir and lookup skip them, as
+// the scan does.
+func TestReviewDirectoryHoles(t *testing.T) {
+	fill := func(dir string) []string {
+		var c []string
+		for i := range 300 {
+			c = append(c, fmt.Sprintf("write /dev/null %s/long-name-to-fill-the-blocks-%040d", dir, i))
+		}
+		return c
+	}
+	runReviewCases(t, []reviewCase{
+		{name: "linear directory hole", features: []string{"^dir_index"}, cmds: func(t *testing.T, img string) []string {
+			return append(fill("/b"), "punch /b 1 1")
+		}},
+		{name: "directory hole, dir_index", cmds: func(t *testing.T, img string) []string {
+			return append(fill("/b"), "punch /b 1 1")
+		}},
+		{name: "directory hole at block 0", features: []string{"^dir_index"}, cmds: func(t *testing.T, img string) []string {
+			return append(fill("/b"), "punch /b 0 0")
+		}},
+	})
+}
+
+// A directory entry whose file type says directory for a regular file:
+// lstat gives the inode's type, and so do the scan and the kernel walk.
+func TestReviewFileTypeDisagrees(t *testing.T) {
+	testimg.RequireRoot(t)
+	requireE2fsTools(t)
+	img := testimg.Build(t, reviewSpec("^metadata_csum"))
+	out := debugfsR(t, img, "bmap /a 0")
+	blk, err := strconv.ParseInt(strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:]), 10, 64)
+	require.NoError(t, err, out)
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	b := make([]byte, 4096)
+	_, err = f.ReadAt(b, blk*4096)
+	require.NoError(t, err)
+	i := bytes.Index(b, []byte("one"))
+	require.Positive(t, i)
+	b[i-1] = 2
+	_, err = f.WriteAt(b, blk*4096)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	mnt := mountReview(t, img, "ext4")
+	requireAgrees(t, mnt)
+	kernel, _, _ := walkRecords(t, []string{mnt}, Options{KernelOnly: true})
+	want, _ := findRecords(t, mnt)
+	requireSameRecords(t, want, kernel)
 }
