@@ -795,6 +795,10 @@ func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
 			return scanErr("bad entry at %d (inode %d, rec_len %d, name_len %d)", off, ino, rl, nl)
 		}
 		last = off
+		if ino != 0 && nl == 0 {
+			// The kernel's readdir fails (EIO) on it: the walk reports that.
+			return scanErr("entry of no name at %d", off)
+		}
 		if ino != 0 && nl > 0 {
 			name := e[8 : 8+nl]
 			if !(nl == 1 && name[0] == '.' || nl == 2 && name[0] == '.' && name[1] == '.') {

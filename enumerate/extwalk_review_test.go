@@ -361,3 +361,46 @@ func TestReviewFileTypeDisagrees(t *testing.T) {
 	want, _ := findRecords(t, mnt)
 	requireSameRecords(t, want, kernel)
 }
+
+// Cases that agreed: extended attributes (in the inode, in a block, in
+// ea_inode inodes), uninit_bg without metadata_csum.
+func TestReviewXattrsAndGroups(t *testing.T) {
+	big := strings.Repeat("v", 3000)
+	runReviewCases(t, []reviewCase{
+		{name: "xattrs in inode and block", cmds: debugfsCmds("ea_set /a/one user.small v", "ea_set /a/two user.big "+big, "ea_set /a user.big "+big)},
+		{name: "uninit_bg without metadata_csum", features: []string{"^metadata_csum", "uninit_bg"}},
+		{name: "ea_inode", features: []string{"ea_inode"}, cmds: debugfsCmds("ea_set /a/two user.big "+big+big, "symlink /a/fast tgt", "ea_set /a/fast user.big "+big+big)},
+	})
+}
+
+// An entry of name length 0 naming a live inode: the kernel's readdir
+// fails with EIO there, and the walk through system calls reports it; the
+// scan skipped the entry and reported nothing. It must fall back.
+func TestReviewEntryWithoutName(t *testing.T) {
+	testimg.RequireRoot(t)
+	requireE2fsTools(t)
+	img := testimg.Build(t, reviewSpec("^metadata_csum"))
+	out := debugfsR(t, img, "bmap /a 0")
+	blk, err := strconv.ParseInt(strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:]), 10, 64)
+	require.NoError(t, err, out)
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	b := make([]byte, 4096)
+	_, err = f.ReadAt(b, blk*4096)
+	require.NoError(t, err)
+	i := bytes.Index(b, []byte("one"))
+	require.Positive(t, i)
+	b[i-2] = 0 // name_len
+	_, err = f.WriteAt(b, blk*4096)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	mnt := mountReview(t, img, "ext4")
+	_, stderr := findRecords(t, mnt)
+	require.Contains(t, stderr, "Input/output error")
+	res := requireAgrees(t, mnt)
+	require.Empty(t, res.Direct.Roots)
+	require.Contains(t, res.Direct.Skipped[0], "entry of no name")
+	_, kres, _ := walkRecords(t, []string{mnt}, Options{KernelOnly: true})
+	require.Positive(t, kres.Errors)
+	require.Equal(t, kres.Errors, res.Errors)
+}
