@@ -37,6 +37,8 @@ type extLayout struct {
 	special                    [4]uint32 // s_usr/grp/prj_quota_inum, s_orphan_file_inum: never named either
 	hashSeed                   [4]uint32 // s_hash_seed, for the htree's name hashes
 	flags                      int64     // s_flags: signed or unsigned name hashes
+	sysZone                    []span    // in blocks: superblocks, descriptors, bitmaps, inode tables (the kernel's system zone, less the journal)
+	itable0                    int64     // group 0's inode table, its first block
 	truncated                  bool      // the superblock counts blocks past the device's end
 	overlaps                   bool      // two groups' inode tables overlap: damage
 }
@@ -134,12 +136,50 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	if _, err := r.ReadAt(gdt, gdtOff); err != nil {
 		return nil, err
 	}
+	// The kernel's system zone (ext4_setup_system_zone), which no inode may
+	// name a block of: each group's bitmaps and whole inode table, and the
+	// superblock copies with the descriptors and, here besides, the
+	// reserved descriptor blocks (stricter: a fallback, not a wrong answer).
+	gdb := (groups*descSize + l.blockSize - 1) / l.blockSize
+	itb := (inodesPerGroup*l.inodeSize + l.blockSize - 1) / l.blockSize
+	hasSuper := func(g int64) bool {
+		switch {
+		case g == 0:
+			return true
+		case l.compat&0x200 != 0: // sparse_super2
+			return g == le32(sb, 0x24C) || g == le32(sb, 0x250)
+		case roCompat&0x1 == 0: // no sparse_super: every group
+			return true
+		case g == 1:
+			return true
+		}
+		for _, b := range []int64{3, 5, 7} {
+			n := g
+			for n%b == 0 {
+				n /= b
+			}
+			if n == 1 {
+				return true
+			}
+		}
+		return false
+	}
 	for g := int64(0); g < groups; g++ {
 		d := gdt[g*descSize : (g+1)*descSize]
 		start := le32(d, 0x08)
 		used := inodesPerGroup
+		bb, ib := le32(d, 0x00), le32(d, 0x04)
 		if descSize >= 64 {
 			start |= le32(d, 0x28) << 32
+			bb |= le32(d, 0x20) << 32
+			ib |= le32(d, 0x24) << 32
+		}
+		if g == 0 {
+			l.itable0 = start
+		}
+		l.sysZone = append(l.sysZone, span{bb, 1}, span{ib, 1}, span{start, itb})
+		if hasSuper(g) {
+			l.sysZone = append(l.sysZone, span{firstData + g*perGroup, 1 + gdb + le16(sb, 0xCE)})
 		}
 		if lazy {
 			if le16(d, 0x12)&0x1 != 0 { // INODE_UNINIT

@@ -133,6 +133,7 @@ type extTree struct {
 	tick   func() error       // called between reads: progress, and a stop (non-nil error)
 	seed   uint32             // metadata_csum seed (0 without checksums)
 	csum   bool
+	zone   []span // in blocks, sorted, merged: what no inode may name (blockOK)
 
 	tables  []itable   // used inode tables
 	base    []int64    // index into inodes of each table's first inode
@@ -181,6 +182,9 @@ func scanExt(r io.ReaderAt, size int64, advise func(off, n int64), tick func() e
 		if l.incompat&incompatCsumSeed == 0 {
 			t.seed = crc32cRaw(^uint32(0), l.uuid)
 		}
+	}
+	if err := t.systemZone(); err != nil {
+		return nil, err
 	}
 	if err := t.readInodes(); err != nil {
 		return nil, err
@@ -431,9 +435,68 @@ func (t *extTree) igetOK(raw []byte, mode uint16, flags, size int64) bool {
 }
 
 // blockOK reports whether n blocks from p are blocks an inode may name, as
-// ext4_inode_block_valid checks them (less its system zone test).
+// ext4_inode_block_valid checks them: inside the filesystem, past its
+// first data block, outside the system zone.
 func (t *extTree) blockOK(p, n int64) bool {
-	return p > t.l.firstData && n > 0 && p+n > p && p+n <= t.l.blocks
+	if !(p > t.l.firstData && n > 0 && p+n > p && p+n <= t.l.blocks) {
+		return false
+	}
+	// The first zone ending past p: it must start at or past p+n.
+	i, _ := slices.BinarySearchFunc(t.zone, p, func(z span, p int64) int { return cmpInt64(z.off+z.n, p+1) })
+	return i == len(t.zone) || t.zone[i].off >= p+n
+}
+
+// systemZone sorts and merges the layout's system zone and adds the
+// journal inode's blocks to it, as the kernel does (the journal inode
+// itself is never named by a directory: its own check does not matter).
+func (t *extTree) systemZone() error {
+	l := t.l
+	z := slices.Clone(l.sysZone)
+	if l.compat&0x4 != 0 {
+		sb := make([]byte, 4)
+		if _, err := t.r.ReadAt(sb, 1024+0xE0); err != nil {
+			return fmt.Errorf("ext: reading the superblock: %w", err)
+		}
+		jino := le32(sb, 0)
+		if jino != 0 {
+			if jino > l.inodesPerGroup || l.itable0 <= 0 {
+				return scanErr("journal inode %d not in group 0", jino)
+			}
+			raw := make([]byte, l.inodeSize)
+			if n, err := t.r.ReadAt(raw, l.itable0*l.blockSize+(jino-1)*l.inodeSize); n != len(raw) {
+				return fmt.Errorf("ext: reading the journal inode: %w", err)
+			}
+			d := extDir{ino: uint32(jino), gen: uint32(le32(raw, 0x64)), size: le32(raw, 0x04) | le32(raw, 0x6C)<<32, flags: le32(raw, 0x20), iblock: [60]byte(raw[0x28 : 0x28+60])}
+			nb := (d.size + l.blockSize - 1) / l.blockSize
+			if d.size < 0 || nb > l.blocks {
+				return scanErr("journal inode size %d", d.size)
+			}
+			t.zone = nil // the journal's own blocks are only checked against the filesystem
+			var err error
+			if d.flags&inodeExtents != 0 {
+				err = t.extents(&d, d.iblock[:], maxExtentDepth+1, nb)
+			} else {
+				err = t.blockMap(&d, nb)
+			}
+			if err != nil {
+				return fmt.Errorf("%w (journal inode %d)", err, jino)
+			}
+			for _, r := range d.runs {
+				z = append(z, span{r.pblk, r.n})
+			}
+		}
+	}
+	slices.SortFunc(z, func(a, b span) int { return cmpInt64(a.off, b.off) })
+	var merged []span
+	for _, s := range z {
+		if k := len(merged) - 1; k >= 0 && s.off <= merged[k].off+merged[k].n {
+			merged[k].n = max(merged[k].n, s.off+s.n-merged[k].off)
+			continue
+		}
+		merged = append(merged, s)
+	}
+	t.zone = merged
+	return nil
 }
 
 // iblockOK checks a file's or directory's i_block as ext4_iget does before
@@ -530,8 +593,8 @@ func (t *extTree) lookup(ino uint32) *extInode {
 // block reads one filesystem block (an extent index or leaf, an indirect
 // block), bounded in count over the whole scan.
 func (t *extTree) block(p int64) ([]byte, error) {
-	if p <= 0 || p >= t.l.blocks {
-		return nil, scanErr("block %d outside the filesystem", p)
+	if !t.blockOK(p, 1) {
+		return nil, scanErr("block %d outside the filesystem or in its metadata", p)
 	}
 	if t.meta++; t.meta > min(scanMaxDirBytes/t.l.blockSize, t.l.blocks) {
 		return nil, scanErr("more than %d index blocks", t.meta-1)
@@ -619,7 +682,7 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 			continue
 		}
 		n = min(n, nb-lblk)
-		if n == 0 || p <= 0 || p >= t.l.blocks || n > t.l.blocks-p {
+		if !t.blockOK(p, n) {
 			return scanErr("extent of %d blocks at %d outside the filesystem", n, p)
 		}
 		if err := d.add(lblk, p, n); err != nil {
@@ -663,8 +726,8 @@ func (t *extTree) extentBlockOK(d *extDir, b []byte, depth int64) error {
 func (t *extTree) blockMap(d *extDir, nb int64) error {
 	per := t.l.blockSize / 4
 	ptr := func(p int64) error {
-		if p >= t.l.blocks {
-			return scanErr("block %d outside the filesystem", p)
+		if !t.blockOK(p, 1) {
+			return scanErr("block %d outside the filesystem or in its metadata", p)
 		}
 		return nil
 	}

@@ -404,3 +404,36 @@ func TestReviewEntryWithoutName(t *testing.T) {
 	require.Positive(t, kres.Errors)
 	require.Equal(t, kres.Errors, res.Errors)
 }
+
+// An extent or block pointer into the filesystem's metadata (the
+// kernel's system zone, block_validity: superblock and descriptors,
+// bitmaps, inode tables, the journal): ext4_iget refuses the inode, or
+// readdir the directory; the scan listed them.
+func TestReviewSystemZone(t *testing.T) {
+	bad := func(ino int) string { return fmt.Sprintf("inode %d: checksum mismatch or bad fields", ino) }
+	bmap := func(t *testing.T, img, req string) string {
+		out := debugfsR(t, img, req)
+		return strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:])
+	}
+	runReviewCases(t, []reviewCase{
+		{name: "file extent into the inode table", cmds: func(t *testing.T, img string) []string {
+			out := debugfsR(t, img, "imap /a/one")
+			m := imapRE.FindStringSubmatch(out)
+			require.NotNil(t, m, out)
+			return []string{"sif /a/two block[5] " + m[1]}
+		}, why: bad(14)},
+		{name: "file extent into the group descriptors", cmds: debugfsCmds("sif /a/two block[5] 1"), why: bad(14)},
+		{name: "directory extent into a block bitmap", cmds: func(t *testing.T, img string) []string {
+			out := debugfsR(t, img, "stats")
+			m := regexp.MustCompile(`block bitmap at (\d+)`).FindStringSubmatch(out)
+			require.NotNil(t, m, out)
+			return []string{"sif /c block[5] " + m[1]}
+		}, why: bad(17)},
+		{name: "file extent into the journal", cmds: func(t *testing.T, img string) []string {
+			return []string{"sif /a/two block[5] " + bmap(t, img, "bmap <8> 3")}
+		}, why: bad(14)},
+		{name: "ext3 block pointer into the journal", features: []string{"^extent", "^64bit", "^flex_bg", "^metadata_csum", "^extra_isize", "^huge_file", "^dir_nlink"}, cmds: func(t *testing.T, img string) []string {
+			return []string{"sif /a/two block[0] " + bmap(t, img, "bmap <8> 20")}
+		}, why: bad(14)},
+	})
+}
