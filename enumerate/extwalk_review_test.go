@@ -437,3 +437,20 @@ func TestReviewSystemZone(t *testing.T) {
 		}, why: bad(14)},
 	})
 }
+
+// dir_nlink: a directory of more than 65000 subdirectories, grown by the
+// kernel, has a link count of 1 on disk, and lstat says 1: read directly.
+func TestReviewDirNlink(t *testing.T) {
+	testimg.RequireRoot(t)
+	requireE2fsTools(t)
+	img := kernelGrown(t, testimg.Spec{BlockSize: 1024, Size: 200 << 20, Inodes: 70000}, nil, func(rw string) {
+		require.NoError(t, os.Mkdir(filepath.Join(rw, "wide"), 0o755))
+		for i := range 65010 {
+			require.NoError(t, os.Mkdir(filepath.Join(rw, "wide", fmt.Sprintf("d%05d", i)), 0o755))
+		}
+	})
+	require.Regexp(t, `Links: 1\b`, debugfsR(t, img, "stat /wide"))
+	mnt := mountReview(t, img, "ext4")
+	res := requireAgrees(t, mnt)
+	require.Equal(t, []string{mnt}, res.Direct.Roots, "skipped: %q", res.Direct.Skipped)
+}
