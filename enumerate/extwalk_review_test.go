@@ -201,14 +201,32 @@ func kernelGrown(t *testing.T, spec testimg.Spec, prepare func(img string), fill
 func TestReviewHtreeHashes(t *testing.T) {
 	testimg.RequireRoot(t)
 	requireE2fsTools(t)
-	for _, alg := range []string{"half_md4", "tea", "legacy"} {
-		t.Run(alg, func(t *testing.T) {
-			img := kernelGrown(t, testimg.Spec{Size: 32 << 20}, func(img string) {
+	for _, tc := range []struct {
+		alg      string
+		unsigned bool
+		spec     testimg.Spec
+		n        int
+	}{
+		{"half_md4", false, testimg.Spec{Size: 32 << 20}, 1500},
+		{"tea", false, testimg.Spec{Size: 32 << 20}, 1500},
+		{"legacy", false, testimg.Spec{Size: 32 << 20}, 1500},
+		{"half_md4", true, testimg.Spec{Size: 32 << 20}, 1500},
+		{"tea", true, testimg.Spec{Size: 32 << 20}, 1500},
+		// Two levels of index blocks: 1 KiB blocks, 8000 entries.
+		{"half_md4", false, testimg.Spec{Size: 64 << 20, BlockSize: 1024}, 8000},
+	} {
+		alg := tc.alg
+		name := fmt.Sprintf("%s-unsigned=%v-%d", alg, tc.unsigned, tc.n)
+		t.Run(name, func(t *testing.T) {
+			img := kernelGrown(t, tc.spec, func(img string) {
 				out, err := exec.Command("tune2fs", "-E", "hash_alg="+alg, img).CombinedOutput()
 				require.NoError(t, err, "%s", out)
+				if tc.unsigned {
+					debugfsW(t, img, "ssv flags 2")
+				}
 			}, func(rw string) {
 				require.NoError(t, os.Mkdir(filepath.Join(rw, "big"), 0o755))
-				for i := range 1500 {
+				for i := range tc.n {
 					name := fmt.Sprintf("file-%05d", i)
 					if i%2 == 0 {
 						name += "-\xc3\xa9\xff"
@@ -218,6 +236,9 @@ func TestReviewHtreeHashes(t *testing.T) {
 			})
 			out := debugfsR(t, img, "htree /big")
 			require.Contains(t, out, "Hash Version: ", "%.300s", out)
+			if tc.n > 5000 {
+				require.Contains(t, out, "Indirect levels: 1", "%.300s", out)
+			}
 			t.Run("as grown", func(t *testing.T) {
 				mnt := mountReview(t, img, "ext4")
 				res := requireAgrees(t, mnt)
@@ -229,7 +250,7 @@ func TestReviewHtreeHashes(t *testing.T) {
 				why  string
 			}{
 				{"seed changed", "ssv hash_seed 01234567-89ab-cdef-0123-456789abcdef", map[bool]string{true: "", false: "is not where its hash leads"}[alg == "legacy"]}, // legacy takes no seed
-				{"unsigned", "ssv flags 2", "is not where its hash leads"},
+				{"signedness flipped", map[bool]string{false: "ssv flags 2", true: "ssv flags 1"}[tc.unsigned], "is not where its hash leads"},
 				{"neither signed nor unsigned", "ssv flags 0", "neither signed nor unsigned"},
 				{"default hash changed", "ssv def_hash_version tea", ""},
 			} {
