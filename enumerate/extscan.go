@@ -24,9 +24,11 @@ import (
 // read exactly as the kernel would: a feature it does not know or follow
 // (meta_bg, inline data, encryption, a journal to recover), a structure
 // that does not check out (a directory entry the kernel would reject, an
-// extent or a block map leaving the filesystem, a checksum that does not
-// match under metadata_csum, an entry naming a free inode, a directory
-// reached twice). The walk then falls back to the system calls, which
+// extent or a block map leaving the filesystem or entering its metadata,
+// a checksum that does not match under metadata_csum, an entry naming a
+// free or reserved inode, an inode ext4_iget refuses, an htree entry
+// outside the leaf its hash leads to, a directory reached twice). The
+// walk then falls back to the system calls, which
 // report such damage entry by entry. Every count and offset is bounded by
 // the device and by scanMaxInodes / scanMaxDirBytes, so that no input makes
 // it loop or allocate without bound.
