@@ -64,7 +64,11 @@
 // written: an unknown or unfollowed feature (meta_bg, inline data,
 // encryption, a journal to recover), a directory entry the kernel would
 // reject, a metadata_csum checksum that does not match, an entry naming a
-// free inode, a directory reached twice — any of these, and the root is
+// free or reserved inode, an inode ext4_iget refuses (its block references,
+// also into the filesystem's metadata; its flags; a fast symlink's
+// length), an htree entry outside the leaf its name's hash leads to, a
+// directory whose size is not whole blocks, a directory reached twice —
+// any of these, and the root is
 // walked through system calls instead, which report such damage entry by
 // entry as before. Result.Direct names the roots read directly and why the
 // others were not; Options.KernelOnly (ntt-enum --kernel-walk) turns it

@@ -30,10 +30,17 @@ type extLayout struct {
 	inodes                     int64 // s_inodes_count
 	inodesPerGroup             int64
 	groups                     int64
-	uuid                       []byte // s_uuid
-	csumSeed                   uint32 // s_checksum_seed (incompat csum_seed)
-	truncated                  bool   // the superblock counts blocks past the device's end
-	overlaps                   bool   // two groups' inode tables overlap: damage
+	uuid                       []byte    // s_uuid
+	csumSeed                   uint32    // s_checksum_seed (incompat csum_seed)
+	firstData                  int64     // s_first_data_block
+	firstIno                   int64     // s_first_ino: below it, only the root may be named
+	special                    [4]uint32 // s_usr/grp/prj_quota_inum, s_orphan_file_inum: never named either
+	hashSeed                   [4]uint32 // s_hash_seed, for the htree's name hashes
+	flags                      int64     // s_flags: signed or unsigned name hashes
+	sysZone                    []span    // in blocks: superblocks, descriptors, bitmaps, inode tables (the kernel's system zone, less the journal)
+	itable0                    int64     // group 0's inode table, its first block
+	truncated                  bool      // the superblock counts blocks past the device's end
+	overlaps                   bool      // two groups' inode tables overlap: damage
 }
 
 // itable is the used part of one group's inode table.
@@ -104,6 +111,17 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	l.inodes, l.inodesPerGroup = le32(sb, 0x00), inodesPerGroup
 	l.uuid = slices.Clone(sb[0x68:0x78])
 	l.csumSeed = uint32(le32(sb, 0x270))
+	l.firstData, l.firstIno = firstData, 11
+	if le32(sb, 0x4C) >= 1 {
+		l.firstIno = le32(sb, 0x54)
+	}
+	for i, o := range []int{0x240, 0x244, 0x26C, 0x280} {
+		l.special[i] = uint32(le32(sb, o))
+	}
+	for i := range l.hashSeed {
+		l.hashSeed[i] = uint32(le32(sb, 0xEC+4*i))
+	}
+	l.flags = le32(sb, 0x160)
 	groups := (l.blocks - firstData + perGroup - 1) / perGroup
 	if groups <= 0 || groups > maxGDT/descSize {
 		return nil, errNotExt
@@ -118,12 +136,50 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	if _, err := r.ReadAt(gdt, gdtOff); err != nil {
 		return nil, err
 	}
+	// The kernel's system zone (ext4_setup_system_zone), which no inode may
+	// name a block of: each group's bitmaps and whole inode table, and the
+	// superblock copies with the descriptors and, here besides, the
+	// reserved descriptor blocks (stricter: a fallback, not a wrong answer).
+	gdb := (groups*descSize + l.blockSize - 1) / l.blockSize
+	itb := (inodesPerGroup*l.inodeSize + l.blockSize - 1) / l.blockSize
+	hasSuper := func(g int64) bool {
+		switch {
+		case g == 0:
+			return true
+		case l.compat&0x200 != 0: // sparse_super2
+			return g == le32(sb, 0x24C) || g == le32(sb, 0x250)
+		case roCompat&0x1 == 0: // no sparse_super: every group
+			return true
+		case g == 1:
+			return true
+		}
+		for _, b := range []int64{3, 5, 7} {
+			n := g
+			for n%b == 0 {
+				n /= b
+			}
+			if n == 1 {
+				return true
+			}
+		}
+		return false
+	}
 	for g := int64(0); g < groups; g++ {
 		d := gdt[g*descSize : (g+1)*descSize]
 		start := le32(d, 0x08)
 		used := inodesPerGroup
+		bb, ib := le32(d, 0x00), le32(d, 0x04)
 		if descSize >= 64 {
 			start |= le32(d, 0x28) << 32
+			bb |= le32(d, 0x20) << 32
+			ib |= le32(d, 0x24) << 32
+		}
+		if g == 0 {
+			l.itable0 = start
+		}
+		l.sysZone = append(l.sysZone, span{bb, 1}, span{ib, 1}, span{start, itb})
+		if hasSuper(g) {
+			l.sysZone = append(l.sysZone, span{firstData + g*perGroup, 1 + gdb + le16(sb, 0xCE)})
 		}
 		if lazy {
 			if le16(d, 0x12)&0x1 != 0 { // INODE_UNINIT

@@ -24,9 +24,11 @@ import (
 // read exactly as the kernel would: a feature it does not know or follow
 // (meta_bg, inline data, encryption, a journal to recover), a structure
 // that does not check out (a directory entry the kernel would reject, an
-// extent or a block map leaving the filesystem, a checksum that does not
-// match under metadata_csum, an entry naming a free inode, a directory
-// reached twice). The walk then falls back to the system calls, which
+// extent or a block map leaving the filesystem or entering its metadata,
+// a checksum that does not match under metadata_csum, an entry naming a
+// free or reserved inode, an inode ext4_iget refuses, an htree entry
+// outside the leaf its hash leads to, a directory reached twice). The
+// walk then falls back to the system calls, which
 // report such damage entry by entry. Every count and offset is bounded by
 // the device and by scanMaxInodes / scanMaxDirBytes, so that no input makes
 // it loop or allocate without bound.
@@ -94,9 +96,19 @@ type extDir struct {
 	flags  int64
 	iblock [60]byte // i_block: the extent tree's root or the block map
 	runs   []dirRun
-	dx     map[int64][]byte // an indexed directory's root and node blocks, by logical block
+	dx     map[int64][]byte    // an indexed directory's root and node blocks, by logical block
+	leaves map[int64]hashRange // an indexed directory's leaf blocks: the hashes the index sends there
+	hashV  int                 // an indexed directory's hash version
 	// After the scan, its entries are ents[first : first+count].
 	first, count int32
+}
+
+// hashRange is the name hashes an htree index sends to one leaf block:
+// from lo, below hi, or up to hi too when cont (a hash continued in the
+// next leaf).
+type hashRange struct {
+	lo, hi int64
+	cont   bool
 }
 
 // dirRun maps n blocks of a directory, from its block lblk, to the
@@ -123,6 +135,7 @@ type extTree struct {
 	tick   func() error       // called between reads: progress, and a stop (non-nil error)
 	seed   uint32             // metadata_csum seed (0 without checksums)
 	csum   bool
+	zone   []span // in blocks, sorted, merged: what no inode may name (blockOK)
 
 	tables  []itable   // used inode tables
 	base    []int64    // index into inodes of each table's first inode
@@ -171,6 +184,9 @@ func scanExt(r io.ReaderAt, size int64, advise func(off, n int64), tick func() e
 		if l.incompat&incompatCsumSeed == 0 {
 			t.seed = crc32cRaw(^uint32(0), l.uuid)
 		}
+	}
+	if err := t.systemZone(); err != nil {
+		return nil, err
 	}
 	if err := t.readInodes(); err != nil {
 		return nil, err
@@ -320,7 +336,14 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 	extra := int64(0)
 	if len(raw) > 128 {
 		extra = le16(raw, 0x80)
-		if extra >= 12 && 128+extra <= int64(len(raw)) {
+		// ext4_iget takes an i_extra_isize of 0 for the whole struct
+		// ext4_inode (32 bytes past the first 128), and reads the times'
+		// extra fields there.
+		tx := extra
+		if tx == 0 {
+			tx = 32
+		}
+		if tx >= 12 && 128+tx <= int64(len(raw)) {
 			if e := le32(raw, 0x88) & 3; e != 0 {
 				in.mtime += e << 32
 			}
@@ -333,19 +356,192 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 		in.flags |= inodeRefused
 		return nil
 	}
+	flags := le32(raw, 0x20)
+	if !t.igetOK(raw, uint16(mode), flags, in.size) {
+		in.flags |= inodeRefused
+		return nil
+	}
 	if mode&modeTypeMask != modeDir {
 		return nil
 	}
-	flags := le32(raw, 0x20)
 	if flags&(inodeEncrypt|inodeInline) != 0 {
 		return scanErr("directory inode %d: encrypted or inline data (flags %#x)", ino, flags)
 	}
-	if in.size < 0 || in.size > scanMaxDirBytes {
+	if in.size < 0 || in.size > scanMaxDirBytes || in.size%t.l.blockSize != 0 {
+		// A size that is not whole blocks: readdir stops at it within a
+		// block, lookups do not search that block; not read directly.
 		return scanErr("directory inode %d: size %d", ino, in.size)
 	}
 	t.dirOf[ino] = int32(len(t.dirs))
 	t.dirs = append(t.dirs, extDir{ino: ino, gen: uint32(le32(raw, 0x64)), size: in.size, flags: flags, iblock: [60]byte(raw[0x28 : 0x28+60])})
 	return nil
+}
+
+// More inode flags, and features ext4_iget checks them against.
+const (
+	inodeImmutable = 0x10
+	inodeAppend    = 0x20
+	inodeHugeFile  = 0x40000
+	inodeEAInode   = 0x200000
+	inodeCasefold  = 0x40000000
+)
+
+// igetOK reports whether ext4_iget hands out the inode rather than
+// failing with EFSCORRUPTED (lstat fails then, so the scan must not list
+// it): its extended attribute block, its block references (a file's, a
+// directory's, a slow symlink's), a fast symlink's length, flags that its
+// type or the filesystem's features do not allow. Where the kernel's test
+// needs more than the scan reads, it refuses: at least as strict as the
+// kernel.
+func (t *extTree) igetOK(raw []byte, mode uint16, flags, size int64) bool {
+	acl := le32(raw, 0x68)
+	if t.l.incompat&incompat64bit != 0 {
+		acl |= le16(raw, 0x76) << 32
+	}
+	typ := mode & modeTypeMask
+	switch {
+	case acl != 0 && !t.blockOK(acl, 1),
+		flags&inodeInline != 0,  // the scan refuses inline_data filesystems: an inline inode is damage
+		flags&inodeEAInode != 0, // an extended attribute's inode, never named by a directory
+		flags&inodeCasefold != 0 && (typ != modeDir || t.l.incompat&incompatCasefold == 0),
+		typ == modeDir && flags&inodeIndexDir != 0 && t.csum && t.l.compat&compatDirIndex == 0:
+		return false
+	}
+	ib := raw[0x28 : 0x28+60]
+	switch typ {
+	case 0x8000, modeDir:
+		return t.iblockOK(ib, flags)
+	case 0xA000:
+		if flags&(inodeImmutable|inodeAppend|inodeEncrypt|inodeHugeFile) != 0 || acl != 0 {
+			return false
+		}
+		var fast bool
+		if t.l.incompat&incompatEAInode != 0 {
+			fast = size > 0 && size < 60
+		} else {
+			fast = le32(raw, 0x1C)|le16(raw, 0x74)<<32 == 0 // no blocks
+		}
+		if !fast {
+			return t.iblockOK(ib, flags)
+		}
+		if size <= 0 || size >= 60 {
+			return false
+		}
+		for _, c := range ib[:size] {
+			if c == 0 {
+				return false // the kernel's strnlen must come to the size
+			}
+		}
+	}
+	return true
+}
+
+// blockOK reports whether n blocks from p are blocks an inode may name, as
+// ext4_inode_block_valid checks them: inside the filesystem, past its
+// first data block, outside the system zone.
+func (t *extTree) blockOK(p, n int64) bool {
+	if !(p > t.l.firstData && n > 0 && p+n > p && p+n <= t.l.blocks) {
+		return false
+	}
+	// The first zone ending past p: it must start at or past p+n.
+	i, _ := slices.BinarySearchFunc(t.zone, p, func(z span, p int64) int { return cmpInt64(z.off+z.n, p+1) })
+	return i == len(t.zone) || t.zone[i].off >= p+n
+}
+
+// systemZone sorts and merges the layout's system zone and adds the
+// journal inode's blocks to it, as the kernel does (the journal inode
+// itself is never named by a directory: its own check does not matter).
+func (t *extTree) systemZone() error {
+	l := t.l
+	z := slices.Clone(l.sysZone)
+	if l.compat&0x4 != 0 {
+		sb := make([]byte, 4)
+		if _, err := t.r.ReadAt(sb, 1024+0xE0); err != nil {
+			return fmt.Errorf("ext: reading the superblock: %w", err)
+		}
+		jino := le32(sb, 0)
+		if jino != 0 {
+			if jino > l.inodesPerGroup || l.itable0 <= 0 {
+				return scanErr("journal inode %d not in group 0", jino)
+			}
+			raw := make([]byte, l.inodeSize)
+			if n, err := t.r.ReadAt(raw, l.itable0*l.blockSize+(jino-1)*l.inodeSize); n != len(raw) {
+				return fmt.Errorf("ext: reading the journal inode: %w", err)
+			}
+			d := extDir{ino: uint32(jino), gen: uint32(le32(raw, 0x64)), size: le32(raw, 0x04) | le32(raw, 0x6C)<<32, flags: le32(raw, 0x20), iblock: [60]byte(raw[0x28 : 0x28+60])}
+			nb := (d.size + l.blockSize - 1) / l.blockSize
+			if d.size < 0 || nb > l.blocks {
+				return scanErr("journal inode size %d", d.size)
+			}
+			t.zone = nil // the journal's own blocks are only checked against the filesystem
+			var err error
+			if d.flags&inodeExtents != 0 {
+				err = t.extents(&d, d.iblock[:], maxExtentDepth+1, nb)
+			} else {
+				err = t.blockMap(&d, nb)
+			}
+			if err != nil {
+				return fmt.Errorf("%w (journal inode %d)", err, jino)
+			}
+			for _, r := range d.runs {
+				z = append(z, span{r.pblk, r.n})
+			}
+		}
+	}
+	slices.SortFunc(z, func(a, b span) int { return cmpInt64(a.off, b.off) })
+	var merged []span
+	for _, s := range z {
+		if k := len(merged) - 1; k >= 0 && s.off <= merged[k].off+merged[k].n {
+			merged[k].n = max(merged[k].n, s.off+s.n-merged[k].off)
+			continue
+		}
+		merged = append(merged, s)
+	}
+	t.zone = merged
+	return nil
+}
+
+// iblockOK checks a file's or directory's i_block as ext4_iget does before
+// it hands out the inode (ext4_ext_check_inode, ext4_ind_check_inode):
+// lstat fails with EFSCORRUPTED on an inode that does not pass, so the
+// scan must not list it. It is at least as strict as the kernel.
+func (t *extTree) iblockOK(ib []byte, flags int64) bool {
+	if flags&inodeExtents == 0 {
+		for i := 0; i < 60; i += 4 {
+			if p := le32(ib, i); p != 0 && !t.blockOK(p, 1) {
+				return false
+			}
+		}
+		return true
+	}
+	entries, limit, depth := le16(ib, 2), le16(ib, 4), le16(ib, 6)
+	if le16(ib, 0) != extentMagic || limit == 0 || limit > 4 || entries > limit || depth > maxExtentDepth || entries == 0 && depth > 0 {
+		return false
+	}
+	next := int64(0)
+	for e := int64(0); e < entries; e++ {
+		x := ib[12+12*e : 24+12*e]
+		lblk := le32(x, 0)
+		if lblk < next {
+			return false // out of order or overlapping
+		}
+		if depth > 0 {
+			if !t.blockOK(le16(x, 8)<<32|le32(x, 4), 1) {
+				return false
+			}
+			next = lblk + 1
+			continue
+		}
+		n := le16(x, 4)
+		if n > 32768 {
+			n -= 32768
+		}
+		if !t.blockOK(le16(x, 6)<<32|le32(x, 8), n) {
+			return false
+		}
+		next = lblk + n
+	}
+	return true
 }
 
 // inodeCsumOK checks an inode's metadata_csum checksum as the kernel does
@@ -399,8 +595,8 @@ func (t *extTree) lookup(ino uint32) *extInode {
 // block reads one filesystem block (an extent index or leaf, an indirect
 // block), bounded in count over the whole scan.
 func (t *extTree) block(p int64) ([]byte, error) {
-	if p <= 0 || p >= t.l.blocks {
-		return nil, scanErr("block %d outside the filesystem", p)
+	if !t.blockOK(p, 1) {
+		return nil, scanErr("block %d outside the filesystem or in its metadata", p)
 	}
 	if t.meta++; t.meta > min(scanMaxDirBytes/t.l.blockSize, t.l.blocks) {
 		return nil, scanErr("more than %d index blocks", t.meta-1)
@@ -439,12 +635,20 @@ func (t *extTree) mapDirs() error {
 	return nil
 }
 
-func (d *extDir) add(lblk, pblk, n int64) {
-	if k := len(d.runs) - 1; k >= 0 && d.runs[k].lblk+d.runs[k].n == lblk && d.runs[k].pblk+d.runs[k].n == pblk {
+// add maps n more blocks; they must follow the ones mapped so far (an
+// extent tree whose extents overlap or go back is damage: the kernel does
+// not read both).
+func (d *extDir) add(lblk, pblk, n int64) error {
+	k := len(d.runs) - 1
+	if k >= 0 && lblk < d.runs[k].lblk+d.runs[k].n {
+		return scanErr("block %d mapped twice or out of order", lblk)
+	}
+	if k >= 0 && d.runs[k].lblk+d.runs[k].n == lblk && d.runs[k].pblk+d.runs[k].n == pblk {
 		d.runs[k].n += n
-		return
+		return nil
 	}
 	d.runs = append(d.runs, dirRun{lblk, pblk, n})
+	return nil
 }
 
 // extents follows an extent tree node (b: header and entries) whose depth
@@ -464,6 +668,9 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 			if err != nil {
 				return err
 			}
+			if err := t.extentBlockOK(d, child, depth-1); err != nil {
+				return err
+			}
 			if err := t.extents(d, child, depth, nb); err != nil {
 				return err
 			}
@@ -477,10 +684,41 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 			continue
 		}
 		n = min(n, nb-lblk)
-		if n == 0 || p <= 0 || p >= t.l.blocks || n > t.l.blocks-p {
+		if !t.blockOK(p, n) {
 			return scanErr("extent of %d blocks at %d outside the filesystem", n, p)
 		}
-		d.add(lblk, p, n)
+		if err := d.add(lblk, p, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// extentBlockOK checks an extent tree block below the inode as the
+// kernel's __ext4_ext_check does when it reads one: its header, the depth
+// its parent expects, and under metadata_csum its checksum (crc32c over
+// the seed, the inode number and generation, and the block up to its
+// tail). Readdir fails on a block that does not pass.
+func (t *extTree) extentBlockOK(d *extDir, b []byte, depth int64) error {
+	entries, limit := le16(b, 2), le16(b, 4)
+	if le16(b, 0) != extentMagic || le16(b, 6) != depth || limit == 0 || limit > (int64(len(b))-12)/12 || entries > limit || entries == 0 && depth > 0 {
+		return scanErr("bad extent header in an extent block")
+	}
+	if !t.csum {
+		return nil
+	}
+	tail := 12 + 12*limit
+	if tail+4 > int64(len(b)) {
+		return scanErr("bad extent header in an extent block")
+	}
+	var b8 [8]byte
+	binary.LittleEndian.PutUint32(b8[:], d.ino)
+	binary.LittleEndian.PutUint32(b8[4:], d.gen)
+	c := crc32cRaw(t.seed, b8[:4])
+	c = crc32cRaw(c, b8[4:])
+	c = crc32cRaw(c, b[:tail])
+	if uint32(le32(b, int(tail))) != c {
+		return scanErr("extent block checksum mismatch")
 	}
 	return nil
 }
@@ -490,8 +728,8 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 func (t *extTree) blockMap(d *extDir, nb int64) error {
 	per := t.l.blockSize / 4
 	ptr := func(p int64) error {
-		if p >= t.l.blocks {
-			return scanErr("block %d outside the filesystem", p)
+		if !t.blockOK(p, 1) {
+			return scanErr("block %d outside the filesystem or in its metadata", p)
 		}
 		return nil
 	}
@@ -500,7 +738,9 @@ func (t *extTree) blockMap(d *extDir, nb int64) error {
 			if err := ptr(p); err != nil {
 				return err
 			}
-			d.add(i, p, 1)
+			if err := d.add(i, p, 1); err != nil {
+				return err
+			}
 		}
 	}
 	var walk func(p, level, lblk int64) error
@@ -526,7 +766,9 @@ func (t *extTree) blockMap(d *extDir, nb int64) error {
 				return err
 			}
 			if level == 1 {
-				d.add(l, c, 1)
+				if err := d.add(l, c, 1); err != nil {
+					return err
+				}
 			} else if err := walk(c, level-1, l); err != nil {
 				return err
 			}
@@ -618,6 +860,10 @@ func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
 			return scanErr("bad entry at %d (inode %d, rec_len %d, name_len %d)", off, ino, rl, nl)
 		}
 		last = off
+		if ino != 0 && nl == 0 {
+			// The kernel's readdir fails (EIO) on it: the walk reports that.
+			return scanErr("entry of no name at %d", off)
+		}
 		if ino != 0 && nl > 0 {
 			name := e[8 : 8+nl]
 			if !(nl == 1 && name[0] == '.' || nl == 2 && name[0] == '.' && name[1] == '.') {
@@ -679,6 +925,9 @@ func (t *extTree) check() error {
 		e := &t.ents[i]
 		in := t.lookup(e.child)
 		switch {
+		case e.child != extRootInodeNo && (int64(e.child) < t.l.firstIno || slices.Contains(t.l.special[:], e.child)):
+			// ext4_lookup and ext4_iget refuse to hand such an inode to lstat.
+			return scanErr("directory inode %d: entry %q names reserved inode %d", t.dirs[e.dir].ino, t.name(e), e.child)
 		case in == nil || in.flags&inodeScanned == 0:
 			return scanErr("directory inode %d: entry %q names inode %d, which is not in use", t.dirs[e.dir].ino, t.name(e), e.child)
 		case in.flags&inodeRefused != 0:
@@ -708,6 +957,23 @@ func (t *extTree) check() error {
 		}
 		t.dirs[d].first, t.dirs[d].count = int32(i), int32(j-i)
 		i = j
+	}
+	// In a hash-indexed directory, readdir and lookup find an entry only
+	// in the leaf its name's hash leads to (one written elsewhere, or a
+	// superblock whose hash seed changed, is missing from both).
+	for i := range t.dirs {
+		d := &t.dirs[i]
+		if d.leaves == nil {
+			continue
+		}
+		for _, e := range t.ents[d.first : d.first+d.count] {
+			h, ok := dxHash(t.name(&e), d.hashV, t.l.hashSeed)
+			r, in := d.leaves[int64(e.lblk)]
+			if !ok || !in || int64(h) < r.lo || int64(h) > r.hi || int64(h) == r.hi && !r.cont {
+				return scanErr("directory inode %d: entry %q (hash %#x) is not where its hash leads", d.ino, t.name(&e), h)
+			}
+		}
+		d.leaves = nil
 	}
 	return nil
 }
@@ -822,6 +1088,21 @@ func (t *extTree) checkIndex(d *extDir) error {
 	if hashVersion > 6 || infoLen != 8 || flags&1 != 0 || levels >= maxLevels {
 		return scanErr("bad htree root (hash %d, info %d, levels %d, flags %#x)", hashVersion, infoLen, levels, flags)
 	}
+	// The hash the kernel's dx_probe uses: the root's version, unsigned
+	// per the superblock (neither flag: the kernel's char decides; not
+	// followed). Casefolded names are hashed folded: not followed.
+	d.hashV = int(hashVersion)
+	switch {
+	case d.flags&inodeCasefold != 0:
+		return scanErr("casefolded hash-indexed directory")
+	case d.hashV <= hashTEA && t.l.flags&2 != 0:
+		d.hashV += 3
+	case d.hashV <= hashTEA && t.l.flags&1 == 0:
+		return scanErr("neither signed nor unsigned name hashes")
+	}
+	if d.hashV > hashTEAUnsigned {
+		return scanErr("htree hash version %d", d.hashV)
+	}
 	csum := int64(0)
 	if t.csum {
 		csum = 8
@@ -834,9 +1115,11 @@ func (t *extTree) checkIndex(d *extDir) error {
 	}
 	nodes := map[int64]bool{0: true}
 	leaves := map[int64]int{}
-	// block is an index block: its count/limit at off, entries from off.
-	var walk func(b []byte, off int64, limit int64, level int) error
-	walk = func(b []byte, off, limit int64, level int) error {
+	d.leaves = map[int64]hashRange{}
+	// block is an index block: its count/limit at off, entries from off,
+	// sending the hashes of r there.
+	var walk func(b []byte, off int64, limit int64, level int, r hashRange) error
+	walk = func(b []byte, off, limit int64, level int, r hashRange) error {
 		lim, count := le16(b, int(off)), le16(b, int(off)+2)
 		if lim != limit || count == 0 || count > lim {
 			return scanErr("bad htree limit %d or count %d (limit %d expected)", lim, count, limit)
@@ -849,8 +1132,17 @@ func (t *extTree) checkIndex(d *extDir) error {
 			if !mapped[blk] || blk == 0 {
 				return scanErr("htree entry names block %d, not in the directory", blk)
 			}
+			sub := r
+			if i > 0 {
+				sub.lo = le32(b, int(off+8*i)) &^ 1
+			}
+			if i+1 < count {
+				next := le32(b, int(off+8*(i+1)))
+				sub.hi, sub.cont = next&^1, next&1 != 0
+			}
 			if level == 0 {
 				leaves[blk]++
+				d.leaves[blk] = sub
 				continue
 			}
 			node, ok := d.dx[blk]
@@ -858,13 +1150,13 @@ func (t *extTree) checkIndex(d *extDir) error {
 				return scanErr("htree node %d missing or named twice", blk)
 			}
 			nodes[blk] = true
-			if err := walk(node, 8, (bs-8-csum)/8, level-1); err != nil {
+			if err := walk(node, 8, (bs-8-csum)/8, level-1, sub); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	if err := walk(root, 0x20, (bs-24-8-csum)/8, levels); err != nil {
+	if err := walk(root, 0x20, (bs-24-8-csum)/8, levels, hashRange{0, 1 << 32, false}); err != nil {
 		return err
 	}
 	for blk := range mapped {
