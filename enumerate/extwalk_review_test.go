@@ -356,26 +356,36 @@ func TestReviewDirectoryHoles(t *testing.T) {
 	})
 }
 
+// patchEntryOfOne sets the byte at offset rel from the name "one" in the
+// first directory block of /a (a 4 KiB-block image without metadata_csum,
+// so the change is not caught by a checksum): -1 is the entry's file
+// type, -2 its name length.
+func patchEntryOfOne(t *testing.T, img string, rel int, v byte) {
+	t.Helper()
+	out := debugfsR(t, img, "bmap /a 0")
+	blk, err := strconv.ParseInt(strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:]), 10, 64)
+	require.NoError(t, err, out)
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	b := make([]byte, 4096)
+	_, err = f.ReadAt(b, blk*4096)
+	require.NoError(t, err)
+	i := bytes.Index(b, []byte("one"))
+	require.Greater(t, i, -rel-1, "no entry named one in /a's first block")
+	b[i+rel] = v
+	_, err = f.WriteAt(b, blk*4096)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
 // A directory entry whose file type says directory for a regular file:
 // lstat gives the inode's type, and so do the scan and the kernel walk.
 func TestReviewFileTypeDisagrees(t *testing.T) {
 	testimg.RequireRoot(t)
 	requireE2fsTools(t)
 	img := testimg.Build(t, reviewSpec("^metadata_csum"))
-	out := debugfsR(t, img, "bmap /a 0")
-	blk, err := strconv.ParseInt(strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:]), 10, 64)
-	require.NoError(t, err, out)
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	require.NoError(t, err)
-	b := make([]byte, 4096)
-	_, err = f.ReadAt(b, blk*4096)
-	require.NoError(t, err)
-	i := bytes.Index(b, []byte("one"))
-	require.Positive(t, i)
-	b[i-1] = 2
-	_, err = f.WriteAt(b, blk*4096)
-	require.NoError(t, err)
-	require.NoError(t, f.Close())
+	patchEntryOfOne(t, img, -1, 2) // file_type: directory
 	mnt := mountReview(t, img, "ext4")
 	requireAgrees(t, mnt)
 	kernel, _, _ := walkRecords(t, []string{mnt}, Options{KernelOnly: true})
@@ -401,20 +411,7 @@ func TestReviewEntryWithoutName(t *testing.T) {
 	testimg.RequireRoot(t)
 	requireE2fsTools(t)
 	img := testimg.Build(t, reviewSpec("^metadata_csum"))
-	out := debugfsR(t, img, "bmap /a 0")
-	blk, err := strconv.ParseInt(strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:]), 10, 64)
-	require.NoError(t, err, out)
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	require.NoError(t, err)
-	b := make([]byte, 4096)
-	_, err = f.ReadAt(b, blk*4096)
-	require.NoError(t, err)
-	i := bytes.Index(b, []byte("one"))
-	require.Positive(t, i)
-	b[i-2] = 0 // name_len
-	_, err = f.WriteAt(b, blk*4096)
-	require.NoError(t, err)
-	require.NoError(t, f.Close())
+	patchEntryOfOne(t, img, -2, 0) // name_len
 	mnt := mountReview(t, img, "ext4")
 	_, stderr := findRecords(t, mnt)
 	require.Contains(t, stderr, "Input/output error")
