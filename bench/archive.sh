@@ -46,8 +46,11 @@ fill() {
 	# photos/archives: incompressible, split into 4 MiB "pictures"
 	local i
 	for ((i = 0; i < part / 4; i++)); do
-		openssl enc -aes-128-ctr -pass pass:"$seed$i" -nosalt -pbkdf2 </dev/zero 2>/dev/null |
+		# openssl dies of SIGPIPE when head has its 4 MiB: not a failure
+		# (pipefail would stop the script); the size is checked instead.
+		{ openssl enc -aes-128-ctr -pass pass:"$seed$i" -nosalt -pbkdf2 </dev/zero 2>/dev/null || true; } |
 			head -c $((4 << 20)) >"$dir/photos/img_$i.jpg"
+		[[ $(stat -c %s "$dir/photos/img_$i.jpg") == $((4 << 20)) ]] || { log "openssl made no 4 MiB picture ($dir/photos/img_$i.jpg)"; exit 1; }
 	done
 }
 
