@@ -34,6 +34,14 @@ func debugfsR(t *testing.T, img, req string) string {
 	return string(out)
 }
 
+// debugfsBmap runs a debugfs bmap request and returns the block number it
+// prints on its last line.
+func debugfsBmap(t *testing.T, img, req string) string {
+	t.Helper()
+	out := strings.TrimSpace(debugfsR(t, img, req))
+	return out[strings.LastIndexByte(out, '\n')+1:]
+}
+
 // requireAgrees walks mnt directly (or falling back) and requires find's
 // records; it returns the result to say which it did.
 func requireAgrees(t *testing.T, mnt string) Result {
@@ -122,8 +130,7 @@ func TestReviewDamageFallsBack(t *testing.T) {
 		{name: "file extent header", cmds: debugfsCmds("sif /a/one block[0] 0x1234"), why: "inode 13: checksum mismatch or bad fields"},
 		{name: "file extent past the end", cmds: debugfsCmds("sif /a/two block[5] 0x7fffffff"), why: "inode 14: checksum mismatch or bad fields"},
 		{name: "directory block mapped twice", cmds: func(t *testing.T, img string) []string {
-			out := debugfsR(t, img, "bmap /a 0")
-			p := strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:])
+			p := debugfsBmap(t, img, "bmap /a 0")
 			return []string{"sif /a block[0] 0x2F30A", "sif /a block[6] 0", "sif /a block[7] 1", "sif /a block[8] " + p}
 		}, why: "inode 12: checksum mismatch or bad fields"},
 		{name: "directory size not whole blocks", cmds: func(t *testing.T, img string) []string {
@@ -362,12 +369,11 @@ func TestReviewDirectoryHoles(t *testing.T) {
 // type, -2 its name length.
 func patchEntryOfOne(t *testing.T, img string, rel int, v byte) {
 	t.Helper()
-	out := debugfsR(t, img, "bmap /a 0")
-	blk, err := strconv.ParseInt(strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:]), 10, 64)
-	require.NoError(t, err, out)
+	p := debugfsBmap(t, img, "bmap /a 0")
+	blk, err := strconv.ParseInt(p, 10, 64)
+	require.NoError(t, err, p)
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	require.NoError(t, err)
-	defer f.Close()
 	b := make([]byte, 4096)
 	_, err = f.ReadAt(b, blk*4096)
 	require.NoError(t, err)
@@ -429,10 +435,6 @@ func TestReviewEntryWithoutName(t *testing.T) {
 // readdir the directory; the scan listed them.
 func TestReviewSystemZone(t *testing.T) {
 	bad := func(ino int) string { return fmt.Sprintf("inode %d: checksum mismatch or bad fields", ino) }
-	bmap := func(t *testing.T, img, req string) string {
-		out := debugfsR(t, img, req)
-		return strings.TrimSpace(out[strings.LastIndexByte(strings.TrimSpace(out), '\n')+1:])
-	}
 	runReviewCases(t, []reviewCase{
 		{name: "file extent into the inode table", cmds: func(t *testing.T, img string) []string {
 			out := debugfsR(t, img, "imap /a/one")
@@ -448,10 +450,10 @@ func TestReviewSystemZone(t *testing.T) {
 			return []string{"sif /c block[5] " + m[1]}
 		}, why: bad(17)},
 		{name: "file extent into the journal", cmds: func(t *testing.T, img string) []string {
-			return []string{"sif /a/two block[5] " + bmap(t, img, "bmap <8> 3")}
+			return []string{"sif /a/two block[5] " + debugfsBmap(t, img, "bmap <8> 3")}
 		}, why: bad(14)},
 		{name: "ext3 block pointer into the journal", features: []string{"^extent", "^64bit", "^flex_bg", "^metadata_csum", "^extra_isize", "^huge_file", "^dir_nlink"}, cmds: func(t *testing.T, img string) []string {
-			return []string{"sif /a/two block[0] " + bmap(t, img, "bmap <8> 20")}
+			return []string{"sif /a/two block[0] " + debugfsBmap(t, img, "bmap <8> 20")}
 		}, why: bad(14)},
 	})
 }
