@@ -29,3 +29,19 @@ func SetReadAhead(openers, window int) (restore func()) {
 	aheadOpeners, aheadWindow = openers, window
 	return func() { aheadOpeners, aheadWindow = o, w }
 }
+
+// Durability events, for WatchDurability.
+const (
+	WatchStored    = watchStored
+	WatchSyncStart = watchSyncStart
+	WatchSyncEnd   = watchSyncEnd
+	WatchCommit    = watchCommit
+)
+
+// WatchDurability has fn called at each blob stored (its id), syncfs begun
+// and ended (the worker's number), and batch about to be committed (its
+// blob ids) (tests).
+func WatchDurability(fn func(event int, ids []string)) (restore func()) {
+	durabilityWatch = fn
+	return func() { durabilityWatch = nil }
+}

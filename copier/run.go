@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -973,11 +974,22 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 	}
 	if !r.o.DryRun {
 		ts := time.Now()
+		watch(watchSyncStart, strconv.Itoa(wid))
 		if err := r.store.Sync(); err != nil {
 			// Nothing is recorded: the claims come back when the run ends.
 			return res, err
 		}
+		watch(watchSyncEnd, strconv.Itoa(wid))
 		tc := time.Now()
+		if durabilityWatch != nil {
+			var ids []string
+			for _, o := range outs {
+				if o.kind == copied {
+					ids = append(ids, o.blob)
+				}
+			}
+			watch(watchCommit, ids...)
+		}
 		times.sync = tc.Sub(ts)
 		// The batch is recorded even after ctx is done: its blobs are
 		// stored. During an outage the outcomes wait here, in memory.
@@ -1210,4 +1222,24 @@ func (r *run) sourceLost(ctx context.Context, mount, why string) error {
 		}
 	}
 	return err
+}
+
+// The events whose order makes a batch durable before the catalog names
+// it: a blob stored (its id), a worker's syncfs begun and ended (the
+// worker's number: one batch per worker is finished at a time), a batch's
+// blobs about to be committed (their ids). durabilityWatch is nil except in the test that checks that
+// order (export_test.go).
+const (
+	watchStored = iota
+	watchSyncStart
+	watchSyncEnd
+	watchCommit
+)
+
+var durabilityWatch func(event int, ids []string)
+
+func watch(event int, ids ...string) {
+	if durabilityWatch != nil {
+		durabilityWatch(event, ids)
+	}
 }

@@ -262,6 +262,7 @@ func (w *blobWriter) commit(id string, size int64, suspect bool) (created bool, 
 	for attempt := 0; ; attempt++ {
 		err = w.link(rel)
 		if err == nil {
+			watch(watchStored, id)
 			return true, nil
 		}
 		if !errors.Is(err, unix.EEXIST) {
@@ -279,6 +280,7 @@ func (w *blobWriter) commit(id string, size int64, suspect bool) (created bool, 
 		if err := w.replace(rel); err != nil {
 			return false, fmt.Errorf("store %s: replacing damaged blob %s: %w", s.Root, id, err)
 		}
+		watch(watchStored, id)
 		return true, nil
 	}
 }
