@@ -24,6 +24,7 @@ set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-3}
 HASH_REAL=00000000000000000000000000a1c0de
 HASH_SPARSE=00000000000000000000000000b2c0de
@@ -106,7 +107,9 @@ bench_one() {
 	for ((i = 0; i < RUNS; i++)); do
 		# same start for every contender: image in the page cache, no
 		# write-back of an earlier run's output still going on
-		rm -f "$out/tar.tar.zst" "$out/$hash.tar.zst"; sync; cat "$img" >/dev/null
+		rm -f "$out/tar.tar.zst" "$out/$hash.tar.zst"; sync
+		((i > 0)) || warm_memory
+		cat "$img" >/dev/null
 		timed "$r.tar" bash -c "cd '$BENCH' && tar -I 'zstd -T0' -cf '$out/tar.tar.zst' '$hash.img' '$hash.map'"
 		tar_size=$(stat -c %s "$out/tar.tar.zst")
 		# for reference only: tar made as durable as ntt's archive (fsync)

@@ -50,6 +50,7 @@ set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-3}
 WORKERS=${WORKERS:-}
 SHAPES=${SHAPES:-wide deep}
@@ -412,6 +413,7 @@ copy_tree() { # shape hash image
 		rm -rf "$WORK/store"
 		mkdir -p "$WORK/store"
 		reset_medium "$hash"
+		((i > 0)) || warm_memory
 		drop
 		PERFCMD=()
 		[[ -n ${PERF:-} ]] && PERFCMD=(perf record -q -a -g -F 499 -o "$BENCH/perf-$shape.data" --)
@@ -470,6 +472,7 @@ if [[ -z ${SKIP_BIG:-} ]]; then
 		rm -rf "$WORK/store" "$WORK/cat.out"
 		mkdir -p "$WORK/store"
 		reset_medium "$BIG_HASH"
+		((i > 0)) || warm_memory
 		drop
 		timed "$WORK/bntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$BIG_HASH" --root "$WORK/mnt" \
 			--store "$WORK/store" --worker-id bench >/dev/null 2>"$WORK/bntt.log"

@@ -43,3 +43,21 @@ staged_sql() {
 		DROP TABLE stage;
 	SQL
 }
+
+# warm_memory touches up to 8 GiB of memory (half of what is available at
+# most), untimed; call it just before a benchmark's first timed run. The
+# VM these scripts were measured on hands memory that stays free for a
+# while back to its host (virtio-balloon free page reporting,
+# /sys/module/page_reporting), and the first use of such memory is slow:
+# on 2026-12-06 a cold cat of bench/copy.sh's 2 GiB file into a file took
+# 4.12 s after a minute idle and 0.53 s right after another such fill, and
+# the first ntt-copier run of every bench/copy.sh invocation took 2-3x its
+# others (its source, the loop's image and the store: about 6 GiB of page
+# cache). Freed again, this memory is what the next allocations take (the
+# kernel hands reported pages out last).
+warm_memory() {
+	local kib
+	kib=$(awk '/^MemAvailable:/ {print int($2 / 2)}' /proc/meminfo)
+	((kib <= 8 << 20)) || kib=$((8 << 20))
+	dd if=/dev/zero of=/dev/null bs="${kib}K" count=1 iflag=fullblock status=none
+}
