@@ -366,11 +366,11 @@ reset_medium() { # hash: files back to pending, no blobs, no copier indexes
 }
 # timed OUT CMD…: appends "seconds read_bytes" to OUT; the command's last
 # /proc/<pid>/io read_bytes sample goes to OUT.procio, its peak RSS (KiB)
-# to WORK/time.rss.
+# to WORK/time.rss, its CPU seconds (user + system) to WORK/time.cpu.
 timed() {
 	local out=$1
 	shift
-	/usr/bin/time -f '%e %I %M' -o "$WORK/time.tmp" "$@" &
+	/usr/bin/time -f '%e %I %M %U %S' -o "$WORK/time.tmp" "$@" &
 	local tpid=$! pid="" last=0 k v
 	# The sampling costs next to nothing (bash builtins, 4 samples a
 	# second): a loop of awk and sleep every 20 ms took a fifth of this
@@ -387,6 +387,7 @@ timed() {
 	wait "$tpid"
 	awk '{printf "%s %.0f\n", $1, $2 * 512}' "$WORK/time.tmp" >>"$out"
 	awk '{print $3}' "$WORK/time.tmp" >"$WORK/time.rss"
+	awk '{print $4 + $5}' "$WORK/time.tmp" >"$WORK/time.cpu"
 	echo "$last" >>"$out.procio"
 }
 
@@ -413,7 +414,7 @@ copy_tree() { # shape hash image
 		rm -rf "$WORK/store"
 		mkdir -p "$WORK/store"
 		reset_medium "$hash"
-		((i > 0)) || warm_memory
+		warm_memory
 		drop
 		PERFCMD=()
 		[[ -n ${PERF:-} ]] && PERFCMD=(perf record -q -a -g -F 499 -o "$BENCH/perf-$shape.data" --)
@@ -422,6 +423,7 @@ copy_tree() { # shape hash image
 			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
 		rm -rf "$WORK/cpdest"
+		warm_memory
 		drop
 		timed "$WORK/cp.t" cp -a "$mnt" "$WORK/cpdest"
 		s0=$(date +%s.%N)
@@ -472,11 +474,13 @@ if [[ -z ${SKIP_BIG:-} ]]; then
 		rm -rf "$WORK/store" "$WORK/cat.out"
 		mkdir -p "$WORK/store"
 		reset_medium "$BIG_HASH"
-		((i > 0)) || warm_memory
+		warm_memory
 		drop
 		timed "$WORK/bntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$BIG_HASH" --root "$WORK/mnt" \
 			--store "$WORK/store" --worker-id bench >/dev/null 2>"$WORK/bntt.log"
+		ncpu=$(<"$WORK/time.cpu")
 		rm -f "$WORK/cat.out"
+		warm_memory
 		drop
 		timed "$WORK/cat.t" sh -c 'cat "$1" >"$2"' sh "$BIG_FILE" "$WORK/cat.out"
 		s0=$(date +%s.%N)
@@ -484,7 +488,7 @@ if [[ -z ${SKIP_BIG:-} ]]; then
 		awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/catsync.t"
 		# Where the copier's time went: its batch log's stream (copy_s) and syncfs (sync_s).
 		parts=$(grep -o '"copy_s":[0-9.e-]*,"sync_s":[0-9.e-]*' "$WORK/bntt.log" | tail -n 1 | tr -d '"' | sed 's/copy_s:/stream /; s/,sync_s:/ s, syncfs /')
-		log "  2 GiB run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/bntt.t" | cut -d' ' -f1) s (${parts:-?} s), cat $(tail -n 1 "$WORK/cat.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/catsync.t") s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+		log "  2 GiB run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/bntt.t" | cut -d' ' -f1) s (${parts:-?} s; CPU $ncpu s), cat $(tail -n 1 "$WORK/cat.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/catsync.t") s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	done
 	bn=$(cut -d' ' -f1 "$WORK/bntt.t" | median)
 	bc_=$(cut -d' ' -f1 "$WORK/cat.t" | median)

@@ -45,7 +45,7 @@ staged_sql() {
 }
 
 # warm_memory touches up to 8 GiB of memory (half of what is available at
-# most), untimed; call it just before a benchmark's first timed run. The
+# most), untimed; call it before each timed run. The
 # VM these scripts were measured on hands memory that stays free for a
 # while back to its host (virtio-balloon free page reporting,
 # /sys/module/page_reporting), and the first use of such memory is slow:
