@@ -45,3 +45,6 @@ func WatchDurability(fn func(event int, ids []string)) (restore func()) {
 	durabilityWatch = fn
 	return func() { durabilityWatch = nil }
 }
+
+// ResidentPages counts the pages of a file in the page cache (direct_test.go).
+var ResidentPages = residentPages

@@ -266,9 +266,9 @@ func openat2(dirfd int, path string, how *unix.OpenHow) (int, error) {
 	}
 }
 
-// unsafe turns the errors that mean "the walk would leave the mount or
+// unsafePath turns the errors that mean "the walk would leave the mount or
 // follow a symlink" into ErrUnsafePath; other errors keep their errno.
-func unsafe(op string, p []byte, err error) error {
+func unsafePath(op string, p []byte, err error) error {
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
 		return &PathError{Op: op, Path: p, Err: fmt.Errorf("%w (%w)", ErrUnsafePath, err)}
 	}
@@ -295,7 +295,7 @@ func (s *source) openFile(p []byte, rel string) (int, string, error) {
 			fd, err := openat2(d.fd, leaf, &how)
 			s.dirs.put(d)
 			if err != nil {
-				return -1, mount, unsafe("open", p, err)
+				return -1, mount, unsafePath("open", p, err)
 			}
 			return fd, mount, nil
 		}
@@ -304,7 +304,7 @@ func (s *source) openFile(p []byte, rel string) (int, string, error) {
 	// open (the walk then fails where it fails, with that error).
 	fd, err := openat2(dfd, rest, &how)
 	if err != nil {
-		return -1, mount, unsafe("open", p, err)
+		return -1, mount, unsafePath("open", p, err)
 	}
 	return fd, mount, nil
 }
@@ -324,7 +324,7 @@ func (s *source) checkName(p []byte, rel string, ino int64) error {
 		Resolve: beneath,
 	})
 	if err != nil {
-		return unsafe("open", p, err)
+		return unsafePath("open", p, err)
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
@@ -357,7 +357,7 @@ func (s *source) openParent(p []byte, rel string) (int, string, error) {
 		Resolve: beneath,
 	})
 	if err != nil {
-		return -1, "", unsafe("open parent of", p, err)
+		return -1, "", unsafePath("open parent of", p, err)
 	}
 	return fd, leaf, nil
 }

@@ -32,8 +32,8 @@ const (
 type worker struct {
 	r      *run
 	id     int
-	buf    []byte     // smallMax+1: one byte more, to see a file that grew
-	chunks [32][]byte // streamChunk each: in flight between reader, hasher and writer
+	buf    []byte // smallMax+1: one byte more, to see a file that grew
+	mem    []byte // streamMem, aligned (direct.go): the chunks in flight between reader, hasher and writer
 	hasher *blake3.Hasher
 	tc     *treeCursor
 }
@@ -147,7 +147,13 @@ func (s *source) openInode(n *inode, rels []string) (*openedFile, *fileErr) {
 			}
 		}
 	}
-	return &openedFile{r: fdReader(fd), idx: idx, name: filepath.Join(mount, rels[idx]), mount: mount, dev: liveDev,
+	var r io.Reader = fdReader(fd)
+	if n.Size > smallMax {
+		if d, err := readDirect(fd); err == nil {
+			r = d // see direct.go
+		}
+	}
+	return &openedFile{r: r, idx: idx, name: filepath.Join(mount, rels[idx]), mount: mount, dev: liveDev,
 		fd: fd, done: func() { unix.Close(fd) }}, nil
 }
 
@@ -156,9 +162,10 @@ func (s *source) openInode(n *inode, rels []string) (*openedFile, *fileErr) {
 func (s *source) order([]*inode) {}
 
 // advise asks for the file's first n bytes (posix_fadvise WILLNEED: the
-// kernel starts the reads and returns).
+// kernel starts the reads and returns), unless the file is read with
+// O_DIRECT, which would read them again.
 func (s *source) advise(f *openedFile, n int64) {
-	if n > 0 {
+	if _, direct := f.r.(*directReader); n > 0 && !direct {
 		unix.Fadvise(f.fd, 0, n, unix.FADV_WILLNEED)
 	}
 }
@@ -278,22 +285,25 @@ var errWrite = errors.New("writing to the store")
 // in a dry run), as a three-stage pipeline: a reader goroutine, a hasher
 // goroutine and the writer (this goroutine), chunks flowing between them in
 // order, so that reading, hashing and writing overlap. Reads are small
-// (streamChunk): the kernel's readahead then stays ahead of the reader. It
+// (streamChunk): the kernel's readahead then stays ahead of the reader;
+// O_DIRECT reads (direct.go), which have no readahead, are larger. It
 // returns the first bytes for MIME detection.
 func (w *worker) stream(f io.Reader, bw *blobWriter) (read, written int64, head []byte, err error) {
 	type chunk struct {
 		b   []byte
 		err error
 	}
-	if w.chunks[0] == nil {
-		for i := range w.chunks {
-			w.chunks[i] = make([]byte, streamChunk)
-		}
+	if w.mem == nil {
+		w.mem = alignedBuf(streamMem)
 	}
-	n := len(w.chunks)
+	size := streamChunk
+	if _, ok := f.(*directReader); ok {
+		size = directChunk
+	}
+	n := streamMem / size
 	free := make(chan []byte, n)
-	for _, c := range w.chunks {
-		free <- c
+	for off := 0; off < streamMem; off += size {
+		free <- w.mem[off : off+size : off+size]
 	}
 	toHash := make(chan chunk, n)
 	toWrite := make(chan chunk, n)
