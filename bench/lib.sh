@@ -50,7 +50,8 @@ staged_sql() {
 # while back to its host (virtio-balloon free page reporting,
 # /sys/module/page_reporting), and the first use of such memory is slow:
 # on 2026-12-06 a cold cat of bench/copy.sh's 2 GiB file into a file took
-# 4.12 s after a minute idle and 0.53 s right after another such fill, and
+# 4.12 s, then 0.53 s twice back to back, 2.22 s after a minute's sleep and
+# 0.54 s right after that, and
 # the first ntt-copier run of every bench/copy.sh invocation took 2-3x its
 # others (its source, the loop's image and the store: about 6 GiB of page
 # cache). Freed again, this memory is what the next allocations take (the
