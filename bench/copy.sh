@@ -356,7 +356,6 @@ if [[ -z ${SKIP_BIG:-} ]]; then mount_medium "$BIG_HASH" "$BIG_IMG"; fi
 WFLAG=()
 [[ -n $WORKERS ]] && WFLAG=(--workers "$WORKERS")
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 reset_medium() { # hash: files back to pending, no blobs, no copier indexes
 	psql_ -c "UPDATE inode_p_$1 SET copied = false, status = 'pending', claimed_by = NULL, claimed_at = NULL,
 		blobid = NULL, mime_type = NULL, processed_at = NULL, by_hash_created = NULL, error_type = NULL,
@@ -414,8 +413,7 @@ copy_tree() { # shape hash image
 		rm -rf "$WORK/store"
 		mkdir -p "$WORK/store"
 		reset_medium "$hash"
-		warm_memory
-		drop
+		cold_start
 		PERFCMD=()
 		[[ -n ${PERF:-} ]] && PERFCMD=(perf record -q -a -g -F 499 -o "$BENCH/perf-$shape.data" --)
 		timed "$WORK/ntt.t" "${PERFCMD[@]}" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
@@ -423,8 +421,7 @@ copy_tree() { # shape hash image
 			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
 		rm -rf "$WORK/cpdest"
-		warm_memory
-		drop
+		cold_start
 		timed "$WORK/cp.t" cp -a "$mnt" "$WORK/cpdest"
 		s0=$(date +%s.%N)
 		sync
@@ -474,14 +471,12 @@ if [[ -z ${SKIP_BIG:-} ]]; then
 		rm -rf "$WORK/store" "$WORK/cat.out"
 		mkdir -p "$WORK/store"
 		reset_medium "$BIG_HASH"
-		warm_memory
-		drop
+		cold_start
 		timed "$WORK/bntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$BIG_HASH" --root "$WORK/mnt" \
 			--store "$WORK/store" --worker-id bench >/dev/null 2>"$WORK/bntt.log"
 		ncpu=$(<"$WORK/time.cpu")
 		rm -f "$WORK/cat.out"
-		warm_memory
-		drop
+		cold_start
 		timed "$WORK/cat.t" sh -c 'cat "$1" >"$2"' sh "$BIG_FILE" "$WORK/cat.out"
 		s0=$(date +%s.%N)
 		sync

@@ -27,6 +27,7 @@ set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-5}
 WORKERS=${WORKERS:-}
 AB=${AB:-1}
@@ -147,7 +148,6 @@ mkdir -p "$MNT"
 LOOP=$(losetup -r -f --show "$IMG")
 mount -t ext4 -o ro,noload,nosuid,nodev,noexec,noatime "$LOOP" "$MNT"
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # run_ntt / run_find append "seconds rss_kib" to the named file.
 run_ntt() {
 	/usr/bin/time -f '%e %M' -a -o "$1" "$WORK/ntt-enum" --force ${WORKERS:+--workers "$WORKERS"} "${@:2}" \

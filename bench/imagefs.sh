@@ -37,6 +37,7 @@ set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 RUNS=${RUNS:-3}
 C_RUNS=${C_RUNS:-7}
 WORKERS=${WORKERS:-2}
@@ -51,7 +52,6 @@ done
 log() { printf '%s\n' "$*" >&2; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 median() { sort -g | awk '{a[NR] = $1} END {printf "%.2f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 

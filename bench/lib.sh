@@ -45,20 +45,31 @@ staged_sql() {
 }
 
 # warm_memory touches up to 8 GiB of memory (half of what is available at
-# most), untimed; call it before each timed run. The
-# VM these scripts were measured on hands memory that stays free for a
+# most), untimed: cold_start calls it before every timed run of
+# bench/copy.sh and bench/pipeline.sh, bench/archive.sh before its first.
+# The VM these scripts were measured on hands memory that stays free for a
 # while back to its host (virtio-balloon free page reporting,
 # /sys/module/page_reporting), and the first use of such memory is slow:
 # on 2026-12-06 a cold cat of bench/copy.sh's 2 GiB file into a file took
 # 4.12 s, then 0.53 s twice back to back, 2.22 s after a minute's sleep and
-# 0.54 s right after that, and
-# the first ntt-copier run of every bench/copy.sh invocation took 2-3x its
-# others (its source, the loop's image and the store: about 6 GiB of page
-# cache). Freed again, this memory is what the next allocations take (the
-# kernel hands reported pages out last).
+# 0.54 s right after that, and the first ntt-copier run of every
+# bench/copy.sh invocation took 2-3x its others (its source, the loop's
+# image and the store: about 6 GiB of page cache). Freed again, this
+# memory is what the next allocations take (the kernel hands reported
+# pages out last).
 warm_memory() {
 	local kib
 	kib=$(awk '/^MemAvailable:/ {print int($2 / 2)}' /proc/meminfo)
 	((kib <= 8 << 20)) || kib=$((8 << 20))
 	dd if=/dev/zero of=/dev/null bs="${kib}K" count=1 iflag=fullblock status=none
+}
+
+# drop writes back what is dirty and empties the page cache: a cold start.
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+# cold_start is where bench/copy.sh and bench/pipeline.sh start each timed
+# run: memory warmed, then the page cache empty.
+cold_start() {
+	warm_memory
+	drop
 }

@@ -39,7 +39,6 @@ PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 log() { printf '%s\n' "$*" >&2; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}'; }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 WORK=$(mktemp -d "$BENCH/pipeline-work.XXXXXX")
 PGDIR=$(mktemp -d /tmp/ntt-pb.XXXXXX)
@@ -70,7 +69,7 @@ mkdir -p "$MNT" "$WORK/ref-dest" "$WORK/ref-archive"
 LOOP=$(losetup -r -f --show "$IMG")
 mount -t ext4 -o ro,noload,nosuid,nodev,noexec,noatime "$LOOP" "$MNT"
 
-warm_memory; drop; t=$(now)
+cold_start; t=$(now)
 find "$MNT" -xdev -printf "$FMT" >"$WORK/ref.raw"
 t_find=$(since "$t")
 records=$(tr -cd '\0' <"$WORK/ref.raw" | wc -c)
@@ -80,14 +79,14 @@ t=$(now)
 staged_sql "$HASH" "$MNT" "$WORK/ref.tsv" | psql -X -q -v ON_ERROR_STOP=1 -d "$(url ref)" -1
 t_load=$(since "$t")
 
-warm_memory; drop; t=$(now)
+cold_start; t=$(now)
 cp -a "$MNT" "$WORK/ref-dest/"
 t_cp=$(since "$t")
 t=$(now); sync; t_cpsync=$(since "$t")
 umount "$MNT"; losetup -d "$LOOP"; LOOP=
 rm -rf "$WORK/ref-dest"
 
-warm_memory; drop; t=$(now)
+cold_start; t=$(now)
 tar -I 'zstd -T0' -cf "$WORK/ref-archive/$HASH.tar.zst" -C "$(dirname "$IMG")" "$(basename "$IMG")"
 t_tar=$(since "$t")
 t=$(now); sync; t_tarsync=$(since "$t")
@@ -96,7 +95,7 @@ rm -rf "$WORK/ref-archive"
 # --- Ours ------------------------------------------------------------------
 mkdir -p "$WORK/img" "$WORK/cold/img-read" "$WORK/work"
 cp --sparse=always "$IMG" "$WORK/img/$HASH.img"
-warm_memory; drop; t=$(now)
+cold_start; t=$(now)
 "$WORK/ntt-pipeline" --db "$(url ours)" --root "$WORK/mnt" --store "$WORK/cold" --dest "$WORK/cold/img-read" \
 	--work "$WORK/work" "${WFLAG[@]}" "$WORK/img/$HASH.img" >"$WORK/ours.out" 2>"$WORK/ours.err" || {
 	cat "$WORK/ours.out" "$WORK/ours.err" >&2
