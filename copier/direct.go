@@ -38,6 +38,7 @@ const (
 // directReader reads a file descriptor with O_DIRECT until it cannot.
 type directReader struct {
 	fd     int
+	flags  int // the descriptor's flags before O_DIRECT
 	direct bool
 }
 
@@ -50,16 +51,14 @@ func readDirect(fd int) (*directReader, error) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_DIRECT); err != nil {
 		return nil, err
 	}
-	return &directReader{fd: fd, direct: true}, nil
+	return &directReader{fd: fd, flags: fl, direct: true}, nil
 }
 
 // buffered turns O_DIRECT off: the reads after go through the cache. If
 // the flag cannot be cleared, the next read fails and says so.
 func (d *directReader) buffered() {
 	d.direct = false
-	if fl, err := unix.FcntlInt(uintptr(d.fd), unix.F_GETFL, 0); err == nil {
-		unix.FcntlInt(uintptr(d.fd), unix.F_SETFL, fl&^unix.O_DIRECT)
-	}
+	unix.FcntlInt(uintptr(d.fd), unix.F_SETFL, d.flags)
 }
 
 func (d *directReader) Read(b []byte) (int, error) {
