@@ -23,8 +23,9 @@
 #
 # 1. Trees (SHAPES, default "wide deep": both): ntt-copier (fresh store, catalog reset to pending, the copier's
 #    indexes dropped) against `cp -a MOUNT DEST`, both writing to the same
-#    filesystem (WORK, under /var/tmp), cold source cache (drop_caches
-#    before every run), alternating, RUNS runs each, medians. cp -a leaves
+#    filesystem (WORK, under /var/tmp), cold source cache (cold_start in
+#    bench/lib.sh before every run: memory warmed, then drop_caches),
+#    alternating, RUNS runs each, medians. cp -a leaves
 #    its data in the page cache while ntt-copier makes every batch durable
 #    (syncfs) before recording it, so the time of a `sync` right after cp
 #    is shown too. Peak RSS of ntt-copier (GNU time's %M). Targets (issue
