@@ -44,7 +44,9 @@
 #        BATCH=1000; WORKERS=N passes --workers N, unset: the copier's
 #        default; SKIP_TREE=1, SKIP_BIG=1, SKIP_CLAIM=1 leave a part out;
 #        BUILD_ONLY=1 builds the images and stops; PERF=1 records the whole
-#        machine with perf during the copier's tree runs, to BENCH/perf-SHAPE.data)
+#        machine with perf during the copier's tree runs, to BENCH/perf-SHAPE.data;
+#        PGSS=1 loads pg_stat_statements and writes the copier's 15 costliest
+#        statements of the last tree run to BENCH/pgss-SHAPE.txt)
 # The load average is printed next to every run: on a shared machine, read
 # the figures of runs taken under load as noisy.
 set -euo pipefail
@@ -334,10 +336,13 @@ chmod 755 "$PGDIR"
 chown postgres: "$PGDIR"
 log "starting a throwaway PostgreSQL cluster in $PGDIR"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" --auth=trust -U postgres -E UTF8 --locale=C >/dev/null
+PGSS_OPT=""
+[[ -n ${PGSS:-} ]] && PGSS_OPT="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
 runuser -u postgres -- "$PGBIN/pg_ctl" start -w -D "$PGDIR/data" -l "$PGDIR/server.log" \
-	-o "-c listen_addresses='' -c unix_socket_directories='$PGDIR' -c max_connections=200" >/dev/null
+	-o "-c listen_addresses='' -c unix_socket_directories='$PGDIR' -c max_connections=200 $PGSS_OPT" >/dev/null
 URL="postgres://postgres@/bench?host=$PGDIR&sslmode=disable"
 psql -X -q -d "postgres://postgres@/postgres?host=$PGDIR" -c 'CREATE DATABASE bench'
+[[ -n ${PGSS:-} ]] && psql -X -q -d "$URL" -c 'CREATE EXTENSION pg_stat_statements'
 psql_() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -d "$URL" "$@"; }
 "$WORK/bin/ntt-loader" migrate --db "$URL" >/dev/null
 
@@ -417,10 +422,14 @@ copy_tree() { # shape hash image
 		cold_start
 		PERFCMD=()
 		[[ -n ${PERF:-} ]] && PERFCMD=(perf record -q -a -g -F 499 -o "$BENCH/perf-$shape.data" --)
+		[[ -n ${PGSS:-} ]] && psql_ -c 'SELECT pg_stat_statements_reset()' >/dev/null
 		timed "$WORK/ntt.t" "${PERFCMD[@]}" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
 			--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
 			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
+		[[ -n ${PGSS:-} ]] && psql_ -c "SELECT calls, round(total_exec_time) AS exec_ms, round(total_plan_time) AS plan_ms,
+			rows, shared_blks_read AS blks_read, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+			FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15" >"$BENCH/pgss-$shape.txt"
 		rm -rf "$WORK/cpdest"
 		cold_start
 		timed "$WORK/cp.t" cp -a "$mnt" "$WORK/cpdest"
