@@ -115,6 +115,22 @@
 // taken. What was taken: a claim's commit does not wait for the WAL (it
 // promises nothing durable, see claimBatch), 15-16 % off a claim on a
 // durable cluster (2.34 -> 1.97 and 2.92 -> 2.47 ms, interleaved).
+// Measured again on 2026-12-06 with the commit's cost counted too (1M
+// rows, 2000 claims of 100 each followed by their commit): fillfactor 50
+// without the claimed index made 90 % of claims HOT and the claim
+// 2.6-2.8 ms against 2.7-4.0 ms, but the commit that follows 2.7 ms
+// against 1.4-2.1 ms: no gain for the pair.
+//
+// bench/copy.sh PGSS=1 lists the copier's costliest statements. On the
+// deep tree it showed the commit's "is any blob quarantined" check
+// reading all of blobs at every batch (2.1 s of 25.7 s; see refusedSQL),
+// now one index page: deep tree 0.48-0.56 of cp -a before, 0.40 after
+// (median of 3, a different machine, so the fix is not all of it). On
+// the wide tree (2026-12-06, perf -a) PostgreSQL is 43 % of the machine,
+// the copier 41 %: claims 53 ms and commits 41 ms per 1000 files under
+// that load, a quarter of it index insertion; per file a claim and a
+// commit each rewrite the row, which the runbook's monitoring query
+// (claimed_by on the inode row) requires.
 //
 // One large file gains nothing from any of this: it is one worker's
 // stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
