@@ -117,9 +117,11 @@
 // durable cluster (2.34 -> 1.97 and 2.92 -> 2.47 ms, interleaved).
 // Measured again on 2026-12-06 with the commit's cost counted too (1M
 // rows, 2000 claims of 100 each followed by their commit): fillfactor 50
-// without the claimed index made 90 % of claims HOT and the claim
-// 2.6-2.8 ms against 2.7-4.0 ms, but the commit that follows 2.7 ms
-// against 1.4-2.1 ms: no gain for the pair.
+// without the claimed index made 90 % of claims HOT, the claim 1.8-2.8 ms
+// against 2.4-4.1 ms, but the commit that follows 1.7-2.8 ms against
+// 1.3-2.2 ms; the pair 3.6-5.6 ms against 3.7-6.3 ms (three and four
+// repeats, alternating, on a VM whose repeats moved 40 %): no clear gain
+// for a quarter more table.
 //
 // bench/copy.sh PGSS=1 lists the copier's costliest statements. On the
 // deep tree it showed the commit's "is any blob quarantined" check
