@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -52,14 +53,9 @@ func TestRefusedCheckReadsNoBlobsPages(t *testing.T) {
 	// And it still finds a quarantined blob named by the batch.
 	_, err = db.Exec(ctx, `INSERT INTO blobs (blobid, size, quarantined_at) VALUES ($1, 1, now())`, blobs[7])
 	require.NoError(t, err)
-	var refused []string
 	rows, err := db.Query(ctx, refusedSQL(h.InodeTable()), string(h), "w", devs, inos, blobs)
 	require.NoError(t, err)
-	for rows.Next() {
-		var id string
-		require.NoError(t, rows.Scan(&id))
-		refused = append(refused, id)
-	}
-	require.NoError(t, rows.Err())
+	refused, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
 	require.Equal(t, []string{blobs[7]}, refused)
 }

@@ -95,7 +95,14 @@ func mountedAt(t *testing.T, spec testimg.Spec, url string) *medium_ {
 	if url == "" {
 		m.url = pgtest.URL(t)
 	}
-	db, err := pgxpool.New(context.Background(), m.url)
+	// The test's own pool checks every connection it hands out: some
+	// tests restart the cluster under it, and pgx by default pings only
+	// connections idle for over a second, so a short copier run would
+	// leave a dead one to the test's next query.
+	cfg, err := pgxpool.ParseConfig(m.url)
+	require.NoError(t, err)
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
+	db, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(db.Close)
 	m.db = db
