@@ -46,7 +46,8 @@
 #        BUILD_ONLY=1 builds the images and stops; PERF=1 records the whole
 #        machine with perf during the copier's tree runs, to BENCH/perf-SHAPE.data;
 #        PGSS=1 loads pg_stat_statements and writes the copier's 15 costliest
-#        statements of the last tree run to BENCH/pgss-SHAPE.txt)
+#        statements of the last tree run (and the inode partition's updates,
+#        HOT ones, pages) to BENCH/pgss-SHAPE.txt)
 # The load average is printed next to every run: on a shared machine, read
 # the figures of runs taken under load as noisy.
 set -euo pipefail
@@ -428,8 +429,10 @@ copy_tree() { # shape hash image
 			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
 		[[ -n ${PGSS:-} ]] && psql_ -c "SELECT calls, round(total_exec_time) AS exec_ms, round(total_plan_time) AS plan_ms,
-			rows, shared_blks_read AS blks_read, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+			round(max_exec_time) AS max_ms, rows, shared_blks_read AS blks_read, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
 			FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15" >"$BENCH/pgss-$shape.txt"
+		[[ -n ${PGSS:-} ]] && psql_ -c "SELECT relname, n_tup_upd, n_tup_hot_upd, pg_relation_size(relid) / 8192 AS pages
+			FROM pg_stat_user_tables WHERE relname LIKE 'inode_p_%'" >>"$BENCH/pgss-$shape.txt"
 		rm -rf "$WORK/cpdest"
 		cold_start
 		timed "$WORK/cp.t" cp -a "$mnt" "$WORK/cpdest"
