@@ -134,6 +134,28 @@
 // commit each rewrite the row, which the runbook's monitoring query
 // (claimed_by on the inode row) requires.
 //
+// Two more changes were measured on 2026-12-06 20:00-21:00 UTC, on a
+// machine whose system calls are dear (vmstat: 44-52 % of the CPU in the
+// kernel during the wide copy), and not taken:
+//   - Claims and commits both HOT (no pending or claimed index, the claim
+//     scanning the primary key from its cursor, fillfactor 50). Alone, on
+//     300k rows (psql, claim then commit of 1000 rows, 7 alternating
+//     repeats) they cost 16.9-25.5 ms per 1000 against 22.6-35.7 ms. On the
+//     wide bench tree the copy was no faster (20.92 and 22.76 s against
+//     18.80-22.78 s): with no index of pending rows, a worker that reaches
+//     the end of the medium looks for retries by walking every copied row
+//     (claims of up to 1.3 s; 21.9 and 26.1 s of claiming in all against
+//     17.9 s) and the orphan check reads the whole table (2.4 and 3.7 s). A
+//     medium resumed 90 % done would pay that walk on its first claim. The
+//     pending index needs copied in its predicate, which is what keeps the
+//     commit from being HOT.
+//   - Small files (up to 32 KiB) read whole by their opener instead of
+//     advised and read by the worker, one system call less per file: 22.43,
+//     24.01, 27.30 and 21.92 s against 18.80, 22.78, 18.86 and 22.02 s
+//     (wide tree, alternating): slower. Not profiled; a likely cause is that
+//     a read that blocks holds its opener's thread, where the advice
+//     returns at once and lets the opener go on to the next file.
+//
 // One large file gains nothing from any of this: it is one worker's
 // stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
 // the copier before the read-ahead and the tuner (7a5990b, one worker)
