@@ -400,6 +400,17 @@ timed() {
 source_bytes() { psql_ -At -c "SELECT sum(size) FROM inode_p_$1 WHERE fs_type = 'f'"; }
 source_files() { psql_ -At -c "SELECT count(*) FROM inode_p_$1 WHERE fs_type = 'f'"; }
 
+# pgss_report prints the copier's costliest statements since the last
+# pg_stat_statements_reset, then the inode partitions' updates (HOT ones
+# among them) and sizes.
+pgss_report() {
+	psql_ -c "SELECT calls, round(total_exec_time) AS exec_ms, round(total_plan_time) AS plan_ms,
+		round(max_exec_time) AS max_ms, rows, shared_blks_read AS blks_read, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15" \
+		-c "SELECT relname, n_tup_upd, n_tup_hot_upd, pg_relation_size(relid) / 8192 AS pages
+		FROM pg_stat_user_tables WHERE relname LIKE 'inode_p_%'"
+}
+
 # ---- 1 + 2: the trees ----------------------------------------------------------
 copy_tree() { # shape hash image
 	local shape=$1 hash=$2 img=$3 mnt=$WORK/mnt/$2 entries files bytes alloc i
@@ -428,11 +439,7 @@ copy_tree() { # shape hash image
 			--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
 			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
-		[[ -n ${PGSS:-} ]] && psql_ -c "SELECT calls, round(total_exec_time) AS exec_ms, round(total_plan_time) AS plan_ms,
-			round(max_exec_time) AS max_ms, rows, shared_blks_read AS blks_read, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
-			FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15" >"$BENCH/pgss-$shape.txt"
-		[[ -n ${PGSS:-} ]] && psql_ -c "SELECT relname, n_tup_upd, n_tup_hot_upd, pg_relation_size(relid) / 8192 AS pages
-			FROM pg_stat_user_tables WHERE relname LIKE 'inode_p_%'" >>"$BENCH/pgss-$shape.txt"
+		[[ -n ${PGSS:-} ]] && pgss_report >"$BENCH/pgss-$shape.txt"
 		rm -rf "$WORK/cpdest"
 		cold_start
 		timed "$WORK/cp.t" cp -a "$mnt" "$WORK/cpdest"

@@ -29,12 +29,13 @@ func TestRefusedCheckReadsNoBlobsPages(t *testing.T) {
 	got, err := claimBatch(ctx, db, h, "w", time.Minute, cursorStart, 1000, false)
 	require.NoError(t, err)
 	require.Len(t, got, 1000)
-	var devs, inos []int64
+	var keys []key
 	var blobs []string
 	for i, n := range got {
-		devs, inos = append(devs, n.Dev), append(inos, n.Ino)
+		keys = append(keys, n.key())
 		blobs = append(blobs, fmt.Sprintf("%064x", i))
 	}
+	devs, inos := splitKeys(keys)
 
 	var plan []struct {
 		Plan struct {
