@@ -41,23 +41,28 @@ func (p *pipeline) run(ctx context.Context) int {
 	p.m = Metrics{Medium: string(h), Image: p.c.image, Started: start.UTC()}
 	err := p.phases(ctx)
 	p.failure = err
+	var pe *phaseError
+	failedPhase := errors.As(err, &pe) && ctx.Err() == nil
+	if failedPhase {
+		// Recorded before the unmount: on a dying disk the unmount may
+		// wait on the medium, and the catalog must say why it stopped.
+		if rerr := schema.MergeProblem(context.WithoutCancel(ctx), p.db, h, pe.flag, map[string]any{"error": pe.err.Error(), "phase": pe.phase}); rerr != nil {
+			p.log.Error("could not record the problem", "medium", string(h), "flag", pe.flag, "error", rerr)
+		}
+	}
 	// Unmount whatever happened: the runbook's rollback for every phase,
 	// and the last step of a finished run. A rerun mounts again.
 	p.unmount(ctx)
 	p.m.Total = time.Since(start).Seconds()
 	p.status.Clear()
-	var pe *phaseError
 	switch {
 	case errors.Is(err, errNothingToDo):
 		fmt.Fprintf(p.errw, "ntt-pipeline: medium %s is already archived (copy_done set): nothing to do\n", h)
 		return 2
-	case errors.As(err, &pe) && ctx.Err() != nil:
+	case pe != nil && !failedPhase:
 		// Interrupted (SIGINT/SIGTERM), not failed: nothing to record.
 		fmt.Fprintf(p.errw, "ntt-pipeline: medium %s: interrupted during %s; a rerun resumes\n", h, pe.phase)
-	case errors.As(err, &pe):
-		if rerr := schema.MergeProblem(context.WithoutCancel(ctx), p.db, h, pe.flag, map[string]any{"error": pe.err.Error(), "phase": pe.phase}); rerr != nil {
-			p.log.Error("could not record the problem", "medium", string(h), "flag", pe.flag, "error", rerr)
-		}
+	case failedPhase:
 		fmt.Fprintf(p.errw, "ntt-pipeline: medium %s: %v (recorded as %s in medium.problems)\n", h, pe, pe.flag)
 	case err != nil:
 		fmt.Fprintf(p.errw, "ntt-pipeline: medium %s: %v\n", h, err)
