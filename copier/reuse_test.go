@@ -87,7 +87,8 @@ func TestRerunReusesBlobsStoredBeforeAFailedCommit(t *testing.T) {
 	}
 	require.Len(t, sizes, 4, "four distinct contents")
 
-	// Every blob stored, and when syncs and commits happen.
+	// Every blob stored, and when syncs and commits happen. The watch is
+	// package-wide: this test must not run in parallel with another copy.
 	var (
 		mu     sync.Mutex
 		events []string // "stored", "sync", "commit"

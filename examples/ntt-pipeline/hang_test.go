@@ -162,7 +162,7 @@ wait:
 	for !strings.Contains(stdout.String(), "Metrics written to") || !exiting(cmd.Process.Pid, exited) {
 		select {
 		case <-deadline:
-			t.Fatalf("the run did not end after recording the stall\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+			t.Fatalf("the run did not end after recording the stall\nthreads:\n%s\nstdout:\n%s\nstderr:\n%s", threads(cmd.Process.Pid), stdout.String(), stderr.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -172,8 +172,8 @@ wait:
 	require.Equal(t, total, held, "a held read was answered before the run ended")
 	t.Logf("stall recorded after %v, run ended after %v with %d reads of the image hanging",
 		recordedAfter.Round(time.Millisecond), endedAfter.Round(time.Millisecond), held)
-	// No timing is a pass criterion beyond "did not wait forever".
-	require.Less(t, endedAfter, 45*time.Second)
+	// No timing is a pass criterion beyond "did not wait forever" (the
+	// 60 s deadline above).
 
 	// The disk answers again: the process's exit completes.
 	disk.release()
@@ -237,6 +237,21 @@ wait:
 	require.Equal(t, []PhaseMetric{{Name: "preflight", Outcome: "ran"}, {Name: "mount", Outcome: "ran"}, {Name: "enumerate", Outcome: "failed"}}, phases)
 	require.Contains(t, m.Phases[2].Note, "enumeration stalled")
 	e.checkNothingLeft(string(h), image)
+}
+
+// threads describes each thread of pid (its state and kernel stack), for
+// a failure message: on a kernel where the stuck read is not in the exit
+// path, this says where it is.
+func threads(pid int) string {
+	var b strings.Builder
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s", pid, task.Name())
+		st, _ := os.ReadFile(dir + "/stat")
+		stack, _ := os.ReadFile(dir + "/stack")
+		fmt.Fprintf(&b, "%s\n%s\n", strings.TrimSpace(string(st)), stack)
+	}
+	return b.String()
 }
 
 // exiting reports whether the process pid has exited, or is exiting: each
@@ -324,6 +339,7 @@ type hangingDisk struct {
 	held     []heldRead
 	total    int
 	released bool
+	serveErr error // why serve stopped, if not because of the unmount
 }
 
 type heldRead struct {
@@ -387,8 +403,12 @@ func serveHangingDisk(t *testing.T, dir, name, backing string, hang func(off, n 
 			err = unix.Unmount(dir, 0)
 		}
 		if err != nil {
-			t.Errorf("unmounting the hanging disk %s: %v (detaching it lazily)", dir, err)
-			unix.Unmount(dir, unix.MNT_DETACH)
+			// A forced unmount aborts the FUSE connection, failing
+			// whatever still waits on it; failing that, detach.
+			t.Errorf("unmounting the hanging disk %s: %v (forcing it)", dir, err)
+			if unix.Unmount(dir, unix.MNT_FORCE) != nil {
+				unix.Unmount(dir, unix.MNT_DETACH)
+			}
 		}
 		select {
 		case <-d.done:
@@ -398,9 +418,18 @@ func serveHangingDisk(t *testing.T, dir, name, backing string, hang func(off, n 
 			if statErr == nil {
 				os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", unix.Minor(st.Dev)), []byte("1"), 0o200)
 			}
-			<-d.done
+			select {
+			case <-d.done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("the hanging disk's server at %s did not stop: its FUSE connection is still open", dir)
+			}
 		}
 		unix.Close(fd)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.serveErr != nil {
+			t.Errorf("the hanging disk's server stopped early: reading /dev/fuse: %v", d.serveErr)
+		}
 	})
 	return d
 }
@@ -431,8 +460,14 @@ func (d *hangingDisk) serve() {
 		switch {
 		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ENOENT), errors.Is(err, unix.EAGAIN):
 			continue // interrupted, or a request withdrawn before we read it
+		case errors.Is(err, unix.ENODEV):
+			return // unmounted
 		case err != nil:
-			return // ENODEV: unmounted
+			// Every later request would hang: the cleanup says why.
+			d.mu.Lock()
+			d.serveErr = err
+			d.mu.Unlock()
+			return
 		case n < fuseInHeaderLen:
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/mountinfo"
 	"github.com/HRDAG/ntt/internal/testenv"
 	"github.com/stretchr/testify/require"
@@ -130,7 +131,7 @@ func TestPipelineRecordsArchiveNotADisk(t *testing.T) {
 
 			// The run stopped at the refusal: no later phase ran.
 			var m Metrics
-			b, err := os.ReadFile(filepath.Join(e.work, h[:8]+".metrics.json"))
+			b, err := os.ReadFile(filepath.Join(e.work, medium.MustParse(h).Short()+".metrics.json"))
 			require.NoError(t, err)
 			require.NoError(t, json.Unmarshal(b, &m))
 			var got []PhaseMetric
@@ -138,7 +139,7 @@ func TestPipelineRecordsArchiveNotADisk(t *testing.T) {
 				got = append(got, PhaseMetric{Name: ph.Name, Outcome: ph.Outcome})
 			}
 			require.Equal(t, c.phases, got)
-			_, err = os.Stat(filepath.Join(e.work, h[:8]+".raw"))
+			_, err = os.Stat(filepath.Join(e.work, medium.MustParse(h).Short()+".raw"))
 			require.ErrorIs(t, err, os.ErrNotExist, "no raw enumeration file")
 			_, err = os.Stat(filepath.Join(e.dest, h+".tar.zst"))
 			require.ErrorIs(t, err, os.ErrNotExist, "a refused medium is not sealed")
