@@ -48,7 +48,17 @@ import (
 // where the field failure never did: the image sits on a healthy disk.
 // Serving the image ourselves keeps its metadata answering and hangs only
 // the reads.
+//
+// A disk whose metadata hangs too ("the unmount hangs"): every stat of
+// the image hangs once the walk's reads do, so the pipeline's unmount after
+// the stall (loopdev lists the loops' backing files) waits on the disk. The
+// stall must be in the catalog before that unmount returns.
 func TestPipelineEnumerationStallOnHangingDisk(t *testing.T) {
+	t.Run("reads hang", func(t *testing.T) { enumerationStall(t, false) })
+	t.Run("the unmount hangs", func(t *testing.T) { enumerationStall(t, true) })
+}
+
+func enumerationStall(t *testing.T, statHangs bool) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		testenv.SkipOrFail(t, "no /dev/fuse: cannot serve a hanging disk")
 	}
@@ -92,7 +102,7 @@ func TestPipelineEnumerationStallOnHangingDisk(t *testing.T) {
 	}
 
 	// The images directory is the disk's mount: <images>/<hash>.img.
-	disk := serveHangingDisk(t, e.images, h.ImageFileName(), backing, func(off, n int64) bool {
+	disk := serveHangingDisk(t, e.images, h.ImageFileName(), backing, statHangs, func(off, n int64) bool {
 		for _, r := range hang {
 			if off < r[1] && r[0] < off+n {
 				return true
@@ -153,27 +163,43 @@ wait:
 	held, _ := disk.counts()
 	require.Positive(t, held, "the walk's reads must still be hanging when the stall is recorded")
 
-	// The run ends without the disk: the summary and metrics are written
-	// and the process exits — all of it but one thread, which the kernel
-	// keeps in the last close of the loop device (bdev_release drops the
-	// device's page cache and waits, uninterruptibly, on the page the hung
-	// read holds locked), as it would on a real disk until the driver gives
-	// up on the read.
-	for !strings.Contains(stdout.String(), "Metrics written to") || !exiting(cmd.Process.Pid, exited) {
-		select {
-		case <-deadline:
-			t.Fatalf("the run did not end after recording the stall\nthreads:\n%s\nstdout:\n%s\nstderr:\n%s", threads(cmd.Process.Pid), stdout.String(), stderr.String())
-		case <-time.After(100 * time.Millisecond):
+	if statHangs {
+		// The unmount after the stall waits on a stat of the image: the
+		// problem was recorded before it, and the run has not ended.
+		for disk.stats() == 0 {
+			select {
+			case <-exited:
+				t.Fatalf("ntt-pipeline exited (%v) without a stat of the image after the stall\nstderr:\n%s", cmd.ProcessState, stderr.String())
+			case <-deadline:
+				t.Fatalf("no stat of the image after the stall\nthreads:\n%s\nstderr:\n%s", threads(cmd.Process.Pid), stderr.String())
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
+		require.NotContains(t, stdout.String(), "Metrics written to", "the run ended although a stat of its image hangs")
+		t.Logf("stall recorded after %v, while the unmount waits on the image", recordedAfter.Round(time.Millisecond))
+	} else {
+		// The run ends without the disk: the summary and metrics are written
+		// and the process exits — all of it but one thread, which the kernel
+		// keeps in the last close of the loop device (bdev_release drops the
+		// device's page cache and waits, uninterruptibly, on the page the hung
+		// read holds locked), as it would on a real disk until the driver gives
+		// up on the read.
+		for !strings.Contains(stdout.String(), "Metrics written to") || !exiting(cmd.Process.Pid, exited) {
+			select {
+			case <-deadline:
+				t.Fatalf("the run did not end after recording the stall\nthreads:\n%s\nstdout:\n%s\nstderr:\n%s", threads(cmd.Process.Pid), stdout.String(), stderr.String())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		endedAfter := time.Since(start)
+		held, total := disk.counts()
+		require.Positive(t, held)
+		require.Equal(t, total, held, "a held read was answered before the run ended")
+		t.Logf("stall recorded after %v, run ended after %v with %d reads of the image hanging",
+			recordedAfter.Round(time.Millisecond), endedAfter.Round(time.Millisecond), held)
+		// No timing is a pass criterion beyond "did not wait forever" (the
+		// 60 s deadline above).
 	}
-	endedAfter := time.Since(start)
-	held, total := disk.counts()
-	require.Positive(t, held)
-	require.Equal(t, total, held, "a held read was answered before the run ended")
-	t.Logf("stall recorded after %v, run ended after %v with %d reads of the image hanging",
-		recordedAfter.Round(time.Millisecond), endedAfter.Round(time.Millisecond), held)
-	// No timing is a pass criterion beyond "did not wait forever" (the
-	// 60 s deadline above).
 
 	// The disk answers again: the process's exit completes.
 	disk.release()
@@ -334,12 +360,17 @@ type hangingDisk struct {
 	fd      int
 	hang    func(off, n int64) bool
 	done    chan struct{}
+	// statHangs: once a read is held, so is every stat of the image (the
+	// kernel keeps no attributes, as ntfs-3g's do not): a disk that hangs
+	// its metadata too.
+	statHangs bool
 
-	mu       sync.Mutex
-	held     []heldRead
-	total    int
-	released bool
-	serveErr error // why serve stopped, if not because of the unmount
+	mu        sync.Mutex
+	held      []heldRead
+	heldStats []uint64 // GETATTR requests held, by unique
+	total     int
+	released  bool
+	serveErr  error // why serve stopped, if not because of the unmount
 }
 
 type heldRead struct {
@@ -375,7 +406,7 @@ var fuseLE = binary.LittleEndian
 
 // serveHangingDisk mounts the disk at dir (created) with the file name
 // holding backing's bytes, and unmounts it when the test ends.
-func serveHangingDisk(t *testing.T, dir, name, backing string, hang func(off, n int64) bool) *hangingDisk {
+func serveHangingDisk(t *testing.T, dir, name, backing string, statHangs bool, hang func(off, n int64) bool) *hangingDisk {
 	t.Helper()
 	f, err := os.Open(backing)
 	require.NoError(t, err)
@@ -386,7 +417,7 @@ func serveHangingDisk(t *testing.T, dir, name, backing string, hang func(off, n 
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	require.NoError(t, err)
 	d := &hangingDisk{t: t, dir: dir, name: name, backing: f, size: fi.Size(), mtime: uint64(fi.ModTime().Unix()),
-		fd: fd, hang: hang, done: make(chan struct{})}
+		fd: fd, hang: hang, statHangs: statHangs, done: make(chan struct{})}
 	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fd)
 	if err := unix.Mount("ntt-hanging-disk", dir, "fuse", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		unix.Close(fd)
@@ -437,12 +468,22 @@ func serveHangingDisk(t *testing.T, dir, name, backing string, hang func(off, n 
 // release answers every held read and stops holding new ones.
 func (d *hangingDisk) release() {
 	d.mu.Lock()
-	held := d.held
-	d.held, d.released = nil, true
+	held, stats := d.held, d.heldStats
+	d.held, d.heldStats, d.released = nil, nil, true
 	d.mu.Unlock()
 	for _, r := range held {
 		d.answerRead(r.unique, r.off, r.size)
 	}
+	for _, u := range stats {
+		d.answerGetattr(u, fuseFileID)
+	}
+}
+
+// stats returns how many stats of the image are held now.
+func (d *hangingDisk) stats() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.heldStats)
 }
 
 // counts returns how many reads are held now, and how many were in all.
@@ -499,12 +540,19 @@ func (d *hangingDisk) handle(op uint32, unique, node uint64, body []byte) {
 		out := make([]byte, 40, 128) // fuse_entry_out
 		fuseLE.PutUint64(out[0:], fuseFileID)
 		fuseLE.PutUint64(out[16:], fuseValidSecs)
-		fuseLE.PutUint64(out[24:], fuseValidSecs)
+		if !d.statHangs {
+			fuseLE.PutUint64(out[24:], fuseValidSecs)
+		}
 		d.reply(unique, 0, append(out, d.attr(fuseFileID)...))
 	case fuseGetattr:
-		out := make([]byte, 16, 104) // fuse_attr_out
-		fuseLE.PutUint64(out[0:], fuseValidSecs)
-		d.reply(unique, 0, append(out, d.attr(node)...))
+		d.mu.Lock()
+		if d.statHangs && node == fuseFileID && !d.released && d.total > 0 {
+			d.heldStats = append(d.heldStats, unique)
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		d.answerGetattr(unique, node)
 	case fuseOpen, fuseOpendir:
 		out := make([]byte, 16) // fuse_open_out
 		fuseLE.PutUint32(out[8:], fopenKeepCache)
@@ -540,6 +588,14 @@ func (d *hangingDisk) handle(op uint32, unique, node uint64, body []byte) {
 		for i, r := range d.held {
 			if r.unique == target {
 				d.held = append(d.held[:i], d.held[i+1:]...)
+				d.mu.Unlock()
+				d.reply(target, unix.EINTR, nil)
+				return
+			}
+		}
+		for i, u := range d.heldStats {
+			if u == target {
+				d.heldStats = append(d.heldStats[:i], d.heldStats[i+1:]...)
 				d.mu.Unlock()
 				d.reply(target, unix.EINTR, nil)
 				return
@@ -592,6 +648,14 @@ func (d *hangingDisk) readdir(off, size int) []byte {
 		out = append(out, rec...)
 	}
 	return out
+}
+
+func (d *hangingDisk) answerGetattr(unique, node uint64) {
+	out := make([]byte, 16, 104) // fuse_attr_out
+	if !d.statHangs {
+		fuseLE.PutUint64(out[0:], fuseValidSecs)
+	}
+	d.reply(unique, 0, append(out, d.attr(node)...))
 }
 
 func (d *hangingDisk) answerRead(unique uint64, off, size int64) {
