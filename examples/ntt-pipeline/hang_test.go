@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,34 +53,44 @@ import (
 // the stall (loopdev lists the loops' backing files) waits on the disk. The
 // stall must be in the catalog before that unmount returns.
 func TestPipelineEnumerationStallOnHangingDisk(t *testing.T) {
-	t.Run("reads hang", func(t *testing.T) { enumerationStall(t, false) })
-	t.Run("the unmount hangs", func(t *testing.T) { enumerationStall(t, true) })
-}
-
-func enumerationStall(t *testing.T, statHangs bool) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		testenv.SkipOrFail(t, "no /dev/fuse: cannot serve a hanging disk")
 	}
 	if _, err := exec.LookPath("debugfs"); err != nil {
 		testenv.SkipOrFail(t, "debugfs not installed (e2fsprogs)")
 	}
-	e := newEnv(t)
-	bin := testenv.Binary(t) // built before anything hangs
-	ctx := context.Background()
+	m := newHangingMedium(t)
+	t.Run("reads hang", func(t *testing.T) { enumerationStall(t, m, false) })
+	t.Run("the unmount hangs", func(t *testing.T) { enumerationStall(t, m, true) })
+}
 
+// hangingMedium is an ext4 image (only read, so shared by the subtests),
+// its name, and the byte ranges of it that the disk will not answer.
+type hangingMedium struct {
+	backing string
+	h       medium.Hash
+	hang    [][2]int64
+}
+
+func newHangingMedium(t *testing.T) hangingMedium {
 	// A medium with a few hundred files in many directories: the walk
 	// must read directory blocks nothing read before it.
 	var entries []testimg.Entry
+	var dirs []string
 	for d := 0; d < 24; d++ {
+		dirs = append(dirs, fmt.Sprintf("/d%02d", d))
+		for s := 0; s < 3; s++ {
+			dirs = append(dirs, fmt.Sprintf("/d%02d/s%d", d, s))
+		}
 		for f := 0; f < 12; f++ {
 			entries = append(entries, testimg.Entry{Path: fmt.Sprintf("d%02d/s%d/f%02d.txt", d, f%3, f), Kind: testimg.File,
 				Data: []byte(fmt.Sprintf("file %d of directory %d\n", f, d))})
 		}
 	}
-	backing := filepath.Join(e.dir, "disk", "medium.ext4")
-	require.NoError(t, os.MkdirAll(filepath.Dir(backing), 0o755))
-	require.NoError(t, testimg.BuildImage(backing, testimg.Spec{FSType: "ext4", Size: 32 << 20, Entries: entries}))
-	h := medium.MustParse(md5File(t, backing)) // the seed names media by their image's md5
+	const blockSize = 4096
+	backing := filepath.Join(t.TempDir(), "medium.ext4")
+	require.NoError(t, testimg.BuildImage(backing, testimg.Spec{FSType: "ext4", Size: 32 << 20, BlockSize: blockSize, Entries: entries}))
+	m := hangingMedium{backing: backing, h: medium.MustParse(imageHash(t, backing))} // the seed names media by their image's md5
 
 	// The sectors that will hang: every block of every directory below
 	// the root (mke2fs puts the root's among the first blocks, where the
@@ -89,20 +98,21 @@ func enumerationStall(t *testing.T, statHangs bool) {
 	// walk reads them: the image probe reads the first 128 KiB at most,
 	// the mount reads the superblock, group descriptors, journal and
 	// inode tables.
-	var dirs []string
-	for d := 0; d < 24; d++ {
-		dirs = append(dirs, fmt.Sprintf("/d%02d", d))
-		for s := 0; s < 3; s++ {
-			dirs = append(dirs, fmt.Sprintf("/d%02d/s%d", d, s))
-		}
-	}
-	hang := dirBlocks(t, backing, dirs)
-	for _, r := range hang {
+	m.hang = dirBlocks(t, backing, blockSize, dirs)
+	for _, r := range m.hang {
 		require.GreaterOrEqual(t, r[0], int64(128<<10), "a directory block lies where the image probe reads")
 	}
+	return m
+}
+
+func enumerationStall(t *testing.T, m hangingMedium, statHangs bool) {
+	e := newEnv(t)
+	bin := testenv.Binary(t) // built before anything hangs
+	ctx := context.Background()
+	h, hang := m.h, m.hang
 
 	// The images directory is the disk's mount: <images>/<hash>.img.
-	disk := serveHangingDisk(t, e.images, h.ImageFileName(), backing, statHangs, func(off, n int64) bool {
+	disk := serveHangingDisk(t, e.images, h.ImageFileName(), m.backing, statHangs, func(off, n int64) bool {
 		for _, r := range hang {
 			if off < r[1] && r[0] < off+n {
 				return true
@@ -213,12 +223,7 @@ wait:
 
 	// The operator's line names the medium, the stall and where it was
 	// recorded; the walk's own warning is in the log.
-	var line string
-	for _, l := range strings.Split(errs, "\n") {
-		if strings.HasPrefix(l, "ntt-pipeline: medium "+string(h)+": ") && strings.Contains(l, "enumeration stalled") {
-			line = l
-		}
-	}
+	line := failureLine(errs, string(h), "enumeration stalled")
 	require.NotEmpty(t, line, "no line naming medium %s and \"enumeration stalled\" in stderr:\n%s", h, errs)
 	require.Contains(t, line, "enumerate failed: enumeration stalled: no progress for")
 	require.Contains(t, line, "(recorded as enum_failed in medium.problems)")
@@ -227,23 +232,10 @@ wait:
 
 	// The catalog: enum_failed with the stall, unresolved; nothing
 	// catalogued, not enumerated.
-	p := problemsOf(t, e, string(h))
-	require.Contains(t, p, "enum_failed", "problems: %v", p)
-	msg, ok := p["enum_failed"]["error"].(string)
-	require.True(t, ok, "enum_failed has no error text: %v", p["enum_failed"])
+	msg := e.openProblem(string(h), "enum_failed", "enumerate")
 	require.Contains(t, msg, "enumeration stalled: no progress for")
 	require.Contains(t, msg, `stuck in "`+h.MountPath(e.root), "the stall names where the walk was reading")
-	require.Equal(t, "enumerate", p["enum_failed"]["phase"])
-	require.NotContains(t, p["enum_failed"], "resolved_at")
-	var inodes, paths int64
-	var enumDone *time.Time
-	require.NoError(t, e.db.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM inode WHERE medium_hash = $1),
-		(SELECT count(*) FROM path WHERE medium_hash = $1),
-		enum_done FROM medium WHERE medium_hash = $1`, string(h)).Scan(&inodes, &paths, &enumDone))
-	require.Nil(t, enumDone, "a stalled medium is not enumerated")
-	require.Zero(t, inodes)
-	require.Zero(t, paths)
+	e.checkNotCatalogued(string(h))
 
 	// The runbook's rollback: no raw file, partial or whole; the metrics
 	// say where the run stopped.
@@ -252,16 +244,9 @@ wait:
 	partial, err := filepath.Glob(filepath.Join(e.work, "."+h.Short()+".raw-*"))
 	require.NoError(t, err)
 	require.Empty(t, partial)
-	var m Metrics
-	b, err := os.ReadFile(filepath.Join(e.work, h.Short()+".metrics.json"))
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &m))
-	var phases []PhaseMetric
-	for _, ph := range m.Phases {
-		phases = append(phases, PhaseMetric{Name: ph.Name, Outcome: ph.Outcome})
-	}
-	require.Equal(t, []PhaseMetric{{Name: "preflight", Outcome: "ran"}, {Name: "mount", Outcome: "ran"}, {Name: "enumerate", Outcome: "failed"}}, phases)
-	require.Contains(t, m.Phases[2].Note, "enumeration stalled")
+	metrics := e.metrics(string(h))
+	require.Equal(t, []PhaseMetric{{Name: "preflight", Outcome: "ran"}, {Name: "mount", Outcome: "ran"}, {Name: "enumerate", Outcome: "failed"}}, outcomes(metrics))
+	require.Contains(t, metrics.Phases[2].Note, "enumeration stalled")
 	e.checkNothingLeft(string(h), image)
 }
 
@@ -317,30 +302,31 @@ func exiting(pid int, exited <-chan struct{}) bool {
 }
 
 // dirBlocks returns the byte ranges [start, end) of the data blocks of the
-// directories of an ext image, from debugfs.
-func dirBlocks(t *testing.T, image string, dirs []string) [][2]int64 {
+// directories of an ext image whose blocks are bs bytes, from one debugfs
+// run ("blocks DIR" for each; debugfs echoes each command as "debugfs: …").
+func dirBlocks(t *testing.T, image string, bs int64, dirs []string) [][2]int64 {
 	t.Helper()
-	out, err := exec.Command("debugfs", "-R", "stats", image).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	var bs int64
+	cmd := exec.Command("debugfs", "-f", "-", image)
+	cmd.Stdin = strings.NewReader("blocks " + strings.Join(dirs, "\nblocks ") + "\n")
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	var ranges [][2]int64
+	perDir := map[string]int{}
+	var dir string
 	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(l, "Block size:"); ok {
-			bs, err = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			require.NoError(t, err)
+		if d, ok := strings.CutPrefix(l, "debugfs: blocks "); ok {
+			dir = d
+			continue
+		}
+		for _, f := range strings.Fields(l) {
+			n, err := strconv.ParseInt(f, 10, 64)
+			require.NoError(t, err, "debugfs blocks %s: %q", dir, l)
+			ranges = append(ranges, [2]int64{n * bs, (n + 1) * bs})
+			perDir[dir]++
 		}
 	}
-	require.Positive(t, bs, "debugfs stats: no block size:\n%s", out)
-	var ranges [][2]int64
 	for _, d := range dirs {
-		out, err := exec.Command("debugfs", "-R", "blocks "+d, image).Output()
-		require.NoError(t, err)
-		fields := strings.Fields(string(out))
-		require.NotEmpty(t, fields, "debugfs: %s has no blocks", d)
-		for _, f := range fields {
-			n, err := strconv.ParseInt(f, 10, 64)
-			require.NoError(t, err, "debugfs blocks %s: %q", d, out)
-			ranges = append(ranges, [2]int64{n * bs, (n + 1) * bs})
-		}
+		require.Positive(t, perDir[d], "debugfs: %s has no blocks:\n%s", d, out)
 	}
 	return ranges
 }
@@ -351,8 +337,6 @@ func dirBlocks(t *testing.T, image string, dirs []string) [][2]int64 {
 // stopped answering) until release. It speaks just enough of the FUSE
 // protocol (linux/fuse.h, 7.31) for stat, open, read and close.
 type hangingDisk struct {
-	t       *testing.T
-	dir     string
 	name    string
 	backing *os.File
 	size    int64
@@ -365,17 +349,25 @@ type hangingDisk struct {
 	// its metadata too.
 	statHangs bool
 
-	mu        sync.Mutex
-	held      []heldRead
-	heldStats []uint64 // GETATTR requests held, by unique
-	total     int
-	released  bool
-	serveErr  error // why serve stopped, if not because of the unmount
+	mu       sync.Mutex
+	held     map[uint64]heldRequest // by the request's unique
+	total    int                    // reads held in all
+	released bool
+	serveErr error // why serve stopped, if not because of the unmount
 }
 
-type heldRead struct {
-	unique    uint64
-	off, size int64
+// heldRequest is a request left unanswered: answer gives its answer.
+type heldRequest struct {
+	stat   bool // a GETATTR; else a read
+	answer func()
+}
+
+// hold keeps request unique unanswered until release; the caller holds mu.
+func (d *hangingDisk) hold(unique uint64, stat bool, answer func()) {
+	d.held[unique] = heldRequest{stat: stat, answer: answer}
+	if !stat {
+		d.total++
+	}
 }
 
 // FUSE opcodes and flags (linux/fuse.h).
@@ -416,7 +408,7 @@ func serveHangingDisk(t *testing.T, dir, name, backing string, statHangs bool, h
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	require.NoError(t, err)
-	d := &hangingDisk{t: t, dir: dir, name: name, backing: f, size: fi.Size(), mtime: uint64(fi.ModTime().Unix()),
+	d := &hangingDisk{name: name, backing: f, held: map[uint64]heldRequest{}, size: fi.Size(), mtime: uint64(fi.ModTime().Unix()),
 		fd: fd, hang: hang, statHangs: statHangs, done: make(chan struct{})}
 	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", fd)
 	if err := unix.Mount("ntt-hanging-disk", dir, "fuse", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
@@ -468,14 +460,11 @@ func serveHangingDisk(t *testing.T, dir, name, backing string, statHangs bool, h
 // release answers every held read and stops holding new ones.
 func (d *hangingDisk) release() {
 	d.mu.Lock()
-	held, stats := d.held, d.heldStats
-	d.held, d.heldStats, d.released = nil, nil, true
+	held := d.held
+	d.held, d.released = map[uint64]heldRequest{}, true
 	d.mu.Unlock()
 	for _, r := range held {
-		d.answerRead(r.unique, r.off, r.size)
-	}
-	for _, u := range stats {
-		d.answerGetattr(u, fuseFileID)
+		r.answer()
 	}
 }
 
@@ -483,14 +472,25 @@ func (d *hangingDisk) release() {
 func (d *hangingDisk) stats() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.heldStats)
+	n := 0
+	for _, r := range d.held {
+		if r.stat {
+			n++
+		}
+	}
+	return n
 }
 
 // counts returns how many reads are held now, and how many were in all.
 func (d *hangingDisk) counts() (held, total int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.held), d.total
+	for _, r := range d.held {
+		if !r.stat {
+			held++
+		}
+	}
+	return held, d.total
 }
 
 func (d *hangingDisk) serve() {
@@ -547,7 +547,7 @@ func (d *hangingDisk) handle(op uint32, unique, node uint64, body []byte) {
 	case fuseGetattr:
 		d.mu.Lock()
 		if d.statHangs && node == fuseFileID && !d.released && d.total > 0 {
-			d.heldStats = append(d.heldStats, unique)
+			d.hold(unique, true, func() { d.answerGetattr(unique, node) })
 			d.mu.Unlock()
 			return
 		}
@@ -561,8 +561,7 @@ func (d *hangingDisk) handle(op uint32, unique, node uint64, body []byte) {
 		off, size := int64(fuseLE.Uint64(body[8:])), int64(fuseLE.Uint32(body[16:]))
 		d.mu.Lock()
 		if !d.released && d.hang(off, size) {
-			d.held = append(d.held, heldRead{unique: unique, off: off, size: size})
-			d.total++
+			d.hold(unique, false, func() { d.answerRead(unique, off, size) })
 			d.mu.Unlock()
 			return
 		}
@@ -582,26 +581,15 @@ func (d *hangingDisk) handle(op uint32, unique, node uint64, body []byte) {
 	case fuseForget, fuseBatchForget:
 		// no reply
 	case fuseInterrupt:
-		// A held read whose caller gives up is answered EINTR.
+		// A held request whose caller gives up is answered EINTR.
 		target := fuseLE.Uint64(body[0:])
 		d.mu.Lock()
-		for i, r := range d.held {
-			if r.unique == target {
-				d.held = append(d.held[:i], d.held[i+1:]...)
-				d.mu.Unlock()
-				d.reply(target, unix.EINTR, nil)
-				return
-			}
-		}
-		for i, u := range d.heldStats {
-			if u == target {
-				d.heldStats = append(d.heldStats[:i], d.heldStats[i+1:]...)
-				d.mu.Unlock()
-				d.reply(target, unix.EINTR, nil)
-				return
-			}
-		}
+		_, ok := d.held[target]
+		delete(d.held, target)
 		d.mu.Unlock()
+		if ok {
+			d.reply(target, unix.EINTR, nil)
+		}
 	default:
 		d.reply(unique, unix.ENOSYS, nil)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -93,11 +92,7 @@ func TestPipelineImageMode(t *testing.T) {
 			code, out, errs := e.pipeline(m.Image, "--read", "image")
 			require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errs)
 			e.checkImageRun(m)
-			var metrics Metrics
-			b, err := os.ReadFile(filepath.Join(e.work, m.Hash[:8]+".metrics.json"))
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal(b, &metrics))
-			require.Equal(t, "image", metrics.Reader)
+			require.Equal(t, "image", e.metrics(m.Hash).Reader)
 			require.Contains(t, out, "Reader")
 			// A rerun has nothing to do.
 			code, _, _ = e.pipeline(m.Image, "--read", "image")

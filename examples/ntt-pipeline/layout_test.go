@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,10 +35,7 @@ func TestPipelineReportsLayoutProblems(t *testing.T) {
 	assert.Contains(t, out, "partition 1 (ext4): the journal needs recovery and was not replayed")
 	assert.Contains(t, errs, "not in the catalog: "+text)
 
-	var m Metrics
-	b, err := os.ReadFile(filepath.Join(e.work, h[:8]+".metrics.json"))
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &m))
+	m := e.metrics(h)
 	require.Len(t, m.Layout, 2, "%+v", m.Layout)
 	tr := m.Layout[0]
 	assert.Equal(t, loopdev.FlagPartitionTruncated, tr.Problem)

@@ -199,6 +199,68 @@ func (e *env) checkNothingLeft(h, image string) {
 	}
 }
 
+// metrics reads the metrics file the run wrote for medium h.
+func (e *env) metrics(h string) Metrics {
+	t := e.t
+	t.Helper()
+	var m Metrics
+	b, err := os.ReadFile(filepath.Join(e.work, medium.MustParse(h).Short()+".metrics.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &m))
+	return m
+}
+
+// outcomes is each phase of m by name and outcome only.
+func outcomes(m Metrics) []PhaseMetric {
+	var out []PhaseMetric
+	for _, ph := range m.Phases {
+		out = append(out, PhaseMetric{Name: ph.Name, Outcome: ph.Outcome})
+	}
+	return out
+}
+
+// failureLine is the last line of the program's stderr that names medium
+// h as a failure line does and contains substr; "" if there is none.
+func failureLine(errs, h, substr string) string {
+	var line string
+	for _, l := range strings.Split(errs, "\n") {
+		if strings.HasPrefix(l, "ntt-pipeline: medium "+h+": ") && strings.Contains(l, substr) {
+			line = l
+		}
+	}
+	return line
+}
+
+// openProblem returns the error text of flag in medium h's problems,
+// after checking the flag is there, unresolved, recorded by phase.
+func (e *env) openProblem(h, flag, phase string) string {
+	t := e.t
+	t.Helper()
+	p := problemsOf(t, e, h)
+	require.Contains(t, p, flag, "problems: %v", p)
+	msg, ok := p[flag]["error"].(string)
+	require.True(t, ok, "%s has no error text: %v", flag, p[flag])
+	require.Equal(t, phase, p[flag]["phase"])
+	require.NotContains(t, p[flag], "resolved_at")
+	return msg
+}
+
+// checkNotCatalogued: medium h has no inode and no path row and is not
+// marked enumerated.
+func (e *env) checkNotCatalogued(h string) {
+	t := e.t
+	t.Helper()
+	var inodes, paths int64
+	var enumDone *time.Time
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT
+		(SELECT count(*) FROM inode WHERE medium_hash = $1),
+		(SELECT count(*) FROM path WHERE medium_hash = $1),
+		enum_done FROM medium WHERE medium_hash = $1`, h).Scan(&inodes, &paths, &enumDone))
+	require.Zero(t, inodes, "inode rows for medium %s", h)
+	require.Zero(t, paths, "path rows for medium %s", h)
+	require.Nil(t, enumDone, "medium %s marked enumerated", h)
+}
+
 func TestPipelineEndToEnd(t *testing.T) {
 	e := newEnv(t)
 	s := e.sample()
@@ -262,10 +324,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	require.Len(t, st.Archive, len(s.Members), "the manifest lists every member that existed")
 
 	// Metrics.
-	var m Metrics
-	b, err := os.ReadFile(filepath.Join(e.work, h[:8]+".metrics.json"))
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &m))
+	m := e.metrics(h)
 	require.Equal(t, h, m.Medium)
 	require.Equal(t, st.Inodes, m.Inodes)
 	require.Positive(t, m.EnumRecords)
@@ -371,13 +430,9 @@ func TestPipelineTruncatedImage(t *testing.T) {
 	require.NoError(t, e.db.QueryRow(ctx, `SELECT count(*) FROM inode WHERE medium_hash = $1 AND fs_type = 'f' AND status = 'success' AND blobid IS NOT NULL`, h).Scan(&good))
 	require.Equal(t, int64(2), good, "the readable files are copied")
 
-	var m Metrics
-	b, err := os.ReadFile(filepath.Join(e.work, h[:8]+".metrics.json"))
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &m))
+	m := e.metrics(h)
 	require.Positive(t, m.Checkpoints)
 	require.Positive(t, m.AutoSkips)
-	_ = medium.MustParse(h)
 }
 
 func hexLine(pos, size int64, status byte) string {

@@ -2,15 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/HRDAG/ntt/internal/demo"
 	"github.com/HRDAG/ntt/internal/medium"
 	"github.com/HRDAG/ntt/internal/mountinfo"
 	"github.com/HRDAG/ntt/internal/testenv"
@@ -38,20 +36,19 @@ func tarBz2Image(t *testing.T, e *env) (h, image string) {
 	require.NoError(t, err)
 	// The test's premise: what tar wrote is bzip2 (magic "BZh" + level).
 	require.True(t, len(b) > 4 && string(b[:3]) == "BZh", "tar -cjf did not write bzip2: % x", b[:min(len(b), 8)])
-	sum := md5.Sum(b)
-	h = hex.EncodeToString(sum[:])
+	h = imageHash(t, tarball)
 	require.NoError(t, os.MkdirAll(e.images, 0o755))
 	image = filepath.Join(e.images, h+".img")
 	require.NoError(t, os.Rename(tarball, image))
 	return h, image
 }
 
-func md5File(t *testing.T, p string) string {
+// imageHash is the seed's name for the image at p (demo.ImageHash).
+func imageHash(t *testing.T, p string) string {
 	t.Helper()
-	b, err := os.ReadFile(p)
+	h, err := demo.ImageHash(p)
 	require.NoError(t, err)
-	sum := md5.Sum(b)
-	return hex.EncodeToString(sum[:])
+	return h
 }
 
 // Field failure: a tar.bz2 named .img was fed to mount. ntt-pipeline must
@@ -91,12 +88,7 @@ func TestPipelineRecordsArchiveNotADisk(t *testing.T) {
 
 			// The operator's line names the medium, the refusal, the
 			// format and where it was recorded.
-			var line string
-			for _, l := range strings.Split(errs, "\n") {
-				if strings.HasPrefix(l, "ntt-pipeline: medium "+h+": ") && strings.Contains(l, "archive, not a disk") {
-					line = l
-				}
-			}
+			line := failureLine(errs, h, "archive, not a disk")
 			require.NotEmpty(t, line, "no line naming medium %s and \"archive, not a disk\" in stderr:\n%s", h, errs)
 			require.Contains(t, line, c.phase+" failed")
 			require.Contains(t, line, "bzip2")
@@ -104,60 +96,32 @@ func TestPipelineRecordsArchiveNotADisk(t *testing.T) {
 
 			// The catalog records the refusal, unresolved, with the
 			// failing phase; no other phase's flag.
-			p := problemsOf(t, e, h)
-			require.Contains(t, p, c.flag, "problems: %v", p)
-			msg, ok := p[c.flag]["error"].(string)
-			require.True(t, ok, "%s has no error text: %v", c.flag, p[c.flag])
+			msg := e.openProblem(h, c.flag, c.phase)
 			require.Contains(t, msg, "archive, not a disk")
 			require.Contains(t, msg, "bzip2")
-			require.Equal(t, c.phase, p[c.flag]["phase"])
-			require.NotContains(t, p[c.flag], "resolved_at")
+			p := problemsOf(t, e, h)
 			require.NotContains(t, p, c.other, "problems: %v", p)
 
 			// Nothing catalogued: no inode, no path, not enumerated; the
 			// reader is the one this mode chose.
-			ctx := context.Background()
-			var inodes, paths int64
-			var enumDone, reader *string
-			require.NoError(t, e.db.QueryRow(ctx, `SELECT
-				(SELECT count(*) FROM inode WHERE medium_hash = $1),
-				(SELECT count(*) FROM path WHERE medium_hash = $1),
-				enum_done::text, reader FROM medium WHERE medium_hash = $1`, h).Scan(&inodes, &paths, &enumDone, &reader))
-			require.Zero(t, inodes, "inode rows for a refused medium")
-			require.Zero(t, paths, "path rows for a refused medium")
-			require.Nil(t, enumDone)
+			e.checkNotCatalogued(h)
+			var reader *string
+			require.NoError(t, e.db.QueryRow(context.Background(), `SELECT reader FROM medium WHERE medium_hash = $1`, h).Scan(&reader))
 			require.NotNil(t, reader)
 			require.Equal(t, c.reader, *reader)
 
 			// The run stopped at the refusal: no later phase ran.
-			var m Metrics
-			b, err := os.ReadFile(filepath.Join(e.work, medium.MustParse(h).Short()+".metrics.json"))
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal(b, &m))
-			var got []PhaseMetric
-			for _, ph := range m.Phases {
-				got = append(got, PhaseMetric{Name: ph.Name, Outcome: ph.Outcome})
-			}
-			require.Equal(t, c.phases, got)
-			_, err = os.Stat(filepath.Join(e.work, medium.MustParse(h).Short()+".raw"))
+			require.Equal(t, c.phases, outcomes(e.metrics(h)))
+			_, err = os.Stat(filepath.Join(e.work, medium.MustParse(h).RawFileName()))
 			require.ErrorIs(t, err, os.ErrNotExist, "no raw enumeration file")
 			_, err = os.Stat(filepath.Join(e.dest, h+".tar.zst"))
 			require.ErrorIs(t, err, os.ErrNotExist, "a refused medium is not sealed")
 
 			// Refused before any loop device or mount: none was attached
-			// (the debug log), none is left on the image (sysfs), nothing
-			// is mounted under the root and no mount point was made.
+			// (the debug log), none is left on the image (checkNothingLeft),
+			// nothing is mounted under the root and no mount point was made.
 			require.NotContains(t, errs, `"msg":"attached"`)
 			require.NotContains(t, errs, `"msg":"Mounted medium"`)
-			backing, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
-			require.NoError(t, err)
-			for _, f := range backing {
-				bf, err := os.ReadFile(f)
-				if err != nil {
-					continue // detached meanwhile by another test
-				}
-				require.NotEqual(t, image, strings.TrimSuffix(strings.TrimSuffix(string(bf), "\n"), " (deleted)"), "%s backs the image", f)
-			}
 			mounts, err := mountinfo.Read()
 			require.NoError(t, err)
 			for _, mt := range mounts {
@@ -171,7 +135,7 @@ func TestPipelineRecordsArchiveNotADisk(t *testing.T) {
 			fi, err := os.Stat(image)
 			require.NoError(t, err)
 			require.Equal(t, fi0.Size(), fi.Size())
-			require.Equal(t, h, md5File(t, image), "the image's md5 (its name) changed")
+			require.Equal(t, h, imageHash(t, image), "the image's md5 (its name) changed")
 			require.Equal(t, blake0, blake3File(t, image))
 		})
 	}

@@ -82,11 +82,7 @@ func TestDdrescueProblemResolvedByALaterRun(t *testing.T) {
 	}
 	require.Contains(t, line, "no mapfile", "summary: %s", out)
 	require.NotContains(t, line, "rescued")
-	var m Metrics
-	b, err := os.ReadFile(filepath.Join(e.work, s.Hash[:8]+".metrics.json"))
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(b, &m))
-	require.False(t, m.MapfilePresent)
+	require.False(t, e.metrics(s.Hash).MapfilePresent)
 	// The first log line names the catalog database.
 	first, _, _ := strings.Cut(errs, "\n")
 	require.Contains(t, first, `"msg":"catalog database"`)

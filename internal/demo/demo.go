@@ -172,6 +172,13 @@ func physicalBlock(image, path string, n int) (int64, error) {
 	return b, nil
 }
 
+// ImageHash is the name the seed gives a medium: the md5 of its image
+// file, in hex.
+func ImageHash(path string) (string, error) {
+	sum, _, err := md5File(path)
+	return sum, err
+}
+
 func md5File(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -2,12 +2,9 @@ package demo
 
 import (
 	"bytes"
-	"crypto/md5"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -746,17 +743,10 @@ func filesTree(entries map[string]testimg.Entry) Tree {
 }
 
 func named(dir, tmp string, tree Tree) (*Medium, error) {
-	f, err := os.Open(tmp)
+	hash, err := ImageHash(tmp)
 	if err != nil {
 		return nil, err
 	}
-	h := md5.New()
-	_, err = io.Copy(h, f)
-	f.Close()
-	if err != nil {
-		return nil, err
-	}
-	hash := hex.EncodeToString(h.Sum(nil))
 	img := filepath.Join(dir, hash+".img")
 	if err := os.Rename(tmp, img); err != nil {
 		return nil, err
