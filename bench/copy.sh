@@ -47,7 +47,13 @@
 #        machine with perf during the copier's tree runs, to BENCH/perf-SHAPE.data;
 #        PGSS=1 loads pg_stat_statements and writes the copier's 15 costliest
 #        statements of the last tree run (and the inode partition's updates,
-#        HOT ones, pages) to BENCH/pgss-SHAPE.txt)
+#        HOT ones, pages) to BENCH/pgss-SHAPE.txt;
+#        AGAINST=REV compares two builds of the copier on the trees: the
+#        ntt-copier of git revision REV (git archive REV, built apart) takes
+#        cp -a's place in each alternating run, and the ratio printed is the
+#        copier of this checkout, uncommitted changes included, over REV's:
+#        to measure a change before taking it, edit, then AGAINST=HEAD;
+#        LOGS=DIR keeps each tree run's copier log as DIR/SHAPE-RUN-{ntt,against}.log)
 # The load average is printed next to every run: on a shared machine, read
 # the figures of runs taken under load as noisy.
 set -euo pipefail
@@ -332,6 +338,13 @@ fi
 log "building ntt-copier, ntt-enum, ntt-loader"
 mkdir -p "$WORK/bin"
 (cd "$ROOT" && go build -o "$WORK/bin/" ./examples/ntt-copier ./examples/ntt-enum ./examples/ntt-loader)
+if [[ -n ${AGAINST:-} ]]; then
+	log "building ntt-copier of $AGAINST"
+	mkdir -p "$WORK/against"
+	git -C "$ROOT" archive "$AGAINST" | tar -x -C "$WORK/against"
+	(cd "$WORK/against" && go build -o "$WORK/bin/against-ntt-copier" ./examples/ntt-copier)
+fi
+[[ -n ${LOGS:-} ]] && mkdir -p "$LOGS"
 
 chmod 755 "$PGDIR"
 chown postgres: "$PGDIR"
@@ -440,6 +453,22 @@ copy_tree() { # shape hash image
 			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
 		[[ -n ${PGSS:-} ]] && pgss_report >"$BENCH/pgss-$shape.txt"
+		[[ -n ${LOGS:-} ]] && cp "$WORK/ntt.log" "$LOGS/$shape-$((i + 1))-ntt.log"
+		if [[ -n ${AGAINST:-} ]]; then
+			grep -q '"complete":true' "$WORK/ntt-summary.json" || { log "ntt-copier did not complete: $(cat "$WORK/ntt-summary.json")"; exit 1; }
+			rm -rf "$WORK/store"
+			mkdir -p "$WORK/store"
+			reset_medium "$hash"
+			cold_start
+			timed "$WORK/cp.t" "$WORK/bin/against-ntt-copier" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
+				--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
+				>"$WORK/against-summary.json" 2>"$WORK/against.log"
+			grep -q '"complete":true' "$WORK/against-summary.json" || { log "ntt-copier of $AGAINST did not complete"; exit 1; }
+			[[ -n ${LOGS:-} ]] && cp "$WORK/against.log" "$LOGS/$shape-$((i + 1))-against.log"
+			echo 0 >>"$WORK/sync.t"
+			log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, ntt-copier of $AGAINST $(tail -n 1 "$WORK/cp.t" | cut -d' ' -f1) s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+			continue
+		fi
 		rm -rf "$WORK/cpdest"
 		cold_start
 		timed "$WORK/cp.t" cp -a "$mnt" "$WORK/cpdest"
@@ -448,6 +477,16 @@ copy_tree() { # shape hash image
 		awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/sync.t"
 		log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, cp -a $(tail -n 1 "$WORK/cp.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/sync.t") s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	done
+	if [[ -n ${AGAINST:-} ]]; then
+		"$WORK/bin/ntt-copier" verify-store --db "$URL" --store "$WORK/store" >"$WORK/verify.json" 2>/dev/null ||
+			{ log "verify-store failed after the copier of $AGAINST: $(head -c 2000 "$WORK/verify.json")"; exit 1; }
+		awk -v n="$(cut -d' ' -f1 "$WORK/ntt.t" | median)" -v c="$(cut -d' ' -f1 "$WORK/cp.t" | median)" -v a="$AGAINST" -v s="$shape" -v r="$RUNS" 'BEGIN {
+			printf "copy benchmark, %s tree, median of %d alternating cold runs: ntt-copier %.2f s, ntt-copier of %s %.2f s, ratio %.3f\n", s, r, n, a, c, n / c
+		}'
+		awk '{print "    ntt-copier:", $1}' "$WORK/ntt.t" | paste -sd' '
+		awk -v a="$AGAINST" '{print "    of " a ":", $1}' "$WORK/cp.t" | paste -sd' '
+		return
+	fi
 	# Checks: the copier finished and its store verifies; cp -a copied as many files.
 	grep -q '"complete":true' "$WORK/ntt-summary.json" || { log "ntt-copier did not complete: $(cat "$WORK/ntt-summary.json")"; exit 1; }
 	"$WORK/bin/ntt-copier" verify-store --db "$URL" --store "$WORK/store" >"$WORK/verify.json" 2>/dev/null ||
