@@ -53,7 +53,8 @@
 #        cp -a's place in each alternating run, and the ratio printed is the
 #        copier of this checkout, uncommitted changes included, over REV's:
 #        to measure a change before taking it, edit, then AGAINST=HEAD;
-#        LOGS=DIR keeps each tree run's copier log as DIR/SHAPE-RUN-{ntt,against}.log)
+#        LOGS=DIR keeps each run's copier log as DIR/SHAPE-RUN-{ntt,against}.log
+#        and DIR/big-RUN-ntt.log)
 # The load average is printed next to every run: on a shared machine, read
 # the figures of runs taken under load as noisy.
 set -euo pipefail
@@ -533,6 +534,7 @@ if [[ -z ${SKIP_BIG:-} ]]; then
 		cold_start
 		timed "$WORK/bntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$BIG_HASH" --root "$WORK/mnt" \
 			--store "$WORK/store" --worker-id bench >/dev/null 2>"$WORK/bntt.log"
+		[[ -n ${LOGS:-} ]] && cp "$WORK/bntt.log" "$LOGS/big-$((i + 1))-ntt.log"
 		ncpu=$(<"$WORK/time.cpu")
 		rm -f "$WORK/cat.out"
 		cold_start

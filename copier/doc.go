@@ -159,6 +159,26 @@
 //     taking 8 s of a 20 s copy): 23.53, 20.98, 22.09 and 22.31 s against
 //     20.78 and 26.67 s, alternating: no gain beyond the noise.
 //
+// Where the time goes on a machine where both trees miss 0.5 (machine E
+// of the README, 2026-12-07; bench/copy.sh PERF=1 SHAPES=deep, one run,
+// perf -a): the copier's process 41.5 % of the samples (27.2 % in the
+// kernel), PostgreSQL 24 %, kernel workers (writeback) 10 %, idle 22.6 %;
+// vmstat during a run without perf: 37 % user, 46 % system, 5 % idle,
+// 12 % waiting. Inside the copier (inclusive): the openers (openat2 by
+// last name, fstat, fadvise) 11.7 %, reads and closes 3 %, new blobs
+// written 8.1 %, tree links 7.0 %, tree directories 2.7 %, by-hash
+// directories 2.1 %. bench/copy.sh PGSS=1 at a quarter of the deep tree:
+// claims 68 us a row under that load (4249 ms for 62,499 rows; 792 bytes
+// of WAL a row, mostly full-page images after the bench's CHECKPOINT),
+// commits 46 us a row. The source side, a sixth of the machine, is the one
+// part cp -a does not also pay for in kind: reading an ext medium's files
+// by their extents straight from the image (the device the mount reads),
+// as enumerate's direct scan already reads its inode tables and
+// directories, would leave one large read per run of neighbouring files
+// instead of five system calls and a cold inode per file. Not built: it
+// needs an ext reader in imagefs with the identity checks the mount's
+// openat2 gives today.
+//
 // One large file gains nothing from any of this: it is one worker's
 // stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
 // the copier before the read-ahead and the tuner (7a5990b, one worker)
