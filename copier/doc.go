@@ -175,9 +175,13 @@
 // by their extents straight from the image (the device the mount reads),
 // as enumerate's direct scan already reads its inode tables and
 // directories, would leave one large read per run of neighbouring files
-// instead of five system calls and a cold inode per file. Not built: it
-// needs an ext reader in imagefs with the identity checks the mount's
-// openat2 gives today.
+// instead of five system calls and a cold inode per file. What it could
+// gain at most, roughly: with every source file's pages, inode and dentry
+// in memory before the run (all read once by cat, untimed; a one-off edit
+// of bench/copy.sh, two runs of the same build), the deep tree took 21.68
+// and 23.32 s against 24.60-30.22 s cold: a fifth, which would bring E's
+// 0.62 near 0.5, not well under it. Not built: it needs an ext reader in
+// imagefs with the identity checks the mount's openat2 gives today.
 //
 // One large file gains nothing from any of this: it is one worker's
 // stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
