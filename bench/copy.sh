@@ -52,7 +52,10 @@
 #        ntt-copier of git revision REV (git archive REV, built apart) takes
 #        cp -a's place in each alternating run, and the ratio printed is the
 #        copier of this checkout, uncommitted changes included, over REV's:
-#        to measure a change before taking it, edit, then AGAINST=HEAD;
+#        to measure a change before taking it, edit, then AGAINST=HEAD.
+#        This checkout's copier runs first in each pair, and the first often
+#        runs faster: measure the other order too (commit the change on a
+#        branch, check out the base, AGAINST=that-branch);
 #        LOGS=DIR keeps each run's copier log as DIR/SHAPE-RUN-{ntt,against}.log
 #        and DIR/big-RUN-ntt.log)
 # The load average is printed next to every run: on a shared machine, read

@@ -164,6 +164,13 @@
 //   - The tuner starting at 5 workers instead of 2 (its log shows 2 to 6
 //     taking 8 s of a 20 s copy): 23.53, 20.98, 22.09 and 22.31 s against
 //     20.78 and 26.67 s, alternating: no gain beyond the noise.
+//   - At most 4 workers by default instead of 8 (2026-12-07, machine E,
+//     deep tree, bench/copy.sh AGAINST, 3 pairs in each order): 25.60,
+//     26.72, 30.26 s against 29.45, 30.38, 32.05 s with 4 running first;
+//     28.09, 31.52, 37.99 s against 34.89, 28.94, 31.00 s with 8 running
+//     first. Medians of the six, 29.2 against 30.7 s: within the noise,
+//     and the first of a pair tends to be the faster, so a bound a disk-
+//     bound machine may need was not lowered.
 //
 // Where the time goes on a machine where both trees miss 0.5 (machine E
 // of the README, 2026-12-07; bench/copy.sh PERF=1 SHAPES=deep, one run,
