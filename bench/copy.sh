@@ -429,6 +429,25 @@ pgss_report() {
 }
 
 # ---- 1 + 2: the trees ----------------------------------------------------------
+# tree_run SHAPE HASH RUN BIN NAME [WRAPPER…]: one cold run of the copier BIN
+# on a fresh store and a reset catalog, timed into WORK/NAME.t (its summary
+# WORK/NAME-summary.json, its log WORK/NAME.log, kept in LOGS); it must
+# complete.
+tree_run() {
+	local shape=$1 hash=$2 run=$3 bin=$4 name=$5
+	shift 5
+	rm -rf "$WORK/store"
+	mkdir -p "$WORK/store"
+	reset_medium "$hash"
+	cold_start
+	[[ -n ${PGSS:-} ]] && psql_ -c 'SELECT pg_stat_statements_reset()' >/dev/null
+	timed "$WORK/$name.t" "$@" "$bin" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
+		--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
+		>"$WORK/$name-summary.json" 2>"$WORK/$name.log"
+	[[ -n ${LOGS:-} ]] && cp "$WORK/$name.log" "$LOGS/$shape-$run-$name.log"
+	grep -q '"complete":true' "$WORK/$name-summary.json" ||
+		{ log "$name: ntt-copier did not complete: $(cat "$WORK/$name-summary.json")"; exit 1; }
+}
 copy_tree() { # shape hash image
 	local shape=$1 hash=$2 img=$3 mnt=$WORK/mnt/$2 entries files bytes alloc i
 	entries=$(tr -cd '\0' <"$WORK/$hash.raw" | wc -c)
@@ -444,33 +463,16 @@ copy_tree() { # shape hash image
 	: >"$WORK/cp.t"
 	: >"$WORK/cp.t.procio"
 	: >"$WORK/sync.t"
+	: >"$WORK/against.t"
 	for ((i = 0; i < RUNS; i++)); do
-		rm -rf "$WORK/store"
-		mkdir -p "$WORK/store"
-		reset_medium "$hash"
-		cold_start
 		PERFCMD=()
 		[[ -n ${PERF:-} ]] && PERFCMD=(perf record -q -a -g -F 499 -o "$BENCH/perf-$shape.data" --)
-		[[ -n ${PGSS:-} ]] && psql_ -c 'SELECT pg_stat_statements_reset()' >/dev/null
-		timed "$WORK/ntt.t" "${PERFCMD[@]}" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
-			--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
-			>"$WORK/ntt-summary.json" 2>"$WORK/ntt.log"
+		tree_run "$shape" "$hash" $((i + 1)) "$WORK/bin/ntt-copier" ntt "${PERFCMD[@]}"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
 		[[ -n ${PGSS:-} ]] && pgss_report >"$BENCH/pgss-$shape.txt"
-		[[ -n ${LOGS:-} ]] && cp "$WORK/ntt.log" "$LOGS/$shape-$((i + 1))-ntt.log"
 		if [[ -n ${AGAINST:-} ]]; then
-			grep -q '"complete":true' "$WORK/ntt-summary.json" || { log "ntt-copier did not complete: $(cat "$WORK/ntt-summary.json")"; exit 1; }
-			rm -rf "$WORK/store"
-			mkdir -p "$WORK/store"
-			reset_medium "$hash"
-			cold_start
-			timed "$WORK/cp.t" "$WORK/bin/against-ntt-copier" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
-				--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
-				>"$WORK/against-summary.json" 2>"$WORK/against.log"
-			grep -q '"complete":true' "$WORK/against-summary.json" || { log "ntt-copier of $AGAINST did not complete"; exit 1; }
-			[[ -n ${LOGS:-} ]] && cp "$WORK/against.log" "$LOGS/$shape-$((i + 1))-against.log"
-			echo 0 >>"$WORK/sync.t"
-			log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, ntt-copier of $AGAINST $(tail -n 1 "$WORK/cp.t" | cut -d' ' -f1) s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+			tree_run "$shape" "$hash" $((i + 1)) "$WORK/bin/against-ntt-copier" against
+			log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, ntt-copier of $AGAINST $(tail -n 1 "$WORK/against.t" | cut -d' ' -f1) s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 			continue
 		fi
 		rm -rf "$WORK/cpdest"
@@ -481,20 +483,18 @@ copy_tree() { # shape hash image
 		awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/sync.t"
 		log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, cp -a $(tail -n 1 "$WORK/cp.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/sync.t") s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	done
+	# Checks: every copier run completed (tree_run); the last run's store
+	# verifies.
+	"$WORK/bin/ntt-copier" verify-store --db "$URL" --store "$WORK/store" >"$WORK/verify.json" 2>/dev/null ||
+		{ log "verify-store failed: $(head -c 2000 "$WORK/verify.json")"; exit 1; }
 	if [[ -n ${AGAINST:-} ]]; then
-		"$WORK/bin/ntt-copier" verify-store --db "$URL" --store "$WORK/store" >"$WORK/verify.json" 2>/dev/null ||
-			{ log "verify-store failed after the copier of $AGAINST: $(head -c 2000 "$WORK/verify.json")"; exit 1; }
-		awk -v n="$(cut -d' ' -f1 "$WORK/ntt.t" | median)" -v c="$(cut -d' ' -f1 "$WORK/cp.t" | median)" -v a="$AGAINST" -v s="$shape" -v r="$RUNS" 'BEGIN {
+		awk -v n="$(cut -d' ' -f1 "$WORK/ntt.t" | median)" -v c="$(cut -d' ' -f1 "$WORK/against.t" | median)" -v a="$AGAINST" -v s="$shape" -v r="$RUNS" 'BEGIN {
 			printf "copy benchmark, %s tree, median of %d alternating cold runs: ntt-copier %.2f s, ntt-copier of %s %.2f s, ratio %.3f\n", s, r, n, a, c, n / c
 		}'
 		awk '{print "    ntt-copier:", $1}' "$WORK/ntt.t" | paste -sd' '
-		awk -v a="$AGAINST" '{print "    of " a ":", $1}' "$WORK/cp.t" | paste -sd' '
+		awk -v a="$AGAINST" '{print "    of " a ":", $1}' "$WORK/against.t" | paste -sd' '
 		return
 	fi
-	# Checks: the copier finished and its store verifies; cp -a copied as many files.
-	grep -q '"complete":true' "$WORK/ntt-summary.json" || { log "ntt-copier did not complete: $(cat "$WORK/ntt-summary.json")"; exit 1; }
-	"$WORK/bin/ntt-copier" verify-store --db "$URL" --store "$WORK/store" >"$WORK/verify.json" 2>/dev/null ||
-		{ log "verify-store failed: $(head -c 2000 "$WORK/verify.json")"; exit 1; }
 
 	local ntt_t cp_t sync_t ntt_r cp_r ntt_io written new rss
 	ntt_t=$(cut -d' ' -f1 "$WORK/ntt.t" | median)
