@@ -35,7 +35,19 @@ type Loop struct {
 // the kernel frees it anyway. It uses the loop ioctls directly, no losetup.
 func AttachLoop(t testing.TB, image string, offset, size int64) *Loop {
 	t.Helper()
-	l, err := attach(image, offset, size)
+	return attachLoop(t, image, offset, size, false)
+}
+
+// AttachLoopWritable is AttachLoop for a test that writes to the image
+// through the kernel (a read-write mount) before reading it.
+func AttachLoopWritable(t testing.TB, image string) *Loop {
+	t.Helper()
+	return attachLoop(t, image, 0, 0, true)
+}
+
+func attachLoop(t testing.TB, image string, offset, size int64, writable bool) *Loop {
+	t.Helper()
+	l, err := attach(image, offset, size, writable)
 	if err != nil {
 		t.Fatalf("testimg: attaching %s at offset %d: %v", image, offset, err)
 	}
@@ -47,8 +59,12 @@ func AttachLoop(t testing.TB, image string, offset, size int64) *Loop {
 	return l
 }
 
-func attach(image string, offset, size int64) (*Loop, error) {
-	f, err := os.Open(image)
+func attach(image string, offset, size int64, writable bool) (*Loop, error) {
+	mode, flags := os.O_RDONLY, uint32(unix.LO_FLAGS_READ_ONLY)
+	if writable {
+		mode, flags = os.O_RDWR, 0
+	}
+	f, err := os.OpenFile(image, mode, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -66,14 +82,14 @@ func attach(image string, offset, size int64) (*Loop, error) {
 			return nil, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
 		}
 		dev := fmt.Sprintf("/dev/loop%d", n)
-		fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(dev, mode|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, err
 		}
 		cfg := unix.LoopConfig{Fd: uint32(f.Fd())}
 		cfg.Info.Offset = uint64(offset)
 		cfg.Info.Sizelimit = uint64(size)
-		cfg.Info.Flags = unix.LO_FLAGS_READ_ONLY | unix.LO_FLAGS_AUTOCLEAR
+		cfg.Info.Flags = flags | unix.LO_FLAGS_AUTOCLEAR
 		copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], image)
 		err = unix.IoctlLoopConfigure(fd, &cfg)
 		if err == nil {
