@@ -474,13 +474,7 @@ func (t *extTree) systemZone() error {
 				return scanErr("journal inode size %d", d.size)
 			}
 			t.zone = nil // the journal's own blocks are only checked against the filesystem
-			var err error
-			if d.flags&inodeExtents != 0 {
-				err = t.extents(&d, d.iblock[:], maxExtentDepth+1, nb)
-			} else {
-				err = t.blockMap(&d, nb)
-			}
-			if err != nil {
+			if err := t.mapBlocks(&d, d.flags, nb); err != nil {
 				return fmt.Errorf("%w (journal inode %d)", err, jino)
 			}
 			for _, r := range d.runs {
@@ -622,28 +616,23 @@ func (t *extTree) mapDirs() error {
 		if budget -= nb; budget < 0 {
 			return scanErr("more than %d bytes of directories", int64(scanMaxDirBytes))
 		}
-		var err error
-		if d.flags&inodeExtents != 0 {
-			err = t.extents(d, d.iblock[:], maxExtentDepth+1, nb)
-		} else {
-			err = t.blockMap(d, nb)
-		}
-		if err != nil {
+		if err := t.mapBlocks(d, d.flags, nb); err != nil {
 			return fmt.Errorf("%w (directory inode %d)", err, d.ino)
 		}
 	}
 	return nil
 }
 
-// add maps n more blocks; they must follow the ones mapped so far (an
-// extent tree whose extents overlap or go back is damage: the kernel does
-// not read both).
+// add maps n more blocks (pblk < 0: unwritten, reading as zeros); they
+// must follow the ones mapped so far (an extent tree whose extents overlap
+// or go back is damage: the kernel does not read both).
 func (d *extDir) add(lblk, pblk, n int64) error {
 	k := len(d.runs) - 1
 	if k >= 0 && lblk < d.runs[k].lblk+d.runs[k].n {
 		return scanErr("block %d mapped twice or out of order", lblk)
 	}
-	if k >= 0 && d.runs[k].lblk+d.runs[k].n == lblk && d.runs[k].pblk+d.runs[k].n == pblk {
+	if last := d.runs[max(k, 0):]; k >= 0 && last[0].lblk+last[0].n == lblk &&
+		(pblk >= 0 && last[0].pblk >= 0 && last[0].pblk+last[0].n == pblk || pblk < 0 && last[0].pblk < 0) {
 		d.runs[k].n += n
 		return nil
 	}
@@ -651,9 +640,32 @@ func (d *extDir) add(lblk, pblk, n int64) error {
 	return nil
 }
 
+// blockMapper maps one inode's blocks into d.runs, reading its extent
+// index or indirect blocks through block.
+type blockMapper struct {
+	t     *extTree
+	d     *extDir
+	block func(p int64) ([]byte, error)
+	holes bool // unwritten extents map as holes (a file's); else they refuse it (a directory's)
+}
+
+// mapBlocks maps the first nb blocks of d (flags: its inode flags) for the
+// scan, which reads its index blocks within one budget (extTree.block).
+func (t *extTree) mapBlocks(d *extDir, flags, nb int64) error {
+	return (&blockMapper{t: t, d: d, block: t.block}).mapInode(flags, nb)
+}
+
+func (m *blockMapper) mapInode(flags, nb int64) error {
+	if flags&inodeExtents != 0 {
+		return m.extents(m.d.iblock[:], maxExtentDepth+1, nb)
+	}
+	return m.blockMap(nb)
+}
+
 // extents follows an extent tree node (b: header and entries) whose depth
 // must be below limit, adding the runs below nb blocks.
-func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
+func (m *blockMapper) extents(b []byte, limit, nb int64) error {
+	t, d := m.t, m.d
 	if le16(b, 0) != extentMagic {
 		return scanErr("bad extent header")
 	}
@@ -664,21 +676,25 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 	for e := int64(0); e < entries; e++ {
 		x := b[12+12*e : 24+12*e]
 		if depth > 0 {
-			child, err := t.block(le16(x, 8)<<32 | le32(x, 4))
+			child, err := m.block(le16(x, 8)<<32 | le32(x, 4))
 			if err != nil {
 				return err
 			}
 			if err := t.extentBlockOK(d, child, depth-1); err != nil {
 				return err
 			}
-			if err := t.extents(d, child, depth, nb); err != nil {
+			if err := m.extents(child, depth, nb); err != nil {
 				return err
 			}
 			continue
 		}
 		lblk, n, p := le32(x, 0), le16(x, 4), le16(x, 6)<<32|le32(x, 8)
-		if n > 32768 {
-			return scanErr("unwritten extent in a directory")
+		unwritten := n > 32768
+		if unwritten {
+			if !m.holes {
+				return scanErr("unwritten extent in a directory")
+			}
+			n -= 32768
 		}
 		if lblk >= nb {
 			continue
@@ -686,6 +702,9 @@ func (t *extTree) extents(d *extDir, b []byte, limit, nb int64) error {
 		n = min(n, nb-lblk)
 		if !t.blockOK(p, n) {
 			return scanErr("extent of %d blocks at %d outside the filesystem", n, p)
+		}
+		if unwritten {
+			p = -1
 		}
 		if err := d.add(lblk, p, n); err != nil {
 			return err
@@ -725,7 +744,8 @@ func (t *extTree) extentBlockOK(d *extDir, b []byte, depth int64) error {
 
 // blockMap follows an ext2/3-style block map: 12 direct blocks, then the
 // single, double and triple indirect blocks.
-func (t *extTree) blockMap(d *extDir, nb int64) error {
+func (m *blockMapper) blockMap(nb int64) error {
+	t, d := m.t, m.d
 	per := t.l.blockSize / 4
 	ptr := func(p int64) error {
 		if !t.blockOK(p, 1) {
@@ -745,7 +765,7 @@ func (t *extTree) blockMap(d *extDir, nb int64) error {
 	}
 	var walk func(p, level, lblk int64) error
 	walk = func(p, level, lblk int64) error {
-		b, err := t.block(p)
+		b, err := m.block(p)
 		if err != nil {
 			return err
 		}

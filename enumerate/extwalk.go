@@ -3,6 +3,7 @@ package enumerate
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -103,44 +104,11 @@ func (w *walker) directRoot(t *dirTask, mounts []mountinfo.Entry, ws *workerStat
 	if t.ino != extRootIno {
 		return "not the root of an ext filesystem"
 	}
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(root, &sfs); err != nil {
-		return err.Error()
-	}
-	if sfs.Type != unix.EXT4_SUPER_MAGIC {
-		return fmt.Sprintf("filesystem type %#x, not ext", sfs.Type)
-	}
-	abs, err := filepath.Abs(root)
-	if err == nil {
-		abs, err = filepath.EvalSymlinks(abs)
-	}
-	if err != nil {
-		return err.Error()
-	}
-	var self *mountinfo.Entry
-	for i, m := range mounts {
-		switch {
-		case m.MountPoint == abs && m.Dev == t.dev:
-			self = &mounts[i]
-		case strings.HasPrefix(m.MountPoint, abs+"/") || abs == "/" && m.MountPoint != "/":
-			return fmt.Sprintf("%q is mounted beneath it", m.MountPoint)
-		}
-	}
-	if self == nil {
-		return "not found in /proc/self/mountinfo"
-	}
-	if !self.SuperReadOnly() {
-		return "its filesystem is mounted read-write"
-	}
-	f, err := blockDevice(t.dev)
-	if err != nil {
-		return err.Error()
+	f, size, why := extRootDevice(root, t.dev, mounts)
+	if why != "" {
+		return why
 	}
 	defer f.Close()
-	size, err := f.Seek(0, 2)
-	if err != nil {
-		return err.Error()
-	}
 	fd := int(f.Fd())
 	prev := ws.current.Swap(t)
 	defer ws.current.Store(prev)
@@ -175,6 +143,81 @@ func (w *walker) directRoot(t *dirTask, mounts []mountinfo.Entry, ws *workerStat
 }
 
 var errStopped = errors.New("walk stopped")
+
+// extRootDevice opens the block device of the ext filesystem whose root
+// directory is root (st_dev dev) if its device may be read in place of
+// system calls (see the conditions above), with the device's size, or
+// says why not.
+func extRootDevice(root string, dev uint64, mounts []mountinfo.Entry) (*os.File, int64, string) {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(root, &sfs); err != nil {
+		return nil, 0, err.Error()
+	}
+	if sfs.Type != unix.EXT4_SUPER_MAGIC {
+		return nil, 0, fmt.Sprintf("filesystem type %#x, not ext", sfs.Type)
+	}
+	abs, err := filepath.Abs(root)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		return nil, 0, err.Error()
+	}
+	var self *mountinfo.Entry
+	for i, m := range mounts {
+		switch {
+		case m.MountPoint == abs && m.Dev == dev:
+			self = &mounts[i]
+		case strings.HasPrefix(m.MountPoint, abs+"/") || abs == "/" && m.MountPoint != "/":
+			return nil, 0, fmt.Sprintf("%q is mounted beneath it", m.MountPoint)
+		}
+	}
+	if self == nil {
+		return nil, 0, "not found in /proc/self/mountinfo"
+	}
+	if !self.SuperReadOnly() {
+		return nil, 0, "its filesystem is mounted read-write"
+	}
+	f, err := blockDevice(dev)
+	if err != nil {
+		return nil, 0, err.Error()
+	}
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		f.Close()
+		return nil, 0, err.Error()
+	}
+	return f, size, ""
+}
+
+// OpenExtMount opens the ext filesystem mounted at root (its root
+// directory, nothing mounted beneath it, read-only at its superblock) for
+// reading its files straight from its block device, or says why it may
+// not. The caller closes the device.
+func OpenExtMount(root string) (*ExtFiles, *os.File, string) {
+	var st unix.Stat_t
+	if err := unix.Stat(root, &st); err != nil {
+		return nil, nil, err.Error()
+	}
+	if st.Ino != extRootIno {
+		return nil, nil, "not the root of an ext filesystem"
+	}
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		return nil, nil, err.Error()
+	}
+	f, size, why := extRootDevice(root, st.Dev, mounts)
+	if why != "" {
+		return nil, nil, why
+	}
+	fd := int(f.Fd())
+	x, err := ScanExtFiles(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) })
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Sprintf("%s: %v", f.Name(), err)
+	}
+	return x, f, ""
+}
 
 // emitTree writes the records of every entry of tree below the root t.
 func (w *walker) emitTree(tree *extTree, t *dirTask, ws *workerState) {
