@@ -30,6 +30,20 @@
 // beyond_eof, or io for a corrupt structure). With a mapfile, the runs ∩
 // the unrescued ranges are the file's inode.damage (RunDamageMapper).
 //
+// A mounted ext2/3/4 medium is read, where it may be, straight from the
+// mount's block device (extsource.go): when the filesystem is mounted at
+// its root, read-only at its superblock, nothing mounted beneath it, and
+// enumerate's direct scan of it passes every check, the run scans it once
+// at the start (inode tables and directories, about half a second for
+// 300,000 entries cold) and reads each claimed file of up to 16 MiB by its
+// extents or block map, every catalogued name resolved in that scan as a
+// lookup beneath the mount would resolve it (no symlink, the same
+// filesystem, the catalogued inode, type and size). Anything it does not
+// take exactly as the kernel would goes to the mount, whose errors are the
+// ones recorded; larger files keep the mount's direct reads.
+// Options.KernelOnly (ntt-copier --kernel-read) turns it off; it is off
+// with a DamageMapper. Stats.FromDevice counts the files it read.
+//
 // # Concurrency
 //
 // Three things overlap, so that a cold medium of small files is read at
@@ -193,8 +207,16 @@
 // in memory before the run (all read once by cat, untimed; a one-off edit
 // of bench/copy.sh, two runs of the same build), the deep tree took 21.68
 // and 23.32 s against 24.60-30.22 s cold: a fifth, which would bring E's
-// 0.62 near 0.5, not well under it. Not built: it needs an ext reader in
-// imagefs with the identity checks the mount's openat2 gives today.
+// 0.62 near 0.5, not well under it. Built since (extsource.go, with the
+// identity checks done in the scanned tree) and measured on machine F of
+// the README (2026-12-07, bench/copy.sh RUNS=3 SKIP_BIG=1 SKIP_CLAIM=1
+// AGAINST=HEAD, this checkout first in each pair): wide tree 23.91, 23.86,
+// 19.96 s against 22.66, 25.34, 27.02 s (medians 0.94); deep tree 27.05,
+// 31.62, 25.63 s against 33.36, 27.83, 36.26 s (0.81). The batches' copy
+// time summed over the workers fell more than the wall time: 25-40 s
+// against 48-70 s (wide), 44-49 s against 64-67 s (deep); the tuner then
+// settles on fewer workers (2 to 4 against up to 8), the claims and
+// commits, on the same 2 cores, being what is left.
 //
 // One large file gains nothing from any of this: it is one worker's
 // stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
@@ -228,8 +250,10 @@
 //     marked blob by deduplication: the copy that writes the blob again
 //     clears the mark (see verify.go).
 //   - A source path is opened with openat2 RESOLVE_BENEATH |
-//     RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV and O_NOFOLLOW: nothing outside
-//     the medium's mount is ever read, whatever the catalog says. A
+//     RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV and O_NOFOLLOW, or, read from
+//     an ext mount's device, resolved in the device's own tree with the
+//     same rules and read from that filesystem's blocks only: nothing
+//     outside the medium's mount is ever read, whatever the catalog says. A
 //     multi-partition medium's paths (/p2/…) resolve beneath the partition's
 //     own mount <root>/<hash>/p2. Catalog paths with an empty, "." or ".."
 //     component are refused before use, on the source and in the tree; the

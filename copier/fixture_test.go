@@ -68,8 +68,15 @@ func newMedium(t *testing.T, spec testimg.Spec) *fixture {
 func newMediumAt(t *testing.T, spec testimg.Spec, url string) *fixture {
 	t.Helper()
 	testimg.RequireRoot(t)
-	f := &fixture{t: t, h: randomHash(t), spec: spec}
-	f.image = testimg.Build(t, spec)
+	return newMediumImage(t, spec, testimg.Build(t, spec), url)
+}
+
+// newMediumImage is newMediumAt on image, built from spec and perhaps
+// written to since.
+func newMediumImage(t *testing.T, spec testimg.Spec, image, url string) *fixture {
+	t.Helper()
+	testimg.RequireRoot(t)
+	f := &fixture{t: t, h: randomHash(t), spec: spec, image: image}
 	dir := t.TempDir()
 	f.mountRoot = filepath.Join(dir, "mnt")
 	f.mount = f.h.MountPath(f.mountRoot)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"sort"
 
 	"github.com/HRDAG/ntt/imagefs"
@@ -44,9 +45,13 @@ type openedFile struct {
 	name  string    // mount: the file's absolute path (for the checks); image: ""
 	mount string    // mount: the mount point the file is in; image: ""
 	dev   uint64    // mount: the live st_dev; image: 0
-	fd    int       // mount: the open descriptor (for the extent map); image: -1
+	fd    int       // mount: the open descriptor (for the extent map); image, device: -1
 	runs  []imagefs.Run
 	done  func()
+	// Read from a mount's device (extsource.go): the device and the
+	// file's runs on it, for read-ahead advice.
+	devFD   int
+	devRuns []imagefs.Run
 }
 
 func (f *openedFile) close() {
@@ -82,11 +87,20 @@ func (e *ImageReadError) Unwrap() error { return e.Err }
 
 // openMediumSource opens the medium's image when Options.Image is set,
 // else its mount.
-func openMediumSource(ctx context.Context, o Options, h medium.Hash) (mediumSource, error) {
+func openMediumSource(ctx context.Context, o Options, h medium.Hash, log *slog.Logger) (mediumSource, error) {
 	if o.Image == "" {
 		s, err := openSource(o.MountRoot, h)
 		if err != nil {
 			return nil, err
+		}
+		if !o.KernelOnly && o.Damage == nil {
+			why := s.openDevices()
+			for mp, em := range s.ext {
+				log.Info("reading files from the block device", "medium", h, "mount", mp, "device", em.dev.Name())
+			}
+			for _, w := range why {
+				log.Info("reading files through the mount", "medium", h, "why", w)
+			}
 		}
 		return s, nil
 	}
@@ -153,16 +167,8 @@ func (s *imageSource) close() {
 
 // advise asks for the image bytes of the file's first n bytes, run by run.
 func (s *imageSource) advise(f *openedFile, n int64) {
-	if s.fd < 0 {
-		return
-	}
-	for _, r := range f.runs {
-		if r.Logical >= n {
-			return
-		}
-		if !r.Hole {
-			unix.Fadvise(s.fd, r.Offset, min(r.Length, n-r.Logical), unix.FADV_WILLNEED)
-		}
+	if s.fd >= 0 {
+		adviseRuns(s.fd, f.runs, n)
 	}
 }
 
@@ -215,7 +221,8 @@ func (s *imageSource) openInode(n *inode, rels []string) (*openedFile, *fileErr)
 	if err != nil {
 		return nil, &fileErr{err: s.readErr(found.vol, err), path: p}
 	}
-	r := &imageReader{ra: ra, size: found.e.Size, src: s, vol: found.vol}
+	vol := found.vol
+	r := &seqReader{ra: ra, size: found.e.Size, wrap: func(err error) error { return s.readErr(vol, err) }}
 	return &openedFile{r: r, idx: idx, fd: -1, runs: found.vol.ImageRuns(found.e.Runs)}, nil
 }
 
@@ -263,38 +270,4 @@ func (s *imageSource) order(batch []*inode) {
 		keys[n] = first(n)
 	}
 	sort.SliceStable(batch, func(i, j int) bool { return keys[batch[i]] < keys[batch[j]] })
-}
-
-// imageReader reads a file's content from its reader, sequentially, and
-// turns a failure into an *ImageReadError at an image offset.
-type imageReader struct {
-	ra   io.ReaderAt
-	off  int64
-	size int64
-	src  *imageSource
-	vol  *imagefs.Volume
-}
-
-func (r *imageReader) Read(b []byte) (int, error) {
-	if r.off >= r.size {
-		return 0, io.EOF
-	}
-	if rem := r.size - r.off; int64(len(b)) > rem {
-		b = b[:rem]
-	}
-	n, err := r.ra.ReadAt(b, r.off)
-	r.off += int64(n)
-	if err == io.EOF {
-		if r.off < r.size {
-			// The reader ended before the size it gave: a short file is
-			// never stored as if whole.
-			return n, &ImageReadError{Image: r.src.image, Partition: r.vol.Num, ImageOffset: -1,
-				Err: fmt.Errorf("%w: content ends at byte %d of %d", imagefs.ErrCorrupt, r.off, r.size)}
-		}
-		err = nil
-	}
-	if err != nil {
-		return n, r.src.readErr(r.vol, err)
-	}
-	return n, nil
 }

@@ -68,6 +68,10 @@ type Options struct {
 	// page of 8.3 FAT names there (default cp437).
 	Image    string
 	CodePage string
+	// KernelOnly reads a mounted medium's files through the mount only,
+	// never an ext filesystem's straight from its block device (see the
+	// package documentation, "Mount or image").
+	KernelOnly bool
 	// DryRun reads and hashes the pending files and reports what would be
 	// stored, without claiming, writing the store or touching the catalog.
 	DryRun bool
@@ -145,20 +149,23 @@ type Stats struct {
 	// whose blob turned out to exist already, and dropped (files above
 	// 16 MiB are hashed while written, to read the medium only once).
 	BytesDiscarded int64
-	Errors         int64 // failed attempts
-	Retried        int64 // of Errors, released for another try
-	Skipped        int64 // of Errors, auto-skipped (DIAGNOSTIC_SKIP)
-	GaveUp         int64 // of Errors, given up (failed_retryable / failed_permanent)
-	Excluded       int64 // inodes without a non-excluded path, marked EXCLUDED
-	Released       int64 // claims given back unprocessed (interrupted)
-	Lost           int64 // copied inodes whose claim had expired meanwhile
-	Links          int64 // tree hardlinks made or kept
-	LinkCopies     int64 // tree paths that got a copy (EMLINK)
-	TreeDirs       int64 // directories recreated in the tree
-	TreeSymlinks   int64 // symlinks recreated in the tree
-	TreeErrors     int64 // directories or symlinks that could not be recreated
-	Batches        int64
-	Elapsed        time.Duration
+	// FromDevice counts the files of Copied read straight from an ext
+	// mount's block device instead of through the mount (extsource.go).
+	FromDevice   int64
+	Errors       int64 // failed attempts
+	Retried      int64 // of Errors, released for another try
+	Skipped      int64 // of Errors, auto-skipped (DIAGNOSTIC_SKIP)
+	GaveUp       int64 // of Errors, given up (failed_retryable / failed_permanent)
+	Excluded     int64 // inodes without a non-excluded path, marked EXCLUDED
+	Released     int64 // claims given back unprocessed (interrupted)
+	Lost         int64 // copied inodes whose claim had expired meanwhile
+	Links        int64 // tree hardlinks made or kept
+	LinkCopies   int64 // tree paths that got a copy (EMLINK)
+	TreeDirs     int64 // directories recreated in the tree
+	TreeSymlinks int64 // symlinks recreated in the tree
+	TreeErrors   int64 // directories or symlinks that could not be recreated
+	Batches      int64
+	Elapsed      time.Duration
 	// Complete: no file inode of the medium is left pending or claimed.
 	Complete bool
 }
@@ -179,7 +186,7 @@ type counters struct {
 	processed, copied, newBlobs, deduped, read, written        atomic.Int64
 	errors, retried, skipped, gaveUp, excluded, released, lost atomic.Int64
 	links, linkCopies, dirs, symlinks, treeErrors, batches     atomic.Int64
-	discarded                                                  atomic.Int64
+	discarded, fromDevice                                      atomic.Int64
 }
 
 type run struct {
@@ -308,7 +315,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	// or, after a stall, once the stuck workers return (if ever): a
 	// descriptor number must not be reused under a worker that wakes up.
 	defer r.closeResources()
-	if r.src, err = openMediumSource(ctx, opts, h); err != nil {
+	if r.src, err = openMediumSource(ctx, opts, h, r.log); err != nil {
 		return Stats{}, err
 	}
 	if !opts.DryRun {
@@ -458,7 +465,7 @@ func (r *run) stats() Stats {
 		Skipped: c.skipped.Load(), GaveUp: c.gaveUp.Load(), Excluded: c.excluded.Load(), Released: c.released.Load(),
 		Lost: c.lost.Load(), Links: c.links.Load(), LinkCopies: c.linkCopies.Load(), TreeDirs: c.dirs.Load(),
 		TreeSymlinks: c.symlinks.Load(), TreeErrors: c.treeErrors.Load(), Batches: c.batches.Load(),
-		BytesDiscarded: c.discarded.Load(),
+		BytesDiscarded: c.discarded.Load(), FromDevice: c.fromDevice.Load(),
 	}
 }
 

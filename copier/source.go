@@ -64,8 +64,10 @@ type source struct {
 	path    string
 	root    int
 	parts   map[string]mountDir
-	foreign map[string]string // partition name → why it is not the medium's
-	dirs    dirCache          // directories files were opened in (dircache.go)
+	foreign map[string]string    // partition name → why it is not the medium's
+	dirs    dirCache             // directories files were opened in (dircache.go)
+	ext     map[string]*extMount // mount point → its device, when read from it (extsource.go)
+	isMount bool                 // the medium root is itself the mount (a single filesystem)
 }
 
 type mountDir struct {
@@ -95,6 +97,7 @@ func openSource(mountRoot string, h medium.Hash) (*source, error) {
 	}
 	s := &source{path: p, root: fd, parts: map[string]mountDir{}, foreign: map[string]string{}}
 	rootID, isMount, err := mountID(fd)
+	s.isMount = isMount
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("medium %s: statx %s: %w", h, p, err)
@@ -231,6 +234,7 @@ func readDirNames(dir string) ([]string, error) {
 }
 
 func (s *source) close() {
+	s.closeDevices()
 	s.dirs.close()
 	for _, m := range s.parts {
 		unix.Close(m.fd)

@@ -119,6 +119,9 @@ func (w *worker) copyInode(ctx context.Context, n *inode, pr prepared) (outcome,
 		}
 	}
 	res.New, res.Deduped, res.Blob = created, !created, id
+	if of.devRuns != nil {
+		w.r.st.fromDevice.Add(1)
+	}
 	return o, nil, res
 }
 
@@ -127,6 +130,9 @@ func (w *worker) copyInode(ctx context.Context, n *inode, pr prepared) (outcome,
 // catalog's inode number and size), every other name leading to the same
 // inode beneath the mount.
 func (s *source) openInode(n *inode, rels []string) (*openedFile, *fileErr) {
+	if of := s.openFromDevice(n, rels); of != nil {
+		return of, nil
+	}
 	fd, mount, idx, ferr := s.open(n, rels)
 	if ferr != nil {
 		return nil, ferr
@@ -165,6 +171,10 @@ func (s *source) order([]*inode) {}
 // kernel starts the reads and returns), unless the file is read with
 // O_DIRECT, which would read them again.
 func (s *source) advise(f *openedFile, n int64) {
+	if f.devRuns != nil {
+		adviseRuns(f.devFD, f.devRuns, n)
+		return
+	}
 	if _, direct := f.r.(*directReader); n > 0 && !direct {
 		unix.Fadvise(f.fd, 0, n, unix.FADV_WILLNEED)
 	}

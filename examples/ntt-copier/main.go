@@ -130,6 +130,7 @@ type config struct {
 	limit                                           int64
 	lease, stall, dbRetry                           time.Duration
 	dryRun, apply, permanent, verbose, reportOnly   bool
+	kernelRead                                      bool
 	sample, oldest                                  int
 }
 
@@ -157,6 +158,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.read, "read", "auto", "where the files are read: `HOW` = mount (ROOT/HASH), image (the image file, in user space: no root, no mount), "+
 		"or auto (the reader recorded for the medium, else image when --image is given and nothing is mounted at ROOT/HASH, else mount)")
 	fs.StringVar(&c.codePage, "code-page", "", "code page of 8.3 FAT names when reading the image (default cp437)")
+	fs.BoolVar(&c.kernelRead, "kernel-read", false, "read a mounted medium's files through the mount only, even where a read-only ext filesystem's could be read from its block device (see the copier's package doc)")
 	fs.BoolVar(&c.dryRun, "dry-run", false, "read and hash, but write nothing and claim nothing")
 	fs.StringVar(&c.errorType, "error-type", "", "reset-failed: only rows of this error_type ("+strings.Join(copier.ErrorTypes, ", ")+")")
 	fs.BoolVar(&c.apply, "apply", false, "reset-failed: do it (default: only show what would be reset)")
@@ -270,7 +272,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 
 	opts := copier.Options{
 		Medium: string(h), WorkerID: c.worker, Workers: c.workers, BatchSize: c.batch, Limit: c.limit,
-		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol.DamageMapper(),
+		StoreRoot: c.store, MountRoot: c.root, DryRun: c.dryRun, Policy: pol, Damage: pol.DamageMapper(), KernelOnly: c.kernelRead,
 		Lease: c.lease, StallTimeout: c.stall, DBRetry: retryBound(c.dbRetry), Logger: log,
 	}
 	if read == "image" {
@@ -417,6 +419,9 @@ func printTable(w io.Writer, h medium.Hash, st *copier.Stats, dry bool) {
 	row("new blobs", cli.Group(st.New))
 	row("deduplicated", cli.Group(st.Deduped))
 	row("bytes read", bytesText(st.BytesRead))
+	if st.FromDevice > 0 {
+		row("from device", cli.Group(st.FromDevice))
+	}
 	row("bytes written", bytesText(st.BytesWritten))
 	row("errors", cli.Group(st.Errors))
 	row("retried", cli.Group(st.Retried))
@@ -442,7 +447,7 @@ func printJSON(w io.Writer, h medium.Hash, st *copier.Stats, dry bool) {
 	json.NewEncoder(w).Encode(map[string]any{
 		"medium": string(h), "dry_run": dry, "processed": st.Processed, "copied": st.Copied,
 		"new": st.New, "deduped": st.Deduped, "bytes_read": st.BytesRead, "bytes_written": st.BytesWritten,
-		"bytes_discarded": st.BytesDiscarded, "errors": st.Errors, "retried": st.Retried, "skipped": st.Skipped,
+		"bytes_discarded": st.BytesDiscarded, "from_device": st.FromDevice, "errors": st.Errors, "retried": st.Retried, "skipped": st.Skipped,
 		"gave_up": st.GaveUp, "excluded": st.Excluded, "released": st.Released, "lost": st.Lost,
 		"links": st.Links, "link_copies": st.LinkCopies, "tree_dirs": st.TreeDirs, "tree_symlinks": st.TreeSymlinks,
 		"tree_errors": st.TreeErrors, "batches": st.Batches, "pending_at_start": st.Start.Files,

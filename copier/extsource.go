@@ -1,0 +1,160 @@
+package copier
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/HRDAG/ntt/enumerate"
+	"github.com/HRDAG/ntt/imagefs"
+	"golang.org/x/sys/unix"
+)
+
+// Reading a mounted ext medium's files from its block device.
+//
+// Opening a file beneath the mount costs the kernel a cold lookup and a
+// cold inode per file (openat2, fstat, advice, read, close: five system
+// calls); on 2 cores that is a sixth of the machine during a tree copy
+// (doc.go, "Where the time goes"). When a mount of the medium is an ext
+// filesystem that enumerate may read straight from its device (its root,
+// read-only at its superblock, nothing mounted beneath it, a scan whose
+// every check passes: see enumerate.OpenExtMount), the copier scans it
+// once when the run starts and then, for a claimed file of up to smallMax
+// bytes, resolves every catalogued path in that scan (no symlink passed,
+// nothing outside the filesystem, each name leading to the catalogued
+// inode), checks the inode read again from the device (a regular file,
+// the catalogued size, its checksum and fields as the kernel checks them),
+// and reads its content by its extents or block map: one read per run.
+//
+// The device holds what the mount shows: the filesystem is read-only at
+// its superblock, so nothing waits in the page cache or changes on the
+// device. Anything the device reader does not take exactly as the kernel
+// would (a path it cannot resolve, a file not as catalogued, an inode or
+// extent that does not check out, flags it does not follow) sends the file
+// to the mount, whose errors are the ones recorded: reading from the
+// device never turns a failure into a success or changes an error.
+// Larger files keep the mount's direct reads (direct.go). Not used with a
+// DamageMapper (which maps an open file's extents) or Options.KernelOnly.
+
+// extMount is one mount of the medium read from its device.
+type extMount struct {
+	files *enumerate.ExtFiles
+	dev   *os.File
+	size  int64  // the device's size
+	stDev uint64 // the mount's st_dev, reported as the live device
+}
+
+// openDevices scans every ext mount of the medium that may be read from
+// its device, and says why the others are not.
+func (s *source) openDevices() (why []string) {
+	mounts := map[string]bool{}
+	if s.isMount {
+		mounts[s.path] = true
+	}
+	for _, m := range s.parts {
+		mounts[m.path] = true
+	}
+	for mp := range mounts {
+		files, dev, no := enumerate.OpenExtMount(mp)
+		if no != "" {
+			why = append(why, fmt.Sprintf("%s: %s", mp, no))
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(mp, &st); err != nil {
+			dev.Close()
+			why = append(why, fmt.Sprintf("%s: %v", mp, err))
+			continue
+		}
+		if s.ext == nil {
+			s.ext = map[string]*extMount{}
+		}
+		s.ext[mp] = &extMount{files: files, dev: dev, size: files.DeviceSize(), stDev: st.Dev}
+	}
+	return why
+}
+
+// openFromDevice opens the claimed inode n from its mount's device, or
+// returns nil when the mount is to be used (see above).
+func (s *source) openFromDevice(n *inode, rels []string) *openedFile {
+	if s.ext == nil || n.Size > smallMax || n.Ino <= 0 || n.Ino > math.MaxUint32 {
+		return nil
+	}
+	var em *extMount
+	var mount string
+	for i, rel := range rels {
+		_, rest, mp, err := s.base(n.Paths[i], rel)
+		if err != nil || rest == "" || em != nil && mp != mount {
+			return nil
+		}
+		em, mount = s.ext[mp], mp
+		if em == nil {
+			return nil
+		}
+		if ino, size, ok := em.files.LookupFile(rest); !ok || int64(ino) != n.Ino || size != n.Size {
+			return nil
+		}
+	}
+	size, runs, err := em.files.FileRuns(uint32(n.Ino))
+	if err != nil || size != n.Size {
+		return nil
+	}
+	name := filepath.Join(mount, rels[0])
+	r := &seqReader{ra: imagefs.NewRunReader(em.dev, em.size, runs, size), size: size, wrap: func(err error) error {
+		return fmt.Errorf("reading %s from device %s: %w", name, em.dev.Name(), err)
+	}}
+	return &openedFile{r: r, idx: 0, name: name, mount: mount, dev: em.stDev, fd: -1, devFD: int(em.dev.Fd()), devRuns: runs}
+}
+
+func (s *source) closeDevices() {
+	for _, em := range s.ext {
+		em.dev.Close()
+	}
+}
+
+// adviseRuns asks fd for the bytes of a file's first n bytes, run by run
+// (runs in fd's offsets).
+func adviseRuns(fd int, runs []imagefs.Run, n int64) {
+	for _, r := range runs {
+		if r.Logical >= n {
+			return
+		}
+		if !r.Hole {
+			unix.Fadvise(fd, r.Offset, min(r.Length, n-r.Logical), unix.FADV_WILLNEED)
+		}
+	}
+}
+
+// seqReader reads a file's content from ra sequentially, size bytes, and
+// passes every failure through wrap (which names where it was read).
+type seqReader struct {
+	ra   io.ReaderAt
+	off  int64
+	size int64
+	wrap func(error) error
+}
+
+func (r *seqReader) Read(b []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	if rem := r.size - r.off; int64(len(b)) > rem {
+		b = b[:rem]
+	}
+	n, err := r.ra.ReadAt(b, r.off)
+	r.off += int64(n)
+	if err == io.EOF {
+		if r.off < r.size {
+			// The reader ended before the size it gave: a short file is
+			// never stored as if whole.
+			return n, r.wrap(fmt.Errorf("%w: content ends at byte %d of %d", imagefs.ErrCorrupt, r.off, r.size))
+		}
+		err = nil
+	}
+	if err != nil {
+		return n, r.wrap(err)
+	}
+	return n, nil
+}
