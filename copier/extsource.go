@@ -38,6 +38,12 @@ import (
 // Larger files keep the mount's direct reads (direct.go). Not used with a
 // DamageMapper (which maps an open file's extents) or Options.KernelOnly.
 
+// deviceMaxInodes bounds the filesystems read from their device: the scan
+// is kept for the run, about 60 bytes per entry (120 MB here), where the
+// mount's reads keep nothing per file. A larger filesystem is read
+// through its mount.
+const deviceMaxInodes = 2 << 20
+
 // extMount is one mount of the medium read from its device.
 type extMount struct {
 	files *enumerate.ExtFiles
@@ -57,7 +63,7 @@ func (s *source) openDevices() (why []string) {
 		mounts[m.path] = true
 	}
 	for mp := range mounts {
-		files, dev, no := enumerate.OpenExtMount(mp)
+		files, dev, no := enumerate.OpenExtMount(mp, deviceMaxInodes)
 		if no != "" {
 			why = append(why, fmt.Sprintf("%s: %s", mp, no))
 			continue

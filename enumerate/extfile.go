@@ -22,9 +22,25 @@ type ExtFiles struct {
 }
 
 // ScanExtFiles scans the ext filesystem on r (size bytes) for reading
-// its files. It refuses what the scan refuses, and features it does not
-// read files under (bigalloc, snapshots, shared blocks, …).
-func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64)) (*ExtFiles, error) {
+// its files. It refuses what the scan refuses, features it does not read
+// files under (bigalloc, snapshots, shared blocks, …), and a filesystem
+// with more than maxInodes inodes in use (0: the scan's own bound; without
+// uninit_bg or metadata_csum, every inode of a table counts): what it
+// keeps takes about 60 bytes per entry.
+func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes int64) (*ExtFiles, error) {
+	if maxInodes > 0 {
+		l, err := readExtLayout(r, size)
+		if err != nil {
+			return nil, scanErr("%v", err)
+		}
+		var used int64
+		for _, it := range l.itables {
+			used += it.used
+		}
+		if used > maxInodes {
+			return nil, scanErr("%d inodes in use, more than %d", used, maxInodes)
+		}
+	}
 	t, err := scanExt(r, size, advise, nil)
 	if err != nil {
 		return nil, err

@@ -48,7 +48,7 @@ func TestExtFilesReadContent(t *testing.T) {
 			defer f.Close()
 			st, err := f.Stat()
 			require.NoError(t, err)
-			x, err := ScanExtFiles(f, st.Size(), nil)
+			x, err := ScanExtFiles(f, st.Size(), nil, 0)
 			require.NoError(t, err)
 			files := 0
 			for _, e := range spec.Entries {
@@ -75,6 +75,8 @@ func TestExtFilesReadContent(t *testing.T) {
 				files++
 			}
 			require.Equal(t, 6, files)
+			_, err = ScanExtFiles(f, st.Size(), nil, 8)
+			require.ErrorIs(t, err, errScan, "more inodes in use than asked for")
 			for _, p := range []string{"sym/c/deep", "a/missing", "a", "a/small/x", "b/c"} {
 				_, _, ok := x.LookupFile(p)
 				require.False(t, ok, p)
@@ -118,7 +120,7 @@ func FuzzExtFiles(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			if _, err := ScanExtFiles(bytes.NewReader(b), int64(len(b)), nil); err != nil {
+			if _, err := ScanExtFiles(bytes.NewReader(b), int64(len(b)), nil, 0); err != nil {
 				f.Fatalf("%s: seed not read: %v", tc.name, err)
 			}
 			f.Add(b)
@@ -126,7 +128,7 @@ func FuzzExtFiles(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		x, err := ScanExtFiles(bytes.NewReader(data), size, nil)
+		x, err := ScanExtFiles(bytes.NewReader(data), size, nil, 1<<20)
 		if err != nil {
 			return
 		}

@@ -191,10 +191,10 @@ func extRootDevice(root string, dev uint64, mounts []mountinfo.Entry) (*os.File,
 }
 
 // OpenExtMount opens the ext filesystem mounted at root (its root
-// directory, nothing mounted beneath it, read-only at its superblock) for
-// reading its files straight from its block device, or says why it may
-// not. The caller closes the device.
-func OpenExtMount(root string) (*ExtFiles, *os.File, string) {
+// directory, nothing mounted beneath it, read-only at its superblock, at
+// most maxInodes inodes in use) for reading its files straight from its
+// block device, or says why it may not. The caller closes the device.
+func OpenExtMount(root string, maxInodes int64) (*ExtFiles, *os.File, string) {
 	var st unix.Stat_t
 	if err := unix.Stat(root, &st); err != nil {
 		return nil, nil, err.Error()
@@ -211,7 +211,7 @@ func OpenExtMount(root string) (*ExtFiles, *os.File, string) {
 		return nil, nil, why
 	}
 	fd := int(f.Fd())
-	x, err := ScanExtFiles(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) })
+	x, err := ScanExtFiles(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, maxInodes)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Sprintf("%s: %v", f.Name(), err)
