@@ -42,7 +42,9 @@
 #
 # Usage: sudo bench/copy.sh   (env: RUNS=3 SHAPES="wide deep" DEEP_SCALE=1
 #        BATCH=1000; WORKERS=N passes --workers N, unset: the copier's
-#        default; SKIP_TREE=1, SKIP_BIG=1, SKIP_CLAIM=1 leave a part out;
+#        default; KERNEL_READ=1 passes --kernel-read (files read through
+#        the mount only, not from the ext medium's block device, on
+#        both trees and the 2 GiB file); SKIP_TREE=1, SKIP_BIG=1, SKIP_CLAIM=1 leave a part out;
 #        BUILD_ONLY=1 builds the images and stops; PERF=1 records the whole
 #        machine with perf during the copier's tree runs, to BENCH/perf-SHAPE.data;
 #        PGSS=1 loads pg_stat_statements and writes the copier's 15 costliest
@@ -379,6 +381,8 @@ if has_shape deep; then mount_medium "$DEEP_HASH" "$DEEP_IMG"; fi
 if [[ -z ${SKIP_BIG:-} ]]; then mount_medium "$BIG_HASH" "$BIG_IMG"; fi
 WFLAG=()
 [[ -n $WORKERS ]] && WFLAG=(--workers "$WORKERS")
+KFLAG=()
+[[ -n ${KERNEL_READ:-} ]] && KFLAG=(--kernel-read)
 
 reset_medium() { # hash: files back to pending, no blobs, no copier indexes
 	psql_ -c "UPDATE inode_p_$1 SET copied = false, status = 'pending', claimed_by = NULL, claimed_at = NULL,
@@ -442,7 +446,7 @@ tree_run() {
 	cold_start
 	[[ -n ${PGSS:-} ]] && psql_ -c 'SELECT pg_stat_statements_reset()' >/dev/null
 	timed "$WORK/$name.t" "$@" "$bin" --db "$URL" --medium-hash "$hash" --root "$WORK/mnt" \
-		--store "$WORK/store" "${WFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
+		--store "$WORK/store" "${WFLAG[@]}" "${KFLAG[@]}" --batch-size "$BATCH" --worker-id bench \
 		>"$WORK/$name-summary.json" 2>"$WORK/$name.log"
 	[[ -n ${LOGS:-} ]] && cp "$WORK/$name.log" "$LOGS/$shape-$run-$name.log"
 	grep -q '"complete":true' "$WORK/$name-summary.json" ||
@@ -536,7 +540,7 @@ if [[ -z ${SKIP_BIG:-} ]]; then
 		reset_medium "$BIG_HASH"
 		cold_start
 		timed "$WORK/bntt.t" "$WORK/bin/ntt-copier" --db "$URL" --medium-hash "$BIG_HASH" --root "$WORK/mnt" \
-			--store "$WORK/store" --worker-id bench >/dev/null 2>"$WORK/bntt.log"
+			--store "$WORK/store" "${KFLAG[@]}" --worker-id bench >/dev/null 2>"$WORK/bntt.log"
 		[[ -n ${LOGS:-} ]] && cp "$WORK/bntt.log" "$LOGS/big-$((i + 1))-ntt.log"
 		ncpu=$(<"$WORK/time.cpu")
 		rm -f "$WORK/cat.out"
