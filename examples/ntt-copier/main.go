@@ -45,6 +45,9 @@ at ROOT/HASH/pN) or read from its image (--read image: FAT, ISO 9660 …, in
 user space, in the image's byte order), into the store: each file is read once, hashed (BLAKE3)
 and stored as STORE/by-hash/AA/BB/<hash> unless that content is there
 already; every path of it becomes a hardlink in STORE/archived/HASH/...
+A read-only ext mount is read, where it may be, straight from its block
+device (files up to 16 MiB, by their extents; the log says "reading files
+from the block device" or why not; --kernel-read turns it off).
 Files are claimed in batches, so any number of copiers (processes, hosts)
 can work on one medium at once. A file that cannot be read is retried,
 checked at the checkpoint ("DIAGNOSTIC CHECKPOINT"), skipped when its data
