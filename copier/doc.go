@@ -212,7 +212,12 @@
 // the README (2026-12-07, bench/copy.sh RUNS=3 SKIP_BIG=1 SKIP_CLAIM=1
 // AGAINST=HEAD, this checkout first in each pair): wide tree 23.91, 23.86,
 // 19.96 s against 22.66, 25.34, 27.02 s (medians 0.94); deep tree 27.05,
-// 31.62, 25.63 s against 33.36, 27.83, 36.26 s (0.81). The batches' copy
+// 31.62, 25.63 s against 33.36, 27.83, 36.26 s (0.81). In the other order
+// (the commit before it run from a worktree with AGAINST set to this one,
+// so the device reads second): wide 24.88, 27.73, 19.20 s against 20.42,
+// 29.04, 19.22 s, deep 25.78, 29.63, 24.95 s against 26.78, 33.32,
+// 26.51 s. Medians of the six: deep 26.4 against 30.6 s (0.86), wide 23.9
+// against 24.0 s (no gain beyond the noise). The batches' copy
 // time summed over the workers fell more than the wall time: 25-40 s
 // against 48-70 s (wide), 44-49 s against 64-67 s (deep); the tuner then
 // settles on fewer workers (2 to 4 against up to 8), the claims and
