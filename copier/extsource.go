@@ -48,8 +48,6 @@ const deviceMaxInodes = 2 << 20
 type extMount struct {
 	files *enumerate.ExtFiles
 	dev   *os.File
-	size  int64  // the device's size
-	stDev uint64 // the mount's st_dev, reported as the live device
 }
 
 // openDevices scans every ext mount of the medium that may be read from
@@ -68,16 +66,10 @@ func (s *source) openDevices() (why []string) {
 			why = append(why, fmt.Sprintf("%s: %s", mp, no))
 			continue
 		}
-		var st unix.Stat_t
-		if err := unix.Stat(mp, &st); err != nil {
-			dev.Close()
-			why = append(why, fmt.Sprintf("%s: %v", mp, err))
-			continue
-		}
 		if s.ext == nil {
 			s.ext = map[string]*extMount{}
 		}
-		s.ext[mp] = &extMount{files: files, dev: dev, size: files.DeviceSize(), stDev: st.Dev}
+		s.ext[mp] = &extMount{files: files, dev: dev}
 	}
 	return why
 }
@@ -108,10 +100,10 @@ func (s *source) openFromDevice(n *inode, rels []string) *openedFile {
 		return nil
 	}
 	name := filepath.Join(mount, rels[0])
-	r := &seqReader{ra: imagefs.NewRunReader(em.dev, em.size, runs, size), size: size, wrap: func(err error) error {
+	r := &seqReader{ra: imagefs.NewRunReader(em.dev, em.files.DeviceSize(), runs, size), size: size, wrap: func(err error) error {
 		return fmt.Errorf("reading %s from device %s: %w", name, em.dev.Name(), err)
 	}}
-	return &openedFile{r: r, idx: 0, name: name, mount: mount, dev: em.stDev, fd: -1, devFD: int(em.dev.Fd()), devRuns: runs}
+	return &openedFile{r: r, idx: 0, name: name, mount: mount, dev: em.files.MountDev(), fd: -1, devFD: int(em.dev.Fd()), devRuns: runs}
 }
 
 func (s *source) closeDevices() {

@@ -19,6 +19,7 @@ type ExtFiles struct {
 	r      io.ReaderAt
 	size   int64
 	byName []int32 // per directory, indexes into t.ents sorted by name
+	dev    uint64  // OpenExtMount: the mount's st_dev
 }
 
 // ScanExtFiles scans the ext filesystem on r (size bytes) for reading
@@ -28,20 +29,18 @@ type ExtFiles struct {
 // uninit_bg or metadata_csum, every inode of a table counts): what it
 // keeps takes about 60 bytes per entry.
 func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes int64) (*ExtFiles, error) {
-	if maxInodes > 0 {
-		l, err := readExtLayout(r, size)
-		if err != nil {
-			return nil, scanErr("%v", err)
-		}
-		var used int64
-		for _, it := range l.itables {
-			used += it.used
-		}
-		if used > maxInodes {
-			return nil, scanErr("%d inodes in use, more than %d", used, maxInodes)
-		}
+	l, err := readExtLayout(r, size)
+	if err != nil {
+		return nil, scanErr("%v", err)
 	}
-	t, err := scanExt(r, size, advise, nil)
+	var used int64
+	for _, it := range l.itables {
+		used += it.used
+	}
+	if maxInodes > 0 && used > maxInodes {
+		return nil, scanErr("%d inodes in use, more than %d", used, maxInodes)
+	}
+	t, err := scanLayout(l, r, advise, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -68,15 +67,19 @@ func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInode
 // DeviceSize is the size of the device the filesystem was scanned on.
 func (x *ExtFiles) DeviceSize() int64 { return x.size }
 
+// MountDev is the st_dev of the mount OpenExtMount opened (0 otherwise).
+func (x *ExtFiles) MountDev() uint64 { return x.dev }
+
 // child finds name in directory d: its entry, or nil when it is absent or
 // the directory holds it more than once (damage the kernel would resolve
 // its own way).
 func (x *ExtFiles) child(d *extDir, name string) *extEnt {
 	s := x.byName[d.first : d.first+d.count]
-	i, ok := slices.BinarySearchFunc(s, name, func(e int32, name string) int {
-		return bytes.Compare(x.t.name(&x.t.ents[e]), []byte(name))
+	want := []byte(name)
+	i, ok := slices.BinarySearchFunc(s, want, func(e int32, want []byte) int {
+		return bytes.Compare(x.t.name(&x.t.ents[e]), want)
 	})
-	if !ok || i+1 < len(s) && string(x.t.name(&x.t.ents[s[i+1]])) == name {
+	if !ok || i+1 < len(s) && bytes.Equal(x.t.name(&x.t.ents[s[i+1]]), want) {
 		return nil
 	}
 	return &x.t.ents[s[i]]
@@ -149,18 +152,12 @@ func (x *ExtFiles) FileRuns(ino uint32) (size int64, runs []imagefs.Run, err err
 	}
 	mode, links, flags := le16(raw, 0), le16(raw, 0x1A), le32(raw, 0x20)
 	size = le32(raw, 0x04) | le32(raw, 0x6C)<<32
-	extra := int64(0)
-	if len(raw) > 128 {
-		extra = le16(raw, 0x80)
-	}
 	switch {
 	case uint16(mode) != in.mode || links == 0 || size != in.size:
 		return 0, nil, scanErr("inode %d changed since the scan", ino)
 	case flags&fileRefusedFlags != 0:
 		return 0, nil, scanErr("inode %d: flags %#x", ino, flags)
-	case len(raw) > 128 && (128+extra > int64(len(raw)) || extra&3 != 0),
-		t.csum && !t.inodeCsumOK(ino, raw, extra),
-		!t.igetOK(raw, uint16(mode), flags, size):
+	case t.igetRefuses(ino, raw, flags, size):
 		return 0, nil, scanErr("inode %d: checksum mismatch or bad fields", ino)
 	}
 	bs := l.blockSize

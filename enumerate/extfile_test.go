@@ -110,13 +110,8 @@ func FuzzExtFiles(f *testing.F) {
 	if _, err := exec.LookPath("mkfs.ext4"); err == nil {
 		for _, tc := range directLayouts {
 			spec := fileSpec(tc.spec)
-			spec.BlockSize, spec.Size, spec.Inodes = 1024, 512<<10, 32
 			spec.Entries[3].Size, spec.Entries[4].Size = 300<<10, 64<<10
-			spec.Features = append(spec.Features[:len(spec.Features):len(spec.Features)], "^has_journal", "^resize_inode")
-			if spec.FSType != "ext2" && spec.FSType != "ext3" {
-				spec.Features = append(spec.Features, "^flex_bg")
-			}
-			b, err := os.ReadFile(testimg.Build(f, spec))
+			b, err := os.ReadFile(testimg.Build(f, fuzzSeedSpec(spec, 512<<10)))
 			if err != nil {
 				f.Fatal(err)
 			}

@@ -164,6 +164,11 @@ func scanExt(r io.ReaderAt, size int64, advise func(off, n int64), tick func() e
 	if err != nil {
 		return nil, scanErr("%v", err)
 	}
+	return scanLayout(l, r, advise, tick)
+}
+
+// scanLayout is scanExt on a layout already read.
+func scanLayout(l *extLayout, r io.ReaderAt, advise func(off, n int64), tick func() error) (*extTree, error) {
 	switch {
 	case l.incompat&^scanIncompat != 0:
 		return nil, scanErr("incompatible features %#x", l.incompat&^scanIncompat)
@@ -349,15 +354,8 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 			}
 		}
 	}
-	// What ext4_iget refuses (EFSCORRUPTED, EFSBADCRC): lstat fails on
-	// such an inode, so the walk must not list it.
-	if len(raw) > 128 && (128+extra > int64(len(raw)) || extra&3 != 0) || in.size < 0 ||
-		t.csum && !t.inodeCsumOK(ino, raw, extra) {
-		in.flags |= inodeRefused
-		return nil
-	}
 	flags := le32(raw, 0x20)
-	if !t.igetOK(raw, uint16(mode), flags, in.size) {
+	if t.igetRefuses(ino, raw, flags, in.size) {
 		in.flags |= inodeRefused
 		return nil
 	}
@@ -375,6 +373,19 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 	t.dirOf[ino] = int32(len(t.dirs))
 	t.dirs = append(t.dirs, extDir{ino: ino, gen: uint32(le32(raw, 0x64)), size: in.size, flags: flags, iblock: [60]byte(raw[0x28 : 0x28+60])})
 	return nil
+}
+
+// igetRefuses reports whether ext4_iget refuses the raw inode ino
+// (EFSCORRUPTED, EFSBADCRC): lstat fails on it, so the walk must not list
+// it, nor a reader read it: a bad i_extra_isize, a negative size, a
+// checksum mismatch under metadata_csum, or what igetOK refuses.
+func (t *extTree) igetRefuses(ino uint32, raw []byte, flags, size int64) bool {
+	extra := int64(0)
+	if len(raw) > 128 {
+		extra = le16(raw, 0x80)
+	}
+	return len(raw) > 128 && (128+extra > int64(len(raw)) || extra&3 != 0) || size < 0 ||
+		t.csum && !t.inodeCsumOK(ino, raw, extra) || !t.igetOK(raw, uint16(le16(raw, 0)), flags, size)
 }
 
 // More inode flags, and features ext4_iget checks them against.

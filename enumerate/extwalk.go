@@ -216,6 +216,7 @@ func OpenExtMount(root string, maxInodes int64) (*ExtFiles, *os.File, string) {
 		f.Close()
 		return nil, nil, fmt.Sprintf("%s: %v", f.Name(), err)
 	}
+	x.dev = st.Dev
 	return x, f, ""
 }
 

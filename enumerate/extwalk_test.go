@@ -278,6 +278,17 @@ func inodeOffset(t *testing.T, img, path string) int64 {
 	return blk*4096 + off
 }
 
+// fuzzSeedSpec makes spec a small fuzz seed of size bytes: 1 KiB blocks,
+// 32 inodes, no journal, no reserved descriptor blocks, no flex_bg (ext4).
+func fuzzSeedSpec(spec testimg.Spec, size int64) testimg.Spec {
+	spec.BlockSize, spec.Size, spec.Inodes = 1024, size, 32
+	spec.Features = append(spec.Features[:len(spec.Features):len(spec.Features)], "^has_journal", "^resize_inode")
+	if spec.FSType != "ext2" && spec.FSType != "ext3" {
+		spec.Features = append(spec.Features, "^flex_bg")
+	}
+	return spec
+}
+
 // Whatever bytes a device holds, the direct reader returns an error or a
 // tree whose walk ends, lists no more entries than it parsed, and reads no
 // more than the device's size of directories.
@@ -286,12 +297,7 @@ func FuzzExtScan(f *testing.F) {
 		for _, tc := range directLayouts {
 			spec := smallSpec("fuzz", "a/one", "a/two", "b/c/three", "d/four")
 			spec.FSType, spec.InodeSize, spec.Features = tc.spec.FSType, tc.spec.InodeSize, tc.spec.Features
-			spec.BlockSize, spec.Size, spec.Inodes = 1024, 256<<10, 32
-			spec.Features = append(spec.Features[:len(spec.Features):len(spec.Features)], "^has_journal", "^resize_inode")
-			if spec.FSType != "ext2" && spec.FSType != "ext3" {
-				spec.Features = append(spec.Features, "^flex_bg")
-			}
-			b, err := os.ReadFile(testimg.Build(f, spec))
+			b, err := os.ReadFile(testimg.Build(f, fuzzSeedSpec(spec, 256<<10)))
 			if err != nil {
 				f.Fatal(err)
 			}
