@@ -33,7 +33,8 @@
 // A mounted ext2/3/4 medium is read, where it may be, straight from the
 // mount's block device (extsource.go): when the filesystem is mounted at
 // its root, read-only at its superblock, nothing mounted beneath it, and
-// enumerate's direct scan of it passes every check, the run scans it once
+// the ext reader's scan of it (internal/extfs, the one enumerate's direct
+// walk uses) passes every check, the run scans it once
 // at the start (inode tables and directories, about half a second for
 // 300,000 entries cold) and reads each claimed file of up to 16 MiB by its
 // extents or block map, every catalogued name resolved in that scan as a

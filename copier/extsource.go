@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/HRDAG/ntt/enumerate"
 	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/internal/extfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,9 +18,9 @@ import (
 // cold inode per file (openat2, fstat, advice, read, close: five system
 // calls); on 2 cores that is a sixth of the machine during a tree copy
 // (doc.go, "Where the time goes"). When a mount of the medium is an ext
-// filesystem that enumerate may read straight from its device (its root,
+// filesystem that may be read straight from its device (its root,
 // read-only at its superblock, nothing mounted beneath it, a scan whose
-// every check passes: see enumerate.OpenExtMount), the copier scans it
+// every check passes: see extfs.OpenMount), the copier scans it
 // once when the run starts and then, for a claimed file of up to smallMax
 // bytes, resolves every catalogued path in that scan (no symlink passed,
 // nothing outside the filesystem, each name leading to the catalogued
@@ -46,7 +46,7 @@ const deviceMaxInodes = 2 << 20
 
 // extMount is one mount of the medium read from its device.
 type extMount struct {
-	files *enumerate.ExtFiles
+	files *extfs.Files
 	dev   *os.File
 }
 
@@ -61,7 +61,7 @@ func (s *source) openDevices() (why []string) {
 		mounts[m.path] = true
 	}
 	for mp := range mounts {
-		files, dev, no := enumerate.OpenExtMount(mp, deviceMaxInodes)
+		files, dev, no := extfs.OpenMount(mp, deviceMaxInodes)
 		if no != "" {
 			why = append(why, fmt.Sprintf("%s: %s", mp, no))
 			continue

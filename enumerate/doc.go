@@ -58,7 +58,8 @@
 // one advised (posix_fadvise WILLNEED) while this one is parsed, builds the
 // tree in memory and writes the records lstat would have given: the same
 // dev (the mount's), inode numbers, link counts, sizes and mtimes as
-// find -xdev, in each directory's stored order (extwalk.go, extscan.go).
+// find -xdev, in each directory's stored order (extwalk.go; the reader is
+// internal/extfs, which the copier shares).
 //
 // The read is all or nothing, and it is checked before a single record is
 // written: an unknown or unfollowed feature (meta_bg, inline data,

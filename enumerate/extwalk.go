@@ -3,16 +3,15 @@ package enumerate
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/HRDAG/ntt/internal/extfs"
 	"github.com/HRDAG/ntt/internal/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
-// Direct reading of a mounted ext medium (see extscan.go for the reader).
+// Direct reading of a mounted ext medium (see internal/extfs for the
+// reader).
 //
 // A walk root is read from its block device instead of through system
 // calls when all of these hold, checked before anything is read:
@@ -27,7 +26,7 @@ import (
 //   - nothing is mounted beneath it (a partition to enter, anything
 //     else): find -xdev would record a mount point's own root there, which
 //     the device does not hold;
-//   - the scan reads the whole tree and every check passes (extscan.go).
+//   - the scan reads the whole tree and every check passes (extfs.Scan).
 //
 // Otherwise the root is walked through system calls, as before, and
 // Result.Direct.Skipped says why. Nothing is written to the sink before the
@@ -101,10 +100,10 @@ func (w *walker) tryDirect(t *dirTask, ws *workerState) bool {
 // directRoot reads one root from its device, or says why it did not.
 func (w *walker) directRoot(t *dirTask, mounts []mountinfo.Entry, ws *workerState) string {
 	root := string(t.fullPath())
-	if t.ino != extRootIno {
+	if t.ino != extfs.RootIno {
 		return "not the root of an ext filesystem"
 	}
-	f, size, why := extRootDevice(root, t.dev, mounts)
+	f, size, why := extfs.RootDevice(root, t.dev, mounts)
 	if why != "" {
 		return why
 	}
@@ -112,7 +111,7 @@ func (w *walker) directRoot(t *dirTask, mounts []mountinfo.Entry, ws *workerStat
 	fd := int(f.Fd())
 	prev := ws.current.Swap(t)
 	defer ws.current.Store(prev)
-	tree, err := scanExt(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, func() error {
+	tree, err := extfs.Scan(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, func() error {
 		ws.ops.Add(1)
 		if w.stopping.Load() {
 			return errStopped
@@ -120,7 +119,7 @@ func (w *walker) directRoot(t *dirTask, mounts []mountinfo.Entry, ws *workerStat
 		return nil
 	})
 	if err == nil {
-		err = tree.walkTree(nil) // a directory reached twice refuses it before anything is written
+		err = tree.Walk(nil) // a directory reached twice refuses it before anything is written
 	}
 	if err != nil {
 		if errors.Is(err, errStopped) {
@@ -144,84 +143,8 @@ func (w *walker) directRoot(t *dirTask, mounts []mountinfo.Entry, ws *workerStat
 
 var errStopped = errors.New("walk stopped")
 
-// extRootDevice opens the block device of the ext filesystem whose root
-// directory is root (st_dev dev) if its device may be read in place of
-// system calls (see the conditions above), with the device's size, or
-// says why not.
-func extRootDevice(root string, dev uint64, mounts []mountinfo.Entry) (*os.File, int64, string) {
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(root, &sfs); err != nil {
-		return nil, 0, err.Error()
-	}
-	if sfs.Type != unix.EXT4_SUPER_MAGIC {
-		return nil, 0, fmt.Sprintf("filesystem type %#x, not ext", sfs.Type)
-	}
-	abs, err := filepath.Abs(root)
-	if err == nil {
-		abs, err = filepath.EvalSymlinks(abs)
-	}
-	if err != nil {
-		return nil, 0, err.Error()
-	}
-	var self *mountinfo.Entry
-	for i, m := range mounts {
-		switch {
-		case m.MountPoint == abs && m.Dev == dev:
-			self = &mounts[i]
-		case strings.HasPrefix(m.MountPoint, abs+"/") || abs == "/" && m.MountPoint != "/":
-			return nil, 0, fmt.Sprintf("%q is mounted beneath it", m.MountPoint)
-		}
-	}
-	if self == nil {
-		return nil, 0, "not found in /proc/self/mountinfo"
-	}
-	if !self.SuperReadOnly() {
-		return nil, 0, "its filesystem is mounted read-write"
-	}
-	f, err := blockDevice(dev)
-	if err != nil {
-		return nil, 0, err.Error()
-	}
-	size, err := f.Seek(0, 2)
-	if err != nil {
-		f.Close()
-		return nil, 0, err.Error()
-	}
-	return f, size, ""
-}
-
-// OpenExtMount opens the ext filesystem mounted at root (its root
-// directory, nothing mounted beneath it, read-only at its superblock, at
-// most maxInodes inodes in use) for reading its files straight from its
-// block device, or says why it may not. The caller closes the device.
-func OpenExtMount(root string, maxInodes int64) (*ExtFiles, *os.File, string) {
-	var st unix.Stat_t
-	if err := unix.Stat(root, &st); err != nil {
-		return nil, nil, err.Error()
-	}
-	if st.Ino != extRootIno {
-		return nil, nil, "not the root of an ext filesystem"
-	}
-	mounts, err := mountinfo.Read()
-	if err != nil {
-		return nil, nil, err.Error()
-	}
-	f, size, why := extRootDevice(root, st.Dev, mounts)
-	if why != "" {
-		return nil, nil, why
-	}
-	fd := int(f.Fd())
-	x, err := ScanExtFiles(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, maxInodes)
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Sprintf("%s: %v", f.Name(), err)
-	}
-	x.dev = st.Dev
-	return x, f, ""
-}
-
 // emitTree writes the records of every entry of tree below the root t.
-func (w *walker) emitTree(tree *extTree, t *dirTask, ws *workerState) {
+func (w *walker) emitTree(tree *extfs.Tree, t *dirTask, ws *workerState) {
 	out := w.getBuf()
 	path := append([]byte(nil), t.fullPath()...)
 	if len(path) == 0 || path[len(path)-1] != '/' {
@@ -229,21 +152,22 @@ func (w *walker) emitTree(tree *extTree, t *dirTask, ws *workerState) {
 	}
 	base := len(path)
 	ws.dirs.Add(1)
-	tree.walkTree(func(rel []byte, ino uint32, in *extInode) error {
+	tree.Walk(func(rel []byte, ino uint32, in *extfs.Inode) error {
 		if w.stopping.Load() {
 			return errStopped
 		}
 		path = append(path[:base], rel...)
 		ws.entries.Add(1)
 		ws.ops.Add(1)
-		if in.mode&modeTypeMask == modeDir {
+		typ := entryType(uint32(in.Mode())) // a type lstat knows: the scan checked
+		if typ == TypeDir {
 			ws.dirs.Add(1)
 		}
 		if w.opts.Ignore != nil && w.opts.Ignore.Match(path) {
 			w.ignored.Add(1)
 			return nil
 		}
-		rec := Record{Type: typeOfMode(in.mode), Dev: t.dev, Ino: uint64(ino), Nlink: uint64(in.nlink), Size: in.size, Mtime: in.mtime, Path: path}
+		rec := Record{Type: typ, Dev: t.dev, Ino: uint64(ino), Nlink: uint64(in.Nlink()), Size: in.Size(), Mtime: in.Mtime(), Path: path}
 		out = AppendRecord(out, &rec)
 		if len(out) >= outBuffer {
 			select {

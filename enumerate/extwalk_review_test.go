@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/HRDAG/ntt/internal/extfs/extfstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/require"
 )
@@ -76,7 +77,7 @@ type reviewCase struct {
 
 func runReviewCases(t *testing.T, cases []reviewCase) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			img := testimg.Build(t, reviewSpec(tc.features...))
@@ -207,7 +208,7 @@ func kernelGrown(t *testing.T, spec testimg.Spec, prepare func(img string), fill
 // them): the scan, which listed them all, must fall back.
 func TestReviewHtreeHashes(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	for _, tc := range []struct {
 		alg      string
 		unsigned bool
@@ -287,7 +288,7 @@ var etbRE = regexp.MustCompile(`\(ETB0\):(\d+)`)
 // metadata_csum) and readdir fails on one that does not pass.
 func TestReviewDirectoryExtentBlocks(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	img := kernelGrown(t, testimg.Spec{Size: 64 << 20}, nil, func(rw string) {
 		for d := range 3 {
 			require.NoError(t, os.Mkdir(filepath.Join(rw, fmt.Sprintf("big%d", d)), 0o755))
@@ -389,7 +390,7 @@ func patchEntryOfOne(t *testing.T, img string, rel int, v byte) {
 // lstat gives the inode's type, and so do the scan and the kernel walk.
 func TestReviewFileTypeDisagrees(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	img := testimg.Build(t, reviewSpec("^metadata_csum"))
 	patchEntryOfOne(t, img, -1, 2) // file_type: directory
 	mnt := mountReview(t, img, "ext4")
@@ -415,7 +416,7 @@ func TestReviewXattrsAndGroups(t *testing.T) {
 // scan skipped the entry and reported nothing. It must fall back.
 func TestReviewEntryWithoutName(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	img := testimg.Build(t, reviewSpec("^metadata_csum"))
 	patchEntryOfOne(t, img, -2, 0) // name_len
 	mnt := mountReview(t, img, "ext4")
@@ -462,7 +463,7 @@ func TestReviewSystemZone(t *testing.T) {
 // kernel, has a link count of 1 on disk, and lstat says 1: read directly.
 func TestReviewDirNlink(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	img := kernelGrown(t, testimg.Spec{BlockSize: 1024, Size: 200 << 20, Inodes: 70000}, nil, func(rw string) {
 		require.NoError(t, os.Mkdir(filepath.Join(rw, "wide"), 0o755))
 		for i := range 65010 {

@@ -11,26 +11,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/HRDAG/ntt/internal/extfs/extfstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
-
-// directLayouts are the ext layouts the direct reader must read exactly as
-// the kernel does: both inode sizes, 1, 2 and 4 KiB blocks, block maps
-// (ext2, ext3) and extents, with and without metadata_csum, flex_bg and
-// 64bit, large_dir.
-var directLayouts = []struct {
-	name string
-	spec testimg.Spec
-}{
-	{"ext4", testimg.Spec{}},
-	{"ext4-no-csum", testimg.Spec{Features: []string{"^metadata_csum", "^uninit_bg"}}},
-	{"ext4-128-inodes-32bit", testimg.Spec{InodeSize: 128, Features: []string{"^64bit", "^flex_bg"}}},
-	{"ext4-1k-largedir", testimg.Spec{BlockSize: 1024, Features: []string{"large_dir"}}},
-	{"ext3-2k", testimg.Spec{FSType: "ext3", BlockSize: 2048}},
-	{"ext2-1k", testimg.Spec{FSType: "ext2", BlockSize: 1024}},
-}
 
 // directSpec is every kind of entry, deep nesting and a path beyond
 // PATH_MAX, plus hardlinks and a directory of many entries.
@@ -86,14 +71,14 @@ func requireDirect(t *testing.T, mnt string) Result {
 // On every layout, reading the device gives the records lstat gives.
 func TestDirectMatchesKernel(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
-	for _, tc := range directLayouts {
-		t.Run(tc.name, func(t *testing.T) {
-			fstype := tc.spec.FSType
+	extfstest.RequireE2fsTools(t)
+	for _, tc := range extfstest.DirectLayouts {
+		t.Run(tc.Name, func(t *testing.T) {
+			fstype := tc.Spec.FSType
 			if fstype == "" {
 				fstype = "ext4"
 			}
-			mnt := testimg.MountImage(t, testimg.Build(t, directSpec(tc.spec)), 0, 0, fstype)
+			mnt := testimg.MountImage(t, testimg.Build(t, directSpec(tc.Spec)), 0, 0, fstype)
 			requireDirect(t, mnt)
 		})
 	}
@@ -105,7 +90,7 @@ func TestDirectMatchesKernel(t *testing.T) {
 // reused; after a clean unmount, mounted read-only, read directly.
 func TestDirectKernelGrownDirectories(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	for _, tc := range []struct {
 		name string
 		spec testimg.Spec
@@ -206,7 +191,7 @@ func TestDirectKernelGrownDirectories(t *testing.T) {
 // walk must report that, not list it).
 func TestDirectFallsBack(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
+	extfstest.RequireE2fsTools(t)
 	check := func(t *testing.T, mnt, why string) {
 		t.Helper()
 		want, _ := findRecords(t, mnt)
@@ -276,59 +261,4 @@ func inodeOffset(t *testing.T, img, path string) int64 {
 	blk, _ := strconv.ParseInt(m[1], 10, 64)
 	off, _ := strconv.ParseInt(m[2], 16, 64)
 	return blk*4096 + off
-}
-
-// fuzzSeedSpec makes spec a small fuzz seed of size bytes: 1 KiB blocks,
-// 32 inodes, no journal, no reserved descriptor blocks, no flex_bg (ext4).
-func fuzzSeedSpec(spec testimg.Spec, size int64) testimg.Spec {
-	spec.BlockSize, spec.Size, spec.Inodes = 1024, size, 32
-	spec.Features = append(spec.Features[:len(spec.Features):len(spec.Features)], "^has_journal", "^resize_inode")
-	if spec.FSType != "ext2" && spec.FSType != "ext3" {
-		spec.Features = append(spec.Features, "^flex_bg")
-	}
-	return spec
-}
-
-// Whatever bytes a device holds, the direct reader returns an error or a
-// tree whose walk ends, lists no more entries than it parsed, and reads no
-// more than the device's size of directories.
-func FuzzExtScan(f *testing.F) {
-	if _, err := exec.LookPath("mkfs.ext4"); err == nil {
-		for _, tc := range directLayouts {
-			spec := smallSpec("fuzz", "a/one", "a/two", "b/c/three", "d/four")
-			spec.FSType, spec.InodeSize, spec.Features = tc.spec.FSType, tc.spec.InodeSize, tc.spec.Features
-			b, err := os.ReadFile(testimg.Build(f, fuzzSeedSpec(spec, 256<<10)))
-			if err != nil {
-				f.Fatal(err)
-			}
-			if _, err := scanExt(bytes.NewReader(b), int64(len(b)), nil, nil); err != nil {
-				f.Fatalf("%s: seed not read: %v", tc.name, err)
-			}
-			f.Add(b)
-		}
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		size := int64(len(data))
-		tree, err := scanExt(bytes.NewReader(data), size, nil, nil)
-		if err != nil {
-			return
-		}
-		if tree.DirBytes > size {
-			t.Fatalf("%d directory bytes read from a %d-byte device", tree.DirBytes, size)
-		}
-		if err := tree.walkTree(nil); err != nil {
-			return
-		}
-		n := 0
-		tree.walkTree(func(rel []byte, ino uint32, in *extInode) error {
-			n++
-			if len(rel) == 0 || typeOfMode(in.mode) == 0 {
-				t.Fatalf("entry %q of inode %d, mode %#o", rel, ino, in.mode)
-			}
-			return nil
-		})
-		if n > len(tree.ents) {
-			t.Fatalf("%d entries walked, %d parsed", n, len(tree.ents))
-		}
-	})
 }

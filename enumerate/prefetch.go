@@ -2,6 +2,7 @@ package enumerate
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"os"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/HRDAG/ntt/internal/extfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +52,6 @@ type PrefetchResult struct {
 const (
 	prefetchChunk  = 1 << 20 // inode-table bytes read (and parsed) at once
 	prefetchWindow = 2 << 20 // bytes advised ahead of the read (16 MiB queued too much ahead of the workers' own reads)
-	extRootIno     = 2
 )
 
 type prefetcher struct {
@@ -86,7 +87,7 @@ func startPrefetch(paths []string, quit <-chan struct{}) *prefetcher {
 				continue
 			}
 			seen[st.Dev] = true
-			if st.Ino != extRootIno {
+			if st.Ino != extfs.RootIno {
 				p.skip(path, "not the root of an ext filesystem")
 				continue
 			}
@@ -140,36 +141,9 @@ func (p *prefetcher) close(wait time.Duration) PrefetchResult {
 	return r
 }
 
-// blockDevice opens the block device whose number is dev, read only.
-func blockDevice(dev uint64) (*os.File, error) {
-	uevent, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/uevent", unix.Major(dev), unix.Minor(dev)))
-	if err != nil {
-		return nil, fmt.Errorf("no block device %d:%d", unix.Major(dev), unix.Minor(dev))
-	}
-	var name string
-	for _, line := range strings.Split(string(uevent), "\n") {
-		if v, ok := strings.CutPrefix(line, "DEVNAME="); ok {
-			name = v
-		}
-	}
-	if name == "" || strings.Contains(name, "..") {
-		return nil, fmt.Errorf("block device %d:%d has no name", unix.Major(dev), unix.Minor(dev))
-	}
-	f, err := os.OpenFile("/dev/"+name, os.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != dev {
-		f.Close()
-		return nil, fmt.Errorf("/dev/%s is not block device %d:%d", name, unix.Major(dev), unix.Minor(dev))
-	}
-	return f, nil
-}
-
 // device reads ahead on the ext filesystem of block device dev.
 func (p *prefetcher) device(dev uint64) error {
-	f, err := blockDevice(dev)
+	f, err := extfs.BlockDevice(dev)
 	if err != nil {
 		return err
 	}
@@ -178,7 +152,7 @@ func (p *prefetcher) device(dev uint64) error {
 	if err != nil {
 		return err
 	}
-	l, err := readExtLayout(f, size)
+	l, err := extfs.ReadLayout(f, size)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
@@ -188,43 +162,43 @@ func (p *prefetcher) device(dev uint64) error {
 
 	// The chunks of the used inode tables, in disk order, up to the budget.
 	budget := memAvailable() / 4
-	var chunks []itable
-	for _, t := range l.itables {
-		for off := int64(0); off < t.n && budget > 0; off += prefetchChunk {
-			n := min(prefetchChunk, t.n-off, budget)
-			chunks = append(chunks, itable{span: span{t.off + off, n}, first: t.first + uint64(off/l.inodeSize)})
+	var chunks []extfs.Span
+	for _, t := range l.InodeTables() {
+		for off := int64(0); off < t.N && budget > 0; off += prefetchChunk {
+			n := min(prefetchChunk, t.N-off, budget)
+			chunks = append(chunks, extfs.Span{Off: t.Off + off, N: n})
 			budget -= n
 		}
 	}
 	fd := int(f.Fd())
 	buf := make([]byte, prefetchChunk)
-	var dirs []span
+	var dirs []extfs.Span
 	advised, ahead := 0, int64(0)
 	for _, c := range chunks {
 		for ; advised < len(chunks) && ahead < prefetchWindow; advised++ {
 			a := chunks[advised]
-			unix.Fadvise(fd, a.off, a.n, unix.FADV_WILLNEED)
-			ahead += a.n
+			unix.Fadvise(fd, a.Off, a.N, unix.FADV_WILLNEED)
+			ahead += a.N
 		}
 		if p.stopped() {
 			return nil
 		}
-		n, err := unix.Pread(fd, buf[:c.n], c.off)
-		if err != nil || int64(n) != c.n {
+		n, err := unix.Pread(fd, buf[:c.N], c.Off)
+		if err != nil || int64(n) != c.N {
 			return nil // damage is the walk's to report
 		}
-		ahead -= c.n
-		p.itBytes.Add(c.n)
-		dirs = l.dirSpans(buf[:n], dirs[:0])
-		slices.SortFunc(dirs, func(a, b span) int { return cmpInt64(a.off, b.off) })
+		ahead -= c.N
+		p.itBytes.Add(c.N)
+		dirs = l.DirSpans(buf[:n], dirs[:0])
+		slices.SortFunc(dirs, func(a, b extfs.Span) int { return cmp.Compare(a.Off, b.Off) })
 		var advisedDirs int64
 		for i := 0; i < len(dirs); {
 			s := dirs[i]
-			for i++; i < len(dirs) && dirs[i].off <= s.off+s.n; i++ {
-				s.n = max(s.n, dirs[i].off+dirs[i].n-s.off)
+			for i++; i < len(dirs) && dirs[i].Off <= s.Off+s.N; i++ {
+				s.N = max(s.N, dirs[i].Off+dirs[i].N-s.Off)
 			}
-			unix.Fadvise(fd, s.off, s.n, unix.FADV_WILLNEED)
-			advisedDirs += s.n
+			unix.Fadvise(fd, s.Off, s.N, unix.FADV_WILLNEED)
+			advisedDirs += s.N
 		}
 		p.dirBytes.Add(advisedDirs)
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/HRDAG/ntt/internal/extfs"
+	"github.com/HRDAG/ntt/internal/extfs/extfstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/require"
 )
@@ -17,15 +19,21 @@ import (
 // the filesystem's root, nothing is read ahead.
 func TestWalkPrefetchesExtMedium(t *testing.T) {
 	testimg.RequireRoot(t)
-	requireE2fsTools(t)
-	for _, tc := range prefetchSpecs {
-		t.Run(tc.name, func(t *testing.T) {
-			img, _, l := buildPrefetchImage(t, tc.spec)
-			fi, err := os.Stat(img)
+	extfstest.RequireE2fsTools(t)
+	for _, tc := range extfstest.PrefetchLayouts {
+		t.Run(tc.Name, func(t *testing.T) {
+			spec, _ := extfstest.PrefetchTree(tc.Spec)
+			img := testimg.Build(t, spec)
+			f, err := os.Open(img)
 			require.NoError(t, err)
+			fi, err := f.Stat()
+			require.NoError(t, err)
+			l, err := extfs.ReadLayout(f, fi.Size())
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
 			fsType := "ext4"
-			if tc.spec.FSType != "" {
-				fsType = tc.spec.FSType
+			if tc.Spec.FSType != "" {
+				fsType = tc.Spec.FSType
 			}
 			mnt := testimg.MountImage(t, img, 0, 0, fsType)
 			want, stderr := findRecords(t, mnt)
@@ -47,7 +55,7 @@ func TestWalkPrefetchesExtMedium(t *testing.T) {
 			require.Len(t, res.Prefetch.Devices, 1, "skipped: %q", res.Prefetch.Skipped)
 			dev := res.Prefetch.Devices[0]
 			require.True(t, strings.HasPrefix(dev, "/dev/loop"), dev)
-			require.Equal(t, l.itableSize, res.Prefetch.InodeTableBytes)
+			require.Equal(t, l.InodeTableBytes(), res.Prefetch.InodeTableBytes)
 			require.Positive(t, res.Prefetch.DirectoryBytes)
 			require.Less(t, res.Prefetch.DirectoryBytes, fi.Size())
 			require.Empty(t, res.Prefetch.Skipped)

@@ -1,4 +1,4 @@
-package enumerate
+package extfs
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/HRDAG/ntt/imagefs"
+	"github.com/HRDAG/ntt/internal/extfs/extfstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/require"
 )
@@ -38,17 +39,17 @@ func fileSpec(base testimg.Spec) testimg.Spec {
 // image are the files the spec wrote, and names that are not regular files
 // reached without a symlink are refused.
 func TestExtFilesReadContent(t *testing.T) {
-	requireE2fsTools(t)
-	for _, tc := range directLayouts {
-		t.Run(tc.name, func(t *testing.T) {
-			spec := fileSpec(tc.spec)
+	extfstest.RequireE2fsTools(t)
+	for _, tc := range extfstest.DirectLayouts {
+		t.Run(tc.Name, func(t *testing.T) {
+			spec := fileSpec(tc.Spec)
 			img := testimg.Build(t, spec)
 			f, err := os.Open(img)
 			require.NoError(t, err)
 			defer f.Close()
 			st, err := f.Stat()
 			require.NoError(t, err)
-			x, err := ScanExtFiles(f, st.Size(), nil, 0)
+			x, err := ScanFiles(f, st.Size(), nil, 0)
 			require.NoError(t, err)
 			files := 0
 			for _, e := range spec.Entries {
@@ -75,7 +76,7 @@ func TestExtFilesReadContent(t *testing.T) {
 				files++
 			}
 			require.Equal(t, 6, files)
-			_, err = ScanExtFiles(f, st.Size(), nil, 8)
+			_, err = ScanFiles(f, st.Size(), nil, 8)
 			require.ErrorIs(t, err, errScan, "more inodes in use than asked for")
 			for _, p := range []string{"sym/c/deep", "a/missing", "a", "a/small/x", "b/c"} {
 				_, _, ok := x.LookupFile(p)
@@ -85,7 +86,7 @@ func TestExtFilesReadContent(t *testing.T) {
 	}
 }
 
-func readExtFile(t *testing.T, x *ExtFiles, dev io.ReaderAt, devSize int64, ino uint32) []byte {
+func readExtFile(t *testing.T, x *Files, dev io.ReaderAt, devSize int64, ino uint32) []byte {
 	t.Helper()
 	size, runs, err := x.FileRuns(ino)
 	require.NoError(t, err, "inode %d", ino)
@@ -108,26 +109,26 @@ func readExtFile(t *testing.T, x *ExtFiles, dev io.ReaderAt, devSize int64, ino 
 // every file's map returns, and no map names bytes past the device.
 func FuzzExtFiles(f *testing.F) {
 	if _, err := exec.LookPath("mkfs.ext4"); err == nil {
-		for _, tc := range directLayouts {
-			spec := fileSpec(tc.spec)
+		for _, tc := range extfstest.DirectLayouts {
+			spec := fileSpec(tc.Spec)
 			spec.Entries[3].Size, spec.Entries[4].Size = 300<<10, 64<<10
 			b, err := os.ReadFile(testimg.Build(f, fuzzSeedSpec(spec, 512<<10)))
 			if err != nil {
 				f.Fatal(err)
 			}
-			if _, err := ScanExtFiles(bytes.NewReader(b), int64(len(b)), nil, 0); err != nil {
-				f.Fatalf("%s: seed not read: %v", tc.name, err)
+			if _, err := ScanFiles(bytes.NewReader(b), int64(len(b)), nil, 0); err != nil {
+				f.Fatalf("%s: seed not read: %v", tc.Name, err)
 			}
 			f.Add(b)
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		x, err := ScanExtFiles(bytes.NewReader(data), size, nil, 1<<20)
+		x, err := ScanFiles(bytes.NewReader(data), size, nil, 1<<20)
 		if err != nil {
 			return
 		}
-		x.t.walkTree(func(rel []byte, ino uint32, in *extInode) error {
+		x.t.Walk(func(rel []byte, ino uint32, in *Inode) error {
 			got, fsize, ok := x.LookupFile(string(rel))
 			if !ok {
 				return nil

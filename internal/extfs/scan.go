@@ -1,4 +1,4 @@
-package enumerate
+package extfs
 
 import (
 	"encoding/binary"
@@ -12,12 +12,12 @@ import (
 // Reading an ext2/3/4 directory tree straight from its block device.
 //
 // A cold walk through system calls spends its time in the kernel building
-// an inode and a dentry for every entry (see the package doc), not in the
-// disk. The same facts are on the device in two compact places: the used
-// part of every group's inode table and the directories' blocks. extScan
+// an inode and a dentry for every entry (see enumerate's package doc), not
+// in the disk. The same facts are on the device in two compact places: the
+// used part of every group's inode table and the directories' blocks. Scan
 // reads both in disk order, in large reads, and builds the tree in memory;
-// the walk then writes the records lstat would have given (extwalk.go says
-// when that is allowed).
+// enumerate's walk then writes the records lstat would have given (its
+// extwalk.go says when that is allowed).
 //
 // The scan is all or nothing. It keeps to the filesystem as the kernel
 // reads it and refuses, with an error saying why, anything it does not
@@ -61,16 +61,18 @@ const (
 
 // Inode flags.
 const (
-	inodeEncrypt   = 0x800
-	inodeExtents   = 0x80000
-	inodeInline    = 0x10000000
-	inodeIndexDir  = 0x1000
-	modeTypeMask   = 0xF000
-	modeDir        = 0x4000
-	inodeRefused   = 1 << 0 // extInode.flags: the kernel would refuse it (checksum, bad fields)
-	inodeScanned   = 1 << 1 // extInode.flags: a live inode was read here
-	extRootInodeNo = 2
+	inodeEncrypt  = 0x800
+	inodeExtents  = 0x80000
+	inodeInline   = 0x10000000
+	inodeIndexDir = 0x1000
+	modeTypeMask  = 0xF000
+	modeDir       = 0x4000
+	inodeRefused  = 1 << 0 // Inode.flags: the kernel would refuse it (checksum, bad fields)
+	inodeScanned  = 1 << 1 // Inode.flags: a live inode was read here
 )
+
+// RootIno is the inode number of an ext filesystem's root directory.
+const RootIno = 2
 
 // errScan marks what the direct reader refuses; the walk falls back.
 var errScan = errors.New("ext: not read directly")
@@ -79,14 +81,27 @@ func scanErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errScan, fmt.Sprintf(format, args...))
 }
 
-// extInode is what lstat shows of one inode.
-type extInode struct {
+// Inode is what lstat shows of one inode.
+type Inode struct {
 	size  int64
 	mtime int64
 	mode  uint16
 	nlink uint16
 	flags uint8
 }
+
+// Mode is the inode's i_mode: its type and permission bits, as st_mode.
+func (in *Inode) Mode() uint16 { return in.mode }
+
+// Nlink is the inode's link count, as st_nlink.
+func (in *Inode) Nlink() uint16 { return in.nlink }
+
+// Size is the inode's size in bytes, as st_size.
+func (in *Inode) Size() int64 { return in.size }
+
+// Mtime is the inode's modification time in whole seconds since the
+// epoch (floor), as st_mtime.
+func (in *Inode) Mtime() int64 { return in.mtime }
 
 // extDir is a directory inode whose blocks are to be read.
 type extDir struct {
@@ -120,27 +135,28 @@ type dirRun struct {
 // extEnt is one directory entry.
 type extEnt struct {
 	child   uint32
-	nameOff uint32 // into extTree.names
+	nameOff uint32 // into Tree.names
 	dir     int32  // index into dirs of the directory holding it
 	lblk    int32  // where in that directory (block, offset in it): the stored order
 	offset  uint16 // below the block size, at most 64 KiB
 	nameLen uint8
 }
 
-// extTree is a filesystem's tree as its device holds it.
-type extTree struct {
-	l      *extLayout
+// Tree is a filesystem's tree as its device holds it: every directory's
+// entries in stored order and the inode each names, read by Scan.
+type Tree struct {
+	l      *Layout
 	r      io.ReaderAt
 	advise func(off, n int64) // asks for a range ahead of reading it (may be nil)
 	tick   func() error       // called between reads: progress, and a stop (non-nil error)
 	seed   uint32             // metadata_csum seed (0 without checksums)
 	csum   bool
-	zone   []span // in blocks, sorted, merged: what no inode may name (blockOK)
+	zone   []Span // in blocks, sorted, merged: what no inode may name (blockOK)
 
-	tables  []itable   // used inode tables
-	base    []int64    // index into inodes of each table's first inode
-	groupOf []int32    // group → index into tables, -1 when none is used
-	inodes  []extInode // every used inode slot
+	tables  []itable // used inode tables
+	base    []int64  // index into inodes of each table's first inode
+	groupOf []int32  // group → index into tables, -1 when none is used
+	inodes  []Inode  // every used inode slot
 	dirs    []extDir
 	dirOf   map[uint32]int32 // directory inode → index into dirs
 	ents    []extEnt
@@ -148,7 +164,7 @@ type extTree struct {
 	buf     []byte
 	meta    int64 // index and indirect blocks read
 
-	ItableBytes, DirBytes int64 // read from the device
+	ItableBytes, DirBytes int64 // inode-table and directory bytes read from the device
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -158,17 +174,21 @@ func crc32cRaw(crc uint32, p []byte) uint32 {
 	return ^crc32.Update(^crc, castagnoli, p)
 }
 
-// scanExt reads the ext filesystem on r (size bytes) into an extTree.
-func scanExt(r io.ReaderAt, size int64, advise func(off, n int64), tick func() error) (*extTree, error) {
-	l, err := readExtLayout(r, size)
+// Scan reads the ext filesystem on r (size bytes) into a Tree, or refuses
+// it with an error saying why (see above). advise, if not nil, is called
+// with each range ahead of its read (posix_fadvise WILLNEED on a device);
+// tick is called between reads, and a non-nil error from it ends the scan
+// with that error (a stop).
+func Scan(r io.ReaderAt, size int64, advise func(off, n int64), tick func() error) (*Tree, error) {
+	l, err := ReadLayout(r, size)
 	if err != nil {
 		return nil, scanErr("%v", err)
 	}
 	return scanLayout(l, r, advise, tick)
 }
 
-// scanLayout is scanExt on a layout already read.
-func scanLayout(l *extLayout, r io.ReaderAt, advise func(off, n int64), tick func() error) (*extTree, error) {
+// scanLayout is Scan on a layout already read.
+func scanLayout(l *Layout, r io.ReaderAt, advise func(off, n int64), tick func() error) (*Tree, error) {
 	switch {
 	case l.incompat&^scanIncompat != 0:
 		return nil, scanErr("incompatible features %#x", l.incompat&^scanIncompat)
@@ -176,13 +196,13 @@ func scanLayout(l *extLayout, r io.ReaderAt, advise func(off, n int64), tick fun
 		return nil, scanErr("the device is smaller than the filesystem")
 	case l.overlaps:
 		return nil, scanErr("inode tables overlap")
-	case l.inodes <= extRootInodeNo || l.inodes > l.groups*l.inodesPerGroup:
+	case l.inodes <= RootIno || l.inodes > l.groups*l.inodesPerGroup:
 		return nil, scanErr("%d inodes in %d groups of %d", l.inodes, l.groups, l.inodesPerGroup)
 	}
 	if tick == nil {
 		tick = func() error { return nil }
 	}
-	t := &extTree{l: l, r: r, advise: advise, tick: tick, dirOf: map[uint32]int32{}}
+	t := &Tree{l: l, r: r, advise: advise, tick: tick, dirOf: map[uint32]int32{}}
 	if l.roCompat&roMetadataCsum != 0 {
 		t.csum = true
 		t.seed = l.csumSeed
@@ -214,16 +234,16 @@ func le32(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint32(b[o:]
 // readSpans reads the ranges in order, coalescing near ones into reads of
 // at most scanChunk bytes, advising the next read before parsing this one,
 // and hands each range's bytes to fn.
-func (t *extTree) readSpans(spans []span, fn func(i int, b []byte) error) error {
+func (t *Tree) readSpans(spans []Span, fn func(i int, b []byte) error) error {
 	type read struct {
-		span
+		Span
 		first, last int // spans[first:last]
 	}
 	var reads []read
 	for i, s := range spans {
-		if k := len(reads) - 1; k >= 0 && s.off >= reads[k].off+reads[k].n && s.off-(reads[k].off+reads[k].n) <= scanGap &&
-			s.off+s.n-reads[k].off <= scanChunk {
-			reads[k].n = s.off + s.n - reads[k].off
+		if k := len(reads) - 1; k >= 0 && s.Off >= reads[k].Off+reads[k].N && s.Off-(reads[k].Off+reads[k].N) <= scanGap &&
+			s.Off+s.N-reads[k].Off <= scanChunk {
+			reads[k].N = s.Off + s.N - reads[k].Off
 			reads[k].last = i + 1
 			continue
 		}
@@ -236,20 +256,20 @@ func (t *extTree) readSpans(spans []span, fn func(i int, b []byte) error) error 
 		}
 		if t.advise != nil {
 			for ahead := int64(0); advised < len(reads) && (advised <= k+1 || ahead < 2*scanChunk); advised++ {
-				t.advise(reads[advised].off, reads[advised].n)
-				ahead += reads[advised].n
+				t.advise(reads[advised].Off, reads[advised].N)
+				ahead += reads[advised].N
 			}
 		}
-		if int64(cap(t.buf)) < rd.n {
-			t.buf = make([]byte, rd.n)
+		if int64(cap(t.buf)) < rd.N {
+			t.buf = make([]byte, rd.N)
 		}
-		b := t.buf[:rd.n]
-		if n, err := t.r.ReadAt(b, rd.off); n != len(b) {
-			return fmt.Errorf("ext: reading %d bytes at byte offset %d: %w", rd.n, rd.off, err)
+		b := t.buf[:rd.N]
+		if n, err := t.r.ReadAt(b, rd.Off); n != len(b) {
+			return fmt.Errorf("ext: reading %d bytes at byte offset %d: %w", rd.N, rd.Off, err)
 		}
 		for i := rd.first; i < rd.last; i++ {
 			s := spans[i]
-			if err := fn(i, b[s.off-rd.off:s.off-rd.off+s.n]); err != nil {
+			if err := fn(i, b[s.Off-rd.Off:s.Off-rd.Off+s.N]); err != nil {
 				return err
 			}
 		}
@@ -258,7 +278,7 @@ func (t *extTree) readSpans(spans []span, fn func(i int, b []byte) error) error 
 }
 
 // readInodes reads the used part of every inode table, in disk order.
-func (t *extTree) readInodes() error {
+func (t *Tree) readInodes() error {
 	l := t.l
 	var total int64
 	for _, it := range l.itables {
@@ -275,7 +295,7 @@ func (t *extTree) readInodes() error {
 		t.base[i] = next
 		next += it.used
 	}
-	t.inodes = make([]extInode, next)
+	t.inodes = make([]Inode, next)
 	groups := (l.inodes + l.inodesPerGroup - 1) / l.inodesPerGroup
 	t.groupOf = make([]int32, groups)
 	for g := range t.groupOf {
@@ -288,7 +308,7 @@ func (t *extTree) readInodes() error {
 	}
 	// The tables in disk order, cut into chunks of whole inodes.
 	per := scanChunk / l.inodeSize
-	var spans []span
+	var spans []Span
 	var owner []struct {
 		table int
 		first int64
@@ -297,12 +317,12 @@ func (t *extTree) readInodes() error {
 	for i := range byOff {
 		byOff[i] = i
 	}
-	slices.SortFunc(byOff, func(a, b int) int { return cmpInt64(t.tables[a].off, t.tables[b].off) })
+	slices.SortFunc(byOff, func(a, b int) int { return cmpInt64(t.tables[a].Off, t.tables[b].Off) })
 	for _, ti := range byOff {
 		it := t.tables[ti]
 		for k := int64(0); k < it.used; k += per {
 			n := min(per, it.used-k)
-			spans = append(spans, span{it.off + k*l.inodeSize, n * l.inodeSize})
+			spans = append(spans, Span{it.Off + k*l.inodeSize, n * l.inodeSize})
 			owner = append(owner, struct {
 				table int
 				first int64
@@ -326,7 +346,7 @@ func (t *extTree) readInodes() error {
 }
 
 // inode parses one raw inode into slot idx.
-func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
+func (t *Tree) inode(idx int64, ino uint32, raw []byte) error {
 	mode, links := le16(raw, 0x00), le16(raw, 0x1A)
 	if mode == 0 || links == 0 {
 		return nil // free
@@ -379,7 +399,7 @@ func (t *extTree) inode(idx int64, ino uint32, raw []byte) error {
 // (EFSCORRUPTED, EFSBADCRC): lstat fails on it, so the walk must not list
 // it, nor a reader read it: a bad i_extra_isize, a negative size, a
 // checksum mismatch under metadata_csum, or what igetOK refuses.
-func (t *extTree) igetRefuses(ino uint32, raw []byte, flags, size int64) bool {
+func (t *Tree) igetRefuses(ino uint32, raw []byte, flags, size int64) bool {
 	extra := int64(0)
 	if len(raw) > 128 {
 		extra = le16(raw, 0x80)
@@ -404,7 +424,7 @@ const (
 // type or the filesystem's features do not allow. Where the kernel's test
 // needs more than the scan reads, it refuses: at least as strict as the
 // kernel.
-func (t *extTree) igetOK(raw []byte, mode uint16, flags, size int64) bool {
+func (t *Tree) igetOK(raw []byte, mode uint16, flags, size int64) bool {
 	acl := le32(raw, 0x68)
 	if t.l.incompat&incompat64bit != 0 {
 		acl |= le16(raw, 0x76) << 32
@@ -450,19 +470,19 @@ func (t *extTree) igetOK(raw []byte, mode uint16, flags, size int64) bool {
 // blockOK reports whether n blocks from p are blocks an inode may name, as
 // ext4_inode_block_valid checks them: inside the filesystem, past its
 // first data block, outside the system zone.
-func (t *extTree) blockOK(p, n int64) bool {
+func (t *Tree) blockOK(p, n int64) bool {
 	if !(p > t.l.firstData && n > 0 && p+n > p && p+n <= t.l.blocks) {
 		return false
 	}
 	// The first zone ending past p: it must start at or past p+n.
-	i, _ := slices.BinarySearchFunc(t.zone, p, func(z span, p int64) int { return cmpInt64(z.off+z.n, p+1) })
-	return i == len(t.zone) || t.zone[i].off >= p+n
+	i, _ := slices.BinarySearchFunc(t.zone, p, func(z Span, p int64) int { return cmpInt64(z.Off+z.N, p+1) })
+	return i == len(t.zone) || t.zone[i].Off >= p+n
 }
 
 // systemZone sorts and merges the layout's system zone and adds the
 // journal inode's blocks to it, as the kernel does (the journal inode
 // itself is never named by a directory: its own check does not matter).
-func (t *extTree) systemZone() error {
+func (t *Tree) systemZone() error {
 	l := t.l
 	z := slices.Clone(l.sysZone)
 	if l.compat&0x4 != 0 {
@@ -489,15 +509,15 @@ func (t *extTree) systemZone() error {
 				return fmt.Errorf("%w (journal inode %d)", err, jino)
 			}
 			for _, r := range d.runs {
-				z = append(z, span{r.pblk, r.n})
+				z = append(z, Span{r.pblk, r.n})
 			}
 		}
 	}
-	slices.SortFunc(z, func(a, b span) int { return cmpInt64(a.off, b.off) })
-	var merged []span
+	slices.SortFunc(z, func(a, b Span) int { return cmpInt64(a.Off, b.Off) })
+	var merged []Span
 	for _, s := range z {
-		if k := len(merged) - 1; k >= 0 && s.off <= merged[k].off+merged[k].n {
-			merged[k].n = max(merged[k].n, s.off+s.n-merged[k].off)
+		if k := len(merged) - 1; k >= 0 && s.Off <= merged[k].Off+merged[k].N {
+			merged[k].N = max(merged[k].N, s.Off+s.N-merged[k].Off)
 			continue
 		}
 		merged = append(merged, s)
@@ -510,7 +530,7 @@ func (t *extTree) systemZone() error {
 // it hands out the inode (ext4_ext_check_inode, ext4_ind_check_inode):
 // lstat fails with EFSCORRUPTED on an inode that does not pass, so the
 // scan must not list it. It is at least as strict as the kernel.
-func (t *extTree) iblockOK(ib []byte, flags int64) bool {
+func (t *Tree) iblockOK(ib []byte, flags int64) bool {
 	if flags&inodeExtents == 0 {
 		for i := 0; i < 60; i += 4 {
 			if p := le32(ib, i); p != 0 && !t.blockOK(p, 1) {
@@ -552,7 +572,7 @@ func (t *extTree) iblockOK(ib []byte, flags int64) bool {
 // inodeCsumOK checks an inode's metadata_csum checksum as the kernel does
 // (ext4_inode_csum): the seed, the inode number and generation, then the
 // inode with its checksum fields as zeros.
-func (t *extTree) inodeCsumOK(ino uint32, raw []byte, extra int64) bool {
+func (t *Tree) inodeCsumOK(ino uint32, raw []byte, extra int64) bool {
 	var b4 [4]byte
 	binary.LittleEndian.PutUint32(b4[:], ino)
 	c := crc32cRaw(t.seed, b4[:])
@@ -582,7 +602,7 @@ func (t *extTree) inodeCsumOK(ino uint32, raw []byte, extra int64) bool {
 
 // lookup returns the inode slot of ino, or nil if it lies outside the
 // used inode tables.
-func (t *extTree) lookup(ino uint32) *extInode {
+func (t *Tree) lookup(ino uint32) *Inode {
 	if ino == 0 || int64(ino) > t.l.inodes {
 		return nil
 	}
@@ -599,7 +619,7 @@ func (t *extTree) lookup(ino uint32) *extInode {
 
 // block reads one filesystem block (an extent index or leaf, an indirect
 // block), bounded in count over the whole scan.
-func (t *extTree) block(p int64) ([]byte, error) {
+func (t *Tree) block(p int64) ([]byte, error) {
 	if !t.blockOK(p, 1) {
 		return nil, scanErr("block %d outside the filesystem or in its metadata", p)
 	}
@@ -615,7 +635,7 @@ func (t *extTree) block(p int64) ([]byte, error) {
 
 // mapDirs finds every directory's blocks: its extent tree, or its block
 // map with the indirect blocks it needs, up to its size.
-func (t *extTree) mapDirs() error {
+func (t *Tree) mapDirs() error {
 	bs := t.l.blockSize
 	budget := min(scanMaxDirBytes/bs, t.l.blocks) // no more directory blocks than the filesystem has
 	for i := range t.dirs {
@@ -654,15 +674,15 @@ func (d *extDir) add(lblk, pblk, n int64) error {
 // blockMapper maps one inode's blocks into d.runs, reading its extent
 // index or indirect blocks through block.
 type blockMapper struct {
-	t     *extTree
+	t     *Tree
 	d     *extDir
 	block func(p int64) ([]byte, error)
 	holes bool // unwritten extents map as holes (a file's); else they refuse it (a directory's)
 }
 
 // mapBlocks maps the first nb blocks of d (flags: its inode flags) for the
-// scan, which reads its index blocks within one budget (extTree.block).
-func (t *extTree) mapBlocks(d *extDir, flags, nb int64) error {
+// scan, which reads its index blocks within one budget (Tree.block).
+func (t *Tree) mapBlocks(d *extDir, flags, nb int64) error {
 	return (&blockMapper{t: t, d: d, block: t.block}).mapInode(flags, nb)
 }
 
@@ -729,7 +749,7 @@ func (m *blockMapper) extents(b []byte, limit, nb int64) error {
 // its parent expects, and under metadata_csum its checksum (crc32c over
 // the seed, the inode number and generation, and the block up to its
 // tail). Readdir fails on a block that does not pass.
-func (t *extTree) extentBlockOK(d *extDir, b []byte, depth int64) error {
+func (t *Tree) extentBlockOK(d *extDir, b []byte, depth int64) error {
 	entries, limit := le16(b, 2), le16(b, 4)
 	if le16(b, 0) != extentMagic || le16(b, 6) != depth || limit == 0 || limit > (int64(len(b))-12)/12 || entries > limit || entries == 0 && depth > 0 {
 		return scanErr("bad extent header in an extent block")
@@ -824,7 +844,7 @@ func (m *blockMapper) blockMap(nb int64) error {
 
 // readDirs reads every directory's blocks in disk order and parses their
 // entries.
-func (t *extTree) readDirs() error {
+func (t *Tree) readDirs() error {
 	bs := t.l.blockSize
 	type piece struct {
 		dir int32
@@ -840,9 +860,9 @@ func (t *extTree) readDirs() error {
 		}
 	}
 	slices.SortFunc(pieces, func(a, b piece) int { return cmpInt64(a.run.pblk, b.run.pblk) })
-	spans := make([]span, len(pieces))
+	spans := make([]Span, len(pieces))
 	for i, p := range pieces {
-		spans[i] = span{p.run.pblk * bs, p.run.n * bs}
+		spans[i] = Span{p.run.pblk * bs, p.run.n * bs}
 	}
 	return t.readSpans(spans, func(i int, b []byte) error {
 		t.DirBytes += int64(len(b))
@@ -858,7 +878,7 @@ func (t *extTree) readDirs() error {
 
 // dirBlock parses one directory block's entries as the kernel's
 // ext4_check_dir_entry accepts them.
-func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
+func (t *Tree) dirBlock(dir int32, lblk int64, b []byte) error {
 	bs := int64(len(b))
 	if d := &t.dirs[dir]; t.indexed(d) && (lblk == 0 || le32(b, 0) == 0 && le16(b, 4) == bs%65536) {
 		// Perhaps an htree root or node: kept for checkIndex.
@@ -940,8 +960,8 @@ func (t *extTree) dirBlock(dir int32, lblk int64, b []byte) error {
 
 // check makes sure every entry names a live inode the scan read, of a type
 // lstat knows, and groups the entries by directory in stored order.
-func (t *extTree) check() error {
-	if _, ok := t.dirOf[extRootInodeNo]; !ok {
+func (t *Tree) check() error {
+	if _, ok := t.dirOf[RootIno]; !ok {
 		return scanErr("no root directory")
 	}
 	for i := range t.dirs {
@@ -956,14 +976,14 @@ func (t *extTree) check() error {
 		e := &t.ents[i]
 		in := t.lookup(e.child)
 		switch {
-		case e.child != extRootInodeNo && (int64(e.child) < t.l.firstIno || slices.Contains(t.l.special[:], e.child)):
+		case e.child != RootIno && (int64(e.child) < t.l.firstIno || slices.Contains(t.l.special[:], e.child)):
 			// ext4_lookup and ext4_iget refuse to hand such an inode to lstat.
 			return scanErr("directory inode %d: entry %q names reserved inode %d", t.dirs[e.dir].ino, t.name(e), e.child)
 		case in == nil || in.flags&inodeScanned == 0:
 			return scanErr("directory inode %d: entry %q names inode %d, which is not in use", t.dirs[e.dir].ino, t.name(e), e.child)
 		case in.flags&inodeRefused != 0:
 			return scanErr("inode %d: checksum mismatch or bad fields", e.child)
-		case typeOfMode(in.mode) == 0:
+		case !knownType(in.mode):
 			return scanErr("inode %d: mode %#o", e.child, in.mode)
 		}
 		if in.mode&modeTypeMask == modeDir {
@@ -1016,42 +1036,33 @@ func entOrder(a, b extEnt) int {
 	return int(a.offset - b.offset)
 }
 
-func (t *extTree) name(e *extEnt) []byte { return t.names[e.nameOff : e.nameOff+uint32(e.nameLen)] }
+func (t *Tree) name(e *extEnt) []byte { return t.names[e.nameOff : e.nameOff+uint32(e.nameLen)] }
 
-// typeOfMode is find's %y letter of an inode mode, 0 if none.
-func typeOfMode(mode uint16) byte {
+// knownType reports whether an inode mode is of a type lstat knows: a
+// regular file, directory, symlink, block or character device, FIFO or
+// socket (find's %y f d l b c p s).
+func knownType(mode uint16) bool {
 	switch mode & modeTypeMask {
-	case 0x8000:
-		return TypeFile
-	case modeDir:
-		return TypeDir
-	case 0xA000:
-		return TypeSymlink
-	case 0x6000:
-		return TypeBlock
-	case 0x2000:
-		return TypeChar
-	case 0x1000:
-		return TypeFIFO
-	case 0xC000:
-		return TypeSocket
+	case 0x8000, modeDir, 0xA000, 0x6000, 0x2000, 0x1000, 0xC000:
+		return true
 	}
-	return 0
+	return false
 }
 
-// walkTree calls fn for every entry below the root, depth first, each
+// Walk calls fn for every entry below the root, depth first, each
 // directory's entries in stored order, with the path relative to the root
 // ("name", "dir/name"). A directory reached a second time (a hardlinked
 // directory: damage) ends the walk with an error before fn sees it, so
-// nothing is listed twice; callers run it once dry (fn nil) to know.
-func (t *extTree) walkTree(fn func(rel []byte, ino uint32, in *extInode) error) error {
+// nothing is listed twice; callers run it once dry (fn nil) to know. An
+// error from fn ends the walk and is returned.
+func (t *Tree) Walk(fn func(rel []byte, ino uint32, in *Inode) error) error {
 	seen := make([]bool, len(t.dirs))
 	type frame struct {
 		dir  int32
 		next int32 // index into the directory's entries
 		plen int   // path length before this directory's own name
 	}
-	root := t.dirOf[extRootInodeNo]
+	root := t.dirOf[RootIno]
 	seen[root] = true
 	stack := []frame{{dir: root}}
 	var path []byte
@@ -1093,7 +1104,7 @@ func (t *extTree) walkTree(fn func(rel []byte, ino uint32, in *extInode) error) 
 const compatDirIndex = 0x20
 
 // indexed reports whether the kernel reads d through its hash tree.
-func (t *extTree) indexed(d *extDir) bool {
+func (t *Tree) indexed(d *extDir) bool {
 	return t.l.compat&compatDirIndex != 0 && d.flags&inodeIndexDir != 0
 }
 
@@ -1102,7 +1113,7 @@ func (t *extTree) indexed(d *extDir) bool {
 // an indexed directory through its index, the scan reads its blocks in
 // order, and the two agree only then. Anything else refuses the scan (the
 // kernel then says what it makes of the directory).
-func (t *extTree) checkIndex(d *extDir) error {
+func (t *Tree) checkIndex(d *extDir) error {
 	bs := t.l.blockSize
 	root, ok := d.dx[0]
 	if !ok {
@@ -1209,7 +1220,7 @@ func (t *extTree) checkIndex(d *extDir) error {
 // dxCsumOK checks an htree block's dx_tail (ext4_dx_csum): crc32c over the
 // seed, the inode number and generation, the block up to its last entry,
 // the tail's reserved word and its checksum field as zeros.
-func (t *extTree) dxCsumOK(d *extDir, b []byte, off, count, limit int64) bool {
+func (t *Tree) dxCsumOK(d *extDir, b []byte, off, count, limit int64) bool {
 	tail := off + 8*limit
 	if tail+8 > int64(len(b)) {
 		return false

@@ -1,8 +1,7 @@
-package enumerate
+package extfs
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -11,66 +10,25 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/HRDAG/ntt/internal/testenv"
+	"github.com/HRDAG/ntt/internal/extfs/extfstest"
 	"github.com/HRDAG/ntt/internal/testimg"
 	"github.com/stretchr/testify/require"
 )
 
-// prefetchTree has directories of one block, and one ("big") of 700 long
-// names: tens of blocks, an htree on ext4, an indirect block on ext2 with
-// 1 KiB blocks.
-func prefetchTree(spec testimg.Spec) (testimg.Spec, []string) {
-	dirs := []string{"/", "/lost+found", "/big"}
-	spec.Entries = append(spec.Entries, testimg.Entry{Path: "big", Kind: testimg.Dir})
-	for i := range 700 {
-		spec.Entries = append(spec.Entries, testimg.Entry{Path: fmt.Sprintf("big/a-rather-long-file-name-%04d", i), Kind: testimg.File})
-	}
-	for d := range 12 {
-		for s := range 2 {
-			dir := fmt.Sprintf("d%02d/s%d", d, s)
-			if s == 0 {
-				dirs = append(dirs, fmt.Sprintf("/d%02d", d))
-			}
-			dirs = append(dirs, "/"+dir)
-			for f := range 30 {
-				spec.Entries = append(spec.Entries, testimg.Entry{Path: fmt.Sprintf("%s/f%02d", dir, f), Kind: testimg.File, Data: []byte{byte(f)}})
-			}
-		}
-	}
-	return spec, dirs
-}
-
-var prefetchSpecs = []struct {
-	name string
-	spec testimg.Spec
-}{
-	{"ext4", testimg.Spec{}},
-	{"ext4-no-csum", testimg.Spec{Features: []string{"^metadata_csum", "^uninit_bg"}}},
-	{"ext2-1k", testimg.Spec{FSType: "ext2", BlockSize: 1024}},
-}
-
-// buildPrefetchImage builds prefetchTree on spec and reads its layout.
-func buildPrefetchImage(t *testing.T, spec testimg.Spec) (img string, dirs []string, l *extLayout) {
+// buildPrefetchImage builds extfstest.PrefetchTree on spec and reads its
+// layout.
+func buildPrefetchImage(t *testing.T, spec testimg.Spec) (img string, dirs []string, l *Layout) {
 	t.Helper()
-	spec, dirs = prefetchTree(spec)
+	spec, dirs = extfstest.PrefetchTree(spec)
 	img = testimg.Build(t, spec)
 	f, err := os.Open(img)
 	require.NoError(t, err)
 	defer f.Close()
 	fi, err := f.Stat()
 	require.NoError(t, err)
-	l, err = readExtLayout(f, fi.Size())
+	l, err = ReadLayout(f, fi.Size())
 	require.NoError(t, err)
 	return img, dirs, l
-}
-
-func requireE2fsTools(t testing.TB) {
-	t.Helper()
-	for _, tool := range []string{"mkfs.ext4", "dumpe2fs", "debugfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.SkipOrFail(t, tool+" not found (scripts/deps.sh installs e2fsprogs)")
-		}
-	}
 }
 
 var (
@@ -85,10 +43,10 @@ var (
 // directory: all of them, except the blocks an ext2 indirect block points
 // to (the indirect block itself is read ahead, not followed).
 func TestExtLayoutMatchesE2fsprogs(t *testing.T) {
-	requireE2fsTools(t)
-	for _, tc := range prefetchSpecs {
-		t.Run(tc.name, func(t *testing.T) {
-			img, dirs, l := buildPrefetchImage(t, tc.spec)
+	extfstest.RequireE2fsTools(t)
+	for _, tc := range extfstest.PrefetchLayouts {
+		t.Run(tc.Name, func(t *testing.T) {
+			img, dirs, l := buildPrefetchImage(t, tc.Spec)
 			f, err := os.Open(img)
 			require.NoError(t, err)
 			defer f.Close()
@@ -103,7 +61,7 @@ func TestExtLayoutMatchesE2fsprogs(t *testing.T) {
 			require.Equal(t, isz, l.inodeSize)
 			csum := strings.Contains(field(text, "Filesystem features"), "metadata_csum") ||
 				strings.Contains(field(text, "Filesystem features"), "uninit_bg")
-			require.Equal(t, tc.name != "ext4-no-csum" && tc.name != "ext2-1k", csum, "the specs cover both kinds")
+			require.Equal(t, tc.Name != "ext4-no-csum" && tc.Name != "ext2-1k", csum, "the specs cover both kinds")
 			var want []itable
 			groups := groupRE.FindAllStringSubmatchIndex(text, -1)
 			require.NotEmpty(t, groups)
@@ -128,22 +86,22 @@ func TestExtLayoutMatchesE2fsprogs(t *testing.T) {
 					used -= n
 				}
 				if used > 0 {
-					want = append(want, itable{span{start * bs, (used*isz + bs - 1) / bs * bs}, uint64(num*ipg + 1), used})
+					want = append(want, itable{Span{start * bs, (used*isz + bs - 1) / bs * bs}, uint64(num*ipg + 1), used})
 				}
 			}
-			slices.SortFunc(want, func(a, b itable) int { return cmpInt64(a.off, b.off) })
+			slices.SortFunc(want, func(a, b itable) int { return cmpInt64(a.Off, b.Off) })
 			require.Equal(t, want, l.itables)
 
 			// Directory blocks: ours, from the inode tables, against debugfs.
 			ours := map[int64]bool{}
 			for _, it := range l.itables {
-				buf := make([]byte, it.n)
-				_, err := f.ReadAt(buf, it.off)
+				buf := make([]byte, it.N)
+				_, err := f.ReadAt(buf, it.Off)
 				require.NoError(t, err)
-				for _, s := range l.dirSpans(buf, nil) {
-					require.Zero(t, s.off%bs)
-					require.Zero(t, s.n%bs)
-					for b := s.off / bs; b < (s.off+s.n)/bs; b++ {
+				for _, s := range l.DirSpans(buf, nil) {
+					require.Zero(t, s.Off%bs)
+					require.Zero(t, s.N%bs)
+					for b := s.Off / bs; b < (s.Off+s.N)/bs; b++ {
 						ours[b] = true
 					}
 				}
@@ -160,7 +118,7 @@ func TestExtLayoutMatchesE2fsprogs(t *testing.T) {
 					theirs[b] = true
 					// ext2: blocks 0-11 are direct, the 13th listed is the
 					// indirect block, the rest hang off it.
-					if !(tc.name == "ext2-1k" && d == "/big" && k > 12) {
+					if !(tc.Name == "ext2-1k" && d == "/big" && k > 12) {
 						require.True(t, ours[b], "%s block %d (#%d) not read ahead", d, b, k)
 					}
 				}
@@ -182,7 +140,7 @@ func field(dump, name string) string {
 }
 
 // FuzzExtLayout: whatever the superblock, group descriptors and inodes
-// say, readExtLayout and dirSpans neither panic nor give a range outside
+// say, ReadLayout and DirSpans neither panic nor give a range outside
 // the device, and inode-table ranges are whole blocks that do not overlap
 // (so that what the prefetcher reads is bounded by the device size).
 func FuzzExtLayout(f *testing.F) {
@@ -191,8 +149,8 @@ func FuzzExtLayout(f *testing.F) {
 		// first inode table follows its descriptors), cut after the first
 		// inode table's used part: superblock, descriptors and inodes in a
 		// few tens of KiB the fuzzer can mutate quickly.
-		for _, tc := range prefetchSpecs {
-			spec, _ := prefetchTree(tc.spec)
+		for _, tc := range extfstest.PrefetchLayouts {
+			spec, _ := extfstest.PrefetchTree(tc.Spec)
 			spec.Entries = spec.Entries[:40]
 			spec.BlockSize, spec.Size, spec.Inodes = 1024, 4<<20, 128
 			spec.Features = append(slices.Clone(spec.Features), "^flex_bg", "^has_journal")
@@ -201,20 +159,20 @@ func FuzzExtLayout(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			l, err := readExtLayout(bytes.NewReader(b), int64(len(b)))
+			l, err := ReadLayout(bytes.NewReader(b), int64(len(b)))
 			if err != nil {
 				f.Fatal(err)
 			}
-			if cut := l.itables[0].off + l.itables[0].n; cut <= 128<<10 {
+			if cut := l.itables[0].Off + l.itables[0].N; cut <= 128<<10 {
 				f.Add(b[:cut])
 			} else {
-				f.Fatalf("%s: seed of %d bytes", tc.name, cut)
+				f.Fatalf("%s: seed of %d bytes", tc.Name, cut)
 			}
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		l, err := readExtLayout(bytes.NewReader(data), size)
+		l, err := ReadLayout(bytes.NewReader(data), size)
 		if err != nil {
 			return
 		}
@@ -223,17 +181,17 @@ func FuzzExtLayout(f *testing.F) {
 		}
 		var total int64
 		for i, it := range l.itables {
-			if i > 0 && it.off < l.itables[i-1].off+l.itables[i-1].n {
+			if i > 0 && it.Off < l.itables[i-1].Off+l.itables[i-1].N {
 				t.Fatalf("inode tables %+v and %+v overlap", l.itables[i-1], it)
 			}
-			if it.off < 0 || it.n <= 0 || it.off+it.n > size || it.off%l.blockSize != 0 || it.n%l.blockSize != 0 {
+			if it.Off < 0 || it.N <= 0 || it.Off+it.N > size || it.Off%l.blockSize != 0 || it.N%l.blockSize != 0 {
 				t.Fatalf("inode table range %+v on a %d-byte device", it, size)
 			}
-			total += it.n
-			var spans []span
-			spans = l.dirSpans(data[it.off:it.off+it.n], spans)
+			total += it.N
+			var spans []Span
+			spans = l.DirSpans(data[it.Off:it.Off+it.N], spans)
 			for _, s := range spans {
-				if s.off <= 0 || s.n <= 0 || s.off+s.n > l.blocks*l.blockSize {
+				if s.Off <= 0 || s.N <= 0 || s.Off+s.N > l.blocks*l.blockSize {
 					t.Fatalf("directory range %+v past %d blocks", s, l.blocks)
 				}
 			}

@@ -1,4 +1,4 @@
-package enumerate
+package extfs
 
 import "math/bits"
 

@@ -1,4 +1,4 @@
-package enumerate
+package extfs
 
 import (
 	"bytes"
@@ -9,27 +9,27 @@ import (
 	"github.com/HRDAG/ntt/imagefs"
 )
 
-// ExtFiles reads the regular files of an ext2/3/4 filesystem straight from
-// its device: names resolved in the tree the direct scan read (extscan.go),
+// Files reads the regular files of an ext2/3/4 filesystem straight from
+// its device: names resolved in the tree the direct scan read (scan.go),
 // content read by each inode's extents or block map. The copier reads a
-// mounted medium's files through it (OpenExtMount), where the walk reads
-// its tree. Its methods may be called concurrently.
-type ExtFiles struct {
-	t      *extTree
+// mounted medium's files through it (OpenMount), where enumerate's walk
+// reads its tree. Its methods may be called concurrently.
+type Files struct {
+	t      *Tree
 	r      io.ReaderAt
 	size   int64
 	byName []int32 // per directory, indexes into t.ents sorted by name
-	dev    uint64  // OpenExtMount: the mount's st_dev
+	dev    uint64  // OpenMount: the mount's st_dev
 }
 
-// ScanExtFiles scans the ext filesystem on r (size bytes) for reading
+// ScanFiles scans the ext filesystem on r (size bytes) for reading
 // its files. It refuses what the scan refuses, features it does not read
 // files under (bigalloc, snapshots, shared blocks, …), and a filesystem
 // with more than maxInodes inodes in use (0: the scan's own bound; without
 // uninit_bg or metadata_csum, every inode of a table counts): what it
 // keeps takes about 60 bytes per entry.
-func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes int64) (*ExtFiles, error) {
-	l, err := readExtLayout(r, size)
+func ScanFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes int64) (*Files, error) {
+	l, err := ReadLayout(r, size)
 	if err != nil {
 		return nil, scanErr("%v", err)
 	}
@@ -44,7 +44,7 @@ func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInode
 	if err != nil {
 		return nil, err
 	}
-	if err := t.walkTree(nil); err != nil {
+	if err := t.Walk(nil); err != nil {
 		return nil, err
 	}
 	const fileROCompat = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x100 | 0x400 | 0x1000 | 0x2000 | 0x8000 | 0x10000
@@ -52,7 +52,7 @@ func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInode
 		return nil, scanErr("read-only-compatible features %#x", t.l.roCompat&^fileROCompat)
 	}
 	t.buf = nil
-	x := &ExtFiles{t: t, r: r, size: size, byName: make([]int32, len(t.ents))}
+	x := &Files{t: t, r: r, size: size, byName: make([]int32, len(t.ents))}
 	for i := range x.byName {
 		x.byName[i] = int32(i)
 	}
@@ -65,15 +65,15 @@ func ScanExtFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInode
 }
 
 // DeviceSize is the size of the device the filesystem was scanned on.
-func (x *ExtFiles) DeviceSize() int64 { return x.size }
+func (x *Files) DeviceSize() int64 { return x.size }
 
-// MountDev is the st_dev of the mount OpenExtMount opened (0 otherwise).
-func (x *ExtFiles) MountDev() uint64 { return x.dev }
+// MountDev is the st_dev of the mount OpenMount opened (0 otherwise).
+func (x *Files) MountDev() uint64 { return x.dev }
 
 // child finds name in directory d: its entry, or nil when it is absent or
 // the directory holds it more than once (damage the kernel would resolve
 // its own way).
-func (x *ExtFiles) child(d *extDir, name string) *extEnt {
+func (x *Files) child(d *extDir, name string) *extEnt {
 	s := x.byName[d.first : d.first+d.count]
 	want := []byte(name)
 	i, ok := slices.BinarySearchFunc(s, want, func(e int32, want []byte) int {
@@ -90,9 +90,9 @@ func (x *ExtFiles) child(d *extDir, name string) *extEnt {
 // the inode number and size of the regular file it names; ok is false
 // when any component is missing, not a directory (a symlink), in a
 // case-folded directory, or the last is not a regular file.
-func (x *ExtFiles) LookupFile(rel string) (ino uint32, size int64, ok bool) {
+func (x *Files) LookupFile(rel string) (ino uint32, size int64, ok bool) {
 	t := x.t
-	d := &t.dirs[t.dirOf[extRootInodeNo]]
+	d := &t.dirs[t.dirOf[RootIno]]
 	for {
 		if d.flags&inodeCasefold != 0 {
 			return 0, 0, false
@@ -137,7 +137,7 @@ const fileRefusedFlags = inodeEncrypt | inodeInline | inodeEAInode | 0x4 /* comp
 // whose checksum or fields do not check out, flags it does not follow, an
 // extent tree or block map that leaves the filesystem, goes back or
 // overlaps. The caller then reads the file the kernel's way.
-func (x *ExtFiles) FileRuns(ino uint32) (size int64, runs []imagefs.Run, err error) {
+func (x *Files) FileRuns(ino uint32) (size int64, runs []imagefs.Run, err error) {
 	t := x.t
 	l := t.l
 	in := t.lookup(ino)
@@ -147,7 +147,7 @@ func (x *ExtFiles) FileRuns(ino uint32) (size int64, runs []imagefs.Run, err err
 	g, k := int64(ino-1)/l.inodesPerGroup, int64(ino-1)%l.inodesPerGroup
 	it := t.tables[t.groupOf[g]]
 	raw := make([]byte, l.inodeSize)
-	if n, err := x.r.ReadAt(raw, it.off+k*l.inodeSize); n != len(raw) {
+	if n, err := x.r.ReadAt(raw, it.Off+k*l.inodeSize); n != len(raw) {
 		return 0, nil, fmt.Errorf("ext: reading inode %d: %w", ino, err)
 	}
 	mode, links, flags := le16(raw, 0), le16(raw, 0x1A), le32(raw, 0x20)
@@ -183,7 +183,7 @@ func (x *ExtFiles) FileRuns(ino uint32) (size int64, runs []imagefs.Run, err err
 
 // block reads one index or indirect block of a file, at most budget of
 // them (its own count: FileRuns is called concurrently).
-func (x *ExtFiles) block(p int64, budget *int64) ([]byte, error) {
+func (x *Files) block(p int64, budget *int64) ([]byte, error) {
 	t := x.t
 	if !t.blockOK(p, 1) {
 		return nil, scanErr("block %d outside the filesystem or in its metadata", p)

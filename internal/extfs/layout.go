@@ -1,4 +1,4 @@
-package enumerate
+package extfs
 
 import (
 	"encoding/binary"
@@ -7,25 +7,28 @@ import (
 	"slices"
 )
 
-// The ext2/3/4 layout the prefetcher needs: where each block group's inode
-// table lies and how much of it is in use, and which blocks hold the
-// directories whose inodes are found there. Only hints come out of it (a
-// wrong range costs a useless read, never a wrong record), but it reads a
-// medium's bytes like any parser: every count and offset is bounded by the
-// device size, nothing a superblock says makes it loop or allocate without
-// bound, and bytes it does not understand end the prefetch, not the walk.
+// The ext2/3/4 layout enumerate's prefetcher needs: where each block
+// group's inode table lies and how much of it is in use, and which blocks
+// hold the directories whose inodes are found there. Only hints come out
+// of it (a wrong range costs a useless read, never a wrong record), but it
+// reads a medium's bytes like any parser: every count and offset is
+// bounded by the device size, nothing a superblock says makes it loop or
+// allocate without bound, and bytes it does not understand end the
+// prefetch, not the walk.
 
-// span is a byte range of the device.
-type span struct{ off, n int64 }
+// Span is a byte range of the device: N bytes from byte offset Off.
+type Span struct{ Off, N int64 }
 
-type extLayout struct {
+// Layout is what an ext2/3/4 superblock and its group descriptors say:
+// the used inode tables, and what the scan checks besides.
+type Layout struct {
 	blockSize  int64
 	inodeSize  int64
 	blocks     int64 // blocks in the filesystem
 	itables    []itable
 	itableSize int64 // bytes of all used inode-table ranges
 
-	// What the direct reader (extscan.go) checks besides.
+	// What the direct reader (scan.go) checks besides.
 	compat, incompat, roCompat int64
 	inodes                     int64 // s_inodes_count
 	inodesPerGroup             int64
@@ -37,7 +40,7 @@ type extLayout struct {
 	special                    [4]uint32 // s_usr/grp/prj_quota_inum, s_orphan_file_inum: never named either
 	hashSeed                   [4]uint32 // s_hash_seed, for the htree's name hashes
 	flags                      int64     // s_flags: signed or unsigned name hashes
-	sysZone                    []span    // in blocks: superblocks, descriptors, bitmaps, inode tables (the kernel's system zone, less the journal)
+	sysZone                    []Span    // in blocks: superblocks, descriptors, bitmaps, inode tables (the kernel's system zone, less the journal)
 	itable0                    int64     // group 0's inode table, its first block
 	truncated                  bool      // the superblock counts blocks past the device's end
 	overlaps                   bool      // two groups' inode tables overlap: damage
@@ -45,9 +48,9 @@ type extLayout struct {
 
 // itable is the used part of one group's inode table.
 type itable struct {
-	span
+	Span
 	first uint64 // inode number of its first inode
-	used  int64  // inodes in use from first on (n rounds up to a block)
+	used  int64  // inodes in use from first on (N rounds up to a block)
 }
 
 var errNotExt = errors.New("not an ext2/3/4 filesystem")
@@ -56,9 +59,9 @@ var errNotExt = errors.New("not an ext2/3/4 filesystem")
 // of 64-byte descriptors, a 64 TiB ext4 with 128 MiB groups.
 const maxGDT = 32 << 20
 
-// readExtLayout reads the superblock and group descriptors of the ext
+// ReadLayout reads the superblock and group descriptors of the ext
 // filesystem on r, a device of size bytes.
-func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
+func ReadLayout(r io.ReaderAt, size int64) (*Layout, error) {
 	sb := make([]byte, 1024)
 	if _, err := r.ReadAt(sb, 1024); err != nil {
 		return nil, err
@@ -72,7 +75,7 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 	if logBlock > 6 {
 		return nil, errNotExt
 	}
-	l := &extLayout{blockSize: 1024 << logBlock, inodeSize: 128}
+	l := &Layout{blockSize: 1024 << logBlock, inodeSize: 128}
 	incompat, roCompat := le32(sb, 0x60), le32(sb, 0x64)
 	const (
 		incompat64bit  = 0x80
@@ -177,9 +180,9 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 		if g == 0 {
 			l.itable0 = start
 		}
-		l.sysZone = append(l.sysZone, span{bb, 1}, span{ib, 1}, span{start, itb})
+		l.sysZone = append(l.sysZone, Span{bb, 1}, Span{ib, 1}, Span{start, itb})
 		if hasSuper(g) {
-			l.sysZone = append(l.sysZone, span{firstData + g*perGroup, 1 + gdb + le16(sb, 0xCE)})
+			l.sysZone = append(l.sysZone, Span{firstData + g*perGroup, 1 + gdb + le16(sb, 0xCE)})
 		}
 		if lazy {
 			if le16(d, 0x12)&0x1 != 0 { // INODE_UNINIT
@@ -195,23 +198,36 @@ func readExtLayout(r io.ReaderAt, size int64) (*extLayout, error) {
 		if used == 0 || start <= 0 || start > l.blocks || n/l.blockSize > l.blocks-start { // start < 0: bit 63 of a 64-bit descriptor
 			continue
 		}
-		l.itables = append(l.itables, itable{span{start * l.blockSize, n}, uint64(g*inodesPerGroup + 1), used})
+		l.itables = append(l.itables, itable{Span{start * l.blockSize, n}, uint64(g*inodesPerGroup + 1), used})
 	}
 	// Tables that overlap are damage; keeping only the first of them bounds
 	// the bytes to read by the device size.
-	slices.SortFunc(l.itables, func(a, b itable) int { return cmpInt64(a.off, b.off) })
+	slices.SortFunc(l.itables, func(a, b itable) int { return cmpInt64(a.Off, b.Off) })
 	kept := l.itables[:0]
 	for _, t := range l.itables {
-		if len(kept) > 0 && t.off < kept[len(kept)-1].off+kept[len(kept)-1].n {
+		if len(kept) > 0 && t.Off < kept[len(kept)-1].Off+kept[len(kept)-1].N {
 			l.overlaps = true
 			continue
 		}
 		kept = append(kept, t)
-		l.itableSize += t.n
+		l.itableSize += t.N
 	}
 	l.itables = kept
 	return l, nil
 }
+
+// InodeTables is the used part of every group's inode table, in disk
+// order, none overlapping another: whole blocks on the device.
+func (l *Layout) InodeTables() []Span {
+	spans := make([]Span, len(l.itables))
+	for i, t := range l.itables {
+		spans[i] = t.Span
+	}
+	return spans
+}
+
+// InodeTableBytes is the size of InodeTables, all together.
+func (l *Layout) InodeTableBytes() int64 { return l.itableSize }
 
 func cmpInt64(a, b int64) int {
 	switch {
@@ -226,22 +242,22 @@ func cmpInt64(a, b int64) int {
 // maxDirSpans bounds the ranges taken from one directory inode.
 const maxDirSpans = 16
 
-// dirSpans appends the device ranges of the directory blocks named by the
+// DirSpans appends the device ranges of the directory blocks named by the
 // inodes in buf (a run of whole inodes from an inode table): for an extent
 // tree, its in-inode extents or, for a deeper tree, its first index blocks;
 // for a block map, its direct blocks and its indirect block. Inline
 // directories have no blocks. Block numbers past the filesystem are
 // dropped.
-func (l *extLayout) dirSpans(buf []byte, out []span) []span {
+func (l *Layout) DirSpans(buf []byte, out []Span) []Span {
 	le16 := func(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint16(b[o:])) }
 	le32 := func(b []byte, o int) int64 { return int64(binary.LittleEndian.Uint32(b[o:])) }
-	add := func(out []span, block, n int64) []span {
+	add := func(out []Span, block, n int64) []Span {
 		if block <= 0 || n <= 0 || block >= l.blocks || n > l.blocks-block {
 			return out
 		}
-		s := span{block * l.blockSize, n * l.blockSize}
-		if k := len(out) - 1; k >= 0 && out[k].off+out[k].n == s.off {
-			out[k].n += s.n
+		s := Span{block * l.blockSize, n * l.blockSize}
+		if k := len(out) - 1; k >= 0 && out[k].Off+out[k].N == s.Off {
+			out[k].N += s.N
 			return out
 		}
 		return append(out, s)
