@@ -264,3 +264,30 @@ func TestDeviceReadTamperedPathsFailAsMount(t *testing.T) {
 	require.Contains(t, errs[false]["/real/other"], "does not match the catalog")
 	require.Equal(t, errs[true], errs[false])
 }
+
+// The device is scanned in the background while the run prepares the
+// catalog: a run that fails meanwhile (here, a store that cannot be
+// opened) stops the scan and leaves no descriptor of the device open.
+func TestDeviceScanEndsWithTheRun(t *testing.T) {
+	testimg.RequireRoot(t)
+	f := newMedium(t, deviceSpec(testimg.Spec{}))
+	deviceFDs := func() (n int) {
+		fds, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		for _, fd := range fds {
+			if target, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); target == f.loop.Path {
+				n++
+			}
+		}
+		return n
+	}
+	before := deviceFDs() // the loop device's own, held by the fixture
+	o := f.options()
+	o.StoreRoot = filepath.Join(t.TempDir(), "not-a-directory")
+	require.NoError(t, os.WriteFile(o.StoreRoot, nil, 0o644))
+	for range 20 {
+		_, err := f.run(o)
+		require.ErrorContains(t, err, o.StoreRoot)
+		require.Equal(t, before, deviceFDs(), "descriptors open on the medium's device after the run")
+	}
+}

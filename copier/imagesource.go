@@ -94,13 +94,7 @@ func openMediumSource(ctx context.Context, o Options, h medium.Hash, log *slog.L
 			return nil, err
 		}
 		if !o.KernelOnly && o.Damage == nil {
-			why := s.openDevices()
-			for mp, em := range s.ext {
-				log.Info("reading files from the block device", "medium", h, "mount", mp, "device", em.dev.Name())
-			}
-			for _, w := range why {
-				log.Info("reading files through the mount", "medium", h, "why", w)
-			}
+			s.scanDevices(log, h)
 		}
 		return s, nil
 	}

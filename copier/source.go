@@ -1,6 +1,7 @@
 package copier
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,13 +62,15 @@ var (
 // partition's recorded offset. Anything else at pN is foreign: the paths
 // beneath it are path errors (ErrForeignMount), never opened.
 type source struct {
-	path    string
-	root    int
-	parts   map[string]mountDir
-	foreign map[string]string    // partition name → why it is not the medium's
-	dirs    dirCache             // directories files were opened in (dircache.go)
-	ext     map[string]*extMount // mount point → its device, when read from it (extsource.go)
-	isMount bool                 // the medium root is itself the mount (a single filesystem)
+	path     string
+	root     int
+	parts    map[string]mountDir
+	foreign  map[string]string    // partition name → why it is not the medium's
+	dirs     dirCache             // directories files were opened in (dircache.go)
+	ext      map[string]*extMount // mount point → its device, when read from it (extsource.go); set before extReady closes
+	extReady chan struct{}        // closed when the devices' scan is over (nil: no scan)
+	extStop  context.CancelFunc   // stops the scan
+	isMount  bool                 // the medium root is itself the mount (a single filesystem)
 }
 
 type mountDir struct {

@@ -27,8 +27,8 @@ type Files struct {
 // files under (bigalloc, snapshots, shared blocks, …), and a filesystem
 // with more than maxInodes inodes in use (0: the scan's own bound; without
 // uninit_bg or metadata_csum, every inode of a table counts): what it
-// keeps takes about 60 bytes per entry.
-func ScanFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes int64) (*Files, error) {
+// keeps takes about 60 bytes per entry. tick is as for Scan (nil: none).
+func ScanFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes int64, tick func() error) (*Files, error) {
 	l, err := ReadLayout(r, size)
 	if err != nil {
 		return nil, scanErr("%v", err)
@@ -40,7 +40,7 @@ func ScanFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes i
 	if maxInodes > 0 && used > maxInodes {
 		return nil, scanErr("%d inodes in use, more than %d", used, maxInodes)
 	}
-	t, err := scanLayout(l, r, advise, nil)
+	t, err := scanLayout(l, r, advise, tick)
 	if err != nil {
 		return nil, err
 	}

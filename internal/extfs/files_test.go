@@ -49,7 +49,7 @@ func TestExtFilesReadContent(t *testing.T) {
 			defer f.Close()
 			st, err := f.Stat()
 			require.NoError(t, err)
-			x, err := ScanFiles(f, st.Size(), nil, 0)
+			x, err := ScanFiles(f, st.Size(), nil, 0, nil)
 			require.NoError(t, err)
 			files := 0
 			for _, e := range spec.Entries {
@@ -76,7 +76,7 @@ func TestExtFilesReadContent(t *testing.T) {
 				files++
 			}
 			require.Equal(t, 6, files)
-			_, err = ScanFiles(f, st.Size(), nil, 8)
+			_, err = ScanFiles(f, st.Size(), nil, 8, nil)
 			require.ErrorIs(t, err, errScan, "more inodes in use than asked for")
 			for _, p := range []string{"sym/c/deep", "a/missing", "a", "a/small/x", "b/c"} {
 				_, _, ok := x.LookupFile(p)
@@ -116,7 +116,7 @@ func FuzzExtFiles(f *testing.F) {
 			if err != nil {
 				f.Fatal(err)
 			}
-			if _, err := ScanFiles(bytes.NewReader(b), int64(len(b)), nil, 0); err != nil {
+			if _, err := ScanFiles(bytes.NewReader(b), int64(len(b)), nil, 0, nil); err != nil {
 				f.Fatalf("%s: seed not read: %v", tc.Name, err)
 			}
 			f.Add(b)
@@ -124,7 +124,7 @@ func FuzzExtFiles(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		x, err := ScanFiles(bytes.NewReader(data), size, nil, 1<<20)
+		x, err := ScanFiles(bytes.NewReader(data), size, nil, 1<<20, nil)
 		if err != nil {
 			return
 		}

@@ -1,6 +1,7 @@
 package extfs
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,7 +63,8 @@ func RootDevice(root string, dev uint64, mounts []mountinfo.Entry) (*os.File, in
 // directory, nothing mounted beneath it, read-only at its superblock, at
 // most maxInodes inodes in use) for reading its files straight from its
 // block device, or says why it may not. The caller closes the device.
-func OpenMount(root string, maxInodes int64) (*Files, *os.File, string) {
+// Once ctx is done the scan stops, and OpenMount says so.
+func OpenMount(ctx context.Context, root string, maxInodes int64) (*Files, *os.File, string) {
 	var st unix.Stat_t
 	if err := unix.Stat(root, &st); err != nil {
 		return nil, nil, err.Error()
@@ -79,7 +81,7 @@ func OpenMount(root string, maxInodes int64) (*Files, *os.File, string) {
 		return nil, nil, why
 	}
 	fd := int(f.Fd())
-	x, err := ScanFiles(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, maxInodes)
+	x, err := ScanFiles(f, size, func(off, n int64) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) }, maxInodes, ctx.Err)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Sprintf("%s: %v", f.Name(), err)
