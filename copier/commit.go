@@ -66,7 +66,7 @@ type problem struct {
 // still marked is not recorded as copied but released, its blob id made
 // suspect in recorded, so that its next copy writes the blob itself
 // instead of trusting what is at its name.
-func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet) (lost int64, err error) {
+func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet) (lost int64, refusedN int, err error) {
 	b := &pgx.Batch{}
 	table := h.InodeTable()
 
@@ -228,11 +228,11 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 			recorded.refuse(refused)
 		}
 		if err == nil || attempt >= 4 || !transient(err) || ctx.Err() != nil {
-			return lost, err
+			return lost, len(refused), err
 		}
 		select {
 		case <-ctx.Done():
-			return 0, err
+			return 0, 0, err
 		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		}
 	}

@@ -3,10 +3,12 @@ package copier_test
 import (
 	"context"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/internal/testimg"
@@ -194,4 +196,37 @@ func TestDryRun(t *testing.T) {
 	assert.Zero(t, claimed)
 	assert.Positive(t, done) // the root directory and lost+found
 	_ = copier.DefaultStore
+}
+
+// The end of a run counts the files left while the tree's listing runs on
+// another connection. On a pool of two connections (one holds the worker
+// lock) it lists after the count instead, and still builds the whole tree;
+// a run that leaves files pending (Limit) builds none of it and does not
+// wait for the listing it sent.
+func TestTreeAfterTheCount(t *testing.T) {
+	f := newMedium(t, richSpec())
+	cfg, err := pgxpool.ParseConfig(f.url)
+	require.NoError(t, err)
+	cfg.MaxConns = 2
+	small, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(small.Close)
+
+	o := f.options()
+	o.Limit = 1
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := copier.Run(ctx, f.db, o)
+	require.NoError(t, err)
+	require.False(t, st.Complete)
+	require.Zero(t, st.TreeDirs+st.TreeSymlinks+st.TreeErrors, "no tree before the medium is complete")
+
+	o.Limit = 0
+	st, err = copier.Run(ctx, small, o)
+	require.NoError(t, err, "a pool of two connections")
+	require.True(t, st.Complete)
+	require.Positive(t, st.TreeDirs)
+	require.Positive(t, st.TreeSymlinks)
+	require.Zero(t, st.TreeErrors)
+	f.checkComplete()
 }

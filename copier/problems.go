@@ -2,7 +2,6 @@ package copier
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/HRDAG/ntt/internal/schema"
 )
@@ -24,21 +23,16 @@ var CleanRunResolves = []string{
 	"beyond_eof_detected", "copy_stalled", "corrupt_structure_confirmed", "high_error_rate", "io_errors_confirmed", "source_lost", "stale_mount",
 }
 
-// resolveProblems marks CleanRunResolves resolved if no file of the medium
-// is failed; the caller has checked that the run completed the medium
-// without a failed attempt. A failure to mark them is logged, not fatal:
-// the files are copied either way.
-func (r *run) resolveProblems(ctx context.Context) {
-	var failed bool
-	err := r.db.QueryRow(ctx, fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s
-		WHERE medium_hash = $1 AND status IN ('failed_retryable', 'failed_permanent'))`, r.h.InodeTable()), string(r.h)).Scan(&failed)
-	if err == nil && failed {
+// resolveProblems marks CleanRunResolves resolved unless a file of the
+// medium is failed; the caller has checked that the run completed the
+// medium without a failed attempt, and whether a file is failed
+// (leftAndFailed). A failure to mark them is logged, not fatal: the files
+// are copied either way.
+func (r *run) resolveProblems(ctx context.Context, failed bool) {
+	if failed {
 		return
 	}
-	var got []string
-	if err == nil {
-		got, err = schema.ResolveProblems(ctx, r.db, r.h, CleanRunResolves...)
-	}
+	got, err := schema.ResolveProblems(ctx, r.db, r.h, CleanRunResolves...)
 	if err != nil {
 		r.log.Warn("could not mark resolved problems", "medium", r.h, "err", err.Error())
 		return
