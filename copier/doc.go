@@ -234,6 +234,30 @@
 // as often, and AGAINST=HEAD gave 30.10, 23.47, 28.67 s against 25.85,
 // 24.00, 23.95 s on the deep tree: not taken while the RSS bound holds.
 //
+// The run's serial ends (2026-12-07, machine F, the wide bench tree on a
+// kept cluster, the phases read from the log's timestamps): before the
+// first claim, the device scan 0.40 s, the copier's indexes 0.47 s, the
+// worker lock and orphans 0.03 s, the count of files left 0.21 s; after
+// the last batch, 0.85 s for the claim that goes back to the start of the
+// medium (its pending index then a dead entry per copied row, each checked
+// against the heap), 0.21 s counting the files left, 0.12-0.19 s asking
+// whether any is failed, 0.2 s before the tree's listing's first row, then
+// 0.3 s of directories and symlinks and the sync: about 2.3 s of a 19 s
+// run with one core mostly idle. Now the scan runs while the catalog is
+// prepared (extsource.go), the claim goes back to the start only when
+// something may be pending behind it (nextBatch), one pass counts the
+// files left and the failed ones, and the tree's listing is sent before
+// that count (finish). The end phase (last batch to tree completed) took
+// 1.14, 1.69 and 1.43 s against 2.45, 2.45 and 1.88 s, alternating; the
+// start phase moved less than the noise of that hour (runs of the same
+// build 20-27 s apart). Measured and not taken in that hour: no advice
+// for the device's runs (the kernel's readahead on the device only),
+// 22.16-24.77 s against 23.25-24.51 s, nothing clear; fixed numbers of
+// workers against the tuner, whose limit wanders on 2 cores (2 to 6 and
+// back to 1 in one run): fixed 3 23.5 s (median of 4) against the
+// tuner's 25.0 s (4; 22.1-27.1 s in 8 runs), fixed 2, 4 and 5 20.6-27.7 s
+// (2 to 5 runs each): within that hour's noise, so the tuner stays.
+//
 // One large file gains nothing from any of this: it is one worker's
 // stream (worker.go) and its syncfs. On 2026-12-05 (load average 1 to 2),
 // the copier before the read-ahead and the tuner (7a5990b, one worker)
