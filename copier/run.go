@@ -990,6 +990,7 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 	if p, ok := r.errorRate(outs); ok {
 		problems = append(problems, p)
 	}
+	var refused int // copied inodes given back at commit: their blob is quarantined
 	if !r.o.DryRun {
 		ts := time.Now()
 		watch(watchSyncStart, strconv.Itoa(wid))
@@ -1012,7 +1013,6 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 		// The batch is recorded even after ctx is done: its blobs are
 		// stored. During an outage the outcomes wait here, in memory.
 		var lost int64
-		var refused int
 		err := r.catalog(ctx, "recording a batch", func(context.Context) (err error) {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 			defer cancel()
@@ -1024,13 +1024,11 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 			return res, err
 		}
 		res.Lost = lost
-		if res.Released > 0 || res.Failed > res.Skipped+res.GaveUp || refused > 0 {
-			r.mu.Lock()
-			r.gaveBack = true
-			r.mu.Unlock()
-		}
 	}
 	r.mu.Lock()
+	if !r.o.DryRun && (res.Released > 0 || res.Failed > res.Skipped+res.GaveUp || refused > 0) {
+		r.gaveBack = true // see nextBatch
+	}
 	for _, o := range outs {
 		delete(r.inflight, o.n.key())
 	}

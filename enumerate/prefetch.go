@@ -143,15 +143,11 @@ func (p *prefetcher) close(wait time.Duration) PrefetchResult {
 
 // device reads ahead on the ext filesystem of block device dev.
 func (p *prefetcher) device(dev uint64) error {
-	f, err := extfs.BlockDevice(dev)
+	f, size, err := extfs.BlockDevice(dev)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	size, err := f.Seek(0, 2)
-	if err != nil {
-		return err
-	}
 	l, err := extfs.ReadLayout(f, size)
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)

@@ -47,13 +47,8 @@ func RootDevice(root string, dev uint64, mounts []mountinfo.Entry) (*os.File, in
 	if !self.SuperReadOnly() {
 		return nil, 0, "its filesystem is mounted read-write"
 	}
-	f, err := BlockDevice(dev)
+	f, size, err := BlockDevice(dev)
 	if err != nil {
-		return nil, 0, err.Error()
-	}
-	size, err := f.Seek(0, 2)
-	if err != nil {
-		f.Close()
 		return nil, 0, err.Error()
 	}
 	return f, size, ""
@@ -90,11 +85,12 @@ func OpenMount(ctx context.Context, root string, maxInodes int64) (*Files, *os.F
 	return x, f, ""
 }
 
-// BlockDevice opens the block device whose number is dev, read only.
-func BlockDevice(dev uint64) (*os.File, error) {
+// BlockDevice opens the block device whose number is dev, read only, and
+// returns its size.
+func BlockDevice(dev uint64) (*os.File, int64, error) {
 	uevent, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/uevent", unix.Major(dev), unix.Minor(dev)))
 	if err != nil {
-		return nil, fmt.Errorf("no block device %d:%d", unix.Major(dev), unix.Minor(dev))
+		return nil, 0, fmt.Errorf("no block device %d:%d", unix.Major(dev), unix.Minor(dev))
 	}
 	var name string
 	for _, line := range strings.Split(string(uevent), "\n") {
@@ -103,16 +99,21 @@ func BlockDevice(dev uint64) (*os.File, error) {
 		}
 	}
 	if name == "" || strings.Contains(name, "..") {
-		return nil, fmt.Errorf("block device %d:%d has no name", unix.Major(dev), unix.Minor(dev))
+		return nil, 0, fmt.Errorf("block device %d:%d has no name", unix.Major(dev), unix.Minor(dev))
 	}
 	f, err := os.OpenFile("/dev/"+name, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK || st.Rdev != dev {
 		f.Close()
-		return nil, fmt.Errorf("/dev/%s is not block device %d:%d", name, unix.Major(dev), unix.Minor(dev))
+		return nil, 0, fmt.Errorf("/dev/%s is not block device %d:%d", name, unix.Major(dev), unix.Minor(dev))
 	}
-	return f, nil
+	size, err := f.Seek(0, 2)
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, size, nil
 }
