@@ -48,8 +48,9 @@
 #        BUILD_ONLY=1 builds the images and stops; PERF=1 records the whole
 #        machine with perf during the copier's tree runs, to BENCH/perf-SHAPE.data;
 #        PGSS=1 loads pg_stat_statements and writes the copier's 15 costliest
-#        statements of the last tree run (and the inode partition's updates,
-#        HOT ones, pages) to BENCH/pgss-SHAPE.txt;
+#        statements of the last tree run (and the time they waited on block
+#        reads, track_io_timing; the inode partition's updates, HOT ones,
+#        pages) to BENCH/pgss-SHAPE.txt;
 #        AGAINST=REV compares two builds of the copier on the trees: the
 #        ntt-copier of git revision REV (git archive REV, built apart) takes
 #        cp -a's place in each alternating run, and the ratio printed is the
@@ -357,7 +358,7 @@ chown postgres: "$PGDIR"
 log "starting a throwaway PostgreSQL cluster in $PGDIR"
 runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" --auth=trust -U postgres -E UTF8 --locale=C >/dev/null
 PGSS_OPT=""
-[[ -n ${PGSS:-} ]] && PGSS_OPT="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+[[ -n ${PGSS:-} ]] && PGSS_OPT="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c track_io_timing=on"
 runuser -u postgres -- "$PGBIN/pg_ctl" start -w -D "$PGDIR/data" -l "$PGDIR/server.log" \
 	-o "-c listen_addresses='' -c unix_socket_directories='$PGDIR' -c max_connections=200 $PGSS_OPT" >/dev/null
 URL="postgres://postgres@/bench?host=$PGDIR&sslmode=disable"
@@ -426,7 +427,7 @@ source_files() { psql_ -At -c "SELECT count(*) FROM inode_p_$1 WHERE fs_type = '
 # among them) and sizes.
 pgss_report() {
 	psql_ -c "SELECT calls, round(total_exec_time) AS exec_ms, round(total_plan_time) AS plan_ms,
-		round(max_exec_time) AS max_ms, rows, shared_blks_read AS blks_read, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+		round(max_exec_time) AS max_ms, rows, shared_blks_read AS blks_read, round(blk_read_time) AS read_ms, wal_bytes, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
 		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15" \
 		-c "SELECT relname, n_tup_upd, n_tup_hot_upd, pg_relation_size(relid) / 8192 AS pages
 		FROM pg_stat_user_tables WHERE relname LIKE 'inode_p_%'"
