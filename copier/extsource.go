@@ -49,8 +49,9 @@ const deviceMaxInodes = 2 << 20
 
 // extMount is one mount of the medium read from its device.
 type extMount struct {
-	files *extfs.Files
-	dev   *os.File
+	files  *extfs.Files
+	dev    *os.File
+	chunks *chunkCache // small reads of dev, the scan's included
 }
 
 // scanDevices scans, in the background, every ext mount of the medium
@@ -78,8 +79,15 @@ func (s *source) scanDevices(log *slog.Logger, h medium.Hash) {
 				log.Info("reading files through the mount", "medium", h, "why", fmt.Sprintf("%s: %s", mp, no))
 				continue
 			}
+			chunks, err := newChunkCache(dev, int(dev.Fd()), files.DeviceSize())
+			if err != nil {
+				dev.Close()
+				log.Info("reading files through the mount", "medium", h, "why", fmt.Sprintf("%s: %v", mp, err))
+				continue
+			}
+			files.ReadThrough(chunks)
 			log.Info("reading files from the block device", "medium", h, "mount", mp, "device", dev.Name())
-			ext[mp] = &extMount{files: files, dev: dev}
+			ext[mp] = &extMount{files: files, dev: dev, chunks: chunks}
 		}
 		if len(ext) > 0 {
 			s.ext = ext
@@ -117,10 +125,10 @@ func (s *source) openFromDevice(n *inode, rels []string) *openedFile {
 		return nil
 	}
 	name := filepath.Join(mount, rels[0])
-	r := &seqReader{ra: imagefs.NewRunReader(em.dev, em.files.DeviceSize(), runs, size), size: size, wrap: func(err error) error {
+	r := &seqReader{ra: imagefs.NewRunReader(em.chunks, em.files.DeviceSize(), runs, size), size: size, wrap: func(err error) error {
 		return fmt.Errorf("reading %s from device %s: %w", name, em.dev.Name(), err)
 	}}
-	return &openedFile{r: r, idx: 0, name: name, mount: mount, dev: em.files.MountDev(), fd: -1, devFD: int(em.dev.Fd()), devRuns: runs}
+	return &openedFile{r: r, idx: 0, name: name, mount: mount, dev: em.files.MountDev(), fd: -1, devChunks: em.chunks, devRuns: runs}
 }
 
 // closeDevices stops the scan if it still runs, and closes the devices.
@@ -131,6 +139,7 @@ func (s *source) closeDevices() {
 	s.extStop()
 	<-s.extReady
 	for _, em := range s.ext {
+		em.chunks.close()
 		em.dev.Close()
 	}
 }

@@ -48,10 +48,10 @@ type openedFile struct {
 	fd    int       // mount: the open descriptor (for the extent map); image, device: -1
 	runs  []imagefs.Run
 	done  func()
-	// Read from a mount's device (extsource.go): the device and the
-	// file's runs on it, for read-ahead advice.
-	devFD   int
-	devRuns []imagefs.Run
+	// Read from a mount's device (extsource.go): the device's chunks and
+	// the file's runs on it, for read-ahead advice.
+	devChunks *chunkCache
+	devRuns   []imagefs.Run
 }
 
 func (f *openedFile) close() {

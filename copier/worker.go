@@ -172,7 +172,7 @@ func (s *source) order([]*inode) {}
 // O_DIRECT, which would read them again.
 func (s *source) advise(f *openedFile, n int64) {
 	if f.devRuns != nil {
-		adviseRuns(f.devFD, f.devRuns, n)
+		f.devChunks.advise(f.devRuns, n)
 		return
 	}
 	if _, direct := f.r.(*directReader); n > 0 && !direct {

@@ -64,6 +64,11 @@ func ScanFiles(r io.ReaderAt, size int64, advise func(off, n int64), maxInodes i
 	return x, nil
 }
 
+// ReadThrough makes FileRuns read the device through r, which must return
+// the bytes of the device the filesystem was scanned on (a cache of it).
+// It is called before FileRuns is.
+func (x *Files) ReadThrough(r io.ReaderAt) { x.r = r }
+
 // DeviceSize is the size of the device the filesystem was scanned on.
 func (x *Files) DeviceSize() int64 { return x.size }
 

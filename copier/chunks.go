@@ -1,0 +1,217 @@
+package copier
+
+import (
+	"io"
+	"sync"
+
+	"github.com/HRDAG/ntt/imagefs"
+	"golang.org/x/sys/unix"
+)
+
+// Shared reads of a device. Read from an ext mount's device
+// (extsource.go), a small file cost three system calls: the inode read
+// again, the advice for its blocks, the read of its content, each a few
+// kilobytes or less. Neighbouring files (a batch is claimed in inode
+// order) have their inodes in the same inode table block and, mostly,
+// their content in neighbouring blocks; on a machine where a system call
+// is dear, one call per file for each of the three was a tenth of the
+// copy's CPU. So small reads of the device go through a chunkCache: the
+// device in chunks of chunkSize bytes, a few of them kept in memory, each
+// read with one pread and then served to every small read inside it; and
+// the advice is given once per chunk.
+//
+// Invariants:
+//   - What a read returns is what a pread of the device returns: a chunk
+//     is kept only when it was read whole; any other read (a larger one,
+//     one past the device's end, one inside a chunk whose read failed or
+//     came short) goes to the device itself, so its error is the device's
+//     own. The device does not change under the run (extfs.OpenMount:
+//     its filesystem is read-only at its superblock), so a kept chunk
+//     stays true.
+//   - Memory is bounded: chunkSlots chunks in one mapping made when the
+//     cache is, outside the Go heap (the copier's peak RSS is near its
+//     bound, and the collector lets the heap grow to twice what is live);
+//     a chunk is reused only once no read is copying from it. When every
+//     slot is in use, a read goes to the device.
+const (
+	chunkSize  = 128 << 10
+	chunkSlots = 64
+	// advisedMax bounds the memory of chunks advised; past it, it starts
+	// again (advising a chunk twice costs a system call, nothing more).
+	advisedMax = 1 << 14
+)
+
+type chunkCache struct {
+	dev  io.ReaderAt
+	fd   int // for advice
+	size int64
+
+	arena []byte // chunkSlots × chunkSize
+
+	mu      sync.Mutex
+	slots   [chunkSlots]chunkSlot
+	where   map[int64]int // chunk index → slot
+	clock   uint64
+	advised map[int64]struct{}
+}
+
+type chunkSlot struct {
+	idx   int64 // the chunk it holds; -1: free
+	ok    bool  // read whole (set before ready is closed)
+	refs  int   // reads waiting for it or copying from it
+	used  uint64
+	ready chan struct{} // closed once read
+}
+
+// newChunkCache serves small reads of dev (size bytes; fd for advice). It
+// fails only when its memory cannot be mapped.
+func newChunkCache(dev io.ReaderAt, fd int, size int64) (*chunkCache, error) {
+	arena, err := unix.Mmap(-1, 0, chunkSlots*chunkSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, err
+	}
+	c := &chunkCache{dev: dev, fd: fd, size: size, arena: arena, where: map[int64]int{}, advised: map[int64]struct{}{}}
+	for i := range c.slots {
+		c.slots[i].idx = -1
+	}
+	return c, nil
+}
+
+// close frees the cache's memory; no read may be in progress or follow.
+func (c *chunkCache) close() {
+	if c.arena != nil {
+		unix.Munmap(c.arena)
+		c.arena = nil
+	}
+}
+
+// cached says whether a read of n bytes at off is served by chunks: it
+// lies within the device and spans at most two chunks.
+func (c *chunkCache) cached(off, n int64) bool {
+	return off >= 0 && n > 0 && n <= chunkSize && off+n <= c.size && (off+n-1)/chunkSize-off/chunkSize <= 1
+}
+
+// ReadAt reads len(p) bytes at off, as a pread of the device would.
+func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
+	if !c.cached(off, int64(len(p))) {
+		return c.dev.ReadAt(p, off)
+	}
+	// Take every chunk first: a read is served whole by the cache or
+	// whole by the device.
+	var held [2]int
+	k := 0
+	for idx := off / chunkSize; idx <= (off+int64(len(p))-1)/chunkSize; idx++ {
+		s := c.take(idx)
+		if s < 0 {
+			break
+		}
+		held[k] = s
+		k++
+	}
+	defer func() {
+		c.mu.Lock()
+		for _, s := range held[:k] {
+			c.slots[s].refs--
+		}
+		c.mu.Unlock()
+	}()
+	if want := (off+int64(len(p))-1)/chunkSize - off/chunkSize + 1; int64(k) < want {
+		return c.dev.ReadAt(p, off)
+	}
+	n := 0
+	for _, s := range held[:k] {
+		data := c.arena[s*chunkSize : (s+1)*chunkSize]
+		base := c.slots[s].idx * chunkSize
+		n += copy(p[n:], data[off+int64(n)-base:])
+	}
+	return n, nil
+}
+
+// take returns the slot holding chunk idx, read whole, with a reference
+// held; -1 if it cannot be had (no free slot, or its read failed).
+func (c *chunkCache) take(idx int64) int {
+	c.mu.Lock()
+	c.clock++
+	if s, ok := c.where[idx]; ok {
+		sl := &c.slots[s]
+		sl.refs++
+		sl.used = c.clock
+		ready := sl.ready
+		c.mu.Unlock()
+		<-ready
+		if !sl.ok { // read only by its loader, under its reference
+			c.mu.Lock()
+			sl.refs--
+			c.mu.Unlock()
+			return -1
+		}
+		return s
+	}
+	s := -1
+	for i := range c.slots {
+		sl := &c.slots[i]
+		if sl.refs == 0 && (s < 0 || sl.used < c.slots[s].used) {
+			s = i
+		}
+	}
+	if s < 0 {
+		c.mu.Unlock()
+		return -1
+	}
+	sl := &c.slots[s]
+	if sl.idx >= 0 {
+		delete(c.where, sl.idx)
+	}
+	ready := make(chan struct{})
+	*sl = chunkSlot{idx: idx, refs: 1, used: c.clock, ready: ready}
+	c.where[idx] = s
+	c.mu.Unlock()
+
+	want := min(chunkSize, c.size-idx*chunkSize)
+	got, _ := c.dev.ReadAt(c.arena[s*chunkSize:s*chunkSize+int(want)], idx*chunkSize)
+	sl.ok = int64(got) == want
+	close(ready)
+	if !sl.ok {
+		c.mu.Lock()
+		sl.refs--
+		c.mu.Unlock()
+		return -1
+	}
+	return s
+}
+
+// advise asks the device for the chunks that hold the first n bytes of a
+// file stored as runs, each chunk once; runs too large for the cache are
+// asked for as they are.
+func (c *chunkCache) advise(runs []imagefs.Run, n int64) {
+	for _, r := range runs {
+		if r.Logical >= n {
+			return
+		}
+		if r.Hole {
+			continue
+		}
+		length := min(r.Length, n-r.Logical)
+		if !c.cached(r.Offset, length) {
+			unix.Fadvise(c.fd, r.Offset, length, unix.FADV_WILLNEED)
+			continue
+		}
+		for idx := r.Offset / chunkSize; idx <= (r.Offset+length-1)/chunkSize; idx++ {
+			c.mu.Lock()
+			_, done := c.advised[idx]
+			if _, in := c.where[idx]; in {
+				done = true
+			}
+			if !done {
+				if len(c.advised) >= advisedMax {
+					clear(c.advised)
+				}
+				c.advised[idx] = struct{}{}
+			}
+			c.mu.Unlock()
+			if !done {
+				unix.Fadvise(c.fd, idx*chunkSize, min(chunkSize, c.size-idx*chunkSize), unix.FADV_WILLNEED)
+			}
+		}
+	}
+}
