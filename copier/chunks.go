@@ -53,6 +53,7 @@ type chunkCache struct {
 	where   map[int64]int // chunk index → slot
 	clock   uint64
 	advised map[int64]struct{}
+	closed  bool
 }
 
 type chunkSlot struct {
@@ -77,8 +78,18 @@ func newChunkCache(dev io.ReaderAt, fd int, size int64) (*chunkCache, error) {
 	return c, nil
 }
 
-// close frees the cache's memory; no read may be in progress or follow.
+// close frees the cache's memory. Reads that follow go to the device; a
+// read still copying from a chunk (none should be: the source is closed
+// after its workers) keeps the memory mapped.
 func (c *chunkCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for i := range c.slots {
+		if c.slots[i].refs > 0 {
+			return
+		}
+	}
 	if c.arena != nil {
 		unix.Munmap(c.arena)
 		c.arena = nil
@@ -131,6 +142,10 @@ func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
 // held; -1 if it cannot be had (no free slot, or its read failed).
 func (c *chunkCache) take(idx int64) int {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return -1
+	}
 	c.clock++
 	if s, ok := c.where[idx]; ok {
 		sl := &c.slots[s]

@@ -149,3 +149,14 @@ func TestChunksConcurrent(t *testing.T) {
 	_, err := c.ReadAt(make([]byte, 10), size)
 	require.ErrorIs(t, err, io.EOF)
 }
+
+// After close, reads go to the device (which the source closes next).
+func TestChunksClosed(t *testing.T) {
+	d := newDevice(2 * chunkSize)
+	c := newTestChunks(t, d)
+	compareRead(t, c, d, 10, 100)
+	c.close()
+	before := d.reads.Load()
+	compareRead(t, c, d, 10, 100)
+	require.Equal(t, before+2, d.reads.Load(), "the read went to the device")
+}

@@ -30,6 +30,8 @@ import (
 // inode), checks the inode read again from the device (a regular file,
 // the catalogued size, its checksum and fields as the kernel checks them),
 // and reads its content by its extents or block map: one read per run.
+// Those reads and the inode's go through the device's chunk cache
+// (chunks.go), so neighbouring small files share one read and one advice.
 //
 // The device holds what the mount shows: the filesystem is read-only at
 // its superblock, so nothing waits in the page cache or changes on the
