@@ -28,6 +28,9 @@ import (
 //     own. The device does not change under the run (extfs.OpenMount:
 //     its filesystem is read-only at its superblock), so a kept chunk
 //     stays true.
+//   - A damaged area costs what it cost without the cache: a chunk whose
+//     read failed is remembered and never read whole again, and its reads
+//     and advice go to the device for exactly the bytes asked for.
 //   - Memory is bounded: chunkSlots chunks in one mapping made when the
 //     cache is, outside the Go heap (the copier's peak RSS is near its
 //     bound, and the collector lets the heap grow to twice what is live);
@@ -39,6 +42,9 @@ const (
 	// advisedMax bounds the memory of chunks advised; past it, it starts
 	// again (advising a chunk twice costs a system call, nothing more).
 	advisedMax = 1 << 14
+	// failedMax bounds the memory of chunks whose read failed; past it,
+	// a failed chunk may be read whole again.
+	failedMax = 1 << 14
 )
 
 type chunkCache struct {
@@ -53,6 +59,7 @@ type chunkCache struct {
 	where   map[int64]int // chunk index → slot
 	clock   uint64
 	advised map[int64]struct{}
+	failed  map[int64]struct{} // chunks whose read failed or came short
 	closed  bool
 }
 
@@ -71,7 +78,8 @@ func newChunkCache(dev io.ReaderAt, fd int, size int64) (*chunkCache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &chunkCache{dev: dev, fd: fd, size: size, arena: arena, where: map[int64]int{}, advised: map[int64]struct{}{}}
+	c := &chunkCache{dev: dev, fd: fd, size: size, arena: arena, where: map[int64]int{},
+		advised: map[int64]struct{}{}, failed: map[int64]struct{}{}}
 	for i := range c.slots {
 		c.slots[i].idx = -1
 	}
@@ -99,7 +107,7 @@ func (c *chunkCache) close() {
 // cached says whether a read of n bytes at off is served by chunks: it
 // lies within the device and spans at most two chunks.
 func (c *chunkCache) cached(off, n int64) bool {
-	return off >= 0 && n > 0 && n <= chunkSize && off+n <= c.size && (off+n-1)/chunkSize-off/chunkSize <= 1
+	return off >= 0 && n > 0 && n <= chunkSize && off <= c.size-n // so it spans at most two chunks
 }
 
 // ReadAt reads len(p) bytes at off, as a pread of the device would.
@@ -142,7 +150,7 @@ func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
 // held; -1 if it cannot be had (no free slot, or its read failed).
 func (c *chunkCache) take(idx int64) int {
 	c.mu.Lock()
-	if c.closed {
+	if _, bad := c.failed[idx]; bad || c.closed {
 		c.mu.Unlock()
 		return -1
 	}
@@ -189,6 +197,11 @@ func (c *chunkCache) take(idx int64) int {
 	if !sl.ok {
 		c.mu.Lock()
 		sl.refs--
+		delete(c.where, idx)
+		sl.idx, sl.used = -1, 0 // free once its waiters are gone
+		if len(c.failed) < failedMax {
+			c.failed[idx] = struct{}{}
+		}
 		c.mu.Unlock()
 		return -1
 	}
@@ -214,17 +227,20 @@ func (c *chunkCache) advise(runs []imagefs.Run, n int64) {
 		for idx := r.Offset / chunkSize; idx <= (r.Offset+length-1)/chunkSize; idx++ {
 			c.mu.Lock()
 			_, done := c.advised[idx]
-			if _, in := c.where[idx]; in {
-				done = true
-			}
-			if !done {
+			_, in := c.where[idx]
+			_, bad := c.failed[idx]
+			if !done && !in && !bad {
 				if len(c.advised) >= advisedMax {
 					clear(c.advised)
 				}
 				c.advised[idx] = struct{}{}
 			}
 			c.mu.Unlock()
-			if !done {
+			switch {
+			case bad:
+				lo, hi := max(r.Offset, idx*chunkSize), min(r.Offset+length, (idx+1)*chunkSize)
+				unix.Fadvise(c.fd, lo, hi-lo, unix.FADV_WILLNEED)
+			case !done && !in:
 				unix.Fadvise(c.fd, idx*chunkSize, min(chunkSize, c.size-idx*chunkSize), unix.FADV_WILLNEED)
 			}
 		}

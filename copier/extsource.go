@@ -53,7 +53,7 @@ const deviceMaxInodes = 2 << 20
 type extMount struct {
 	files  *extfs.Files
 	dev    *os.File
-	chunks *chunkCache // small reads of dev, the scan's included
+	chunks *chunkCache // small reads of dev after the scan: FileRuns' and the files'
 }
 
 // scanDevices scans, in the background, every ext mount of the medium
