@@ -252,7 +252,11 @@
 // commit in Store.Sync): wide 20.91 against 19.89 s, deep 26.30 against
 // 24.19 s (medians of 3, the change first): the batches' summed sync time
 // did not fall (7.4-14.3 s against 5.6-13.8 s); the kernel already
-// serialises them.
+// serialises them. Nor a floor of 2 workers for the tuner, whose limit
+// fell to 1 for a period in every run of bench/copy.sh RUNS=3 that hour
+// (AGAINST=HEAD, the floor first, load 3 to 4): wide 16.01, 16.94,
+// 16.41 s against 15.95, 17.11, 16.20 s; deep 20.50, 26.16, 24.40 s
+// against 24.41, 22.59, 28.62 s: medians 1.01 and 1.00.
 //
 // The run's serial ends (2026-12-07, machine F, the wide bench tree on a
 // kept cluster, the phases read from the log's timestamps): before the
