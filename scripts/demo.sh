@@ -97,7 +97,9 @@ for kind in floppy cdrom; do
   q "SELECT COUNT(*) FILTER (WHERE copied = true) as done, COUNT(*) FILTER (WHERE copied = false AND claimed_by IS NULL) as pending, COUNT(*) FILTER (WHERE copied = false AND claimed_by IS NOT NULL) as claimed FROM inode WHERE medium_hash = '$h'"
   echo
   echo "\$ find $demo/cold/archived/$h | head -25"
-  find "$demo/cold/archived/$h" | head -25
+  # sed reads the whole listing: head would quit early, and with pipefail
+  # the SIGPIPE that find then gets would end the demo (exit status 141).
+  find "$demo/cold/archived/$h" | sed -n 1,25p
   echo "\$ ls $demo/mnt/$h   # nothing was mounted"
   ls "$demo/mnt/$h" 2>&1 || true
 done
