@@ -107,7 +107,7 @@ func (c *chunkCache) close() {
 // cached says whether a read of n bytes at off is served by chunks: it
 // lies within the device and spans at most two chunks.
 func (c *chunkCache) cached(off, n int64) bool {
-	return off >= 0 && n > 0 && n <= chunkSize && off <= c.size-n // so it spans at most two chunks
+	return off >= 0 && n > 0 && n <= chunkSize && off <= c.size-n
 }
 
 // ReadAt reads len(p) bytes at off, as a pread of the device would.
@@ -117,9 +117,10 @@ func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
 	}
 	// Take every chunk first: a read is served whole by the cache or
 	// whole by the device.
+	first, last := off/chunkSize, (off+int64(len(p))-1)/chunkSize
 	var held [2]int
 	k := 0
-	for idx := off / chunkSize; idx <= (off+int64(len(p))-1)/chunkSize; idx++ {
+	for idx := first; idx <= last; idx++ {
 		s := c.take(idx)
 		if s < 0 {
 			break
@@ -127,14 +128,8 @@ func (c *chunkCache) ReadAt(p []byte, off int64) (int, error) {
 		held[k] = s
 		k++
 	}
-	defer func() {
-		c.mu.Lock()
-		for _, s := range held[:k] {
-			c.slots[s].refs--
-		}
-		c.mu.Unlock()
-	}()
-	if want := (off+int64(len(p))-1)/chunkSize - off/chunkSize + 1; int64(k) < want {
+	defer c.release(held[:k]...)
+	if int64(k) <= last-first {
 		return c.dev.ReadAt(p, off)
 	}
 	n := 0
@@ -163,9 +158,7 @@ func (c *chunkCache) take(idx int64) int {
 		c.mu.Unlock()
 		<-ready
 		if !sl.ok { // read only by its loader, under its reference
-			c.mu.Lock()
-			sl.refs--
-			c.mu.Unlock()
+			c.release(s)
 			return -1
 		}
 		return s
@@ -208,23 +201,25 @@ func (c *chunkCache) take(idx int64) int {
 	return s
 }
 
+// release drops a reference to each of slots.
+func (c *chunkCache) release(slots ...int) {
+	c.mu.Lock()
+	for _, s := range slots {
+		c.slots[s].refs--
+	}
+	c.mu.Unlock()
+}
+
 // advise asks the device for the chunks that hold the first n bytes of a
 // file stored as runs, each chunk once; runs too large for the cache are
 // asked for as they are.
 func (c *chunkCache) advise(runs []imagefs.Run, n int64) {
-	for _, r := range runs {
-		if r.Logical >= n {
+	storedRanges(runs, n, func(off, length int64) {
+		if !c.cached(off, length) {
+			unix.Fadvise(c.fd, off, length, unix.FADV_WILLNEED)
 			return
 		}
-		if r.Hole {
-			continue
-		}
-		length := min(r.Length, n-r.Logical)
-		if !c.cached(r.Offset, length) {
-			unix.Fadvise(c.fd, r.Offset, length, unix.FADV_WILLNEED)
-			continue
-		}
-		for idx := r.Offset / chunkSize; idx <= (r.Offset+length-1)/chunkSize; idx++ {
+		for idx := off / chunkSize; idx <= (off+length-1)/chunkSize; idx++ {
 			c.mu.Lock()
 			_, done := c.advised[idx]
 			_, in := c.where[idx]
@@ -238,11 +233,11 @@ func (c *chunkCache) advise(runs []imagefs.Run, n int64) {
 			c.mu.Unlock()
 			switch {
 			case bad:
-				lo, hi := max(r.Offset, idx*chunkSize), min(r.Offset+length, (idx+1)*chunkSize)
+				lo, hi := max(off, idx*chunkSize), min(off+length, (idx+1)*chunkSize)
 				unix.Fadvise(c.fd, lo, hi-lo, unix.FADV_WILLNEED)
 			case !done && !in:
 				unix.Fadvise(c.fd, idx*chunkSize, min(chunkSize, c.size-idx*chunkSize), unix.FADV_WILLNEED)
 			}
 		}
-	}
+	})
 }

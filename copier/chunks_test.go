@@ -152,9 +152,7 @@ func TestChunksFailedReadConcurrent(t *testing.T) {
 	c := newTestChunks(t, d)
 	var wg sync.WaitGroup
 	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 5))
 			for range 500 {
 				off := chunkSize/2 + rng.Int64N(chunkSize)
@@ -167,7 +165,7 @@ func TestChunksFailedReadConcurrent(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	requireNoRefs(t, c)
@@ -181,15 +179,13 @@ func TestChunksAllSlotsInUse(t *testing.T) {
 	c := newTestChunks(t, d)
 	var wg sync.WaitGroup
 	for idx := range int64(chunkSlots) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			got := make([]byte, 10)
 			n, err := c.ReadAt(got, idx*chunkSize+5)
 			if err != nil || n != 10 || !bytes.Equal(got, d.data[idx*chunkSize+5:idx*chunkSize+15]) {
 				t.Errorf("chunk %d: %d, %v", idx, n, err)
 			}
-		}()
+		})
 	}
 	require.Eventually(t, func() bool { return d.loading.Load() == chunkSlots }, 10*time.Second, time.Millisecond)
 	compareRead(t, c, d, chunkSlots*chunkSize+7, 100)
@@ -230,9 +226,7 @@ func TestChunksConcurrent(t *testing.T) {
 	size := int64(len(d.data))
 	var wg sync.WaitGroup
 	for g := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 9))
 			buf := make([]byte, chunkSize)
 			for range 3000 {
@@ -244,7 +238,7 @@ func TestChunksConcurrent(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	requireNoRefs(t, c)

@@ -149,12 +149,20 @@ func (s *source) closeDevices() {
 // adviseRuns asks fd for the bytes of a file's first n bytes, run by run
 // (runs in fd's offsets).
 func adviseRuns(fd int, runs []imagefs.Run, n int64) {
+	storedRanges(runs, n, func(off, length int64) {
+		unix.Fadvise(fd, off, length, unix.FADV_WILLNEED)
+	})
+}
+
+// storedRanges calls fn with the stored byte ranges (offsets in the
+// runs' volume) of a file's first n bytes, in order; holes have none.
+func storedRanges(runs []imagefs.Run, n int64, fn func(off, length int64)) {
 	for _, r := range runs {
 		if r.Logical >= n {
 			return
 		}
 		if !r.Hole {
-			unix.Fadvise(fd, r.Offset, min(r.Length, n-r.Logical), unix.FADV_WILLNEED)
+			fn(r.Offset, min(r.Length, n-r.Logical))
 		}
 	}
 }
