@@ -34,17 +34,16 @@
 // mount's block device (extsource.go): when the filesystem is mounted at
 // its root, read-only at its superblock, nothing mounted beneath it, and
 // the ext reader's scan of it (internal/extfs, the one enumerate's direct
-// walk uses) passes every check, the run scans it once
-// at the start (inode tables and directories, about half a second for
-// 300,000 entries cold) and reads each claimed file of up to 16 MiB by its
-// extents or block map (small reads shared through a chunk cache),
-// every catalogued name resolved in that scan as a
-// lookup beneath the mount would resolve it (no symlink, the same
-// filesystem, the catalogued inode, type and size). Anything it does not
-// take exactly as the kernel would goes to the mount, whose errors are the
-// ones recorded; larger files keep the mount's direct reads.
-// Options.KernelOnly (ntt-copier --kernel-read) turns it off; it is off
-// with a DamageMapper. Stats.FromDevice counts the files it read.
+// walk uses) passes every check, the run scans it once at the start (inode
+// tables and directories, about half a second for 300,000 entries cold) and
+// reads each claimed file of up to 16 MiB by its extents or block map
+// (small reads shared through a chunk cache), every catalogued name
+// resolved in that scan as a lookup beneath the mount would resolve it (no
+// symlink, the same filesystem, the catalogued inode, type and size).
+// Anything it does not take exactly as the kernel would goes to the mount,
+// whose errors are the ones recorded; larger files keep the mount's direct
+// reads. Options.KernelOnly (ntt-copier --kernel-read) turns it off; it is
+// off with a DamageMapper. Stats.FromDevice counts the files it read.
 //
 // # Concurrency
 //
@@ -236,8 +235,9 @@
 // 24.00, 23.95 s on the deep tree: not taken while the RSS bound holds.
 //
 // System calls, counted (2026-12-07, machine F, strace -c -f wrapped
-// around the copier of one wide-tree run of bench/copy.sh): for 279,809 files, 534,298 preads (the inode read again
-// and the content, one each per file), 303,257 links, 254,367 advices,
+// around the copier of one wide-tree run of bench/copy.sh): for 279,809
+// files, 534,298 preads (the inode read again and the content, one each
+// per file), 303,257 links, 254,367 advices,
 // 287,373 nanosleeps of the Go scheduler, 35,702 futex waits. On F a
 // system call is dear (perf -a: 12 % of all samples were the hypervisor's
 // interrupt enable on return from the copier's system calls). So the
