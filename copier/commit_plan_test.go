@@ -60,3 +60,47 @@ func TestRefusedCheckReadsNoBlobsPages(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{blobs[7]}, refused)
 }
+
+// A batch's commit finds its rows by their keys, whatever else the process
+// holds. The statistics of a run are taken before it, when nothing is
+// claimed; with claimed_by compared by "=", the planner then read every
+// row held under the process's worker id through the claimed index (all
+// the batches of all its workers) and hashed them, at every commit.
+func TestCommitFindsItsRowsByKey(t *testing.T) {
+	db, h := benchMedium(t, 20000)
+	ctx := context.Background()
+	_, err := db.Exec(ctx, `ALTER TABLE `+h.InodeTable()+` SET (autovacuum_enabled = false)`)
+	require.NoError(t, err)
+	// Eight batches held by one process, as eight workers hold them.
+	var mine []*inode
+	after := cursorStart
+	for range 8 {
+		got, err := claimBatch(ctx, db, h, "w", time.Minute, after, 1000, false)
+		require.NoError(t, err)
+		require.Len(t, got, 1000)
+		after = got[len(got)-1].key()
+		if mine == nil {
+			mine = got
+		}
+	}
+	var keys []key
+	var blobs, mimes, damage []string
+	var created []bool
+	for i, n := range mine {
+		keys = append(keys, n.key())
+		blobs = append(blobs, fmt.Sprintf("%064x", i))
+		mimes, created, damage = append(mimes, "text/plain"), append(created, false), append(damage, "")
+	}
+	devs, inos := splitKeys(keys)
+
+	var out []byte
+	tx, err := db.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	require.NoError(t, tx.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+successSQL(h.InodeTable()),
+		string(h), "w", devs, inos, blobs, mimes, created, []*string(nil)).Scan(&out))
+	require.NotContains(t, string(out), claimedIndex(h), "the commit read the claimed index")
+	var updated int64
+	require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM `+h.InodeTable()+` WHERE copied`).Scan(&updated))
+	require.Equal(t, int64(1000), updated, "the commit recorded its own batch, no more, no less")
+}
