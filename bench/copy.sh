@@ -465,6 +465,7 @@ copy_tree() { # shape hash image
 	: >"$WORK/ntt.t"
 	: >"$WORK/ntt.t.procio"
 	: >"$WORK/ntt.rss"
+	: >"$WORK/against.rss"
 	: >"$WORK/cp.t"
 	: >"$WORK/cp.t.procio"
 	: >"$WORK/sync.t"
@@ -477,6 +478,7 @@ copy_tree() { # shape hash image
 		[[ -n ${PGSS:-} ]] && pgss_report >"$BENCH/pgss-$shape.txt"
 		if [[ -n ${AGAINST:-} ]]; then
 			tree_run "$shape" "$hash" $((i + 1)) "$WORK/bin/against-ntt-copier" against
+			cat "$WORK/time.rss" >>"$WORK/against.rss"
 			log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, ntt-copier of $AGAINST $(tail -n 1 "$WORK/against.t" | cut -d' ' -f1) s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 			continue
 		fi
@@ -498,6 +500,8 @@ copy_tree() { # shape hash image
 		}'
 		awk '{print "    ntt-copier:", $1}' "$WORK/ntt.t" | paste -sd' '
 		awk -v a="$AGAINST" '{print "    of " a ":", $1}' "$WORK/against.t" | paste -sd' '
+		awk '{printf "    peak RSS of ntt-copier: %.0f MiB\n", $1 / 1024}' "$WORK/ntt.rss" | paste -sd' '
+		awk -v a="$AGAINST" '{printf "    peak RSS of %s: %.0f MiB\n", a, $1 / 1024}' "$WORK/against.rss" | paste -sd' '
 		return
 	fi
 

@@ -74,7 +74,7 @@ type chunkSlot struct {
 // newChunkCache serves small reads of dev (size bytes; fd for advice). It
 // fails only when its memory cannot be mapped.
 func newChunkCache(dev io.ReaderAt, fd int, size int64) (*chunkCache, error) {
-	arena, err := unix.Mmap(-1, 0, chunkSlots*chunkSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	arena, err := mapAnon(chunkSlots * chunkSize)
 	if err != nil {
 		return nil, err
 	}

@@ -233,6 +233,12 @@
 // about 50 MB and the peak RSS to 130 MiB in one run, but collected twice
 // as often, and AGAINST=HEAD gave 30.10, 23.47, 28.67 s against 25.85,
 // 24.00, 23.95 s on the deep tree: not taken while the RSS bound holds.
+// It stopped holding (2026-12-07, machine F: 240-261 MiB on the deep tree),
+// so the workers' buffers moved out of the Go heap (mem.go: anonymous
+// mappings, resident only where a read touched them). bench/copy.sh
+// RUNS=3 AGAINST=HEAD, this change first: peak RSS 84-96 MiB against
+// 211-216 MiB (wide), 128-143 against 240-260 MiB (deep); time 16.91
+// against 18.19 s (wide), 23.16 against 26.77 s (deep), medians of 3.
 //
 // System calls, counted (2026-12-07, machine F, strace -c -f wrapped
 // around the copier of one wide-tree run of bench/copy.sh): for 279,809

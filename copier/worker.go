@@ -32,8 +32,9 @@ const (
 type worker struct {
 	r      *run
 	id     int
-	buf    []byte // smallMax+1: one byte more, to see a file that grew
-	mem    []byte // streamMem, aligned (direct.go): the chunks in flight between reader, hasher and writer
+	buf    []byte   // smallMax+1: one byte more, to see a file that grew
+	mem    []byte   // streamMem, aligned (direct.go): the chunks in flight between reader, hasher and writer
+	free   []func() // frees buf and mem (mem.go: both outside the Go heap)
 	hasher *blake3.Hasher
 	tc     *treeCursor
 }
@@ -52,6 +53,17 @@ func (w *worker) close() {
 	if w.tc != nil {
 		w.tc.close()
 	}
+	for _, free := range w.free {
+		free()
+	}
+	w.buf, w.mem, w.free = nil, nil, nil
+}
+
+// buffer returns a new buffer of n bytes that close frees.
+func (w *worker) buffer(n int) []byte {
+	b, free := workerBuf(n)
+	w.free = append(w.free, free)
+	return b
 }
 
 // fileErr is a failure with what the policy needs to know about it.
@@ -208,7 +220,7 @@ func (w *worker) store(f io.Reader, p []byte, size int64) (id, mime string, crea
 	dry := w.r.o.DryRun
 	if size <= smallMax {
 		if w.buf == nil {
-			w.buf = make([]byte, smallMax+1)
+			w.buf = w.buffer(smallMax + 1)
 		}
 		// Exactly size bytes: fstat said so, and the mount is read-only.
 		n, err := readFull(f, w.buf[:size])
@@ -304,7 +316,7 @@ func (w *worker) stream(f io.Reader, bw *blobWriter) (read, written int64, head 
 		err error
 	}
 	if w.mem == nil {
-		w.mem = alignedBuf(streamMem)
+		w.mem = w.buffer(streamMem)
 	}
 	size := streamChunk
 	if _, ok := f.(*directReader); ok {
