@@ -236,9 +236,11 @@
 // It stopped holding (2026-12-07, machine F: 240-261 MiB on the deep tree),
 // so the workers' buffers moved out of the Go heap (mem.go: anonymous
 // mappings, resident only where a read touched them). bench/copy.sh
-// RUNS=3 AGAINST=HEAD, this change first: peak RSS 84-96 MiB against
-// 211-216 MiB (wide), 128-143 against 240-260 MiB (deep); time 16.91
-// against 18.19 s (wide), 23.16 against 26.77 s (deep), medians of 3.
+// RUNS=3 AGAINST=HEAD, this change first, then the other order (the
+// commit before it from a worktree, AGAINST set to the change): peak RSS
+// 84-99 MiB against 211-224 MiB (wide), 128-143 against 240-262 MiB
+// (deep); medians of six, wide 16.46 against 17.63 s (0.93, 3 pairs of
+// 6 won), deep 22.88 against 26.97 s (0.85, 5 of 6).
 //
 // System calls, counted (2026-12-07, machine F, strace -c -f wrapped
 // around the copier of one wide-tree run of bench/copy.sh): for 279,809
