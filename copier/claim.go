@@ -276,25 +276,6 @@ func claimBatch(ctx context.Context, q pipeliner, h medium.Hash, worker string, 
 	return out, nil
 }
 
-// heldRows is the condition of every statement that settles or renews a
-// worker's claims: the rows of u (the batch's keys, unnested) that worker
-// $2 still holds on medium $1, each found by its primary key.
-//
-// claimed_by is compared with IS NOT DISTINCT FROM, which no index can
-// answer, on purpose ($2 is never NULL, so it means "="). With "=", the
-// planner, whose statistics are taken before a run, when nothing is
-// claimed, expected one row from the claimed index and took that path:
-// every batch's commit read all the rows the process held, which is
-// every batch of all its workers (one worker id per process), and hashed
-// them to find its own 1000 (auto_explain on the wide bench tree: a hash
-// join over the claimed index, on every commit of the run). Alone, with
-// 8,000 rows held, a commit of 1,000 took 11.9 ms that way and 11.0 ms by
-// key (psql, alternating, 7 each); on the bench trees the wall time moved
-// less than the noise (bench/copy.sh AGAINST=HEAD, medians of 3: wide
-// 18.89 against 19.68 s, deep 24.47 against 24.86 s), but that way's cost
-// grew with every batch a process holds, and this one's does not.
-const heldRows = `i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by IS NOT DISTINCT FROM $2 AND NOT i.copied`
-
 // renewClaims moves claimed_at of the given claims of worker to now (the
 // lease heartbeat).
 func renewClaims(ctx context.Context, q querier, h medium.Hash, worker string, keys []key) error {
@@ -305,7 +286,7 @@ func renewClaims(ctx context.Context, q querier, h medium.Hash, worker string, k
 	_, err := q.Exec(ctx, fmt.Sprintf(`
 		UPDATE %s AS i SET claimed_at = now()
 		FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
-		WHERE `+heldRows,
+		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`,
 		h.InodeTable()), string(h), worker, devs, inos)
 	if err != nil {
 		return fmt.Errorf("medium %s: renewing claims: %w", h, err)

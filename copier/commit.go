@@ -169,7 +169,15 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 	}
 	var successQ, refusedQ *pgx.QueuedQuery
 	if len(cDev) > 0 {
-		successQ = b.Queue(successSQL(table), string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
+		successQ = b.Queue(fmt.Sprintf(`
+			UPDATE %s AS i SET copied = true, status = 'success', blobid = u.blobid, mime_type = u.mime,
+				processed_at = now(), by_hash_created = u.created, claimed_by = NULL, claimed_at = NULL,
+				error_type = NULL, damage = u.damage::jsonb
+			FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[], $8::text[])
+				AS u(dev, ino, blobid, mime, created, damage)
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
+				AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`, table),
+			string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
 		refusedQ = b.Queue(refusedSQL(table), string(h), worker, cDev, cIno, cBlob)
 	}
 	if len(fDev) > 0 {
@@ -186,21 +194,21 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 				damage = coalesce(u.damage::jsonb, i.damage)
 			FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::text[])
 				AS u(dev, ino, msg, etype, status, final, claimed_by, damage)
-			WHERE `+heldRows, table),
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
 			string(h), worker, fDev, fIno, fMsg, fType, fStatus, fFinal, fClaimedBy, fDamage, maxInodeErrors)
 	}
 	if len(xDev) > 0 {
 		b.Queue(fmt.Sprintf(`
 			UPDATE %s AS i SET copied = true, status = 'success', claimed_by = 'EXCLUDED', claimed_at = NULL, processed_at = now()
 			FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
-			WHERE `+heldRows, table),
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
 			string(h), worker, xDev, xIno)
 	}
 	if len(rDev) > 0 {
 		b.Queue(fmt.Sprintf(`
 			UPDATE %s AS i SET claimed_by = NULL, claimed_at = NULL
 			FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
-			WHERE `+heldRows, table),
+			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
 			string(h), worker, rDev, rIno)
 	}
 	if len(eDev) > 0 {
@@ -230,20 +238,6 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 	}
 }
 
-// successSQL records copied inodes ($3, $4: their keys; $5 to $8: blob,
-// MIME type, whether the blob was new, damage) held by worker $2, except
-// those whose blob is quarantined.
-func successSQL(table string) string {
-	return fmt.Sprintf(`
-		UPDATE %s AS i SET copied = true, status = 'success', blobid = u.blobid, mime_type = u.mime,
-			processed_at = now(), by_hash_created = u.created, claimed_by = NULL, claimed_at = NULL,
-			error_type = NULL, damage = u.damage::jsonb
-		FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[], $8::text[])
-			AS u(dev, ino, blobid, mime, created, damage)
-		WHERE `+heldRows+`
-			AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`, table)
-}
-
 // refusedSQL releases the claims of copied inodes whose blob is
 // quarantined ($3, $4: their keys, $5: their blobs), returning those blobs.
 // It first asks once whether any blob is quarantined at all (almost never),
@@ -257,7 +251,7 @@ func refusedSQL(table string) string {
 		UPDATE %s AS i SET claimed_by = NULL, claimed_at = NULL
 		FROM unnest($3::bigint[], $4::bigint[], $5::text[]) AS u(dev, ino, blobid)
 		WHERE (SELECT blobid FROM blobs WHERE quarantined_at IS NOT NULL ORDER BY blobid LIMIT 1) IS NOT NULL
-			AND `+heldRows+`
+			AND i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
 			AND EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)
 		RETURNING u.blobid`, table)
 }
