@@ -9,7 +9,8 @@ import "golang.org/x/sys/unix"
 // it collects (GOGC=100): the deep bench tree's peak RSS was 250-261 MiB
 // against a bound of 256. Mapped anonymously they are not the collector's
 // to pace, and only the pages a read has touched are resident: a worker
-// that reads files of 20 KiB holds 20 KiB of its 16 MiB.
+// that reads files of 20 KiB holds 20 KiB of its 16 MiB (with transparent
+// huge pages set to "always", up to 2 MiB; machine F has "madvise").
 
 // mapAnon maps n bytes of zeroed, page-aligned memory outside the Go heap
 // (unix.Munmap frees it).
