@@ -498,10 +498,13 @@ copy_tree() { # shape hash image
 		awk -v n="$(cut -d' ' -f1 "$WORK/ntt.t" | median)" -v c="$(cut -d' ' -f1 "$WORK/against.t" | median)" -v a="$AGAINST" -v s="$shape" -v r="$RUNS" 'BEGIN {
 			printf "copy benchmark, %s tree, median of %d alternating cold runs: ntt-copier %.2f s, ntt-copier of %s %.2f s, ratio %.3f\n", s, r, n, a, c, n / c
 		}'
-		awk '{print "    ntt-copier:", $1}' "$WORK/ntt.t" | paste -sd' '
-		awk -v a="$AGAINST" '{print "    of " a ":", $1}' "$WORK/against.t" | paste -sd' '
-		awk '{printf "    peak RSS of ntt-copier: %.0f MiB\n", $1 / 1024}' "$WORK/ntt.rss" | paste -sd' '
-		awk -v a="$AGAINST" '{printf "    peak RSS of %s: %.0f MiB\n", a, $1 / 1024}' "$WORK/against.rss" | paste -sd' '
+		local b label
+		for b in ntt against; do # each run's time and peak RSS
+			label=ntt-copier
+			[[ $b == against ]] && label="of $AGAINST"
+			paste -d' ' "$WORK/$b.t" "$WORK/$b.rss" |
+				awk -v l="$label" '{printf "    %s: %s s, %.0f MiB\n", l, $1, $3 / 1024}' | paste -sd' '
+		done
 		return
 	fi
 

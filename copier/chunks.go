@@ -32,10 +32,9 @@ import (
 //     read failed is remembered and never read whole again, and its reads
 //     and advice go to the device for exactly the bytes asked for.
 //   - Memory is bounded: chunkSlots chunks in one mapping made when the
-//     cache is, outside the Go heap (the copier's peak RSS is near its
-//     bound, and the collector lets the heap grow to twice what is live);
-//     a chunk is reused only once no read is copying from it. When every
-//     slot is in use, a read goes to the device.
+//     cache is, outside the Go heap like the workers' buffers (mem.go says
+//     why); a chunk is reused only once no read is copying from it. When
+//     every slot is in use, a read goes to the device.
 const (
 	chunkSize  = 128 << 10
 	chunkSlots = 64

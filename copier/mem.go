@@ -6,7 +6,7 @@ import "golang.org/x/sys/unix"
 // copier holds (per worker smallMax+1 bytes to read a small file whole and
 // streamMem of stream chunks: 20 MiB), and on the heap they counted as live
 // data, which the garbage collector lets the heap grow to twice of before
-// it collects (GOGC=100): the deep bench tree's peak RSS was 250-261 MiB
+// it collects (GOGC=100): the deep bench tree's peak RSS was 240-262 MiB
 // against a bound of 256. Mapped anonymously they are not the collector's
 // to pace, and only the pages a read has touched are resident: a worker
 // that reads files of 20 KiB holds 20 KiB of its 16 MiB (with transparent
