@@ -283,11 +283,7 @@ func renewClaims(ctx context.Context, q querier, h medium.Hash, worker string, k
 		return nil
 	}
 	devs, inos := splitKeys(keys)
-	_, err := q.Exec(ctx, fmt.Sprintf(`
-		UPDATE %s AS i SET claimed_at = now()
-		FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
-		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`,
-		h.InodeTable()), string(h), worker, devs, inos)
+	_, err := q.Exec(ctx, heldUpdate(h.InodeTable(), `claimed_at = now()`, keysUnnest, "", ""), string(h), worker, devs, inos)
 	if err != nil {
 		return fmt.Errorf("medium %s: renewing claims: %w", h, err)
 	}

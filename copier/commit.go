@@ -169,20 +169,11 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 	}
 	var successQ, refusedQ *pgx.QueuedQuery
 	if len(cDev) > 0 {
-		successQ = b.Queue(fmt.Sprintf(`
-			UPDATE %s AS i SET copied = true, status = 'success', blobid = u.blobid, mime_type = u.mime,
-				processed_at = now(), by_hash_created = u.created, claimed_by = NULL, claimed_at = NULL,
-				error_type = NULL, damage = u.damage::jsonb
-			FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[], $8::text[])
-				AS u(dev, ino, blobid, mime, created, damage)
-			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
-				AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`, table),
-			string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
+		successQ = b.Queue(successSQL(table), string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
 		refusedQ = b.Queue(refusedSQL(table), string(h), worker, cDev, cIno, cBlob)
 	}
 	if len(fDev) > 0 {
-		b.Queue(fmt.Sprintf(`
-			UPDATE %s AS i SET
+		b.Queue(heldUpdate(table, `
 				errors = (coalesce(i.errors, '{}') || u.msg)[greatest(1, cardinality(coalesce(i.errors, '{}')) + 2 - $11::int):],
 				error_count = i.error_count + 1,
 				error_type = u.etype,
@@ -191,25 +182,17 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 				claimed_by = CASE WHEN u.final THEN u.claimed_by END,
 				claimed_at = NULL,
 				processed_at = CASE WHEN u.final THEN now() ELSE i.processed_at END,
-				damage = coalesce(u.damage::jsonb, i.damage)
-			FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::text[])
-				AS u(dev, ino, msg, etype, status, final, claimed_by, damage)
-			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
+				damage = coalesce(u.damage::jsonb, i.damage)`,
+			`unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::text[])
+				AS u(dev, ino, msg, etype, status, final, claimed_by, damage)`, "", ""),
 			string(h), worker, fDev, fIno, fMsg, fType, fStatus, fFinal, fClaimedBy, fDamage, maxInodeErrors)
 	}
 	if len(xDev) > 0 {
-		b.Queue(fmt.Sprintf(`
-			UPDATE %s AS i SET copied = true, status = 'success', claimed_by = 'EXCLUDED', claimed_at = NULL, processed_at = now()
-			FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
-			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
-			string(h), worker, xDev, xIno)
+		b.Queue(heldUpdate(table, `copied = true, status = 'success', claimed_by = 'EXCLUDED', claimed_at = NULL, processed_at = now()`,
+			keysUnnest, "", ""), string(h), worker, xDev, xIno)
 	}
 	if len(rDev) > 0 {
-		b.Queue(fmt.Sprintf(`
-			UPDATE %s AS i SET claimed_by = NULL, claimed_at = NULL
-			FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
-			WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied`, table),
-			string(h), worker, rDev, rIno)
+		b.Queue(heldUpdate(table, `claimed_by = NULL, claimed_at = NULL`, keysUnnest, "", ""), string(h), worker, rDev, rIno)
 	}
 	if len(eDev) > 0 {
 		b.Queue(`INSERT INTO diagnostic_event (medium_hash, dev, ino, at, worker_id, retry_count, checks, action, exception)
@@ -247,13 +230,74 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 // was last analyzed (a store filling up, which is every first copy): 13 ms
 // at 200,000 blobs, 2 of the 25 s the deep bench tree took.
 func refusedSQL(table string) string {
+	return heldUpdate(table, `claimed_by = NULL, claimed_at = NULL`,
+		`unnest($3::bigint[], $4::bigint[], $5::text[]) AS u(dev, ino, blobid)`,
+		`(SELECT blobid FROM blobs WHERE quarantined_at IS NOT NULL ORDER BY blobid LIMIT 1) IS NOT NULL
+			AND EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`,
+		`u.blobid`)
+}
+
+// successSQL records copied inodes ($3, $4: their keys; $5 to $8: blob,
+// MIME type, whether the blob was new, damage) held by worker $2, except
+// those whose blob is quarantined.
+func successSQL(table string) string {
+	return heldUpdate(table, `copied = true, status = 'success', blobid = u.blobid, mime_type = u.mime,
+			processed_at = now(), by_hash_created = u.created, claimed_by = NULL, claimed_at = NULL,
+			error_type = NULL, damage = u.damage::jsonb`,
+		`unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::bool[], $8::text[])
+			AS u(dev, ino, blobid, mime, created, damage)`,
+		`NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`, "")
+}
+
+// keysUnnest is the batch's keys alone ($3, $4), for heldUpdate.
+const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
+
+// heldUpdate is every statement that settles or renews a worker's claims:
+// UPDATE table SET set for each row of keys (an unnest of the batch's
+// arrays AS u, with at least dev and ino) that worker $2 still holds on
+// medium $1 and for which cond (over i, the row, and u) holds, returning
+// returning.
+//
+// Each row is found by its primary key, whatever else the process holds,
+// and the statement leaves the planner no other way to find it:
+//   - A worker id is one process, so "claimed_by = $2" matches every batch
+//     of all its workers. With a run's statistics, taken before it, when
+//     nothing is claimed, the planner answered that condition from the
+//     claimed index and read all those rows at every commit (auto_explain
+//     on the wide bench tree); as a generic plan, 2.5-4 s a commit on a
+//     60k-row medium with 16 batches held.
+//   - Made merely unindexable (IS NOT DISTINCT FROM), it was estimated to
+//     match one row, and on media of 30k-75k rows the planner looped over
+//     the keys once per row of a sequential scan of the medium: 1.4-2.3 s
+//     a commit.
+//
+// So, as in the claim: the rows are locked in a materialized CTE, one
+// lookup per key in a LATERAL subquery, which FOR UPDATE keeps from being
+// flattened into a join (the keys stay the outer side), under a condition
+// on claimed_by that no index answers (the primary key is the only index
+// left). The update then takes the rows by their ctids (safe: this
+// statement holds their locks), listed as an array, because joined on
+// ctid alone the planner preferred one sequential scan of a 60k-row
+// medium to 1000 TID lookups. TestHeldUpdatesFindRowsByKey checks the
+// plans, custom and generic, against all three mistakes.
+func heldUpdate(table, set, keys, cond, returning string) string {
+	if cond != "" {
+		cond = " AND " + cond
+	}
+	if returning != "" {
+		returning = " RETURNING " + returning
+	}
 	return fmt.Sprintf(`
-		UPDATE %s AS i SET claimed_by = NULL, claimed_at = NULL
-		FROM unnest($3::bigint[], $4::bigint[], $5::text[]) AS u(dev, ino, blobid)
-		WHERE (SELECT blobid FROM blobs WHERE quarantined_at IS NOT NULL ORDER BY blobid LIMIT 1) IS NOT NULL
-			AND i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.claimed_by = $2 AND NOT i.copied
-			AND EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)
-		RETURNING u.blobid`, table)
+		WITH held AS MATERIALIZED (
+			SELECT u.*, t.tid FROM %[3]s
+			CROSS JOIN LATERAL (
+				SELECT r.ctid AS tid FROM %[1]s AS r
+				WHERE r.medium_hash = $1 AND r.dev = u.dev AND r.ino = u.ino
+				  AND r.claimed_by IS NOT DISTINCT FROM $2 AND NOT r.copied
+				FOR UPDATE) t)
+		UPDATE %[1]s AS i SET %[2]s
+		FROM held AS u
+		WHERE i.ctid = ANY(ARRAY(SELECT tid FROM held)) AND i.ctid = u.tid%[4]s%[5]s`, table, set, keys, cond, returning)
 }
 
 func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batch, successQ, refusedQ *pgx.QueuedQuery, nSuccess int64, problems []problem) (lost int64, refused []string, err error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +60,122 @@ func TestRefusedCheckReadsNoBlobsPages(t *testing.T) {
 	refused, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Equal(t, []string{blobs[7]}, refused)
+}
+
+// Every statement that settles or renews claims finds each of its rows by
+// the primary key, however many rows the process holds and whatever the
+// planner believes about claimed_by. Statistics are taken before a run,
+// when nothing is claimed. With "claimed_by = $2", a commit read every row
+// the process held through the claimed index (all batches of all its
+// workers); with that condition merely unindexable, the planner, expecting
+// one matching row, looped over the keys with a sequential scan of the
+// medium (1.4-2.3 s a commit on media of 30k-75k rows). Here a 60k-row
+// medium has 16 batches held; each statement, planned custom and generic,
+// must touch the batch's rows only: no claimed index, no sequential scan
+// of the medium repeated, a bounded number of pages per row.
+func TestHeldUpdatesFindRowsByKey(t *testing.T) {
+	const rows, batch, held = 60000, 1000, 16
+	db, h := benchMedium(t, rows)
+	ctx := context.Background()
+	table := h.InodeTable()
+	_, err := db.Exec(ctx, `ALTER TABLE `+table+` SET (autovacuum_enabled = false)`)
+	require.NoError(t, err)
+	var mine []*inode
+	after := cursorStart
+	for range held {
+		got, err := claimBatch(ctx, db, h, "w", time.Minute, after, batch, false)
+		require.NoError(t, err)
+		require.Len(t, got, batch)
+		after = got[len(got)-1].key()
+		if mine == nil {
+			mine = got
+		}
+	}
+	var keys []key
+	var blobs, mimes, damage []string
+	var created []bool
+	for i, n := range mine {
+		keys = append(keys, n.key())
+		blobs = append(blobs, fmt.Sprintf("%064x", i))
+		mimes, created, damage = append(mimes, "text/plain"), append(created, false), append(damage, "")
+	}
+	devs, inos := splitKeys(keys)
+	// One quarantined blob among the batch's, so that refusedSQL goes past
+	// its first question and looks up the batch's rows.
+	_, err = db.Exec(ctx, `INSERT INTO blobs (blobid, size, quarantined_at) VALUES ($1, 1, now())`, blobs[0])
+	require.NoError(t, err)
+
+	cases := []struct {
+		name    string
+		sql     string
+		types   string
+		args    []any
+		updated int
+	}{
+		{"success", successSQL(table), "text, text, bigint[], bigint[], text[], text[], bool[], text[]",
+			[]any{string(h), "w", devs, inos, blobs, mimes, created, []*string(nil)}, batch - 1},
+		{"release", heldUpdate(table, `claimed_by = NULL, claimed_at = NULL`, keysUnnest, "", ""), "text, text, bigint[], bigint[]",
+			[]any{string(h), "w", devs, inos}, batch},
+		{"refused", refusedSQL(table), "text, text, bigint[], bigint[], text[]",
+			[]any{string(h), "w", devs, inos, blobs}, 1},
+	}
+	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		for _, c := range cases {
+			t.Run(mode+"/"+c.name, func(t *testing.T) {
+				tx, err := db.Begin(ctx)
+				require.NoError(t, err)
+				defer tx.Rollback(ctx)
+				// EXPLAIN of a statement with parameters plans it for their
+				// values; only EXECUTE of a prepared one takes a generic plan.
+				_, err = tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode)
+				require.NoError(t, err)
+				_, err = tx.Exec(ctx, `PREPARE held_update (`+c.types+`) AS `+c.sql)
+				require.NoError(t, err)
+				defer tx.Exec(ctx, `DEALLOCATE held_update`)
+				// EXECUTE takes values, not parameters: quoted by the server.
+				types := strings.Split(c.types, ", ")
+				values := make([]string, len(c.args))
+				for i, a := range c.args {
+					require.NoError(t, tx.QueryRow(ctx, `SELECT quote_nullable($1::`+types[i]+`)`, a).Scan(&values[i]))
+					values[i] += "::" + types[i]
+				}
+				var out []byte
+				require.NoError(t, tx.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE held_update("+strings.Join(values, ", ")+")").Scan(&out))
+				if mode == "force_generic_plan" {
+					require.Contains(t, string(out), "medium_hash = $1", "not a generic plan: %s", out)
+				}
+				var plan []struct{ Plan planNode }
+				require.NoError(t, json.Unmarshal(out, &plan))
+				require.Len(t, plan, 1)
+				top := plan[0].Plan
+				require.NotContains(t, string(out), claimedIndex(h), "read the claimed index: %s", out)
+				top.walk(func(n planNode) {
+					require.LessOrEqual(t, n.Loops, int64(batch), "%s ran %d times for a batch of %d: %s", n.Type, n.Loops, batch, out)
+					require.False(t, n.Type == "Seq Scan" && n.Relation == table, "a sequential scan of the medium: %s", out)
+				})
+				pages := top.SharedHit + top.SharedRead
+				require.LessOrEqual(t, pages, int64(20*batch), "%d pages for a batch of %d: %s", pages, batch, out)
+				t.Logf("%s: %d pages", c.name, pages)
+				var n int
+				require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM `+table+` WHERE claimed_by IS DISTINCT FROM 'w'`).Scan(&n))
+				require.Equal(t, rows-(held*batch)+c.updated, n, "rows settled")
+			})
+		}
+	}
+}
+
+type planNode struct {
+	Type       string     `json:"Node Type"`
+	Relation   string     `json:"Relation Name"`
+	Loops      int64      `json:"Actual Loops"`
+	SharedHit  int64      `json:"Shared Hit Blocks"`
+	SharedRead int64      `json:"Shared Read Blocks"`
+	Plans      []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(fn func(planNode)) {
+	fn(n)
+	for _, c := range n.Plans {
+		c.walk(fn)
+	}
 }
