@@ -1,10 +1,12 @@
 package copier
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/HRDAG/ntt/internal/medium"
@@ -168,6 +170,14 @@ type inode struct {
 
 type key struct{ dev, ino int64 }
 
+// compareKeys orders keys as the claims take them: by dev, then ino.
+func compareKeys(a, b key) int {
+	if c := cmp.Compare(a.dev, b.dev); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.ino, b.ino)
+}
+
 func (n *inode) key() key { return key{n.Dev, n.Ino} }
 
 // cursorStart is before every (dev, ino).
@@ -191,7 +201,11 @@ var cursorStart = key{math.MinInt64, math.MinInt64}
 // execution anew (0.3-0.4 ms); with a literal limit it settles on the same
 // plan, cached, after five (a medium 90 % done keeps custom plans, and is
 // still 0.88x). A ctid is safe here: the row is locked by this statement,
-// no one can move it.
+// no one can move it. A candidate updated by a transaction that committed
+// after the statement began (released by another process meanwhile) is
+// locked at its newest version, which the TID scan, reading with the
+// statement's snapshot, does not see: it is not claimed this time, only
+// locked until the claim commits, and stays pending.
 func claimSQL(h medium.Hash, n int) string {
 	return fmt.Sprintf(`
 		WITH cand AS (
@@ -282,6 +296,8 @@ func renewClaims(ctx context.Context, q querier, h medium.Hash, worker string, k
 	if len(keys) == 0 {
 		return nil
 	}
+	// In key order, as commits lock them (lockHeldSQL).
+	keys = slices.SortedFunc(slices.Values(keys), compareKeys)
 	devs, inos := splitKeys(keys)
 	_, err := q.Exec(ctx, heldUpdate(h.InodeTable(), `claimed_at = now()`, keysUnnest, "", ""), string(h), worker, devs, inos)
 	if err != nil {

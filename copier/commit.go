@@ -167,6 +167,12 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 		slices.Sort(createdIDs)
 		b.Queue(`UPDATE blobs SET quarantined_at = NULL WHERE blobid = ANY($1) AND quarantined_at IS NOT NULL`, createdIDs)
 	}
+	// Every row the batch settles is locked first, in key order, by a
+	// statement of its own; see heldUpdate for why.
+	if held := heldKeys(cDev, cIno, fDev, fIno, xDev, xIno, rDev, rIno); len(held) > 0 {
+		devs, inos := splitKeys(held)
+		b.Queue(lockHeldSQL(table), string(h), worker, devs, inos)
+	}
 	var successQ, refusedQ *pgx.QueuedQuery
 	if len(cDev) > 0 {
 		successQ = b.Queue(successSQL(table), string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
@@ -249,6 +255,33 @@ func successSQL(table string) string {
 		`NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`, "")
 }
 
+// lockHeldSQL locks the rows of keys ($3, $4; sorted, so that two
+// transactions lock them in one order) that worker $2 holds on medium $1,
+// as heldUpdate finds them. FOR NO KEY UPDATE is what an UPDATE that
+// leaves the key alone takes: it does not block the foreign-key checks of
+// the path table.
+func lockHeldSQL(table string) string {
+	return fmt.Sprintf(`
+		SELECT count(*) FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
+		CROSS JOIN LATERAL (
+			SELECT FROM %s AS r
+			WHERE r.medium_hash = $1 AND r.dev = u.dev AND r.ino = u.ino
+			  AND r.claimed_by IS NOT DISTINCT FROM $2 AND NOT r.copied
+			FOR NO KEY UPDATE) t`, table)
+}
+
+// heldKeys is the keys of the given (dev, ino) arrays, in key order.
+func heldKeys(pairs ...[]int64) []key {
+	var keys []key
+	for i := 0; i+1 < len(pairs); i += 2 {
+		for j := range pairs[i] {
+			keys = append(keys, key{dev: pairs[i][j], ino: pairs[i+1][j]})
+		}
+	}
+	slices.SortFunc(keys, compareKeys)
+	return keys
+}
+
 // keysUnnest is the batch's keys alone ($3, $4), for heldUpdate.
 const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 
@@ -264,22 +297,30 @@ const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 //     of all its workers. With a run's statistics, taken before it, when
 //     nothing is claimed, the planner answered that condition from the
 //     claimed index and read all those rows at every commit (auto_explain
-//     on the wide bench tree); as a generic plan, 2.5-4 s a commit on a
-//     60k-row medium with 16 batches held.
+//     on the wide bench tree).
 //   - Made merely unindexable (IS NOT DISTINCT FROM), it was estimated to
 //     match one row, and on media of 30k-75k rows the planner looped over
 //     the keys once per row of a sequential scan of the medium: 1.4-2.3 s
 //     a commit.
 //
 // So, as in the claim: the rows are locked in a materialized CTE, one
-// lookup per key in a LATERAL subquery, which FOR UPDATE keeps from being
-// flattened into a join (the keys stay the outer side), under a condition
-// on claimed_by that no index answers (the primary key is the only index
-// left). The update then takes the rows by their ctids (safe: this
-// statement holds their locks), listed as an array, because joined on
-// ctid alone the planner preferred one sequential scan of a 60k-row
-// medium to 1000 TID lookups. TestHeldUpdatesFindRowsByKey checks the
-// plans, custom and generic, against all three mistakes.
+// lookup per key in a LATERAL subquery, which the locking clause keeps
+// from being flattened into a join (the keys stay the outer side), under
+// a condition on claimed_by that no index answers (the primary key is the
+// only index left). The update then takes the rows by their ctids, listed
+// as an array, because joined on ctid alone the planner preferred one
+// sequential scan of a 60k-row medium to 1000 TID lookups.
+//
+// A TID scan reads with the statement's snapshot: a row updated by a
+// transaction that committed after the statement began (a heartbeat's
+// renewal of the same claims), locked by the CTE at its newest version,
+// is not seen by the scan and would be left as it was, silently. So a
+// statement that settles claims runs after lockHeldSQL has locked all of
+// its rows, in the same transaction: it then takes a snapshot in which
+// nothing can change them any more. The renewal runs alone; a row a
+// commit settles meanwhile is not to be renewed anyway.
+// TestHeldUpdatesFindRowsByKey checks the plans, custom and generic;
+// TestCommitAfterRenewal the race.
 func heldUpdate(table, set, keys, cond, returning string) string {
 	if cond != "" {
 		cond = " AND " + cond
@@ -294,7 +335,7 @@ func heldUpdate(table, set, keys, cond, returning string) string {
 				SELECT r.ctid AS tid FROM %[1]s AS r
 				WHERE r.medium_hash = $1 AND r.dev = u.dev AND r.ino = u.ino
 				  AND r.claimed_by IS NOT DISTINCT FROM $2 AND NOT r.copied
-				FOR UPDATE) t)
+				FOR NO KEY UPDATE) t)
 		UPDATE %[1]s AS i SET %[2]s
 		FROM held AS u
 		WHERE i.ctid = ANY(ARRAY(SELECT tid FROM held)) AND i.ctid = u.tid%[4]s%[5]s`, table, set, keys, cond, returning)

@@ -179,3 +179,55 @@ func (n planNode) walk(fn func(planNode)) {
 		c.walk(fn)
 	}
 }
+
+// A commit that waits for a renewal of its own claims (the heartbeat
+// renews every claim in flight, those of batches being committed too)
+// still records every row. Its statements read rows by ctid with their
+// snapshot: had one begun before the renewal committed, it would have
+// locked each row's newest version and then not seen it, leaving the
+// whole batch claimed and counted as lost.
+func TestCommitAfterRenewal(t *testing.T) {
+	db, h := benchMedium(t, 2000)
+	ctx := context.Background()
+	got, err := claimBatch(ctx, db, h, "w", time.Minute, cursorStart, 1000, false)
+	require.NoError(t, err)
+	require.Len(t, got, 1000)
+	outs := make([]outcome, len(got))
+	keys := make([]key, len(got))
+	for i, n := range got {
+		outs[i] = outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
+		keys[i] = n.key()
+	}
+
+	renewal, err := db.Begin(ctx)
+	require.NoError(t, err)
+	defer renewal.Rollback(ctx)
+	require.NoError(t, renewClaims(ctx, renewal, h, "w", keys))
+
+	type result struct {
+		lost int64
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		lost, _, err := commitBatch(ctx, db, h, "w", outs, nil, &blobSet{})
+		done <- result{lost, err}
+	}()
+	// The commit waits for the renewal's row locks.
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%`+h.InodeTable()+`%'`).Scan(&waiting))
+		return waiting > 0
+	}, 10*time.Second, 10*time.Millisecond, "the commit never waited for the renewal")
+	require.NoError(t, renewal.Commit(ctx))
+
+	res := <-done
+	require.NoError(t, res.err)
+	require.Zero(t, res.lost, "copied inodes counted as lost")
+	var copiedN, claimedN int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE copied), count(*) FILTER (WHERE claimed_by IS NOT NULL)
+		FROM `+h.InodeTable()).Scan(&copiedN, &claimedN))
+	require.Equal(t, 1000, copiedN, "rows recorded as copied")
+	require.Zero(t, claimedN, "rows left claimed")
+}

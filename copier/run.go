@@ -731,6 +731,9 @@ func (r *run) heartbeat(ctx context.Context) {
 		r.log.Warn("could not release orphaned claims", "medium", r.h, "err", err)
 	} else if n > 0 {
 		r.log.Info("released orphaned claims", "medium", r.h, "claims", n)
+		r.mu.Lock()
+		r.gaveBack = true // they may lie behind the cursor (see nextBatch)
+		r.mu.Unlock()
 	}
 }
 
@@ -936,17 +939,20 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 		// The workers that run out of work together share one release:
 		// each costs a scan of the claimed index's dead entries, 210-320
 		// ms at the end of the wide bench tree, where several workers
-		// asked at once (auto_explain).
+		// asked at once (auto_explain). A worker that joins a release
+		// under way may miss claims orphaned since it began (another
+		// process dying in those few hundred milliseconds): the next run
+		// copies them, and this run's count says the medium is not done.
 		var released int64
 		if err := step(func(cctx context.Context) error {
-			n, err, _ := r.orphans.Do("", func() (any, error) {
-				n, err := releaseOrphans(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false)
-				if n > 0 {
-					r.log.Info("released orphaned claims", "medium", r.h, "claims", n)
+			v, err, _ := r.orphans.Do("", func() (any, error) {
+				got, err := releaseOrphans(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false)
+				if got > 0 {
+					r.log.Info("released orphaned claims", "medium", r.h, "claims", got)
 				}
-				return n, err
+				return got, err
 			})
-			released, _ = n.(int64)
+			released, _ = v.(int64)
 			return err
 		}); err != nil {
 			return nil, err
