@@ -291,12 +291,15 @@ func claimBatch(ctx context.Context, q pipeliner, h medium.Hash, worker string, 
 }
 
 // renewClaims moves claimed_at of the given claims of worker to now (the
-// lease heartbeat).
+// lease heartbeat). It runs outside a commit's transaction, so without
+// commitPlanning: on a small medium its plan may read the whole medium
+// once, every heartbeat.
 func renewClaims(ctx context.Context, q querier, h medium.Hash, worker string, keys []key) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	// In key order, as commits lock them (lockHeldSQL).
+	// In key order, the order of a batch's keys, which a commit looks up
+	// one after the other: the two lock rows in one order.
 	keys = slices.SortedFunc(slices.Values(keys), compareKeys)
 	devs, inos := splitKeys(keys)
 	_, err := q.Exec(ctx, heldUpdate(h.InodeTable(), `claimed_at = now()`, keysUnnest, "", ""), string(h), worker, devs, inos)

@@ -167,12 +167,7 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 		slices.Sort(createdIDs)
 		b.Queue(`UPDATE blobs SET quarantined_at = NULL WHERE blobid = ANY($1) AND quarantined_at IS NOT NULL`, createdIDs)
 	}
-	// Every row the batch settles is locked first, in key order, by a
-	// statement of its own; see heldUpdate for why.
-	if held := heldKeys(cDev, cIno, fDev, fIno, xDev, xIno, rDev, rIno); len(held) > 0 {
-		devs, inos := splitKeys(held)
-		b.Queue(lockHeldSQL(table), string(h), worker, devs, inos)
-	}
+	b.Queue(commitPlanning)
 	var successQ, refusedQ *pgx.QueuedQuery
 	if len(cDev) > 0 {
 		successQ = b.Queue(successSQL(table), string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
@@ -255,33 +250,6 @@ func successSQL(table string) string {
 		`NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blobid = u.blobid AND b.quarantined_at IS NOT NULL)`, "")
 }
 
-// lockHeldSQL locks the rows of keys ($3, $4; sorted, so that two
-// transactions lock them in one order) that worker $2 holds on medium $1,
-// as heldUpdate finds them. FOR NO KEY UPDATE is what an UPDATE that
-// leaves the key alone takes: it does not block the foreign-key checks of
-// the path table.
-func lockHeldSQL(table string) string {
-	return fmt.Sprintf(`
-		SELECT count(*) FROM unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)
-		CROSS JOIN LATERAL (
-			SELECT FROM %s AS r
-			WHERE r.medium_hash = $1 AND r.dev = u.dev AND r.ino = u.ino
-			  AND r.claimed_by IS NOT DISTINCT FROM $2 AND NOT r.copied
-			FOR NO KEY UPDATE) t`, table)
-}
-
-// heldKeys is the keys of the given (dev, ino) arrays, in key order.
-func heldKeys(pairs ...[]int64) []key {
-	var keys []key
-	for i := 0; i+1 < len(pairs); i += 2 {
-		for j := range pairs[i] {
-			keys = append(keys, key{dev: pairs[i][j], ino: pairs[i+1][j]})
-		}
-	}
-	slices.SortFunc(keys, compareKeys)
-	return keys
-}
-
 // keysUnnest is the batch's keys alone ($3, $4), for heldUpdate.
 const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 
@@ -291,36 +259,38 @@ const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 // medium $1 and for which cond (over i, the row, and u) holds, returning
 // returning.
 //
-// Each row is found by its primary key, whatever else the process holds,
-// and the statement leaves the planner no other way to find it:
-//   - A worker id is one process, so "claimed_by = $2" matches every batch
-//     of all its workers. With a run's statistics, taken before it, when
-//     nothing is claimed, the planner answered that condition from the
-//     claimed index and read all those rows at every commit (auto_explain
-//     on the wide bench tree).
-//   - Made merely unindexable (IS NOT DISTINCT FROM), it was estimated to
-//     match one row, and on media of 30k-75k rows the planner looped over
-//     the keys once per row of a sequential scan of the medium: 1.4-2.3 s
-//     a commit.
+// It must find each row by its primary key, whatever else the process
+// holds, and the planner's statistics, taken before the run when nothing
+// was claimed, say nothing about claimed_by:
+//   - Compared with "=", claimed_by matched the claimed index, which the
+//     planner expected to give one row. A worker id is one process, so
+//     that index holds every batch of all its workers: each commit read
+//     them all (auto_explain on the wide bench tree). On a 300k-row
+//     medium with 8 batches held, a throwaway benchmark of commitBatch
+//     took 17.7 ms a commit (median), but 1.6 s at p90 and 3.3 s at
+//     most: PostgreSQL switched to a generic plan by itself (forced to
+//     plan each commit anew, 21 ms median, 32 ms at most).
+//   - Compared with IS NOT DISTINCT FROM, which no index answers, it was
+//     estimated to match one row, and on media of 30k-75k rows the
+//     planner looped over the keys once per row of a sequential scan of
+//     the medium: 1.4-2.3 s a commit.
 //
-// So, as in the claim: the rows are locked in a materialized CTE, one
-// lookup per key in a LATERAL subquery, which the locking clause keeps
-// from being flattened into a join (the keys stay the outer side), under
-// a condition on claimed_by that no index answers (the primary key is the
-// only index left). The update then takes the rows by their ctids, listed
-// as an array, because joined on ctid alone the planner preferred one
-// sequential scan of a 60k-row medium to 1000 TID lookups.
+// Here claimed_by is compared through coalesce: no index answers it, and
+// an expression without statistics is estimated at 0.5 % of the rows, so
+// a sequential scan is never mistaken for a one-row input; worker ids are
+// never empty. The commit's transaction also turns sequential scans off
+// (commitPlanning): on a 60k-row medium the planner still preferred one
+// scan of the whole medium and a hash join (15 ms) to 1000 lookups by the
+// primary key (9 ms). A row renewed or stolen while the statement runs is
+// rechecked by PostgreSQL at its newest version, as for any UPDATE.
 //
-// A TID scan reads with the statement's snapshot: a row updated by a
-// transaction that committed after the statement began (a heartbeat's
-// renewal of the same claims), locked by the CTE at its newest version,
-// is not seen by the scan and would be left as it was, silently. So a
-// statement that settles claims runs after lockHeldSQL has locked all of
-// its rows, in the same transaction: it then takes a snapshot in which
-// nothing can change them any more. The renewal runs alone; a row a
-// commit settles meanwhile is not to be renewed anyway.
+// A statement built around the keys instead (the rows locked in a CTE by
+// primary-key lookups, then updated by ctid) had no bad plan but cost
+// more: 26-28 ms a commit of 1000 in that benchmark, against 15.9 ms
+// (median; 18.9 ms p90, 22.7 ms at most) here; and reading by ctid with
+// the statement's snapshot missed rows renewed meanwhile.
 // TestHeldUpdatesFindRowsByKey checks the plans, custom and generic;
-// TestCommitAfterRenewal the race.
+// TestCommitAfterRenewal the renewal.
 func heldUpdate(table, set, keys, cond, returning string) string {
 	if cond != "" {
 		cond = " AND " + cond
@@ -329,17 +299,16 @@ func heldUpdate(table, set, keys, cond, returning string) string {
 		returning = " RETURNING " + returning
 	}
 	return fmt.Sprintf(`
-		WITH held AS MATERIALIZED (
-			SELECT u.*, t.tid FROM %[3]s
-			CROSS JOIN LATERAL (
-				SELECT r.ctid AS tid FROM %[1]s AS r
-				WHERE r.medium_hash = $1 AND r.dev = u.dev AND r.ino = u.ino
-				  AND r.claimed_by IS NOT DISTINCT FROM $2 AND NOT r.copied
-				FOR NO KEY UPDATE) t)
 		UPDATE %[1]s AS i SET %[2]s
-		FROM held AS u
-		WHERE i.ctid = ANY(ARRAY(SELECT tid FROM held)) AND i.ctid = u.tid%[4]s%[5]s`, table, set, keys, cond, returning)
+		FROM %[3]s
+		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino
+		  AND coalesce(i.claimed_by, '') = $2 AND NOT i.copied%[4]s%[5]s`, table, set, keys, cond, returning)
 }
+
+// commitPlanning is the first statement of a commit's transaction: no
+// sequential scan, for heldUpdate's sake (the quarantine checks and the
+// blobs rows are found by their indexes too).
+const commitPlanning = `SELECT set_config('enable_seqscan', 'off', true)`
 
 func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batch, successQ, refusedQ *pgx.QueuedQuery, nSuccess int64, problems []problem) (lost int64, refused []string, err error) {
 	var updated int64

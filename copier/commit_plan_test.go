@@ -70,9 +70,10 @@ func TestRefusedCheckReadsNoBlobsPages(t *testing.T) {
 // workers); with that condition merely unindexable, the planner, expecting
 // one matching row, looped over the keys with a sequential scan of the
 // medium (1.4-2.3 s a commit on media of 30k-75k rows). Here a 60k-row
-// medium has 16 batches held; each statement, planned custom and generic,
-// must touch the batch's rows only: no claimed index, no sequential scan
-// of the medium repeated, a bounded number of pages per row.
+// medium has 16 batches held; each statement, planned custom and generic
+// under the commit's settings, must touch the batch's rows only: no
+// claimed index, no sequential scan of the medium, no node run more than
+// once per key, a bounded number of pages per row.
 func TestHeldUpdatesFindRowsByKey(t *testing.T) {
 	const rows, batch, held = 60000, 1000, 16
 	db, h := benchMedium(t, rows)
@@ -129,6 +130,8 @@ func TestHeldUpdatesFindRowsByKey(t *testing.T) {
 				// values; only EXECUTE of a prepared one takes a generic plan.
 				_, err = tx.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode)
 				require.NoError(t, err)
+				_, err = tx.Exec(ctx, commitPlanning)
+				require.NoError(t, err)
 				_, err = tx.Exec(ctx, `PREPARE held_update (`+c.types+`) AS `+c.sql)
 				require.NoError(t, err)
 				defer tx.Exec(ctx, `DEALLOCATE held_update`)
@@ -182,10 +185,10 @@ func (n planNode) walk(fn func(planNode)) {
 
 // A commit that waits for a renewal of its own claims (the heartbeat
 // renews every claim in flight, those of batches being committed too)
-// still records every row. Its statements read rows by ctid with their
-// snapshot: had one begun before the renewal committed, it would have
-// locked each row's newest version and then not seen it, leaving the
-// whole batch claimed and counted as lost.
+// still records every row. A form of the commit that read its rows by
+// ctid with its statement's snapshot (5d9eb73) locked each row's newest
+// version and then did not see it: the whole batch was left claimed and
+// counted as lost.
 func TestCommitAfterRenewal(t *testing.T) {
 	db, h := benchMedium(t, 2000)
 	ctx := context.Background()
