@@ -155,6 +155,7 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 		blobSizes[i] = sizes[id]
 	}
 
+	b.Queue(commitPlanning)
 	if len(cDev) > 0 {
 		b.Queue(`SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))`, quarantineLock)
 	}
@@ -167,7 +168,6 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 		slices.Sort(createdIDs)
 		b.Queue(`UPDATE blobs SET quarantined_at = NULL WHERE blobid = ANY($1) AND quarantined_at IS NOT NULL`, createdIDs)
 	}
-	b.Queue(commitPlanning)
 	var successQ, refusedQ *pgx.QueuedQuery
 	if len(cDev) > 0 {
 		successQ = b.Queue(successSQL(table), string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
@@ -253,15 +253,16 @@ func successSQL(table string) string {
 // keysUnnest is the batch's keys alone ($3, $4), for heldUpdate.
 const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 
-// heldUpdate is every statement that settles or renews a worker's claims:
+// heldUpdate is every statement that settles a worker's claims, and the
+// heartbeat's renewal of them:
 // UPDATE table SET set for each row of keys (an unnest of the batch's
 // arrays AS u, with at least dev and ino) that worker $2 still holds on
 // medium $1 and for which cond (over i, the row, and u) holds, returning
 // returning.
 //
-// It must find each row by its primary key, whatever else the process
-// holds, and the planner's statistics, taken before the run when nothing
-// was claimed, say nothing about claimed_by:
+// A commit must find each row by its primary key, whatever else the
+// process holds, and the planner's statistics, taken before the run when
+// nothing was claimed, say nothing about claimed_by:
 //   - Compared with "=", claimed_by matched the claimed index, which the
 //     planner expected to give one row. A worker id is one process, so
 //     that index holds every batch of all its workers: each commit read
@@ -275,10 +276,12 @@ const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 //     planner looped over the keys once per row of a sequential scan of
 //     the medium: 1.4-2.3 s a commit.
 //
-// Here claimed_by is compared through coalesce: no index answers it, and
+// Here claimed_by is compared through coalesce. No index answers that
+// (with an empty $2 it would match NULL too, so the claimed index's predicate,
+// claimed_by IS NOT NULL, is not implied; worker ids are never empty), and
 // an expression without statistics is estimated at 0.5 % of the rows, so
-// a sequential scan is never mistaken for a one-row input; worker ids are
-// never empty. The commit's transaction also turns sequential scans off
+// on a medium of 200 rows or more a sequential scan is not mistaken for a
+// one-row input. The commit's transaction also turns sequential scans off
 // (commitPlanning): on a 60k-row medium the planner still preferred one
 // scan of the whole medium and a hash join (15 ms) to 1000 lookups by the
 // primary key (9 ms). A row renewed or stolen while the statement runs is
@@ -306,8 +309,8 @@ func heldUpdate(table, set, keys, cond, returning string) string {
 }
 
 // commitPlanning is the first statement of a commit's transaction: no
-// sequential scan, for heldUpdate's sake (the quarantine checks and the
-// blobs rows are found by their indexes too).
+// sequential scan, for heldUpdate's sake (the blobs rows and the
+// quarantine checks are found by their indexes anyway).
 const commitPlanning = `SELECT set_config('enable_seqscan', 'off', true)`
 
 func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batch, successQ, refusedQ *pgx.QueuedQuery, nSuccess int64, problems []problem) (lost int64, refused []string, err error) {
