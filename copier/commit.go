@@ -254,11 +254,10 @@ func successSQL(table string) string {
 const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 
 // heldUpdate is every statement that settles a worker's claims, and the
-// heartbeat's renewal of them:
-// UPDATE table SET set for each row of keys (an unnest of the batch's
-// arrays AS u, with at least dev and ino) that worker $2 still holds on
-// medium $1 and for which cond (over i, the row, and u) holds, returning
-// returning.
+// heartbeat's renewal of them: UPDATE table SET set for each row of keys
+// (an unnest of the batch's arrays AS u, with at least dev and ino) that
+// worker $2 still holds on medium $1 and for which cond (over i, the row,
+// and u) holds, returning returning.
 //
 // A commit must find each row by its primary key, whatever else the
 // process holds, and the planner's statistics, taken before the run when
@@ -277,11 +276,11 @@ const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 //     the medium: 1.4-2.3 s a commit.
 //
 // Here claimed_by is compared through coalesce. No index answers that
-// (with an empty $2 it would match NULL too, so the claimed index's predicate,
-// claimed_by IS NOT NULL, is not implied; worker ids are never empty), and
-// an expression without statistics is estimated at 0.5 % of the rows, so
-// on a medium of 200 rows or more a sequential scan is not mistaken for a
-// one-row input. The commit's transaction also turns sequential scans off
+// (with an empty $2 it would match NULL too, so the claimed index's
+// predicate, claimed_by IS NOT NULL, is not implied; worker ids are never
+// empty), and an expression without statistics is estimated at 0.5 % of
+// the rows, so on a medium of 200 rows or more a sequential scan is not
+// mistaken for a one-row input. The commit's transaction also turns sequential scans off
 // (commitPlanning): on a 60k-row medium the planner still preferred one
 // scan of the whole medium and a hash join (15 ms) to 1000 lookups by the
 // primary key (9 ms). A row renewed or stolen while the statement runs is

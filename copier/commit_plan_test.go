@@ -38,12 +38,7 @@ func TestRefusedCheckReadsNoBlobsPages(t *testing.T) {
 	}
 	devs, inos := splitKeys(keys)
 
-	var plan []struct {
-		Plan struct {
-			SharedHit  int64 `json:"Shared Hit Blocks"`
-			SharedRead int64 `json:"Shared Read Blocks"`
-		}
-	}
+	var plan []struct{ Plan planNode }
 	var out []byte
 	require.NoError(t, db.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+refusedSQL(h.InodeTable()),
 		string(h), "w", devs, inos, blobs).Scan(&out))

@@ -127,9 +127,10 @@
 // (HOT updates need room on the page for a claim's 100 new versions). A
 // fillfactor that low doubles every medium's inode table for the claim's
 // sake, and the claimed index spares the releases of a worker's claims
-// and the lease checks a scan, so neither was taken. What was taken: a claim's commit does not wait for the WAL (it
-// promises nothing durable, see claimBatch), 15-16 % off a claim on a
-// durable cluster (2.34 -> 1.97 and 2.92 -> 2.47 ms, interleaved).
+// and the lease checks a scan, so neither was taken. What was taken: a
+// claim's commit does not wait for the WAL (it promises nothing durable,
+// see claimBatch), 15-16 % off a claim on a durable cluster (2.34 -> 1.97
+// and 2.92 -> 2.47 ms, interleaved).
 // Measured again on 2026-12-06 with the commit's cost counted too (1M
 // rows, 2000 claims of 100 each followed by their commit): fillfactor 50
 // without the claimed index made 90 % of claims HOT, the claim 1.8-2.8 ms

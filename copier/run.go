@@ -729,12 +729,21 @@ func (r *run) heartbeat(ctx context.Context) {
 	}
 	if n, err := releaseOrphans(ctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false); err != nil && ctx.Err() == nil {
 		r.log.Warn("could not release orphaned claims", "medium", r.h, "err", err)
-	} else if n > 0 {
-		r.log.Info("released orphaned claims", "medium", r.h, "claims", n)
-		r.mu.Lock()
-		r.gaveBack = true // they may lie behind the cursor (see nextBatch)
-		r.mu.Unlock()
+	} else {
+		r.releasedOrphans(n)
 	}
+}
+
+// releasedOrphans reports n claims released by releaseOrphans and, if any,
+// marks that they may lie behind the cursor (see nextBatch).
+func (r *run) releasedOrphans(n int64) {
+	if n == 0 {
+		return
+	}
+	r.log.Info("released orphaned claims", "medium", r.h, "claims", n)
+	r.mu.Lock()
+	r.gaveBack = true
+	r.mu.Unlock()
 }
 
 // reserve takes up to n inodes from the limit.
@@ -947,9 +956,7 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 		if err := step(func(cctx context.Context) error {
 			v, err, _ := r.orphans.Do("", func() (any, error) {
 				got, err := releaseOrphans(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, false)
-				if got > 0 {
-					r.log.Info("released orphaned claims", "medium", r.h, "claims", got)
-				}
+				r.releasedOrphans(got)
 				return got, err
 			})
 			released, _ = v.(int64)
@@ -960,13 +967,10 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 		if released == 0 {
 			return nil, nil
 		}
-		r.mu.Lock()
-		r.gaveBack = true // they may lie behind the cursor
-		r.mu.Unlock()
 	}
 }
 
-func less(a, b key) bool { return a.dev < b.dev || a.dev == b.dev && a.ino < b.ino }
+func less(a, b key) bool { return compareKeys(a, b) < 0 }
 
 // batchTimes is where a batch's time went, for the "Batch completed" line.
 type batchTimes struct{ claim, copy, sync, commit time.Duration }
