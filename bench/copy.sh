@@ -394,10 +394,16 @@ reset_medium() { # hash: files back to pending, no blobs, no copier indexes
 }
 # timed OUT CMD…: appends "seconds read_bytes" to OUT; the command's last
 # /proc/<pid>/io read_bytes sample goes to OUT.procio, its peak RSS (KiB)
-# to WORK/time.rss, its CPU seconds (user + system) to WORK/time.cpu.
+# to WORK/time.rss, its CPU seconds (user + system) to WORK/time.cpu, and
+# the whole machine's busy CPU seconds meanwhile (PostgreSQL and the
+# kernel's writeback included; /proc/stat, all but idle and iowait) to
+# WORK/time.mcpu: on a machine bound by CPU, the work a run costs, which
+# moves less from run to run than its wall time.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 timed() {
-	local out=$1
+	local out=$1 b0
 	shift
+	b0=$(busy_ticks)
 	/usr/bin/time -f '%e %I %M %U %S' -o "$WORK/time.tmp" "$@" &
 	local tpid=$! pid="" last=0 k v
 	# The sampling costs next to nothing (bash builtins, 4 samples a
@@ -416,6 +422,7 @@ timed() {
 	awk '{printf "%s %.0f\n", $1, $2 * 512}' "$WORK/time.tmp" >>"$out"
 	awk '{print $3}' "$WORK/time.tmp" >"$WORK/time.rss"
 	awk '{print $4 + $5}' "$WORK/time.tmp" >"$WORK/time.cpu"
+	awk -v a="$b0" -v b="$(busy_ticks)" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f\n", (b - a) / hz}' >"$WORK/time.mcpu"
 	echo "$last" >>"$out.procio"
 }
 
@@ -466,6 +473,8 @@ copy_tree() { # shape hash image
 	: >"$WORK/ntt.t.procio"
 	: >"$WORK/ntt.rss"
 	: >"$WORK/against.rss"
+	: >"$WORK/ntt.cpu"
+	: >"$WORK/against.cpu"
 	: >"$WORK/cp.t"
 	: >"$WORK/cp.t.procio"
 	: >"$WORK/sync.t"
@@ -475,11 +484,13 @@ copy_tree() { # shape hash image
 		[[ -n ${PERF:-} ]] && PERFCMD=(perf record -q -a -g -F 499 -o "$BENCH/perf-$shape.data" --)
 		tree_run "$shape" "$hash" $((i + 1)) "$WORK/bin/ntt-copier" ntt "${PERFCMD[@]}"
 		cat "$WORK/time.rss" >>"$WORK/ntt.rss"
+		paste -d' ' "$WORK/time.cpu" "$WORK/time.mcpu" >>"$WORK/ntt.cpu"
 		[[ -n ${PGSS:-} ]] && pgss_report >"$BENCH/pgss-$shape.txt"
 		if [[ -n ${AGAINST:-} ]]; then
 			tree_run "$shape" "$hash" $((i + 1)) "$WORK/bin/against-ntt-copier" against
 			cat "$WORK/time.rss" >>"$WORK/against.rss"
-			log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, ntt-copier of $AGAINST $(tail -n 1 "$WORK/against.t" | cut -d' ' -f1) s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+			paste -d' ' "$WORK/time.cpu" "$WORK/time.mcpu" >>"$WORK/against.cpu"
+			log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s (CPU: its own $(tail -n 1 "$WORK/ntt.cpu" | cut -d' ' -f1) s, machine $(tail -n 1 "$WORK/ntt.cpu" | cut -d' ' -f2) s), ntt-copier of $AGAINST $(tail -n 1 "$WORK/against.t" | cut -d' ' -f1) s (CPU $(tail -n 1 "$WORK/against.cpu" | cut -d' ' -f1) s, machine $(tail -n 1 "$WORK/against.cpu" | cut -d' ' -f2) s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 			continue
 		fi
 		rm -rf "$WORK/cpdest"
@@ -497,6 +508,10 @@ copy_tree() { # shape hash image
 	if [[ -n ${AGAINST:-} ]]; then
 		awk -v n="$(cut -d' ' -f1 "$WORK/ntt.t" | median)" -v c="$(cut -d' ' -f1 "$WORK/against.t" | median)" -v a="$AGAINST" -v s="$shape" -v r="$RUNS" 'BEGIN {
 			printf "copy benchmark, %s tree, median of %d alternating cold runs: ntt-copier %.2f s, ntt-copier of %s %.2f s, ratio %.3f\n", s, r, n, a, c, n / c
+		}'
+		awk -v n="$(cut -d' ' -f2 "$WORK/ntt.cpu" | median)" -v c="$(cut -d' ' -f2 "$WORK/against.cpu" | median)" \
+			-v nn="$(cut -d' ' -f1 "$WORK/ntt.cpu" | median)" -v cc="$(cut -d' ' -f1 "$WORK/against.cpu" | median)" -v a="$AGAINST" 'BEGIN {
+			printf "  busy CPU of the whole machine, median: %.2f s against %.2f s of %s, ratio %.3f (the copier alone: %.2f s against %.2f s)\n", n, c, a, n / c, nn, cc
 		}'
 		local b label
 		for b in ntt against; do # each run's time and peak RSS
