@@ -20,7 +20,11 @@
 # Target: ntt-pipeline total <= 0.4 x the reference sum (issue 16; 0.5 before).
 #
 # Usage: sudo bench/pipeline.sh   (env: NTT_BENCH_DIR; WORKERS=N passes
-# --workers N, unset: ntt-pipeline's default, as issue 16 measures)
+# --workers N, unset: ntt-pipeline's default, as issue 16 measures;
+# LOGS=DIR keeps ntt-pipeline's log, summary and metrics file there, and
+# the cluster's log (its checkpoints);
+# SKIP_REF=1 runs ntt-pipeline alone, its phases only, no ratio: to look
+# into its own time)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -65,6 +69,7 @@ psql -X -q -d "$(url postgres)" -c 'CREATE DATABASE ref' -c 'CREATE DATABASE our
 "$WORK/ntt-loader" migrate --db "$(url ours)" >/dev/null
 
 # --- Reference -------------------------------------------------------------
+if [[ -z ${SKIP_REF:-} ]]; then
 mkdir -p "$MNT" "$WORK/ref-dest" "$WORK/ref-archive"
 LOOP=$(losetup -r -f --show "$IMG")
 mount -t ext4 -o ro,noload,nosuid,nodev,noexec,noatime "$LOOP" "$MNT"
@@ -91,6 +96,7 @@ tar -I 'zstd -T0' -cf "$WORK/ref-archive/$HASH.tar.zst" -C "$(dirname "$IMG")" "
 t_tar=$(since "$t")
 t=$(now); sync; t_tarsync=$(since "$t")
 rm -rf "$WORK/ref-archive"
+fi
 
 # --- Ours ------------------------------------------------------------------
 mkdir -p "$WORK/img" "$WORK/cold/img-read" "$WORK/work"
@@ -103,8 +109,15 @@ cold_start; t=$(now)
 }
 t_ours=$(since "$t")
 M=$WORK/work/${HASH:0:8}.metrics.json
+[[ -n ${LOGS:-} ]] && mkdir -p "$LOGS" && cp "$WORK/ours.out" "$WORK/ours.err" "$M" "$LOGS/" && cp "$PGDIR/log" "$LOGS/postgresql.log" &&
+	psql -X -At -d "$(url ours)" -c "SELECT 'inode partition after the run: ' || pg_relation_size('inode_p_$HASH') || ' bytes, with indexes ' || pg_total_relation_size('inode_p_$HASH')" >"$LOGS/sizes.txt"
 phase() { python3 -c "import json,sys; m=json.load(open('$M')); print('%.2f' % sum(p['seconds'] for p in m['phases'] if p['name'] in sys.argv[1:]))" "$@"; }
 
+if [[ -n ${SKIP_REF:-} ]]; then
+	echo "ntt-pipeline alone (SKIP_REF): $t_ours s wall"
+	python3 -c "import json; m=json.load(open('$M')); [print('  %-12s %8.2f s' % (p['name'], p['seconds'])) for p in m['phases']]"
+	exit 0
+fi
 echo "pipeline benchmark: $records records, image $IMG, $(nproc) cores, copy workers ${WORKERS:-default}"
 printf '%-26s %8s   %-34s %8s\n' "ntt-pipeline phase" "seconds" "reference" "seconds"
 printf '%-26s %8s   %-34s %8s\n' "preflight + mount" "$(phase preflight mount)" "" ""
