@@ -137,13 +137,19 @@
 // against 2.4-4.1 ms, but the commit that follows 1.7-2.8 ms against
 // 1.3-2.2 ms; the pair 3.6-5.6 ms against 3.7-6.3 ms (three and four
 // repeats, alternating, on a VM whose repeats moved 40 %): no clear gain
-// for a quarter more table. Where a claim's time goes (2026-12-07, machine
-// E, BenchmarkClaim's medium, variants of claimSQL alternating 2000 times
-// each on one connection, then reverted): with its row locks 1.83 ms,
-// without FOR UPDATE SKIP LOCKED 1.76 ms; without the path join 1.84
-// against 1.90 ms; only finding the rows (peekSQL, no update) 0.91 ms
-// against 1.89 ms. Half finding, half rewriting the rows; neither the lock
-// nor the join is worth a change of design.
+// for a quarter more table. Nor on a freshly loaded medium, the
+// pipeline's case, where a table with no free space sends every rewritten
+// row to a new page (2026-12-07, machine F: the loader's inode table at
+// fillfactor 50, bench/pipeline.sh SKIP_REF=1, three pairs alternating):
+// copy phase 12.90, 15.07 and 17.62 s against 14.11, 14.32 and 15.80 s at
+// 100 (the table after the copy 150 MB against 159 MB). Where a claim's
+// time goes (2026-12-07, machine E, BenchmarkClaim's medium, variants of
+// claimSQL alternating 2000 times each on one connection, then reverted):
+// with its row locks 1.83 ms, without FOR UPDATE SKIP LOCKED 1.76 ms;
+// without the path join 1.84 against 1.90 ms; only finding the rows
+// (peekSQL, no update) 0.91 ms against 1.89 ms. Half finding, half
+// rewriting the rows; neither the lock nor the join is worth a change of
+// design.
 //
 // bench/copy.sh PGSS=1 lists the copier's costliest statements. On the
 // deep tree it showed the commit's "is any blob quarantined" check
