@@ -396,10 +396,11 @@ reset_medium() { # hash: files back to pending, no blobs, no copier indexes
 # /proc/<pid>/io read_bytes sample goes to OUT.procio, its peak RSS (KiB)
 # to WORK/time.rss, its CPU seconds (user + system) to WORK/time.cpu, and
 # the whole machine's busy CPU seconds meanwhile (PostgreSQL and the
-# kernel's writeback included; /proc/stat, all but idle and iowait) to
+# kernel's writeback included; /proc/stat: user, nice, system, irq,
+# softirq; not idle, iowait or a hypervisor's steal) to
 # WORK/time.mcpu: on a machine bound by CPU, the work a run costs, which
 # moves less from run to run than its wall time.
-busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 timed() {
 	local out=$1 b0
 	shift
