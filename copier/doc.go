@@ -192,7 +192,11 @@
 //     28.09, 31.52, 37.99 s against 34.89, 28.94, 31.00 s with 8 running
 //     first. Medians of the six, 29.2 against 30.7 s: within the noise,
 //     and the first of a pair tends to be the faster, so a bound a disk-
-//     bound machine may need was not lowered.
+//     bound machine may need was not lowered. Again on machine F
+//     (2026-12-07, wide tree, four pairs, 4 running first, bench/copy.sh
+//     AGAINST=HEAD): 0.957 of the wall time and 0.932 of the machine's
+//     busy CPU, where main against itself in that order gave 0.935 and
+//     0.962.
 //
 // Where the time goes on a machine where both trees miss 0.5 (machine E
 // of the README, 2026-12-07; bench/copy.sh PERF=1 SHAPES=deep, one run,
