@@ -56,9 +56,12 @@
 #        cp -a's place in each alternating run, and the ratio printed is the
 #        copier of this checkout, uncommitted changes included, over REV's:
 #        to measure a change before taking it, edit, then AGAINST=HEAD.
+#        Each run also prints the busy CPU of the whole machine and the
+#        copier's own (see timed), and their medians are compared too.
 #        This checkout's copier runs first in each pair, and the first often
-#        runs faster: measure the other order too (commit the change on a
-#        branch, check out the base, AGAINST=that-branch);
+#        runs faster (on machine F, 2026-12-07: main against itself 0.935
+#        wall, 0.962 CPU over two pairs): measure the other order too (commit
+#        the change on a branch, check out the base, AGAINST=that-branch);
 #        LOGS=DIR keeps each run's copier log as DIR/SHAPE-RUN-{ntt,against}.log
 #        and DIR/big-RUN-ntt.log)
 # The load average is printed next to every run: on a shared machine, read
