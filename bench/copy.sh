@@ -430,6 +430,8 @@ timed() {
 	echo "$last" >>"$out.procio"
 }
 
+# last FILE FIELD: field FIELD of the last line of WORK/FILE (the latest run's figures).
+last() { tail -n 1 "$WORK/$1" | cut -d' ' -f"$2"; }
 source_bytes() { psql_ -At -c "SELECT sum(size) FROM inode_p_$1 WHERE fs_type = 'f'"; }
 source_files() { psql_ -At -c "SELECT count(*) FROM inode_p_$1 WHERE fs_type = 'f'"; }
 
@@ -494,7 +496,7 @@ copy_tree() { # shape hash image
 			tree_run "$shape" "$hash" $((i + 1)) "$WORK/bin/against-ntt-copier" against
 			cat "$WORK/time.rss" >>"$WORK/against.rss"
 			paste -d' ' "$WORK/time.cpu" "$WORK/time.mcpu" >>"$WORK/against.cpu"
-			log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s (CPU: its own $(tail -n 1 "$WORK/ntt.cpu" | cut -d' ' -f1) s, machine $(tail -n 1 "$WORK/ntt.cpu" | cut -d' ' -f2) s), ntt-copier of $AGAINST $(tail -n 1 "$WORK/against.t" | cut -d' ' -f1) s (CPU $(tail -n 1 "$WORK/against.cpu" | cut -d' ' -f1) s, machine $(tail -n 1 "$WORK/against.cpu" | cut -d' ' -f2) s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+			log "  run $((i + 1)): ntt-copier $(last ntt.t 1) s (CPU: its own $(last ntt.cpu 1) s, machine $(last ntt.cpu 2) s), ntt-copier of $AGAINST $(last against.t 1) s (CPU $(last against.cpu 1) s, machine $(last against.cpu 2) s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 			continue
 		fi
 		rm -rf "$WORK/cpdest"
@@ -503,7 +505,7 @@ copy_tree() { # shape hash image
 		s0=$(date +%s.%N)
 		sync
 		awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/sync.t"
-		log "  run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/ntt.t" | cut -d' ' -f1) s, cp -a $(tail -n 1 "$WORK/cp.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/sync.t") s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+		log "  run $((i + 1)): ntt-copier $(last ntt.t 1) s, cp -a $(last cp.t 1) s (+ sync $(last sync.t 1) s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	done
 	# Checks: every copier run completed (tree_run); the last run's store
 	# verifies.
@@ -578,7 +580,7 @@ if [[ -z ${SKIP_BIG:-} ]]; then
 		awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {print b - a}' >>"$WORK/catsync.t"
 		# Where the copier's time went: its batch log's stream (copy_s) and syncfs (sync_s).
 		parts=$(grep -o '"copy_s":[0-9.e-]*,"sync_s":[0-9.e-]*' "$WORK/bntt.log" | tail -n 1 | tr -d '"' | sed 's/copy_s:/stream /; s/,sync_s:/ s, syncfs /')
-		log "  2 GiB run $((i + 1)): ntt-copier $(tail -n 1 "$WORK/bntt.t" | cut -d' ' -f1) s (${parts:-?} s; CPU $ncpu s), cat $(tail -n 1 "$WORK/cat.t" | cut -d' ' -f1) s (+ sync $(tail -n 1 "$WORK/catsync.t") s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+		log "  2 GiB run $((i + 1)): ntt-copier $(last bntt.t 1) s (${parts:-?} s; CPU $ncpu s), cat $(last cat.t 1) s (+ sync $(last catsync.t 1) s); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	done
 	bn=$(cut -d' ' -f1 "$WORK/bntt.t" | median)
 	bc_=$(cut -d' ' -f1 "$WORK/cat.t" | median)

@@ -109,8 +109,12 @@ cold_start; t=$(now)
 }
 t_ours=$(since "$t")
 M=$WORK/work/${HASH:0:8}.metrics.json
-[[ -n ${LOGS:-} ]] && mkdir -p "$LOGS" && cp "$WORK/ours.out" "$WORK/ours.err" "$M" "$LOGS/" && cp "$PGDIR/log" "$LOGS/postgresql.log" &&
+if [[ -n ${LOGS:-} ]]; then
+	mkdir -p "$LOGS"
+	cp "$WORK/ours.out" "$WORK/ours.err" "$M" "$LOGS/"
+	cp "$PGDIR/log" "$LOGS/postgresql.log"
 	psql -X -At -d "$(url ours)" -c "SELECT 'inode partition after the run: ' || pg_relation_size('inode_p_$HASH') || ' bytes, with indexes ' || pg_total_relation_size('inode_p_$HASH')" >"$LOGS/sizes.txt"
+fi
 phase() { python3 -c "import json,sys; m=json.load(open('$M')); print('%.2f' % sum(p['seconds'] for p in m['phases'] if p['name'] in sys.argv[1:]))" "$@"; }
 
 if [[ -n ${SKIP_REF:-} ]]; then

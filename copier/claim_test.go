@@ -45,7 +45,7 @@ func TestClaimBatchesExactWithCachedPlan(t *testing.T) {
 			var before int64
 			prev := cursors[w]
 			for k, in := range got {
-				require.True(t, less(prev, in.key()), "worker %s round %d: %v not after %v", w, round, in.key(), prev)
+				require.True(t, compareKeys(prev, in.key()) < 0, "worker %s round %d: %v not after %v", w, round, in.key(), prev)
 				prev = in.key()
 				require.NotContains(t, seen, in.key(), "claimed twice")
 				seen[in.key()] = w

@@ -280,10 +280,10 @@ const keysUnnest = `unnest($3::bigint[], $4::bigint[]) AS u(dev, ino)`
 // predicate, claimed_by IS NOT NULL, is not implied; worker ids are never
 // empty), and an expression without statistics is estimated at 0.5 % of
 // the rows, so on a medium of 200 rows or more a sequential scan is not
-// mistaken for a one-row input. The commit's transaction also turns sequential scans off
-// (commitPlanning): on a 60k-row medium the planner still preferred one
-// scan of the whole medium and a hash join (15 ms) to 1000 lookups by the
-// primary key (9 ms). A row renewed or stolen while the statement runs is
+// mistaken for a one-row input. The commit's transaction also turns
+// sequential scans off (commitPlanning): on a 60k-row medium the planner
+// still preferred one scan of the whole medium and a hash join (15 ms) to
+// 1000 lookups by the primary key (9 ms). A row renewed or stolen while the statement runs is
 // rechecked by PostgreSQL at its newest version, as for any UPDATE.
 //
 // A statement built around the keys instead (the rows locked in a CTE by

@@ -914,7 +914,7 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 			}
 			last := batch[len(batch)-1].key()
 			r.mu.Lock()
-			if less(r.cursor, last) {
+			if compareKeys(r.cursor, last) < 0 {
 				r.cursor = last
 			}
 			for _, b := range batch {
@@ -969,8 +969,6 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 		}
 	}
 }
-
-func less(a, b key) bool { return compareKeys(a, b) < 0 }
 
 // batchTimes is where a batch's time went, for the "Batch completed" line.
 type batchTimes struct{ claim, copy, sync, commit time.Duration }
