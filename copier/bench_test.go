@@ -116,6 +116,57 @@ func BenchmarkClaim(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-p99/claim")
 }
 
+// BenchmarkHold is BenchmarkClaim for a batch held by row lock, the way
+// a worker takes a batch of small files (see Holds): the hold (its BEGIN
+// and the locking statement, one round trip) is timed; marking the batch
+// copied and committing, the batch's commit, is not.
+func BenchmarkHold(b *testing.B) {
+	const n, batch = 1_000_000, 100
+	db, h := benchMedium(b, n)
+	ctx := context.Background()
+	done := fmt.Sprintf(`UPDATE %s AS i SET copied = true, status = 'success'
+		FROM unnest($2::bigint[], $3::bigint[]) AS u(dev, ino)
+		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino`, h.InodeTable())
+	cursor := cursorStart
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		got, held, err := holdBatch(ctx, db, h, "bench", cursor, batch, func() {})
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(got) == 0 {
+			cursor = cursorStart
+			continue
+		}
+		if held == nil {
+			b.Fatal("a batch of small files was claimed, not held")
+		}
+		cursor = got[len(got)-1].key()
+		b.StopTimer()
+		keys := make([]key, len(got))
+		for j, g := range got {
+			keys[j] = g.key()
+		}
+		devs, inos := splitKeys(keys)
+		if _, err := held.conn.Exec(ctx, done, string(h), devs, inos); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := held.conn.Exec(ctx, `COMMIT`); err != nil {
+			b.Fatal(err)
+		}
+		held.open = false
+		held.end()
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median/claim")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-p99/claim")
+}
+
 // BenchmarkClaimDeepIntoMedium is BenchmarkClaim when 90 % of the 1M
 // inodes are copied already: the claim must not scan what is done.
 func BenchmarkClaimDeepIntoMedium(b *testing.B) {

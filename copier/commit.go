@@ -66,9 +66,60 @@ type problem struct {
 // still marked is not recorded as copied but released, its blob id made
 // suspect in recorded, so that its next copy writes the blob itself
 // instead of trusting what is at its name.
-func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet) (lost int64, refusedN int, err error) {
+//
+// A held batch (held not nil) commits in its hold's transaction. If that
+// transaction is gone (a failed attempt, a lost connection), its rows are
+// held again first; those another process took meanwhile count as lost.
+func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet, held *hold) (lost int64, refusedN int, err error) {
+	for attempt := 0; ; attempt++ {
+		if held != nil && !held.open {
+			var gone int64
+			if outs, gone, err = held.relock(ctx, db, h, outs); err != nil {
+				return 0, 0, err
+			}
+			held.lost += gone
+		}
+		c := prepareCommit(h, worker, outs, recorded, held != nil)
+		var refused []string
+		lost, refused, err = runCommit(ctx, db, h, c, problems, held)
+		if err == nil {
+			recorded.add(c.blobIDs)
+			recorded.trust(c.createdIDs)
+			recorded.refuse(refused)
+			if held != nil {
+				lost += held.lost
+			}
+			return lost, len(refused), nil
+		}
+		if attempt >= 4 || !transient(err) || ctx.Err() != nil {
+			return 0, 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, err
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+}
+
+// preparedCommit is a batch's commit as statements, for runCommit.
+type preparedCommit struct {
+	b                   *pgx.Batch
+	successQ, refusedQ  *pgx.QueuedQuery
+	nSuccess            int64
+	blobIDs, createdIDs []string
+}
+
+// prepareCommit queues the statements that record outs (see commitBatch).
+// For a held batch (held set) the rows given back need no statement: the
+// commit unlocks them.
+func prepareCommit(h medium.Hash, worker string, outs []outcome, recorded *blobSet, held bool) preparedCommit {
 	b := &pgx.Batch{}
 	table := h.InodeTable()
+	holder := worker // whose claims the rows are
+	if held {
+		holder = "" // nobody's: see Holds
+	}
 
 	var blobIDs, createdIDs []string
 	sizes := map[string]int64{}
@@ -170,8 +221,8 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 	}
 	var successQ, refusedQ *pgx.QueuedQuery
 	if len(cDev) > 0 {
-		successQ = b.Queue(successSQL(table), string(h), worker, cDev, cIno, cBlob, cMime, cCreated, cDamage)
-		refusedQ = b.Queue(refusedSQL(table), string(h), worker, cDev, cIno, cBlob)
+		successQ = b.Queue(successSQL(table), string(h), holder, cDev, cIno, cBlob, cMime, cCreated, cDamage)
+		refusedQ = b.Queue(refusedSQL(table), string(h), holder, cDev, cIno, cBlob)
 	}
 	if len(fDev) > 0 {
 		b.Queue(heldUpdate(table, `
@@ -186,14 +237,14 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 				damage = coalesce(u.damage::jsonb, i.damage)`,
 			`unnest($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::text[])
 				AS u(dev, ino, msg, etype, status, final, claimed_by, damage)`, "", ""),
-			string(h), worker, fDev, fIno, fMsg, fType, fStatus, fFinal, fClaimedBy, fDamage, maxInodeErrors)
+			string(h), holder, fDev, fIno, fMsg, fType, fStatus, fFinal, fClaimedBy, fDamage, maxInodeErrors)
 	}
 	if len(xDev) > 0 {
 		b.Queue(heldUpdate(table, `copied = true, status = 'success', claimed_by = 'EXCLUDED', claimed_at = NULL, processed_at = now()`,
-			keysUnnest, "", ""), string(h), worker, xDev, xIno)
+			keysUnnest, "", ""), string(h), holder, xDev, xIno)
 	}
-	if len(rDev) > 0 {
-		b.Queue(heldUpdate(table, `claimed_by = NULL, claimed_at = NULL`, keysUnnest, "", ""), string(h), worker, rDev, rIno)
+	if len(rDev) > 0 && !held {
+		b.Queue(heldUpdate(table, `claimed_by = NULL, claimed_at = NULL`, keysUnnest, "", ""), string(h), holder, rDev, rIno)
 	}
 	if len(eDev) > 0 {
 		b.Queue(`INSERT INTO diagnostic_event (medium_hash, dev, ino, at, worker_id, retry_count, checks, action, exception)
@@ -203,23 +254,7 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 			string(h), worker, eDev, eIno, eAt, eRetry, eChecks, eAction, eExc)
 	}
 
-	for attempt := 0; ; attempt++ {
-		var refused []string
-		lost, refused, err = runCommit(ctx, db, h, b, successQ, refusedQ, int64(len(cDev)), problems)
-		if err == nil {
-			recorded.add(blobIDs)
-			recorded.trust(createdIDs)
-			recorded.refuse(refused)
-		}
-		if err == nil || attempt >= 4 || !transient(err) || ctx.Err() != nil {
-			return lost, len(refused), err
-		}
-		select {
-		case <-ctx.Done():
-			return 0, 0, err
-		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
-		}
-	}
+	return preparedCommit{b: b, successQ: successQ, refusedQ: refusedQ, nSuccess: int64(len(cDev)), blobIDs: blobIDs, createdIDs: createdIDs}
 }
 
 // refusedSQL releases the claims of copied inodes whose blob is
@@ -312,13 +347,13 @@ func heldUpdate(table, set, keys, cond, returning string) string {
 // quarantine checks are found by their indexes anyway).
 const commitPlanning = `SELECT set_config('enable_seqscan', 'off', true)`
 
-func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batch, successQ, refusedQ *pgx.QueuedQuery, nSuccess int64, problems []problem) (lost int64, refused []string, err error) {
+func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, c preparedCommit, problems []problem, held *hold) (lost int64, refused []string, err error) {
 	var updated int64
-	if successQ != nil {
-		successQ.Exec(func(tag pgconn.CommandTag) error { updated = tag.RowsAffected(); return nil })
+	if c.successQ != nil {
+		c.successQ.Exec(func(tag pgconn.CommandTag) error { updated = tag.RowsAffected(); return nil })
 	}
-	if refusedQ != nil {
-		refusedQ.Query(func(rows pgx.Rows) error {
+	if c.refusedQ != nil {
+		c.refusedQ.Query(func(rows pgx.Rows) error {
 			refused = refused[:0]
 			for rows.Next() {
 				var id string
@@ -330,23 +365,39 @@ func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, b *pgx.Batc
 			return rows.Err()
 		})
 	}
-	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if b.Len() > 0 {
-			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	record := func(q schema.Querier, send func(*pgx.Batch) pgx.BatchResults) error {
+		if c.b.Len() > 0 {
+			if err := send(c.b).Close(); err != nil {
 				return err
 			}
 		}
 		for _, p := range problems {
-			if err := schema.MergeProblem(ctx, tx, h, p.flag, p.details); err != nil {
+			if err := schema.MergeProblem(ctx, q, h, p.flag, p.details); err != nil {
 				return err
 			}
 		}
 		return nil
-	})
+	}
+	if held != nil {
+		conn := held.conn
+		err = record(conn, func(b *pgx.Batch) pgx.BatchResults { return conn.SendBatch(ctx, b) })
+		if err == nil {
+			_, err = conn.Exec(ctx, `COMMIT`)
+		}
+		if err != nil {
+			held.rollback()
+		} else {
+			held.open = false
+		}
+	} else {
+		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			return record(tx, func(b *pgx.Batch) pgx.BatchResults { return tx.SendBatch(ctx, b) })
+		})
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("medium %s: recording batch: %w", h, err)
 	}
-	return nSuccess - updated - int64(len(refused)), refused, nil
+	return c.nSuccess - updated - int64(len(refused)), refused, nil
 }
 
 // transient reports whether a failed commit is worth another try at once:

@@ -221,7 +221,7 @@ func TestCommitAfterRenewal(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		lost, _, err := commitBatch(ctx, db, h, "w", outs, nil, &blobSet{})
+		lost, _, err := commitBatch(ctx, db, h, "w", outs, nil, &blobSet{}, nil)
 		done <- result{lost, err}
 	}()
 	// The commit waits for the renewal's row locks.

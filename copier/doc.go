@@ -2,8 +2,10 @@
 // image) into NTT's content-addressed store, deduplicated, and records each
 // one in the catalog: the seed's Phase 3 ("Copying").
 //
-// For every pending file inode of one medium, Run claims it in a batch
-// (FOR UPDATE SKIP LOCKED, on the medium's partition only), opens one of its
+// For every pending file inode of one medium, Run takes it in a batch
+// (FOR UPDATE SKIP LOCKED, on the medium's partition only: a batch of
+// small files is held by row lock while it is copied, one of large files
+// claimed in claimed_by with a lease; see claim.go), opens one of its
 // catalogued paths beneath the mount, checks that the opened file is the
 // catalogued inode (number, type, size), reads it exactly once while
 // hashing it with BLAKE3, stores it as <store>/by-hash/AA/BB/<blake3>

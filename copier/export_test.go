@@ -48,3 +48,10 @@ func WatchDurability(fn func(event int, ids []string)) (restore func()) {
 
 // ResidentPages counts the pages of a file in the page cache (direct_test.go).
 var ResidentPages = residentPages
+
+// SetHoldBytes changes the byte bound of a batch held by row lock (tests).
+func SetHoldBytes(n int64) (restore func()) {
+	old := holdBytes
+	holdBytes = n
+	return func() { holdBytes = old }
+}

@@ -127,36 +127,50 @@ func (p *onFile) FileDone(copier.FileResult)   { p.fn(p.n.Add(1)) }
 
 // SIGINT/SIGTERM (ctx cancelled): the current files finish, the batch is
 // committed, unprocessed claims are released; the seed's monitoring query
-// is true during the run and after it; a rerun finishes the medium.
+// is true during the run and after it; a rerun finishes the medium. A
+// batch of small files is held by row lock, and counts as pending while
+// it is copied; one too large to hold is claimed, and counts as claimed.
 func TestInterruptReleasesClaims(t *testing.T) {
-	f := newMedium(t, smallFiles(40))
-	files := countFiles(t, f)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var during [3]int64
-	prog := &onFile{}
-	prog.fn = func(n int64) {
-		if n == 5 {
-			during[0], during[1], during[2] = f.monitor()
-			cancel()
-		}
-	}
-	o := f.options()
-	o.BatchSize, o.Progress = 10, prog
-	st, err := copier.Run(ctx, f.db, o)
-	require.ErrorIs(t, err, context.Canceled)
-	assert.Equal(t, int64(10), during[2], "the batch in flight is claimed")
-	assert.Equal(t, files+2, during[0]+during[1]+during[2], "every inode is done, pending or claimed")
-	assert.Equal(t, int64(5), st.Copied, "the files started before the signal are finished and committed")
-	assert.Equal(t, int64(5), st.Released)
-	done, pending, claimed := f.monitor()
-	assert.Zero(t, claimed)
-	assert.Equal(t, files-5, pending)
-	assert.Equal(t, int64(5+2), done) // and the two directories
+	for _, c := range []struct {
+		name      string
+		holdBytes int64
+		claimed   int64 // the batch in flight as the monitoring query sees it
+	}{
+		{"held", 1 << 20, 0},
+		{"claimed", 0, 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer copier.SetHoldBytes(c.holdBytes)()
+			f := newMedium(t, smallFiles(40))
+			files := countFiles(t, f)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var during [3]int64
+			prog := &onFile{}
+			prog.fn = func(n int64) {
+				if n == 5 {
+					during[0], during[1], during[2] = f.monitor()
+					cancel()
+				}
+			}
+			o := f.options()
+			o.BatchSize, o.Progress = 10, prog
+			st, err := copier.Run(ctx, f.db, o)
+			require.ErrorIs(t, err, context.Canceled)
+			assert.Equal(t, c.claimed, during[2], "the batch in flight")
+			assert.Equal(t, files+2, during[0]+during[1]+during[2], "every inode is done, pending or claimed")
+			assert.Equal(t, int64(5), st.Copied, "the files started before the signal are finished and committed")
+			assert.Equal(t, int64(5), st.Released)
+			done, pending, claimed := f.monitor()
+			assert.Zero(t, claimed)
+			assert.Equal(t, files-5, pending)
+			assert.Equal(t, int64(5+2), done) // and the two directories
 
-	st = f.mustRun(f.options())
-	assert.Equal(t, files-5, st.Copied)
-	f.checkComplete()
+			st = f.mustRun(f.options())
+			assert.Equal(t, files-5, st.Copied)
+			f.checkComplete()
+		})
+	}
 }
 
 // The copier refuses a medium that is not mounted instead of reporting

@@ -127,6 +127,7 @@ type BatchResult struct {
 	BytesRead, BytesWritten             int64
 	Duration                            time.Duration
 	Lost                                int64
+	Held                                bool // held by row lock, not claimed (see Holds)
 }
 
 // Progress receives a run's events. FileDone and BatchDone are called from
@@ -233,7 +234,24 @@ type run struct {
 
 	source sourceWatch // the medium's health, as the policy sees it
 	tune   *tuner      // how many workers copy at once
+
+	// holdSlots bounds the batches held by row lock at once (see Holds),
+	// each on a connection of its own until it commits: the pool's
+	// connections but three, for the worker lock, claims and the rest.
+	holdSlots chan struct{}
 }
+
+// takeHoldSlot reports whether a batch may be held now, taking the slot.
+func (r *run) takeHoldSlot() bool {
+	select {
+	case r.holdSlots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *run) giveHoldSlot() { <-r.holdSlots }
 
 func (o *Options) defaults() error {
 	if _, err := medium.Parse(o.Medium); err != nil {
@@ -311,6 +329,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("%w: the pool needs at least 2 connections (one holds the worker lock), has %d",
 			ErrInvalidOptions, db.Config().MaxConns)
 	}
+	r.holdSlots = make(chan struct{}, max(int(db.Config().MaxConns)-3, 0))
 	if err := schema.CheckAttached(ctx, db, h); err != nil {
 		if errors.Is(err, schema.ErrNotAttached) {
 			err = fmt.Errorf("%w; load the medium first (ntt-loader RAW %s)", err, h)
@@ -403,7 +422,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	}
 	r.log.Info("copy started", "medium", h, "worker", opts.WorkerID, "workers_max", opts.Workers,
 		"workers", r.tune.current(), "fixed_workers", opts.FixedWorkers,
-		"batch_size", opts.BatchSize, "pending_files", files, "pending_bytes", bytes, "dry_run", opts.DryRun)
+		"batch_size", opts.BatchSize, "hold_slots", cap(r.holdSlots), "pending_files", files, "pending_bytes", bytes, "dry_run", opts.DryRun)
 
 	var runErr error
 	if files-claimed > 0 {
@@ -803,7 +822,7 @@ func (r *run) work(ctx context.Context, wid int) error {
 			return finished()
 		}
 		t0 := time.Now()
-		batch, err := r.nextBatch(ctx, n)
+		batch, held, err := r.nextBatch(ctx, n)
 		if err != nil {
 			r.tune.leave()
 			r.unreserve(n)
@@ -839,15 +858,16 @@ func (r *run) work(ctx context.Context, wid int) error {
 		}
 		r.unreserve(n - len(batch) + unused)
 		if err := finished(); err != nil {
+			held.end() // not recorded: its rows are pending again
 			return errors.Join(abort, err)
 		}
 		if abort != nil {
-			_, err := r.finishBatch(ctx, wid, outs, t0, &times)
+			_, err := r.finishBatch(ctx, wid, outs, held, t0, &times)
 			return errors.Join(abort, err)
 		}
 		finishing = make(chan error, 1)
 		go func() {
-			_, err := r.finishBatch(ctx, wid, outs, t0, &times)
+			_, err := r.finishBatch(ctx, wid, outs, held, t0, &times)
 			finishing <- err
 		}()
 		if copiedN == 0 && failedN > 0 && failedN == len(outs) {
@@ -874,9 +894,10 @@ func (r *run) work(ctx context.Context, wid int) error {
 // larger medium. An inode another live process gives back behind this
 // run's cursor is that process's to claim again, as it goes back to the
 // start itself; one left pending by a process that died in its claim's
-// transaction waits for the next run (the count at the end then says the
-// medium is not complete).
-func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
+// transaction, or holding it (see Holds: a hold ends with its process),
+// waits for the next run when this run's cursor had passed it (the count
+// at the end then says the medium is not complete).
+func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 	// Claims are not cancelled half-way: a claim that commits while its
 	// caller has gone would strand its rows until the end of the run.
 	step := func(f func(cctx context.Context) error) error {
@@ -899,16 +920,21 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 				}
 				return err
 			})
-			return batch, err
+			return batch, nil, err
 		}
 		r.mu.Lock()
 		after := r.cursor
 		r.mu.Unlock()
 		var batch []*inode
+		var held *hold
 		err := step(func(cctx context.Context) (err error) {
 			r.claimMu.RLock()
 			defer r.claimMu.RUnlock()
-			batch, err = claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, after, n, false)
+			if r.takeHoldSlot() {
+				batch, held, err = holdBatch(cctx, r.db, r.h, r.o.WorkerID, after, n, r.giveHoldSlot)
+			} else {
+				batch, err = claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, after, n, false)
+			}
 			if err != nil || len(batch) == 0 {
 				return err
 			}
@@ -917,17 +943,19 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 			if compareKeys(r.cursor, last) < 0 {
 				r.cursor = last
 			}
-			for _, b := range batch {
-				r.inflight[b.key()] = struct{}{}
+			if held == nil { // held rows need no renewal and are no stray claims
+				for _, b := range batch {
+					r.inflight[b.key()] = struct{}{}
+				}
 			}
 			r.mu.Unlock()
 			return nil
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(batch) > 0 {
-			return batch, nil
+			return batch, held, nil
 		}
 		if after != cursorStart {
 			r.mu.Lock()
@@ -943,7 +971,7 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 			}
 		}
 		if ctx.Err() != nil {
-			return nil, nil
+			return nil, nil, nil
 		}
 		// The workers that run out of work together share one release:
 		// each costs a scan of the claimed index's dead entries, 210-320
@@ -962,10 +990,10 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 			released, _ = v.(int64)
 			return err
 		}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if released == 0 {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
 }
@@ -974,8 +1002,10 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, error) {
 type batchTimes struct{ claim, copy, sync, commit time.Duration }
 
 // finishBatch makes the batch's blobs durable, commits it, and accounts for it.
-func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.Time, times *batchTimes) (BatchResult, error) {
-	res := BatchResult{Worker: wid, Files: len(outs)}
+// A held batch's hold ends here, committed or rolled back.
+func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, held *hold, t0 time.Time, times *batchTimes) (BatchResult, error) {
+	defer held.end()
+	res := BatchResult{Worker: wid, Files: len(outs), Held: held != nil}
 	var problems []problem
 	for _, o := range outs {
 		switch o.kind {
@@ -1037,7 +1067,7 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 		err := r.catalog(ctx, "recording a batch", func(context.Context) (err error) {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 			defer cancel()
-			lost, refused, err = commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems, &r.blobs)
+			lost, refused, err = commitBatch(cctx, r.db, r.h, r.o.WorkerID, outs, problems, &r.blobs, held)
 			return err
 		})
 		times.commit = time.Since(tc)
@@ -1085,7 +1115,7 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, t0 time.
 	}
 	r.log.Info("Batch completed", "medium", r.h, "worker", r.o.WorkerID, "worker_n", wid,
 		"files", res.Files, "copied", res.Copied, "new", res.New, "deduped", res.Deduped,
-		"failed", res.Failed, "skipped", res.Skipped, "gave_up", res.GaveUp, "released", res.Released,
+		"failed", res.Failed, "skipped", res.Skipped, "gave_up", res.GaveUp, "released", res.Released, "held", res.Held,
 		"bytes", res.BytesRead, "seconds", res.Duration.Seconds(), "claim_s", times.claim.Seconds(),
 		"copy_s", times.copy.Seconds(), "sync_s", times.sync.Seconds(), "commit_s", times.commit.Seconds(),
 		"dry_run", r.o.DryRun)
