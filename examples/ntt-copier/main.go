@@ -48,9 +48,12 @@ already; every path of it becomes a hardlink in STORE/archived/HASH/...
 A read-only ext mount is read, where it may be, straight from its block
 device (files up to 16 MiB, by their extents; the log says "reading files
 from the block device" or why not; --kernel-read turns it off).
-Files are claimed in batches, so any number of copiers (processes, hosts)
-can work on one medium at once. A file that cannot be read is retried,
-checked at the checkpoint ("DIAGNOSTIC CHECKPOINT"), skipped when its data
+Files are taken in batches, so any number of copiers (processes, hosts)
+can work on one medium at once. A batch of small files is held by a row
+lock while it is copied (the monitoring query counts it as pending); a
+batch of large files is claimed (claimed_by, renewed while it is copied).
+A file that cannot be read is retried, checked at the checkpoint
+("DIAGNOSTIC CHECKPOINT"), skipped when its data
 lies beyond the end of the image ("SKIPPED ino=X reason=DIAGNOSTIC_SKIP:..."),
 or, read from the image, in a structure that does not check out
 (DIAGNOSTIC_SKIP:CORRUPT), or given up after the retry cap.
@@ -238,7 +241,9 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
 	log := cli.NewStatusLogger(stderr, status, c.verbose)
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(c.workers + 4), Logger: log, Private: dbconn.Announce("ntt-copier", stderr)})
+	// Two connections a worker: the batch it copies and the one it
+	// commits may each be held by row lock (see copier's Holds).
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(2*c.workers + 4), Logger: log, Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}

@@ -153,7 +153,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer closeLog()
-	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Logger: log, Private: &dbconn.Private{
+	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Logger: log, MaxConns: poolSize(c.workers, 1), Private: &dbconn.Private{
 		Dir: c.state, Say: func(l string) { fmt.Fprintln(stderr, "ntt-pipeline:", l) }}})
 	if err != nil {
 		fmt.Fprintf(stderr, "ntt-pipeline: medium %s: %v\n", h, err)

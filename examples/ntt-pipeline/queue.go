@@ -193,10 +193,7 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 	}
 	defer closeLog()
 	db, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, Migrate: true, Logger: log,
-		// Every job's copy workers, its loader's two index builders and
-		// its own queries must find a connection without waiting on
-		// another job (which could be waiting on this one).
-		MaxConns: int32(c.workers + 4*jobs + 4),
+		MaxConns: poolSize(c.workers, jobs),
 		Private:  &dbconn.Private{Dir: c.state, Say: func(l string) { fmt.Fprintln(stderr, "ntt-pipeline:", l) }}})
 	if err != nil {
 		fmt.Fprintf(stderr, "ntt-pipeline: %v\n", err)
@@ -587,3 +584,10 @@ func writeJSONFile(path string, v any) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// poolSize is the catalog connections a run of jobs media at once needs.
+// Every job's copy workers, its loader's two index builders and its own
+// queries must find a connection without waiting on another job (which
+// could be waiting on this one); a copy worker may hold two batches by
+// row lock, each on a connection of its own (see copier's Holds).
+func poolSize(workers, jobs int) int32 { return int32(2*workers + 4*jobs + 4) }
