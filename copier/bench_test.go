@@ -132,7 +132,7 @@ func BenchmarkHold(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		got, held, err := holdBatch(ctx, db, h, "bench", cursor, batch, func() {})
+		got, held, _, err := holdBatch(ctx, db, h, "bench", cursor, batch, func() {})
 		lat = append(lat, time.Since(t0))
 		if err != nil {
 			b.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/HRDAG/ntt/internal/medium"
@@ -41,9 +42,10 @@ import (
 // One worker id belongs to one process at a time: a second process with
 // the same id is refused while the first holds the lock.
 //
-// Most batches are not claimed but held (see Holds below): a claim is for
-// a batch that may take long, where the seed's monitoring query should
-// show it as claimed.
+// A batch of small files is not claimed but held (see Holds below) when
+// the pool has a connection to spare for it; a claim is for a batch that
+// may take long, where the seed's monitoring query should show it as
+// claimed.
 
 // The copier's own indexes on a medium's inode partition. The pending index
 // holds only the rows left to copy, so claims stay cheap however much of
@@ -355,10 +357,18 @@ func Remaining(ctx context.Context, q querier, hash string) (files, bytes, claim
 // against 7.10-7.30 s unclaimed, machine G, 2026-12-07). A held row comes
 // back to pending by itself the moment its process or connection dies:
 // PostgreSQL ends the transaction. The price is that the seed's
-// monitoring query counts held rows as pending, not claimed, for the few
-// hundred milliseconds a batch of small files takes; a batch of more than
-// holdBytes, which may take minutes, is claimed as before, with a lease,
-// and shows as claimed.
+// monitoring query counts held rows as pending, not claimed, for as long
+// as the batch takes (a fraction of a second for a batch of small files on
+// a sound medium; longer on a failing one, with its retries); a batch of
+// more than holdBytes, which may take minutes, is claimed as before, with
+// a lease, and shows as claimed. A held row that comes back because its
+// process died is not seen by releaseOrphans: a process whose cursor had
+// passed it leaves it to the next run (see nextBatch).
+//
+// A held batch keeps its connection from the hold to its commit: a run
+// holds at most two batches a worker, and no more than the pool's
+// connections but three (the worker lock, claims and the rest); without a
+// connection to spare, a batch is claimed.
 //
 // Held rows are rows nobody claimed (claimed_by IS NULL): their commit
 // matches them with an empty worker id, which heldUpdate reads as "not
@@ -374,7 +384,15 @@ type hold struct {
 	conn *pgxpool.Conn // nil once given back
 	open bool          // the transaction that holds the locks is open
 	done func()        // gives the hold's slot back (nil once it is)
-	lost int64         // copied inodes a relock did not get back
+	lost int64         // copied inodes the relocks of one commit did not get back
+	// pid is conn's server process, for a run that gives up on a stalled
+	// worker: ending that session ends the hold (see run.abandonHolds).
+	pid atomic.Uint32
+}
+
+func (hd *hold) setConn(c *pgxpool.Conn) {
+	hd.conn = c
+	hd.pid.Store(c.Conn().PgConn().PID())
 }
 
 // holdSQL locks up to n pending, unclaimed file inodes after ($2, $3) in
@@ -401,16 +419,17 @@ func holdSQL(h medium.Hash, n int) string {
 // instead, as claimBatch would, and returned without a hold. done gives
 // back the caller's hold slot; holdBatch calls it unless it returns a
 // hold.
-func holdBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, after key, n int, done func()) (batch []*inode, held *hold, err error) {
+func holdBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, after key, n int, done func()) (batch []*inode, held *hold, cut bool, err error) {
 	conn, err := db.Acquire(ctx)
 	if err != nil {
 		done()
-		return nil, nil, fmt.Errorf("medium %s: connecting to hold inodes: %w", h, err)
+		return nil, nil, false, fmt.Errorf("medium %s: connecting to hold inodes: %w", h, err)
 	}
-	held = &hold{conn: conn, open: true, done: done}
-	fail := func(err error) ([]*inode, *hold, error) {
+	held = &hold{open: true, done: done}
+	held.setConn(conn)
+	fail := func(err error) ([]*inode, *hold, bool, error) {
 		held.end()
-		return nil, nil, fmt.Errorf("medium %s: holding inodes: %w", h, err)
+		return nil, nil, false, fmt.Errorf("medium %s: holding inodes: %w", h, err)
 	}
 	var tids []string
 	b := &pgx.Batch{}
@@ -440,7 +459,7 @@ func holdBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker stri
 	}
 	if len(batch) == 0 {
 		held.end()
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	// A claim's byte bound (batchBytes) applies as to a claim: the first
 	// inode, and each after it that starts within the bound.
@@ -450,21 +469,29 @@ func holdBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker stri
 		k++
 	}
 	if k == len(batch) && sum <= holdBytes {
-		return batch, held, nil
+		return batch, held, false, nil
 	}
 	// Too much to hold: claim the first k (the rest is unlocked when the
 	// claim commits, which need not wait for the WAL: see claimBatch).
 	c := &pgx.Batch{}
 	c.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	var claimed int64
 	c.Queue(fmt.Sprintf(`UPDATE %s SET claimed_by = $1, claimed_at = now() WHERE ctid = ANY($2::text[]::tid[])`, h.InodeTable()),
-		worker, tids[:k])
-	c.Queue(`COMMIT`)
+		worker, tids[:k]).Exec(func(tag pgconn.CommandTag) error { claimed = tag.RowsAffected(); return nil })
 	if err := conn.SendBatch(ctx, c).Close(); err != nil {
+		return fail(err)
+	}
+	if claimed != int64(k) {
+		// The rows are locked by this transaction: they cannot have moved.
+		return fail(fmt.Errorf("claimed %d of the %d rows held", claimed, k))
+	}
+	if err := commitOpen(ctx, conn); err != nil {
 		return fail(err)
 	}
 	held.open = false
 	held.end()
-	return batch[:k], nil, nil
+	// The rest was locked until now: other workers may have passed it.
+	return batch[:k], nil, k < len(batch), nil
 }
 
 // end rolls the hold's transaction back if it is still open (its rows
@@ -499,11 +526,24 @@ func (hd *hold) rollback() {
 	}
 }
 
+// commitOpen commits the transaction open on conn; a transaction that
+// had failed ends in a rollback, which is an error here.
+func commitOpen(ctx context.Context, conn *pgxpool.Conn) error {
+	tag, err := conn.Exec(ctx, `COMMIT`)
+	if err == nil && tag.String() != "COMMIT" {
+		err = fmt.Errorf("the transaction was rolled back (%s)", tag)
+	}
+	return err
+}
+
 // relock takes the locks of a hold whose transaction ended without a
-// commit (a failed commit, a lost connection) again, on a new
-// transaction, and returns the outcomes whose rows it got back and how
-// many copied inodes it did not: another process holds or claims them
-// now, or they were recorded after all (a commit whose answer was lost).
+// known commit (a failed commit, a lost connection) again, on a new
+// transaction, and returns the outcomes whose rows it got back unchanged,
+// and how many copied inodes it did not: another process holds or claims
+// them now. A row whose commit did happen (its answer was lost) is not
+// held again: a copied inode recorded with its blob is left as it is and
+// not lost, an inode whose failure was recorded (its error count moved
+// on) is not counted twice.
 func (hd *hold) relock(ctx context.Context, db *pgxpool.Pool, h medium.Hash, outs []outcome) ([]outcome, int64, error) {
 	if hd.conn != nil && hd.conn.Conn().IsClosed() {
 		hd.conn.Release()
@@ -514,28 +554,44 @@ func (hd *hold) relock(ctx context.Context, db *pgxpool.Pool, h medium.Hash, out
 		if err != nil {
 			return nil, 0, fmt.Errorf("medium %s: connecting to hold inodes again: %w", h, err)
 		}
-		hd.conn = conn
+		hd.setConn(conn)
 	}
 	keys := make([]key, len(outs))
+	blobs := make([]string, len(outs))
 	for i, o := range outs {
-		keys[i] = o.n.key()
+		keys[i], blobs[i] = o.n.key(), o.blob
 	}
 	devs, inos := splitKeys(keys)
-	got := map[key]bool{}
+	errs := map[key]int{}      // held again: their error count
+	recorded := map[key]bool{} // copied, to the blob this batch stored
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	hd.open = true
 	b.Queue(fmt.Sprintf(`
-		SELECT i.dev, i.ino FROM %s AS i, unnest($2::bigint[], $3::bigint[]) AS u(dev, ino)
+		SELECT i.dev, i.ino, i.error_count FROM %s AS i, unnest($2::bigint[], $3::bigint[]) AS u(dev, ino)
 		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino
 		  AND NOT i.copied AND i.claimed_by IS NULL
 		FOR UPDATE OF i SKIP LOCKED`, h.InodeTable()), string(h), devs, inos).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var k key
+			var n int
+			if err := rows.Scan(&k.dev, &k.ino, &n); err != nil {
+				return err
+			}
+			errs[k] = n
+		}
+		return rows.Err()
+	})
+	b.Queue(fmt.Sprintf(`
+		SELECT i.dev, i.ino FROM %s AS i, unnest($2::bigint[], $3::bigint[], $4::text[]) AS u(dev, ino, blobid)
+		WHERE i.medium_hash = $1 AND i.dev = u.dev AND i.ino = u.ino AND i.copied AND i.blobid = u.blobid`, h.InodeTable()),
+		string(h), devs, inos, blobs).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var k key
 			if err := rows.Scan(&k.dev, &k.ino); err != nil {
 				return err
 			}
-			got[k] = true
+			recorded[k] = true
 		}
 		return rows.Err()
 	})
@@ -546,10 +602,11 @@ func (hd *hold) relock(ctx context.Context, db *pgxpool.Pool, h medium.Hash, out
 	var kept []outcome
 	var lost int64
 	for _, o := range outs {
+		n, ok := errs[o.n.key()]
 		switch {
-		case got[o.n.key()]:
+		case ok && n == o.n.Errors:
 			kept = append(kept, o)
-		case o.kind == copied:
+		case o.kind == copied && !recorded[o.n.key()]:
 			lost++
 		}
 	}

@@ -53,8 +53,9 @@ type problem struct {
 // commitBatch records a batch in one transaction: blobs first (in id
 // order, so concurrent batches never deadlock on them), then the inodes,
 // the diagnostic events and the medium's problem flags. Only rows still
-// claimed by this worker are touched; it returns how many copied inodes
-// had lost their claim meanwhile (a lease that ran out: another worker
+// claimed by this worker (or, for a held batch, still held) are touched;
+// it returns how many copied inodes had lost their claim or hold meanwhile
+// (a lease that ran out, a hold whose connection died: another worker
 // copies them again, to the same blob).
 //
 // Blobs already in recorded (rows this run committed) are not inserted into
@@ -71,6 +72,11 @@ type problem struct {
 // transaction is gone (a failed attempt, a lost connection), its rows are
 // held again first; those another process took meanwhile count as lost.
 func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet, held *hold) (lost int64, refusedN int, err error) {
+	if held != nil {
+		// A call after a failed one (an outage waited out) starts again
+		// from the whole batch, and counts what is missing anew.
+		held.lost = 0
+	}
 	for attempt := 0; ; attempt++ {
 		if held != nil && !held.open {
 			var gone int64
@@ -382,7 +388,7 @@ func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, c preparedC
 		conn := held.conn
 		err = record(conn, func(b *pgx.Batch) pgx.BatchResults { return conn.SendBatch(ctx, b) })
 		if err == nil {
-			_, err = conn.Exec(ctx, `COMMIT`)
+			err = commitOpen(ctx, conn)
 		}
 		if err != nil {
 			held.rollback()

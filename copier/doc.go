@@ -345,14 +345,20 @@
 //     tree is written beneath its root without following symlinks.
 //   - Inode states stay those of the design (pending, claimed, copied,
 //     auto-skipped, gave up), so the seed's monitoring query (done /
-//     pending / claimed) is true during a run. Only file inodes (fs_type 'f')
-//     with copied = false are ever claimed: NON_FILE and EXCLUDED rows never.
-//   - An inode is copied at most once per claim: claims are exclusive, and a
-//     batch's catalog updates apply only to rows the worker still holds.
+//     pending / claimed) adds up during a run; a batch held by row lock
+//     (see claim.go) counts as pending while it is copied, one claimed as
+//     claimed. Only file inodes (fs_type 'f') with copied = false are ever
+//     claimed or held: NON_FILE and EXCLUDED rows never.
+//   - An inode is copied at most once per claim or hold: both are
+//     exclusive, and a batch's catalog updates apply only to rows the
+//     worker still holds (a hold taken again after a lost connection
+//     leaves out the rows whose record did commit).
 //
 // # Claims and dead workers
 //
-// Each process holds a PostgreSQL session advisory lock named after
+// A batch held by row lock comes back by itself the moment its process or
+// connection is gone (PostgreSQL ends the transaction). For claims:
+// each process holds a PostgreSQL session advisory lock named after
 // (medium, worker id) while it runs. A claim whose worker's lock is not held
 // (process killed, connection lost) is released by the next worker that
 // starts or runs out of work; a claim not renewed within the lease (default

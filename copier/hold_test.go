@@ -43,7 +43,7 @@ func TestHoldLocksWithoutWriting(t *testing.T) {
 	done := func() { slots.Add(-1) }
 
 	slots.Add(1)
-	a, ha, err := holdBatch(ctx, db, h, "a", cursorStart, 100, done)
+	a, ha, _, err := holdBatch(ctx, db, h, "a", cursorStart, 100, done)
 	require.NoError(t, err)
 	require.NotNil(t, ha, "a batch of small files is held")
 	require.Len(t, a, 100)
@@ -55,7 +55,7 @@ func TestHoldLocksWithoutWriting(t *testing.T) {
 
 	// Another hold and a claim from the start both pass over a's rows.
 	slots.Add(1)
-	b, hb, err := holdBatch(ctx, db, h, "b", cursorStart, 100, done)
+	b, hb, _, err := holdBatch(ctx, db, h, "b", cursorStart, 100, done)
 	require.NoError(t, err)
 	require.NotNil(t, hb)
 	c, err := claimBatch(ctx, db, h, "c", time.Minute, cursorStart, 100, false)
@@ -73,7 +73,7 @@ func TestHoldLocksWithoutWriting(t *testing.T) {
 	ha.end()
 	assert.EqualValues(t, 1, slots.Load(), "a's slot given back once")
 	slots.Add(1)
-	again, hAgain, err := holdBatch(ctx, db, h, "d", cursorStart, 100, done)
+	again, hAgain, _, err := holdBatch(ctx, db, h, "d", cursorStart, 100, done)
 	require.NoError(t, err)
 	require.Len(t, again, 100)
 	for i := range again {
@@ -94,10 +94,11 @@ func TestHoldOfLargeFilesIsAClaim(t *testing.T) {
 	ctx := context.Background()
 	var slots atomic.Int32
 	slots.Add(1)
-	got, held, err := holdBatch(ctx, db, h, "w", key{2049, 12 + 100}, 100, func() { slots.Add(-1) })
+	got, held, cut, err := holdBatch(ctx, db, h, "w", key{2049, 12 + 100}, 100, func() { slots.Add(-1) })
 	require.NoError(t, err)
 	assert.Nil(t, held, "too many bytes to hold")
 	assert.Zero(t, slots.Load(), "slot not given back")
+	assert.True(t, cut, "the rows past the bound were locked until the claim committed")
 	// Sizes 101, 102, ...: the claim stops once 2000 bytes are before it.
 	var sum int64
 	for _, n := range got {
@@ -123,7 +124,7 @@ func TestHoldOfLargeFilesIsAClaim(t *testing.T) {
 func TestHeldCommitAfterLostConnection(t *testing.T) {
 	db, h := benchMedium(t, 1000)
 	ctx := context.Background()
-	got, held, err := holdBatch(ctx, db, h, "w", cursorStart, 100, func() {})
+	got, held, _, err := holdBatch(ctx, db, h, "w", cursorStart, 100, func() {})
 	require.NoError(t, err)
 	require.NotNil(t, held)
 	defer held.end()
@@ -138,7 +139,7 @@ func TestHeldCommitAfterLostConnection(t *testing.T) {
 	require.Error(t, err, "a commit on a dead connection succeeded")
 
 	// Meanwhile another process holds the first ten rows.
-	other, otherHeld, err := holdBatch(ctx, db, h, "o", cursorStart, 10, func() {})
+	other, otherHeld, _, err := holdBatch(ctx, db, h, "o", cursorStart, 10, func() {})
 	require.NoError(t, err)
 	require.Len(t, other, 10)
 	defer otherHeld.end()
@@ -157,4 +158,46 @@ func TestHeldCommitAfterLostConnection(t *testing.T) {
 		require.NoError(t, db.QueryRow(ctx, `SELECT copied FROM `+h.InodeTable()+` WHERE dev = $1 AND ino = $2`, n.Dev, n.Ino).Scan(&copied))
 		assert.False(t, copied, "inode %d, held by the other process, recorded", n.Ino)
 	}
+}
+
+// A held batch whose commit did happen but whose answer was lost (the
+// connection died after COMMIT reached the server) is committed again by
+// the caller's retry: what was recorded is left as it is. A copied inode
+// is not counted lost, and a failure is not counted twice (its error
+// count, its message, its diagnostic event).
+func TestHeldCommitAnsweredLost(t *testing.T) {
+	db, h := benchMedium(t, 1000)
+	ctx := context.Background()
+	got, held, cut, err := holdBatch(ctx, db, h, "w", cursorStart, 20, func() {})
+	require.NoError(t, err)
+	require.False(t, cut)
+	require.NotNil(t, held)
+	defer held.end()
+	outs := make([]outcome, len(got))
+	for i, n := range got {
+		if i%2 == 0 {
+			outs[i] = outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
+		} else {
+			outs[i] = outcome{n: n, kind: failed, err: fmt.Errorf("read error"), at: time.Now(),
+				dec: Decision{Action: Retry, ErrorType: "io_error", Class: "io", RetryCount: 1, Event: true}}
+		}
+	}
+	lost, _, err := commitBatch(ctx, db, h, "w", outs, nil, &blobSet{}, held)
+	require.NoError(t, err)
+	require.Zero(t, lost)
+
+	// The same call again, as after an answer lost: its transaction is
+	// gone, so the rows are held again first.
+	require.False(t, held.open)
+	lost, _, err = commitBatch(ctx, db, h, "w", outs, nil, &blobSet{}, held)
+	require.NoError(t, err)
+	assert.Zero(t, lost, "recorded copies counted as lost")
+
+	var copiedN, errs, events int
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FILTER (WHERE copied), coalesce(sum(error_count), 0)
+		FROM `+h.InodeTable()).Scan(&copiedN, &errs))
+	assert.Equal(t, 10, copiedN)
+	assert.Equal(t, 10, errs, "one error each for the ten failures")
+	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM diagnostic_event WHERE medium_hash = $1`, string(h)).Scan(&events))
+	assert.Equal(t, 10, events)
 }

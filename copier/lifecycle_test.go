@@ -319,6 +319,17 @@ func TestStallIsAnErrorNotAWait(t *testing.T) {
 	assert.True(t, stalled)
 	_, _, claimed := f.monitor()
 	assert.Zero(t, claimed, "the stuck worker's claims are released")
+	// and its held batch is let go, though the worker still blocks.
+	var all, free int
+	require.NoError(t, pgx.BeginFunc(ctx, f.db, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM inode WHERE medium_hash = $1 AND NOT copied`, string(f.h)).Scan(&all); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM inode WHERE medium_hash = $1 AND NOT copied
+			FOR UPDATE SKIP LOCKED) s`, string(f.h)).Scan(&free)
+	}))
+	assert.NotZero(t, all)
+	assert.Equal(t, all, free, "rows still locked by the stuck worker")
 }
 
 // A full store is the store's failure, not the medium's: the run stops with

@@ -236,9 +236,32 @@ type run struct {
 	tune   *tuner      // how many workers copy at once
 
 	// holdSlots bounds the batches held by row lock at once (see Holds),
-	// each on a connection of its own until it commits: the pool's
+	// each on a connection of its own until it commits: two a worker (the
+	// batch it copies, the one it commits), and no more than the pool's
 	// connections but three, for the worker lock, claims and the rest.
 	holdSlots chan struct{}
+	holds     map[*hold]struct{} // live holds (mu), for abandonHolds
+}
+
+// abandonHolds ends the sessions of the holds still live when a run gives
+// up on a stalled worker, which may stay blocked in a read for as long as
+// the process lives: PostgreSQL then rolls them back, and their rows are
+// pending again for the next run instead of locked by a connection the
+// worker still has.
+func (r *run) abandonHolds(ctx context.Context) {
+	r.mu.Lock()
+	var pids []int32
+	for hd := range r.holds {
+		pids = append(pids, int32(hd.pid.Load()))
+	}
+	r.mu.Unlock()
+	if len(pids) == 0 {
+		return
+	}
+	if _, err := r.db.Exec(ctx, `SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS p`, pids); err != nil {
+		r.log.Warn("could not end the stalled run's held batches; their rows stay locked until this process exits",
+			"medium", r.h, "err", err)
+	}
 }
 
 // takeHoldSlot reports whether a batch may be held now, taking the slot.
@@ -302,6 +325,11 @@ func (o *Options) defaults() error {
 // process may claim, the limit is reached, or ctx is cancelled; in the last
 // case the current files are finished, the batch is committed, the
 // unprocessed claims are released, and the error wraps context.Canceled.
+//
+// db needs at least 2 connections; Run keeps one for its worker lock and,
+// while batches are held by row lock, one for each (at most two a worker
+// and the pool's size but three): 2 × Workers + 4 lets every batch of
+// small files be held.
 func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	start := time.Now()
 	if err := opts.defaults(); err != nil {
@@ -329,7 +357,8 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("%w: the pool needs at least 2 connections (one holds the worker lock), has %d",
 			ErrInvalidOptions, db.Config().MaxConns)
 	}
-	r.holdSlots = make(chan struct{}, max(int(db.Config().MaxConns)-3, 0))
+	r.holdSlots = make(chan struct{}, max(min(int(db.Config().MaxConns)-3, 2*opts.Workers), 0))
+	r.holds = map[*hold]struct{}{}
 	if err := schema.CheckAttached(ctx, db, h); err != nil {
 		if errors.Is(err, schema.ErrNotAttached) {
 			err = fmt.Errorf("%w; load the medium first (ntt-loader RAW %s)", err, h)
@@ -558,6 +587,9 @@ func (r *run) copyAll(ctx context.Context) error {
 				case <-done:
 				case <-time.After(min(5*time.Second, r.o.StallTimeout)):
 					r.stuck = done
+					cctx, c2 := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+					r.abandonHolds(cctx)
+					c2()
 				}
 				return err
 			}
@@ -931,7 +963,25 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 			r.claimMu.RLock()
 			defer r.claimMu.RUnlock()
 			if r.takeHoldSlot() {
-				batch, held, err = holdBatch(cctx, r.db, r.h, r.o.WorkerID, after, n, r.giveHoldSlot)
+				var cut bool
+				batch, held, cut, err = holdBatch(cctx, r.db, r.h, r.o.WorkerID, after, n, r.giveHoldSlot)
+				if cut {
+					r.mu.Lock()
+					r.gaveBack = true // see holdBatch
+					r.mu.Unlock()
+				}
+				if held != nil {
+					r.mu.Lock()
+					r.holds[held] = struct{}{}
+					r.mu.Unlock()
+					hd, give := held, held.done
+					held.done = func() {
+						r.mu.Lock()
+						delete(r.holds, hd)
+						r.mu.Unlock()
+						give()
+					}
+				}
 			} else {
 				batch, err = claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, after, n, false)
 			}
@@ -1046,7 +1096,8 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, held *ho
 		ts := time.Now()
 		watch(watchSyncStart, strconv.Itoa(wid))
 		if err := r.store.Sync(); err != nil {
-			// Nothing is recorded: the claims come back when the run ends.
+			// Nothing is recorded: the claims come back when the run ends,
+			// a held batch's rows when its hold ends, now.
 			return res, err
 		}
 		watch(watchSyncEnd, strconv.Itoa(wid))
@@ -1120,7 +1171,7 @@ func (r *run) finishBatch(ctx context.Context, wid int, outs []outcome, held *ho
 		"copy_s", times.copy.Seconds(), "sync_s", times.sync.Seconds(), "commit_s", times.commit.Seconds(),
 		"dry_run", r.o.DryRun)
 	if res.Lost > 0 {
-		r.log.Warn("claims expired before the batch was recorded; another worker copies those inodes again",
+		r.log.Warn("claims expired (or held rows were taken after a lost connection) before the batch was recorded; another worker copies those inodes again",
 			"medium", r.h, "worker", r.o.WorkerID, "lost", res.Lost)
 	}
 	return res, nil

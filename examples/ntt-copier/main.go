@@ -51,7 +51,8 @@ from the block device" or why not; --kernel-read turns it off).
 Files are taken in batches, so any number of copiers (processes, hosts)
 can work on one medium at once. A batch of small files is held by a row
 lock while it is copied (the monitoring query counts it as pending); a
-batch of large files is claimed (claimed_by, renewed while it is copied).
+batch of large files, or one cut by the batch's byte bound, is claimed
+(claimed_by, renewed while it is copied).
 A file that cannot be read is retried, checked at the checkpoint
 ("DIAGNOSTIC CHECKPOINT"), skipped when its data
 lies beyond the end of the image ("SKIPPED ino=X reason=DIAGNOSTIC_SKIP:..."),
