@@ -392,7 +392,12 @@ func (w *worker) stream(f io.Reader, bw *blobWriter) (read, written int64, head 
 			// write: syncfs of 2 GiB 1.4-2.0 s, cold cat 0.6-0.9 s), from
 			// a goroutine every 64 or 128 MiB: 3.17-3.74 s against
 			// 2.81-3.82 s without, 3 to 5 runs each: no gain, the reads
-			// and the writeback share the disk. A batch holds about
+			// and the writeback share the disk. Again on 2026-12-07
+			// (machine G, cold cat 1.3-2.1 s, syncfs of 2 GiB 0.9-1.1 s),
+			// from a goroutine every 64 MiB, two runs of three each,
+			// alternating: 2.65 and 2.98 s against 2.65 and 2.80 s
+			// (medians), the writeback moving from the syncfs into the
+			// stream (stream 2.5-3.4 s, syncfs 5-28 ms). A batch holds about
 			// 1 GiB of files at most (one file may be larger); beyond
 			// that, the kernel's dirty limits apply as to any writer.
 			// Nor are large blobs written with O_DIRECT (2026-12-06,
