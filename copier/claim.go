@@ -366,9 +366,11 @@ func Remaining(ctx context.Context, q querier, hash string) (files, bytes, claim
 // passed it leaves it to the next run (see nextBatch).
 //
 // A held batch keeps its connection from the hold to its commit: a run
-// holds at most two batches a worker, and no more than the pool's
-// connections but three (the worker lock, claims and the rest); without a
-// connection to spare, a batch is claimed.
+// holds at most two batches a worker, no more than the pool's connections
+// but three (the worker lock, claims and the rest), and no more than half
+// the connections the server had to spare when the run started (so that
+// copiers started side by side do not take all of max_connections); without
+// a connection to spare, a batch is claimed (holdBudget).
 //
 // Held rows are rows nobody claimed (claimed_by IS NULL): their commit
 // matches them with an empty worker id, which heldUpdate reads as "not

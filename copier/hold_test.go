@@ -133,7 +133,7 @@ func TestHeldCommitAfterLostConnection(t *testing.T) {
 		outs[i] = outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
 	}
 
-	_, err = db.Exec(ctx, `SELECT pg_terminate_backend($1)`, held.conn.Conn().PgConn().PID())
+	_, err = db.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, held.conn.Conn().PgConn().PID()) // waits until it is gone
 	require.NoError(t, err)
 	_, _, err = commitBatch(ctx, db, h, "w", outs, nil, &blobSet{}, held)
 	require.Error(t, err, "a commit on a dead connection succeeded")
@@ -200,4 +200,20 @@ func TestHeldCommitAnsweredLost(t *testing.T) {
 	assert.Equal(t, 10, errs, "one error each for the ten failures")
 	require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM diagnostic_event WHERE medium_hash = $1`, string(h)).Scan(&events))
 	assert.Equal(t, 10, events)
+}
+
+// The hold budget: two a worker, within the pool less three, within half
+// of what the server has to spare.
+func TestHoldBudget(t *testing.T) {
+	for _, c := range []struct{ maxConns, workers, free, want int }{
+		{20, 8, -1, 16}, // ntt-copier's pool, server unknown
+		{20, 8, 80, 16}, // plenty to spare
+		{20, 8, 10, 5},  // a busy server: half of what is left
+		{4, 8, 100, 1},  // pgx's default pool
+		{2, 8, 100, 0},  // the smallest pool Run accepts: claims only
+		{20, 8, 0, 0},   // nothing to spare
+		{40, 1, 100, 2}, // one worker
+	} {
+		assert.Equal(t, c.want, holdBudget(c.maxConns, c.workers, c.free), "%+v", c)
+	}
 }

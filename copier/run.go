@@ -247,7 +247,8 @@ type run struct {
 // up on a stalled worker, which may stay blocked in a read for as long as
 // the process lives: PostgreSQL then rolls them back, and their rows are
 // pending again for the next run instead of locked by a connection the
-// worker still has.
+// worker still has. Each session is waited for (up to 5 s) until it is
+// gone and its locks with it.
 func (r *run) abandonHolds(ctx context.Context) {
 	r.mu.Lock()
 	var pids []int32
@@ -258,10 +259,24 @@ func (r *run) abandonHolds(ctx context.Context) {
 	if len(pids) == 0 {
 		return
 	}
-	if _, err := r.db.Exec(ctx, `SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS p`, pids); err != nil {
+	if _, err := r.db.Exec(ctx, `SELECT pg_terminate_backend(p, 5000) FROM unnest($1::int[]) AS p`, pids); err != nil {
 		r.log.Warn("could not end the stalled run's held batches; their rows stay locked until this process exits",
 			"medium", r.h, "err", err)
 	}
+}
+
+// holdBudget is how many batches a run may hold at once (see Holds): two
+// a worker, no more than a pool of maxConns connections can give besides
+// three (the worker lock, claims and the rest), and no more than half the
+// connections the server has to spare when the run starts (free, -1:
+// unknown), so that copiers started side by side share what is left
+// instead of taking every connection the server allows.
+func holdBudget(maxConns, workers, free int) int {
+	n := min(maxConns-3, 2*workers)
+	if free >= 0 {
+		n = min(n, free/2)
+	}
+	return max(n, 0)
 }
 
 // takeHoldSlot reports whether a batch may be held now, taking the slot.
@@ -327,9 +342,9 @@ func (o *Options) defaults() error {
 // unprocessed claims are released, and the error wraps context.Canceled.
 //
 // db needs at least 2 connections; Run keeps one for its worker lock and,
-// while batches are held by row lock, one for each (at most two a worker
-// and the pool's size but three): 2 × Workers + 4 lets every batch of
-// small files be held.
+// while batches are held by row lock, one for each (see holdBudget): a
+// pool of 2 × Workers + 4 lets every batch of small files be held when the
+// server has connections to spare.
 func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	start := time.Now()
 	if err := opts.defaults(); err != nil {
@@ -357,7 +372,13 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("%w: the pool needs at least 2 connections (one holds the worker lock), has %d",
 			ErrInvalidOptions, db.Config().MaxConns)
 	}
-	r.holdSlots = make(chan struct{}, max(min(int(db.Config().MaxConns)-3, 2*opts.Workers), 0))
+	free := -1 // the server's connections to spare: unknown
+	if err := db.QueryRow(ctx, `SELECT current_setting('max_connections')::int
+		- current_setting('superuser_reserved_connections')::int
+		- (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')`).Scan(&free); err != nil {
+		free = -1
+	}
+	r.holdSlots = make(chan struct{}, holdBudget(int(db.Config().MaxConns), opts.Workers, free))
 	r.holds = map[*hold]struct{}{}
 	if err := schema.CheckAttached(ctx, db, h); err != nil {
 		if errors.Is(err, schema.ErrNotAttached) {

@@ -304,7 +304,9 @@ func readLoop(n int) (Loop, error) {
 	name := fmt.Sprintf("loop%d", n)
 	dir := filepath.Join(sysBlock, name)
 	bf, err := os.ReadFile(filepath.Join(dir, "loop", "backing_file"))
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+		// Not attached, or detached while we read: sysfs answers ENODEV
+		// for a device that went between the listing and the read.
 		return Loop{}, errNotAttached
 	}
 	if err != nil {

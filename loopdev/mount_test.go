@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -946,4 +947,52 @@ func TestReapOnlyNTTLoops(t *testing.T) {
 	ok, err := testimg.Mounted(filepath.Join(e.root, h1))
 	require.NoError(t, err)
 	require.False(t, ok, "the stale mount under the root was taken down")
+}
+
+// List while other processes attach and detach loop devices: a device
+// that goes between the listing of /sys/block and the read of its
+// backing_file is left out, not an error (seen as "read
+// /sys/block/loop5/loop/backing_file: no such device" when two test
+// binaries ran at once).
+func TestListWhileLoopsComeAndGo(t *testing.T) {
+	e := newEnv(t)
+	img := filepath.Join(e.dir, "raw.img")
+	require.NoError(t, os.WriteFile(img, nil, 0o644))
+	require.NoError(t, os.Truncate(img, 1<<20))
+	stop := make(chan struct{})
+	var cycles atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			a, err := Attach(context.Background(), img, AttachParams{})
+			if err != nil {
+				t.Errorf("attach: %v", err)
+				return
+			}
+			if err := a.Detach(); err != nil {
+				t.Errorf("detach: %v", err)
+				return
+			}
+			cycles.Add(1)
+		}
+	}()
+	defer wg.Wait()
+	defer close(stop)
+	deadline := time.Now().Add(time.Second) // the race shows within milliseconds
+	lists := 0
+	for time.Now().Before(deadline) {
+		_, err := List()
+		require.NoError(t, err)
+		lists++
+	}
+	n := cycles.Load()
+	require.Greater(t, n, int64(10), "too few attach/detach cycles to race with")
+	t.Logf("%d lists against %d attach/detach cycles", lists, n)
 }
