@@ -89,11 +89,7 @@ func BenchmarkClaim(b *testing.B) {
 		}
 		cursor = got[len(got)-1].key()
 		b.StopTimer()
-		keys := make([]key, len(got))
-		for j, g := range got {
-			keys[j] = g.key()
-		}
-		devs, inos := splitKeys(keys)
+		devs, inos := batchKeys(got)
 		if _, err := db.Exec(ctx, done, string(h), devs, inos); err != nil {
 			b.Fatal(err)
 		}
@@ -111,6 +107,21 @@ func BenchmarkClaim(b *testing.B) {
 			b.Fatal("the claim is planned anew at each execution")
 		}
 	}
+	reportClaims(b, lat)
+}
+
+// batchKeys is a batch's keys as the arrays the catalog's statements take.
+func batchKeys(batch []*inode) (devs, inos []int64) {
+	keys := make([]key, len(batch))
+	for i, n := range batch {
+		keys[i] = n.key()
+	}
+	return splitKeys(keys)
+}
+
+// reportClaims reports the median and p99 of the claims' latencies, which
+// bench/copy.sh reads.
+func reportClaims(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median/claim")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-p99/claim")
@@ -146,11 +157,7 @@ func BenchmarkHold(b *testing.B) {
 		}
 		cursor = got[len(got)-1].key()
 		b.StopTimer()
-		keys := make([]key, len(got))
-		for j, g := range got {
-			keys[j] = g.key()
-		}
-		devs, inos := splitKeys(keys)
+		devs, inos := batchKeys(got)
 		if _, err := held.conn.Exec(ctx, done, string(h), devs, inos); err != nil {
 			b.Fatal(err)
 		}
@@ -162,9 +169,7 @@ func BenchmarkHold(b *testing.B) {
 		b.StartTimer()
 	}
 	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-median/claim")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "ms-p99/claim")
+	reportClaims(b, lat)
 }
 
 // BenchmarkClaimDeepIntoMedium is BenchmarkClaim when 90 % of the 1M

@@ -254,6 +254,21 @@ func peekSQL(h medium.Hash, n int) string {
 		ORDER BY c.dev, c.ino, p.path`, h.InodeTable(), h.PathTable(), n)
 }
 
+// appendRow adds one row of a claim's answer, which gives each inode once
+// per non-excluded path (once with a NULL path if it has none), in (dev,
+// ino) order, to batch; first says the row began a new inode.
+func appendRow(batch []*inode, dev, ino, size int64, errs int, path []byte) (_ []*inode, first bool) {
+	if len(batch) == 0 || batch[len(batch)-1].Dev != dev || batch[len(batch)-1].Ino != ino {
+		batch = append(batch, &inode{Dev: dev, Ino: ino, Size: size, Errors: errs})
+		first = true
+	}
+	if path != nil {
+		last := batch[len(batch)-1]
+		last.Paths = append(last.Paths, path)
+	}
+	return batch, first
+}
+
 // claimBatch claims up to n inodes after cursor, at most batchBytes of
 // them (but at least one). With peek set it only reads them (dry run).
 func claimBatch(ctx context.Context, q pipeliner, h medium.Hash, worker string, lease time.Duration, after key, n int, peek bool) ([]*inode, error) {
@@ -270,13 +285,7 @@ func claimBatch(ctx context.Context, q pipeliner, h medium.Hash, worker string, 
 			if err := rows.Scan(&dev, &ino, &size, &errs, &path); err != nil {
 				return err
 			}
-			if len(out) == 0 || out[len(out)-1].Dev != dev || out[len(out)-1].Ino != ino {
-				out = append(out, &inode{Dev: dev, Ino: ino, Size: size, Errors: errs})
-			}
-			if path != nil {
-				last := out[len(out)-1]
-				last.Paths = append(last.Paths, path)
-			}
+			out, _ = appendRow(out, dev, ino, size, errs, path)
 		}
 		return rows.Err()
 	}
@@ -386,7 +395,6 @@ type hold struct {
 	conn *pgxpool.Conn // nil once given back
 	open bool          // the transaction that holds the locks is open
 	done func()        // gives the hold's slot back (nil once it is)
-	lost int64         // copied inodes the relocks of one commit did not get back
 	// pid is conn's server process, for a run that gives up on a stalled
 	// worker: ending that session ends the hold (see run.abandonHolds).
 	pid atomic.Uint32
@@ -445,13 +453,9 @@ func holdBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker stri
 			if err := rows.Scan(&tid, &dev, &ino, &size, &errs, &path); err != nil {
 				return err
 			}
-			if len(batch) == 0 || batch[len(batch)-1].Dev != dev || batch[len(batch)-1].Ino != ino {
-				batch = append(batch, &inode{Dev: dev, Ino: ino, Size: size, Errors: errs})
+			var first bool
+			if batch, first = appendRow(batch, dev, ino, size, errs, path); first {
 				tids = append(tids, tid)
-			}
-			if path != nil {
-				last := batch[len(batch)-1]
-				last.Paths = append(last.Paths, path)
 			}
 		}
 		return rows.Err()

@@ -72,18 +72,17 @@ type problem struct {
 // transaction is gone (a failed attempt, a lost connection), its rows are
 // held again first; those another process took meanwhile count as lost.
 func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker string, outs []outcome, problems []problem, recorded *blobSet, held *hold) (lost int64, refusedN int, err error) {
-	if held != nil {
-		// A call after a failed one (an outage waited out) starts again
-		// from the whole batch, and counts what is missing anew.
-		held.lost = 0
-	}
+	// Copied inodes a relock did not get back. A call after a failed one
+	// (an outage waited out) starts again from the whole batch, and
+	// counts what is missing anew.
+	var relost int64
 	for attempt := 0; ; attempt++ {
 		if held != nil && !held.open {
 			var gone int64
 			if outs, gone, err = held.relock(ctx, db, h, outs); err != nil {
 				return 0, 0, err
 			}
-			held.lost += gone
+			relost += gone
 		}
 		c := prepareCommit(h, worker, outs, recorded, held != nil)
 		var refused []string
@@ -92,10 +91,7 @@ func commitBatch(ctx context.Context, db *pgxpool.Pool, h medium.Hash, worker st
 			recorded.add(c.blobIDs)
 			recorded.trust(c.createdIDs)
 			recorded.refuse(refused)
-			if held != nil {
-				lost += held.lost
-			}
-			return lost, len(refused), nil
+			return lost + relost, len(refused), nil
 		}
 		if attempt >= 4 || !transient(err) || ctx.Err() != nil {
 			return 0, 0, err
@@ -371,9 +367,13 @@ func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, c preparedC
 			return rows.Err()
 		})
 	}
-	record := func(q schema.Querier, send func(*pgx.Batch) pgx.BatchResults) error {
+	// record runs the commit's statements in a transaction open on q.
+	record := func(q interface {
+		querier
+		pipeliner
+	}) error {
 		if c.b.Len() > 0 {
-			if err := send(c.b).Close(); err != nil {
+			if err := q.SendBatch(ctx, c.b).Close(); err != nil {
 				return err
 			}
 		}
@@ -385,10 +385,9 @@ func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, c preparedC
 		return nil
 	}
 	if held != nil {
-		conn := held.conn
-		err = record(conn, func(b *pgx.Batch) pgx.BatchResults { return conn.SendBatch(ctx, b) })
+		err = record(held.conn)
 		if err == nil {
-			err = commitOpen(ctx, conn)
+			err = commitOpen(ctx, held.conn)
 		}
 		if err != nil {
 			held.rollback()
@@ -396,9 +395,7 @@ func runCommit(ctx context.Context, db *pgxpool.Pool, h medium.Hash, c preparedC
 			held.open = false
 		}
 	} else {
-		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-			return record(tx, func(b *pgx.Batch) pgx.BatchResults { return tx.SendBatch(ctx, b) })
-		})
+		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return record(tx) })
 	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("medium %s: recording batch: %w", h, err)

@@ -206,7 +206,7 @@ func TestCommitAfterRenewal(t *testing.T) {
 	outs := make([]outcome, len(got))
 	keys := make([]key, len(got))
 	for i, n := range got {
-		outs[i] = outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
+		outs[i] = copiedOutcome(n, i)
 		keys[i] = n.key()
 	}
 

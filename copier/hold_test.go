@@ -31,6 +31,11 @@ func ctids(t *testing.T, db *pgxpool.Pool, h medium.Hash) map[key]string {
 	return out
 }
 
+// copiedOutcome is n copied to a new blob whose id is made of i.
+func copiedOutcome(n *inode, i int) outcome {
+	return outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
+}
+
 // A held batch writes nothing to its rows (same row versions, claimed_by
 // still NULL, counted as pending), yet no other hold or claim takes them
 // while it is held; rolled back, they are pending again at once. The
@@ -130,7 +135,7 @@ func TestHeldCommitAfterLostConnection(t *testing.T) {
 	defer held.end()
 	outs := make([]outcome, len(got))
 	for i, n := range got {
-		outs[i] = outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
+		outs[i] = copiedOutcome(n, i)
 	}
 
 	_, err = db.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, held.conn.Conn().PgConn().PID()) // waits until it is gone
@@ -176,7 +181,7 @@ func TestHeldCommitAnsweredLost(t *testing.T) {
 	outs := make([]outcome, len(got))
 	for i, n := range got {
 		if i%2 == 0 {
-			outs[i] = outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
+			outs[i] = copiedOutcome(n, i)
 		} else {
 			outs[i] = outcome{n: n, kind: failed, err: fmt.Errorf("read error"), at: time.Now(),
 				dec: Decision{Action: Retry, ErrorType: "io_error", Class: "io", RetryCount: 1, Event: true}}

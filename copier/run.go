@@ -265,6 +265,44 @@ func (r *run) abandonHolds(ctx context.Context) {
 	}
 }
 
+// PoolSize is the connections a pool needs for Run with workers workers
+// to hold every batch of small files it may (two a worker: the one it
+// copies, the one it commits) besides its worker lock, claims and the
+// rest.
+func PoolSize(workers int) int32 { return int32(2*workers + 4) }
+
+// track registers a batch holdBatch held (if any) for abandonHolds until
+// its hold ends; cut (holdBatch claimed a prefix of what it had locked)
+// means that inodes may lie behind the cursor (see nextBatch).
+func (r *run) track(held *hold, cut bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gaveBack = r.gaveBack || cut
+	if held == nil {
+		return
+	}
+	r.holds[held] = struct{}{}
+	give := held.done
+	held.done = func() {
+		r.mu.Lock()
+		delete(r.holds, held)
+		r.mu.Unlock()
+		give()
+	}
+}
+
+// spareConnections is how many more client connections the server
+// accepts now, -1 if it does not say.
+func spareConnections(ctx context.Context, q querier) int {
+	free := -1
+	if err := q.QueryRow(ctx, `SELECT current_setting('max_connections')::int
+		- current_setting('superuser_reserved_connections')::int
+		- (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')`).Scan(&free); err != nil {
+		return -1
+	}
+	return free
+}
+
 // holdBudget is how many batches a run may hold at once (see Holds): two
 // a worker, no more than a pool of maxConns connections can give besides
 // three (the worker lock, claims and the rest), and no more than half the
@@ -343,8 +381,8 @@ func (o *Options) defaults() error {
 //
 // db needs at least 2 connections; Run keeps one for its worker lock and,
 // while batches are held by row lock, one for each (see holdBudget): a
-// pool of 2 × Workers + 4 lets every batch of small files be held when the
-// server has connections to spare.
+// pool of PoolSize(Workers) lets every batch of small files be held when
+// the server has connections to spare.
 func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	start := time.Now()
 	if err := opts.defaults(); err != nil {
@@ -372,13 +410,7 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		return Stats{}, fmt.Errorf("%w: the pool needs at least 2 connections (one holds the worker lock), has %d",
 			ErrInvalidOptions, db.Config().MaxConns)
 	}
-	free := -1 // the server's connections to spare: unknown
-	if err := db.QueryRow(ctx, `SELECT current_setting('max_connections')::int
-		- current_setting('superuser_reserved_connections')::int
-		- (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')`).Scan(&free); err != nil {
-		free = -1
-	}
-	r.holdSlots = make(chan struct{}, holdBudget(int(db.Config().MaxConns), opts.Workers, free))
+	r.holdSlots = make(chan struct{}, holdBudget(int(db.Config().MaxConns), opts.Workers, spareConnections(ctx, db)))
 	r.holds = map[*hold]struct{}{}
 	if err := schema.CheckAttached(ctx, db, h); err != nil {
 		if errors.Is(err, schema.ErrNotAttached) {
@@ -986,23 +1018,7 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 			if r.takeHoldSlot() {
 				var cut bool
 				batch, held, cut, err = holdBatch(cctx, r.db, r.h, r.o.WorkerID, after, n, r.giveHoldSlot)
-				if cut {
-					r.mu.Lock()
-					r.gaveBack = true // see holdBatch
-					r.mu.Unlock()
-				}
-				if held != nil {
-					r.mu.Lock()
-					r.holds[held] = struct{}{}
-					r.mu.Unlock()
-					hd, give := held, held.done
-					held.done = func() {
-						r.mu.Lock()
-						delete(r.holds, hd)
-						r.mu.Unlock()
-						give()
-					}
-				}
+				r.track(held, cut)
 			} else {
 				batch, err = claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, after, n, false)
 			}

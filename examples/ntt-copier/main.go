@@ -242,9 +242,7 @@ func copyMedium(ctx context.Context, c *config, stdout, stderr io.Writer) int {
 	term := cli.IsTerminal(stderr)
 	status := cli.NewStatus(stderr)
 	log := cli.NewStatusLogger(stderr, status, c.verbose)
-	// Two connections a worker: the batch it copies and the one it
-	// commits may each be held by row lock (see copier's Holds).
-	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: int32(2*c.workers + 4), Logger: log, Private: dbconn.Announce("ntt-copier", stderr)})
+	pool, err := dbconn.Open(ctx, dbconn.Options{URL: c.db, MaxConns: copier.PoolSize(c.workers), Logger: log, Private: dbconn.Announce("ntt-copier", stderr)})
 	if err != nil {
 		return failf(stderr, "%v.", errText(err))
 	}

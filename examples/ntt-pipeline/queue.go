@@ -25,6 +25,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/HRDAG/ntt/copier"
 	"github.com/HRDAG/ntt/enumerate"
 	"github.com/HRDAG/ntt/imagefs"
 	"github.com/HRDAG/ntt/internal/cli"
@@ -586,8 +587,7 @@ func writeJSONFile(path string, v any) error {
 }
 
 // poolSize is the catalog connections a run of jobs media at once needs.
-// Every job's copy workers, its loader's two index builders and its own
-// queries must find a connection without waiting on another job (which
-// could be waiting on this one); a copy worker may hold two batches by
-// row lock, each on a connection of its own (see copier's Holds).
-func poolSize(workers, jobs int) int32 { return int32(2*workers + 4*jobs + 4) }
+// The jobs' copy workers (copier.PoolSize), each job's loader's two index
+// builders and its own queries must find a connection without waiting on
+// another job (which could be waiting on this one).
+func poolSize(workers, jobs int) int32 { return copier.PoolSize(workers) + int32(4*jobs) }
