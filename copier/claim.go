@@ -371,8 +371,9 @@ func Remaining(ctx context.Context, q querier, hash string) (files, bytes, claim
 // a sound medium; longer on a failing one, with its retries); a batch of
 // more than holdBytes, which may take minutes, is claimed as before, with
 // a lease, and shows as claimed. A held row that comes back because its
-// process died is not seen by releaseOrphans: a process whose cursor had
-// passed it leaves it to the next run (see nextBatch).
+// process died is not seen by releaseOrphans: a live process finds it
+// when its cursor goes back to the start at the end of a pass (see
+// nextBatch).
 //
 // A held batch keeps its connection from the hold to its commit: a run
 // holds at most two batches a worker, no more than the pool's connections

@@ -104,6 +104,41 @@ func TestOrphanedAndExpiredClaims(t *testing.T) {
 	f.checkComplete()
 }
 
+// Rows held by another process (locked FOR UPDATE, unclaimed) are passed
+// over; when that process dies after this run's cursor has passed them,
+// they are pending again with no claim to release, and this run goes back
+// for them before it ends.
+func TestHeldRowsOfADeadProcessBehindTheCursor(t *testing.T) {
+	f := newMedium(t, smallFiles(15))
+	ctx := context.Background()
+	other, err := pgx.Connect(ctx, f.url)
+	require.NoError(t, err)
+	defer other.Close(ctx)
+	tx, err := other.Begin(ctx)
+	require.NoError(t, err)
+	var held int
+	require.NoError(t, tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM inode
+		WHERE medium_hash = $1 AND fs_type = 'f' ORDER BY dev, ino LIMIT 5 FOR UPDATE) s`, string(f.h)).Scan(&held))
+	require.Equal(t, 5, held)
+	_, pending, _ := f.monitor()
+	require.EqualValues(t, 15, pending, "held rows count as pending")
+
+	o := f.options()
+	o.BatchSize = 5
+	var died atomic.Bool
+	o.Progress = &onBatch{fn: func(n int64) {
+		if n == 1 { // the cursor is past the held rows: the holder dies
+			require.NoError(t, tx.Rollback(ctx))
+			died.Store(true)
+		}
+	}}
+	st := f.mustRun(o)
+	require.True(t, died.Load())
+	assert.EqualValues(t, 15, st.Copied, "the dead process's rows were left to the next run")
+	assert.True(t, st.Complete)
+	f.checkComplete()
+}
+
 // One worker id is one process: a second process with the same id is
 // refused while the first runs.
 func TestWorkerIDInUse(t *testing.T) {

@@ -215,6 +215,11 @@ type run struct {
 	// this run gave inodes back to pending (a retry, a release, a blob
 	// found quarantined), perhaps behind the cursor (see nextBatch).
 	gaveBack bool
+	// sweptAt is the run's copied count when its cursor last went back to
+	// the start after running out of work; flying counts the batches
+	// taken and not yet committed or dropped (see nextBatch).
+	sweptAt  int64
+	flying   int
 	failedIn map[key]bool // inodes that failed in this run (true: later copied)
 	failing  int64        // of failedIn, not copied since
 	rateFlag bool
@@ -926,6 +931,7 @@ func (r *run) work(ctx context.Context, wid int) error {
 			}
 			return nil
 		}
+		r.inFlight(1)
 		t1 := time.Now()
 		outs, abort := w.process(ctx, batch)
 		r.tune.leave()
@@ -944,15 +950,18 @@ func (r *run) work(ctx context.Context, wid int) error {
 		r.unreserve(n - len(batch) + unused)
 		if err := finished(); err != nil {
 			held.end() // not recorded: its rows are pending again
+			r.inFlight(-1)
 			return errors.Join(abort, err)
 		}
 		if abort != nil {
 			_, err := r.finishBatch(ctx, wid, outs, held, t0, &times)
+			r.inFlight(-1)
 			return errors.Join(abort, err)
 		}
 		finishing = make(chan error, 1)
 		go func() {
 			_, err := r.finishBatch(ctx, wid, outs, held, t0, &times)
+			r.inFlight(-1)
 			finishing <- err
 		}()
 		if copiedN == 0 && failedN > 0 && failedN == len(outs) {
@@ -966,22 +975,38 @@ func (r *run) work(ctx context.Context, wid int) error {
 	return finished()
 }
 
+// inFlight counts a batch taken (+1) or committed or dropped (-1).
+func (r *run) inFlight(d int) {
+	r.mu.Lock()
+	r.flying += d
+	r.mu.Unlock()
+}
+
 // nextBatch claims up to n inodes from the cursor, releasing orphaned
 // claims before it gives up. A catalog outage is waited out
 // (Options.DBRetry).
 //
-// At the end of the medium it goes back to the start only when something
-// may be pending behind the cursor: inodes a batch of this run gave back
-// (a retry, a release, a blob found quarantined) or orphaned claims it
-// released. Otherwise the claim from the start would walk the pending
-// index over every row copied since, all dead entries, to find nothing:
-// 0.85 s at the end of every run on the 300k-file bench tree, more on a
-// larger medium. An inode another live process gives back behind this
-// run's cursor is that process's to claim again, as it goes back to the
-// start itself; one left pending by a process that died in its claim's
-// transaction, or holding it (see Holds: a hold ends with its process),
-// waits for the next run when this run's cursor had passed it (the count
-// at the end then says the medium is not complete).
+// At the end of the medium it goes back to the start when something may be
+// pending behind the cursor: inodes a batch of this run gave back (a retry,
+// a release, a blob found quarantined), orphaned claims it released, or
+// rows another process held when the cursor passed them and that came back
+// when it died (see Holds: a hold ends with its process, and leaves no
+// claim to release). The last is known only by looking, so the cursor goes
+// back once after every pass that copied anything, when no batch of this
+// run is in flight: a held batch whose connection died (a database restart)
+// is pending too until its commit holds it again, and must not be copied
+// twice. The worker whose batch lands last looks (work waits for its own
+// batch before it gives up). That walk of the pending index over the rows
+// copied since costs little now that a held batch writes its rows once (the
+// 300k-file bench tree: the time from the last batch to the copy phase's
+// end, 0.62-1.00 s in seven runs with it, 0.76-0.96 s in eight without,
+// alternating, machine H, 2026-12-07: mostly the tree's directories; when
+// every batch was claimed and written twice, such a walk cost 0.85 s by
+// itself). An inode another live process gives back behind this run's
+// cursor is that process's to claim again, as it goes back to the start
+// itself; one left pending by a process that died after this run's last
+// walk from the start waits for the next run (the count at the end then
+// says the medium is not complete).
 func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 	// Claims are not cancelled half-way: a claim that commits while its
 	// caller has gone would strand its rows until the end of the run.
@@ -1047,9 +1072,18 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 		if after != cursorStart {
 			r.mu.Lock()
 			moved := r.cursor != after // another worker claimed further on
-			rewind := !moved && r.gaveBack
+			// Back to the start when this run gave inodes back behind
+			// the cursor, and once more after each pass that copied
+			// anything: rows held by another process that died since
+			// its cursor passed them are pending again, with no claim
+			// for releaseOrphans to find. The sweep costs one scan of
+			// the pending index; the copied count bounds the sweeps
+			// (a file skipped again copies nothing).
+			copied := r.st.copied.Load()
+			rewind := !moved && (r.gaveBack || copied != r.sweptAt && r.flying == 0)
 			if rewind {
 				r.gaveBack = false
+				r.sweptAt = copied
 				r.cursor = cursorStart
 			}
 			r.mu.Unlock()
