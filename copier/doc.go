@@ -68,7 +68,9 @@
 //     per file, every 2 s): one more while it gains more than 5 %, back
 //     when it loses as much, steady in between (tune.go). A worker above
 //     the current number waits before claiming, holding no claim.
-//     Options.FixedWorkers runs exactly Workers.
+//     Options.FixedWorkers runs exactly Workers. Either way a run starts
+//     no more workers than the medium has batches: on a floppy, a worker
+//     with nothing to take costs catalog round trips and no gain.
 //
 // Measured on 2 shared cores (load average 7 to 21 from other work, so
 // single runs, read as rough), cold caches, the second bench tree

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -136,6 +137,27 @@ func TestHeldRowsOfADeadProcessBehindTheCursor(t *testing.T) {
 	require.True(t, died.Load())
 	assert.EqualValues(t, 15, st.Copied, "the dead process's rows were left to the next run")
 	assert.True(t, st.Complete)
+	f.checkComplete()
+}
+
+// A medium of fewer batches than Workers (a floppy) starts one worker a
+// batch, not Workers that would each ask for a batch and find none.
+func TestSmallMediumStartsAWorkerABatch(t *testing.T) {
+	f := newMedium(t, smallFiles(15))
+	logger, logs := captureLog(t)
+	var workers sync.Map
+	o := f.options()
+	o.Workers, o.Logger = 8, logger
+	o.Progress = &batchRecorder{done: func(b copier.BatchResult) { workers.Store(b.Worker, true) }}
+	st := f.mustRun(o)
+	assert.True(t, st.Complete)
+	assert.EqualValues(t, 2, st.Batches)
+	// Two copying at the start: batches of 8 files, two batches.
+	assert.Contains(t, logs.String(), `"workers_started":2,`)
+	workers.Range(func(w, _ any) bool {
+		assert.Less(t, w.(int), 2, "a batch of a worker that was not started")
+		return true
+	})
 	f.checkComplete()
 }
 

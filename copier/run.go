@@ -50,7 +50,8 @@ type Options struct {
 	// found by measuring the throughput as the run goes (see the package
 	// documentation, "Concurrency"), unless FixedWorkers is set.
 	Workers int
-	// FixedWorkers runs exactly Workers workers, without measuring.
+	// FixedWorkers runs exactly Workers workers, without measuring (no
+	// more than the medium has batches, either way).
 	FixedWorkers bool
 	// BatchSize is the number of inodes per claim and per catalog
 	// transaction (default 1000). A batch holds fewer when its files add
@@ -203,8 +204,11 @@ type run struct {
 	st     counters
 	quota  atomic.Int64
 	// claimSize is how many inodes one claim asks for: BatchSize, or less
-	// on a small medium so that every worker gets some.
+	// on a small medium so that every worker gets some; spawn is how many
+	// workers the run starts: Workers, or as many as the medium has
+	// batches.
 	claimSize int
+	spawn     int
 	mime      mimeCache
 	blobs     blobSet // blobs rows committed by this run
 
@@ -507,17 +511,20 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	if opts.Progress != nil {
 		opts.Progress.Started(startTotals)
 	}
+	// Every worker gets a share, however small the medium. Claims of
+	// others count: they come back if their worker turns out dead.
+	active := int64(r.tune.current())
+	r.claimSize = int(min(int64(opts.BatchSize), max((files+active-1)/active, 1)))
+	// A worker beyond the medium's batches would only ask for one, find
+	// none and release orphans: on a floppy, most of eight did.
+	r.spawn = int(min(int64(opts.Workers), (files+int64(r.claimSize)-1)/int64(r.claimSize)))
+	r.tune.lower(r.spawn)
 	r.log.Info("copy started", "medium", h, "worker", opts.WorkerID, "workers_max", opts.Workers,
-		"workers", r.tune.current(), "fixed_workers", opts.FixedWorkers,
+		"workers", r.tune.current(), "workers_started", r.spawn, "fixed_workers", opts.FixedWorkers,
 		"batch_size", opts.BatchSize, "hold_slots", cap(r.holdSlots), "pending_files", files, "pending_bytes", bytes, "dry_run", opts.DryRun)
 
 	var runErr error
 	if files-claimed > 0 {
-		// Every worker gets a share, however small the medium. Claims of
-		// others count: they come back if their worker turns out dead.
-		active := int64(r.tune.current())
-		perWorker := (files + active - 1) / active
-		r.claimSize = int(min(int64(opts.BatchSize), max(perWorker, 1)))
 		runErr = r.copyAll(ctx)
 	}
 	s := stats()
@@ -583,10 +590,10 @@ func releaseOwn(ctx context.Context, q querier, h medium.Hash, worker string) (i
 func (r *run) copyAll(ctx context.Context) error {
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	r.lastMove = make([]atomic.Int64, r.o.Workers)
-	errs := make(chan error, r.o.Workers)
+	r.lastMove = make([]atomic.Int64, r.spawn)
+	errs := make(chan error, r.spawn)
 	var wg sync.WaitGroup
-	for i := range r.o.Workers {
+	for i := range r.spawn {
 		r.touch(i)
 		wg.Add(1)
 		go func() {

@@ -12,7 +12,8 @@ import (
 // once is found while the run goes, by hill climbing on the measured
 // throughput (see doc.go, "Concurrency", for the measurements behind it):
 //
-//   - Every worker goroutine of the bound exists, but only limit of them
+//   - Every worker goroutine of the bound exists (the bound is no more
+//     than the medium's batches, see lower), but only limit of them
 //     may hold a batch (claim, read, hash, store); the others wait, holding
 //     no claim. The limit starts at tuneStart.
 //   - Every tunePeriod, the work done in the period is weighed: bytes read
@@ -64,6 +65,15 @@ func newTuner(bound int, fixed bool) *tuner {
 	}
 	t.cond.L = &t.mu
 	return t
+}
+
+// lower bounds the tuner at n (before it climbs): a run with fewer
+// workers than Options.Workers does not report more copying.
+func (t *tuner) lower(n int) {
+	t.mu.Lock()
+	t.bound = min(t.bound, max(n, 1))
+	t.limit = min(t.limit, t.bound)
+	t.mu.Unlock()
 }
 
 // enter waits until the worker may take a batch; false if ctx ended first.
