@@ -372,7 +372,8 @@ func Remaining(ctx context.Context, q querier, hash string) (files, bytes, claim
 // more than holdBytes, which may take minutes, is claimed as before, with
 // a lease, and shows as claimed. A held row that comes back because its
 // process died is not seen by releaseOrphans: a live process finds it
-// when its cursor goes back to the start at the end of a pass (see
+// when its cursor goes back to the start at the end of a pass, if the
+// holder died before that; otherwise the next run copies it (see
 // nextBatch).
 //
 // A held batch keeps its connection from the hold to its commit: a run

@@ -291,8 +291,10 @@
 // whether any is failed, 0.2 s before the tree's listing's first row, then
 // 0.3 s of directories and symlinks and the sync: about 2.3 s of a 19 s
 // run with one core mostly idle. Now the scan runs while the catalog is
-// prepared (extsource.go), the claim goes back to the start only when
-// something may be pending behind it (nextBatch), one pass counts the
+// prepared (extsource.go), the claim went back to the start only when
+// something was known to be pending behind it (nextBatch; since batches of
+// small files are held, not claimed, it goes back once after every pass
+// that copied anything, at no measurable cost), one pass counts the
 // files left and the failed ones, and the tree's listing is sent before
 // that count (finish). The end phase (last batch to tree completed) took
 // 1.14, 1.69 and 1.43 s against 2.45, 2.45 and 1.88 s, alternating; the

@@ -110,6 +110,12 @@ func TestOrphanedAndExpiredClaims(t *testing.T) {
 // they are pending again with no claim to release, and this run goes back
 // for them before it ends.
 func TestHeldRowsOfADeadProcessBehindTheCursor(t *testing.T) {
+	for _, workers := range []int{1, 2} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) { heldRowsOfADeadProcess(t, workers) })
+	}
+}
+
+func heldRowsOfADeadProcess(t *testing.T, workers int) {
 	f := newMedium(t, smallFiles(15))
 	ctx := context.Background()
 	other, err := pgx.Connect(ctx, f.url)
@@ -125,7 +131,7 @@ func TestHeldRowsOfADeadProcessBehindTheCursor(t *testing.T) {
 	require.EqualValues(t, 15, pending, "held rows count as pending")
 
 	o := f.options()
-	o.BatchSize = 5
+	o.BatchSize, o.Workers, o.FixedWorkers = 5, workers, true
 	var died atomic.Bool
 	o.Progress = &onBatch{fn: func(n int64) {
 		if n == 1 { // the cursor is past the held rows: the holder dies
@@ -159,6 +165,19 @@ func TestSmallMediumStartsAWorkerABatch(t *testing.T) {
 		return true
 	})
 	f.checkComplete()
+
+	// Large files make more batches than their count alone: a claim
+	// stops at batchBytes (here 150 bytes, files of 100-105).
+	defer copier.SetBatchBytes(150)()
+	g := newMedium(t, smallFiles(6))
+	logger, logs = captureLog(t)
+	o = g.options()
+	o.Workers, o.Logger = 8, logger
+	st = g.mustRun(o)
+	assert.True(t, st.Complete)
+	assert.GreaterOrEqual(t, st.Batches, int64(3))
+	assert.Contains(t, logs.String(), `"workers_started":5,`, "one a batch of 150 bytes, the medium's 615 bytes")
+	g.checkComplete()
 }
 
 // One worker id is one process: a second process with the same id is

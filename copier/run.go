@@ -517,7 +517,9 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	r.claimSize = int(min(int64(opts.BatchSize), max((files+active-1)/active, 1)))
 	// A worker beyond the medium's batches would only ask for one, find
 	// none and release orphans: on a floppy, most of eight did.
-	r.spawn = int(min(int64(opts.Workers), (files+int64(r.claimSize)-1)/int64(r.claimSize)))
+	// A claim also stops at batchBytes: large files make more batches.
+	batches := max((files+int64(r.claimSize)-1)/int64(r.claimSize), min(files, (bytes+batchBytes-1)/batchBytes))
+	r.spawn = int(min(int64(opts.Workers), batches))
 	r.tune.lower(r.spawn)
 	r.log.Info("copy started", "medium", h, "worker", opts.WorkerID, "workers_max", opts.Workers,
 		"workers", r.tune.current(), "workers_started", r.spawn, "fixed_workers", opts.FixedWorkers,
@@ -938,7 +940,6 @@ func (r *run) work(ctx context.Context, wid int) error {
 			}
 			return nil
 		}
-		r.inFlight(1)
 		t1 := time.Now()
 		outs, abort := w.process(ctx, batch)
 		r.tune.leave()
@@ -957,18 +958,18 @@ func (r *run) work(ctx context.Context, wid int) error {
 		r.unreserve(n - len(batch) + unused)
 		if err := finished(); err != nil {
 			held.end() // not recorded: its rows are pending again
-			r.inFlight(-1)
+			r.landed()
 			return errors.Join(abort, err)
 		}
 		if abort != nil {
 			_, err := r.finishBatch(ctx, wid, outs, held, t0, &times)
-			r.inFlight(-1)
+			r.landed()
 			return errors.Join(abort, err)
 		}
 		finishing = make(chan error, 1)
 		go func() {
 			_, err := r.finishBatch(ctx, wid, outs, held, t0, &times)
-			r.inFlight(-1)
+			r.landed()
 			finishing <- err
 		}()
 		if copiedN == 0 && failedN > 0 && failedN == len(outs) {
@@ -982,10 +983,10 @@ func (r *run) work(ctx context.Context, wid int) error {
 	return finished()
 }
 
-// inFlight counts a batch taken (+1) or committed or dropped (-1).
-func (r *run) inFlight(d int) {
+// landed counts a batch taken by nextBatch as committed or dropped.
+func (r *run) landed() {
 	r.mu.Lock()
-	r.flying += d
+	r.flying--
 	r.mu.Unlock()
 }
 
@@ -1003,17 +1004,21 @@ func (r *run) inFlight(d int) {
 // run is in flight: a held batch whose connection died (a database restart)
 // is pending too until its commit holds it again, and must not be copied
 // twice. The worker whose batch lands last looks (work waits for its own
-// batch before it gives up). That walk of the pending index over the rows
-// copied since costs little now that a held batch writes its rows once (the
-// 300k-file bench tree: the time from the last batch to the copy phase's
-// end, 0.62-1.00 s in seven runs with it, 0.76-0.96 s in eight without,
-// alternating, machine H, 2026-12-07: mostly the tree's directories; when
-// every batch was claimed and written twice, such a walk cost 0.85 s by
-// itself). An inode another live process gives back behind this run's
-// cursor is that process's to claim again, as it goes back to the start
-// itself; one left pending by a process that died after this run's last
-// walk from the start waits for the next run (the count at the end then
-// says the medium is not complete).
+// batch before it gives up). A rewind for inodes given back does not wait,
+// so that retries keep every worker; if a database restart cut a held
+// batch's connection in that pass, a file of it may be read twice (its
+// commit counts a row already copied to the same blob as recorded). The
+// walk from the start, over the pending index's rows copied since, costs
+// little now that a held batch writes its rows once (the 300k-file bench
+// tree: the time from the last batch to the copy phase's end, 0.62-1.00 s
+// in seven runs with it, 0.76-0.96 s in eight without, alternating, machine
+// H, 2026-12-07: mostly the tree's directories; when every batch was
+// claimed and written twice, such a walk cost 0.85 s by itself). An inode
+// another live process gives back behind this run's cursor is that
+// process's to claim again, as it goes back to the start itself; one left
+// pending by a process that died after this run's last walk from the start
+// waits for the next run (the count at the end then says the medium is not
+// complete).
 func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 	// Claims are not cancelled half-way: a claim that commits while its
 	// caller has gone would strand its rows until the end of the run.
@@ -1032,8 +1037,9 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 				r.mu.Lock()
 				defer r.mu.Unlock()
 				batch, err = claimBatch(cctx, r.db, r.h, r.o.WorkerID, r.o.Lease, r.cursor, n, true)
-				if len(batch) > 0 {
+				if err == nil && len(batch) > 0 {
 					r.cursor = batch[len(batch)-1].key()
+					r.flying++
 				}
 				return err
 			})
@@ -1062,6 +1068,9 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 			if compareKeys(r.cursor, last) < 0 {
 				r.cursor = last
 			}
+			// Counted with the cursor's move: a worker that sees the
+			// cursor unmoved sees this batch in flight.
+			r.flying++
 			if held == nil { // held rows need no renewal and are no stray claims
 				for _, b := range batch {
 					r.inflight[b.key()] = struct{}{}
