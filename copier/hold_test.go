@@ -31,6 +31,18 @@ func ctids(t *testing.T, db *pgxpool.Pool, h medium.Hash) map[key]string {
 	return out
 }
 
+// mustHold holds n inodes of h from its start as worker "w" would, all of
+// them, and ends the hold when the test does.
+func mustHold(t *testing.T, db *pgxpool.Pool, h medium.Hash, n int) ([]*inode, *hold) {
+	t.Helper()
+	got, held, cut, err := holdBatch(context.Background(), db, h, "w", cursorStart, n, func() {})
+	require.NoError(t, err)
+	require.False(t, cut)
+	require.NotNil(t, held)
+	t.Cleanup(held.end)
+	return got, held
+}
+
 // copiedOutcome is n copied to a new blob whose id is made of i.
 func copiedOutcome(n *inode, i int) outcome {
 	return outcome{n: n, kind: copied, blob: fmt.Sprintf("%064x", i), mime: "text/plain", created: true}
@@ -129,16 +141,13 @@ func TestHoldOfLargeFilesIsAClaim(t *testing.T) {
 func TestHeldCommitAfterLostConnection(t *testing.T) {
 	db, h := benchMedium(t, 1000)
 	ctx := context.Background()
-	got, held, _, err := holdBatch(ctx, db, h, "w", cursorStart, 100, func() {})
-	require.NoError(t, err)
-	require.NotNil(t, held)
-	defer held.end()
+	got, held := mustHold(t, db, h, 100)
 	outs := make([]outcome, len(got))
 	for i, n := range got {
 		outs[i] = copiedOutcome(n, i)
 	}
 
-	_, err = db.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, held.conn.Conn().PgConn().PID()) // waits until it is gone
+	_, err := db.Exec(ctx, `SELECT pg_terminate_backend($1, 5000)`, held.conn.Conn().PgConn().PID()) // waits until it is gone
 	require.NoError(t, err)
 	_, _, err = commitBatch(ctx, db, h, "w", outs, nil, &blobSet{}, held)
 	require.Error(t, err, "a commit on a dead connection succeeded")
@@ -173,11 +182,7 @@ func TestHeldCommitAfterLostConnection(t *testing.T) {
 func TestHeldCommitAnsweredLost(t *testing.T) {
 	db, h := benchMedium(t, 1000)
 	ctx := context.Background()
-	got, held, cut, err := holdBatch(ctx, db, h, "w", cursorStart, 20, func() {})
-	require.NoError(t, err)
-	require.False(t, cut)
-	require.NotNil(t, held)
-	defer held.end()
+	got, held := mustHold(t, db, h, 20)
 	outs := make([]outcome, len(got))
 	for i, n := range got {
 		if i%2 == 0 {

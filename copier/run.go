@@ -407,7 +407,6 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 		r.policy = SimplePolicy{}
 	}
 	r.retry = dbconn.Retry{Bound: opts.DBRetry, Logger: r.log, OnRetry: r.outageIsNoStall}
-	r.tune = newTuner(opts.Workers, opts.FixedWorkers)
 	if opts.Limit > 0 {
 		r.quota.Store(opts.Limit)
 	} else {
@@ -513,14 +512,14 @@ func Run(ctx context.Context, db *pgxpool.Pool, opts Options) (Stats, error) {
 	}
 	// Every worker gets a share, however small the medium. Claims of
 	// others count: they come back if their worker turns out dead.
-	active := int64(r.tune.current())
+	active := int64(tuneFirst(opts.Workers, opts.FixedWorkers))
 	r.claimSize = int(min(int64(opts.BatchSize), max((files+active-1)/active, 1)))
 	// A worker beyond the medium's batches would only ask for one, find
 	// none and release orphans: on a floppy, most of eight did.
 	// A claim also stops at batchBytes: large files make more batches.
 	batches := max((files+int64(r.claimSize)-1)/int64(r.claimSize), min(files, (bytes+batchBytes-1)/batchBytes))
 	r.spawn = int(min(int64(opts.Workers), batches))
-	r.tune.lower(r.spawn)
+	r.tune = newTuner(max(r.spawn, 1), opts.FixedWorkers)
 	r.log.Info("copy started", "medium", h, "worker", opts.WorkerID, "workers_max", opts.Workers,
 		"workers", r.tune.current(), "workers_started", r.spawn, "fixed_workers", opts.FixedWorkers,
 		"batch_size", opts.BatchSize, "hold_slots", cap(r.holdSlots), "pending_files", files, "pending_bytes", bytes, "dry_run", opts.DryRun)
@@ -1088,13 +1087,8 @@ func (r *run) nextBatch(ctx context.Context, n int) ([]*inode, *hold, error) {
 		if after != cursorStart {
 			r.mu.Lock()
 			moved := r.cursor != after // another worker claimed further on
-			// Back to the start when this run gave inodes back behind
-			// the cursor, and once more after each pass that copied
-			// anything: rows held by another process that died since
-			// its cursor passed them are pending again, with no claim
-			// for releaseOrphans to find. The sweep costs one scan of
-			// the pending index; the copied count bounds the sweeps
-			// (a file skipped again copies nothing).
+			// See above; the copied count bounds the sweeps (a file
+			// skipped again copies nothing).
 			copied := r.st.copied.Load()
 			rewind := !moved && (r.gaveBack || copied != r.sweptAt && r.flying == 0)
 			if rewind {

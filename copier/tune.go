@@ -13,7 +13,7 @@ import (
 // throughput (see doc.go, "Concurrency", for the measurements behind it):
 //
 //   - Every worker goroutine of the bound exists (the bound is no more
-//     than the medium's batches, see lower), but only limit of them
+//     than the medium's batches, see Run), but only limit of them
 //     may hold a batch (claim, read, hash, store); the others wait, holding
 //     no claim. The limit starts at tuneStart.
 //   - Every tunePeriod, the work done in the period is weighed: bytes read
@@ -59,21 +59,17 @@ type tuneStep struct {
 }
 
 func newTuner(bound int, fixed bool) *tuner {
-	t := &tuner{bound: bound, limit: min(max(tuneStart, 1), bound), dir: 1, fixed: fixed}
-	if fixed {
-		t.limit = bound
-	}
+	t := &tuner{bound: bound, limit: tuneFirst(bound, fixed), dir: 1, fixed: fixed}
 	t.cond.L = &t.mu
 	return t
 }
 
-// lower bounds the tuner at n (before it climbs): a run with fewer
-// workers than Options.Workers does not report more copying.
-func (t *tuner) lower(n int) {
-	t.mu.Lock()
-	t.bound = min(t.bound, max(n, 1))
-	t.limit = min(t.limit, t.bound)
-	t.mu.Unlock()
+// tuneFirst is how many of bound workers copy at the start.
+func tuneFirst(bound int, fixed bool) int {
+	if fixed {
+		return bound
+	}
+	return min(max(tuneStart, 1), bound)
 }
 
 // enter waits until the worker may take a batch; false if ctx ended first.
