@@ -35,33 +35,43 @@ func benchRaw(b *testing.B, n int) []byte {
 }
 
 // BenchmarkReadSortStream measures the Go side of a load: parse, check,
-// match ignore patterns, sort, deduplicate and encode both COPY streams.
+// match ignore patterns, sort, deduplicate and encode both COPY streams,
+// for a floppy's worth of records and for a large medium.
 func BenchmarkReadSortStream(b *testing.B) {
-	raw := benchRaw(b, 300000)
 	ign, err := enumerate.NewMatcher([]string{`/\.DS_Store$`, `/Thumbs\.db$`, `/\._[^/]*$`, `/\.Trash-1000/`})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(int64(len(raw)))
-	b.ReportAllocs()
-	for b.Loop() {
-		var st Stats
-		ps, is := newPathSorter("", &st), newInodeSorter("", &st)
-		r := &recordReader{rd: enumerate.NewReader(bytes.NewReader(raw)), ignore: newIgnoreFilter(ign), links: map[inodeKey]*pendingLinks{},
-			paths: ps, inodes: is, st: &st}
-		if err := r.readAll(context.Background()); err != nil {
+	for _, n := range []int{33, 300000} {
+		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
+			raw := benchRaw(b, n)
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				readSortStream(b, raw, ign)
+			}
+		})
+	}
+}
+
+func readSortStream(b *testing.B, raw []byte, ign *enumerate.Matcher) {
+	var st Stats
+	size := int64(len(raw))
+	ps, is := newPathSorter("", &st, size), newInodeSorter("", &st, size)
+	defer ps.close()
+	defer is.close()
+	r := &recordReader{rd: enumerate.NewReader(bytes.NewReader(raw)), ignore: newIgnoreFilter(ign), links: map[inodeKey]*pendingLinks{},
+		paths: ps, inodes: is, st: &st}
+	if err := r.readAll(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range []func() (io.Reader, error){ps.stream, is.stream} {
+		s, err := f()
+		if err != nil {
 			b.Fatal(err)
 		}
-		for _, f := range []func() (io.Reader, error){ps.stream, is.stream} {
-			s, err := f()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := io.Copy(io.Discard, s); err != nil {
-				b.Fatal(err)
-			}
+		if _, err := io.Copy(io.Discard, s); err != nil {
+			b.Fatal(err)
 		}
-		ps.close()
-		is.close()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"time"
@@ -174,9 +175,10 @@ func (l *load) run(ctx context.Context, raw io.Reader) error {
 	// starts: a bad record costs no database work, and the transaction
 	// (with its locks) lasts only as long as the database needs.
 	l.begin(PhaseRead)
-	l.paths = newPathSorter(l.opts.SpoolDir, &l.st)
+	size := rawSize(raw)
+	l.paths = newPathSorter(l.opts.SpoolDir, &l.st, size)
 	defer l.paths.close()
-	l.inodes = newInodeSorter(l.opts.SpoolDir, &l.st)
+	l.inodes = newInodeSorter(l.opts.SpoolDir, &l.st, size)
 	defer l.inodes.close()
 	if err := l.readRaw(ctx, raw); err != nil {
 		return err
@@ -215,6 +217,20 @@ func (l *load) run(ctx context.Context, raw io.Reader) error {
 		}
 	}
 	return l.loadFresh(ctx)
+}
+
+// rawSize is the size of raw if it is a regular file (0 otherwise), which
+// sizes the sorters' buffers.
+func rawSize(raw io.Reader) int64 {
+	f, ok := raw.(interface{ Stat() (fs.FileInfo, error) })
+	if !ok {
+		return 0
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0
+	}
+	return fi.Size()
 }
 
 // beginTx starts a transaction on a connection of its own, with the

@@ -26,6 +26,21 @@ var (
 	inodeRunEntries = 1 << 19  // inode entries per in-memory run (~28 MiB)
 )
 
+// grown returns b with room for n more elements. A run's buffer starts
+// small and doubles up to limit (or to the one element that exceeds it):
+// a floppy's load allocates kilobytes, not the tens of MiB of a full run,
+// and a large load copies each byte about once more on the way up.
+func grown[T any](b []T, n, limit int) []T {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	c := min(max(2*cap(b), 1024), max(limit, len(b)+n))
+	c = max(c, len(b)+n)
+	nb := make([]T, len(b), c)
+	copy(nb, b)
+	return nb
+}
+
 // spoolError is an I/O error of the spool (not the raw file's fault).
 type spoolError struct{ err error }
 
@@ -124,8 +139,15 @@ type pathSorter struct {
 	examples [][]byte // the first duplicate paths, for the log
 }
 
-func newPathSorter(dir string, st *Stats) *pathSorter {
-	return &pathSorter{limit: pathRunBytes, dir: dir, st: st}
+// newPathSorter's rawSize is the raw file's size when known (0: not
+// known): its path rows take about as many bytes, so a large load starts
+// with its run's buffer at full size instead of growing into it.
+func newPathSorter(dir string, st *Stats, rawSize int64) *pathSorter {
+	s := &pathSorter{limit: pathRunBytes, dir: dir, st: st}
+	if rawSize > 0 {
+		s.arena = make([]byte, 0, min(int64(s.limit), rawSize))
+	}
+	return s
 }
 
 func (s *pathSorter) add(dev, ino uint64, path []byte, excluded bool) error {
@@ -135,10 +157,7 @@ func (s *pathSorter) add(dev, ino uint64, path []byte, excluded bool) error {
 			return err
 		}
 	}
-	if s.arena == nil {
-		// One allocation for good: the margin holds the largest record.
-		s.arena = make([]byte, 0, s.limit+need+(1<<20))
-	}
+	s.arena = grown(s.arena, need, s.limit)
 	s.offs = append(s.offs, uint32(len(s.arena)))
 	b := appendInt16(s.arena, int16(len(pathColumns)))
 	b = appendInt64Field(b, int64(dev))
@@ -330,9 +349,17 @@ type inodeSorter struct {
 	buf   []byte
 }
 
-func newInodeSorter(dir string, st *Stats) *inodeSorter {
-	return &inodeSorter{limit: inodeRunEntries, dir: dir, st: st}
+// newInodeSorter's rawSize is as newPathSorter's; a raw record takes
+// rarely less than rawRecordBytes.
+func newInodeSorter(dir string, st *Stats, rawSize int64) *inodeSorter {
+	s := &inodeSorter{limit: inodeRunEntries, dir: dir, st: st}
+	if rawSize > 0 {
+		s.run = make([]inodeEntry, 0, min(int64(s.limit), rawSize/rawRecordBytes+1))
+	}
+	return s
 }
+
+const rawRecordBytes = 64
 
 func (s *inodeSorter) add(e inodeEntry) error {
 	if len(s.run) >= s.limit {
@@ -340,9 +367,7 @@ func (s *inodeSorter) add(e inodeEntry) error {
 			return err
 		}
 	}
-	if s.run == nil {
-		s.run = make([]inodeEntry, 0, s.limit)
-	}
+	s.run = grown(s.run, 1, s.limit)
 	s.run = append(s.run, e)
 	return nil
 }

@@ -83,3 +83,26 @@ func TestSpilledRunsMatchInMemorySort(t *testing.T) {
 		}
 	}
 }
+
+// A run's buffer grows with what it holds and never past its limit (or
+// the one element larger than the limit), keeping what it held.
+func TestRunBufferGrowsUpToItsLimit(t *testing.T) {
+	const limit = 100_000
+	var b []byte
+	for i := 0; len(b)+7 <= limit; i++ {
+		b = append(grown(b, 7, limit), "1234567"...)
+		if cap(b) > limit {
+			t.Fatalf("after %d bytes the buffer holds %d, past its limit %d", len(b), cap(b), limit)
+		}
+		if i == 0 && cap(b) > 1024 {
+			t.Fatalf("a first record of 7 bytes took a buffer of %d", cap(b))
+		}
+	}
+	if string(b[len(b)-14:]) != "12345671234567" || len(b) != limit/7*7 {
+		t.Fatalf("the buffer lost bytes on the way: %d held", len(b))
+	}
+	big := grown(b[:0], 3*limit, limit)
+	if cap(big) != 3*limit {
+		t.Fatalf("a record of %d bytes got a buffer of %d", 3*limit, cap(big))
+	}
+}
