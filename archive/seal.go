@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -516,25 +517,48 @@ func (m *memberWriter) zeros(n int64) error {
 // with half that memory.
 const encoderWindow = 4 << 20
 
-func newEncoder(level, concurrency int) (*zstd.Encoder, error) {
+// newEncoder makes the encoder for an archive of input bytes of members.
+// An input that fits in one parallel job (a floppy, a Zip disk) gains
+// nothing from concurrency, and a window larger than the input buys no
+// ratio: it gets one synchronous encoder with a window just above its
+// size. Otherwise each of the parallel jobs would allocate and clear four
+// windows of buffers for a medium that fills a fraction of one (55 MB for a
+// floppy, a twentieth of the queue's CPU).
+func newEncoder(level, concurrency int, input int64) (*zstd.Encoder, error) {
 	speed := zstd.EncoderLevelFromZstd(level)
+	window := 0                     // the level's default
+	if speed <= zstd.SpeedDefault { // higher levels keep their larger windows
+		window = encoderWindow
+	}
+	if small := input + smallArchiveSlack; small <= 4*encoderWindow {
+		concurrency = 1
+		window = max(zstd.MinWindowSize, 1<<bits.Len64(uint64(small-1)))
+	}
 	opts := []zstd.EOption{
 		zstd.WithEncoderLevel(speed),
 		zstd.WithEncoderConcurrency(concurrency),
 		zstd.WithConcurrentBlocks(concurrency > 1),
 		zstd.WithEncoderCRC(true),
 	}
-	if speed <= zstd.SpeedDefault { // higher levels keep their larger windows
-		opts = append(opts, zstd.WithWindowSize(encoderWindow))
+	if window > 0 {
+		opts = append(opts, zstd.WithWindowSize(window))
 	}
 	return zstd.NewWriter(nil, opts...)
 }
+
+// smallArchiveSlack covers what the stream holds besides the members'
+// bytes: tar headers and the manifest.
+const smallArchiveSlack = 64 << 10
 
 // writeArchive writes the tar.zst stream to out, publishing each frame
 // and manifest entry to spans as soon as it is complete, and returns the
 // manifest.
 func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*source, spec Spec, prog Progress, res *Result, spans *spanLog, wb *writeback) (*Manifest, error) {
-	enc, err := newEncoder(spec.Level, spec.Concurrency)
+	var total int64
+	for _, s := range srcs {
+		total += s.st.Size
+	}
+	enc, err := newEncoder(spec.Level, spec.Concurrency, total)
 	if err != nil {
 		return nil, err
 	}
@@ -543,10 +567,6 @@ func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*sour
 	tw := tar.NewWriter(fw)
 	man := &Manifest{Format: ManifestFormat, Medium: string(h), Created: time.Now().UTC().Truncate(time.Second), ZstdLevel: spec.Level}
 
-	var total int64
-	for _, s := range srcs {
-		total += s.st.Size
-	}
 	prog.Start(PhaseSeal, total)
 	mw := &memberWriter{tw: tw, fw: fw, b3: blake3.New(), progress: prog}
 	if spec.SHA256 {

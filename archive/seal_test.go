@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"os"
 	"os/exec"
@@ -375,4 +376,39 @@ func TestSealOver8GiB(t *testing.T) {
 	out, err := exec.Command("tar", "-I", "zstd -d", "-tvf", res.Path).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), fmt.Sprintf(" %d ", int64(size)))
+}
+
+// A medium that fits in one parallel job (a floppy) is compressed by one
+// synchronous encoder whose window is just above its size, not by parallel
+// jobs that each allocate four 4 MiB windows; a larger medium keeps them.
+func TestSealSizesTheEncoderToTheMedium(t *testing.T) {
+	for _, c := range []struct {
+		size      int64
+		maxWindow uint64
+	}{{1440 << 10, 2 << 20}, {24 << 20, encoderWindow}} {
+		src := t.TempDir()
+		writeImage(t, filepath.Join(src, testHash+".img"), c.size, 3, false)
+		res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir(), Concurrency: 2})
+		f, err := os.Open(res.Path)
+		require.NoError(t, err)
+		frames := 0
+		for _, s := range framesOf(t, res.Path) {
+			if s.Skippable || s.Zeros > 0 {
+				continue
+			}
+			b := make([]byte, min(s.Size, zstd.HeaderMaxSize))
+			_, err := f.ReadAt(b, s.Offset)
+			require.NoError(t, err)
+			var h zstd.Header
+			require.NoError(t, h.Decode(b))
+			if h.SingleSegment { // a small frame names its size, not a window
+				continue
+			}
+			require.LessOrEqual(t, h.WindowSize, c.maxWindow, "medium of %d bytes, frame at %d", c.size, s.Offset)
+			require.Greater(t, h.WindowSize, c.maxWindow/2, "medium of %d bytes, frame at %d", c.size, s.Offset)
+			frames++
+		}
+		f.Close()
+		require.Positive(t, frames)
+	}
 }
