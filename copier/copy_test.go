@@ -230,3 +230,24 @@ func TestTreeAfterTheCount(t *testing.T) {
 	require.Zero(t, st.TreeErrors)
 	f.checkComplete()
 }
+
+// A medium of a few files is copied without the copier's own indexes,
+// whose builds would cost more than the scans they save; a larger one gets
+// them.
+func TestSmallMediumGetsNoCopierIndexes(t *testing.T) {
+	f := newMedium(t, richSpec())
+	o := f.options()
+	f.mustRun(o)
+	f.checkComplete()
+	indexes := func() int {
+		var n int
+		require.NoError(t, f.db.QueryRow(context.Background(), `SELECT count(*) FROM pg_class WHERE relkind = 'i' AND relname IN ($1, $2)`,
+			f.h.InodeTable()+"_pending_idx", f.h.InodeTable()+"_claimed_idx").Scan(&n))
+		return n
+	}
+	require.Zero(t, indexes(), "a medium of %d files got the copier's indexes", countFiles(t, f))
+
+	defer copier.SetSmallMedium(1)()
+	f.mustRun(o)
+	require.Equal(t, 2, indexes(), "the copier's indexes on a medium above the bound")
+}

@@ -23,6 +23,14 @@ func SetBatchBytes(n int64) (restore func()) {
 	return func() { batchBytes = old }
 }
 
+// SetSmallMedium changes the inode count below which a medium gets no
+// copier indexes (tests).
+func SetSmallMedium(rows int) (restore func()) {
+	old := smallMediumRows
+	smallMediumRows = rows
+	return func() { smallMediumRows = old }
+}
+
 // SetReadAhead changes the read-ahead's openers and window (tests).
 func SetReadAhead(openers, window int) (restore func()) {
 	o, w := aheadOpeners, aheadWindow
