@@ -13,7 +13,9 @@ import (
 
 // ATTACH proves the partition constraint from the load tables' check
 // constraints instead of scanning every row (the server says so at DEBUG1).
-func TestAttachSkipsValidationScan(t *testing.T) {
+func TestAttachSkipsValidationScan(t *testing.T) { onBothLoadPaths(t, attachSkipsValidationScan) }
+
+func attachSkipsValidationScan(t *testing.T) {
 	cfg, err := pgxpool.ParseConfig(pgtest.URL(t))
 	if err != nil {
 		t.Fatal(err)

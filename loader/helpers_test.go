@@ -167,3 +167,18 @@ func dbState(t testing.TB, pool *pgxpool.Pool) string {
 	q(`SELECT medium_hash, dev, ino, path, exclude_reason FROM path`)
 	return b.String()
 }
+
+// onBothLoadPaths runs test for a small medium loaded directly into its
+// partitions and again with its keys built before it is attached, the path
+// of a large medium (see loadFresh).
+func onBothLoadPaths(t *testing.T, test func(t *testing.T)) {
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			if !direct {
+				defer func(n int) { directLoadRecords = n }(directLoadRecords)
+				directLoadRecords = 0
+			}
+			test(t)
+		})
+	}
+}

@@ -17,7 +17,9 @@ import (
 
 // A small medium with every kind of entry: the catalog holds what the
 // design says, and the log has the runbook's dedupe line.
-func TestLoadBasic(t *testing.T) {
+func TestLoadBasic(t *testing.T) { onBothLoadPaths(t, loadBasic) }
+
+func loadBasic(t *testing.T) {
 	pool := pgtest.New(t)
 	raw := rawOf(t,
 		rec('d', 2049, 2, 3, rootA),
@@ -148,7 +150,9 @@ func TestHostileNamesRoundTrip(t *testing.T) {
 
 // Hardlinks give one inode and many paths; the same inode number on two
 // devices (two partitions) gives two inodes.
-func TestHardlinksAndDevices(t *testing.T) {
+func TestHardlinksAndDevices(t *testing.T) { onBothLoadPaths(t, hardlinksAndDevices) }
+
+func hardlinksAndDevices(t *testing.T) {
 	pool := pgtest.New(t)
 	root := "/mnt/ntt/" + hashA
 	raw := rawOf(t,
@@ -244,7 +248,9 @@ func TestIgnoreAndExcluded(t *testing.T) {
 
 // A path twice in the input is stored once and counted; when the second
 // record names another inode, that inode (left without a path) is dropped.
-func TestDuplicatePaths(t *testing.T) {
+func TestDuplicatePaths(t *testing.T) { onBothLoadPaths(t, duplicatePaths) }
+
+func duplicatePaths(t *testing.T) {
 	pool := pgtest.New(t)
 	raw := rawOf(t,
 		rec('d', 5, 2, 3, rootA),

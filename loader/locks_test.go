@@ -48,6 +48,10 @@ func idleInTransaction(t *testing.T, pool *pgxpool.Pool, stmts ...string) uint32
 // fail with a lock-timeout error naming the table, the purpose and the
 // blocking session — not a silent stall — and the database is unchanged.
 func TestIdleTransactionGivesLockTimeout(t *testing.T) {
+	onBothLoadPaths(t, idleTransactionGivesLockTimeout)
+}
+
+func idleTransactionGivesLockTimeout(t *testing.T) {
 	pool := pgtest.New(t)
 	mustLoad(t, pool, hashB, rawOf(t, rec('d', 5, 2, 2, "/r"), rec('f', 5, 3, 1, "/r/x")), Options{})
 

@@ -84,8 +84,13 @@ func psqlDescribe(t *testing.T, url, table, hash string) string {
 // The partitions a load attaches are the ones schema.CreatePartitions
 // makes, down to names, constraint and index flags, triggers and what the
 // seed's `\d+` prints; the seed's verification queries answer as it
-// expects.
+// expects. So for a medium loaded directly into its partitions and for one
+// whose keys are built before it is attached.
 func TestPartitionsMatchCreatePartitions(t *testing.T) {
+	onBothLoadPaths(t, partitionsMatchCreatePartitions)
+}
+
+func partitionsMatchCreatePartitions(t *testing.T) {
 	pool := pgtest.New(t)
 	url := pool.Config().ConnString()
 	ctx := context.Background()
