@@ -2,6 +2,7 @@ package archive
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -532,7 +533,8 @@ func newEncoder(level, concurrency int, input int64) (*zstd.Encoder, error) {
 	}
 	if small := input + smallArchiveSlack; small <= 4*encoderWindow {
 		concurrency = 1
-		window = max(zstd.MinWindowSize, 1<<bits.Len64(uint64(small-1)))
+		// Never above the level's own window (8 MiB for higher levels).
+		window = min(max(zstd.MinWindowSize, 1<<bits.Len64(uint64(small-1))), cmp.Or(window, 8<<20))
 	}
 	opts := []zstd.EOption{
 		zstd.WithEncoderLevel(speed),

@@ -42,8 +42,9 @@
 // the start and are attached right after the COPY, which builds their
 // primary keys as CREATE TABLE … PARTITION OF would. That spares the
 // stand-in parents of the keys, the detach and the renames, a quarter of a
-// floppy's catalog work, and holds the parents' SHARE UPDATE EXCLUSIVE
-// lock only for the milliseconds such keys take to build.
+// floppy's catalog work. The parents' SHARE UPDATE EXCLUSIVE lock is then
+// held from the dedupe phase (whose time includes a wait for it) to the
+// commit, milliseconds for such a medium.
 //
 // # Modes
 //

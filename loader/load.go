@@ -493,10 +493,12 @@ func copySQL(table string, cols []string) string {
 // A small medium that has no partitions yet is loaded directly: its tables
 // get their final names from the start and ATTACH builds their keys, as
 // CREATE TABLE … PARTITION OF would. That spares the stand-in parents, the
-// detach and the renames (7 of a floppy's 30 ms of catalog work), and
-// holds the parents' SHARE UPDATE EXCLUSIVE lock for the milliseconds the
-// keys of directLoadRecords rows take to build; a larger medium builds its
-// keys before taking that lock.
+// detach and the renames (7 of a floppy's 30 ms of catalog work). The
+// parents' SHARE UPDATE EXCLUSIVE lock is then taken in the dedupe phase
+// (whose time includes any wait for it) and held until the commit, the
+// milliseconds that the keys, statistics and foreign key of at most
+// directLoadRecords rows take; a larger medium builds its keys before it
+// takes that lock.
 func (l *load) loadFresh(ctx context.Context) error {
 	direct := !l.existing && l.st.Records <= int64(directLoadRecords)
 	if direct {
@@ -576,7 +578,9 @@ func (l *load) buildKeys(ctx context.Context) error {
 // attachKeyed is buildKeys for a direct load: each table is attached to
 // its parent, which builds its primary key.
 func (l *load) attachKeyed(ctx context.Context) error {
-	for _, parent := range []string{"path", "inode"} {
+	// In attach's order (inode, then path): a large medium's load that
+	// holds inode at its attach while this one held path would deadlock.
+	for _, parent := range []string{"inode", "path"} {
 		if err := l.lockTable(ctx, parent, true, "SHARE UPDATE EXCLUSIVE",
 			fmt.Sprintf("to attach %s_p_%s to it", parent, l.h.TableKey())); err != nil {
 			return err

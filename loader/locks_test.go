@@ -260,3 +260,51 @@ func TestCancelWhileReading(t *testing.T) {
 		t.Errorf("database changed")
 	}
 }
+
+// A direct load takes the parents' locks in the order a large medium's
+// attach does (inode, then path): waiting for inode, it holds nothing on
+// path that such a load, holding inode, could be waiting for.
+func TestDirectLoadLocksParentsInAttachOrder(t *testing.T) {
+	pool := pgtest.New(t)
+	ctx := context.Background()
+	blocker := idleInTransaction(t, pool, `LOCK TABLE ONLY inode IN SHARE UPDATE EXCLUSIVE MODE`)
+	done := make(chan error, 1)
+	raw := firstRaw(t)
+	go func() {
+		_, err := Load(ctx, pool, hashA, bytes.NewReader(raw), Options{LockTimeout: 30 * time.Second})
+		done <- err
+	}()
+	var waiter uint32
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		err := pool.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'relation' AND relation = 'inode'::regclass
+			AND NOT granted AND pid <> $1`, blocker).Scan(&waiter)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the load never waited for table inode")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var held []string
+	rows, err := pool.Query(ctx, `SELECT mode FROM pg_locks WHERE locktype = 'relation' AND relation = 'path'::regclass
+		AND pid = $1 AND mode <> 'AccessShareLock'`, waiter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, err = collectStrings(rows); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) > 0 {
+		t.Errorf("a load waiting for table inode holds %v on table path", held)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, blocker); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the load after the blocker left: %v", err)
+	}
+}
