@@ -518,23 +518,36 @@ func (m *memberWriter) zeros(n int64) error {
 // with half that memory.
 const encoderWindow = 4 << 20
 
-// newEncoder makes the encoder for an archive of input bytes of members.
+// newEncoder makes the encoder for an archive of input bytes of members;
+// release closes it when the archive is written.
+//
 // An input that fits in one parallel job (a floppy, a Zip disk) gains
 // nothing from concurrency, and a window larger than the input buys no
 // ratio: it gets one synchronous encoder with a window just above its
 // size. Otherwise each of the parallel jobs would allocate and clear four
 // windows of buffers for a medium that fills a fraction of one (55 MB for a
-// floppy, a twentieth of the queue's CPU).
-func newEncoder(level, concurrency int, input int64) (*zstd.Encoder, error) {
+// floppy, a twentieth of the queue's CPU). Such an encoder is kept for the
+// next archive with the same settings: a queue of floppies would fault in
+// a fresh history and match tables for each (most of the queue's page
+// faults; see encoders). Reset makes every frame an independent stream,
+// so nothing of one archive reaches the next.
+func newEncoder(level, concurrency int, input int64) (enc *zstd.Encoder, release func(), err error) {
 	speed := zstd.EncoderLevelFromZstd(level)
 	window := 0                     // the level's default
 	if speed <= zstd.SpeedDefault { // higher levels keep their larger windows
 		window = encoderWindow
 	}
+	key := encoderKey{speed: speed}
 	if small := input + smallArchiveSlack; small <= 4*encoderWindow {
 		concurrency = 1
 		// Never above the level's own window (8 MiB for higher levels).
 		window = min(max(zstd.MinWindowSize, 1<<bits.Len64(uint64(small-1))), cmp.Or(window, 8<<20))
+		if window <= maxCachedWindow {
+			key.window = window
+			if e := encoders.take(key); e != nil {
+				return e, func() { encoders.keep(key, e) }, nil
+			}
+		}
 	}
 	opts := []zstd.EOption{
 		zstd.WithEncoderLevel(speed),
@@ -545,7 +558,64 @@ func newEncoder(level, concurrency int, input int64) (*zstd.Encoder, error) {
 	if window > 0 {
 		opts = append(opts, zstd.WithWindowSize(window))
 	}
-	return zstd.NewWriter(nil, opts...)
+	if enc, err = zstd.NewWriter(nil, opts...); err != nil {
+		return nil, nil, err
+	}
+	return enc, func() { encoders.keep(key, enc) }, nil
+}
+
+// encoders keeps the synchronous encoders of small archives (a window of
+// at most maxCachedWindow) for the next archive with the same settings, at
+// most maxCachedEncoders of them (one a job of a queue: tens of MiB).
+var encoders encoderCache
+
+const (
+	maxCachedWindow   = 4 << 20
+	maxCachedEncoders = 4
+)
+
+// encoderKey is an encoder's settings; window 0: not kept.
+type encoderKey struct {
+	speed  zstd.EncoderLevel
+	window int
+}
+
+type encoderCache struct {
+	mu   sync.Mutex
+	free []cachedEncoder // oldest first
+}
+
+type cachedEncoder struct {
+	key encoderKey
+	enc *zstd.Encoder
+}
+
+// take removes and returns a kept encoder with key's settings, or nil.
+func (c *encoderCache) take(key encoderKey) *zstd.Encoder {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := len(c.free) - 1; i >= 0; i-- {
+		if c.free[i].key == key {
+			e := c.free[i].enc
+			c.free = append(c.free[:i], c.free[i+1:]...)
+			return e
+		}
+	}
+	return nil
+}
+
+// keep closes enc and, if its settings are to be kept and it closed
+// cleanly, keeps it (forgetting the oldest beyond maxCachedEncoders).
+func (c *encoderCache) keep(key encoderKey, enc *zstd.Encoder) {
+	if err := enc.Close(); err != nil || key.window == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.free) == maxCachedEncoders {
+		c.free = append(c.free[:0], c.free[1:]...)
+	}
+	c.free = append(c.free, cachedEncoder{key, enc})
 }
 
 // smallArchiveSlack covers what the stream holds besides the members'
@@ -560,11 +630,11 @@ func writeArchive(ctx context.Context, out *os.File, h medium.Hash, srcs []*sour
 	for _, s := range srcs {
 		total += s.st.Size
 	}
-	enc, err := newEncoder(spec.Level, spec.Concurrency, total)
+	enc, release, err := newEncoder(spec.Level, spec.Concurrency, total)
 	if err != nil {
 		return nil, err
 	}
-	defer enc.Close()
+	defer release()
 	fw := &frameWriter{enc: enc, out: &countingWriter{w: out, wb: wb}, scratch: make([]byte, 0, 64<<10), spans: spans}
 	tw := tar.NewWriter(fw)
 	man := &Manifest{Format: ManifestFormat, Medium: string(h), Created: time.Now().UTC().Truncate(time.Second), ZstdLevel: spec.Level}

@@ -412,3 +412,55 @@ func TestSealSizesTheEncoderToTheMedium(t *testing.T) {
 		require.Positive(t, frames)
 	}
 }
+
+// Small archives sealed one after another share an encoder, and nothing of
+// one reaches the next: each extracts, with the zstd and tar commands, to
+// exactly its own image.
+func TestSmallArchivesShareAnEncoderAndNothingElse(t *testing.T) {
+	requireTool(t, "tar")
+	requireTool(t, "zstd")
+	key := encoderKey{zstd.EncoderLevelFromZstd(DefaultLevel), 2 << 20}
+	var kept []*zstd.Encoder
+	for i, seed := range []uint64{11, 12, 11} {
+		src := t.TempDir()
+		img := filepath.Join(src, testHash+".img")
+		writeImage(t, img, 1440<<10+int64(i)*4096, seed, false)
+		res := seal(t, Spec{Medium: testHash, ImagesDirs: []string{src}, Dest: t.TempDir(), Concurrency: 2})
+		x := t.TempDir()
+		out, err := exec.Command("tar", "-I", "zstd -d", "-xf", res.Path, "-C", x).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		sameFile(t, img, filepath.Join(x, testHash+".img"))
+
+		enc := encoders.take(key)
+		require.NotNil(t, enc, "archive %d left no encoder for the next", i)
+		encoders.keep(key, enc)
+		kept = append(kept, enc)
+	}
+	require.Same(t, kept[0], kept[1], "the second archive made an encoder of its own")
+	require.Same(t, kept[0], kept[2], "the third archive made an encoder of its own")
+}
+
+// The cache of encoders keeps at most maxCachedEncoders, the newest, and
+// none of a large archive.
+func TestEncoderCacheIsBounded(t *testing.T) {
+	defer func(f []cachedEncoder) { encoders.free = f }(encoders.free)
+	encoders.free = nil
+	var made []*zstd.Encoder
+	for i := range maxCachedEncoders + 2 {
+		enc, release, err := newEncoder(DefaultLevel, 2, int64(i+1)<<10)
+		require.NoError(t, err)
+		made = append(made, enc)
+		defer release()
+	}
+	big, release, err := newEncoder(DefaultLevel, 2, 100<<20)
+	require.NoError(t, err)
+	release()
+	for _, e := range made {
+		encoders.keep(encoderKey{zstd.EncoderLevelFromZstd(DefaultLevel), 64 << 10}, e)
+	}
+	require.Len(t, encoders.free, maxCachedEncoders)
+	for i, c := range encoders.free {
+		require.Same(t, made[2+i], c.enc)
+		require.NotSame(t, big, c.enc)
+	}
+}
