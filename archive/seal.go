@@ -542,7 +542,8 @@ func newEncoder(level, concurrency int, input int64) (enc *zstd.Encoder, release
 		concurrency = 1
 		// Never above the level's own window (8 MiB for higher levels).
 		window = min(max(zstd.MinWindowSize, 1<<bits.Len64(uint64(small-1))), cmp.Or(window, 8<<20))
-		if window <= maxCachedWindow {
+		// The best level's match tables are tens of MiB: not kept.
+		if window <= maxCachedWindow && speed < zstd.SpeedBestCompression {
 			key.window = window
 			if e := encoders.take(key); e != nil {
 				return e, func() { encoders.keep(key, e) }, nil

@@ -77,20 +77,26 @@ type config struct {
 }
 
 func main() {
-	// A queue of small media makes short-lived garbage medium after medium
-	// over a small live heap: collecting at five times the live heap
-	// instead of twice took a fifth off ntt-pipeline's CPU over 100
-	// floppies (80-90 MiB resident instead of 40). The soft limit keeps a
-	// large medium where the default had it: 271 MiB resident on the 300k
-	// tree of bench/pipeline.sh, against 279-287. GOGC and GOMEMLIMIT
-	// override either.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(256 << 20)
-	}
+	tuneGC(1)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// tuneGC sets the garbage collector for jobs media at a time, unless GOGC
+// says how to collect (then nothing is changed) or GOMEMLIMIT bounds the
+// heap (then only the pace is). A queue of small media makes short-lived
+// garbage medium after medium over a small live heap: collecting at five
+// times the live heap instead of twice took a fifth off ntt-pipeline's CPU
+// over 100 floppies (80-90 MiB resident instead of 40). A soft limit of
+// 256 MiB a job keeps a large medium about where the default had it: 271
+// MiB resident on the 300k tree of bench/pipeline.sh, against 279-287.
+func tuneGC(jobs int) {
+	if os.Getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(400)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(jobs) << 28)
+	}
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

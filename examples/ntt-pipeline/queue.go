@@ -174,6 +174,7 @@ func runQueue(c config, q *queueFlags, args []string, stdout, stderr io.Writer) 
 	}
 	// The copy workers of all jobs stay within --workers.
 	jobs = max(1, min(jobs, c.workers))
+	tuneGC(jobs)
 
 	busy := &running{}
 	ctx, stop := stopOnSignals(stderr, func() { detachMounts(c.root, busy.list(), stderr) })
