@@ -25,8 +25,8 @@
 // The whole raw file is read, checked and sorted before the transaction
 // starts: path rows by path, inode rows by (dev, ino), in runs of bounded
 // size spilled to an anonymous spool file and merged (at most about 150
-// MiB of memory whatever the record count; a floppy's load takes
-// kilobytes). Inodes are deduplicated as records
+// MiB of memory whatever the record count; a floppy's load takes a few
+// hundred kilobytes). Inodes are deduplicated as records
 // stream by — only hardlinked inodes whose other links are still to come
 // are held — and repeated paths meet in the merge, where all but the first
 // are dropped and counted. Then, in one transaction, two binary COPYs fill
