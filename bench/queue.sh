@@ -13,12 +13,13 @@
 # Reported: media per minute of each, and default/loop.
 # Target: the default >= 3x the shell loop.
 #
-# Usage: sudo bench/queue.sh   (env: NTT_BENCH_DIR, N=100)
+# Usage: sudo bench/queue.sh   (env: NTT_BENCH_DIR, N=100, RUNS=3 rounds: medians)
 set -euo pipefail
 
 BENCH=${NTT_BENCH_DIR:-/var/tmp/ntt-bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-100}
+RUNS=${RUNS:-3}
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 
 [[ $(id -u) == 0 ]] || { echo "bench/queue.sh: needs root (loop devices, mounts)" >&2; exit 1; }
@@ -78,31 +79,47 @@ args() {
 	echo --db "$(url "$name")" --root "$WORK/$name/mnt" --store "$WORK/$name/cold" --dest "$WORK/$name/cold/img-read" --work "$WORK/$name/work"
 }
 
-side loop
-sync
-t=$(now)
-for img in "$WORK"/loop/img/*.img; do
+# A round runs the three sides one after the other, each on a fresh
+# database, store and copy of the images; RUNS rounds give each side's
+# median (figures on 2 cores move by a fifth from run to run).
+: >"$WORK/loop.t"
+: >"$WORK/jobs1.t"
+: >"$WORK/dflt.t"
+for ((r = 1; r <= RUNS; r++)); do
+	side loop$r
+	sync
+	t=$(now)
+	for img in "$WORK"/loop$r/img/*.img; do
+		# shellcheck disable=SC2046
+		"$WORK/ntt-pipeline" $(args loop$r) "$img" >/dev/null 2>"$WORK/loop.err" || { cat "$WORK/loop.err" >&2; exit 1; }
+	done
+	since "$t" >>"$WORK/loop.t"
+	echo >>"$WORK/loop.t"
+
+	side jobs1_$r
+	sync
+	t=$(now)
 	# shellcheck disable=SC2046
-	"$WORK/ntt-pipeline" $(args loop) "$img" >/dev/null 2>"$WORK/loop.err" || { cat "$WORK/loop.err" >&2; exit 1; }
+	"$WORK/ntt-pipeline" $(args jobs1_$r) --all --images "$WORK/jobs1_$r/img" --jobs 1 >/dev/null 2>"$WORK/jobs1.err" || { cat "$WORK/jobs1.err" >&2; exit 1; }
+	since "$t" >>"$WORK/jobs1.t"
+	echo >>"$WORK/jobs1.t"
+
+	side dflt$r
+	sync
+	t=$(now)
+	# shellcheck disable=SC2046
+	"$WORK/ntt-pipeline" $(args dflt$r) --all --images "$WORK/dflt$r/img" >"$WORK/dflt.out" 2>"$WORK/dflt.err" || { cat "$WORK/dflt.out" "$WORK/dflt.err" >&2; exit 1; }
+	since "$t" >>"$WORK/dflt.t"
+	echo >>"$WORK/dflt.t"
+	log "round $r: loop $(tail -n 1 "$WORK/loop.t") s, --jobs 1 $(tail -n 1 "$WORK/jobs1.t") s, --all $(tail -n 1 "$WORK/dflt.t") s"
 done
-t_loop=$(since "$t")
-
-side jobs1
-sync
-t=$(now)
-# shellcheck disable=SC2046
-"$WORK/ntt-pipeline" $(args jobs1) --all --images "$WORK/jobs1/img" --jobs 1 >/dev/null 2>"$WORK/jobs1.err" || { cat "$WORK/jobs1.err" >&2; exit 1; }
-t_jobs1=$(since "$t")
-
-side dflt
-sync
-t=$(now)
-# shellcheck disable=SC2046
-"$WORK/ntt-pipeline" $(args dflt) --all --images "$WORK/dflt/img" >"$WORK/dflt.out" 2>"$WORK/dflt.err" || { cat "$WORK/dflt.out" "$WORK/dflt.err" >&2; exit 1; }
-t_dflt=$(since "$t")
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+t_loop=$(median <"$WORK/loop.t")
+t_jobs1=$(median <"$WORK/jobs1.t")
+t_dflt=$(median <"$WORK/dflt.t")
 jobs=$(sed -n 's/.* media to process, \([0-9]*\) at a time.*/\1/p' "$WORK/dflt.out")
 
-echo "queue benchmark: $N floppy media (1.44 MB, 30 files), $(nproc) cores"
+echo "queue benchmark: $N floppy media (1.44 MB, 30 files), $(nproc) cores, median of $RUNS round(s)"
 rate() { awk -v n="$N" -v s="$1" 'BEGIN {printf "%.1f", n / s * 60}'; }
 printf '%-40s %9s %14s\n' "run" "seconds" "media/minute"
 printf '%-40s %9s %14s\n' "shell loop over ntt-pipeline IMAGE" "$t_loop" "$(rate "$t_loop")"
