@@ -545,10 +545,11 @@ func newEncoder(level, concurrency int, input int64) (enc *zstd.Encoder, release
 		// The best level's match tables are tens of MiB: not kept.
 		if window <= maxCachedWindow && speed < zstd.SpeedBestCompression {
 			key.window = window
-			if e := encoders.take(key); e != nil {
-				return e, func() { encoders.keep(key, e) }, nil
-			}
 		}
+	}
+	release = func() { encoders.keep(key, enc) }
+	if enc = encoders.take(key); enc != nil {
+		return enc, release, nil
 	}
 	opts := []zstd.EOption{
 		zstd.WithEncoderLevel(speed),
@@ -562,7 +563,7 @@ func newEncoder(level, concurrency int, input int64) (enc *zstd.Encoder, release
 	if enc, err = zstd.NewWriter(nil, opts...); err != nil {
 		return nil, nil, err
 	}
-	return enc, func() { encoders.keep(key, enc) }, nil
+	return enc, release, nil
 }
 
 // encoders keeps the synchronous encoders of small archives (a window of
@@ -593,6 +594,9 @@ type cachedEncoder struct {
 
 // take removes and returns a kept encoder with key's settings, or nil.
 func (c *encoderCache) take(key encoderKey) *zstd.Encoder {
+	if key.window == 0 {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := len(c.free) - 1; i >= 0; i-- {

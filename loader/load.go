@@ -552,7 +552,7 @@ func (l *load) loadFresh(ctx context.Context) error {
 	l.begin(PhaseAttach)
 	attach := l.attach
 	if direct {
-		attach = l.settle
+		attach = func(ctx context.Context) error { return l.settle(ctx, "settling the new partitions") }
 	}
 	if err := attach(ctx); err != nil {
 		return err
@@ -570,23 +570,16 @@ func (l *load) loadFresh(ctx context.Context) error {
 // built optimistically; only when one fails on a duplicate are the later
 // copies removed — keeping each first occurrence — and the key rebuilt.
 func (l *load) buildKeys(ctx context.Context) error {
-	return l.keys(ctx, func(table, parent, cols string, dedupe func(context.Context) error) (bool, error) {
-		return l.addKey(ctx, table, parent, cols, dedupe)
-	})
+	return l.keys(ctx, l.addKey)
 }
 
 // attachKeyed is buildKeys for a direct load: each table is attached to
 // its parent, which builds its primary key.
 func (l *load) attachKeyed(ctx context.Context) error {
-	// In attach's order (inode, then path): a large medium's load that
-	// holds inode at its attach while this one held path would deadlock.
-	for _, parent := range []string{"inode", "path"} {
-		if err := l.lockTable(ctx, parent, true, "SHARE UPDATE EXCLUSIVE",
-			fmt.Sprintf("to attach %s_p_%s to it", parent, l.h.TableKey())); err != nil {
-			return err
-		}
+	if err := l.lockParents(ctx); err != nil {
+		return err
 	}
-	return l.keys(ctx, func(table, parent, _ string, dedupe func(context.Context) error) (bool, error) {
+	return l.keys(ctx, func(ctx context.Context, table, parent, _ string, dedupe func(context.Context) error) (bool, error) {
 		return l.tryKey(ctx, "attaching "+table+" and building its primary key",
 			fmt.Sprintf(`ALTER TABLE %s ATTACH PARTITION %s FOR VALUES IN ('%s')`, parent, table, l.h), dedupe)
 	})
@@ -595,14 +588,14 @@ func (l *load) attachKeyed(ctx context.Context) error {
 // keys builds the primary keys with key (path first: a path dropped as a
 // duplicate may leave an inode without a path), and recounts the rows if
 // any were dropped.
-func (l *load) keys(ctx context.Context, key func(table, parent, cols string, dedupe func(context.Context) error) (bool, error)) error {
+func (l *load) keys(ctx context.Context, key func(ctx context.Context, table, parent, cols string, dedupe func(context.Context) error) (bool, error)) error {
 	// The rows come in key order, so the sorts are a single pass; parallel
 	// workers would only add their start-up and a merge.
 	if err := l.exec(ctx, "setting up the key builds", `SET LOCAL max_parallel_maintenance_workers = 0`); err != nil {
 		return err
 	}
 	defer l.tx.Exec(ctx, `RESET max_parallel_maintenance_workers`) //nolint:errcheck // a failed tx rolls back anyway
-	pathsDeduped, err := key(l.loadPath, "path", "medium_hash, path", l.dedupePaths)
+	pathsDeduped, err := key(ctx, l.loadPath, "path", "medium_hash, path", l.dedupePaths)
 	if err != nil {
 		return err
 	}
@@ -614,7 +607,7 @@ func (l *load) keys(ctx context.Context, key func(table, parent, cols string, de
 			return err
 		}
 	}
-	inodesDeduped, err := key(l.loadInode, "inode", "medium_hash, dev, ino", l.dedupeInodes)
+	inodesDeduped, err := key(ctx, l.loadInode, "inode", "medium_hash, dev, ino", l.dedupeInodes)
 	if err != nil {
 		return err
 	}
@@ -758,13 +751,8 @@ func (l *load) attach(ctx context.Context) error {
 		if err := l.exec(ctx, "dropping the old partitions", fmt.Sprintf(`DROP TABLE %s, %s`, pathP, inodeP)); err != nil {
 			return err
 		}
-	} else {
-		for _, parent := range []string{"inode", "path"} {
-			if err := l.lockTable(ctx, parent, true, "SHARE UPDATE EXCLUSIVE",
-				fmt.Sprintf("to attach %s_p_%s to it", parent, l.h.TableKey())); err != nil {
-				return err
-			}
-		}
+	} else if err := l.lockParents(ctx); err != nil {
+		return err
 	}
 	stmts := []string{
 		fmt.Sprintf(`ALTER TABLE %[1]s_keys DETACH PARTITION %[1]s`, l.loadInode),
@@ -773,36 +761,40 @@ func (l *load) attach(ctx context.Context) error {
 		fmt.Sprintf(`DROP TABLE %s_keys`, l.loadPath),
 		fmt.Sprintf(`ALTER TABLE %s RENAME TO %s`, l.loadInode, inodeP),
 		fmt.Sprintf(`ALTER TABLE %s RENAME CONSTRAINT %s_pkey TO %s_pkey`, inodeP, l.loadInode, inodeP),
-		fmt.Sprintf(`ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT`, inodeP),
 		fmt.Sprintf(`ALTER TABLE %s RENAME TO %s`, l.loadPath, pathP),
 		fmt.Sprintf(`ALTER TABLE %s RENAME CONSTRAINT %s_pkey TO %s_pkey`, pathP, l.loadPath, pathP),
 		fmt.Sprintf(`ALTER TABLE %s RENAME CONSTRAINT %s_fk TO %s`, pathP, l.loadPath, schema.PartitionFK(l.h)),
 		fmt.Sprintf(`ALTER INDEX %s_fk_idx RENAME TO %s`, l.loadPath, l.h.PathFKIndex()),
-		fmt.Sprintf(`ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT`, pathP),
 		// The check constraints make the partition constraint provable, so
-		// ATTACH skips its scan; they are dropped once it is in place.
+		// ATTACH skips its scan; settle drops them once it is in place.
 		fmt.Sprintf(`ALTER TABLE inode ATTACH PARTITION %s FOR VALUES IN ('%s')`, inodeP, l.h),
 		fmt.Sprintf(`ALTER TABLE path ATTACH PARTITION %s FOR VALUES IN ('%s')`, pathP, l.h),
-		fmt.Sprintf(`ALTER TABLE %s DROP CONSTRAINT %s_medium`, inodeP, l.loadInode),
-		fmt.Sprintf(`ALTER TABLE %s DROP CONSTRAINT %s_medium`, pathP, l.loadPath),
 	}
-	if err := l.exec(ctx, "attaching the new partitions", strings.Join(stmts, ";\n")); err != nil {
-		return err
-	}
-	if err := schema.CheckAttached(ctx, l.tx, l.h); err != nil {
-		return fmt.Errorf("loader: after attaching: %w", err)
+	return l.settle(ctx, "attaching the new partitions", stmts...)
+}
+
+// lockParents takes the parents' lock that attaching a partition needs, in
+// one order for every load (inode, then path): two loads taking them in
+// opposite orders would deadlock.
+func (l *load) lockParents(ctx context.Context) error {
+	for _, parent := range []string{"inode", "path"} {
+		if err := l.lockTable(ctx, parent, true, "SHARE UPDATE EXCLUSIVE",
+			fmt.Sprintf("to attach %s_p_%s to it", parent, l.h.TableKey())); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// settle is attach for a direct load, whose tables are attached already:
-// the defaults and check constraints that served the load go.
-func (l *load) settle(ctx context.Context) error {
-	var stmts []string
-	for _, t := range []string{l.loadInode, l.loadPath} {
-		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE %[1]s ALTER COLUMN medium_hash DROP DEFAULT, DROP CONSTRAINT %[1]s_medium`, t))
+// settle runs the statements that attach the medium's tables (none for a
+// direct load, attached already), drops what served the load from the
+// partitions (the medium_hash defaults, the check constraints) and checks
+// that they are attached as they should be.
+func (l *load) settle(ctx context.Context, step string, stmts ...string) error {
+	for _, t := range []struct{ table, load string }{{l.h.InodeTable(), l.loadInode}, {l.h.PathTable(), l.loadPath}} {
+		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE %s ALTER COLUMN medium_hash DROP DEFAULT, DROP CONSTRAINT %s_medium`, t.table, t.load))
 	}
-	if err := l.exec(ctx, "settling the new partitions", strings.Join(stmts, ";\n")); err != nil {
+	if err := l.exec(ctx, step, strings.Join(stmts, ";\n")); err != nil {
 		return err
 	}
 	if err := schema.CheckAttached(ctx, l.tx, l.h); err != nil {

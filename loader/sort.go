@@ -28,15 +28,14 @@ var (
 
 // grown returns b with room for n more elements. A run's buffer starts
 // small and doubles up to limit (or to the one element that exceeds it):
-// a floppy's load allocates kilobytes, not the tens of MiB of a full run,
-// and a large load copies each byte about once more on the way up.
+// a floppy's load allocates a few hundred kilobytes, not the tens of MiB
+// of a full run, and a large load copies each byte about once more on the
+// way up.
 func grown[T any](b []T, n, limit int) []T {
 	if cap(b)-len(b) >= n {
 		return b
 	}
-	c := min(max(2*cap(b), 1024), max(limit, len(b)+n))
-	c = max(c, len(b)+n)
-	nb := make([]T, len(b), c)
+	nb := make([]T, len(b), max(min(max(2*cap(b), 1024), limit), len(b)+n))
 	copy(nb, b)
 	return nb
 }
